@@ -1,0 +1,191 @@
+//! The control channel: a Unix stream socket per connection that carries the handshake (with
+//! the segment's memfd as SCM_RIGHTS), the backup path's frames, and — by ending — the news
+//! that the peer is gone.
+//!
+//! Peer death needs no timeout and no heartbeat: when a process dies, however it dies, the
+//! kernel closes its end of the socket, and the blocking read on this side returns end-of-file
+//! (or `ECONNRESET`) at once. Each side keeps one thread in that read; see `client.rs` and
+//! `server.rs` for what they do when it returns.
+
+use std::io::{IoSlice, IoSliceMut, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, getsockopt, recvmsg, sendmsg, sockopt,
+};
+
+use crate::futex::{self, Scope};
+use crate::ring::Spin;
+use crate::status::{Error, Status};
+use crate::wire::{self, FrameHeader, HEADER_LEN, Message, WireError};
+
+/// Who is on the other end of a socket, as the kernel recorded it when it connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// Process id.
+    pub pid: i32,
+    /// Effective user id.
+    pub uid: u32,
+    /// Effective group id.
+    pub gid: u32,
+}
+
+/// The peer's credentials (`SO_PEERCRED`).
+pub fn peer_credentials(stream: &UnixStream) -> Result<Credentials, Error> {
+    let c = getsockopt(stream, sockopt::PeerCredentials)
+        .map_err(|e| Error::io("reading the peer's credentials failed", e))?;
+    Ok(Credentials {
+        pid: c.pid(),
+        uid: c.uid(),
+        gid: c.gid(),
+    })
+}
+
+/// Sends one frame with one descriptor attached to its first byte.
+pub fn send_with_fd(stream: &UnixStream, frame: &[u8], fd: BorrowedFd<'_>) -> Result<(), Error> {
+    let fds = [fd.as_raw_fd()];
+    let sent = sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[IoSlice::new(frame)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(|e| Error::io("sending the hello failed", e))?;
+    // A stream socket may take part of a frame; the descriptor went with the first byte.
+    (&*stream)
+        .write_all(&frame[sent..])
+        .map_err(|e| Error::io("sending the hello failed", e))
+}
+
+/// Receives the first frame of a connection and every descriptor attached to it. Descriptors
+/// are returned owned (and close-on-exec), so whatever the caller refuses is closed.
+pub fn recv_with_fds(stream: &UnixStream) -> Result<(Message, Vec<OwnedFd>), WireError> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut fds = Vec::new();
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let (got, truncated) = loop {
+        let mut iov = [IoSliceMut::new(&mut header)];
+        match recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                for c in msg.cmsgs().map_err(|e| WireError::Io(e.into()))? {
+                    if let ControlMessageOwned::ScmRights(received) = c {
+                        for fd in received {
+                            // SAFETY: the kernel just installed `fd` in our table for us; no one
+                            // else owns it.
+                            fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                        }
+                    }
+                }
+                break (msg.bytes, msg.flags.contains(MsgFlags::MSG_CTRUNC));
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(WireError::Io(e.into())),
+        }
+    };
+    if got == 0 {
+        return Err(WireError::Closed);
+    }
+    if truncated {
+        return Err(WireError::Malformed(
+            "more descriptors than a hello carries",
+        ));
+    }
+    let mut rest = &*stream;
+    if got < HEADER_LEN {
+        std::io::Read::read_exact(&mut rest, &mut header[got..])
+            .map_err(|_| WireError::Truncated)?;
+    }
+    let message = wire::read_payload(&mut rest, FrameHeader::parse(&header)?)?;
+    Ok((message, fds))
+}
+
+/// The sending half of a control channel, shared by every thread that answers or sends.
+#[derive(Debug)]
+pub struct Sender(Mutex<UnixStream>);
+
+impl Sender {
+    /// A sender over a clone of the stream.
+    pub fn new(stream: &UnixStream) -> Result<Sender, Error> {
+        let s = stream
+            .try_clone()
+            .map_err(|e| Error::io("duplicating the control socket failed", e))?;
+        Ok(Sender(Mutex::new(s)))
+    }
+
+    /// Writes one whole frame; frames from several threads never interleave.
+    pub fn send(&self, frame: &[u8]) -> Result<(), Error> {
+        let s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        (&*s).write_all(frame).map_err(|e| {
+            Error::new(
+                Status::PeerTerminated,
+                format!("the control channel is closed: {e}"),
+            )
+        })
+    }
+
+    /// Ends both directions: the peer reads end-of-file, our reader thread returns.
+    pub fn shutdown(&self) {
+        let s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Bounds a blocking handshake read.
+pub fn set_handshake_timeout(stream: &UnixStream, t: Option<Duration>) -> Result<(), Error> {
+    stream
+        .set_read_timeout(t)
+        .and_then(|()| stream.set_write_timeout(t))
+        .map_err(|e| Error::io("setting the handshake timeout failed", e))
+}
+
+/// A process-local "something changed" signal: threads wait for a condition, any change bumps
+/// the epoch. Waiters spin first, then sleep on a private futex; the notifier makes a system
+/// call only when someone sleeps.
+#[derive(Debug, Default)]
+pub struct Event {
+    epoch: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+impl Event {
+    /// Tells every waiter to re-check its condition.
+    #[inline]
+    pub fn notify(&self) {
+        // SeqCst on both: with the waiter's SeqCst `sleepers` increment and `epoch` load this is
+        // the store-buffer pattern, so either we see the sleeper or it sees the new epoch.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) != 0 {
+            futex::wake(&self.epoch, u32::MAX, Scope::Private);
+        }
+    }
+
+    /// Returns once `done()` is true: spins for `spin`, then sleeps between notifications.
+    pub fn wait_until(&self, spin: Spin, done: impl Fn() -> bool) {
+        if spin.run(|| done().then_some(())).is_some() {
+            return;
+        }
+        loop {
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            let seen = self.epoch.load(Ordering::SeqCst);
+            if done() {
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+            futex::wait(&self.epoch, seen, None, Scope::Private);
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            if done() {
+                return;
+            }
+        }
+    }
+}

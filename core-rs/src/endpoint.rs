@@ -1,0 +1,282 @@
+//! Where a server listens: ic id rules, the owner-only socket directory, the socket path, and
+//! the lock that tells a live server from a stale socket.
+//!
+//! The directory is `$SHMCALL_DIR` when set, else `$XDG_RUNTIME_DIR/shmcall`, else
+//! `/tmp/shmcall-<uid>`. It is created with mode 0700 and refused unless it is a real directory
+//! (not a symlink) owned by this user with no group or other permissions: only its owner can
+//! reach the sockets in it. A server holds an exclusive `flock` on `<name>.lock` for its whole
+//! life; the kernel drops that lock when the process dies, however it dies, so "the lock is
+//! free" means "no live server", and a socket file left behind is stale and may be replaced.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::status::{Error, Status};
+use crate::wire::MAX_IC_ID;
+
+/// Environment variable that overrides the socket directory.
+pub const DIR_ENV: &str = "SHMCALL_DIR";
+
+/// Longest socket path `sockaddr_un` can hold (108 bytes including the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Checks an ic id: 1 to 100 characters of `[A-Za-z0-9._-]`.
+pub fn validate_ic_id(ic_id: &str) -> Result<(), Error> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if ic_id.is_empty() || ic_id.len() > MAX_IC_ID || !ic_id.chars().all(ok_char) {
+        return Err(Error::new(
+            Status::InvalidArgument,
+            format!(
+                "ic id {ic_id:?} is invalid: it must be 1 to {MAX_IC_ID} characters of A-Z, a-z, 0-9, '.', '_' or '-'"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The socket directory, created if missing, and checked to be reachable by its owner only.
+pub fn socket_dir() -> Result<PathBuf, Error> {
+    let dir = match std::env::var_os(DIR_ENV) {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => match std::env::var_os("XDG_RUNTIME_DIR") {
+            Some(d) if !d.is_empty() => Path::new(&d).join("shmcall"),
+            _ => PathBuf::from(format!("/tmp/shmcall-{}", nix::unistd::geteuid())),
+        },
+    };
+    match DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(Error::io(
+                &format!("cannot create the socket directory {}", dir.display()),
+                e,
+            ));
+        }
+    }
+    let meta = fs::symlink_metadata(&dir).map_err(|e| {
+        Error::io(
+            &format!("cannot inspect the socket directory {}", dir.display()),
+            e,
+        )
+    })?;
+    let uid = nix::unistd::geteuid().as_raw();
+    let unsafe_dir = if !meta.file_type().is_dir() {
+        Some("it is not a directory".to_string())
+    } else if meta.uid() != uid {
+        Some(format!(
+            "it is owned by uid {} rather than {uid}",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o077 != 0 {
+        Some(format!(
+            "its mode is {:o}, which lets others in",
+            meta.mode() & 0o777
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = unsafe_dir {
+        return Err(Error::new(
+            Status::PermissionDenied,
+            format!(
+                "Cannot use {} as the socket directory as {why}; it must be a directory of this user with mode 0700",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(dir)
+}
+
+/// A server's files for one ic id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The ic id.
+    pub ic_id: String,
+    /// The Unix socket clients connect to.
+    pub socket: PathBuf,
+    /// The lock file a live server holds.
+    pub lock: PathBuf,
+}
+
+/// FNV-1a, 64 bits (Fowler, Noll, Vo): a stable hash to shorten long ic ids in paths.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+impl Endpoint {
+    /// The files for `ic_id` in `dir`. When the socket path would not fit `sockaddr_un`, the
+    /// file name is the id's first 32 characters and a hash of the whole id; the hello still
+    /// carries the whole id, which the server checks.
+    pub fn in_dir(dir: &Path, ic_id: &str) -> Result<Endpoint, Error> {
+        validate_ic_id(ic_id)?;
+        let dir_len = dir.as_os_str().len();
+        let mut name = ic_id.to_string();
+        if dir_len + 1 + name.len() + ".sock".len() > MAX_SOCKET_PATH {
+            name = format!("{}~{:016x}", &ic_id[..32], fnv1a64(ic_id.as_bytes()));
+        }
+        let socket = dir.join(format!("{name}.sock"));
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                format!(
+                    "socket directory {} is too long for a Unix socket path; set {DIR_ENV} to a shorter one",
+                    dir.display()
+                ),
+            ));
+        }
+        Ok(Endpoint {
+            ic_id: ic_id.to_string(),
+            lock: dir.join(format!("{name}.lock")),
+            socket,
+        })
+    }
+
+    /// The files for `ic_id` in the default socket directory.
+    pub fn for_ic_id(ic_id: &str) -> Result<Endpoint, Error> {
+        validate_ic_id(ic_id)?;
+        Endpoint::in_dir(&socket_dir()?, ic_id)
+    }
+
+    /// Takes the server lock, or says which live server holds it.
+    pub fn lock(&self) -> Result<ServerLock, Error> {
+        // A few rounds: a lock file we opened may be unlinked by a previous holder's clean-up
+        // just before we lock it; then the path names a new file and we start again.
+        for _ in 0..8 {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&self.lock)
+                .map_err(|e| {
+                    Error::io(
+                        &format!("cannot open the lock file {}", self.lock.display()),
+                        e,
+                    )
+                })?;
+            let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(locked) => locked,
+                Err((mut file, Errno::EWOULDBLOCK)) => {
+                    let mut pid = String::new();
+                    let _ = file.read_to_string(&mut pid);
+                    let pid = pid.trim();
+                    let by = if pid.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {pid})")
+                    };
+                    return Err(Error::new(
+                        Status::AlreadyServed,
+                        format!(
+                            "Cannot serve '{}' as a live server{by} already serves it at {}",
+                            self.ic_id,
+                            self.socket.display()
+                        ),
+                    ));
+                }
+                Err((_, e)) => return Err(Error::io("cannot lock the lock file", e)),
+            };
+            let same = match (file.metadata(), fs::metadata(&self.lock)) {
+                (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+                _ => false,
+            };
+            if !same {
+                continue;
+            }
+            file.set_len(0)
+                .map_err(|e| Error::io("cannot write the lock file", e))?;
+            write!(file, "{}", std::process::id())
+                .map_err(|e| Error::io("cannot write the lock file", e))?;
+            return Ok(ServerLock {
+                file,
+                endpoint: self.clone(),
+            });
+        }
+        Err(Error::new(
+            Status::Io,
+            format!(
+                "cannot take the lock {}: it keeps being replaced",
+                self.lock.display()
+            ),
+        ))
+    }
+}
+
+/// Held by a live server; dropping it removes the socket and the lock file.
+#[derive(Debug)]
+pub struct ServerLock {
+    file: Flock<File>,
+    endpoint: Endpoint,
+}
+
+impl ServerLock {
+    /// Removes a stale socket file, which only a lock holder may do.
+    pub fn clear_stale_socket(&self) -> Result<(), Error> {
+        match fs::remove_file(&self.endpoint.socket) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(
+                &format!(
+                    "cannot remove the stale socket {}",
+                    self.endpoint.socket.display()
+                ),
+                e,
+            )),
+        }
+    }
+
+    /// Restricts the socket to its owner (the directory already does; this is the second lock).
+    pub fn restrict_socket(&self) -> Result<(), Error> {
+        fs::set_permissions(&self.endpoint.socket, fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io("cannot set the socket's mode to 0600", e))
+    }
+}
+
+impl Drop for ServerLock {
+    fn drop(&mut self) {
+        // Remove the files while still holding the lock, so no new server's files are removed.
+        let _ = fs::remove_file(&self.endpoint.socket);
+        let _ = fs::remove_file(&self.endpoint.lock);
+        let _ = self.file.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ic_ids_outside_the_alphabet_or_length_are_refused_by_name() {
+        for bad in ["", "a/b", "a b", "é", &"x".repeat(101)] {
+            let e = validate_ic_id(bad).unwrap_err();
+            assert_eq!(e.status(), Status::InvalidArgument);
+            assert!(e.message().contains(&format!("{bad:?}")), "{}", e.message());
+        }
+        for good in ["a", "kv.store_1-x", &"x".repeat(100)] {
+            validate_ic_id(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_long_ic_id_gets_a_short_stable_distinct_socket_name() {
+        let dir = Path::new("/run/user/1000/shmcall");
+        let a = Endpoint::in_dir(dir, &"a".repeat(100)).unwrap();
+        let b = Endpoint::in_dir(dir, &format!("{}b", "a".repeat(99))).unwrap();
+        assert!(a.socket.as_os_str().len() <= MAX_SOCKET_PATH);
+        assert_ne!(a.socket, b.socket);
+        assert_eq!(a, Endpoint::in_dir(dir, &"a".repeat(100)).unwrap());
+        assert_eq!(
+            Endpoint::in_dir(dir, "kv").unwrap().socket,
+            dir.join("kv.sock")
+        );
+    }
+}

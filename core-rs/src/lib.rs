@@ -1,0 +1,29 @@
+//! shmcall's core: calls between processes on one Linux host through shared memory.
+//!
+//! A [`Client`] issues commands — an operation code, input bytes, room for output — to a
+//! [`Server`] named by an ic id. Each command travels in a slot of a shared segment; only its
+//! 4-byte offset crosses between the processes, on the CS ring one way and the SC ring back.
+//! The control channel (a Unix socket) carries the handshake, commands that do not fit a slot,
+//! and the news that a peer died.
+//!
+//! The crate is also a `cdylib` with a C surface ([`ffi`]) for Deno's FFI and a Node-API
+//! surface ([`napi`]).
+
+pub mod channel;
+pub mod client;
+pub mod endpoint;
+pub mod ffi;
+pub mod futex;
+pub mod napi;
+pub mod ring;
+pub mod segment;
+pub mod server;
+pub mod slot;
+pub mod status;
+pub mod wire;
+
+pub use client::{Answer, Call, Callbacks, Client, ConnectOptions, Copying, Output, Ticket};
+pub use segment::{Geometry, PROTOCOL_MAJOR, PROTOCOL_MINOR, SlotClass};
+pub use server::{Command, ConnInfo, Handler, ServeOptions, Server};
+pub use slot::{Area, Mode};
+pub use status::{Error, Result, Status};

@@ -1,0 +1,797 @@
+//! The server: listens on an ic id, accepts clients, and runs their commands through a
+//! [`Handler`].
+//!
+//! # Threads
+//!
+//! - one **acceptor** thread blocks in `accept` and starts a connection for each client;
+//! - per connection, a **control** thread does the handshake, then blocks reading the control
+//!   channel (backup-path commands arrive there; its end is the client's death), and a **ring**
+//!   thread pops the CS ring;
+//! - an optional **worker pool** runs the commands whose flag (or the server default) says so;
+//!   the others run inline on the thread that received them.
+//!
+//! # A connection's end
+//!
+//! When the client goes (EOF on the control channel), breaks the protocol, or the server
+//! closes, the connection is marked ended and both its threads are woken. Every command already
+//! taken still runs to its end (its answer is dropped), and `close` runs exactly once, when the
+//! last of {control thread, ring thread, commands in progress} lets go: a counter of those
+//! holders reaching zero is what "drained" means.
+
+use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::fmt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::channel::{self, Credentials, Sender};
+use crate::endpoint::Endpoint;
+use crate::ring::{FutexPark, Ring, Spin};
+use crate::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment, SlotRef};
+use crate::slot::{Area, Mode, Reply, Request};
+use crate::status::{Error, Status};
+use crate::wire::{self, Message};
+
+/// Who a connection is with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The server's identifier for this connection, unique for the server's life.
+    pub id: u64,
+    /// The client process's id.
+    pub pid: i32,
+    /// The client process's effective user id.
+    pub uid: u32,
+    /// The client process's effective group id.
+    pub gid: u32,
+}
+
+/// What a server does with its clients and their commands. Every method may be called from any
+/// of the server's threads.
+pub trait Handler: Send + Sync + 'static {
+    /// The user context of one connection.
+    type Context: Send + Sync + 'static;
+
+    /// A client connected. Runs before the client learns it is connected, so before any of its
+    /// commands. The value returned is handed to `exec` and `close` for this connection.
+    fn open(&self, conn: &ConnInfo) -> Self::Context;
+
+    /// Runs one command. Answer it with [`Command::finish`], now or later from any thread; a
+    /// command dropped unanswered, or a panic, answers [`Status::HandlerFailed`].
+    fn exec(&self, command: Command, conn: &ConnInfo, context: &Self::Context);
+
+    /// The connection ended. Runs exactly once per `open`, after every command of the
+    /// connection has been answered or failed.
+    fn close(&self, conn: &ConnInfo, context: &Self::Context);
+
+    /// A client was turned away during the handshake, or a connection was dropped for breaking
+    /// the protocol. Nothing is required; the default does nothing.
+    fn refused(&self, _peer: Option<&ConnInfo>, _why: &Error) {}
+}
+
+/// How a server runs.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Threads in the worker pool; 0 runs every command inline.
+    pub workers: usize,
+    /// Where commands that do not choose run ([`Mode::Default`] means inline).
+    pub default_mode: Mode,
+    /// User ids allowed besides the server's own.
+    pub allow_uids: Vec<u32>,
+    /// How long a thread spins for the next command before it sleeps.
+    pub spin: Duration,
+    /// Bound on a client's handshake.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions {
+            workers: 0,
+            default_mode: Mode::Inline,
+            allow_uids: Vec::new(),
+            spin: Duration::from_micros(50),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One command, taken by the server. Answer it with [`Command::finish`].
+pub struct Command {
+    conn: Arc<Connection>,
+    code: u32,
+    mode: Mode,
+    body: Body,
+    answered: bool,
+}
+
+enum Body {
+    Slot {
+        slot: SlotRef,
+        request: Request,
+    },
+    Backup {
+        token: u64,
+        input: Vec<u8>,
+        output: Vec<u8>,
+    },
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Command")
+            .field("connection", &self.conn.info.id)
+            .field("code", &self.code)
+            .field("input_len", &self.input_len())
+            .field("output_capacity", &self.output_capacity())
+            .finish()
+    }
+}
+
+impl Command {
+    /// The operation code.
+    #[inline]
+    pub fn code(&self) -> u32 {
+        self.code
+    }
+
+    /// Where the command asked to run.
+    #[inline]
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Whether it came over the backup path rather than shared memory.
+    pub fn is_backup(&self) -> bool {
+        matches!(self.body, Body::Backup { .. })
+    }
+
+    /// Bytes of input.
+    pub fn input_len(&self) -> usize {
+        match &self.body {
+            Body::Slot { request, .. } => request.input_len as usize,
+            Body::Backup { input, .. } => input.len(),
+        }
+    }
+
+    /// Bytes of output the client made room for.
+    pub fn output_capacity(&self) -> usize {
+        match &self.body {
+            Body::Slot { request, .. } => request.output_cap as usize,
+            Body::Backup { output, .. } => output.len(),
+        }
+    }
+
+    /// The input area (in shared memory unless [`Command::is_backup`]).
+    pub fn input(&mut self) -> Area<'_> {
+        match &mut self.body {
+            Body::Slot { slot, request } => self.conn.segment.input(*slot, request.input_len),
+            Body::Backup { input, .. } => Area::from_slice(input),
+        }
+    }
+
+    /// The output area, as long as its capacity.
+    pub fn output(&mut self) -> Area<'_> {
+        match &mut self.body {
+            Body::Slot { slot, request } => self.conn.segment.output(*slot, request.output_cap),
+            Body::Backup { output, .. } => Area::from_slice(output),
+        }
+    }
+
+    /// Both areas at once, for handlers that read the input while writing the output.
+    pub fn areas(&mut self) -> (Area<'_>, Area<'_>) {
+        match &mut self.body {
+            Body::Slot { slot, request } => (
+                self.conn.segment.input(*slot, request.input_len),
+                self.conn.segment.output(*slot, request.output_cap),
+            ),
+            Body::Backup { input, output, .. } => {
+                (Area::from_slice(input), Area::from_slice(output))
+            }
+        }
+    }
+
+    /// Answers the command: `status` (the server's own, >= 0, or a library status) and the
+    /// number of output bytes written. A length beyond the capacity answers
+    /// [`Status::OutputOverflow`] instead.
+    pub fn finish(mut self, status: i32, len: usize) {
+        self.answer(status, len);
+    }
+
+    /// Answers the command with a library failure.
+    pub fn fail(mut self, status: Status) {
+        self.answer(status.code(), 0);
+    }
+
+    fn answer(&mut self, status: i32, len: usize) {
+        self.answered = true;
+        let (status, len) = if len > self.output_capacity() {
+            (Status::OutputOverflow.code(), 0)
+        } else {
+            (status, len as u32)
+        };
+        let conn = &self.conn;
+        match &mut self.body {
+            Body::Slot { slot, request } => {
+                conn.segment.header(*slot).write_reply(&Reply {
+                    status,
+                    output_len: len,
+                    generation: request.generation,
+                });
+                // The client may push this slot again only after it pops our answer, so the
+                // slot must read as "not ours" before the push that returns it.
+                conn.held[slot.index as usize].store(false, Ordering::Release);
+                if !conn.ended() {
+                    let _ =
+                        conn.sc
+                            .push_blocking(slot.offset, conn.spin, &FutexPark::SHARED, || {
+                                conn.ended()
+                            });
+                }
+            }
+            Body::Backup { token, output, .. } => {
+                if !conn.ended() {
+                    let frame = wire::encode_reply(*token, status, &output[..len as usize]);
+                    let _ = conn.sender.send(&frame);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Command {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.answer(Status::HandlerFailed.code(), 0);
+        }
+        self.conn.release();
+    }
+}
+
+/// One client's connection, as the server sees it.
+struct Connection {
+    info: ConnInfo,
+    segment: Segment,
+    cs: Ring,
+    sc: Ring,
+    /// Which slots the server holds (popped, not yet answered): a slot pushed twice is caught.
+    held: Box<[AtomicBool]>,
+    sender: Sender,
+    spin: Spin,
+    ended: AtomicBool,
+    /// Holders that keep the connection from being drained; see the module doc.
+    holders: AtomicUsize,
+    on_drained: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Connection {
+    #[inline]
+    fn ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Marks the connection ended and wakes both of its threads.
+    fn end(&self) {
+        if !self.ended.swap(true, Ordering::AcqRel) {
+            self.sender.shutdown();
+            self.cs.interrupt(&FutexPark::SHARED);
+            self.sc.interrupt(&FutexPark::SHARED);
+        }
+    }
+
+    fn hold(&self) {
+        self.holders.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn release(&self) {
+        // AcqRel: the last holder must see everything the others did before calling `close`.
+        if self.holders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let drained = self
+                .on_drained
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(close) = drained {
+                close();
+            }
+        }
+    }
+}
+
+struct Pool {
+    queue: Mutex<(VecDeque<Box<dyn FnOnce() + Send>>, bool)>,
+    ready: Condvar,
+}
+
+impl Pool {
+    fn submit(&self, job: Box<dyn FnOnce() + Send>) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .push_back(job);
+        self.ready.notify_one();
+    }
+
+    fn run(&self) {
+        loop {
+            let job = {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    if let Some(job) = q.0.pop_front() {
+                        break job;
+                    }
+                    if q.1 {
+                        return;
+                    }
+                    q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            job();
+        }
+    }
+}
+
+struct Shared<H: Handler> {
+    handler: H,
+    options: ServeOptions,
+    ic_id: String,
+    pool: Option<Arc<Pool>>,
+    uid: u32,
+    next_id: AtomicU64,
+    closing: AtomicBool,
+    connections: Mutex<HashMap<u64, Arc<Connection>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A running server. [`Server::close`] (or dropping it) stops it.
+pub struct Server {
+    stop: Option<Box<dyn FnOnce() + Send>>,
+    endpoint: Endpoint,
+    live: Arc<dyn Fn() -> usize + Send + Sync>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("ic_id", &self.endpoint.ic_id)
+            .field("socket", &self.endpoint.socket)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Serves `ic_id` with `handler`.
+    ///
+    /// Fails with [`Status::AlreadyServed`] when a live server has it, replaces a stale socket
+    /// left by a dead one, and fails with [`Status::InvalidArgument`] for a bad ic id.
+    pub fn serve<H: Handler>(
+        ic_id: &str,
+        handler: H,
+        options: ServeOptions,
+    ) -> Result<Server, Error> {
+        let endpoint = Endpoint::for_ic_id(ic_id)?;
+        let lock = endpoint.lock()?;
+        lock.clear_stale_socket()?;
+        let listener = UnixListener::bind(&endpoint.socket).map_err(|e| {
+            Error::io(
+                &format!("cannot listen at {}", endpoint.socket.display()),
+                e,
+            )
+        })?;
+        lock.restrict_socket()?;
+        let pool = (options.workers > 0).then(|| {
+            Arc::new(Pool {
+                queue: Mutex::new((VecDeque::new(), false)),
+                ready: Condvar::new(),
+            })
+        });
+        let shared = Arc::new(Shared {
+            handler,
+            ic_id: ic_id.to_string(),
+            pool: pool.clone(),
+            uid: nix::unistd::geteuid().as_raw(),
+            next_id: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
+            connections: Mutex::new(HashMap::new()),
+            threads: Mutex::new(Vec::new()),
+            options,
+        });
+        let mut workers = Vec::new();
+        if let Some(pool) = &pool {
+            for i in 0..shared.options.workers {
+                let pool = pool.clone();
+                workers.push(spawn(&format!("shmcall-worker-{i}"), move || pool.run())?);
+            }
+        }
+        let listener = Arc::new(listener);
+        let acceptor = {
+            let (shared, listener) = (shared.clone(), listener.clone());
+            spawn("shmcall-accept", move || accept_loop(&shared, &listener))?
+        };
+        let live = {
+            let shared = shared.clone();
+            Arc::new(move || lock_ok(&shared.connections).len())
+        };
+        let stop = Box::new(move || {
+            shared.closing.store(true, Ordering::SeqCst);
+            // Wakes `accept` (it returns EINVAL on a shut-down listener).
+            // SAFETY: `listener` owns a valid socket descriptor for the duration of the call.
+            unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&*listener), libc::SHUT_RDWR) };
+            let _ = acceptor.join();
+            for conn in lock_ok(&shared.connections).values() {
+                conn.end();
+            }
+            let threads = std::mem::take(&mut *lock_ok(&shared.threads));
+            for t in threads {
+                let _ = t.join();
+            }
+            if let Some(pool) = &shared.pool {
+                lock_ok(&pool.queue).1 = true;
+                pool.ready.notify_all();
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+            drop(lock);
+        });
+        Ok(Server {
+            stop: Some(stop),
+            endpoint,
+            live,
+        })
+    }
+
+    /// The socket clients connect to.
+    pub fn socket_path(&self) -> &PathBuf {
+        &self.endpoint.socket
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        (self.live)()
+    }
+
+    /// Stops accepting, ends every connection (their commands in progress still finish and
+    /// their `close` runs), waits for the server's threads, and removes the socket. Idempotent.
+    pub fn close(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn lock_ok<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| Error::io(&format!("cannot start thread {name}"), e))
+}
+
+fn accept_loop<H: Handler>(shared: &Arc<Shared<H>>, listener: &UnixListener) {
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if shared.closing.load(Ordering::SeqCst) {
+                    return;
+                }
+                let s = shared.clone();
+                if let Ok(t) = spawn("shmcall-conn", move || control_loop(&s, stream)) {
+                    let mut threads = lock_ok(&shared.threads);
+                    threads.retain(|t| !t.is_finished());
+                    threads.push(t);
+                }
+            }
+            Err(_) if shared.closing.load(Ordering::SeqCst) => return,
+            // Out of descriptors or memory: back off instead of spinning on the error.
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Says no to a client during the handshake, and tells the handler.
+fn refuse<H: Handler>(
+    shared: &Shared<H>,
+    stream: &UnixStream,
+    peer: Option<&ConnInfo>,
+    err: Error,
+) {
+    let frame = wire::encode(&Message::Refuse {
+        status: err.status().code(),
+        reason: err.message().to_string(),
+    });
+    let _ = std::io::Write::write_all(&mut &*stream, &frame);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    shared.handler.refused(peer, &err);
+}
+
+/// Handshake, then the connection's control channel until it ends.
+fn control_loop<H: Handler>(shared: &Arc<Shared<H>>, stream: UnixStream) {
+    let creds = match channel::peer_credentials(&stream) {
+        Ok(c) => c,
+        Err(e) => return refuse(shared, &stream, None, e),
+    };
+    let info = ConnInfo {
+        id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+        pid: creds.pid,
+        uid: creds.uid,
+        gid: creds.gid,
+    };
+    let (conn, context) = match handshake(shared, &stream, creds, info) {
+        Ok(c) => c,
+        Err(e) => return refuse(shared, &stream, Some(&info), e),
+    };
+    let ring_thread = {
+        let (shared, conn, context) = (shared.clone(), conn.clone(), context.clone());
+        spawn("shmcall-ring", move || ring_loop(&shared, &conn, &context))
+    };
+    if ring_thread.is_err() {
+        conn.release();
+    }
+    let mut reader = &stream;
+    loop {
+        match wire::read_message(&mut reader) {
+            Ok(Message::Exec(exec)) => {
+                let Some(mode) = Mode::from_flags(exec.flags) else {
+                    let frame = wire::encode_reply(exec.token, Status::InvalidCommand.code(), &[]);
+                    let _ = conn.sender.send(&frame);
+                    continue;
+                };
+                conn.hold();
+                let command = Command {
+                    conn: conn.clone(),
+                    code: exec.code,
+                    mode,
+                    answered: false,
+                    body: Body::Backup {
+                        token: exec.token,
+                        output: vec![0; exec.output_cap as usize],
+                        input: exec.input,
+                    },
+                };
+                dispatch(shared, &context, command);
+            }
+            Ok(other) => {
+                let why = format!("unexpected {} frame after the handshake", kind_name(&other));
+                violation(shared, &conn, why);
+                break;
+            }
+            Err(wire::WireError::Closed | wire::WireError::Io(_)) => break,
+            Err(e) => {
+                violation(shared, &conn, e.to_string());
+                break;
+            }
+        }
+    }
+    conn.end();
+    if let Ok(t) = ring_thread {
+        let _ = t.join();
+    }
+    lock_ok(&shared.connections).remove(&conn.info.id);
+    conn.release();
+}
+
+fn kind_name(m: &Message) -> &'static str {
+    match m {
+        Message::Hello { .. } => "hello",
+        Message::Welcome { .. } => "welcome",
+        Message::Refuse { .. } => "refuse",
+        Message::Exec(_) => "exec",
+        Message::Reply(_) => "reply",
+    }
+}
+
+/// Drops a connection whose client broke the protocol, telling it why first.
+fn violation<H: Handler>(shared: &Shared<H>, conn: &Connection, why: String) {
+    if conn.ended() {
+        return;
+    }
+    let err = Error::new(
+        Status::ProtocolViolation,
+        format!("connection {} dropped: {why}", conn.info.id),
+    );
+    let _ = conn.sender.send(&wire::encode(&Message::Refuse {
+        status: err.status().code(),
+        reason: err.message().to_string(),
+    }));
+    conn.end();
+    shared.handler.refused(Some(&conn.info), &err);
+}
+
+fn handshake<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    stream: &UnixStream,
+    creds: Credentials,
+    info: ConnInfo,
+) -> Result<(Arc<Connection>, Arc<H::Context>), Error> {
+    if creds.uid != shared.uid && !shared.options.allow_uids.contains(&creds.uid) {
+        return Err(Error::new(
+            Status::PermissionDenied,
+            format!(
+                "client pid {} runs as uid {}, which may not use '{}' (served by uid {})",
+                creds.pid, creds.uid, shared.ic_id, shared.uid
+            ),
+        ));
+    }
+    channel::set_handshake_timeout(stream, Some(shared.options.handshake_timeout))?;
+    let (hello, mut fds) = channel::recv_with_fds(stream)?;
+    let Message::Hello {
+        major,
+        minor,
+        ic_id,
+        geometry,
+    } = hello
+    else {
+        return Err(Error::new(
+            Status::ProtocolViolation,
+            format!(
+                "the first frame was a {} rather than a hello",
+                kind_name(&hello)
+            ),
+        ));
+    };
+    if major != PROTOCOL_MAJOR {
+        return Err(Error::new(
+            Status::VersionMismatch,
+            format!(
+                "the client speaks protocol {major}.{minor} and this server speaks {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}: majors must match"
+            ),
+        ));
+    }
+    if ic_id != shared.ic_id {
+        return Err(Error::new(
+            Status::NotFound,
+            format!(
+                "the client asked for '{ic_id}' but this server serves '{}'",
+                shared.ic_id
+            ),
+        ));
+    }
+    if fds.len() != 1 {
+        return Err(Error::new(
+            Status::ProtocolViolation,
+            format!(
+                "the hello carried {} descriptors instead of one segment",
+                fds.len()
+            ),
+        ));
+    }
+    let segment = Segment::attach(fds.remove(0), &geometry)?;
+    channel::set_handshake_timeout(stream, None)?;
+    let slots = segment.layout().slot_count() as usize;
+    let conn = Arc::new(Connection {
+        info,
+        cs: segment.cs_ring(),
+        sc: segment.sc_ring(),
+        segment,
+        held: (0..slots).map(|_| AtomicBool::new(false)).collect(),
+        sender: Sender::new(stream)?,
+        spin: Spin(shared.options.spin),
+        ended: AtomicBool::new(false),
+        // The control thread and the ring thread.
+        holders: AtomicUsize::new(2),
+        on_drained: Mutex::new(None),
+    });
+    let context = catch_unwind(AssertUnwindSafe(|| shared.handler.open(&info)))
+        .map_err(|_| Error::new(Status::HandlerFailed, "the server's open handler failed"))?;
+    let context = Arc::new(context);
+    {
+        let (shared, context) = (shared.clone(), context.clone());
+        *lock_ok(&conn.on_drained) = Some(Box::new(move || {
+            let _ = catch_unwind(AssertUnwindSafe(|| shared.handler.close(&info, &context)));
+        }));
+    }
+    lock_ok(&shared.connections).insert(info.id, conn.clone());
+    let welcome = wire::encode(&Message::Welcome {
+        major: PROTOCOL_MAJOR,
+        minor: minor.min(PROTOCOL_MINOR),
+        connection: info.id,
+    });
+    if let Err(e) = conn.sender.send(&welcome) {
+        // `open` ran, so `close` must: the caller's error path does not drain, we do.
+        lock_ok(&shared.connections).remove(&info.id);
+        conn.end();
+        conn.release();
+        conn.release();
+        return Err(e);
+    }
+    Ok((conn, context))
+}
+
+fn ring_loop<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    conn: &Arc<Connection>,
+    context: &Arc<H::Context>,
+) {
+    let park = FutexPark::SHARED;
+    let layout = *conn.segment.layout();
+    while let Ok(offset) = conn.cs.pop_blocking(conn.spin, &park, || conn.ended()) {
+        let Some(slot) = layout.locate(offset) else {
+            violation(
+                shared,
+                conn,
+                format!("CS ring entry {offset:#x} is not the offset of a slot"),
+            );
+            break;
+        };
+        if conn.held[slot.index as usize].swap(true, Ordering::AcqRel) {
+            violation(
+                shared,
+                conn,
+                format!("slot {} was pushed while the server held it", slot.index),
+            );
+            break;
+        }
+        // Read once: the client can change the header at any time from here on.
+        let request = conn.segment.header(slot).read_request();
+        let class = layout.classes[slot.class].class;
+        if request.input_len > class.input_capacity || request.output_cap > class.output_capacity {
+            violation(
+                shared,
+                conn,
+                format!(
+                    "slot {} asks for {} input and {} output bytes but holds {} and {}",
+                    slot.index,
+                    request.input_len,
+                    request.output_cap,
+                    class.input_capacity,
+                    class.output_capacity
+                ),
+            );
+            break;
+        }
+        conn.hold();
+        let mut command = Command {
+            conn: conn.clone(),
+            code: request.code,
+            mode: Mode::Default,
+            answered: false,
+            body: Body::Slot { slot, request },
+        };
+        match Mode::from_flags(request.flags) {
+            Some(mode) => {
+                command.mode = mode;
+                dispatch(shared, context, command);
+            }
+            None => command.fail(Status::InvalidCommand),
+        }
+    }
+    conn.release();
+}
+
+/// Runs a command inline or hands it to the pool.
+fn dispatch<H: Handler>(shared: &Arc<Shared<H>>, context: &Arc<H::Context>, command: Command) {
+    let mode = match command.mode {
+        Mode::Default => shared.options.default_mode,
+        m => m,
+    };
+    match (&shared.pool, mode) {
+        (Some(pool), Mode::Worker) => {
+            let (shared, context) = (shared.clone(), context.clone());
+            pool.submit(Box::new(move || run(&shared, &context, command)));
+        }
+        _ => run(shared, context, command),
+    }
+}
+
+/// Runs `exec`. A panic drops the command during unwinding, which answers HANDLER_FAILED.
+fn run<H: Handler>(shared: &Shared<H>, context: &H::Context, command: Command) {
+    let info = command.conn.info;
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        shared.handler.exec(command, &info, context)
+    }));
+}
