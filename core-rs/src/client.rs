@@ -57,6 +57,8 @@ pub struct ConnectOptions {
     pub handshake_timeout: Duration,
     /// Server user ids accepted besides this process's own.
     pub allow_server_uids: Vec<u32>,
+    /// The socket directory; `None` means the default (see [`crate::endpoint`]).
+    pub socket_dir: Option<std::path::PathBuf>,
     /// The protocol major announced in the hello. Only tests change it, to provoke a mismatch.
     #[doc(hidden)]
     pub protocol_major: u16,
@@ -69,6 +71,7 @@ impl Default for ConnectOptions {
             spin: Duration::from_micros(50),
             handshake_timeout: Duration::from_secs(5),
             allow_server_uids: Vec::new(),
+            socket_dir: None,
             protocol_major: PROTOCOL_MAJOR,
         }
     }
@@ -476,7 +479,7 @@ impl Client {
     /// Connects to the server of `ic_id`: creates the segment, sends it with the hello, and
     /// returns once the server accepted (its `open` has run).
     pub fn connect(ic_id: &str, options: &ConnectOptions) -> Result<Client, Error> {
-        let endpoint = Endpoint::for_ic_id(ic_id)?;
+        let endpoint = Endpoint::for_ic_id(ic_id, options.socket_dir.as_deref())?;
         let layout = options.geometry.layout()?;
         let stream = UnixStream::connect(&endpoint.socket)
             .map_err(|e| connect_error(ic_id, &endpoint, e))?;

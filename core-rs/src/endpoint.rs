@@ -39,9 +39,13 @@ pub fn validate_ic_id(ic_id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The socket directory, created if missing, and checked to be reachable by its owner only.
-pub fn socket_dir() -> Result<PathBuf, Error> {
-    let dir = match std::env::var_os(DIR_ENV) {
+/// The socket directory — `chosen` if given, else the default described in the module doc —
+/// created if missing, and checked to be reachable by its owner only.
+pub fn socket_dir(chosen: Option<&Path>) -> Result<PathBuf, Error> {
+    let dir = match chosen
+        .map(|d| d.as_os_str().to_owned())
+        .or_else(|| std::env::var_os(DIR_ENV))
+    {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => match std::env::var_os("XDG_RUNTIME_DIR") {
             Some(d) if !d.is_empty() => Path::new(&d).join("shmcall"),
@@ -138,10 +142,10 @@ impl Endpoint {
         })
     }
 
-    /// The files for `ic_id` in the default socket directory.
-    pub fn for_ic_id(ic_id: &str) -> Result<Endpoint, Error> {
+    /// The files for `ic_id` in `dir`, or in the default socket directory.
+    pub fn for_ic_id(ic_id: &str, dir: Option<&Path>) -> Result<Endpoint, Error> {
         validate_ic_id(ic_id)?;
-        Endpoint::in_dir(&socket_dir()?, ic_id)
+        Endpoint::in_dir(&socket_dir(dir)?, ic_id)
     }
 
     /// Takes the server lock, or says which live server holds it.

@@ -86,6 +86,8 @@ pub struct ServeOptions {
     pub spin: Duration,
     /// Bound on a client's handshake.
     pub handshake_timeout: Duration,
+    /// The socket directory; `None` means the default (see [`crate::endpoint`]).
+    pub socket_dir: Option<PathBuf>,
 }
 
 impl Default for ServeOptions {
@@ -96,6 +98,7 @@ impl Default for ServeOptions {
             allow_uids: Vec::new(),
             spin: Duration::from_micros(50),
             handshake_timeout: Duration::from_secs(5),
+            socket_dir: None,
         }
     }
 }
@@ -374,7 +377,7 @@ impl Server {
         handler: H,
         options: ServeOptions,
     ) -> Result<Server, Error> {
-        let endpoint = Endpoint::for_ic_id(ic_id)?;
+        let endpoint = Endpoint::for_ic_id(ic_id, options.socket_dir.as_deref())?;
         let lock = endpoint.lock()?;
         lock.clear_stale_socket()?;
         let listener = UnixListener::bind(&endpoint.socket).map_err(|e| {

@@ -1,1 +1,230 @@
-fn main() {}
+//! `shmcall-peer`: a server or client process for the multi-process tests and benches.
+//!
+//! ```text
+//! shmcall-peer serve  <ic-id> [--dir D] [--workers N] [--spin-us N] [--log FILE]
+//! shmcall-peer client <ic-id> [--dir D] --hold N     (issues N held commands, then waits)
+//! ```
+//!
+//! The server prints one line per event on stdout (`ready`, `open <conn>`, `exec <conn> <code>`,
+//! `done <conn> <code>`, `close <conn>`, `refused <STATUS>`), and with `--log` also appends
+//! `open`, `exec`, `close` to FILE with `O_APPEND`, so that a test can interleave them with the
+//! client's own events in one causal order.
+//!
+//! Operation codes of the server:
+//! - 1 echo: output = input, status 0;
+//! - 2 checksum: output = FNV-1a-64 of the input (8 bytes LE), status 7;
+//! - 3 hold: never answers (the handler blocks until the process dies);
+//! - 4 panic: the handler panics;
+//! - 5 overflow: reports one byte more than the output capacity;
+//! - 6 slow echo: sleeps 200 ms, then echoes.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use shmcall::{
+    Call, Client, Command, ConnInfo, ConnectOptions, Copying, Error, Handler, Mode, ServeOptions,
+    Server,
+};
+
+/// FNV-1a, 64 bits: the checksum the tests compare on both sides.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+struct Args {
+    ic_id: String,
+    dir: Option<PathBuf>,
+    workers: usize,
+    spin: Option<Duration>,
+    log: Option<PathBuf>,
+    hold: usize,
+}
+
+fn parse(mut it: impl Iterator<Item = String>) -> Args {
+    let ic_id = it.next().expect("an ic id");
+    let mut a = Args {
+        ic_id,
+        dir: None,
+        workers: 0,
+        spin: None,
+        log: None,
+        hold: 0,
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--dir" => a.dir = Some(value().into()),
+            "--workers" => a.workers = value().parse().expect("--workers N"),
+            "--spin-us" => {
+                a.spin = Some(Duration::from_micros(value().parse().expect("--spin-us N")))
+            }
+            "--log" => a.log = Some(value().into()),
+            "--hold" => a.hold = value().parse().expect("--hold N"),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+struct Log(Option<Mutex<std::fs::File>>);
+
+impl Log {
+    fn open(path: &Option<PathBuf>) -> Log {
+        Log(path.as_ref().map(|p| {
+            Mutex::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .expect("log file"),
+            )
+        }))
+    }
+
+    fn event(&self, what: &str) {
+        if let Some(f) = &self.0 {
+            let mut f = f.lock().unwrap();
+            // One write per line: O_APPEND makes each one atomic and ordered.
+            let _ = f.write_all(format!("{what}\n").as_bytes());
+        }
+    }
+}
+
+struct Peer {
+    log: Log,
+}
+
+impl Handler for Peer {
+    type Context = u64;
+
+    fn open(&self, conn: &ConnInfo) -> u64 {
+        self.log.event("open");
+        say(&format!("open {}", conn.id));
+        conn.id
+    }
+
+    fn exec(&self, mut command: Command, conn: &ConnInfo, _context: &u64) {
+        let code = command.code();
+        self.log.event("exec");
+        say(&format!("exec {} {code}", conn.id));
+        match code {
+            1 | 6 => {
+                if code == 6 {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                let (input, mut output) = command.areas();
+                let n = input.len().min(output.len());
+                let mut buf = vec![0; n];
+                input.read_at(0, &mut buf);
+                output.write(&buf);
+                say(&format!("done {} {code}", conn.id));
+                command.finish(0, n);
+            }
+            2 => {
+                let input = command.input().to_vec();
+                command.output().write(&fnv1a64(&input).to_le_bytes());
+                command.finish(7, 8);
+            }
+            3 => loop {
+                std::thread::park();
+            },
+            4 => panic!("handler asked to fail"),
+            5 => {
+                let cap = command.output_capacity();
+                command.finish(0, cap + 1);
+            }
+            _ => command.finish(0, 0),
+        }
+    }
+
+    fn close(&self, conn: &ConnInfo, _context: &u64) {
+        self.log.event("close");
+        say(&format!("close {}", conn.id));
+    }
+
+    fn refused(&self, _peer: Option<&ConnInfo>, why: &Error) {
+        say(&format!("refused {} {}", why.status(), why.message()));
+    }
+}
+
+fn main() {
+    // A handler panic is part of the tests; keep stderr quiet about it.
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut argv = std::env::args().skip(1);
+    let mode = argv.next().expect("serve or client");
+    let args = parse(argv);
+    match mode.as_str() {
+        "serve" => {
+            let mut options = ServeOptions {
+                workers: args.workers,
+                socket_dir: args.dir.clone(),
+                ..ServeOptions::default()
+            };
+            if let Some(spin) = args.spin {
+                options.spin = spin;
+            }
+            let peer = Peer {
+                log: Log::open(&args.log),
+            };
+            let _server = match Server::serve(&args.ic_id, peer, options) {
+                Ok(s) => s,
+                Err(e) => {
+                    say(&format!("error {} {}", e.status(), e.message()));
+                    std::process::exit(3);
+                }
+            };
+            say("ready");
+            // Serve until stdin closes (the parent went away) or the process is killed.
+            let mut sink = String::new();
+            while std::io::stdin()
+                .read_line(&mut sink)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {}
+        }
+        "client" => {
+            let mut options = ConnectOptions {
+                socket_dir: args.dir.clone(),
+                ..ConnectOptions::default()
+            };
+            if let Some(spin) = args.spin {
+                options.spin = spin;
+            }
+            let client = Client::connect(&args.ic_id, &options).expect("connect");
+            for _ in 0..args.hold {
+                client
+                    .execute_async(
+                        &Call {
+                            code: 6,
+                            input: b"held",
+                            output_len: 16,
+                            mode: Mode::Worker,
+                            ..Call::default()
+                        },
+                        Copying,
+                        |_| {},
+                    )
+                    .expect("execute_async");
+            }
+            say("ready");
+            let mut sink = String::new();
+            while std::io::stdin()
+                .read_line(&mut sink)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {}
+        }
+        other => panic!("unknown mode {other}"),
+    }
+}

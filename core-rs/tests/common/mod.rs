@@ -1,0 +1,199 @@
+//! Harness for tests with real peer processes: every wait is bounded, every child is killed
+//! and reaped when its guard drops (also when an assertion fails).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use shmcall::{ConnectOptions, Geometry};
+
+/// Upper bound of any single wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// FNV-1a, 64 bits: the peer's checksum (operation code 2).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A private socket directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "shmcall-test-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::DirBuilder::new().mode(0o700).create(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Names of the files in the directory.
+    pub fn entries(&self) -> Vec<String> {
+        let mut v: Vec<_> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            socket_dir: Some(self.0.clone()),
+            ..ConnectOptions::default()
+        }
+    }
+
+    pub fn connect_options_with(&self, geometry: Geometry) -> ConnectOptions {
+        ConnectOptions {
+            geometry,
+            ..self.connect_options()
+        }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A peer process and the lines it printed.
+pub struct Peer {
+    child: Child,
+    _stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Peer {
+    fn spawn(mode: &str, dir: &Path, ic_id: &str, extra: &[&str]) -> Peer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shmcall-peer"))
+            .arg(mode)
+            .arg(ic_id)
+            .arg("--dir")
+            .arg(dir)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn shmcall-peer");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut peer = Peer {
+            child,
+            _stdin: stdin,
+            lines,
+            seen: Vec::new(),
+        };
+        peer.expect("ready");
+        peer
+    }
+
+    /// A server peer, ready to accept.
+    pub fn server(dir: &TempDir, ic_id: &str, extra: &[&str]) -> Peer {
+        Peer::spawn("serve", dir.path(), ic_id, extra)
+    }
+
+    /// A client peer, connected and past its setup.
+    pub fn client(dir: &TempDir, ic_id: &str, extra: &[&str]) -> Peer {
+        Peer::spawn("client", dir.path(), ic_id, extra)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The next line that starts with `prefix` (earlier lines are kept in `seen`).
+    pub fn expect(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "no line starting with {prefix:?} within {WAIT:?}; saw {:?}",
+                        self.seen
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "peer exited before printing {prefix:?}; saw {:?}",
+                        self.seen
+                    )
+                }
+            }
+        }
+    }
+
+    /// Kills the peer with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Closes the peer's stdin, which ends it cleanly, and waits (bounded) for it to exit.
+    pub fn stop(&mut self) {
+        self._stdin = None;
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!(
+            "peer {} did not exit within {WAIT:?} after its stdin closed",
+            self.pid()
+        );
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `f` on a thread and fails the test if it takes longer than `WAIT`.
+pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not finish within {WAIT:?}"),
+    }
+}

@@ -1,0 +1,569 @@
+//! Client and server in separate processes: the behaviours of SPEC.md §2–§4 and §9.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
+
+use common::{Peer, TempDir, WAIT, fnv1a64, within};
+use shmcall::{
+    Area, Call, Callbacks, Client, ConnectOptions, Copying, Geometry, Mode, ServeOptions, Server,
+    SlotClass, Status,
+};
+
+const ECHO: u32 = 1;
+const CHECKSUM: u32 = 2;
+const HOLD: u32 = 3;
+const PANIC: u32 = 4;
+const OVERFLOW: u32 = 5;
+
+fn connect(dir: &TempDir, ic_id: &str) -> Client {
+    Client::connect(ic_id, &dir.connect_options()).expect("connect")
+}
+
+#[test]
+fn a_command_makes_a_round_trip_through_shared_memory() {
+    let dir = TempDir::new("rt");
+    let _server = Peer::server(&dir, "rt", &[]);
+    let client = connect(&dir, "rt");
+    let input: Vec<u8> = (0..64).collect();
+    let out = client
+        .execute(
+            &Call {
+                code: ECHO,
+                input: &input,
+                output_len: 64,
+                ..Call::default()
+            },
+            &mut Copying,
+        )
+        .unwrap();
+    assert_eq!((out.status, out.length), (0, 64));
+    assert_eq!(out.output, input);
+    // The server's own status comes back as a result, not an error.
+    let out = client
+        .execute(
+            &Call {
+                code: CHECKSUM,
+                input: &input,
+                output_len: 8,
+                ..Call::default()
+            },
+            &mut Copying,
+        )
+        .unwrap();
+    assert_eq!(out.status, 7);
+    assert_eq!(out.output, fnv1a64(&input).to_le_bytes());
+}
+
+/// Appends each client callback to the log the server peer appends to, so both processes'
+/// events land in one causal order.
+struct Logged {
+    log: Arc<Mutex<std::fs::File>>,
+}
+
+impl Logged {
+    fn event(&self, what: &str) {
+        self.log
+            .lock()
+            .unwrap()
+            .write_all(format!("{what}\n").as_bytes())
+            .unwrap();
+    }
+}
+
+impl Callbacks for Logged {
+    fn input_prepare(&mut self, area: &mut Area<'_>, input: &[u8]) {
+        self.event("inputPrepare");
+        area.write(input);
+    }
+    fn output_prepare(&mut self, _area: &mut Area<'_>) {
+        self.event("outputPrepare");
+    }
+    fn input_post(&mut self, _area: &Area<'_>) {
+        self.event("inputPost");
+    }
+    fn output_post(&mut self, area: &Area<'_>) -> Vec<u8> {
+        self.event("outputPost");
+        area.to_vec()
+    }
+}
+
+#[test]
+fn callbacks_run_in_the_order_of_spec_section_3_across_both_processes() {
+    let dir = TempDir::new("order");
+    let log_path: PathBuf = dir.path().join("events.log");
+    let log = Arc::new(Mutex::new(
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap(),
+    ));
+    let mut server = Peer::server(&dir, "order", &["--log", log_path.to_str().unwrap()]);
+    let client = connect(&dir, "order");
+    let call = Call {
+        code: ECHO,
+        input: b"order",
+        output_len: 8,
+        ..Call::default()
+    };
+    let sync = client
+        .execute(&call, &mut Logged { log: log.clone() })
+        .unwrap();
+    assert_eq!(sync.output, b"order");
+    let (tx, rx) = channel();
+    let done_log = log.clone();
+    client
+        .execute_async(&call, Logged { log: log.clone() }, move |r| {
+            Logged { log: done_log }.event("completion");
+            tx.send(r).unwrap();
+        })
+        .unwrap();
+    assert_eq!(rx.recv_timeout(WAIT).unwrap().unwrap().output, b"order");
+    client.close();
+    server.expect("close");
+    let events = std::fs::read_to_string(&log_path).unwrap();
+    let events: Vec<&str> = events.lines().collect();
+    assert_eq!(
+        events,
+        [
+            "open",
+            "inputPrepare",
+            "outputPrepare",
+            "exec",
+            "inputPost",
+            "outputPost",
+            "inputPrepare",
+            "outputPrepare",
+            "exec",
+            "inputPost",
+            "outputPost",
+            "completion",
+            "close"
+        ]
+    );
+}
+
+#[test]
+fn default_callbacks_copy_the_input_in_and_the_output_out() {
+    let dir = TempDir::new("defaults");
+    let _server = Peer::server(&dir, "defaults", &[]);
+    let client = connect(&dir, "defaults");
+    // An input area larger than the input: the input is copied to its start.
+    let mut seen = Vec::new();
+    struct Peek<'a>(&'a mut Vec<u8>);
+    impl Callbacks for Peek<'_> {
+        fn input_post(&mut self, area: &Area<'_>) {
+            *self.0 = area.to_vec();
+        }
+    }
+    let out = client
+        .execute(
+            &Call {
+                code: ECHO,
+                input: b"abc",
+                input_len: Some(6),
+                output_len: 6,
+                ..Call::default()
+            },
+            &mut Peek(&mut seen),
+        )
+        .unwrap();
+    assert_eq!(seen.len(), 6);
+    assert_eq!(&seen[..3], b"abc");
+    // The default output_post copies exactly the reported length.
+    assert_eq!(out.length, 6);
+    assert_eq!(out.output.len(), 6);
+    assert_eq!(&out.output[..3], b"abc");
+    let err = client
+        .execute(
+            &Call {
+                code: ECHO,
+                input: b"abcdef",
+                input_len: Some(3),
+                output_len: 6,
+                ..Call::default()
+            },
+            &mut Copying,
+        )
+        .unwrap_err();
+    assert_eq!(err.status(), Status::InvalidArgument);
+    assert!(err.message().contains("input_len 3"), "{err}");
+}
+
+#[test]
+fn ten_thousand_commands_sync_and_async_come_back_with_their_checksums() {
+    let dir = TempDir::new("many");
+    let _server = Peer::server(&dir, "many", &["--workers", "2"]);
+    let client = Arc::new(connect(&dir, "many"));
+    const N: usize = 10_000;
+    let (tx, rx) = channel();
+    let mut expected_async = 0usize;
+    let mut seed = 0x1234_5678u32;
+    for i in 0..N {
+        // xorshift: sizes from empty to past the small slot class, some past every slot.
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let len = match i % 100 {
+            0 => 1_500_000,
+            1..=9 => 50_000,
+            _ => (seed % 4096) as usize,
+        };
+        let input: Vec<u8> = (0..len).map(|j| (j as u32 ^ seed) as u8).collect();
+        let sum = fnv1a64(&input);
+        let mode = if i % 3 == 0 {
+            Mode::Worker
+        } else {
+            Mode::Inline
+        };
+        let call = Call {
+            code: CHECKSUM,
+            input: &input,
+            output_len: 8,
+            mode,
+            ..Call::default()
+        };
+        if i % 2 == 0 {
+            let out = client.execute(&call, &mut Copying).unwrap();
+            assert_eq!(
+                (out.status, out.output.as_slice()),
+                (7, &sum.to_le_bytes()[..]),
+                "command {i}"
+            );
+        } else {
+            expected_async += 1;
+            let tx = tx.clone();
+            client
+                .execute_async(&call, Copying, move |r| tx.send((i, sum, r)).unwrap())
+                .unwrap();
+        }
+    }
+    let mut seen = vec![false; N];
+    for _ in 0..expected_async {
+        let (i, sum, r) = rx.recv_timeout(WAIT).expect("an async completion");
+        let out = r.unwrap();
+        assert_eq!(
+            (out.status, out.output.as_slice()),
+            (7, &sum.to_le_bytes()[..]),
+            "command {i}"
+        );
+        assert!(!seen[i], "command {i} completed twice");
+        seen[i] = true;
+    }
+    assert!(rx.try_recv().is_err(), "no extra completion");
+}
+
+#[test]
+fn a_server_killed_with_commands_outstanding_fails_each_with_peer_terminated() {
+    let dir = TempDir::new("killsrv");
+    let mut server = Peer::server(&dir, "killsrv", &["--workers", "2"]);
+    let client = Arc::new(connect(&dir, "killsrv"));
+    let (tx, rx) = channel();
+    const ASYNC: usize = 20;
+    for i in 0..ASYNC {
+        // Some on the shared-memory path, one over the backup path (too large for any slot).
+        let input = if i == 0 {
+            vec![1u8; 3 << 20]
+        } else {
+            vec![1u8; 16]
+        };
+        let tx = tx.clone();
+        client
+            .execute_async(
+                &Call {
+                    code: HOLD,
+                    input: &input,
+                    output_len: 16,
+                    mode: if i % 2 == 0 {
+                        Mode::Worker
+                    } else {
+                        Mode::Inline
+                    },
+                    ..Call::default()
+                },
+                Copying,
+                move |r| tx.send(r).unwrap(),
+            )
+            .unwrap();
+    }
+    let sync = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            client.execute(
+                &Call {
+                    code: HOLD,
+                    input: b"sync",
+                    output_len: 16,
+                    ..Call::default()
+                },
+                &mut Copying,
+            )
+        })
+    };
+    // The server has taken commands (its handler blocks in them) before it dies.
+    server.expect("exec");
+    server.kill();
+    for _ in 0..ASYNC {
+        let r = rx
+            .recv_timeout(WAIT)
+            .expect("every async command completes");
+        assert_eq!(r.unwrap_err().status(), Status::PeerTerminated);
+    }
+    let r = within("the sync command", move || sync.join().unwrap());
+    assert_eq!(r.unwrap_err().status(), Status::PeerTerminated);
+    // New commands fail at once rather than hang.
+    let err = client
+        .execute(
+            &Call {
+                code: ECHO,
+                input: b"x",
+                output_len: 1,
+                ..Call::default()
+            },
+            &mut Copying,
+        )
+        .unwrap_err();
+    assert_eq!(err.status(), Status::PeerTerminated);
+}
+
+#[test]
+fn a_client_killed_mid_command_is_drained_closed_once_and_the_server_serves_on() {
+    let dir = TempDir::new("killcli");
+    let mut server = Peer::server(&dir, "killcli", &["--workers", "2"]);
+    let mut client = Peer::client(&dir, "killcli", &["--hold", "3"]);
+    let open = server.expect("open ");
+    let id = open.trim_start_matches("open ").to_string();
+    // Its slow commands are in the server's hands when it dies.
+    server.expect(&format!("exec {id} 6"));
+    client.kill();
+    let close = server.expect(&format!("close {id}"));
+    assert_eq!(close, format!("close {id}"));
+    let done_before_close = server
+        .seen
+        .iter()
+        .filter(|l| **l == format!("done {id} 6"))
+        .count();
+    assert_eq!(
+        done_before_close, 3,
+        "every taken command finished before close: {:?}",
+        server.seen
+    );
+    // Another client is served normally, and its own close is the next close.
+    let other = connect(&dir, "killcli");
+    let out = other
+        .execute(
+            &Call {
+                code: ECHO,
+                input: b"still here",
+                output_len: 16,
+                ..Call::default()
+            },
+            &mut Copying,
+        )
+        .unwrap();
+    assert_eq!(out.output, b"still here");
+    other.close();
+    let next = server.expect("close ");
+    assert_ne!(next, close, "close ran twice for connection {id}");
+}
+
+fn tiny_geometry() -> Geometry {
+    Geometry {
+        classes: [
+            SlotClass {
+                count: 1,
+                input_capacity: 1024,
+                output_capacity: 1024,
+            },
+            SlotClass {
+                count: 1,
+                input_capacity: 4096,
+                output_capacity: 4096,
+            },
+        ],
+        ring_capacity: 2,
+    }
+}
+
+#[test]
+fn with_every_slot_taken_a_command_completes_over_the_backup_path() {
+    let dir = TempDir::new("exhaust");
+    let _server = Peer::server(&dir, "exhaust", &[]);
+    let client = Client::connect("exhaust", &dir.connect_options_with(tiny_geometry())).unwrap();
+    let small = client.begin(ECHO, 10, 10, Mode::Default).unwrap();
+    let large = client.begin(ECHO, 2000, 2000, Mode::Default).unwrap();
+    assert!(!small.is_backup() && !large.is_backup());
+    let mut t = client.begin(ECHO, 10, 10, Mode::Default).unwrap();
+    assert!(t.is_backup(), "no slot was free, so the backup path");
+    t.input().write(b"0123456789");
+    let answer = client.call(&mut t).unwrap();
+    assert_eq!((answer.status, answer.length), (0, 10));
+    assert_eq!(t.output().to_vec(), b"0123456789");
+    // Asynchronously as well, with the same results through the callbacks.
+    let (tx, rx) = channel();
+    client
+        .execute_async(
+            &Call {
+                code: CHECKSUM,
+                input: b"backup",
+                output_len: 8,
+                ..Call::default()
+            },
+            Copying,
+            move |r| tx.send(r).unwrap(),
+        )
+        .unwrap();
+    let out = rx.recv_timeout(WAIT).unwrap().unwrap();
+    assert_eq!(
+        (out.status, out.output),
+        (7, fnv1a64(b"backup").to_le_bytes().to_vec())
+    );
+    // Once slots are free again, commands take them.
+    drop((small, large));
+    let t = client.begin(ECHO, 10, 10, Mode::Default).unwrap();
+    assert!(!t.is_backup());
+}
+
+#[test]
+fn a_command_larger_than_any_slot_completes_over_the_backup_path() {
+    let dir = TempDir::new("oversize");
+    let _server = Peer::server(&dir, "oversize", &[]);
+    let client = Client::connect("oversize", &dir.connect_options_with(tiny_geometry())).unwrap();
+    let input: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+    let t = client
+        .begin(ECHO, input.len(), input.len(), Mode::Default)
+        .unwrap();
+    assert!(t.is_backup());
+    drop(t);
+    let out = client
+        .execute(
+            &Call {
+                code: ECHO,
+                input: &input,
+                output_len: input.len(),
+                ..Call::default()
+            },
+            &mut Copying,
+        )
+        .unwrap();
+    assert_eq!(out.length as usize, input.len());
+    assert_eq!(out.output, input);
+}
+
+#[test]
+fn a_failing_handler_fails_only_its_command() {
+    let dir = TempDir::new("panic");
+    let _server = Peer::server(&dir, "panic", &["--workers", "1"]);
+    let client = connect(&dir, "panic");
+    for mode in [Mode::Inline, Mode::Worker] {
+        let err = client
+            .execute(
+                &Call {
+                    code: PANIC,
+                    mode,
+                    ..Call::default()
+                },
+                &mut Copying,
+            )
+            .unwrap_err();
+        assert_eq!(err.status(), Status::HandlerFailed);
+    }
+    let err = client
+        .execute(
+            &Call {
+                code: OVERFLOW,
+                output_len: 4,
+                ..Call::default()
+            },
+            &mut Copying,
+        )
+        .unwrap_err();
+    assert_eq!(err.status(), Status::OutputOverflow);
+    let out = client
+        .execute(
+            &Call {
+                code: ECHO,
+                input: b"ok",
+                output_len: 2,
+                ..Call::default()
+            },
+            &mut Copying,
+        )
+        .unwrap();
+    assert_eq!(out.output, b"ok");
+}
+
+#[test]
+fn a_major_version_mismatch_is_refused_clearly_on_both_sides() {
+    let dir = TempDir::new("version");
+    let mut server = Peer::server(&dir, "version", &[]);
+    let options = ConnectOptions {
+        protocol_major: shmcall::PROTOCOL_MAJOR + 1,
+        ..dir.connect_options()
+    };
+    let err = Client::connect("version", &options).unwrap_err();
+    assert_eq!(err.status(), Status::VersionMismatch);
+    assert!(
+        err.message().contains("2.0") && err.message().contains("1.0"),
+        "{err}"
+    );
+    let refused = server.expect("refused");
+    assert!(refused.starts_with("refused VERSION_MISMATCH"), "{refused}");
+    // The server is unaffected.
+    let client = connect(&dir, "version");
+    assert!(!client.is_closed());
+}
+
+#[test]
+fn an_unknown_ic_id_is_reported_with_its_socket_path() {
+    let dir = TempDir::new("unknown");
+    let err = Client::connect("nobody-home", &dir.connect_options()).unwrap_err();
+    assert_eq!(err.status(), Status::NotFound);
+    assert!(err.message().contains("'nobody-home'"), "{err}");
+    assert!(err.message().contains("nobody-home.sock"), "{err}");
+}
+
+struct Quiet;
+impl shmcall::Handler for Quiet {
+    type Context = ();
+    fn open(&self, _: &shmcall::ConnInfo) {}
+    fn exec(&self, command: shmcall::Command, _: &shmcall::ConnInfo, _: &()) {
+        command.finish(0, 0);
+    }
+    fn close(&self, _: &shmcall::ConnInfo, _: &()) {}
+}
+
+#[test]
+fn a_second_server_on_a_live_ic_id_fails_and_a_dead_ones_socket_is_replaced() {
+    let dir = TempDir::new("twice");
+    let mut first = Peer::server(&dir, "twice", &[]);
+    let options = ServeOptions {
+        socket_dir: Some(dir.path().to_path_buf()),
+        ..ServeOptions::default()
+    };
+    let err = Server::serve("twice", Quiet, options.clone()).unwrap_err();
+    assert_eq!(err.status(), Status::AlreadyServed);
+    assert!(
+        err.message().contains(&format!("pid {}", first.pid())),
+        "{err}"
+    );
+    // The dead server leaves its socket file; the next server replaces it.
+    first.kill();
+    assert!(dir.entries().contains(&"twice.sock".to_string()));
+    let mut server = Server::serve("twice", Quiet, options).unwrap();
+    let client = connect(&dir, "twice");
+    let out = client.execute(&Call::default(), &mut Copying).unwrap();
+    assert_eq!(out.status, 0);
+    client.close();
+    server.close();
+    assert_eq!(
+        dir.entries(),
+        Vec::<String>::new(),
+        "a closed server leaves nothing behind"
+    );
+}
