@@ -127,7 +127,10 @@ struct Conn {
     slots: Box<[SlotState]>,
     free: [Mutex<Vec<u32>>; CLASSES],
     consumer: AtomicBool,
-    event: Event,
+    /// Wakes synchronous callers waiting for their slot or for the consumer role.
+    waiters: Event,
+    /// Wakes the reaper: asynchronous work arrived, or the role it needs came free.
+    bell: Event,
     /// 0 while the connection is open, else the status it ended with.
     ended: AtomicI32,
     end_error: Mutex<Option<Error>>,
@@ -193,7 +196,8 @@ impl Conn {
         self.cs.interrupt(&FutexPark::SHARED);
         self.sc.interrupt(&FutexPark::SHARED);
         self.drained.store(true, Ordering::SeqCst);
-        self.event.notify();
+        self.waiters.notify();
+        self.bell.notify();
     }
 
     /// Records a slot's result if it is still outstanding; returns whether this call did.
@@ -212,8 +216,10 @@ impl Conn {
         if st.asynchronous.load(Ordering::Relaxed) {
             self.async_in_ring.fetch_sub(1, Ordering::AcqRel);
             self.queue(Finished::Slot(index));
+            self.bell.notify();
+        } else {
+            self.waiters.notify();
         }
-        self.event.notify();
         true
     }
 
@@ -230,8 +236,10 @@ impl Conn {
         b.state.store(DONE, Ordering::Release);
         if b.asynchronous.load(Ordering::Relaxed) {
             self.queue(Finished::Backup(b));
+            self.bell.notify();
+        } else {
+            self.waiters.notify();
         }
-        self.event.notify();
     }
 
     fn queue(&self, f: Finished) {
@@ -307,7 +315,10 @@ impl Conn {
     fn give_up_role(&self) {
         // Release: pairs with the Acquire in `try_take_role`.
         self.consumer.store(false, Ordering::Release);
-        self.event.notify();
+        self.waiters.notify();
+        if self.async_in_ring.load(Ordering::Acquire) > 0 {
+            self.bell.notify();
+        }
     }
 
     /// Pops and dispatches SC entries until `done()`, the connection ends, or a violation.
@@ -360,7 +371,7 @@ impl Conn {
                 self.give_up_role();
                 continue;
             }
-            self.event.wait_until(self.spin, || {
+            self.bell.wait_until(self.spin, || {
                 self.ready_len.load(Ordering::Acquire) > 0
                     || self.drained.load(Ordering::SeqCst)
                     || (self.async_in_ring.load(Ordering::Acquire) > 0
@@ -569,7 +580,8 @@ impl Client {
             spin: Spin(options.spin),
             free,
             consumer: AtomicBool::new(false),
-            event: Event::default(),
+            waiters: Event::default(),
+            bell: Event::default(),
             ended: AtomicI32::new(0),
             end_error: Mutex::new(None),
             drained: AtomicBool::new(false),
@@ -754,7 +766,7 @@ impl Client {
                         conn.give_up_role();
                         continue;
                     }
-                    conn.event.wait_until(conn.spin, || {
+                    conn.waiters.wait_until(conn.spin, || {
                         done() || !conn.consumer.load(Ordering::Acquire)
                     });
                 }
@@ -768,7 +780,7 @@ impl Client {
                     input,
                 );
                 self.submit_backup(record, &frame);
-                conn.event
+                conn.waiters
                     .wait_until(conn.spin, || record.state.load(Ordering::Acquire) == DONE);
             }
         }
@@ -794,7 +806,7 @@ impl Client {
                 *lock(&conn.slots[slot.index as usize].pending) = Some((ticket, completion));
                 self.submit_slot(slot, request, true);
                 // Wakes the reaper so it starts popping answers.
-                conn.event.notify();
+                conn.bell.notify();
             }
             Kind::Backup { input, record, .. } => {
                 let frame = wire::encode_exec(

@@ -57,8 +57,9 @@ pub trait Handler: Send + Sync + 'static {
     type Context: Send + Sync + 'static;
 
     /// A client connected. Runs before the client learns it is connected, so before any of its
-    /// commands. The value returned is handed to `exec` and `close` for this connection.
-    fn open(&self, conn: &ConnInfo) -> Self::Context;
+    /// commands. The value returned is handed to `exec` and `close` for this connection; an
+    /// error refuses the client, whose `connect` fails with it (and `close` does not run).
+    fn open(&self, conn: &ConnInfo) -> Result<Self::Context, Error>;
 
     /// Runs one command. Answer it with [`Command::finish`], now or later from any thread; a
     /// command dropped unanswered, or a panic, answers [`Status::HandlerFailed`].
@@ -690,7 +691,7 @@ fn handshake<H: Handler>(
         on_drained: Mutex::new(None),
     });
     let context = catch_unwind(AssertUnwindSafe(|| shared.handler.open(&info)))
-        .map_err(|_| Error::new(Status::HandlerFailed, "the server's open handler failed"))?;
+        .map_err(|_| Error::new(Status::HandlerFailed, "the server's open handler failed"))??;
     let context = Arc::new(context);
     {
         let (shared, context) = (shared.clone(), context.clone());

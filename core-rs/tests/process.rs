@@ -531,7 +531,9 @@ fn an_unknown_ic_id_is_reported_with_its_socket_path() {
 struct Quiet;
 impl shmcall::Handler for Quiet {
     type Context = ();
-    fn open(&self, _: &shmcall::ConnInfo) {}
+    fn open(&self, _: &shmcall::ConnInfo) -> Result<(), shmcall::Error> {
+        Ok(())
+    }
     fn exec(&self, command: shmcall::Command, _: &shmcall::ConnInfo, _: &()) {
         command.finish(0, 0);
     }

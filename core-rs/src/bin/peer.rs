@@ -108,10 +108,10 @@ struct Peer {
 impl Handler for Peer {
     type Context = u64;
 
-    fn open(&self, conn: &ConnInfo) -> u64 {
+    fn open(&self, conn: &ConnInfo) -> Result<u64, Error> {
         self.log.event("open");
         say(&format!("open {}", conn.id));
-        conn.id
+        Ok(conn.id)
     }
 
     fn exec(&self, mut command: Command, conn: &ConnInfo, _context: &u64) {
