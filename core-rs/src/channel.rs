@@ -100,7 +100,7 @@ pub fn recv_with_fds(stream: &UnixStream) -> Result<(Message, Vec<OwnedFd>), Wir
             "more descriptors than a hello carries",
         ));
     }
-    let mut rest = &*stream;
+    let mut rest: &UnixStream = stream;
     if got < HEADER_LEN {
         std::io::Read::read_exact(&mut rest, &mut header[got..])
             .map_err(|_| WireError::Truncated)?;

@@ -33,6 +33,10 @@ thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn fail(e: Error) -> i32 {
     LAST_ERROR.with(|l| *l.borrow_mut() = e.to_string());
     e.status().code()
@@ -116,11 +120,18 @@ pub extern "C" fn shmcall_protocol_version() -> i32 {
 // ---------------------------------------------------------------------------------------------
 // Client
 
+/// Finished asynchronous commands, with their tokens, waiting for a poll.
+#[derive(Debug, Default)]
+struct Completions {
+    queue: Mutex<VecDeque<(u64, Box<Ticket>)>>,
+    ready: Condvar,
+}
+
 /// A client handle: the client and the completions of its asynchronous commands.
 #[derive(Debug)]
 pub struct ClientHandle {
     client: Client,
-    done: Arc<(Mutex<VecDeque<(u64, Box<Ticket>)>>, Condvar)>,
+    done: Arc<Completions>,
 }
 
 /// Connects to `ic_id`. `dir` (may be empty) overrides the socket directory; `spin_ns` is the
@@ -159,7 +170,7 @@ pub unsafe extern "C" fn shmcall_client_connect(
             Ok(client) => {
                 let h = Box::new(ClientHandle {
                     client,
-                    done: Arc::new((Mutex::new(VecDeque::new()), Condvar::new())),
+                    done: Arc::new(Completions::default()),
                 });
                 // SAFETY: `out` is non-null and valid for a write.
                 unsafe { put(out, Box::into_raw(h)) };
@@ -200,7 +211,7 @@ pub unsafe extern "C" fn shmcall_client_free(client: *mut ClientHandle) -> i32 {
     let h = unsafe { Box::from_raw(client) };
     guard(move || {
         h.client.close();
-        let queued = std::mem::take(&mut *h.done.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let queued = std::mem::take(&mut *lock(&h.done.queue));
         drop(queued);
         OK
     })
@@ -308,11 +319,8 @@ pub unsafe extern "C" fn shmcall_client_submit(
     let done = h.done.clone();
     guard(move || {
         let r = h.client.call_async(*t, move |t| {
-            done.0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push_back((token, Box::new(t)));
-            done.1.notify_all();
+            lock(&done.queue).push_back((token, Box::new(t)));
+            done.ready.notify_all();
         });
         match r {
             Ok(()) => OK,
@@ -338,9 +346,10 @@ pub unsafe extern "C" fn shmcall_client_poll(
         return invalid("client is null");
     };
     guard(|| {
-        let (queue, ready) = &*h.done;
-        let q = queue.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut q, _) = ready
+        let q = lock(&h.done.queue);
+        let (mut q, _) = h
+            .done
+            .ready
             .wait_timeout_while(q, Duration::from_nanos(timeout_ns), |q| q.is_empty())
             .unwrap_or_else(|p| p.into_inner());
         match q.pop_front() {
@@ -444,9 +453,18 @@ enum Queued {
     Close(u64),
 }
 
+/// What the server's threads hand to the caller of `shmcall_server_next`.
+#[derive(Debug, Default)]
+struct InboxState {
+    events: VecDeque<Queued>,
+    /// Answers to opens, by connection, waiting for their `open` call to take them.
+    opened: Vec<(u64, Result<(), Error>)>,
+    closing: bool,
+}
+
 #[derive(Debug, Default)]
 struct Inbox {
-    queue: Mutex<(VecDeque<Queued>, Vec<(u64, Result<(), Error>)>, bool)>,
+    queue: Mutex<InboxState>,
     changed: Condvar,
 }
 
@@ -459,14 +477,14 @@ impl Handler for Queueing {
 
     fn open(&self, conn: &ConnInfo) -> Result<(), Error> {
         let inbox = &self.0;
-        let mut q = inbox.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.0.push_back(Queued::Open(*conn));
+        let mut q = lock(&inbox.queue);
+        q.events.push_back(Queued::Open(*conn));
         inbox.changed.notify_all();
         loop {
-            if let Some(i) = q.1.iter().position(|(id, _)| *id == conn.id) {
-                return q.1.swap_remove(i).1;
+            if let Some(i) = q.opened.iter().position(|(id, _)| *id == conn.id) {
+                return q.opened.swap_remove(i).1;
             }
-            if q.2 {
+            if q.closing {
                 return Err(Error::new(Status::Closed, "the server is closing"));
             }
             q = inbox.changed.wait(q).unwrap_or_else(|p| p.into_inner());
@@ -474,14 +492,14 @@ impl Handler for Queueing {
     }
 
     fn exec(&self, command: Command, conn: &ConnInfo, _: &()) {
-        let mut q = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.0.push_back(Queued::Exec(conn.id, Box::new(command)));
+        let mut q = lock(&self.0.queue);
+        q.events.push_back(Queued::Exec(conn.id, Box::new(command)));
         self.0.changed.notify_all();
     }
 
     fn close(&self, conn: &ConnInfo, _: &()) {
-        let mut q = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.0.push_back(Queued::Close(conn.id));
+        let mut q = lock(&self.0.queue);
+        q.events.push_back(Queued::Close(conn.id));
         self.0.changed.notify_all();
     }
 }
@@ -560,12 +578,12 @@ pub unsafe extern "C" fn shmcall_server_next(
     }
     guard(|| {
         let inbox = &h.inbox;
-        let q = inbox.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let q = lock(&inbox.queue);
         let (mut q, _) = inbox
             .changed
-            .wait_timeout_while(q, Duration::from_nanos(timeout_ns), |q| q.0.is_empty())
+            .wait_timeout_while(q, Duration::from_nanos(timeout_ns), |q| q.events.is_empty())
             .unwrap_or_else(|p| p.into_inner());
-        let Some(next) = q.0.pop_front() else {
+        let Some(next) = q.events.pop_front() else {
             return EMPTY;
         };
         let mut e = ServerEvent {
@@ -631,8 +649,8 @@ pub unsafe extern "C" fn shmcall_server_opened(
             "the server's open handler refused the connection",
         )),
     };
-    let mut q = h.inbox.queue.lock().unwrap_or_else(|p| p.into_inner());
-    q.1.push((connection, answer));
+    let mut q = lock(&h.inbox.queue);
+    q.opened.push((connection, answer));
     h.inbox.changed.notify_all();
     OK
 }
@@ -673,13 +691,13 @@ pub unsafe extern "C" fn shmcall_server_free(server: *mut ServerHandle) -> i32 {
     let h = unsafe { Box::from_raw(server) };
     guard(move || {
         {
-            let mut q = h.inbox.queue.lock().unwrap_or_else(|p| p.into_inner());
-            q.2 = true;
+            let mut q = lock(&h.inbox.queue);
+            q.closing = true;
             h.inbox.changed.notify_all();
         }
-        h.server.lock().unwrap_or_else(|p| p.into_inner()).close();
+        lock(&h.server).close();
         // Commands still queued are dropped here, which answers them.
-        let queued = std::mem::take(&mut h.inbox.queue.lock().unwrap_or_else(|p| p.into_inner()).0);
+        let queued = std::mem::take(&mut lock(&h.inbox.queue).events);
         drop(queued);
         OK
     })

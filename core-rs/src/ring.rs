@@ -171,7 +171,7 @@ impl Ring {
         cells: *const AtomicU32,
         capacity: u32,
     ) -> Ring {
-        debug_assert!(capacity.is_power_of_two() && capacity >= 2 && capacity <= 1 << 31);
+        debug_assert!(capacity.is_power_of_two() && (2..=1 << 31).contains(&capacity));
         Ring {
             header,
             cells,

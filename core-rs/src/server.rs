@@ -306,30 +306,35 @@ impl Connection {
     }
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The worker pool's queue: jobs, and whether the pool is shutting down.
+#[derive(Default)]
+struct Jobs {
+    queue: VecDeque<Job>,
+    closing: bool,
+}
+
 struct Pool {
-    queue: Mutex<(VecDeque<Box<dyn FnOnce() + Send>>, bool)>,
+    jobs: Mutex<Jobs>,
     ready: Condvar,
 }
 
 impl Pool {
-    fn submit(&self, job: Box<dyn FnOnce() + Send>) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .push_back(job);
+    fn submit(&self, job: Job) {
+        lock_ok(&self.jobs).queue.push_back(job);
         self.ready.notify_one();
     }
 
     fn run(&self) {
         loop {
             let job = {
-                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                let mut q = lock_ok(&self.jobs);
                 loop {
-                    if let Some(job) = q.0.pop_front() {
+                    if let Some(job) = q.queue.pop_front() {
                         break job;
                     }
-                    if q.1 {
+                    if q.closing {
                         return;
                     }
                     q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
@@ -390,7 +395,7 @@ impl Server {
         lock.restrict_socket()?;
         let pool = (options.workers > 0).then(|| {
             Arc::new(Pool {
-                queue: Mutex::new((VecDeque::new(), false)),
+                jobs: Mutex::new(Jobs::default()),
                 ready: Condvar::new(),
             })
         });
@@ -435,7 +440,7 @@ impl Server {
                 let _ = t.join();
             }
             if let Some(pool) = &shared.pool {
-                lock_ok(&pool.queue).1 = true;
+                lock_ok(&pool.jobs).closing = true;
                 pool.ready.notify_all();
             }
             for w in workers {
@@ -700,6 +705,10 @@ fn handshake<H: Handler>(
         }));
     }
     lock_ok(&shared.connections).insert(info.id, conn.clone());
+    #[allow(
+        clippy::unnecessary_min_or_max,
+        reason = "the rule is the lower of both minors; clippy sees only that ours is 0 today"
+    )]
     let welcome = wire::encode(&Message::Welcome {
         major: PROTOCOL_MAJOR,
         minor: minor.min(PROTOCOL_MINOR),
