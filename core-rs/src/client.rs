@@ -627,6 +627,12 @@ impl Client {
         &self.conn.ic_id
     }
 
+    /// The segment's mapping: first byte and length. It stays mapped while this client, or any
+    /// ticket of it, exists.
+    pub fn segment_mapping(&self) -> (*mut u8, usize) {
+        self.conn.segment.mapping()
+    }
+
     /// Whether the connection ended (closed here, server gone, or protocol broken).
     pub fn is_closed(&self) -> bool {
         self.conn.is_ended()

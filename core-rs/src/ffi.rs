@@ -117,6 +117,25 @@ pub extern "C" fn shmcall_protocol_version() -> i32 {
     (i32::from(PROTOCOL_MAJOR) << 16) | i32::from(PROTOCOL_MINOR)
 }
 
+/// Copies the name of library status `code` (e.g. `PEER_TERMINATED`) into `buf` and returns
+/// its length, or returns INVALID_ARGUMENT when `code` is no library status.
+///
+/// # Safety
+/// `buf` is null with `cap` 0, or valid for writes of `cap` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_status_name(code: i32, buf: *mut u8, cap: usize) -> i32 {
+    let Some(s) = Status::from_code(code) else {
+        return invalid(&format!("{code} is not a library status"));
+    };
+    let name = s.name().as_bytes();
+    let n = name.len().min(cap);
+    if n > 0 {
+        // SAFETY: `buf` is valid for `cap >= n` bytes; `name` is static and distinct.
+        unsafe { std::ptr::copy_nonoverlapping(name.as_ptr(), buf, n) };
+    }
+    name.len() as i32
+}
+
 // ---------------------------------------------------------------------------------------------
 // Client
 
@@ -179,6 +198,24 @@ pub unsafe extern "C" fn shmcall_client_connect(
             Err(e) => fail(e),
         }
     })
+}
+
+/// The client's segment: its first byte and its length. Areas of slot tickets lie inside it;
+/// it stays mapped until the client and all its tickets are freed.
+///
+/// # Safety
+/// `client` is a live handle; the out pointers are null or valid for writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_client_segment(client: *mut ClientHandle, base: *mut *mut u8, len: *mut usize) -> i32 {
+    // SAFETY: the caller promised a live handle or null.
+    let Some(h) = (unsafe { client.as_ref() }) else { return invalid("client is null") };
+    let (b, l) = h.client.segment_mapping();
+    // SAFETY: out pointers are null or valid for writes.
+    unsafe {
+        put(base, b);
+        put(len, l);
+    }
+    OK
 }
 
 /// Closes the client: outstanding commands fail with CLOSED. Idempotent; the handle stays valid

@@ -472,6 +472,12 @@ impl Segment {
         &self.fd
     }
 
+    /// The first byte of the mapping and its length, for callers that make one view over the
+    /// whole segment (the Deno layer does) and find areas by offset in it.
+    pub fn mapping(&self) -> (*mut u8, usize) {
+        (self.map.as_mut_ptr(), self.layout.size as usize)
+    }
+
     fn ring_at(&self, offset: u32) -> Ring {
         let base = self.map.as_mut_ptr();
         // SAFETY: the layout puts a RingHeader (64-aligned, as `offset` is a multiple of 64)

@@ -261,7 +261,7 @@ fn ten_thousand_commands_sync_and_async_come_back_with_their_checksums() {
 #[test]
 fn a_server_killed_with_commands_outstanding_fails_each_with_peer_terminated() {
     let dir = TempDir::new("killsrv");
-    let mut server = Peer::server(&dir, "killsrv", &["--workers", "2"]);
+    let mut server = Peer::server(&dir, "killsrv", &["--workers", "2", "--verbose"]);
     let client = Arc::new(connect(&dir, "killsrv"));
     let (tx, rx) = channel();
     const ASYNC: usize = 20;
@@ -334,7 +334,7 @@ fn a_server_killed_with_commands_outstanding_fails_each_with_peer_terminated() {
 #[test]
 fn a_client_killed_mid_command_is_drained_closed_once_and_the_server_serves_on() {
     let dir = TempDir::new("killcli");
-    let mut server = Peer::server(&dir, "killcli", &["--workers", "2"]);
+    let mut server = Peer::server(&dir, "killcli", &["--workers", "2", "--verbose"]);
     let mut client = Peer::client(&dir, "killcli", &["--hold", "3"]);
     let open = server.expect("open ");
     let id = open.trim_start_matches("open ").to_string();

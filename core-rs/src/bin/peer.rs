@@ -1,12 +1,15 @@
 //! `shmcall-peer`: a server or client process for the multi-process tests and benches.
 //!
 //! ```text
-//! shmcall-peer serve  <ic-id> [--dir D] [--workers N] [--spin-us N] [--log FILE]
+//! shmcall-peer serve  <ic-id> [--dir D] [--workers N] [--spin-us N] [--log FILE] [--verbose]
 //! shmcall-peer client <ic-id> [--dir D] --hold N     (issues N held commands, then waits)
+//! shmcall-peer socket-echo <socket-path>             (echoes u32-LE-length-prefixed frames)
 //! ```
 //!
-//! The server prints one line per event on stdout (`ready`, `open <conn>`, `exec <conn> <code>`,
-//! `done <conn> <code>`, `close <conn>`, `refused <STATUS>`), and with `--log` also appends
+//! The server prints one line per event on stdout (`ready`, `open <conn>`, `close <conn>`,
+//! `refused <STATUS>`, and with `--verbose` `exec <conn> <code>` and `done <conn> <code>` per
+//! command: a parent that does not drain its pipe would otherwise block the server), and with
+//! `--log` also appends
 //! `open`, `exec`, `close` to FILE with `O_APPEND`, so that a test can interleave them with the
 //! client's own events in one causal order.
 //!
@@ -43,6 +46,7 @@ struct Args {
     spin: Option<Duration>,
     log: Option<PathBuf>,
     hold: usize,
+    verbose: bool,
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> Args {
@@ -54,6 +58,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Args {
         spin: None,
         log: None,
         hold: 0,
+        verbose: false,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -65,6 +70,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Args {
             }
             "--log" => a.log = Some(value().into()),
             "--hold" => a.hold = value().parse().expect("--hold N"),
+            "--verbose" => a.verbose = true,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -103,6 +109,7 @@ impl Log {
 
 struct Peer {
     log: Log,
+    verbose: bool,
 }
 
 impl Handler for Peer {
@@ -117,7 +124,9 @@ impl Handler for Peer {
     fn exec(&self, mut command: Command, conn: &ConnInfo, _context: &u64) {
         let code = command.code();
         self.log.event("exec");
-        say(&format!("exec {} {code}", conn.id));
+        if self.verbose {
+            say(&format!("exec {} {code}", conn.id));
+        }
         match code {
             1 | 6 => {
                 if code == 6 {
@@ -128,7 +137,9 @@ impl Handler for Peer {
                 let mut buf = vec![0; n];
                 input.read_at(0, &mut buf);
                 output.write(&buf);
-                say(&format!("done {} {code}", conn.id));
+                if self.verbose {
+                    say(&format!("done {} {code}", conn.id));
+                }
                 command.finish(0, n);
             }
             2 => {
@@ -158,6 +169,34 @@ impl Handler for Peer {
     }
 }
 
+/// The baseline a user would pick instead: request/response over a Unix socket, each message
+/// a little-endian u32 length and that many bytes. Serves one connection, then exits.
+fn socket_echo(path: &str) {
+    use std::io::Read;
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path).expect("bind the echo socket");
+    say("ready");
+    let (mut conn, _) = listener.accept().expect("accept");
+    let _ = std::fs::remove_file(path);
+    let mut buf = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        if conn.read_exact(&mut len).is_err() {
+            return;
+        }
+        buf.resize(u32::from_le_bytes(len) as usize, 0);
+        if conn.read_exact(&mut buf).is_err() {
+            return;
+        }
+        let mut frame = Vec::with_capacity(4 + buf.len());
+        frame.extend_from_slice(&len);
+        frame.extend_from_slice(&buf);
+        if conn.write_all(&frame).is_err() {
+            return;
+        }
+    }
+}
+
 fn main() {
     // A handler panic is part of the tests; keep stderr quiet about it.
     std::panic::set_hook(Box::new(|_| {}));
@@ -176,6 +215,7 @@ fn main() {
             }
             let peer = Peer {
                 log: Log::open(&args.log),
+                verbose: args.verbose,
             };
             let _server = match Server::serve(&args.ic_id, peer, options) {
                 Ok(s) => s,
@@ -225,6 +265,7 @@ fn main() {
                 .unwrap_or(false)
             {}
         }
+        "socket-echo" => socket_echo(&args.ic_id),
         other => panic!("unknown mode {other}"),
     }
 }

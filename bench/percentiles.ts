@@ -1,0 +1,89 @@
+/**
+ * Percentiles of round-trip samples, because `deno bench` reports means.
+ *
+ * @module
+ */
+
+/** Summary of a set of samples, in microseconds. */
+export interface Summary {
+  /** Number of samples. */
+  n: number;
+  /** Median. */
+  p50: number;
+  /** 99th percentile. */
+  p99: number;
+  /** 99.9th percentile. */
+  p999: number;
+  /** Largest sample. */
+  max: number;
+  /** Arithmetic mean. */
+  mean: number;
+}
+
+/** Nearest-rank percentile `q` (0 < q <= 1) of sorted samples. */
+function rank(sorted: Float64Array, q: number): number {
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[i]!;
+}
+
+/**
+ * Summarizes samples given in milliseconds (what `performance.now()` differences are).
+ *
+ * @param samplesMs Round-trip times in milliseconds.
+ * @returns The summary in microseconds.
+ */
+export function summarize(samplesMs: Float64Array): Summary {
+  const sorted = Float64Array.from(samplesMs).sort();
+  const us = (ms: number) => ms * 1000;
+  let sum = 0;
+  for (const s of sorted) sum += s;
+  return {
+    n: sorted.length,
+    p50: us(rank(sorted, 0.5)),
+    p99: us(rank(sorted, 0.99)),
+    p999: us(rank(sorted, 0.999)),
+    max: us(sorted[sorted.length - 1] ?? 0),
+    mean: us(sum / Math.max(1, sorted.length)),
+  };
+}
+
+/**
+ * Times `n` sequential runs of `roundTrip` after `warmup` untimed ones.
+ *
+ * @returns Each run's time in milliseconds.
+ */
+export async function sample(
+  n: number,
+  warmup: number,
+  roundTrip: (i: number) => void | Promise<void>,
+): Promise<Float64Array> {
+  for (let i = 0; i < warmup; i++) await roundTrip(i);
+  const out = new Float64Array(n);
+  let start = performance.now();
+  for (let i = 0; i < n; i++) {
+    await roundTrip(i);
+    const end = performance.now();
+    out[i] = end - start;
+    start = end;
+  }
+  return out;
+}
+
+/** A Markdown table of summaries, with the median's ratio to `baseline`'s. */
+export function table(rows: [string, Summary][], baseline: string): string {
+  const base = rows.find(([name]) => name === baseline)?.[1];
+  const f = (x: number) => x.toFixed(2);
+  const lines = [
+    "| scenario | p50 µs | p99 µs | p99.9 µs | max µs | speed-up at p50 vs baseline |",
+    "|---|---:|---:|---:|---:|---:|",
+  ];
+  for (const [name, s] of rows) {
+    const ratio = base ? `${(base.p50 / s.p50).toFixed(1)}×` : "";
+    lines.push(
+      `| ${name} | ${f(s.p50)} | ${f(s.p99)} | ${f(s.p999)} | ${f(s.max)} | ${
+        name === baseline ? "baseline" : ratio
+      } |`,
+    );
+  }
+  return lines.join("\n");
+}

@@ -1,0 +1,64 @@
+/**
+ * Finds and opens the shmcall core library.
+ *
+ * Tried in order: the path in `SHMCALL_LIB`, then the local `cargo build --release` output,
+ * then the debug build. Needs `--allow-ffi` (unscoped: pointer views require it) and
+ * `--allow-env=SHMCALL_LIB`.
+ *
+ * @module
+ */
+
+import { type Symbols, symbols } from "./symbols.ts";
+
+/** Environment variable naming the library file to load first. */
+export const LIBRARY_ENV = "SHMCALL_LIB";
+
+const FILE = "libshmcall.so";
+
+/** The paths {@linkcode loadLibrary} tries, in order. */
+export function libraryCandidates(): string[] {
+  const candidates: string[] = [];
+  const fromEnv = Deno.env.get(LIBRARY_ENV);
+  if (fromEnv) candidates.push(fromEnv);
+  for (const profile of ["release", "debug"]) {
+    const url = new URL(`../target/${profile}/${FILE}`, import.meta.url);
+    candidates.push(decodeURIComponent(url.pathname));
+  }
+  return candidates;
+}
+
+/**
+ * Opens the first candidate that loads.
+ *
+ * @throws {Error} listing every path tried and why each failed; `cause` holds the failures.
+ */
+export function loadLibrary(
+  candidates: string[] = libraryCandidates(),
+): Deno.DynamicLibrary<typeof symbols> {
+  const failures: { path: string; error: unknown }[] = [];
+  for (const path of candidates) {
+    try {
+      return Deno.dlopen(path, symbols);
+    } catch (error) {
+      failures.push({ path, error });
+    }
+  }
+  const tried = failures
+    .map(({ path, error }) =>
+      `  ${path}: ${error instanceof Error ? error.message : String(error)}`
+    )
+    .join("\n");
+  throw new Error(
+    `Cannot load the shmcall library: tried ${failures.length} paths\n${tried}\n` +
+      `Build it with 'cargo build --release' or set ${LIBRARY_ENV} to its path.`,
+    { cause: failures },
+  );
+}
+
+let opened: Deno.DynamicLibrary<typeof symbols> | undefined;
+
+/** The library, opened on first use and kept for the life of the process. */
+export function library(): Symbols {
+  opened ??= loadLibrary();
+  return opened.symbols;
+}

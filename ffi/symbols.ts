@@ -1,0 +1,104 @@
+/**
+ * The one symbol table of the C surface of `core-rs` (`core-rs/src/ffi.rs`), with the C type
+ * of every parameter beside it. Every function returns an `int32_t`: 0 (OK), 1 (EMPTY: nothing
+ * ready yet) or a negative library status.
+ *
+ * @module
+ */
+
+export const symbols = {
+  // int32_t shmcall_last_error(uint8_t* buf, size_t cap)
+  shmcall_last_error: { parameters: ["buffer", "usize"], result: "i32" },
+  // int32_t shmcall_protocol_version(void)
+  shmcall_protocol_version: { parameters: [], result: "i32" },
+  // int32_t shmcall_status_name(int32_t code, uint8_t* buf, size_t cap)
+  shmcall_status_name: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+
+  shmcall_client_connect: {
+    parameters: [
+      "buffer", // const uint8_t* ic_id
+      "usize", //  size_t ic_id_len
+      "buffer", // const uint8_t* dir (may be empty)
+      "usize", //  size_t dir_len
+      "u64", //    uint64_t spin_ns (UINT64_MAX: default)
+      "buffer", // ClientHandle** out
+    ],
+    result: "i32",
+  },
+  // int32_t shmcall_client_segment(ClientHandle*, uint8_t** base, size_t* len)
+  shmcall_client_segment: {
+    parameters: ["pointer", "buffer", "buffer"],
+    result: "i32",
+  },
+  // int32_t shmcall_client_close(ClientHandle*)
+  shmcall_client_close: { parameters: ["pointer"], result: "i32" },
+  // int32_t shmcall_client_free(ClientHandle*)
+  shmcall_client_free: { parameters: ["pointer"], result: "i32" },
+  shmcall_client_begin: {
+    parameters: [
+      "pointer", // ClientHandle* client
+      "u32", //     uint32_t code
+      "u32", //     uint32_t input_len
+      "u32", //     uint32_t output_cap
+      "u32", //     uint32_t mode (0 default, 1 inline, 2 worker)
+      "buffer", //  Ticket** out
+      "buffer", //  uint8_t** input
+      "buffer", //  uint8_t** output
+    ],
+    result: "i32",
+  },
+  // int32_t shmcall_client_call(ClientHandle*, Ticket*, int32_t* status, uint32_t* length)
+  shmcall_client_call: {
+    parameters: ["pointer", "pointer", "buffer", "buffer"],
+    result: "i32",
+  },
+  // int32_t shmcall_client_submit(ClientHandle*, Ticket*, uint64_t token)
+  shmcall_client_submit: {
+    parameters: ["pointer", "pointer", "u64"],
+    result: "i32",
+  },
+  // int32_t shmcall_client_poll(ClientHandle*, uint64_t timeout_ns, uint64_t* token, Ticket** out)
+  shmcall_client_poll: {
+    parameters: ["pointer", "u64", "buffer", "buffer"],
+    result: "i32",
+  },
+  // int32_t shmcall_ticket_answer(Ticket*, int32_t* status, uint32_t* length, uint8_t** output)
+  shmcall_ticket_answer: {
+    parameters: ["pointer", "buffer", "buffer", "buffer"],
+    result: "i32",
+  },
+  // int32_t shmcall_ticket_free(Ticket*)
+  shmcall_ticket_free: { parameters: ["pointer"], result: "i32" },
+
+  shmcall_server_serve: {
+    parameters: [
+      "buffer", // const uint8_t* ic_id
+      "usize", //  size_t ic_id_len
+      "buffer", // const uint8_t* dir (may be empty)
+      "usize", //  size_t dir_len
+      "u64", //    uint64_t spin_ns (UINT64_MAX: default)
+      "buffer", // ServerHandle** out
+    ],
+    result: "i32",
+  },
+  // int32_t shmcall_server_next(ServerHandle*, uint64_t timeout_ns, ServerEvent* event)
+  shmcall_server_next: {
+    parameters: ["pointer", "u64", "buffer"],
+    result: "i32",
+  },
+  // int32_t shmcall_server_opened(ServerHandle*, uint64_t connection, int32_t status)
+  shmcall_server_opened: {
+    parameters: ["pointer", "u64", "i32"],
+    result: "i32",
+  },
+  // int32_t shmcall_command_finish(Command*, int32_t status, uint32_t length)
+  shmcall_command_finish: {
+    parameters: ["pointer", "i32", "u32"],
+    result: "i32",
+  },
+  // int32_t shmcall_server_free(ServerHandle*)
+  shmcall_server_free: { parameters: ["pointer"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The loaded library's symbols. */
+export type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];

@@ -1,0 +1,25 @@
+/**
+ * The protocol version of the loaded core.
+ *
+ * @module
+ */
+
+import { protocolVersion as coreVersion } from "./native.ts";
+
+/**
+ * The protocol version the loaded core speaks, as `"major.minor"`. Peers whose majors differ
+ * refuse each other; minors may differ.
+ *
+ * @returns The version, such as `"1.0"`.
+ * @throws {Error} When the core library cannot be loaded; the message lists every path tried.
+ *
+ * @example
+ * ```ts
+ * import { protocolVersion } from "./version.ts";
+ *
+ * console.log(protocolVersion()); // "1.0"
+ * ```
+ */
+export function protocolVersion(): string {
+  return coreVersion();
+}

@@ -1,0 +1,136 @@
+/**
+ * Starting peer processes from tests and examples: every wait is bounded, and `kill` (called
+ * from a `finally`) ends and reaps the child whatever happened.
+ *
+ * @module
+ */
+
+/** The Rust peer binary of `core-rs` (built by `cargo build --release`). */
+export const PEER_BIN = decodeURIComponent(
+  new URL("../../target/release/shmcall-peer", import.meta.url).pathname,
+);
+
+/**
+ * A running peer and the lines it printed. Its stdout is drained continuously, so a chatty
+ * peer never blocks on a full pipe.
+ */
+export class Peer {
+  readonly #child: Deno.ChildProcess;
+  readonly #pump: Promise<void>;
+  #read = 0;
+  #ended = false;
+  #wake: (() => void) | undefined;
+  #killed = false;
+  /** Every line the peer printed so far. */
+  readonly seen: string[] = [];
+
+  private constructor(child: Deno.ChildProcess) {
+    this.#child = child;
+    this.#pump = (async () => {
+      const lines = child.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(
+        new LineSplitter(),
+      );
+      for await (const line of lines) {
+        this.seen.push(line);
+        this.#wake?.();
+      }
+      this.#ended = true;
+      this.#wake?.();
+    })();
+  }
+
+  /** Starts `command args` and waits (bounded) for it to print `ready`. */
+  static async start(command: string, args: string[], timeoutMs = 10_000): Promise<Peer> {
+    const child = new Deno.Command(command, {
+      args,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const peer = new Peer(child);
+    try {
+      await peer.expect("ready", timeoutMs);
+    } catch (e) {
+      await peer.kill();
+      throw e;
+    }
+    return peer;
+  }
+
+  /** The child's pid. */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  /** Waits (bounded) for the next line starting with `prefix`; earlier lines are skipped. */
+  async expect(prefix: string, timeoutMs = 10_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    while (true) {
+      while (this.#read < this.seen.length) {
+        const line = this.seen[this.#read++]!;
+        if (line.startsWith(prefix)) return line;
+      }
+      const saw = JSON.stringify(this.seen);
+      if (this.#ended) throw new Error(`peer exited before printing '${prefix}'; saw ${saw}`);
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(`no line starting with '${prefix}' within ${timeoutMs} ms; saw ${saw}`);
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+        timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
+      this.#wake = undefined;
+    }
+  }
+
+  /** Kills the child with SIGKILL (once) and reaps it, closing its pipes. */
+  async kill(): Promise<void> {
+    if (this.#killed) return;
+    this.#killed = true;
+    try {
+      this.#child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+    await this.#child.stdin.close().catch(() => {});
+    await this.#child.status;
+    await this.#pump;
+  }
+
+  /** Alias of {@linkcode Peer.kill} for `await using`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.kill();
+  }
+}
+
+/** Splits a text stream into lines. */
+class LineSplitter extends TransformStream<string, string> {
+  constructor() {
+    let rest = "";
+    super({
+      transform(chunk, controller) {
+        const parts = (rest + chunk).split("\n");
+        rest = parts.pop() ?? "";
+        for (const line of parts) controller.enqueue(line);
+      },
+      flush(controller) {
+        if (rest) controller.enqueue(rest);
+      },
+    });
+  }
+}
+
+/** A private, owner-only directory for sockets; removed by `Symbol.dispose`. */
+export function tempSocketDir(): { path: string } & Disposable {
+  const path = Deno.makeTempDirSync({ prefix: "shmcall-" });
+  Deno.chmodSync(path, 0o700);
+  return {
+    path,
+    [Symbol.dispose]() {
+      Deno.removeSync(path, { recursive: true });
+    },
+  };
+}
