@@ -206,9 +206,15 @@ pub unsafe extern "C" fn shmcall_client_connect(
 /// # Safety
 /// `client` is a live handle; the out pointers are null or valid for writes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn shmcall_client_segment(client: *mut ClientHandle, base: *mut *mut u8, len: *mut usize) -> i32 {
+pub unsafe extern "C" fn shmcall_client_segment(
+    client: *mut ClientHandle,
+    base: *mut *mut u8,
+    len: *mut usize,
+) -> i32 {
     // SAFETY: the caller promised a live handle or null.
-    let Some(h) = (unsafe { client.as_ref() }) else { return invalid("client is null") };
+    let Some(h) = (unsafe { client.as_ref() }) else {
+        return invalid("client is null");
+    };
     let (b, l) = h.client.segment_mapping();
     // SAFETY: out pointers are null or valid for writes.
     unsafe {

@@ -22,7 +22,16 @@ fn connect(dir: &TempDir, ic_id: &str) -> Result<*mut ClientHandle, i32> {
     let d = dir.path().to_str().unwrap();
     let mut client = null_mut();
     // SAFETY: the strings are valid for their lengths and `client` for a write.
-    let rc = unsafe { shmcall_client_connect(ic_id.as_ptr(), ic_id.len(), d.as_ptr(), d.len(), u64::MAX, &mut client) };
+    let rc = unsafe {
+        shmcall_client_connect(
+            ic_id.as_ptr(),
+            ic_id.len(),
+            d.as_ptr(),
+            d.len(),
+            u64::MAX,
+            &mut client,
+        )
+    };
     if rc == OK { Ok(client) } else { Err(rc) }
 }
 
@@ -34,28 +43,49 @@ fn a_c_client_makes_sync_and_async_round_trips() {
     // SAFETY: every pointer below comes from the library or is a live local.
     unsafe {
         let (mut ticket, mut input, mut output) = (null_mut(), null_mut(), null_mut());
-        assert_eq!(shmcall_client_begin(client, ECHO, 5, 16, 0, &mut ticket, &mut input, &mut output), OK);
+        assert_eq!(
+            shmcall_client_begin(client, ECHO, 5, 16, 0, &mut ticket, &mut input, &mut output),
+            OK
+        );
         assert!(!output.is_null());
         std::ptr::copy_nonoverlapping(b"hello".as_ptr(), input, 5);
         let (mut status, mut length) = (-99, 0);
-        assert_eq!(shmcall_client_call(client, ticket, &mut status, &mut length), OK);
+        assert_eq!(
+            shmcall_client_call(client, ticket, &mut status, &mut length),
+            OK
+        );
         assert_eq!((status, length), (0, 5));
         let mut out = null_mut();
-        assert_eq!(shmcall_ticket_answer(ticket, &mut status, &mut length, &mut out), OK);
+        assert_eq!(
+            shmcall_ticket_answer(ticket, &mut status, &mut length, &mut out),
+            OK
+        );
         assert_eq!(std::slice::from_raw_parts(out, length as usize), b"hello");
         assert_eq!(shmcall_ticket_free(ticket), OK);
 
-        assert_eq!(shmcall_client_begin(client, ECHO, 3, 8, 2, &mut ticket, &mut input, &mut output), OK);
+        assert_eq!(
+            shmcall_client_begin(client, ECHO, 3, 8, 2, &mut ticket, &mut input, &mut output),
+            OK
+        );
         std::ptr::copy_nonoverlapping(b"abc".as_ptr(), input, 3);
         assert_eq!(shmcall_client_submit(client, ticket, 42), OK);
         let (mut token, mut done) = (0u64, null_mut());
-        assert_eq!(shmcall_client_poll(client, WAIT.as_nanos() as u64, &mut token, &mut done), OK);
+        assert_eq!(
+            shmcall_client_poll(client, WAIT.as_nanos() as u64, &mut token, &mut done),
+            OK
+        );
         assert_eq!(token, 42);
-        assert_eq!(shmcall_ticket_answer(done, &mut status, &mut length, &mut out), OK);
+        assert_eq!(
+            shmcall_ticket_answer(done, &mut status, &mut length, &mut out),
+            OK
+        );
         assert_eq!(std::slice::from_raw_parts(out, length as usize), b"abc");
         assert_eq!(shmcall_ticket_free(done), OK);
         // Nothing else is pending: a short poll says so.
-        assert_eq!(shmcall_client_poll(client, 1_000_000, &mut token, &mut done), EMPTY);
+        assert_eq!(
+            shmcall_client_poll(client, 1_000_000, &mut token, &mut done),
+            EMPTY
+        );
         assert_eq!(shmcall_client_close(client), OK);
         assert_eq!(shmcall_client_close(client), OK, "close is idempotent");
         assert_eq!(shmcall_client_free(client), OK);
@@ -65,17 +95,35 @@ fn a_c_client_makes_sync_and_async_round_trips() {
 #[test]
 fn c_failures_return_negative_statuses_and_a_sentence() {
     let dir = TempDir::new("c-errors");
-    assert_eq!(connect(&dir, "nobody").unwrap_err(), Status::NotFound.code());
+    assert_eq!(
+        connect(&dir, "nobody").unwrap_err(),
+        Status::NotFound.code()
+    );
     assert!(last_error().contains("'nobody'"), "{}", last_error());
-    assert_eq!(connect(&dir, "bad id").unwrap_err(), Status::InvalidArgument.code());
+    assert_eq!(
+        connect(&dir, "bad id").unwrap_err(),
+        Status::InvalidArgument.code()
+    );
     assert!(last_error().contains("\"bad id\""), "{}", last_error());
     // SAFETY: null handles are checked before use.
     unsafe {
-        assert_eq!(shmcall_client_close(null_mut()), Status::InvalidArgument.code());
-        assert_eq!(shmcall_ticket_free(null_mut()), Status::InvalidArgument.code());
-        assert_eq!(shmcall_command_finish(null_mut(), 0, 0), Status::InvalidArgument.code());
+        assert_eq!(
+            shmcall_client_close(null_mut()),
+            Status::InvalidArgument.code()
+        );
+        assert_eq!(
+            shmcall_ticket_free(null_mut()),
+            Status::InvalidArgument.code()
+        );
+        assert_eq!(
+            shmcall_command_finish(null_mut(), 0, 0),
+            Status::InvalidArgument.code()
+        );
     }
-    assert_eq!(shmcall_protocol_version(), i32::from(shmcall::PROTOCOL_MAJOR) << 16 | i32::from(shmcall::PROTOCOL_MINOR));
+    assert_eq!(
+        shmcall_protocol_version(),
+        i32::from(shmcall::PROTOCOL_MAJOR) << 16 | i32::from(shmcall::PROTOCOL_MINOR)
+    );
 }
 
 #[test]
@@ -86,7 +134,16 @@ fn a_c_server_hands_out_open_exec_and_close_in_order() {
     let mut server = null_mut();
     // SAFETY: the strings are valid for their lengths and `server` for a write.
     assert_eq!(
-        unsafe { shmcall_server_serve(id.as_ptr(), id.len(), d.as_ptr(), d.len(), u64::MAX, &mut server) },
+        unsafe {
+            shmcall_server_serve(
+                id.as_ptr(),
+                id.len(),
+                d.as_ptr(),
+                d.len(),
+                u64::MAX,
+                &mut server,
+            )
+        },
         OK
     );
     let server_addr = server as usize;
@@ -143,5 +200,9 @@ fn a_c_server_hands_out_open_exec_and_close_in_order() {
     assert_eq!(seen, ["open 1", "exec 9", "close 1"]);
     // SAFETY: the event thread is done with the handle.
     assert_eq!(unsafe { shmcall_server_free(server) }, OK);
-    assert!(dir.entries().is_empty(), "the freed server left {:?}", dir.entries());
+    assert!(
+        dir.entries().is_empty(),
+        "the freed server left {:?}",
+        dir.entries()
+    );
 }
