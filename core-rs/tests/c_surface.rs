@@ -132,8 +132,8 @@ fn a_c_server_hands_out_open_exec_and_close_in_order() {
     let d = dir.path().to_str().unwrap().to_string();
     let id = "c-server";
     let mut server = null_mut();
-    // SAFETY: the strings are valid for their lengths and `server` for a write.
     assert_eq!(
+        // SAFETY: the strings are valid for their lengths and `server` for a write.
         unsafe {
             shmcall_server_serve(
                 id.as_ptr(),
