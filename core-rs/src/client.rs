@@ -954,10 +954,14 @@ impl Ticket {
         match &mut self.kind {
             Kind::Slot(slot) => self.conn.segment.output(*slot, len),
             Kind::Backup { output, record, .. } => {
+                // Copy into the buffer handed out at `begin` rather than replace it: its
+                // address may be held by a caller (the C surface gives it to JavaScript), so it
+                // must not move while the ticket lives. The length was checked against the
+                // capacity when the reply arrived.
                 if let Some(answer) = lock(&record.output).take() {
-                    *output = answer;
+                    output[..answer.len()].copy_from_slice(&answer);
                 }
-                Area::from_slice(output)
+                Area::from_slice(&mut output[..len as usize])
             }
         }
     }

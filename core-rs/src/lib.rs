@@ -24,6 +24,6 @@ pub mod wire;
 
 pub use client::{Answer, Call, Callbacks, Client, ConnectOptions, Copying, Output, Ticket};
 pub use segment::{Geometry, PROTOCOL_MAJOR, PROTOCOL_MINOR, SlotClass};
-pub use server::{Command, ConnInfo, Handler, ServeOptions, Server};
+pub use server::{Command, ConnInfo, Handler, Handlers, ServeOptions, Server, handlers};
 pub use slot::{Area, Mode};
 pub use status::{Error, Result, Status};

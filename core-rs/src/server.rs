@@ -74,6 +74,70 @@ pub trait Handler: Send + Sync + 'static {
     fn refused(&self, _peer: Option<&ConnInfo>, _why: &Error) {}
 }
 
+/// A [`Handler`] made of three closures; see [`handlers`].
+pub struct Handlers<O, E, C> {
+    open: O,
+    exec: E,
+    close: C,
+}
+
+impl<O, E, C> fmt::Debug for Handlers<O, E, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Handlers")
+    }
+}
+
+/// A handler from `open`, `exec` and `close` closures; `open`'s value is the user context.
+///
+/// ```no_run
+/// use shmcall::{handlers, ServeOptions, Server};
+///
+/// let echo = handlers(
+///     |_conn| Ok(0u64),
+///     |mut command, _conn, _count| {
+///         let (input, mut output) = command.areas();
+///         let mut buf = vec![0; input.len().min(output.len())];
+///         input.read_at(0, &mut buf);
+///         output.write(&buf);
+///         command.finish(0, buf.len());
+///     },
+///     |_conn, _count| {},
+/// );
+/// let server = Server::serve("echo", echo, ServeOptions::default())?;
+/// # Ok::<(), shmcall::Error>(())
+/// ```
+pub fn handlers<Ctx, O, E, C>(open: O, exec: E, close: C) -> Handlers<O, E, C>
+where
+    Ctx: Send + Sync + 'static,
+    O: Fn(&ConnInfo) -> Result<Ctx, Error> + Send + Sync + 'static,
+    E: Fn(Command, &ConnInfo, &Ctx) + Send + Sync + 'static,
+    C: Fn(&ConnInfo, &Ctx) + Send + Sync + 'static,
+{
+    Handlers { open, exec, close }
+}
+
+impl<Ctx, O, E, C> Handler for Handlers<O, E, C>
+where
+    Ctx: Send + Sync + 'static,
+    O: Fn(&ConnInfo) -> Result<Ctx, Error> + Send + Sync + 'static,
+    E: Fn(Command, &ConnInfo, &Ctx) + Send + Sync + 'static,
+    C: Fn(&ConnInfo, &Ctx) + Send + Sync + 'static,
+{
+    type Context = Ctx;
+
+    fn open(&self, conn: &ConnInfo) -> Result<Ctx, Error> {
+        (self.open)(conn)
+    }
+
+    fn exec(&self, command: Command, conn: &ConnInfo, context: &Ctx) {
+        (self.exec)(command, conn, context)
+    }
+
+    fn close(&self, conn: &ConnInfo, context: &Ctx) {
+        (self.close)(conn, context)
+    }
+}
+
 /// How a server runs.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {

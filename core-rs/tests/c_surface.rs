@@ -93,6 +93,52 @@ fn a_c_client_makes_sync_and_async_round_trips() {
 }
 
 #[test]
+fn a_backup_commands_output_stays_where_begin_put_it() {
+    let dir = TempDir::new("c-backup");
+    let _server = Peer::server(&dir, "c-backup", &[]);
+    let client = connect(&dir, "c-backup").unwrap();
+    // Larger than any slot of the default geometry: the backup path, with heap areas.
+    let input: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let n = input.len() as u32;
+    // SAFETY: every pointer below comes from the library or is a live local.
+    unsafe {
+        let (mut ticket, mut in_area, mut out_area) = (null_mut(), null_mut(), null_mut());
+        assert_eq!(
+            shmcall_client_begin(
+                client,
+                ECHO,
+                n,
+                n,
+                0,
+                &mut ticket,
+                &mut in_area,
+                &mut out_area
+            ),
+            OK
+        );
+        std::ptr::copy_nonoverlapping(input.as_ptr(), in_area, input.len());
+        let (mut status, mut length, mut answered) = (0, 0, null_mut());
+        assert_eq!(
+            shmcall_client_call(client, ticket, &mut status, &mut length),
+            OK
+        );
+        assert_eq!(
+            shmcall_ticket_answer(ticket, &mut status, &mut length, &mut answered),
+            OK
+        );
+        // A caller that kept the pointer from `begin` (as a JavaScript view does) reads the
+        // answer there: the buffer did not move.
+        assert_eq!(answered, out_area);
+        assert_eq!(
+            std::slice::from_raw_parts(out_area, length as usize),
+            &input[..]
+        );
+        assert_eq!(shmcall_ticket_free(ticket), OK);
+        assert_eq!(shmcall_client_free(client), OK);
+    }
+}
+
+#[test]
 fn c_failures_return_negative_statuses_and_a_sentence() {
     let dir = TempDir::new("c-errors");
     assert_eq!(

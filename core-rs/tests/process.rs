@@ -528,18 +528,6 @@ fn an_unknown_ic_id_is_reported_with_its_socket_path() {
     assert!(err.message().contains("nobody-home.sock"), "{err}");
 }
 
-struct Quiet;
-impl shmcall::Handler for Quiet {
-    type Context = ();
-    fn open(&self, _: &shmcall::ConnInfo) -> Result<(), shmcall::Error> {
-        Ok(())
-    }
-    fn exec(&self, command: shmcall::Command, _: &shmcall::ConnInfo, _: &()) {
-        command.finish(0, 0);
-    }
-    fn close(&self, _: &shmcall::ConnInfo, _: &()) {}
-}
-
 #[test]
 fn a_second_server_on_a_live_ic_id_fails_and_a_dead_ones_socket_is_replaced() {
     let dir = TempDir::new("twice");
@@ -548,7 +536,31 @@ fn a_second_server_on_a_live_ic_id_fails_and_a_dead_ones_socket_is_replaced() {
         socket_dir: Some(dir.path().to_path_buf()),
         ..ServeOptions::default()
     };
-    let err = Server::serve("twice", Quiet, options.clone()).unwrap_err();
+    // A server from three closures: `open` counts connections into the context.
+    let opened = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let closed = Arc::new(Mutex::new(Vec::new()));
+    let quiet = {
+        let (opened, closed) = (opened.clone(), closed.clone());
+        shmcall::handlers(
+            move |_: &shmcall::ConnInfo| {
+                Ok(opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1)
+            },
+            |command: shmcall::Command, _: &shmcall::ConnInfo, n: &u32| {
+                command.finish(*n as i32, 0)
+            },
+            move |_: &shmcall::ConnInfo, n: &u32| closed.lock().unwrap().push(*n),
+        )
+    };
+    let err = Server::serve(
+        "twice",
+        shmcall::handlers(
+            |_| Ok(()),
+            |c: shmcall::Command, _, _: &()| c.finish(0, 0),
+            |_, _| {},
+        ),
+        options.clone(),
+    )
+    .unwrap_err();
     assert_eq!(err.status(), Status::AlreadyServed);
     assert!(
         err.message().contains(&format!("pid {}", first.pid())),
@@ -557,12 +569,17 @@ fn a_second_server_on_a_live_ic_id_fails_and_a_dead_ones_socket_is_replaced() {
     // The dead server leaves its socket file; the next server replaces it.
     first.kill();
     assert!(dir.entries().contains(&"twice.sock".to_string()));
-    let mut server = Server::serve("twice", Quiet, options).unwrap();
+    let mut server = Server::serve("twice", quiet, options).unwrap();
     let client = connect(&dir, "twice");
     let out = client.execute(&Call::default(), &mut Copying).unwrap();
-    assert_eq!(out.status, 0);
+    assert_eq!(out.status, 1, "the status is the context `open` returned");
     client.close();
     server.close();
+    assert_eq!(
+        *closed.lock().unwrap(),
+        [1],
+        "close ran once, with open's context"
+    );
     assert_eq!(
         dir.entries(),
         Vec::<String>::new(),
