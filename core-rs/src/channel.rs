@@ -7,12 +7,12 @@
 //! (or `ECONNRESET`) at once. Each side keeps one thread in that read; see `client.rs` and
 //! `server.rs` for what they do when it returns.
 
-use std::io::{IoSlice, IoSliceMut, Write};
+use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
     ControlMessage, ControlMessageOwned, MsgFlags, getsockopt, recvmsg, sendmsg, sockopt,
@@ -62,13 +62,53 @@ pub fn send_with_fd(stream: &UnixStream, frame: &[u8], fd: BorrowedFd<'_>) -> Re
         .map_err(|e| Error::io("sending the hello failed", e))
 }
 
-/// Receives the first frame of a connection and every descriptor attached to it. Descriptors
-/// are returned owned (and close-on-exec), so whatever the caller refuses is closed.
-pub fn recv_with_fds(stream: &UnixStream) -> Result<(Message, Vec<OwnedFd>), WireError> {
+/// Reads from a stream until a deadline: each read waits at most the time left, so a peer that
+/// trickles bytes cannot stretch a handshake past its bound.
+#[derive(Debug)]
+pub struct Deadline<'a> {
+    stream: &'a UnixStream,
+    deadline: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    /// Reads from `stream` until `deadline`.
+    pub fn new(stream: &'a UnixStream, deadline: Instant) -> Deadline<'a> {
+        Deadline { stream, deadline }
+    }
+
+    fn arm(&self) -> std::io::Result<()> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the handshake did not finish in time",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.arm()?;
+        let mut s = self.stream;
+        s.read(buf)
+    }
+}
+
+/// Receives the first frame of a connection and every descriptor attached to it, by
+/// `deadline`. Descriptors are returned owned (and close-on-exec), so whatever the caller
+/// refuses is closed.
+pub fn recv_with_fds(
+    stream: &UnixStream,
+    deadline: Instant,
+) -> Result<(Message, Vec<OwnedFd>), WireError> {
+    let mut timed = Deadline::new(stream, deadline);
     let mut header = [0u8; HEADER_LEN];
     let mut fds = Vec::new();
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
     let (got, truncated) = loop {
+        timed.arm().map_err(WireError::Io)?;
         let mut iov = [IoSliceMut::new(&mut header)];
         match recvmsg::<()>(
             stream.as_raw_fd(),
@@ -100,31 +140,50 @@ pub fn recv_with_fds(stream: &UnixStream) -> Result<(Message, Vec<OwnedFd>), Wir
             "more descriptors than a hello carries",
         ));
     }
-    let mut rest: &UnixStream = stream;
     if got < HEADER_LEN {
-        std::io::Read::read_exact(&mut rest, &mut header[got..])
+        timed
+            .read_exact(&mut header[got..])
             .map_err(|_| WireError::Truncated)?;
     }
-    let message = wire::read_payload(&mut rest, FrameHeader::parse(&header)?)?;
+    let message = wire::read_payload(&mut timed, FrameHeader::parse(&header)?)?;
     Ok((message, fds))
 }
 
 /// The sending half of a control channel, shared by every thread that answers or sends.
+///
+/// Sends are serialized by a mutex, so frames never interleave. Ending the channel does not
+/// take that mutex: a thread blocked in a send (the peer stopped reading) must not block the
+/// one that ends the connection; `shutdown` also makes that blocked send fail at once.
 #[derive(Debug)]
-pub struct Sender(Mutex<UnixStream>);
+pub struct Sender {
+    stream: Mutex<UnixStream>,
+    control: UnixStream,
+}
 
 impl Sender {
-    /// A sender over a clone of the stream.
+    /// A sender over clones of the stream.
     pub fn new(stream: &UnixStream) -> Result<Sender, Error> {
-        let s = stream
-            .try_clone()
-            .map_err(|e| Error::io("duplicating the control socket failed", e))?;
-        Ok(Sender(Mutex::new(s)))
+        let dup = || {
+            stream
+                .try_clone()
+                .map_err(|e| Error::io("duplicating the control socket failed", e))
+        };
+        Ok(Sender {
+            stream: Mutex::new(dup()?),
+            control: dup()?,
+        })
     }
 
-    /// Writes one whole frame; frames from several threads never interleave.
+    /// Bounds each send: a peer that stops reading for longer fails the send.
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        self.control
+            .set_write_timeout(timeout)
+            .map_err(|e| Error::io("setting the send timeout failed", e))
+    }
+
+    /// Writes one whole frame.
     pub fn send(&self, frame: &[u8]) -> Result<(), Error> {
-        let s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
         (&*s).write_all(frame).map_err(|e| {
             Error::new(
                 Status::PeerTerminated,
@@ -133,10 +192,10 @@ impl Sender {
         })
     }
 
-    /// Ends both directions: the peer reads end-of-file, our reader thread returns.
+    /// Ends both directions: the peer reads end-of-file, our reader thread returns, a send
+    /// blocked on a full socket fails.
     pub fn shutdown(&self) {
-        let s = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = s.shutdown(std::net::Shutdown::Both);
+        let _ = self.control.shutdown(std::net::Shutdown::Both);
     }
 }
 

@@ -136,6 +136,8 @@ struct Conn {
     end_error: Mutex<Option<Error>>,
     /// Set once `end` has queued every outstanding asynchronous completion.
     drained: AtomicBool,
+    /// Set by the reaper just before its last look at `ready`.
+    reaper_gone: AtomicBool,
     sender: Sender,
     backups: Mutex<HashMap<u64, Arc<Backup>>>,
     next_token: AtomicU64,
@@ -202,21 +204,25 @@ impl Conn {
 
     /// Records a slot's result if it is still outstanding; returns whether this call did.
     fn complete_slot(&self, index: u32, st: &SlotState, status: i32, len: u32) -> bool {
+        // SeqCst, also when it fails: in `end` this CAS is the scan that must see a slot that
+        // `submit_slot` marked SUBMITTED before it read `ended` (see `Conn::end`).
         if st
             .state
-            .compare_exchange(SUBMITTED, COMPLETING, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(SUBMITTED, COMPLETING, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
             return false;
         }
+        // Read before DONE is published: from then on the owner may free the slot and another
+        // command may take it, with another `asynchronous`.
+        let asynchronous = st.asynchronous.load(Ordering::Relaxed);
         st.status.store(status, Ordering::Relaxed);
         st.output_len.store(len, Ordering::Relaxed);
         // Release: a thread that sees DONE sees the result above.
         st.state.store(DONE, Ordering::Release);
-        if st.asynchronous.load(Ordering::Relaxed) {
-            self.async_in_ring.fetch_sub(1, Ordering::AcqRel);
+        if asynchronous {
+            self.async_in_ring.fetch_sub(1, Ordering::SeqCst);
             self.queue(Finished::Slot(index));
-            self.bell.notify();
         } else {
             self.waiters.notify();
         }
@@ -230,21 +236,32 @@ impl Conn {
         {
             return;
         }
+        let asynchronous = b.asynchronous.load(Ordering::Relaxed);
         b.status.store(status, Ordering::Relaxed);
         b.output_len.store(output.len() as u32, Ordering::Relaxed);
         *lock(&b.output) = Some(output);
         b.state.store(DONE, Ordering::Release);
-        if b.asynchronous.load(Ordering::Relaxed) {
+        if asynchronous {
             self.queue(Finished::Backup(b));
-            self.bell.notify();
+            // The reaper may be asleep on the SC ring (it holds the consumer role while async
+            // slot commands are out); its stop predicate sees the queued completion.
+            self.sc.interrupt(&FutexPark::SHARED);
         } else {
             self.waiters.notify();
         }
     }
 
+    /// Hands a finished asynchronous command to the reaper, or runs it here once the reaper
+    /// has gone (the connection ended and `close` joined it): nothing queued is ever lost.
     fn queue(&self, f: Finished) {
         lock(&self.ready).push_back(f);
         self.ready_len.fetch_add(1, Ordering::Release);
+        self.bell.notify();
+        // SeqCst, paired with the reaper's store before its last `run_ready`: either it sees
+        // our entry (the mutex orders the push before its pop) or we see it gone.
+        if self.reaper_gone.load(Ordering::SeqCst) {
+            self.run_ready();
+        }
     }
 
     /// Validates one SC ring entry and completes its slot. `Err` means the server broke the
@@ -313,10 +330,13 @@ impl Conn {
     }
 
     fn give_up_role(&self) {
-        // Release: pairs with the Acquire in `try_take_role`.
-        self.consumer.store(false, Ordering::Release);
+        // SeqCst (it also releases, pairing with the Acquire in `try_take_role`): with the
+        // SeqCst load below, the reaper's SeqCst load of `consumer` and `call_async`'s SeqCst
+        // increment, this is the store-buffer pattern: either the reaper saw the role free, or
+        // we see its asynchronous work and ring its bell.
+        self.consumer.store(false, Ordering::SeqCst);
         self.waiters.notify();
-        if self.async_in_ring.load(Ordering::Acquire) > 0 {
+        if self.async_in_ring.load(Ordering::SeqCst) > 0 {
             self.bell.notify();
         }
     }
@@ -351,7 +371,10 @@ impl Conn {
                 Finished::Backup(b) => lock(&b.pending).take(),
             };
             if let Some((ticket, completion)) = pending {
-                completion(ticket);
+                // A panicking completion must not take the reaper (and every later
+                // completion) with it; the ticket is dropped either way.
+                let _ =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| completion(ticket)));
             }
         }
     }
@@ -360,10 +383,12 @@ impl Conn {
         loop {
             self.run_ready();
             if self.drained.load(Ordering::SeqCst) {
+                // From here on completers run what they queue themselves (see `queue`).
+                self.reaper_gone.store(true, Ordering::SeqCst);
                 self.run_ready();
                 return;
             }
-            if self.async_in_ring.load(Ordering::Acquire) > 0 && self.try_take_role() {
+            if self.async_in_ring.load(Ordering::SeqCst) > 0 && self.try_take_role() {
                 self.consume_until(|| {
                     self.async_in_ring.load(Ordering::Acquire) == 0
                         || self.ready_len.load(Ordering::Acquire) > 0
@@ -374,8 +399,8 @@ impl Conn {
             self.bell.wait_until(self.spin, || {
                 self.ready_len.load(Ordering::Acquire) > 0
                     || self.drained.load(Ordering::SeqCst)
-                    || (self.async_in_ring.load(Ordering::Acquire) > 0
-                        && !self.consumer.load(Ordering::Acquire))
+                    || (self.async_in_ring.load(Ordering::SeqCst) > 0
+                        && !self.consumer.load(Ordering::SeqCst))
             });
         }
     }
@@ -514,7 +539,9 @@ impl Client {
             geometry: options.geometry,
         });
         channel::send_with_fd(&stream, &hello, segment.fd().as_fd())?;
-        let answer = wire::read_message(&mut &stream).map_err(|e| match e {
+        let deadline = std::time::Instant::now() + options.handshake_timeout;
+        let mut timed = channel::Deadline::new(&stream, deadline);
+        let answer = wire::read_message(&mut timed).map_err(|e| match e {
             wire::WireError::Io(io)
                 if matches!(
                     io.kind(),
@@ -585,6 +612,7 @@ impl Client {
             ended: AtomicI32::new(0),
             end_error: Mutex::new(None),
             drained: AtomicBool::new(false),
+            reaper_gone: AtomicBool::new(false),
             sender: Sender::new(&stream)?,
             backups: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
@@ -710,7 +738,8 @@ impl Client {
         conn.segment.header(slot).write_request(&request);
         st.asynchronous.store(asynchronous, Ordering::Relaxed);
         if asynchronous {
-            conn.async_in_ring.fetch_add(1, Ordering::AcqRel);
+            // SeqCst: see `give_up_role`.
+            conn.async_in_ring.fetch_add(1, Ordering::SeqCst);
         }
         // SeqCst: see `Conn::end`.
         st.state.store(SUBMITTED, Ordering::SeqCst);
@@ -827,10 +856,6 @@ impl Client {
                 *lock(&record.pending) = Some((ticket, completion));
                 self.submit_backup(&record, &frame);
             }
-        }
-        // If the connection ended, the reaper may already have gone: run what it would have.
-        if conn.drained.load(Ordering::SeqCst) {
-            conn.run_ready();
         }
         Ok(())
     }

@@ -410,9 +410,19 @@ impl Segment {
         let layout = geometry
             .layout()
             .map_err(|e| AttachError::BadGeometry(e.message().into()))?;
+        // Seals before size: once the file cannot shrink or grow, the size read below is the
+        // size for good. The other order lets the client truncate between the two checks, and
+        // the first access to the mapping would then kill this process with SIGBUS.
+        // A file that cannot carry seals (pipe, socket, plain file) answers EINVAL: refused
+        // here too, then told apart below for the message.
+        let seals = fcntl(fd.as_fd(), FcntlArg::F_GET_SEALS);
         let st = fstat(&fd).map_err(|e| AttachError::Os(e.to_string()))?;
         if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
             return Err(AttachError::NotAFile);
+        }
+        match seals {
+            Ok(seals) if SealFlag::from_bits_truncate(seals).contains(REQUIRED_SEALS) => {}
+            _ => return Err(AttachError::MissingSeals),
         }
         let actual = st.st_size as u64;
         if actual != layout.size {
@@ -420,12 +430,6 @@ impl Segment {
                 expected: layout.size,
                 actual,
             });
-        }
-        // A regular file that cannot carry seals answers EINVAL: the same refusal as unsealed.
-        let seals =
-            fcntl(fd.as_fd(), FcntlArg::F_GET_SEALS).map_err(|_| AttachError::MissingSeals)?;
-        if !SealFlag::from_bits_truncate(seals).contains(REQUIRED_SEALS) {
-            return Err(AttachError::MissingSeals);
         }
         let file = File::from(fd);
         let map = MmapOptions::new()

@@ -149,8 +149,11 @@ pub struct ServeOptions {
     pub allow_uids: Vec<u32>,
     /// How long a thread spins for the next command before it sleeps.
     pub spin: Duration,
-    /// Bound on a client's handshake.
+    /// Bound on a client's whole handshake.
     pub handshake_timeout: Duration,
+    /// Bound on sending one backup answer: a client that reads none for this long loses its
+    /// connection rather than holding the answering thread.
+    pub send_timeout: Duration,
     /// The socket directory; `None` means the default (see [`crate::endpoint`]).
     pub socket_dir: Option<PathBuf>,
 }
@@ -163,6 +166,7 @@ impl Default for ServeOptions {
             allow_uids: Vec::new(),
             spin: Duration::from_micros(50),
             handshake_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(5),
             socket_dir: None,
         }
     }
@@ -279,6 +283,10 @@ impl Command {
         self.answered = true;
         let (status, len) = if len > self.output_capacity() {
             (Status::OutputOverflow.code(), 0)
+        } else if status < 0 && Status::from_code(status).is_none() {
+            // The client would take an unknown library status for a broken protocol and drop
+            // the whole connection; it is this handler's failure, and only this command's.
+            (Status::HandlerFailed.code(), 0)
         } else {
             (status, len as u32)
         };
@@ -293,18 +301,21 @@ impl Command {
                 // The client may push this slot again only after it pops our answer, so the
                 // slot must read as "not ours" before the push that returns it.
                 conn.held[slot.index as usize].store(false, Ordering::Release);
-                if !conn.ended() {
-                    let _ =
-                        conn.sc
-                            .push_blocking(slot.offset, conn.spin, &FutexPark::SHARED, || {
-                                conn.ended()
-                            });
+                // Never wait here: each slot is in at most one ring at a time and the ring has
+                // a cell per slot, so a full SC ring means the client tampered with its read
+                // position. Waiting would let it hold this thread (a pool worker, or the
+                // JavaScript thread of a Deno server) forever.
+                if !conn.ended() && conn.sc.try_push(slot.offset, &FutexPark::SHARED).is_err() {
+                    conn.violation("the SC ring is full, which a client that follows the protocol never causes".into(), true);
                 }
             }
             Body::Backup { token, output, .. } => {
                 if !conn.ended() {
                     let frame = wire::encode_reply(*token, status, &output[..len as usize]);
-                    let _ = conn.sender.send(&frame);
+                    if let Err(e) = conn.sender.send(&frame) {
+                        // The client stopped reading (the send timed out) or went away.
+                        conn.violation(format!("cannot send an answer: {}", e.message()), false);
+                    }
                 }
             }
         }
@@ -316,9 +327,29 @@ impl Drop for Command {
         if !self.answered {
             self.answer(Status::HandlerFailed.code(), 0);
         }
+        if let Body::Backup { input, output, .. } = &self.body {
+            self.conn.backup_done(input.len() + output.len());
+        }
         self.conn.release();
     }
 }
+
+/// Backup commands one connection may have in progress at once, and their bytes: past either,
+/// its control thread stops reading until one finishes, so a client cannot queue unbounded
+/// work and memory on the server.
+const MAX_BACKUP_COMMANDS: usize = 64;
+const MAX_BACKUP_BYTES: usize = 256 << 20;
+
+/// Backup commands in progress on one connection.
+#[derive(Debug, Default)]
+struct BackupLoad {
+    commands: usize,
+    bytes: usize,
+}
+
+/// Tells the handler that a connection broke the protocol (its `refused`), with the handler's
+/// type erased so that `Connection` and `Command` need not carry it.
+type ViolationHook = Box<dyn Fn(&ConnInfo, &Error) + Send + Sync>;
 
 /// One client's connection, as the server sees it.
 struct Connection {
@@ -334,6 +365,10 @@ struct Connection {
     /// Holders that keep the connection from being drained; see the module doc.
     holders: AtomicUsize,
     on_drained: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Tells the handler that this connection broke the protocol.
+    on_violation: ViolationHook,
+    backups: Mutex<BackupLoad>,
+    backup_freed: Condvar,
 }
 
 impl Connection {
@@ -348,7 +383,58 @@ impl Connection {
             self.sender.shutdown();
             self.cs.interrupt(&FutexPark::SHARED);
             self.sc.interrupt(&FutexPark::SHARED);
+            // Taking the lock orders this wake after a waiter's check of `ended`.
+            drop(lock_ok(&self.backups));
+            self.backup_freed.notify_all();
         }
+    }
+
+    /// Drops a connection whose client broke the protocol: tells the client why (when `tell`,
+    /// which a client that stopped reading would not hear), ends it, and tells the handler.
+    fn violation(&self, why: String, tell: bool) {
+        if self.ended() {
+            return;
+        }
+        let err = Error::new(
+            Status::ProtocolViolation,
+            format!("connection {} dropped: {why}", self.info.id),
+        );
+        if tell {
+            let _ = self.sender.send(&wire::encode(&Message::Refuse {
+                status: err.status().code(),
+                reason: err.message().to_string(),
+            }));
+        }
+        self.end();
+        let _ = catch_unwind(AssertUnwindSafe(|| (self.on_violation)(&self.info, &err)));
+    }
+
+    /// Waits until a backup command of `bytes` fits the connection's budget, then counts it.
+    /// Returns false if the connection ended meanwhile.
+    fn backup_admit(&self, bytes: usize) -> bool {
+        let mut load = lock_ok(&self.backups);
+        while load.commands > 0
+            && (load.commands >= MAX_BACKUP_COMMANDS || load.bytes + bytes > MAX_BACKUP_BYTES)
+        {
+            if self.ended() {
+                return false;
+            }
+            load = self
+                .backup_freed
+                .wait(load)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        load.commands += 1;
+        load.bytes += bytes;
+        true
+    }
+
+    fn backup_done(&self, bytes: usize) {
+        let mut load = lock_ok(&self.backups);
+        load.commands -= 1;
+        load.bytes -= bytes;
+        drop(load);
+        self.backup_freed.notify_one();
     }
 
     fn hold(&self) {
@@ -589,7 +675,7 @@ fn refuse<H: Handler>(
     });
     let _ = std::io::Write::write_all(&mut &*stream, &frame);
     let _ = stream.shutdown(std::net::Shutdown::Both);
-    shared.handler.refused(peer, &err);
+    let _ = catch_unwind(AssertUnwindSafe(|| shared.handler.refused(peer, &err)));
 }
 
 /// Handshake, then the connection's control channel until it ends.
@@ -624,6 +710,9 @@ fn control_loop<H: Handler>(shared: &Arc<Shared<H>>, stream: UnixStream) {
                     let _ = conn.sender.send(&frame);
                     continue;
                 };
+                if !conn.backup_admit(exec.input.len() + exec.output_cap as usize) {
+                    break;
+                }
                 conn.hold();
                 let command = Command {
                     conn: conn.clone(),
@@ -640,12 +729,12 @@ fn control_loop<H: Handler>(shared: &Arc<Shared<H>>, stream: UnixStream) {
             }
             Ok(other) => {
                 let why = format!("unexpected {} frame after the handshake", kind_name(&other));
-                violation(shared, &conn, why);
+                conn.violation(why, true);
                 break;
             }
             Err(wire::WireError::Closed | wire::WireError::Io(_)) => break,
             Err(e) => {
-                violation(shared, &conn, e.to_string());
+                conn.violation(e.to_string(), true);
                 break;
             }
         }
@@ -668,23 +757,6 @@ fn kind_name(m: &Message) -> &'static str {
     }
 }
 
-/// Drops a connection whose client broke the protocol, telling it why first.
-fn violation<H: Handler>(shared: &Shared<H>, conn: &Connection, why: String) {
-    if conn.ended() {
-        return;
-    }
-    let err = Error::new(
-        Status::ProtocolViolation,
-        format!("connection {} dropped: {why}", conn.info.id),
-    );
-    let _ = conn.sender.send(&wire::encode(&Message::Refuse {
-        status: err.status().code(),
-        reason: err.message().to_string(),
-    }));
-    conn.end();
-    shared.handler.refused(Some(&conn.info), &err);
-}
-
 fn handshake<H: Handler>(
     shared: &Arc<Shared<H>>,
     stream: &UnixStream,
@@ -700,8 +772,9 @@ fn handshake<H: Handler>(
             ),
         ));
     }
+    let deadline = std::time::Instant::now() + shared.options.handshake_timeout;
     channel::set_handshake_timeout(stream, Some(shared.options.handshake_timeout))?;
-    let (hello, mut fds) = channel::recv_with_fds(stream)?;
+    let (hello, mut fds) = channel::recv_with_fds(stream, deadline)?;
     let Message::Hello {
         major,
         minor,
@@ -758,7 +831,14 @@ fn handshake<H: Handler>(
         // The control thread and the ring thread.
         holders: AtomicUsize::new(2),
         on_drained: Mutex::new(None),
+        on_violation: {
+            let shared = shared.clone();
+            Box::new(move |info, err| shared.handler.refused(Some(info), err))
+        },
+        backups: Mutex::new(BackupLoad::default()),
+        backup_freed: Condvar::new(),
     });
+    conn.sender.set_timeout(Some(shared.options.send_timeout))?;
     let context = catch_unwind(AssertUnwindSafe(|| shared.handler.open(&info)))
         .map_err(|_| Error::new(Status::HandlerFailed, "the server's open handler failed"))??;
     let context = Arc::new(context);
@@ -769,6 +849,11 @@ fn handshake<H: Handler>(
         }));
     }
     lock_ok(&shared.connections).insert(info.id, conn.clone());
+    // `close` may have ended the connections it found just before we inserted ours: it set
+    // `closing` before taking the map's lock, so after our insert we see it, and end ourselves.
+    if shared.closing.load(Ordering::SeqCst) {
+        conn.end();
+    }
     #[allow(
         clippy::unnecessary_min_or_max,
         reason = "the rule is the lower of both minors; clippy sees only that ours is 0 today"
@@ -798,18 +883,16 @@ fn ring_loop<H: Handler>(
     let layout = *conn.segment.layout();
     while let Ok(offset) = conn.cs.pop_blocking(conn.spin, &park, || conn.ended()) {
         let Some(slot) = layout.locate(offset) else {
-            violation(
-                shared,
-                conn,
+            conn.violation(
                 format!("CS ring entry {offset:#x} is not the offset of a slot"),
+                true,
             );
             break;
         };
         if conn.held[slot.index as usize].swap(true, Ordering::AcqRel) {
-            violation(
-                shared,
-                conn,
+            conn.violation(
                 format!("slot {} was pushed while the server held it", slot.index),
+                true,
             );
             break;
         }
@@ -817,9 +900,7 @@ fn ring_loop<H: Handler>(
         let request = conn.segment.header(slot).read_request();
         let class = layout.classes[slot.class].class;
         if request.input_len > class.input_capacity || request.output_cap > class.output_capacity {
-            violation(
-                shared,
-                conn,
+            conn.violation(
                 format!(
                     "slot {} asks for {} input and {} output bytes but holds {} and {}",
                     slot.index,
@@ -828,6 +909,7 @@ fn ring_loop<H: Handler>(
                     class.input_capacity,
                     class.output_capacity
                 ),
+                true,
             );
             break;
         }

@@ -3,7 +3,7 @@
 //! Every message is a frame: an 8-byte header (`magic: u16`, `kind: u8`, `reserved: u8`,
 //! `length: u32`, little-endian) and `length` bytes of payload. Parsing is validation: a frame
 //! is either turned into a [`Message`] whose every field is in range, or refused with a
-//! [`WireError`] that names the problem. The length is checked against [`MAX_PAYLOAD`] before
+//! [`WireError`] that names the problem. The length is checked against its kind's maximum before
 //! anything is allocated, so a peer cannot make this side allocate more than one frame's worth.
 
 use std::fmt;
@@ -102,7 +102,7 @@ pub enum WireError {
     BadMagic(u16),
     /// The header names no known message kind.
     UnknownKind(u8),
-    /// The announced payload exceeds [`MAX_PAYLOAD`].
+    /// The announced payload exceeds its kind's maximum ([`MAX_PAYLOAD`] for backup frames).
     Oversized(u32),
     /// The payload does not have the form its kind requires.
     Malformed(&'static str),
@@ -120,7 +120,7 @@ impl fmt::Display for WireError {
             WireError::Oversized(n) => {
                 write!(
                     f,
-                    "frame payload of {n} bytes exceeds the maximum of {MAX_PAYLOAD}"
+                    "frame payload of {n} bytes exceeds the maximum for its kind"
                 )
             }
             WireError::Malformed(why) => write!(f, "malformed frame: {why}"),
@@ -159,7 +159,15 @@ impl FrameHeader {
             return Err(WireError::UnknownKind(kind));
         }
         let len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-        if len > MAX_PAYLOAD {
+        // Each kind has its own ceiling, so a handshake frame cannot make us allocate (or wait
+        // for) megabytes: only backup commands and replies carry areas.
+        let max = match kind {
+            KIND_HELLO => 8 + 2 + 2 + 1 + MAX_IC_ID as u32 + 4 + 12 * CLASSES as u32,
+            KIND_WELCOME => 12,
+            KIND_REFUSE => 6 + MAX_REASON as u32,
+            _ => MAX_PAYLOAD,
+        };
+        if len > max {
             return Err(WireError::Oversized(len));
         }
         Ok(FrameHeader { kind, len })
@@ -522,12 +530,30 @@ mod tests {
 
     #[test]
     fn an_oversized_frame_is_refused_before_its_payload_is_read() {
-        let mut b = encode(&hello());
+        let mut b = encode_exec(1, 2, 0, 10, b"");
         b[4..8].copy_from_slice(&(MAX_PAYLOAD + 1).to_le_bytes());
         // No payload follows: refusing must not depend on reading it.
         assert!(
             matches!(refused(&b[..HEADER_LEN]), WireError::Oversized(n) if n == MAX_PAYLOAD + 1)
         );
+    }
+
+    #[test]
+    fn a_handshake_frame_may_not_announce_a_large_payload() {
+        let mut b = encode(&hello());
+        b[4..8].copy_from_slice(&4096u32.to_le_bytes());
+        assert!(matches!(
+            refused(&b[..HEADER_LEN]),
+            WireError::Oversized(4096)
+        ));
+        // The largest legal hello still fits.
+        let longest = Message::Hello {
+            major: 1,
+            minor: 0,
+            ic_id: "x".repeat(MAX_IC_ID),
+            geometry: Geometry::default(),
+        };
+        round_trip(longest);
     }
 
     #[test]
@@ -539,15 +565,11 @@ mod tests {
 
     #[test]
     fn trailing_bytes_after_the_fields_are_refused() {
-        let mut b = encode(&Message::Welcome {
-            major: 1,
-            minor: 0,
-            connection: 1,
-        });
+        let mut b = encode(&hello());
         b.push(0);
         let len = (b.len() - HEADER_LEN) as u32;
         b[4..8].copy_from_slice(&len.to_le_bytes());
-        assert!(matches!(refused(&b), WireError::Malformed(_)));
+        assert!(matches!(refused(&b), WireError::Malformed(m) if m.contains("longer")));
     }
 
     #[test]

@@ -19,6 +19,7 @@ const CHECKSUM: u32 = 2;
 const HOLD: u32 = 3;
 const PANIC: u32 = 4;
 const OVERFLOW: u32 = 5;
+const BAD_STATUS: u32 = 7;
 
 fn connect(dir: &TempDir, ic_id: &str) -> Client {
     Client::connect(ic_id, &dir.connect_options()).expect("connect")
@@ -484,6 +485,17 @@ fn a_failing_handler_fails_only_its_command() {
         )
         .unwrap_err();
     assert_eq!(err.status(), Status::OutputOverflow);
+    // A status that is no library status is the handler's failure, not a broken protocol.
+    let err = client
+        .execute(
+            &Call {
+                code: BAD_STATUS,
+                ..Call::default()
+            },
+            &mut Copying,
+        )
+        .unwrap_err();
+    assert_eq!(err.status(), Status::HandlerFailed);
     let out = client
         .execute(
             &Call {
@@ -585,4 +597,76 @@ fn a_second_server_on_a_live_ic_id_fails_and_a_dead_ones_socket_is_replaced() {
         Vec::<String>::new(),
         "a closed server leaves nothing behind"
     );
+}
+
+#[test]
+fn a_panicking_completion_does_not_stop_later_completions() {
+    let dir = TempDir::new("panicky");
+    let _server = Peer::server(&dir, "panicky", &[]);
+    let client = connect(&dir, "panicky");
+    let call = Call {
+        code: ECHO,
+        input: b"x",
+        output_len: 1,
+        ..Call::default()
+    };
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    client
+        .execute_async(&call, Copying, |_| panic!("a user completion panics"))
+        .unwrap();
+    let (tx, rx) = channel();
+    client
+        .execute_async(&call, Copying, move |r| tx.send(r).unwrap())
+        .unwrap();
+    let r = rx.recv_timeout(WAIT);
+    std::panic::set_hook(previous);
+    assert_eq!(r.expect("the next completion runs").unwrap().output, b"x");
+}
+
+#[test]
+fn a_client_that_fills_the_sc_ring_loses_its_connection_and_no_one_else_does() {
+    let dir = TempDir::new("tamper");
+    let mut server = Peer::server(&dir, "tamper", &[]);
+    let honest = connect(&dir, "tamper");
+    let client = connect(&dir, "tamper");
+    // Tamper with our own segment the way a hostile client could: publish an SC read position
+    // far ahead, so that the ring reads as full to the server forever.
+    let layout = Geometry::default().layout().unwrap();
+    let (base, len) = client.segment_mapping();
+    assert!((layout.sc_ring as usize) + 4 <= len);
+    // SAFETY: the SC ring header lies inside the mapping, 64-aligned; its first field is the
+    // u32 read position. The write is atomic, as the peer's accesses are.
+    let read =
+        unsafe { &*(base.add(layout.sc_ring as usize) as *const std::sync::atomic::AtomicU32) };
+    read.store(0x8000_0000, std::sync::atomic::Ordering::SeqCst);
+    let call = Call {
+        code: ECHO,
+        input: b"x",
+        output_len: 1,
+        ..Call::default()
+    };
+    let err = within("the tampering client's command", {
+        let client = Arc::new(client);
+        move || {
+            let call = Call {
+                code: ECHO,
+                input: b"x",
+                output_len: 1,
+                ..Call::default()
+            };
+            client.execute(&call, &mut Copying).map(|_| ())
+        }
+    })
+    .unwrap_err();
+    assert_eq!(err.status(), Status::ProtocolViolation, "{err}");
+    assert!(err.message().contains("SC ring is full"), "{err}");
+    let refused = server.expect("refused");
+    assert!(
+        refused.starts_with("refused PROTOCOL_VIOLATION"),
+        "{refused}"
+    );
+    // The server's thread was not held, and the other connection is untouched.
+    let out = honest.execute(&call, &mut Copying).unwrap();
+    assert_eq!(out.output, b"x");
 }

@@ -19,7 +19,8 @@
 //! - 3 hold: never answers (the handler blocks until the process dies);
 //! - 4 panic: the handler panics;
 //! - 5 overflow: reports one byte more than the output capacity;
-//! - 6 slow echo: sleeps 200 ms, then echoes.
+//! - 6 slow echo: sleeps 200 ms, then echoes;
+//! - 7 bad status: answers -100, which is no library status.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -155,6 +156,7 @@ impl Handler for Peer {
                 let cap = command.output_capacity();
                 command.finish(0, cap + 1);
             }
+            7 => command.finish(-100, 0),
             _ => command.finish(0, 0),
         }
     }
