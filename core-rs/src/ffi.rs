@@ -84,6 +84,25 @@ unsafe fn put<T>(p: *mut T, v: T) {
     }
 }
 
+/// The arguments `connect` and `serve` share: the ic id, the socket directory (empty: the
+/// default) and the spin budget (`u64::MAX`: the default).
+///
+/// # Safety
+/// As for [`bytes`], for both strings.
+unsafe fn endpoint_args(
+    ic_id: *const u8,
+    ic_id_len: usize,
+    dir: *const u8,
+    dir_len: usize,
+    spin_ns: u64,
+) -> Result<(String, Option<PathBuf>, Option<Duration>), Error> {
+    // SAFETY: forwarded contract.
+    let (id, dir) = unsafe { (text(ic_id, ic_id_len, "ic id")?, text(dir, dir_len, "dir")?) };
+    let dir = (!dir.is_empty()).then(|| PathBuf::from(dir));
+    let spin = (spin_ns != u64::MAX).then(|| Duration::from_nanos(spin_ns));
+    Ok((id, dir, spin))
+}
+
 fn mode(m: u32) -> Result<Mode, Error> {
     Mode::from_flags(m).ok_or_else(|| {
         Error::new(
@@ -173,18 +192,17 @@ pub unsafe extern "C" fn shmcall_client_connect(
     }
     guard(|| {
         // SAFETY: forwarded contract.
-        let (id, dir) =
-            match unsafe { (text(ic_id, ic_id_len, "ic id"), text(dir, dir_len, "dir")) } {
-                (Ok(i), Ok(d)) => (i, d),
-                (Err(e), _) | (_, Err(e)) => return fail(e),
+        let (id, socket_dir, spin) =
+            match unsafe { endpoint_args(ic_id, ic_id_len, dir, dir_len, spin_ns) } {
+                Ok(args) => args,
+                Err(e) => return fail(e),
             };
-        let mut options = ConnectOptions {
-            socket_dir: (!dir.is_empty()).then(|| PathBuf::from(dir)),
-            ..ConnectOptions::default()
+        let defaults = ConnectOptions::default();
+        let options = ConnectOptions {
+            socket_dir,
+            spin: spin.unwrap_or(defaults.spin),
+            ..defaults
         };
-        if spin_ns != u64::MAX {
-            options.spin = Duration::from_nanos(spin_ns);
-        }
         match Client::connect(&id, &options) {
             Ok(client) => {
                 let h = Box::new(ClientHandle {
@@ -574,19 +592,18 @@ pub unsafe extern "C" fn shmcall_server_serve(
     }
     guard(|| {
         // SAFETY: forwarded contract.
-        let (id, dir) =
-            match unsafe { (text(ic_id, ic_id_len, "ic id"), text(dir, dir_len, "dir")) } {
-                (Ok(i), Ok(d)) => (i, d),
-                (Err(e), _) | (_, Err(e)) => return fail(e),
+        let (id, socket_dir, spin) =
+            match unsafe { endpoint_args(ic_id, ic_id_len, dir, dir_len, spin_ns) } {
+                Ok(args) => args,
+                Err(e) => return fail(e),
             };
         let inbox = Arc::new(Inbox::default());
-        let mut options = ServeOptions {
-            socket_dir: (!dir.is_empty()).then(|| PathBuf::from(dir)),
-            ..ServeOptions::default()
+        let defaults = ServeOptions::default();
+        let options = ServeOptions {
+            socket_dir,
+            spin: spin.unwrap_or(defaults.spin),
+            ..defaults
         };
-        if spin_ns != u64::MAX {
-            options.spin = Duration::from_nanos(spin_ns);
-        }
         match Server::serve(&id, Queueing(inbox.clone()), options) {
             Ok(server) => {
                 let h = Box::new(ServerHandle {

@@ -199,6 +199,18 @@ fn socket_echo(path: &str) {
     }
 }
 
+/// Blocks until stdin closes: the parent went away (or closed it to stop us).
+fn until_stdin_closes() {
+    let mut sink = String::new();
+    while std::io::stdin()
+        .read_line(&mut sink)
+        .map(|n| n > 0)
+        .unwrap_or(false)
+    {
+        sink.clear();
+    }
+}
+
 fn main() {
     // A handler panic is part of the tests; keep stderr quiet about it.
     std::panic::set_hook(Box::new(|_| {}));
@@ -227,13 +239,7 @@ fn main() {
                 }
             };
             say("ready");
-            // Serve until stdin closes (the parent went away) or the process is killed.
-            let mut sink = String::new();
-            while std::io::stdin()
-                .read_line(&mut sink)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {}
+            until_stdin_closes();
         }
         "client" => {
             let mut options = ConnectOptions {
@@ -260,12 +266,7 @@ fn main() {
                     .expect("execute_async");
             }
             say("ready");
-            let mut sink = String::new();
-            while std::io::stdin()
-                .read_line(&mut sink)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {}
+            until_stdin_closes();
         }
         "socket-echo" => socket_echo(&args.ic_id),
         other => panic!("unknown mode {other}"),
