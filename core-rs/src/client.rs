@@ -120,7 +120,7 @@ enum Finished {
 
 struct Conn {
     ic_id: String,
-    segment: Segment,
+    segment: Arc<Segment>,
     cs: Ring,
     sc: Ring,
     spin: Spin,
@@ -530,7 +530,7 @@ impl Client {
                 ),
             ));
         }
-        let segment = Segment::create(&options.geometry, ic_id, options.protocol_major)?;
+        let (segment, memfd) = Segment::create(&options.geometry, ic_id, options.protocol_major)?;
         channel::set_handshake_timeout(&stream, Some(options.handshake_timeout))?;
         let hello = wire::encode(&Message::Hello {
             major: options.protocol_major,
@@ -538,7 +538,9 @@ impl Client {
             ic_id: ic_id.to_string(),
             geometry: options.geometry,
         });
-        channel::send_with_fd(&stream, &hello, segment.fd().as_fd())?;
+        channel::send_with_fd(&stream, &hello, memfd.as_fd())?;
+        // The server has its own descriptor now; the mapping is all this side needs.
+        drop(memfd);
         let deadline = std::time::Instant::now() + options.handshake_timeout;
         let mut timed = channel::Deadline::new(&stream, deadline);
         let answer = wire::read_message(&mut timed).map_err(|e| match e {
@@ -603,7 +605,7 @@ impl Client {
             slots: (0..layout.slot_count())
                 .map(|_| SlotState::default())
                 .collect(),
-            segment,
+            segment: Arc::new(segment),
             spin: Spin(options.spin),
             free,
             consumer: AtomicBool::new(false),
@@ -655,10 +657,16 @@ impl Client {
         &self.conn.ic_id
     }
 
-    /// The segment's mapping: first byte and length. It stays mapped while this client, or any
-    /// ticket of it, exists.
+    /// The segment's mapping: first byte and length. It stays mapped while this client, any
+    /// ticket of it, or a holder of [`Client::segment`] exists.
     pub fn segment_mapping(&self) -> (*mut u8, usize) {
         self.conn.segment.mapping()
+    }
+
+    /// The segment, for a caller that must keep it mapped longer than the client (views of it
+    /// handed to JavaScript).
+    pub fn segment(&self) -> Arc<Segment> {
+        self.conn.segment.clone()
     }
 
     /// Whether the connection ended (closed here, server gone, or protocol broken).

@@ -7,19 +7,25 @@
 //! [`Status::InvalidArgument`]. Functions never unwind into the caller: a panic becomes
 //! [`Status::HandlerFailed`].
 //!
-//! Areas are handed out as raw pointers into the segment (or into a backup buffer owned by the
-//! ticket); they stay valid until the ticket is freed, and the segment stays mapped while any
-//! ticket or command of it exists.
+//! Events reach JavaScript through the process-wide [`HUB`]: the completions of asynchronous
+//! commands and every open, exec and close of a server. JavaScript takes them one at a time
+//! with [`shmcall_hub_next`] into a [`HubEvent`], and tells the hub when it goes idle.
+//!
+//! Areas are handed out as raw pointers into a segment (or into a backup buffer owned by the
+//! ticket or command, valid until it is freed or finished). A segment stays mapped while any
+//! ticket, command or [`SegmentRef`] of it exists: JavaScript holds a `SegmentRef` for as long
+//! as a view over the segment is reachable.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::client::{Client, ConnectOptions, Ticket};
-use crate::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR};
+use crate::hub::{Event, HUB};
+use crate::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment};
 use crate::server::{Command, ConnInfo, Handler, ServeOptions, Server};
 use crate::slot::Mode;
 use crate::status::{Error, Status};
@@ -156,24 +162,52 @@ pub unsafe extern "C" fn shmcall_status_name(code: i32, buf: *mut u8, cap: usize
 }
 
 // ---------------------------------------------------------------------------------------------
-// Client
+// Segments
 
-/// Finished asynchronous commands, with their tokens, waiting for a poll.
-#[derive(Debug, Default)]
-struct Completions {
-    queue: Mutex<VecDeque<(u64, Box<Ticket>)>>,
-    ready: Condvar,
+/// Keeps a segment mapped; see [`shmcall_segment_release`].
+#[derive(Debug)]
+pub struct SegmentRef {
+    _held: Arc<Segment>,
 }
 
-/// A client handle: the client and the completions of its asynchronous commands.
+fn segment_ref(seg: Arc<Segment>, base: *mut *mut u8, len: *mut usize) -> *mut SegmentRef {
+    let (b, l) = seg.mapping();
+    // SAFETY: callers pass out pointers that are null or valid for writes.
+    unsafe {
+        put(base, b);
+        put(len, l);
+    }
+    Box::into_raw(Box::new(SegmentRef { _held: seg }))
+}
+
+/// Lets go of a segment: it is unmapped once nothing else holds it.
+///
+/// # Safety
+/// `segment` is null or a live reference, not used again afterwards; no view over the
+/// segment is used afterwards.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_segment_release(segment: *mut SegmentRef) -> i32 {
+    if segment.is_null() {
+        return invalid("segment is null");
+    }
+    // SAFETY: the reference came from `Box::into_raw` and the caller gives it up.
+    drop(unsafe { Box::from_raw(segment) });
+    OK
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+/// A client handle; `id` is JavaScript's name for it in hub events.
 #[derive(Debug)]
 pub struct ClientHandle {
     client: Client,
-    done: Arc<Completions>,
+    id: u64,
 }
 
 /// Connects to `ic_id`. `dir` (may be empty) overrides the socket directory; `spin_ns` is the
-/// spin budget before sleeping (`u64::MAX` keeps the default).
+/// spin budget before sleeping (`u64::MAX` keeps the default); `id` names the client in the
+/// completions it delivers to the hub.
 ///
 /// # Safety
 /// `ic_id` and `dir` are valid for their lengths (or null with length 0); `out` is valid for a
@@ -185,6 +219,7 @@ pub unsafe extern "C" fn shmcall_client_connect(
     dir: *const u8,
     dir_len: usize,
     spin_ns: u64,
+    id: u64,
     out: *mut *mut ClientHandle,
 ) -> i32 {
     if out.is_null() {
@@ -192,7 +227,7 @@ pub unsafe extern "C" fn shmcall_client_connect(
     }
     guard(|| {
         // SAFETY: forwarded contract.
-        let (id, socket_dir, spin) =
+        let (ic, socket_dir, spin) =
             match unsafe { endpoint_args(ic_id, ic_id_len, dir, dir_len, spin_ns) } {
                 Ok(args) => args,
                 Err(e) => return fail(e),
@@ -203,14 +238,10 @@ pub unsafe extern "C" fn shmcall_client_connect(
             spin: spin.unwrap_or(defaults.spin),
             ..defaults
         };
-        match Client::connect(&id, &options) {
+        match Client::connect(&ic, &options) {
             Ok(client) => {
-                let h = Box::new(ClientHandle {
-                    client,
-                    done: Arc::new(Completions::default()),
-                });
                 // SAFETY: `out` is non-null and valid for a write.
-                unsafe { put(out, Box::into_raw(h)) };
+                unsafe { put(out, Box::into_raw(Box::new(ClientHandle { client, id }))) };
                 OK
             }
             Err(e) => fail(e),
@@ -218,8 +249,8 @@ pub unsafe extern "C" fn shmcall_client_connect(
     })
 }
 
-/// The client's segment: its first byte and its length. Areas of slot tickets lie inside it;
-/// it stays mapped until the client and all its tickets are freed.
+/// A reference that keeps the client's segment mapped, with its first byte and length. Areas
+/// of slot tickets lie inside it.
 ///
 /// # Safety
 /// `client` is a live handle; the out pointers are null or valid for writes.
@@ -228,22 +259,20 @@ pub unsafe extern "C" fn shmcall_client_segment(
     client: *mut ClientHandle,
     base: *mut *mut u8,
     len: *mut usize,
+    out: *mut *mut SegmentRef,
 ) -> i32 {
     // SAFETY: the caller promised a live handle or null.
     let Some(h) = (unsafe { client.as_ref() }) else {
         return invalid("client is null");
     };
-    let (b, l) = h.client.segment_mapping();
-    // SAFETY: out pointers are null or valid for writes.
-    unsafe {
-        put(base, b);
-        put(len, l);
-    }
+    let r = segment_ref(h.client.segment(), base, len);
+    // SAFETY: `out` is null or valid for a write.
+    unsafe { put(out, r) };
     OK
 }
 
-/// Closes the client: outstanding commands fail with CLOSED. Idempotent; the handle stays valid
-/// until [`shmcall_client_free`].
+/// Closes the client: outstanding commands fail with CLOSED (their completions still reach
+/// the hub). Idempotent; the handle stays valid until [`shmcall_client_free`].
 ///
 /// # Safety
 /// `client` is null or a handle from [`shmcall_client_connect`] not yet freed.
@@ -259,7 +288,7 @@ pub unsafe extern "C" fn shmcall_client_close(client: *mut ClientHandle) -> i32 
     })
 }
 
-/// Closes and frees the client. Tickets still held stay usable (they keep the segment alive).
+/// Closes and frees the client. Tickets and segment references still held stay usable.
 ///
 /// # Safety
 /// `client` is null or a live handle, not used again afterwards.
@@ -272,8 +301,6 @@ pub unsafe extern "C" fn shmcall_client_free(client: *mut ClientHandle) -> i32 {
     let h = unsafe { Box::from_raw(client) };
     guard(move || {
         h.client.close();
-        let queued = std::mem::take(&mut *lock(&h.done.queue));
-        drop(queued);
         OK
     })
 }
@@ -355,12 +382,12 @@ pub unsafe extern "C" fn shmcall_client_call(
     })
 }
 
-/// Sends the command and returns at once. The finished ticket comes back from
-/// [`shmcall_client_poll`] with `token`. The ticket handle is given up here.
+/// Sends the command and returns at once. The finished ticket reaches the hub as a
+/// completion event with `token`. The ticket handle is given up here.
 ///
 /// # Safety
 /// `client` and `ticket` are live handles, the ticket from this client and not yet sent; the
-/// caller does not use `ticket` again until it is returned by a poll.
+/// caller does not use `ticket` again until the hub returns it.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_client_submit(
     client: *mut ClientHandle,
@@ -375,54 +402,20 @@ pub unsafe extern "C" fn shmcall_client_submit(
         return invalid("ticket is null");
     }
     // SAFETY: the ticket came from `Box::into_raw` in `shmcall_client_begin`; the caller gives
-    // it up until the poll returns it.
+    // it up until the hub returns it.
     let t = unsafe { Box::from_raw(ticket) };
-    let done = h.done.clone();
+    let client_id = h.id;
     guard(move || {
         let r = h.client.call_async(*t, move |t| {
-            lock(&done.queue).push_back((token, Box::new(t)));
-            done.ready.notify_all();
+            HUB.push(Event::Completion {
+                client: client_id,
+                token,
+                ticket: Box::new(t),
+            });
         });
         match r {
             Ok(()) => OK,
             Err(e) => fail(e),
-        }
-    })
-}
-
-/// Takes the next finished asynchronous command, waiting up to `timeout_ns`. Returns [`EMPTY`]
-/// when none finished in time. Read the answer with [`shmcall_ticket_answer`], then free it.
-///
-/// # Safety
-/// `client` is a live handle; the out pointers are null or valid for writes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn shmcall_client_poll(
-    client: *mut ClientHandle,
-    timeout_ns: u64,
-    token: *mut u64,
-    ticket: *mut *mut Ticket,
-) -> i32 {
-    // SAFETY: the caller promised a live handle or null.
-    let Some(h) = (unsafe { client.as_ref() }) else {
-        return invalid("client is null");
-    };
-    guard(|| {
-        let q = lock(&h.done.queue);
-        let (mut q, _) = h
-            .done
-            .ready
-            .wait_timeout_while(q, Duration::from_nanos(timeout_ns), |q| q.is_empty())
-            .unwrap_or_else(|p| p.into_inner());
-        match q.pop_front() {
-            Some((tok, t)) => {
-                // SAFETY: out pointers are null or valid for writes.
-                unsafe {
-                    put(token, tok);
-                    put(ticket, Box::into_raw(t));
-                }
-                OK
-            }
-            None => EMPTY,
         }
     })
 }
@@ -474,94 +467,63 @@ pub unsafe extern "C" fn shmcall_ticket_free(ticket: *mut Ticket) -> i32 {
 // ---------------------------------------------------------------------------------------------
 // Server
 
-/// What [`shmcall_server_next`] hands out. `#[repr(C)]`, 64 bytes.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct ServerEvent {
-    /// [`EVENT_OPEN`], [`EVENT_EXEC`] or [`EVENT_CLOSE`].
-    pub kind: u32,
-    /// Operation code (exec only).
-    pub code: u32,
-    /// The connection.
-    pub connection: u64,
-    /// The client's pid (open only).
-    pub pid: i32,
-    /// The client's uid (open only).
-    pub uid: u32,
-    /// The command handle to finish (exec only).
-    pub command: *mut Command,
-    /// Input area (exec only).
-    pub input: *mut u8,
-    /// Output area (exec only).
-    pub output: *mut u8,
-    /// Input length (exec only).
-    pub input_len: u32,
-    /// Output capacity (exec only).
-    pub output_cap: u32,
-}
-
-/// A client connected; answer with [`shmcall_server_opened`].
-pub const EVENT_OPEN: u32 = 1;
-/// A command arrived; answer with [`shmcall_command_finish`].
-pub const EVENT_EXEC: u32 = 2;
-/// A connection ended after its commands drained.
-pub const EVENT_CLOSE: u32 = 3;
-
-#[derive(Debug)]
-enum Queued {
-    Open(ConnInfo),
-    Exec(u64, Box<Command>),
-    Close(u64),
-}
-
-/// What the server's threads hand to the caller of `shmcall_server_next`.
+/// Answers to opens, by connection, waiting for their `open` call to take them.
 #[derive(Debug, Default)]
-struct InboxState {
-    events: VecDeque<Queued>,
-    /// Answers to opens, by connection, waiting for their `open` call to take them.
-    opened: Vec<(u64, Result<(), Error>)>,
+struct OpenedState {
+    answers: Vec<(u64, Result<(), Error>)>,
     closing: bool,
 }
 
 #[derive(Debug, Default)]
-struct Inbox {
-    queue: Mutex<InboxState>,
+struct Opened {
+    state: Mutex<OpenedState>,
     changed: Condvar,
 }
 
-/// Hands every handler call to whoever drains the inbox (the JavaScript thread), and makes
-/// `open` wait for its answer so the client connects only after `open` ran.
-struct Queueing(Arc<Inbox>);
+/// Hands every handler call to the hub (so to JavaScript), and makes `open` wait for its
+/// answer so that the client is connected only after `open` ran.
+struct Queueing {
+    id: u64,
+    opened: Arc<Opened>,
+}
 
 impl Handler for Queueing {
     type Context = ();
 
     fn open(&self, conn: &ConnInfo) -> Result<(), Error> {
-        let inbox = &self.0;
-        let mut q = lock(&inbox.queue);
-        q.events.push_back(Queued::Open(*conn));
-        inbox.changed.notify_all();
+        HUB.push(Event::Open {
+            server: self.id,
+            conn: *conn,
+        });
+        let mut q = lock(&self.opened.state);
         loop {
-            if let Some(i) = q.opened.iter().position(|(id, _)| *id == conn.id) {
-                return q.opened.swap_remove(i).1;
+            if let Some(i) = q.answers.iter().position(|(id, _)| *id == conn.id) {
+                return q.answers.swap_remove(i).1;
             }
             if q.closing {
                 return Err(Error::new(Status::Closed, "the server is closing"));
             }
-            q = inbox.changed.wait(q).unwrap_or_else(|p| p.into_inner());
+            q = self
+                .opened
+                .changed
+                .wait(q)
+                .unwrap_or_else(|p| p.into_inner());
         }
     }
 
     fn exec(&self, command: Command, conn: &ConnInfo, _: &()) {
-        let mut q = lock(&self.0.queue);
-        q.events.push_back(Queued::Exec(conn.id, Box::new(command)));
-        self.0.changed.notify_all();
+        HUB.push(Event::Exec {
+            server: self.id,
+            conn: conn.id,
+            command: Box::new(command),
+        });
     }
 
     fn close(&self, conn: &ConnInfo, _: &()) {
-        let mut q = lock(&self.0.queue);
-        q.events.push_back(Queued::Close(conn.id));
-        self.0.changed.notify_all();
+        HUB.push(Event::Close {
+            server: self.id,
+            conn: conn.id,
+        });
     }
 }
 
@@ -569,11 +531,10 @@ impl Handler for Queueing {
 #[derive(Debug)]
 pub struct ServerHandle {
     server: Mutex<Server>,
-    inbox: Arc<Inbox>,
+    opened: Arc<Opened>,
 }
 
-/// Serves `ic_id`. Every open, command and close is then taken with [`shmcall_server_next`].
-/// `workers` is accepted for the command flag's sake; commands are all queued to the caller.
+/// Serves `ic_id`; its opens, commands and closes reach the hub, named by `id`.
 ///
 /// # Safety
 /// `ic_id` and `dir` are valid for their lengths (or null with length 0); `out` is valid for a
@@ -585,6 +546,7 @@ pub unsafe extern "C" fn shmcall_server_serve(
     dir: *const u8,
     dir_len: usize,
     spin_ns: u64,
+    id: u64,
     out: *mut *mut ServerHandle,
 ) -> i32 {
     if out.is_null() {
@@ -592,23 +554,27 @@ pub unsafe extern "C" fn shmcall_server_serve(
     }
     guard(|| {
         // SAFETY: forwarded contract.
-        let (id, socket_dir, spin) =
+        let (ic, socket_dir, spin) =
             match unsafe { endpoint_args(ic_id, ic_id_len, dir, dir_len, spin_ns) } {
                 Ok(args) => args,
                 Err(e) => return fail(e),
             };
-        let inbox = Arc::new(Inbox::default());
+        let opened = Arc::new(Opened::default());
         let defaults = ServeOptions::default();
         let options = ServeOptions {
             socket_dir,
             spin: spin.unwrap_or(defaults.spin),
             ..defaults
         };
-        match Server::serve(&id, Queueing(inbox.clone()), options) {
+        let handler = Queueing {
+            id,
+            opened: opened.clone(),
+        };
+        match Server::serve(&ic, handler, options) {
             Ok(server) => {
                 let h = Box::new(ServerHandle {
                     server: Mutex::new(server),
-                    inbox,
+                    opened,
                 });
                 // SAFETY: `out` is non-null and valid for a write.
                 unsafe { put(out, Box::into_raw(h)) };
@@ -616,74 +582,6 @@ pub unsafe extern "C" fn shmcall_server_serve(
             }
             Err(e) => fail(e),
         }
-    })
-}
-
-/// Takes the next open, exec or close, waiting up to `timeout_ns`; [`EMPTY`] if none came.
-///
-/// # Safety
-/// `server` is a live handle; `event` is valid for a write of a [`ServerEvent`].
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn shmcall_server_next(
-    server: *mut ServerHandle,
-    timeout_ns: u64,
-    event: *mut ServerEvent,
-) -> i32 {
-    // SAFETY: the caller promised a live handle or null.
-    let Some(h) = (unsafe { server.as_ref() }) else {
-        return invalid("server is null");
-    };
-    if event.is_null() {
-        return invalid("event is null");
-    }
-    guard(|| {
-        let inbox = &h.inbox;
-        let q = lock(&inbox.queue);
-        let (mut q, _) = inbox
-            .changed
-            .wait_timeout_while(q, Duration::from_nanos(timeout_ns), |q| q.events.is_empty())
-            .unwrap_or_else(|p| p.into_inner());
-        let Some(next) = q.events.pop_front() else {
-            return EMPTY;
-        };
-        let mut e = ServerEvent {
-            kind: 0,
-            code: 0,
-            connection: 0,
-            pid: 0,
-            uid: 0,
-            command: std::ptr::null_mut(),
-            input: std::ptr::null_mut(),
-            output: std::ptr::null_mut(),
-            input_len: 0,
-            output_cap: 0,
-        };
-        match next {
-            Queued::Open(info) => {
-                e.kind = EVENT_OPEN;
-                e.connection = info.id;
-                e.pid = info.pid;
-                e.uid = info.uid;
-            }
-            Queued::Exec(conn, mut command) => {
-                e.kind = EVENT_EXEC;
-                e.connection = conn;
-                e.code = command.code();
-                e.input_len = command.input_len() as u32;
-                e.output_cap = command.output_capacity() as u32;
-                let (input, output) = command.areas();
-                e.input = input.as_ptr();
-                e.output = output.as_ptr();
-                e.command = Box::into_raw(command);
-            }
-            Queued::Close(conn) => {
-                e.kind = EVENT_CLOSE;
-                e.connection = conn;
-            }
-        }
-        // SAFETY: `event` is non-null and valid for a write.
-        unsafe { event.write(e) };
-        OK
     })
 }
 
@@ -709,36 +607,45 @@ pub unsafe extern "C" fn shmcall_server_opened(
             "the server's open handler refused the connection",
         )),
     };
-    let mut q = lock(&h.inbox.queue);
-    q.opened.push((connection, answer));
-    h.inbox.changed.notify_all();
+    lock(&h.opened.state).answers.push((connection, answer));
+    h.opened.changed.notify_all();
     OK
 }
 
 /// Answers a command with `status` and the output `length`, and frees the command handle.
+/// `output`, when not null, is copied into the command's output area first (JavaScript answers
+/// backup-path commands from its own buffer).
 ///
 /// # Safety
-/// `command` is null or a handle from an exec event, not used again afterwards.
+/// `command` is null or a handle from an exec event, not used again afterwards; `output` is
+/// null or valid for reads of `length` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_command_finish(
     command: *mut Command,
     status: i32,
     length: u32,
+    output: *const u8,
 ) -> i32 {
     if command.is_null() {
         return invalid("command is null");
     }
-    // SAFETY: the command came from `Box::into_raw` in `shmcall_server_next`; the caller gives
-    // it up.
-    let c = unsafe { Box::from_raw(command) };
+    // SAFETY: the command came from `Box::into_raw` in `shmcall_hub_next`; the caller gives it
+    // up.
+    let mut c = unsafe { Box::from_raw(command) };
     guard(move || {
+        if !output.is_null() {
+            let mut area = c.output();
+            let n = (length as usize).min(area.len());
+            // SAFETY: the caller promised `output` is valid for `length >= n` bytes.
+            area.write(unsafe { bytes(output, n) });
+        }
         c.finish(status, length as usize);
         OK
     })
 }
 
-/// Stops the server and frees the handle. Commands not yet finished are answered
-/// HANDLER_FAILED.
+/// Stops the server and frees the handle: connections end, their commands still in the hub are
+/// answered when JavaScript finishes them (or HANDLER_FAILED if it drops them).
 ///
 /// # Safety
 /// `server` is null or a live handle, not used again afterwards.
@@ -750,15 +657,194 @@ pub unsafe extern "C" fn shmcall_server_free(server: *mut ServerHandle) -> i32 {
     // SAFETY: the handle came from `Box::into_raw` and the caller gives it up.
     let h = unsafe { Box::from_raw(server) };
     guard(move || {
-        {
-            let mut q = lock(&h.inbox.queue);
-            q.closing = true;
-            h.inbox.changed.notify_all();
-        }
+        lock(&h.opened.state).closing = true;
+        h.opened.changed.notify_all();
         lock(&h.server).close();
-        // Commands still queued are dropped here, which answers them.
-        let queued = std::mem::take(&mut lock(&h.inbox.queue).events);
-        drop(queued);
         OK
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hub
+
+/// A client's asynchronous command finished: `handle` is its ticket.
+pub const EVENT_COMPLETION: u32 = 1;
+/// A client connected: answer with [`shmcall_server_opened`].
+pub const EVENT_OPEN: u32 = 2;
+/// A command arrived: `handle` is the command, to finish with [`shmcall_command_finish`].
+pub const EVENT_EXEC: u32 = 3;
+/// A connection ended after its commands drained.
+pub const EVENT_CLOSE: u32 = 4;
+
+/// One hub event as JavaScript reads it. `#[repr(C)]`, 80 bytes (offsets in
+/// `src/native.ts`); fields a kind does not use are zero.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HubEvent {
+    /// One of the `EVENT_*` kinds.
+    pub kind: u32,
+    /// Exec: the operation code. Completion: the status (negative: a library failure, whose
+    /// sentence [`shmcall_last_error`] returns).
+    pub code: i32,
+    /// The client's id (completion) or the server's (open, exec, close).
+    pub owner: u64,
+    /// Completion: JavaScript's token. Open, exec, close: the connection.
+    pub token: u64,
+    /// Completion: the ticket. Exec: the command.
+    pub handle: *mut c_void,
+    /// The input area.
+    pub input: *mut u8,
+    /// The output area (completion: cut to the output length).
+    pub output: *mut u8,
+    /// Exec: the first byte of the segment the areas lie in (null on the backup path).
+    pub segment: *mut u8,
+    /// Exec: the segment's length.
+    pub segment_len: u64,
+    /// Bytes of input.
+    pub input_len: u32,
+    /// Exec: output capacity. Completion: output length.
+    pub output_len: u32,
+    /// Open: the client's pid. Exec: the mode flags.
+    pub pid: i32,
+    /// Open: the client's uid.
+    pub uid: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<HubEvent>() == 80);
+
+/// Takes the next event; [`EMPTY`] when there is none.
+///
+/// # Safety
+/// `event` is valid for a write of a [`HubEvent`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_hub_next(event: *mut HubEvent) -> i32 {
+    if event.is_null() {
+        return invalid("event is null");
+    }
+    guard(|| {
+        let Some(next) = HUB.next() else { return EMPTY };
+        let mut e = HubEvent {
+            kind: 0,
+            code: 0,
+            owner: 0,
+            token: 0,
+            handle: std::ptr::null_mut(),
+            input: std::ptr::null_mut(),
+            output: std::ptr::null_mut(),
+            segment: std::ptr::null_mut(),
+            segment_len: 0,
+            input_len: 0,
+            output_len: 0,
+            pid: 0,
+            uid: 0,
+        };
+        match next {
+            Event::Completion {
+                client,
+                token,
+                mut ticket,
+            } => {
+                e.kind = EVENT_COMPLETION;
+                e.owner = client;
+                e.token = token;
+                let input = ticket.input();
+                e.input = input.as_ptr();
+                e.input_len = input.len() as u32;
+                match ticket.answer() {
+                    Ok(a) => {
+                        e.code = a.status;
+                        let output = ticket.output();
+                        e.output = output.as_ptr();
+                        e.output_len = output.len() as u32;
+                    }
+                    Err(err) => e.code = fail(err),
+                }
+                e.handle = Box::into_raw(ticket).cast();
+            }
+            Event::Open { server, conn } => {
+                e.kind = EVENT_OPEN;
+                e.owner = server;
+                e.token = conn.id;
+                e.pid = conn.pid;
+                e.uid = conn.uid;
+            }
+            Event::Exec {
+                server,
+                conn,
+                mut command,
+            } => {
+                e.kind = EVENT_EXEC;
+                e.owner = server;
+                e.token = conn;
+                e.code = command.code() as i32;
+                e.pid = command.mode().flags() as i32;
+                if let Some(seg) = command.segment() {
+                    let (b, l) = seg.mapping();
+                    e.segment = b;
+                    e.segment_len = l as u64;
+                }
+                let (input, output) = command.areas();
+                e.input = input.as_ptr();
+                e.input_len = input.len() as u32;
+                e.output = output.as_ptr();
+                e.output_len = output.len() as u32;
+                e.handle = Box::into_raw(command).cast();
+            }
+            Event::Close { server, conn } => {
+                e.kind = EVENT_CLOSE;
+                e.owner = server;
+                e.token = conn;
+            }
+        }
+        // SAFETY: `event` is non-null and valid for a write.
+        unsafe { event.write(e) };
+        OK
+    })
+}
+
+/// A reference that keeps an exec event's segment mapped (for a view JavaScript keeps per
+/// connection), with its first byte and length; null for backup-path commands.
+///
+/// # Safety
+/// `command` is a live command handle; the out pointers are null or valid for writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_command_segment(
+    command: *mut Command,
+    base: *mut *mut u8,
+    len: *mut usize,
+    out: *mut *mut SegmentRef,
+) -> i32 {
+    // SAFETY: the caller promised a live handle or null.
+    let Some(c) = (unsafe { command.as_ref() }) else {
+        return invalid("command is null");
+    };
+    let r = c
+        .segment()
+        .map_or(std::ptr::null_mut(), |s| segment_ref(s, base, len));
+    // SAFETY: `out` is null or valid for a write.
+    unsafe { put(out, r) };
+    OK
+}
+
+/// JavaScript drained the hub and is about to go idle: first polls for `spin_ns` for more
+/// events, then arms the doorbell. Returns 1 when it may go idle, 0 when events arrived (drain
+/// again).
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_hub_idle(spin_ns: u64) -> i32 {
+    i32::from(HUB.idle(Duration::from_nanos(spin_ns)))
+}
+
+/// The fallback doorbell, for a `nonblocking` call: sleeps until an event is queued,
+/// [`shmcall_hub_interrupt`] is called, or `timeout_ns` passes. Returns 1 when events are
+/// queued, else 0.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_hub_wait(timeout_ns: u64) -> i32 {
+    i32::from(HUB.wait(Duration::from_nanos(timeout_ns)))
+}
+
+/// Ends a pending [`shmcall_hub_wait`] at once.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_hub_interrupt() -> i32 {
+    HUB.interrupt();
+    OK
 }

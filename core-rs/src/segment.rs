@@ -348,11 +348,11 @@ impl From<AttachError> for Error {
     }
 }
 
-/// A mapped segment. Both sides hold one; the mapping lives as long as the last holder.
+/// A mapped segment. Both sides hold one; the mapping lives as long as the last holder. The
+/// memfd itself is not kept: once mapped, the mapping is all either side needs.
 pub struct Segment {
     map: MmapRaw,
     layout: Layout,
-    fd: OwnedFd,
 }
 
 impl fmt::Debug for Segment {
@@ -368,8 +368,13 @@ const REQUIRED_SEALS: SealFlag = SealFlag::F_SEAL_SHRINK.union(SealFlag::F_SEAL_
 
 impl Segment {
     /// Client: creates, sizes, seals and maps a new segment and writes its layout header.
-    /// `name` shows up in `/proc/<pid>/fd` to help debugging.
-    pub fn create(geometry: &Geometry, name: &str, major: u16) -> Result<Segment, Error> {
+    /// Returns the segment and its memfd, to send to the server. `name` shows up in
+    /// `/proc/<pid>/fd` to help debugging.
+    pub fn create(
+        geometry: &Geometry,
+        name: &str,
+        major: u16,
+    ) -> Result<(Segment, OwnedFd), Error> {
         let layout = geometry.layout()?;
         let fd = memfd_create(
             format!("shmcall:{name}").as_str(),
@@ -397,11 +402,7 @@ impl Segment {
         // after it) and page-aligned; no one else has the segment yet, so a plain write is fine.
         unsafe { std::ptr::write(map.as_mut_ptr().cast::<SegmentHeader>(), header) };
         // The memfd starts zeroed, which is exactly an empty ring and idle sleep flags.
-        Ok(Segment {
-            map,
-            layout,
-            fd: OwnedFd::from(file),
-        })
+        Ok((Segment { map, layout }, OwnedFd::from(file)))
     }
 
     /// Server: validates a segment a client sent and maps it. `geometry` is the one the hello
@@ -458,22 +459,13 @@ impl Segment {
         if !same {
             return Err(AttachError::GeometryMismatch);
         }
-        Ok(Segment {
-            map,
-            layout,
-            fd: OwnedFd::from(file),
-        })
+        Ok(Segment { map, layout })
     }
 
     /// The layout, computed locally from the validated geometry.
     #[inline]
     pub fn layout(&self) -> &Layout {
         &self.layout
-    }
-
-    /// The memfd, to send to the server.
-    pub fn fd(&self) -> &OwnedFd {
-        &self.fd
     }
 
     /// The first byte of the mapping and its length, for callers that make one view over the
@@ -575,14 +567,14 @@ mod tests {
         }
     }
 
-    fn dup(seg: &Segment) -> OwnedFd {
-        seg.fd().try_clone().unwrap()
+    fn dup(fd: &OwnedFd) -> OwnedFd {
+        fd.try_clone().unwrap()
     }
 
     #[test]
     fn a_created_segment_attaches_and_both_sides_see_the_same_slots() {
-        let seg = Segment::create(&small(), "t", PROTOCOL_MAJOR).unwrap();
-        let peer = Segment::attach(dup(&seg), &small()).unwrap();
+        let (seg, fd) = Segment::create(&small(), "t", PROTOCOL_MAJOR).unwrap();
+        let peer = Segment::attach(dup(&fd), &small()).unwrap();
         let slot = seg.layout().slot(5);
         seg.input(slot, 3).write(b"abc");
         assert_eq!(peer.input(slot, 3).to_vec(), b"abc");
@@ -649,34 +641,34 @@ mod tests {
 
     #[test]
     fn wrong_magic_is_refused() {
-        let seg = Segment::create(&small(), "t", PROTOCOL_MAJOR).unwrap();
+        let (seg, fd) = Segment::create(&small(), "t", PROTOCOL_MAJOR).unwrap();
         // SAFETY: the test owns the only mapping; the first byte is inside it.
         unsafe { *seg.map.as_mut_ptr() = b'X' };
         assert_eq!(
-            Segment::attach(dup(&seg), &small()).unwrap_err(),
+            Segment::attach(dup(&fd), &small()).unwrap_err(),
             AttachError::WrongMagic
         );
     }
 
     #[test]
     fn wrong_major_is_refused() {
-        let seg = Segment::create(&small(), "t", PROTOCOL_MAJOR + 1).unwrap();
+        let (_seg, fd) = Segment::create(&small(), "t", PROTOCOL_MAJOR + 1).unwrap();
         assert_eq!(
-            Segment::attach(dup(&seg), &small()).unwrap_err(),
+            Segment::attach(dup(&fd), &small()).unwrap_err(),
             AttachError::WrongVersion(PROTOCOL_MAJOR + 1)
         );
     }
 
     #[test]
     fn a_header_that_disagrees_with_the_hello_geometry_is_refused() {
-        let seg = Segment::create(&small(), "t", PROTOCOL_MAJOR).unwrap();
+        let (seg, fd) = Segment::create(&small(), "t", PROTOCOL_MAJOR).unwrap();
         // Same size, other geometry: swap the class sizes of class 0.
         let mut other = small();
         other.classes[0].input_capacity = 200;
         other.classes[0].output_capacity = 100;
         assert_eq!(other.layout().unwrap().size, seg.layout().size);
         assert_eq!(
-            Segment::attach(dup(&seg), &other).unwrap_err(),
+            Segment::attach(dup(&fd), &other).unwrap_err(),
             AttachError::GeometryMismatch
         );
     }
@@ -684,11 +676,11 @@ mod tests {
     #[test]
     fn a_short_file_is_refused() {
         let mut g = small();
-        let seg = Segment::create(&g, "t", PROTOCOL_MAJOR).unwrap();
+        let (_seg, fd) = Segment::create(&g, "t", PROTOCOL_MAJOR).unwrap();
         g.classes[1].count = 3;
         g.ring_capacity = 8;
         assert!(matches!(
-            Segment::attach(dup(&seg), &g).unwrap_err(),
+            Segment::attach(dup(&fd), &g).unwrap_err(),
             AttachError::WrongSize { .. }
         ));
     }

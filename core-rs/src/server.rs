@@ -217,6 +217,15 @@ impl Command {
         self.mode
     }
 
+    /// The segment its areas lie in, for a caller that must keep the mapping alive after the
+    /// command (views of it handed to JavaScript); `None` on the backup path.
+    pub fn segment(&self) -> Option<Arc<Segment>> {
+        match self.body {
+            Body::Slot { .. } => Some(self.conn.segment.clone()),
+            Body::Backup { .. } => None,
+        }
+    }
+
     /// Whether it came over the backup path rather than shared memory.
     pub fn is_backup(&self) -> bool {
         matches!(self.body, Body::Backup { .. })
@@ -354,7 +363,7 @@ type ViolationHook = Box<dyn Fn(&ConnInfo, &Error) + Send + Sync>;
 /// One client's connection, as the server sees it.
 struct Connection {
     info: ConnInfo,
-    segment: Segment,
+    segment: Arc<Segment>,
     cs: Ring,
     sc: Ring,
     /// Which slots the server holds (popped, not yet answered): a slot pushed twice is caught.
@@ -816,7 +825,7 @@ fn handshake<H: Handler>(
             ),
         ));
     }
-    let segment = Segment::attach(fds.remove(0), &geometry)?;
+    let segment = Arc::new(Segment::attach(fds.remove(0), &geometry)?);
     channel::set_handshake_timeout(stream, None)?;
     let slots = segment.layout().slot_count() as usize;
     let conn = Arc::new(Connection {

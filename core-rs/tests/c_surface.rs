@@ -10,6 +10,27 @@ use shmcall::{Call, Client, Copying, Status};
 
 const ECHO: u32 = 1;
 
+/// The hub is one per process and tests run in parallel threads: those that use it take turns.
+static HUB_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Waits (bounded) for the next hub event.
+fn next_event() -> HubEvent {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut e = std::mem::MaybeUninit::<HubEvent>::uninit();
+        // SAFETY: `e` is valid for a write of a HubEvent.
+        if unsafe { shmcall_hub_next(e.as_mut_ptr()) } == OK {
+            // SAFETY: `next` returned OK, so it wrote the event.
+            return unsafe { e.assume_init() };
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no hub event within {WAIT:?}"
+        );
+        shmcall_hub_wait(100_000_000);
+    }
+}
+
 fn last_error() -> String {
     let mut buf = vec![0u8; 512];
     // SAFETY: `buf` is valid for its length.
@@ -29,6 +50,7 @@ fn connect(dir: &TempDir, ic_id: &str) -> Result<*mut ClientHandle, i32> {
             d.as_ptr(),
             d.len(),
             u64::MAX,
+            11,
             &mut client,
         )
     };
@@ -37,6 +59,7 @@ fn connect(dir: &TempDir, ic_id: &str) -> Result<*mut ClientHandle, i32> {
 
 #[test]
 fn a_c_client_makes_sync_and_async_round_trips() {
+    let _turn = HUB_TURN.lock().unwrap_or_else(|p| p.into_inner());
     let dir = TempDir::new("c-client");
     let _server = Peer::server(&dir, "c-client", &[]);
     let client = connect(&dir, "c-client").unwrap();
@@ -63,32 +86,48 @@ fn a_c_client_makes_sync_and_async_round_trips() {
         assert_eq!(std::slice::from_raw_parts(out, length as usize), b"hello");
         assert_eq!(shmcall_ticket_free(ticket), OK);
 
+        // The segment reference maps what the areas point into.
+        let (mut base, mut len, mut seg) = (null_mut(), 0usize, null_mut());
+        assert_eq!(
+            shmcall_client_segment(client, &mut base, &mut len, &mut seg),
+            OK
+        );
         assert_eq!(
             shmcall_client_begin(client, ECHO, 3, 8, 2, &mut ticket, &mut input, &mut output),
             OK
         );
+        assert!(
+            input >= base && input.add(3) <= base.add(len),
+            "a slot area lies in the segment"
+        );
         std::ptr::copy_nonoverlapping(b"abc".as_ptr(), input, 3);
         assert_eq!(shmcall_client_submit(client, ticket, 42), OK);
-        let (mut token, mut done) = (0u64, null_mut());
+        let e = next_event();
         assert_eq!(
-            shmcall_client_poll(client, WAIT.as_nanos() as u64, &mut token, &mut done),
-            OK
+            (e.kind, e.owner, e.token, e.code),
+            (EVENT_COMPLETION, 11, 42, 0)
         );
-        assert_eq!(token, 42);
         assert_eq!(
-            shmcall_ticket_answer(done, &mut status, &mut length, &mut out),
-            OK
+            std::slice::from_raw_parts(e.input, e.input_len as usize),
+            b"abc"
         );
-        assert_eq!(std::slice::from_raw_parts(out, length as usize), b"abc");
-        assert_eq!(shmcall_ticket_free(done), OK);
-        // Nothing else is pending: a short poll says so.
         assert_eq!(
-            shmcall_client_poll(client, 1_000_000, &mut token, &mut done),
-            EMPTY
+            std::slice::from_raw_parts(e.output, e.output_len as usize),
+            b"abc"
+        );
+        assert_eq!(shmcall_ticket_free(e.handle.cast()), OK);
+        let mut none = std::mem::MaybeUninit::<HubEvent>::uninit();
+        assert_eq!(
+            shmcall_hub_next(none.as_mut_ptr()),
+            EMPTY,
+            "nothing else arrived"
         );
         assert_eq!(shmcall_client_close(client), OK);
         assert_eq!(shmcall_client_close(client), OK, "close is idempotent");
         assert_eq!(shmcall_client_free(client), OK);
+        // The segment outlives the client while referenced.
+        assert_eq!(std::slice::from_raw_parts(base, 8), b"SHMCALL\0");
+        assert_eq!(shmcall_segment_release(seg), OK);
     }
 }
 
@@ -162,7 +201,7 @@ fn c_failures_return_negative_statuses_and_a_sentence() {
             Status::InvalidArgument.code()
         );
         assert_eq!(
-            shmcall_command_finish(null_mut(), 0, 0),
+            shmcall_command_finish(null_mut(), 0, 0, std::ptr::null()),
             Status::InvalidArgument.code()
         );
     }
@@ -174,6 +213,7 @@ fn c_failures_return_negative_statuses_and_a_sentence() {
 
 #[test]
 fn a_c_server_hands_out_open_exec_and_close_in_order() {
+    let _turn = HUB_TURN.lock().unwrap_or_else(|p| p.into_inner());
     let dir = TempDir::new("c-server");
     let d = dir.path().to_str().unwrap().to_string();
     let id = "c-server";
@@ -187,44 +227,47 @@ fn a_c_server_hands_out_open_exec_and_close_in_order() {
                 d.as_ptr(),
                 d.len(),
                 u64::MAX,
+                21,
                 &mut server,
             )
         },
         OK
     );
     let server_addr = server as usize;
-    // The event loop a JavaScript server would run, on its own thread here.
+    // The event loop a JavaScript server runs, on its own thread here.
     let events = std::thread::spawn(move || {
         let server = server_addr as *mut ServerHandle;
         let mut seen = Vec::new();
         loop {
-            let mut e = std::mem::MaybeUninit::<ServerEvent>::uninit();
-            // SAFETY: the server lives until this thread is joined; `e` is valid for a write.
-            let rc = unsafe { shmcall_server_next(server, WAIT.as_nanos() as u64, e.as_mut_ptr()) };
-            assert_eq!(rc, OK, "an event within {WAIT:?}");
-            // SAFETY: `next` returned OK, so it wrote the event.
-            let e = unsafe { e.assume_init() };
+            let e = next_event();
+            assert_eq!(e.owner, 21);
             match e.kind {
                 EVENT_OPEN => {
-                    seen.push(format!("open {}", e.connection));
+                    seen.push(format!("open {}", e.token));
                     // SAFETY: live server.
-                    unsafe { shmcall_server_opened(server, e.connection, 0) };
+                    unsafe { shmcall_server_opened(server, e.token, 0) };
                 }
                 EVENT_EXEC => {
                     seen.push(format!("exec {}", e.code));
+                    assert!(!e.segment.is_null(), "a slot command names its segment");
                     // SAFETY: the event's areas are valid for their lengths until finish.
                     unsafe {
                         let input = std::slice::from_raw_parts(e.input, e.input_len as usize);
                         let reversed: Vec<u8> = input.iter().rev().copied().collect();
                         std::ptr::copy_nonoverlapping(reversed.as_ptr(), e.output, reversed.len());
-                        shmcall_command_finish(e.command, 3, reversed.len() as u32);
+                        shmcall_command_finish(
+                            e.handle.cast(),
+                            3,
+                            reversed.len() as u32,
+                            std::ptr::null(),
+                        );
                     }
                 }
                 EVENT_CLOSE => {
-                    seen.push(format!("close {}", e.connection));
+                    seen.push(format!("close {}", e.token));
                     return seen;
                 }
-                other => panic!("unknown event kind {other}"),
+                other => panic!("unexpected event kind {other}"),
             }
         }
     });

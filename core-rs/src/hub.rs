@@ -1,0 +1,190 @@
+//! The process-wide hub between the library's threads and one JavaScript thread.
+//!
+//! Library threads (a client's reaper, a server's connection threads) push events — an
+//! asynchronous command finished; a client connected, sent a command, or left — into one
+//! queue. JavaScript drains the queue in one loop of synchronous calls, then says it is idle.
+//! A push rings the doorbell only when it finds JavaScript idle, so a burst costs one ring and
+//! a busy JavaScript thread is never interrupted.
+//!
+//! The doorbell is whatever the JavaScript side registered: a Node-API threadsafe function
+//! (`napi.rs`), which queues a call on the event loop without blocking the ringing thread; or,
+//! without one, the condition variable that [`Hub::wait`] (a `nonblocking` FFI call) sleeps on.
+//!
+//! The idle handshake is the store-buffer pattern: JavaScript stores `idle` then loads the
+//! queue length; a pusher stores the length then swaps `idle`. With all four SeqCst, at least
+//! one side sees the other, so an event is never left in the queue with no ring.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::client::Ticket;
+use crate::server::{Command, ConnInfo};
+
+/// One thing for JavaScript to do.
+#[derive(Debug)]
+pub enum Event {
+    /// An asynchronous command of client `client` finished; `token` is JavaScript's.
+    Completion {
+        /// JavaScript's id of the client.
+        client: u64,
+        /// JavaScript's id of the command.
+        token: u64,
+        /// The finished command.
+        ticket: Box<Ticket>,
+    },
+    /// A client connected to server `server`; answer with `opened`.
+    Open {
+        /// JavaScript's id of the server.
+        server: u64,
+        /// The connection.
+        conn: ConnInfo,
+    },
+    /// A command arrived at server `server`.
+    Exec {
+        /// JavaScript's id of the server.
+        server: u64,
+        /// The connection it came on.
+        conn: u64,
+        /// The command, to finish.
+        command: Box<Command>,
+    },
+    /// A connection of server `server` ended after draining.
+    Close {
+        /// JavaScript's id of the server.
+        server: u64,
+        /// The connection.
+        conn: u64,
+    },
+}
+
+type Bell = Box<dyn Fn() + Send + Sync>;
+
+/// See the module doc.
+pub struct Hub {
+    events: Mutex<VecDeque<Event>>,
+    len: AtomicUsize,
+    idle: AtomicBool,
+    bell: Mutex<Option<Bell>>,
+    /// Fallback doorbell: wakes [`Hub::wait`].
+    rung: Condvar,
+    interrupted: AtomicBool,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("len", &self.len.load(Ordering::Relaxed))
+            .field("idle", &self.idle.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// The hub of this process.
+pub static HUB: LazyLock<Hub> = LazyLock::new(|| Hub {
+    events: Mutex::new(VecDeque::new()),
+    len: AtomicUsize::new(0),
+    idle: AtomicBool::new(true),
+    bell: Mutex::new(None),
+    rung: Condvar::new(),
+    interrupted: AtomicBool::new(false),
+});
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hub {
+    /// Queues an event and rings the doorbell if JavaScript is idle.
+    pub fn push(&self, event: Event) {
+        let mut q = lock(&self.events);
+        q.push_back(event);
+        // SeqCst: the pusher's half of the idle handshake (module doc).
+        self.len.fetch_add(1, Ordering::SeqCst);
+        drop(q);
+        if self.idle.load(Ordering::SeqCst) && self.idle.swap(false, Ordering::SeqCst) {
+            self.ring();
+        }
+    }
+
+    fn ring(&self) {
+        if let Some(bell) = lock(&self.bell).as_ref() {
+            bell();
+        }
+        // Also wake a fallback wait, if one is pending; taking the lock orders the notify
+        // after its check of the queue.
+        let _q = lock(&self.events);
+        self.rung.notify_all();
+    }
+
+    /// Takes the next event, if any. JavaScript calls it in a loop until it returns `None`.
+    pub fn next(&self) -> Option<Event> {
+        let mut q = lock(&self.events);
+        let e = q.pop_front();
+        if e.is_some() {
+            self.len.fetch_sub(1, Ordering::SeqCst);
+        }
+        e
+    }
+
+    /// JavaScript is about to go idle: returns `true` if it may (nothing arrived), `false` if
+    /// events arrived meanwhile and it should drain again instead. `spin` first polls for that
+    /// long, so that a steady stream of events is taken without a doorbell.
+    pub fn idle(&self, spin: Duration) -> bool {
+        if !spin.is_zero() {
+            let start = Instant::now();
+            while start.elapsed() < spin {
+                for _ in 0..64 {
+                    if self.len.load(Ordering::Relaxed) > 0 {
+                        return false;
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        // SeqCst: JavaScript's half of the idle handshake (module doc).
+        self.idle.store(true, Ordering::SeqCst);
+        if self.len.load(Ordering::SeqCst) > 0 {
+            // Take idleness back unless a pusher already did (and rang).
+            self.idle.swap(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Installs (or removes) the doorbell.
+    pub fn set_bell(&self, bell: Option<Bell>) {
+        *lock(&self.bell) = bell;
+    }
+
+    /// The fallback doorbell: sleeps until an event is queued, [`Hub::interrupt`] is called,
+    /// or `timeout` passes. Returns whether events are queued.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let q = lock(&self.events);
+        let (q, _) = self
+            .rung
+            .wait_timeout_while(q, timeout, |q| {
+                q.is_empty() && !self.interrupted.swap(false, Ordering::SeqCst)
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        !q.is_empty()
+    }
+
+    /// Ends a pending [`Hub::wait`] now.
+    pub fn interrupt(&self) {
+        let _q = lock(&self.events);
+        self.interrupted.store(true, Ordering::SeqCst);
+        self.rung.notify_all();
+    }
+
+    /// Events queued now.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::SeqCst)
+    }
+
+    /// Whether no event is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
