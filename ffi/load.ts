@@ -27,18 +27,12 @@ export function libraryCandidates(): string[] {
   return candidates;
 }
 
-/**
- * Opens the first candidate that loads.
- *
- * @throws {Error} listing every path tried and why each failed; `cause` holds the failures.
- */
-export function loadLibrary(
-  candidates: string[] = libraryCandidates(),
-): Deno.DynamicLibrary<typeof symbols> {
+/** Opens the first candidate that loads; the failure lists every path tried. */
+function openFirst(candidates: string[]): LoadedLibrary {
   const failures: { path: string; error: unknown }[] = [];
   for (const path of candidates) {
     try {
-      return Deno.dlopen(path, symbols);
+      return { lib: Deno.dlopen(path, symbols), path };
     } catch (error) {
       failures.push({ path, error });
     }
@@ -55,10 +49,32 @@ export function loadLibrary(
   );
 }
 
-let opened: Deno.DynamicLibrary<typeof symbols> | undefined;
+interface LoadedLibrary {
+  lib: Deno.DynamicLibrary<typeof symbols>;
+  path: string;
+}
+
+/**
+ * Opens the first candidate that loads.
+ *
+ * @throws {Error} listing every path tried and why each failed; `cause` holds the failures.
+ */
+export function loadLibrary(
+  candidates: string[] = libraryCandidates(),
+): Deno.DynamicLibrary<typeof symbols> {
+  return openFirst(candidates).lib;
+}
+
+let opened: LoadedLibrary | undefined;
 
 /** The library, opened on first use and kept for the life of the process. */
 export function library(): Symbols {
-  opened ??= loadLibrary();
-  return opened.symbols;
+  opened ??= openFirst(libraryCandidates());
+  return opened.lib.symbols;
+}
+
+/** The path of the opened library (to load it again as a Node-API addon). */
+export function libraryPath(): string {
+  opened ??= openFirst(libraryCandidates());
+  return opened.path;
 }

@@ -21,13 +21,18 @@ export const symbols = {
       "buffer", // const uint8_t* dir (may be empty)
       "usize", //  size_t dir_len
       "u64", //    uint64_t spin_ns (UINT64_MAX: default)
+      "u64", //    uint64_t id (names the client in hub events)
       "buffer", // ClientHandle** out
+      "buffer", // uint8_t* error (the failure's sentence)
+      "usize", //  size_t error_cap
     ],
     result: "i32",
+    // Off the JavaScript thread: a server of this process runs `open` meanwhile.
+    nonblocking: true,
   },
-  // int32_t shmcall_client_segment(ClientHandle*, uint8_t** base, size_t* len)
+  // int32_t shmcall_client_segment(ClientHandle*, uint8_t** base, size_t* len, SegmentRef** out)
   shmcall_client_segment: {
-    parameters: ["pointer", "buffer", "buffer"],
+    parameters: ["pointer", "buffer", "buffer", "buffer"],
     result: "i32",
   },
   // int32_t shmcall_client_close(ClientHandle*)
@@ -57,11 +62,6 @@ export const symbols = {
     parameters: ["pointer", "pointer", "u64"],
     result: "i32",
   },
-  // int32_t shmcall_client_poll(ClientHandle*, uint64_t timeout_ns, uint64_t* token, Ticket** out)
-  shmcall_client_poll: {
-    parameters: ["pointer", "u64", "buffer", "buffer"],
-    result: "i32",
-  },
   // int32_t shmcall_ticket_answer(Ticket*, int32_t* status, uint32_t* length, uint8_t** output)
   shmcall_ticket_answer: {
     parameters: ["pointer", "buffer", "buffer", "buffer"],
@@ -69,6 +69,8 @@ export const symbols = {
   },
   // int32_t shmcall_ticket_free(Ticket*)
   shmcall_ticket_free: { parameters: ["pointer"], result: "i32" },
+  // int32_t shmcall_segment_release(SegmentRef*)
+  shmcall_segment_release: { parameters: ["pointer"], result: "i32" },
 
   shmcall_server_serve: {
     parameters: [
@@ -77,13 +79,9 @@ export const symbols = {
       "buffer", // const uint8_t* dir (may be empty)
       "usize", //  size_t dir_len
       "u64", //    uint64_t spin_ns (UINT64_MAX: default)
+      "u64", //    uint64_t id (names the server in hub events)
       "buffer", // ServerHandle** out
     ],
-    result: "i32",
-  },
-  // int32_t shmcall_server_next(ServerHandle*, uint64_t timeout_ns, ServerEvent* event)
-  shmcall_server_next: {
-    parameters: ["pointer", "u64", "buffer"],
     result: "i32",
   },
   // int32_t shmcall_server_opened(ServerHandle*, uint64_t connection, int32_t status)
@@ -91,13 +89,27 @@ export const symbols = {
     parameters: ["pointer", "u64", "i32"],
     result: "i32",
   },
-  // int32_t shmcall_command_finish(Command*, int32_t status, uint32_t length)
+  // int32_t shmcall_command_finish(Command*, int32_t status, uint32_t length, const uint8_t* output)
   shmcall_command_finish: {
-    parameters: ["pointer", "i32", "u32"],
+    parameters: ["pointer", "i32", "u32", "buffer"],
+    result: "i32",
+  },
+  // int32_t shmcall_command_segment(Command*, uint8_t** base, size_t* len, SegmentRef** out)
+  shmcall_command_segment: {
+    parameters: ["pointer", "buffer", "buffer", "buffer"],
     result: "i32",
   },
   // int32_t shmcall_server_free(ServerHandle*)
   shmcall_server_free: { parameters: ["pointer"], result: "i32" },
+
+  // int32_t shmcall_hub_next(HubEvent* event)
+  shmcall_hub_next: { parameters: ["buffer"], result: "i32" },
+  // int32_t shmcall_hub_idle(uint64_t spin_ns)
+  shmcall_hub_idle: { parameters: ["u64"], result: "i32" },
+  // int32_t shmcall_hub_wait(uint64_t timeout_ns), the fallback doorbell: off the JS thread
+  shmcall_hub_wait: { parameters: ["u64"], result: "i32", nonblocking: true },
+  // int32_t shmcall_hub_interrupt(void)
+  shmcall_hub_interrupt: { parameters: [], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded library's symbols. */

@@ -1,7 +1,7 @@
 /**
- * Thin typed wrappers over the C surface: out-parameters, error sentences, and views of the
- * areas. The public client and server are built on these; nothing here is exported by
- * `mod.ts`.
+ * Typed primitives over the C surface: out-parameters, error sentences, hub events, and views
+ * of shared memory. The public client and server are built on these; nothing here is exported
+ * by `mod.ts`.
  *
  * @module
  */
@@ -9,14 +9,17 @@
 import { library } from "../ffi/load.ts";
 import { IpcError } from "./errors.ts";
 
-const OK = 0;
-const EMPTY = 1;
-const DEFAULT_SPIN = 0xffff_ffff_ffff_ffffn;
+/** Success. */
+export const OK = 0;
+/** Nothing ready. */
+export const EMPTY = 1;
+/** Spin budget meaning "the core's default". */
+export const DEFAULT_SPIN = 0xffff_ffff_ffff_ffffn;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-// Out-parameter scratch space, reused: JavaScript calls into the library one at a time.
+// Out-parameter scratch space, reused: JavaScript calls into the library one call at a time.
 const out64 = [new BigUint64Array(1), new BigUint64Array(1), new BigUint64Array(1)] as const;
 const outI32 = new Int32Array(1);
 const outU32 = new Uint32Array(1);
@@ -53,136 +56,258 @@ function pointer(value: bigint): Deno.PointerObject {
   return p;
 }
 
-function view(address: bigint, length: number): Uint8Array {
+/**
+ * A view of foreign memory. Only for memory that outlives every use of the view: segments
+ * (kept mapped by a {@linkcode Mapping}) and buffers read or written at once, inside this
+ * module's callers, before the C call that may free them.
+ */
+export function foreignView(address: bigint, length: number): Uint8Array {
   if (length === 0) return new Uint8Array(0);
   return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(pointer(address), length));
 }
 
-/** Where the server should run a command: its default, inline, or on its worker pool. */
-export type Mode = 0 | 1 | 2;
+// A segment is released when the last view over it becomes unreachable: every area handed to
+// user code is a subarray of one view per segment, so they share its ArrayBuffer.
+const segments = new FinalizationRegistry<Deno.PointerObject>((ref) => {
+  library().shmcall_segment_release(ref);
+});
 
-/** A command between begin and free: its handle and its areas. */
-export interface RawTicket {
-  /** The native ticket. */
-  handle: Deno.PointerObject;
-  /** The input area (a view of shared memory unless the command takes the backup path). */
-  input: Uint8Array;
-  /** The output area, at its full capacity. */
-  output: Uint8Array;
-}
+/** One view over a whole segment, which stays mapped while the view is reachable. */
+export class Mapping {
+  readonly base: bigint;
+  readonly view: Uint8Array;
 
-/** A finished command's answer. */
-export interface RawAnswer {
-  /** The server's status (>= 0). */
-  status: number;
-  /** Output bytes written. */
-  length: number;
-}
-
-/**
- * A connection through the C surface. Views of areas point into the segment and are valid
- * until {@linkcode RawClient.free}.
- */
-export class RawClient {
-  readonly handle: Deno.PointerObject;
-  #base: bigint;
-  #segment: Uint8Array;
-
-  private constructor(handle: Deno.PointerObject) {
-    this.handle = handle;
-    check(library().shmcall_client_segment(handle, out64[0], out64[1]));
-    this.#base = out64[0][0]!;
-    // One view over the whole segment; areas are subarrays of it (views cost ~0.6 µs each).
-    this.#segment = view(this.#base, Number(out64[1][0]!));
+  constructor(base: bigint, length: number, ref: Deno.PointerObject) {
+    this.base = base;
+    this.view = foreignView(base, length);
+    segments.register(this.view.buffer, ref);
   }
 
-  /** Connects to `icId`; `dir` overrides the socket directory, `spinNs` the spin budget. */
-  static connect(icId: string, options: { dir?: string; spinNs?: bigint } = {}): RawClient {
-    const id = encoder.encode(icId);
-    const dir = encoder.encode(options.dir ?? "");
-    check(
-      library().shmcall_client_connect(
-        id,
-        BigInt(id.length),
-        dir,
-        BigInt(dir.length),
-        options.spinNs ?? DEFAULT_SPIN,
-        out64[0],
-      ),
-    );
-    return new RawClient(pointer(out64[0][0]!));
-  }
-
-  #area(address: bigint, length: number): Uint8Array {
-    const offset = address - this.#base;
-    if (offset >= 0n && offset + BigInt(length) <= BigInt(this.#segment.length)) {
-      return this.#segment.subarray(Number(offset), Number(offset) + length);
-    }
-    // A backup-path buffer on the heap.
-    return view(address, length);
-  }
-
-  /** Takes a slot (or backup buffers) for a command. */
-  begin(code: number, inputLength: number, outputCapacity: number, mode: Mode = 0): RawTicket {
-    check(
-      library().shmcall_client_begin(
-        this.handle,
-        code,
-        inputLength,
-        outputCapacity,
-        mode,
-        out64[0],
-        out64[1],
-        out64[2],
-      ),
-    );
-    return {
-      handle: pointer(out64[0][0]!),
-      input: this.#area(out64[1][0]!, inputLength),
-      output: this.#area(out64[2][0]!, outputCapacity),
-    };
-  }
-
-  /** Sends the command and waits for its answer inside this one call. */
-  call(ticket: RawTicket): RawAnswer {
-    check(library().shmcall_client_call(this.handle, ticket.handle, outI32, outU32));
-    return { status: outI32[0]!, length: outU32[0]! };
-  }
-
-  /** Sends the command; its ticket comes back from {@linkcode RawClient.poll} with `token`. */
-  submit(ticket: RawTicket, token: bigint): void {
-    check(library().shmcall_client_submit(this.handle, ticket.handle, token));
-  }
-
-  /** The next finished asynchronous command, waiting up to `timeoutNs`. */
-  poll(timeoutNs: bigint): { token: bigint; handle: Deno.PointerObject } | undefined {
-    const rc = check(library().shmcall_client_poll(this.handle, timeoutNs, out64[0], out64[1]));
-    if (rc === EMPTY) return undefined;
-    return { token: out64[0][0]!, handle: pointer(out64[1][0]!) };
-  }
-
-  /** The answer of a finished command and its output, cut to the reported length. */
-  answer(handle: Deno.PointerObject): RawAnswer & { output: Uint8Array } {
-    check(library().shmcall_ticket_answer(handle, outI32, outU32, out64[0]));
-    const length = outU32[0]!;
-    return { status: outI32[0]!, length, output: this.#area(out64[0][0]!, length) };
-  }
-
-  /** Gives the ticket's slot back. */
-  freeTicket(handle: Deno.PointerObject): void {
-    check(library().shmcall_ticket_free(handle));
-  }
-
-  /** Closes the connection (idempotent). */
-  close(): void {
-    check(library().shmcall_client_close(this.handle));
-  }
-
-  /** Closes and frees the connection; views of its areas must not be used afterwards. */
-  free(): void {
-    this.#segment = new Uint8Array(0);
-    check(library().shmcall_client_free(this.handle));
+  /** The area at `address` if it lies in this segment, else `undefined`. */
+  area(address: bigint, length: number): Uint8Array | undefined {
+    const offset = address - this.base;
+    if (offset < 0n || offset + BigInt(length) > BigInt(this.view.length)) return undefined;
+    const start = Number(offset);
+    return this.view.subarray(start, start + length);
   }
 }
 
-export { EMPTY, OK };
+function text(value: string): [Uint8Array, bigint] {
+  const b = encoder.encode(value);
+  return [b, BigInt(b.length)];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+/** Connects (off this thread); `id` names the client in hub events. */
+export async function clientConnect(
+  icId: string,
+  dir: string | undefined,
+  spinNs: bigint,
+  id: bigint,
+): Promise<Deno.PointerObject> {
+  const [ic, icLen] = text(icId);
+  const [d, dLen] = text(dir ?? "");
+  // Buffers of its own: the call runs while other calls use the shared scratch space.
+  const out = new BigUint64Array(1);
+  const error = new Uint8Array(1024);
+  const rc = await library().shmcall_client_connect(
+    ic,
+    icLen,
+    d,
+    dLen,
+    spinNs,
+    id,
+    out,
+    error,
+    BigInt(error.length),
+  );
+  if (rc < 0) {
+    const end = error.indexOf(0);
+    throw new IpcError(rc, decoder.decode(end < 0 ? error : error.subarray(0, end)));
+  }
+  return pointer(out[0]!);
+}
+
+/** The client's segment, mapped for as long as the returned view is reachable. */
+export function clientSegment(client: Deno.PointerObject): Mapping {
+  check(library().shmcall_client_segment(client, out64[0], out64[1], out64[2]));
+  return new Mapping(out64[0][0]!, Number(out64[1][0]!), pointer(out64[2][0]!));
+}
+
+/** A ticket and the addresses of its areas. */
+export interface Begun {
+  ticket: Deno.PointerObject;
+  input: bigint;
+  output: bigint;
+}
+
+/** Takes a slot (or backup buffers) for a command. */
+export function clientBegin(
+  client: Deno.PointerObject,
+  code: number,
+  inputLength: number,
+  outputCapacity: number,
+  mode: number,
+): Begun {
+  check(
+    library().shmcall_client_begin(
+      client,
+      code,
+      inputLength,
+      outputCapacity,
+      mode,
+      out64[0],
+      out64[1],
+      out64[2],
+    ),
+  );
+  return { ticket: pointer(out64[0][0]!), input: out64[1][0]!, output: out64[2][0]! };
+}
+
+/** Sends and waits inside this call; the server's status and output length. */
+export function clientCall(
+  client: Deno.PointerObject,
+  ticket: Deno.PointerObject,
+): { status: number; length: number } {
+  check(library().shmcall_client_call(client, ticket, outI32, outU32));
+  return { status: outI32[0]!, length: outU32[0]! };
+}
+
+/** Sends; the finished ticket comes back as a hub completion with `token`. */
+export function clientSubmit(
+  client: Deno.PointerObject,
+  ticket: Deno.PointerObject,
+  token: bigint,
+): void {
+  check(library().shmcall_client_submit(client, ticket, token));
+}
+
+/** The address of a finished ticket's output area. */
+export function ticketOutput(ticket: Deno.PointerObject): bigint {
+  check(library().shmcall_ticket_answer(ticket, outI32, outU32, out64[0]));
+  return out64[0][0]!;
+}
+
+/** Frees a ticket and gives its slot back. */
+export function ticketFree(ticket: Deno.PointerObject): void {
+  check(library().shmcall_ticket_free(ticket));
+}
+
+/** Closes the connection and frees the handle. */
+export function clientFree(client: Deno.PointerObject): void {
+  check(library().shmcall_client_free(client));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server
+
+/** Serves; `id` names the server in hub events. */
+export function serverServe(
+  icId: string,
+  dir: string | undefined,
+  spinNs: bigint,
+  id: bigint,
+): Deno.PointerObject {
+  const [ic, icLen] = text(icId);
+  const [d, dLen] = text(dir ?? "");
+  check(library().shmcall_server_serve(ic, icLen, d, dLen, spinNs, id, out64[0]));
+  return pointer(out64[0][0]!);
+}
+
+/** Answers an open: 0 accepts, a negative status refuses. */
+export function serverOpened(server: Deno.PointerObject, conn: bigint, status: number): void {
+  check(library().shmcall_server_opened(server, conn, status));
+}
+
+/** Answers a command (copying `output` into its area first, when given) and frees it. */
+export function commandFinish(
+  command: Deno.PointerObject,
+  status: number,
+  length: number,
+  output: Uint8Array | null,
+): void {
+  check(library().shmcall_command_finish(command, status, length, output));
+}
+
+/** The segment of a command, mapped for as long as the returned view is reachable. */
+export function commandSegment(command: Deno.PointerObject): Mapping | undefined {
+  check(library().shmcall_command_segment(command, out64[0], out64[1], out64[2]));
+  const ref = Deno.UnsafePointer.create(out64[2][0]!);
+  return ref === null ? undefined : new Mapping(out64[0][0]!, Number(out64[1][0]!), ref);
+}
+
+/** Stops the server and frees the handle. */
+export function serverFree(server: Deno.PointerObject): void {
+  check(library().shmcall_server_free(server));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hub
+
+/** Hub event kinds (core-rs/src/ffi.rs). */
+export const EVENT = { COMPLETION: 1, OPEN: 2, EXEC: 3, CLOSE: 4 } as const;
+
+const eventBytes = new Uint8Array(80);
+const ev = new DataView(eventBytes.buffer);
+
+/** The fields of the event {@linkcode hubNext} read last (offsets of `HubEvent`). */
+export const event = {
+  get kind(): number {
+    return ev.getUint32(0, true);
+  },
+  get code(): number {
+    return ev.getInt32(4, true);
+  },
+  get owner(): bigint {
+    return ev.getBigUint64(8, true);
+  },
+  get token(): bigint {
+    return ev.getBigUint64(16, true);
+  },
+  get handle(): Deno.PointerObject {
+    return pointer(ev.getBigUint64(24, true));
+  },
+  get input(): bigint {
+    return ev.getBigUint64(32, true);
+  },
+  get output(): bigint {
+    return ev.getBigUint64(40, true);
+  },
+  get segment(): bigint {
+    return ev.getBigUint64(48, true);
+  },
+  get inputLength(): number {
+    return ev.getUint32(64, true);
+  },
+  get outputLength(): number {
+    return ev.getUint32(68, true);
+  },
+  get pid(): number {
+    return ev.getInt32(72, true);
+  },
+  get uid(): number {
+    return ev.getUint32(76, true);
+  },
+};
+
+/** Takes the next hub event into {@linkcode event}; false when there is none. */
+export function hubNext(): boolean {
+  return check(library().shmcall_hub_next(eventBytes)) === OK;
+}
+
+/** Polls for `spinNs`, then arms the doorbell; false when events arrived meanwhile. */
+export function hubIdle(spinNs: bigint): boolean {
+  return library().shmcall_hub_idle(spinNs) === 1;
+}
+
+/** The fallback doorbell: resolves when events are queued, on interrupt, or on timeout. */
+export function hubWait(timeoutNs: bigint): Promise<number> {
+  return library().shmcall_hub_wait(timeoutNs);
+}
+
+/** Ends a pending {@linkcode hubWait}. */
+export function hubInterrupt(): void {
+  library().shmcall_hub_interrupt();
+}

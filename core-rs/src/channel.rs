@@ -217,6 +217,14 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event nobody waits on yet.
+    pub const fn new() -> Event {
+        Event {
+            epoch: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
+        }
+    }
+
     /// Tells every waiter to re-check its condition.
     #[inline]
     pub fn notify(&self) {
@@ -230,20 +238,39 @@ impl Event {
 
     /// Returns once `done()` is true: spins for `spin`, then sleeps between notifications.
     pub fn wait_until(&self, spin: Spin, done: impl Fn() -> bool) {
+        self.wait_until_for(spin, None, done);
+    }
+
+    /// As [`Event::wait_until`], but gives up at `timeout` (when given); returns whether
+    /// `done()` became true.
+    pub fn wait_until_for(
+        &self,
+        spin: Spin,
+        timeout: Option<Duration>,
+        done: impl Fn() -> bool,
+    ) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
         if spin.run(|| done().then_some(())).is_some() {
-            return;
+            return true;
         }
         loop {
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return done(),
+                },
+                None => None,
+            };
             self.sleepers.fetch_add(1, Ordering::SeqCst);
             let seen = self.epoch.load(Ordering::SeqCst);
             if done() {
                 self.sleepers.fetch_sub(1, Ordering::SeqCst);
-                return;
+                return true;
             }
-            futex::wait(&self.epoch, seen, None, Scope::Private);
+            futex::wait(&self.epoch, seen, left, Scope::Private);
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
             if done() {
-                return;
+                return true;
             }
         }
     }

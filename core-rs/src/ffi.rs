@@ -207,11 +207,14 @@ pub struct ClientHandle {
 
 /// Connects to `ic_id`. `dir` (may be empty) overrides the socket directory; `spin_ns` is the
 /// spin budget before sleeping (`u64::MAX` keeps the default); `id` names the client in the
-/// completions it delivers to the hub.
+/// completions it delivers to the hub. On failure the sentence is also copied into `error`
+/// (up to `error_cap` bytes, NUL-padded), because JavaScript calls this off its own thread
+/// (a server of the same process must be able to run `open` meanwhile), where
+/// [`shmcall_last_error`] cannot see it.
 ///
 /// # Safety
 /// `ic_id` and `dir` are valid for their lengths (or null with length 0); `out` is valid for a
-/// write of a pointer.
+/// write of a pointer; `error` is null or valid for writes of `error_cap` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_client_connect(
     ic_id: *const u8,
@@ -221,11 +224,13 @@ pub unsafe extern "C" fn shmcall_client_connect(
     spin_ns: u64,
     id: u64,
     out: *mut *mut ClientHandle,
+    error: *mut u8,
+    error_cap: usize,
 ) -> i32 {
     if out.is_null() {
         return invalid("out is null");
     }
-    guard(|| {
+    let rc = guard(|| {
         // SAFETY: forwarded contract.
         let (ic, socket_dir, spin) =
             match unsafe { endpoint_args(ic_id, ic_id_len, dir, dir_len, spin_ns) } {
@@ -246,7 +251,12 @@ pub unsafe extern "C" fn shmcall_client_connect(
             }
             Err(e) => fail(e),
         }
-    })
+    });
+    if rc < 0 && !error.is_null() {
+        // SAFETY: the caller promised `error` is valid for `error_cap` bytes.
+        unsafe { shmcall_last_error(error, error_cap) };
+    }
+    rc
 }
 
 /// A reference that keeps the client's segment mapped, with its first byte and length. Areas
@@ -826,12 +836,12 @@ pub unsafe extern "C" fn shmcall_command_segment(
     OK
 }
 
-/// JavaScript drained the hub and is about to go idle: first polls for `spin_ns` for more
+/// JavaScript drained the hub and is about to go idle: first waits up to `wait_ns` for more
 /// events, then arms the doorbell. Returns 1 when it may go idle, 0 when events arrived (drain
 /// again).
 #[unsafe(no_mangle)]
-pub extern "C" fn shmcall_hub_idle(spin_ns: u64) -> i32 {
-    i32::from(HUB.idle(Duration::from_nanos(spin_ns)))
+pub extern "C" fn shmcall_hub_idle(wait_ns: u64) -> i32 {
+    i32::from(HUB.idle(Duration::from_nanos(wait_ns)))
 }
 
 /// The fallback doorbell, for a `nonblocking` call: sleeps until an event is queued,

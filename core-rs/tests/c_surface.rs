@@ -52,6 +52,8 @@ fn connect(dir: &TempDir, ic_id: &str) -> Result<*mut ClientHandle, i32> {
             u64::MAX,
             11,
             &mut client,
+            std::ptr::null_mut(),
+            0,
         )
     };
     if rc == OK { Ok(client) } else { Err(rc) }

@@ -3,6 +3,8 @@
 //! ```text
 //! shmcall-peer serve  <ic-id> [--dir D] [--workers N] [--spin-us N] [--log FILE] [--verbose]
 //! shmcall-peer client <ic-id> [--dir D] --hold N     (issues N held commands, then waits)
+//! shmcall-peer client <ic-id> [--dir D] --major M    (connects speaking protocol major M;
+//!                                                     prints `error <STATUS> <why>` on failure)
 //! shmcall-peer socket-echo <socket-path>             (echoes u32-LE-length-prefixed frames)
 //! ```
 //!
@@ -48,6 +50,7 @@ struct Args {
     log: Option<PathBuf>,
     hold: usize,
     verbose: bool,
+    major: Option<u16>,
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> Args {
@@ -60,6 +63,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Args {
         log: None,
         hold: 0,
         verbose: false,
+        major: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -72,6 +76,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Args {
             "--log" => a.log = Some(value().into()),
             "--hold" => a.hold = value().parse().expect("--hold N"),
             "--verbose" => a.verbose = true,
+            "--major" => a.major = Some(value().parse().expect("--major M")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -249,7 +254,16 @@ fn main() {
             if let Some(spin) = args.spin {
                 options.spin = spin;
             }
-            let client = Client::connect(&args.ic_id, &options).expect("connect");
+            if let Some(major) = args.major {
+                options.protocol_major = major;
+            }
+            let client = match Client::connect(&args.ic_id, &options) {
+                Ok(c) => c,
+                Err(e) => {
+                    say(&format!("error {} {}", e.status(), e.message()));
+                    std::process::exit(3);
+                }
+            };
             for _ in 0..args.hold {
                 client
                     .execute_async(

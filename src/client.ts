@@ -1,0 +1,438 @@
+/**
+ * The client: {@linkcode connect} and {@linkcode Client.execute}.
+ *
+ * @module
+ */
+
+import { IpcError } from "./errors.ts";
+import * as hub from "./hub.ts";
+import * as native from "./native.ts";
+import { Status } from "./status.ts";
+import { checkIcId, checkSocketDir } from "./validate.ts";
+
+/** Largest input or output area a command may have, in bytes (64 MiB). */
+export const MAX_AREA = 64 << 20;
+
+/** How {@linkcode connect} connects. */
+export interface ConnectOptions {
+  /** The socket directory; by default `$SHMCALL_DIR`, `$XDG_RUNTIME_DIR/shmcall` or `/tmp/shmcall-<uid>`. */
+  socketDir?: string;
+  /** How long a waiting thread spins before it sleeps, in microseconds (default 50). */
+  spinMicros?: number;
+}
+
+/** A command's result. */
+export interface ExecuteResult {
+  /** The server's status (>= 0; library failures are thrown as {@linkcode IpcError}). */
+  status: number;
+  /** The number of output bytes the server wrote. */
+  length: number;
+  /**
+   * The output: by default a copy of the output area into `output` (or a fresh array),
+   * `length` bytes; with an `outputPost` callback, what it returned if that is a
+   * `Uint8Array`, else `output` (or an empty array).
+   */
+  output: Uint8Array;
+}
+
+/** Called last for an asynchronous command, with its result and the `context` option. */
+export type Completion<C> = (result: ExecuteResult, context: C) => void;
+
+/** One command's options. The areas handed to callbacks are views of shared memory. */
+export interface ExecuteOptions<C = unknown> {
+  /** Bytes to send. */
+  input?: Uint8Array;
+  /** The input area's size; defaults to `input.length`. */
+  inputLength?: number;
+  /** A buffer that receives the output. */
+  output?: Uint8Array;
+  /** The output area's capacity; defaults to `output.length` (0 without `output`). */
+  outputLength?: number;
+  /** Fills the input area before sending; the default copies `input` into it. */
+  inputPrepare?: (area: Uint8Array, input: Uint8Array | undefined) => void;
+  /** Prepares the output area before sending; the default does nothing. */
+  outputPrepare?: (area: Uint8Array, output: Uint8Array | undefined) => void;
+  /** Sees the input area after the server finished; the default does nothing. */
+  inputPost?: (area: Uint8Array, input: Uint8Array | undefined) => void;
+  /**
+   * Reads the output area (cut to the reported length) after the server finished; the
+   * default copies it into `output`, or into a fresh array.
+   */
+  outputPost?: (area: Uint8Array, output: Uint8Array | undefined) => Uint8Array | void;
+  /** Makes the call asynchronous: called last, then the Promise settles. */
+  completion?: Completion<C>;
+  /** Handed to `completion`. */
+  context?: C;
+  /** Run on the thread that receives it (`true`) or the server's pool (`false`); default: the server's choice. */
+  inline?: boolean;
+}
+
+type Callback = "inputPrepare" | "outputPrepare" | "inputPost" | "outputPost" | "completion";
+const CALLBACKS: Callback[] = [
+  "inputPrepare",
+  "outputPrepare",
+  "inputPost",
+  "outputPost",
+  "completion",
+];
+
+/** A command between `begin` and its end, with the areas user code sees. */
+interface InFlight {
+  begun: native.Begun;
+  /** Areas user code sees: views of the segment, or arrays of ours on the backup path. */
+  input: Uint8Array;
+  output: Uint8Array;
+  backup: boolean;
+  options: ExecuteOptions<unknown>;
+}
+
+interface Pending extends InFlight {
+  resolve: (r: ExecuteResult) => void;
+  reject: (e: unknown) => void;
+}
+
+function checkLength(name: string, value: number): void {
+  if (!Number.isInteger(value) || value < 0 || value > MAX_AREA) {
+    throw new RangeError(`${name} must be an integer from 0 to ${MAX_AREA}, received ${value}`);
+  }
+}
+
+function checkOptions(code: unknown, o: ExecuteOptions<unknown>): [number, number] {
+  if (typeof code !== "number" || !Number.isInteger(code) || code < 0 || code > 0xffff_ffff) {
+    throw new RangeError(`code must be an integer from 0 to 4294967295, received ${String(code)}`);
+  }
+  if (o.input !== undefined && !(o.input instanceof Uint8Array)) {
+    throw new TypeError(`input must be a Uint8Array, received ${typeof o.input}`);
+  }
+  if (o.output !== undefined && !(o.output instanceof Uint8Array)) {
+    throw new TypeError(`output must be a Uint8Array, received ${typeof o.output}`);
+  }
+  for (const name of CALLBACKS) {
+    const f = o[name];
+    if (f !== undefined && typeof f !== "function") {
+      throw new TypeError(`${name} must be a function, received ${typeof f}`);
+    }
+  }
+  if (o.inline !== undefined && typeof o.inline !== "boolean") {
+    throw new TypeError(`inline must be a boolean, received ${typeof o.inline}`);
+  }
+  const inputLength = o.inputLength ?? o.input?.length ?? 0;
+  checkLength("inputLength", inputLength);
+  if (o.input !== undefined && o.inputPrepare === undefined && o.input.length > inputLength) {
+    throw new RangeError(
+      `input of ${o.input.length} bytes does not fit inputLength ${inputLength}`,
+    );
+  }
+  const outputLength = o.outputLength ?? o.output?.length ?? 0;
+  checkLength("outputLength", outputLength);
+  if (o.output !== undefined && o.outputPost === undefined && o.output.length < outputLength) {
+    throw new RangeError(
+      `output of ${o.output.length} bytes is shorter than outputLength ${outputLength}`,
+    );
+  }
+  return [inputLength, outputLength];
+}
+
+/**
+ * A connection to a server. Create one with {@linkcode connect}.
+ *
+ * @example
+ * ```ts ignore
+ * import { connect } from "./mod.ts";
+ *
+ * using client = await connect("kv");
+ * const { status, output } = client.execute(1, { input: new Uint8Array([1, 2]), outputLength: 64 });
+ * ```
+ */
+export class Client {
+  #handle: Deno.PointerObject | null;
+  readonly #id: bigint;
+  readonly #segment: native.Mapping;
+  readonly #pending = new Map<bigint, Pending>();
+  #nextToken = 1n;
+  readonly #icId: string;
+  readonly #endpoint: string;
+
+  /** @internal Use {@linkcode connect}. */
+  constructor(icId: string, socketDir: string | undefined, id: bigint, handle: Deno.PointerObject) {
+    this.#icId = icId;
+    this.#endpoint = hub.endpointKey(icId, socketDir);
+    this.#id = id;
+    this.#handle = handle;
+    this.#segment = native.clientSegment(handle);
+    hub.adopt(id, this);
+  }
+
+  /** The ic id this client is connected to. */
+  get icId(): string {
+    return this.#icId;
+  }
+
+  /** Whether {@linkcode Client.close} was called. */
+  get closed(): boolean {
+    return this.#handle === null;
+  }
+
+  /**
+   * Issues one command **synchronously**: the thread waits inside one call and the result is
+   * returned. Library failures throw {@linkcode IpcError}; the server's own statuses are
+   * returned.
+   *
+   * @param code The operation code, an integer from 0 to 2^32 - 1.
+   * @param options The input, the output, the callbacks.
+   * @returns The server's status, the output length and the output.
+   * @throws {IpcError} On a library failure: `PEER_TERMINATED`, `HANDLER_FAILED`, `CLOSED`, …
+   * @throws {TypeError | RangeError} On a bad argument, naming it.
+   */
+  execute(
+    code: number,
+    options?: ExecuteOptions<unknown> & { completion?: undefined },
+  ): ExecuteResult;
+  /**
+   * Issues one command **asynchronously** (because `completion` is given): returns a Promise
+   * at once; when the server finished, the post callbacks and `completion` run, then it
+   * settles. Library failures call `completion` with the failure's status and reject with
+   * {@linkcode IpcError}.
+   *
+   * @param code The operation code, an integer from 0 to 2^32 - 1.
+   * @param options The input, the output, the callbacks, `completion` and its `context`.
+   * @returns A Promise of the server's status, the output length and the output.
+   * @throws {TypeError | RangeError} On a bad argument, naming it (synchronously).
+   */
+  execute<C>(
+    code: number,
+    options: ExecuteOptions<C> & { completion: Completion<C> },
+  ): Promise<ExecuteResult>;
+  execute<C>(
+    code: number,
+    options: ExecuteOptions<C> = {},
+  ): ExecuteResult | Promise<ExecuteResult> {
+    const o = options as ExecuteOptions<unknown>;
+    const [inputLength, outputLength] = checkOptions(code, o);
+    const handle = this.#open();
+    const mode = o.inline === undefined ? 0 : o.inline ? 1 : 2;
+    const begun = native.clientBegin(handle, code, inputLength, outputLength, mode);
+    const flight = this.#areas(begun, inputLength, outputLength, o);
+    try {
+      if (o.inputPrepare) o.inputPrepare(flight.input, o.input);
+      else if (o.input) flight.input.set(o.input);
+      o.outputPrepare?.(flight.output, o.output);
+      if (flight.backup) native.foreignView(begun.input, inputLength).set(flight.input);
+    } catch (e) {
+      native.ticketFree(begun.ticket);
+      throw e;
+    }
+    if (o.completion === undefined) {
+      if (hub.served.has(this.#endpoint)) {
+        native.ticketFree(begun.ticket);
+        // The server's handlers run on this very thread, which would be blocked waiting.
+        throw new IpcError(
+          Status.INVALID_ARGUMENT,
+          `Cannot execute synchronously on '${this.#icId}': it is served by this same thread, whose exec could never run while it waits; pass a completion`,
+        );
+      }
+      try {
+        const { status, length } = native.clientCall(handle, begun.ticket);
+        return this.#finish(flight, status, length);
+      } finally {
+        native.ticketFree(begun.ticket);
+      }
+    }
+    const token = this.#nextToken++;
+    return new Promise<ExecuteResult>((resolve, reject) => {
+      native.clientSubmit(handle, begun.ticket, token);
+      this.#pending.set(token, { ...flight, resolve, reject });
+      hub.hold();
+    });
+  }
+
+  #open(): Deno.PointerObject {
+    if (this.#handle === null) {
+      throw new IpcError(Status.CLOSED, `the client of '${this.#icId}' is closed`);
+    }
+    return this.#handle;
+  }
+
+  /** The areas user code sees for a begun command. */
+  #areas(
+    begun: native.Begun,
+    inputLength: number,
+    outputLength: number,
+    options: ExecuteOptions<unknown>,
+  ): InFlight {
+    const input = this.#segment.area(begun.input, inputLength);
+    const output = this.#segment.area(begun.output, outputLength);
+    if (input !== undefined && output !== undefined) {
+      return { begun, input, output, backup: false, options };
+    }
+    // The backup path: the core's buffers live only as long as the ticket, so user code gets
+    // arrays of its own, copied in before sending and out after the answer.
+    return {
+      begun,
+      input: new Uint8Array(inputLength),
+      output: new Uint8Array(outputLength),
+      backup: true,
+      options,
+    };
+  }
+
+  /** Runs the post callbacks on a finished command and makes its result. */
+  #finish(f: InFlight, status: number, length: number): ExecuteResult {
+    const o = f.options;
+    let area: Uint8Array;
+    if (f.backup) {
+      f.output.set(native.foreignView(native.ticketOutput(f.begun.ticket), length));
+      area = f.output.subarray(0, length);
+    } else {
+      area = f.output.subarray(0, length);
+    }
+    o.inputPost?.(f.input, o.input);
+    let output: Uint8Array;
+    if (o.outputPost) {
+      const made = o.outputPost(area, o.output);
+      output = made instanceof Uint8Array ? made : (o.output ?? new Uint8Array(0));
+    } else if (o.output) {
+      o.output.set(area);
+      output = o.output.subarray(0, length);
+    } else {
+      output = area.slice();
+    }
+    return { status, length, output };
+  }
+
+  /** @internal A completion from the hub. */
+  onEvent(): void {
+    const token = native.event.token;
+    const ticket = native.event.handle;
+    const p = this.#pending.get(token);
+    if (p === undefined) {
+      native.ticketFree(ticket);
+      return;
+    }
+    this.#pending.delete(token);
+    hub.release();
+    hub.needTurn();
+    const status = native.event.code;
+    if (status < 0) {
+      const error = new IpcError(status, native.lastError());
+      native.ticketFree(ticket);
+      try {
+        p.options.completion?.({ status, length: 0, output: new Uint8Array(0) }, p.options.context);
+      } catch {
+        // The Promise rejects with the library failure either way.
+      }
+      p.reject(error);
+      return;
+    }
+    let result: ExecuteResult;
+    try {
+      result = this.#finish(
+        { ...p, begun: { ...p.begun, ticket } },
+        status,
+        native.event.outputLength,
+      );
+    } catch (e) {
+      p.reject(e);
+      return;
+    } finally {
+      native.ticketFree(ticket);
+    }
+    try {
+      p.options.completion?.(result, p.options.context);
+      p.resolve(result);
+    } catch (e) {
+      p.reject(e);
+    }
+  }
+
+  /**
+   * Closes the connection: commands in flight fail with `CLOSED` (their Promises reject at
+   * the next turn of the event loop). Idempotent.
+   */
+  close(): void {
+    if (this.#handle === null) return;
+    const handle = this.#handle;
+    this.#handle = null;
+    native.clientFree(handle);
+    if (this.#pending.size === 0) hub.unregister(this.#id);
+    else this.#unregisterWhenSettled();
+  }
+
+  #unregisterWhenSettled(): void {
+    const all = [...this.#pending.values()].map((p) =>
+      new Promise<void>((done) => {
+        const { resolve, reject } = p;
+        p.resolve = (r) => {
+          resolve(r);
+          done();
+        };
+        p.reject = (e) => {
+          reject(e);
+          done();
+        };
+      })
+    );
+    void Promise.all(all).then(() => hub.unregister(this.#id));
+  }
+
+  /** Same as {@linkcode Client.close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** Same as {@linkcode Client.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+}
+
+/**
+ * Connects to the server of `icId`: the first contact creates the connection's shared
+ * segment and hands it over; it resolves once the server's `open` ran.
+ *
+ * @param icId The server's name: 1 to 100 characters of `A-Z a-z 0-9 . _ -`.
+ * @param options The socket directory, the spin budget.
+ * @returns The connected client.
+ * @throws {IpcError} `NOT_FOUND` when no server listens, `VERSION_MISMATCH`, `PERMISSION_DENIED`, …
+ * @throws {TypeError | RangeError} On a bad argument, naming it.
+ *
+ * @example
+ * ```ts ignore
+ * import { connect } from "./mod.ts";
+ *
+ * await using client = await connect("kv");
+ * const result = await client.execute(1, {
+ *   input: new TextEncoder().encode("key"),
+ *   outputLength: 64,
+ *   completion: (r) => console.log("done with status", r.status),
+ * });
+ * ```
+ */
+export async function connect(icId: string, options: ConnectOptions = {}): Promise<Client> {
+  checkIcId(icId);
+  checkSocketDir(options.socketDir);
+  if (
+    options.spinMicros !== undefined &&
+    !(Number.isFinite(options.spinMicros) && options.spinMicros >= 0)
+  ) {
+    throw new RangeError(`spinMicros must be a number >= 0, received ${options.spinMicros}`);
+  }
+  const spin = options.spinMicros === undefined
+    ? native.DEFAULT_SPIN
+    : BigInt(Math.round(options.spinMicros * 1000));
+  // The id is taken before connecting so that the core can name this client in its events;
+  // the connect itself runs off this thread, and the hub is drained meanwhile (a server of
+  // this process must run `open` before the connection is made).
+  const id = hub.register(undefined);
+  hub.hold();
+  try {
+    const handle = await native.clientConnect(icId, options.socketDir, spin, id);
+    return new Client(icId, options.socketDir, id, handle);
+  } catch (e) {
+    hub.unregister(id);
+    throw e;
+  } finally {
+    hub.release();
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * How events reach JavaScript: library threads queue them in the core's hub, and this module
+ * drains the hub in one loop of synchronous calls whenever the doorbell rings.
+ *
+ * The doorbell is a Node-API threadsafe function: the core library is loaded a second time,
+ * as an addon, with `process.dlopen` (the same `.so`, so the same hub), and rings it only when
+ * this thread said it is idle (FACTS.md: ~2 µs, against tens for a `nonblocking` call per
+ * event). Where that is unavailable, or `SHMCALL_DOORBELL=wait`, a single interruptible
+ * `nonblocking` wait stands in.
+ *
+ * The process stays alive while something is live — an open server, an asynchronous command
+ * not yet settled — and not a moment longer: the threadsafe function is weak, and a timer
+ * that does nothing is the only thing that holds the event loop, cleared when nothing is live.
+ *
+ * @module
+ */
+
+import process from "node:process";
+import { libraryPath } from "../ffi/load.ts";
+import * as native from "./native.ts";
+import { Status } from "./status.ts";
+
+/** Something that receives hub events: a client (completions) or a server (the rest). */
+export interface Owner {
+  /** Handles the event in {@linkcode native.event}. */
+  onEvent(): void;
+}
+
+const owners = new Map<bigint, Owner>();
+let nextId = 1n;
+let live = 0;
+let keepalive: ReturnType<typeof setInterval> | undefined;
+let doorbell: "napi" | "wait" | undefined;
+let waiting = false;
+
+/**
+ * How long a drain waits for more events before going idle while something is live: a steady
+ * stream is then taken without a doorbell. The core sleeps through it (no spinning) and a
+ * push wakes it in microseconds.
+ */
+const IDLE_WAIT_NS = 50_000n;
+
+/** Set when a dispatch left work for the event loop (a settled Promise, an async handler). */
+let turnNeeded = false;
+
+/**
+ * Says that the current dispatch left work that only the event loop can run (Promise
+ * reactions): the drain then goes idle at once instead of waiting for more events.
+ */
+export function needTurn(): void {
+  turnNeeded = true;
+}
+
+/** The endpoints served by this thread, as `socketDir \0 icId`. */
+export const served = new Set<string>();
+
+/** The key of an endpoint in {@linkcode served}. */
+export function endpointKey(icId: string, socketDir: string | undefined): string {
+  return `${socketDir ?? ""}\0${icId}`;
+}
+
+/**
+ * Registers an owner of events (or reserves an id for one that {@linkcode adopt} names
+ * later); returns the id the core uses to name it.
+ */
+export function register(owner: Owner | undefined): bigint {
+  installDoorbell();
+  const id = nextId++;
+  if (owner !== undefined) owners.set(id, owner);
+  return id;
+}
+
+/** Names the owner of an id reserved with `register(undefined)`. */
+export function adopt(id: bigint, owner: Owner): void {
+  owners.set(id, owner);
+}
+
+/** Forgets an owner: its later events are cleaned up without it. */
+export function unregister(id: bigint): void {
+  owners.delete(id);
+}
+
+/** Something needs the process to stay alive until the matching {@linkcode release}. */
+export function hold(): void {
+  if (live++ === 0) {
+    keepalive = setInterval(() => {}, 1 << 30);
+    if (doorbell === "wait") void waitLoop();
+  }
+}
+
+/** The matching end of a {@linkcode hold}. */
+export function release(): void {
+  if (--live === 0) {
+    clearInterval(keepalive);
+    keepalive = undefined;
+    if (waiting) native.hubInterrupt();
+  }
+}
+
+function installDoorbell(): void {
+  if (doorbell !== undefined) return;
+  doorbell = "wait";
+  if (Deno.env.get("SHMCALL_DOORBELL") === "wait") return;
+  try {
+    const addon = { exports: {} as { setDoorbell?: (ring: () => void) => void } };
+    process.dlopen(addon, libraryPath());
+    addon.exports.setDoorbell?.(drain);
+    if (addon.exports.setDoorbell) doorbell = "napi";
+  } catch {
+    // No Node-API here: the fallback wait serves.
+  }
+}
+
+/** The fallback doorbell: one pending `nonblocking` wait while something is live. */
+async function waitLoop(): Promise<void> {
+  if (waiting) return;
+  waiting = true;
+  try {
+    while (live > 0) {
+      await native.hubWait(1_000_000_000n);
+      drain();
+    }
+  } finally {
+    waiting = false;
+  }
+}
+
+/**
+ * Handles every queued event, then goes idle — after a short wait while something is live
+ * and nothing waits for the event loop, so that back-to-back events are taken without a ring.
+ */
+export function drain(): void {
+  turnNeeded = false;
+  do {
+    while (native.hubNext()) dispatch();
+  } while (!native.hubIdle(live > 0 && !turnNeeded ? IDLE_WAIT_NS : 0n));
+}
+
+function dispatch(): void {
+  const owner = owners.get(native.event.owner);
+  if (owner !== undefined) {
+    owner.onEvent();
+    return;
+  }
+  // The owner is gone (closed): answer what must be answered, free what must be freed.
+  switch (native.event.kind) {
+    case native.EVENT.COMPLETION:
+      native.ticketFree(native.event.handle);
+      break;
+    case native.EVENT.EXEC:
+      native.commandFinish(native.event.handle, Status.CLOSED, 0, null);
+      break;
+  }
+}

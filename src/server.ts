@@ -1,0 +1,279 @@
+/**
+ * The server: {@linkcode serve} and its handlers.
+ *
+ * @module
+ */
+
+import * as hub from "./hub.ts";
+import * as native from "./native.ts";
+import { Status } from "./status.ts";
+import { checkIcId, checkSocketDir } from "./validate.ts";
+
+/** Who a connection is with. */
+export interface ConnInfo {
+  /** The server's id for this connection. */
+  id: number;
+  /** The client process's id. */
+  pid: number;
+  /** The client process's user id. */
+  uid: number;
+}
+
+/** One command, as a handler sees it. */
+export interface ServerCommand {
+  /** The operation code. */
+  code: number;
+  /** The input area: a view of shared memory (a copy on the backup path). */
+  input: Uint8Array;
+  /** The output area, as long as its capacity. */
+  output: Uint8Array;
+}
+
+/** What `exec` answers: the output status (default 0) and length (default 0). */
+export interface ExecResult {
+  /** The output status, the server's own (>= 0). */
+  status?: number;
+  /** The number of output bytes written. */
+  length?: number;
+}
+
+/** A server's handlers. `C` is the user context `open` returns. */
+export interface Handlers<C> {
+  /** A client connected; the value (or what its Promise resolves to) is the connection's context. Throwing refuses the client. */
+  open?: (conn: ConnInfo) => C | Promise<C>;
+  /** One command; a throw or rejection fails that command with `HANDLER_FAILED`. */
+  exec: (
+    command: ServerCommand,
+    conn: ConnInfo,
+    context: C,
+  ) => ExecResult | void | Promise<ExecResult | void>;
+  /** The connection ended, after its commands drained; once per `open`. */
+  close?: (conn: ConnInfo, context: C) => void;
+}
+
+/** How {@linkcode serve} serves. */
+export interface ServeOptions {
+  /** The socket directory; see {@linkcode ConnectOptions.socketDir}. */
+  socketDir?: string;
+  /** How long a connection's thread spins for the next command before it sleeps, in µs. */
+  spinMicros?: number;
+}
+
+interface Connection<C> {
+  info: ConnInfo;
+  context: C;
+  /** The client's segment, viewed once per connection. */
+  segment: native.Mapping | undefined;
+}
+
+/**
+ * A running server. Create one with {@linkcode serve}.
+ *
+ * @example
+ * ```ts ignore
+ * import { serve } from "./mod.ts";
+ *
+ * await using server = await serve("echo", {
+ *   exec: ({ input, output }) => {
+ *     output.set(input);
+ *     return { length: input.length };
+ *   },
+ * });
+ * ```
+ */
+export class Server<C = unknown> {
+  #handle: Deno.PointerObject | null;
+  readonly #id: bigint;
+  readonly #handlers: Handlers<C>;
+  readonly #connections = new Map<bigint, Connection<C>>();
+  readonly #icId: string;
+  readonly #key: string;
+
+  /** @internal Use {@linkcode serve}. */
+  constructor(icId: string, handlers: Handlers<C>, options: ServeOptions) {
+    this.#icId = icId;
+    this.#handlers = handlers;
+    this.#id = hub.register(this);
+    try {
+      const spin = options.spinMicros === undefined
+        ? native.DEFAULT_SPIN
+        : BigInt(Math.round(options.spinMicros * 1000));
+      this.#handle = native.serverServe(icId, options.socketDir, spin, this.#id);
+    } catch (e) {
+      hub.unregister(this.#id);
+      throw e;
+    }
+    this.#key = hub.endpointKey(icId, options.socketDir);
+    hub.served.add(this.#key);
+    hub.hold();
+  }
+
+  /** The ic id served. */
+  get icId(): string {
+    return this.#icId;
+  }
+
+  /** @internal An open, exec or close from the hub. */
+  onEvent(): void {
+    const e = native.event;
+    switch (e.kind) {
+      case native.EVENT.OPEN:
+        return this.#open(e.token, { id: Number(e.token), pid: e.pid, uid: e.uid });
+      case native.EVENT.EXEC:
+        return this.#exec(e.token);
+      case native.EVENT.CLOSE:
+        return this.#close(e.token);
+    }
+  }
+
+  #open(token: bigint, info: ConnInfo): void {
+    const accept = (context: C) => {
+      const handle = this.#handle;
+      if (handle === null) return;
+      this.#connections.set(token, { info, context, segment: undefined });
+      native.serverOpened(handle, token, 0);
+    };
+    const refuse = () => {
+      if (this.#handle !== null) native.serverOpened(this.#handle, token, Status.HANDLER_FAILED);
+    };
+    try {
+      const made = this.#handlers.open?.(info) as C | Promise<C>;
+      if (made instanceof Promise) {
+        hub.needTurn();
+        made.then(accept, refuse);
+      } else accept(made);
+    } catch {
+      refuse();
+    }
+  }
+
+  #exec(token: bigint): void {
+    const e = native.event;
+    const command = e.handle;
+    const conn = this.#connections.get(token);
+    if (conn === undefined) {
+      native.commandFinish(command, Status.HANDLER_FAILED, 0, null);
+      return;
+    }
+    let input: Uint8Array | undefined;
+    let output: Uint8Array | undefined;
+    if (e.segment !== 0n) {
+      conn.segment ??= native.commandSegment(command);
+      input = conn.segment?.area(e.input, e.inputLength);
+      output = conn.segment?.area(e.output, e.outputLength);
+    }
+    let backup: Uint8Array | null = null;
+    if (input === undefined || output === undefined) {
+      // The backup path: the command's buffers live only until it is finished, so the
+      // handler gets arrays of its own; the output is copied back at finish.
+      input = native.foreignView(e.input, e.inputLength).slice();
+      output = backup = new Uint8Array(e.outputLength);
+    }
+    const cmd: ServerCommand = { code: e.code >>> 0, input, output };
+    const finish = (r: ExecResult | void) => {
+      const status = r?.status ?? 0;
+      const length = r?.length ?? 0;
+      if (!Number.isInteger(status) || !Number.isInteger(length) || length < 0) {
+        native.commandFinish(command, Status.HANDLER_FAILED, 0, null);
+      } else {
+        native.commandFinish(command, status, length, backup);
+      }
+    };
+    const fail = () => native.commandFinish(command, Status.HANDLER_FAILED, 0, null);
+    try {
+      const r = this.#handlers.exec(cmd, conn.info, conn.context);
+      if (r instanceof Promise) {
+        hub.needTurn();
+        r.then(finish, fail);
+      } else finish(r);
+    } catch {
+      fail();
+    }
+  }
+
+  #close(token: bigint): void {
+    const conn = this.#connections.get(token);
+    if (conn === undefined) return;
+    this.#connections.delete(token);
+    try {
+      this.#handlers.close?.(conn.info, conn.context);
+    } catch {
+      // A failing close handler must not take the event loop with it.
+    }
+  }
+
+  /**
+   * Stops the server: no new clients; connections end (their clients see `PEER_TERMINATED`);
+   * the socket is removed. Idempotent.
+   */
+  close(): Promise<void> {
+    if (this.#handle !== null) {
+      const handle = this.#handle;
+      this.#handle = null;
+      native.serverFree(handle);
+      hub.served.delete(this.#key);
+      // Closes of connections that were open: the core delivers them, but to no one now.
+      for (const [token] of this.#connections) this.#close(token);
+      hub.unregister(this.#id);
+      hub.release();
+    }
+    return Promise.resolve();
+  }
+
+  /** Same as {@linkcode Server.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/**
+ * Serves `icId`: clients connecting to it run `handlers.open`, their commands run
+ * `handlers.exec`, and `handlers.close` runs once per connection when it ends.
+ *
+ * @param icId The name to serve: 1 to 100 characters of `A-Z a-z 0-9 . _ -`.
+ * @param handlers `open`, `exec` and `close`.
+ * @param options The socket directory, the spin budget.
+ * @returns The running server.
+ * @throws {IpcError} `ALREADY_SERVED` when a live server has `icId`, `PERMISSION_DENIED`, …
+ * @throws {TypeError | RangeError} On a bad argument, naming it.
+ *
+ * @example
+ * ```ts ignore
+ * import { serve } from "./mod.ts";
+ *
+ * const server = await serve("upper", {
+ *   exec({ input, output }) {
+ *     for (let i = 0; i < input.length; i++) output[i] = input[i]! & ~0x20;
+ *     return { status: 0, length: input.length };
+ *   },
+ * });
+ * await server.close();
+ * ```
+ */
+export function serve<C = unknown>(
+  icId: string,
+  handlers: Handlers<C>,
+  options: ServeOptions = {},
+): Promise<Server<C>> {
+  try {
+    checkIcId(icId);
+    checkSocketDir(options.socketDir);
+    if (typeof handlers !== "object" || handlers === null) {
+      throw new TypeError(
+        `handlers must be an object, received ${handlers === null ? "null" : typeof handlers}`,
+      );
+    }
+    if (typeof handlers.exec !== "function") {
+      throw new TypeError(`handlers.exec must be a function, received ${typeof handlers.exec}`);
+    }
+    for (const name of ["open", "close"] as const) {
+      const f = handlers[name];
+      if (f !== undefined && typeof f !== "function") {
+        throw new TypeError(`handlers.${name} must be a function, received ${typeof f}`);
+      }
+    }
+    return Promise.resolve(new Server(icId, handlers, options));
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
