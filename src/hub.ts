@@ -97,6 +97,11 @@ export function release(): void {
   }
 }
 
+/** Which doorbell this process uses: the Node-API one, the fallback wait, or none yet. */
+export function doorbellMode(): "napi" | "wait" | undefined {
+  return doorbell;
+}
+
 function installDoorbell(): void {
   if (doorbell !== undefined) return;
   doorbell = "wait";

@@ -6,6 +6,7 @@
  */
 
 import { connect, serve } from "../../mod.ts";
+import { doorbellMode } from "../../src/hub.ts";
 
 const dir = Deno.makeTempDirSync({ prefix: "shmcall-exits-" });
 Deno.chmodSync(dir, 0o700);
@@ -23,6 +24,7 @@ const r = await client.execute(1, {
   completion: () => {},
 });
 if (r.length !== 3) throw new Error("wrong answer");
+if (Deno.env.get("SHMCALL_DOORBELL") === "wait") console.log(doorbellMode());
 client.close();
 await server.close();
 Deno.removeSync(dir, { recursive: true });
