@@ -139,7 +139,49 @@ export function drain(): void {
   do {
     while (native.hubNext()) dispatch();
   } while (!native.hubIdle(live > 0 && !turnNeeded ? IDLE_WAIT_NS : 0n));
+  // Chain even when nothing is live now: the reaction to the Promise just settled (often the
+  // last live thing) usually issues the next command; the microtask checks again.
+  if (turnNeeded) chainAfterTurn();
 }
+
+/** When the current chain of microtask-driven drains began (see {@linkcode chainAfterTurn}). */
+let chainStart = 0;
+let chained = false;
+/** Longest a chain may keep the event loop from its own turn. */
+const CHAIN_MS = 1;
+
+/**
+ * A drain that resolved Promises had to go idle at once, so that their reactions could run;
+ * those usually issue the next command, whose completion follows within microseconds. A
+ * microtask queued now runs after them and waits briefly for it in the hub, which spares the
+ * doorbell's wake of a sleeping event loop. Chains are cut after {@linkcode CHAIN_MS}, so
+ * timers and I/O still get their turns under a continuous stream.
+ */
+function chainAfterTurn(): void {
+  if (chained) return;
+  const now = performance.now();
+  if (chainStart === 0) chainStart = now;
+  if (now - chainStart > CHAIN_MS) {
+    chainStart = 0;
+    return;
+  }
+  chained = true;
+  // The reaction that issues the next command is a few microtask ticks away (each `await`
+  // in the caller's chain adds one): look again on later ticks until something is live.
+  const tick = (ticks: number) => {
+    if (live === 0 && ticks < CHAIN_TICKS) {
+      queueMicrotask(() => tick(ticks + 1));
+      return;
+    }
+    chained = false;
+    if (live > 0 && !native.hubIdle(IDLE_WAIT_NS)) drain();
+    else chainStart = 0;
+  };
+  queueMicrotask(() => tick(0));
+}
+
+/** Microtask ticks a chain waits for the next command to be issued. */
+const CHAIN_TICKS = 16;
 
 function dispatch(): void {
   const owner = owners.get(native.event.owner);

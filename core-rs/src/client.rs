@@ -36,6 +36,7 @@ use crate::ring::{FutexPark, Ring, Spin};
 use crate::segment::{
     CLASSES, Geometry, MAX_AREA, PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment, SlotRef,
 };
+use crate::server::Poller;
 use crate::slot::{Area, Mode, Request};
 use crate::status::{Error, Status};
 use crate::wire::{self, Message};
@@ -145,6 +146,19 @@ struct Conn {
     ready: Mutex<VecDeque<Finished>>,
     ready_len: AtomicUsize,
     reaper: Mutex<Option<ThreadId>>,
+    /// The thread whose [`Poller`] holds the consumer role (its [`thread_token`]), or 0.
+    polled_by: AtomicU64,
+    /// A poller asks the reaper for the consumer role.
+    yield_wanted: AtomicBool,
+}
+
+/// A number that names the calling thread (never 0), cheaper to compare than a `ThreadId`.
+fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TOKEN.with(|t| *t)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -255,8 +269,12 @@ impl Conn {
     /// has gone (the connection ended and `close` joined it): nothing queued is ever lost.
     fn queue(&self, f: Finished) {
         lock(&self.ready).push_back(f);
-        self.ready_len.fetch_add(1, Ordering::Release);
-        self.bell.notify();
+        self.ready_len.fetch_add(1, Ordering::SeqCst);
+        // A poller that holds the role runs completions itself, soon: no need to wake the
+        // reaper (its `release` rings the bell for whatever is left).
+        if self.polled_by.load(Ordering::SeqCst) == 0 {
+            self.bell.notify();
+        }
         // SeqCst, paired with the reaper's store before its last `run_ready`: either it sees
         // our entry (the mutex orders the push before its pop) or we see it gone.
         if self.reaper_gone.load(Ordering::SeqCst) {
@@ -388,10 +406,14 @@ impl Conn {
                 self.run_ready();
                 return;
             }
-            if self.async_in_ring.load(Ordering::SeqCst) > 0 && self.try_take_role() {
+            if self.async_in_ring.load(Ordering::SeqCst) > 0
+                && !self.yield_wanted.load(Ordering::SeqCst)
+                && self.try_take_role()
+            {
                 self.consume_until(|| {
                     self.async_in_ring.load(Ordering::Acquire) == 0
                         || self.ready_len.load(Ordering::Acquire) > 0
+                        || self.yield_wanted.load(Ordering::SeqCst)
                 });
                 self.give_up_role();
                 continue;
@@ -400,7 +422,8 @@ impl Conn {
                 self.ready_len.load(Ordering::Acquire) > 0
                     || self.drained.load(Ordering::SeqCst)
                     || (self.async_in_ring.load(Ordering::SeqCst) > 0
-                        && !self.consumer.load(Ordering::SeqCst))
+                        && !self.consumer.load(Ordering::SeqCst)
+                        && !self.yield_wanted.load(Ordering::SeqCst))
             });
         }
     }
@@ -622,6 +645,8 @@ impl Client {
             ready: Mutex::new(VecDeque::new()),
             ready_len: AtomicUsize::new(0),
             reaper: Mutex::new(None),
+            polled_by: AtomicU64::new(0),
+            yield_wanted: AtomicBool::new(false),
         });
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -661,6 +686,13 @@ impl Client {
     /// ticket of it, or a holder of [`Client::segment`] exists.
     pub fn segment_mapping(&self) -> (*mut u8, usize) {
         self.conn.segment.mapping()
+    }
+
+    /// A poller that takes this client's answers on the caller's thread (see [`Poller`]): a
+    /// thread that waits for completions it will handle anyway (the JavaScript thread) pops
+    /// them itself, while the reaper sleeps.
+    pub fn poller(&self) -> Arc<dyn Poller> {
+        Arc::new(ClientPoller(self.conn.clone()))
     }
 
     /// The segment, for a caller that must keep it mapped longer than the client (views of it
@@ -804,6 +836,11 @@ impl Client {
                 let st = &conn.slots[slot.index as usize];
                 let done = || st.state.load(Ordering::Acquire) == DONE;
                 while !done() {
+                    if conn.polled_by.load(Ordering::Relaxed) == thread_token() {
+                        // This thread's poller holds the role: this thread is the consumer.
+                        conn.consume_until(done);
+                        continue;
+                    }
                     if conn.try_take_role() {
                         conn.consume_until(done);
                         conn.give_up_role();
@@ -1120,3 +1157,53 @@ pub trait Callbacks {
 pub struct Copying;
 
 impl Callbacks for Copying {}
+
+/// See [`Client::poller`]. It holds the consumer role across polls (asking the reaper for it
+/// when needed) and gives it back on [`Poller::release`].
+struct ClientPoller(Arc<Conn>);
+
+impl Poller for ClientPoller {
+    fn poll(&self) -> bool {
+        let c = &self.0;
+        let me = thread_token();
+        let park = FutexPark::SHARED;
+        let mut took = false;
+        if c.polled_by.load(Ordering::Relaxed) != me {
+            if c.async_in_ring.load(Ordering::SeqCst) > 0 && !c.is_ended() {
+                if c.try_take_role() {
+                    c.polled_by.store(me, Ordering::Relaxed);
+                    c.yield_wanted.store(false, Ordering::SeqCst);
+                } else if !c.yield_wanted.swap(true, Ordering::SeqCst) {
+                    // The reaper may sleep on the SC ring holding the role: wake it to yield.
+                    c.sc.interrupt(&park);
+                }
+            }
+        }
+        if c.polled_by.load(Ordering::Relaxed) == me {
+            while let Some(offset) = c.sc.try_pop(&park) {
+                took = true;
+                if c.dispatch(offset).is_err() {
+                    break;
+                }
+            }
+        }
+        if c.ready_len.load(Ordering::Acquire) > 0 {
+            c.run_ready();
+            took = true;
+        }
+        took
+    }
+
+    fn release(&self) {
+        let c = &self.0;
+        if c.polled_by.load(Ordering::Relaxed) == thread_token() {
+            // SeqCst, paired with `queue`: a completion queued before this store is seen by
+            // the reaper after the bell below; one queued after it rings the bell itself.
+            c.polled_by.store(0, Ordering::SeqCst);
+            c.give_up_role();
+            c.bell.notify();
+        } else if c.yield_wanted.swap(false, Ordering::SeqCst) {
+            c.bell.notify();
+        }
+    }
+}

@@ -245,6 +245,8 @@ pub unsafe extern "C" fn shmcall_client_connect(
         };
         match Client::connect(&ic, &options) {
             Ok(client) => {
+                // JavaScript pops this client's answers itself while it waits for events.
+                HUB.add_poller(id, client.poller());
                 // SAFETY: `out` is non-null and valid for a write.
                 unsafe { put(out, Box::into_raw(Box::new(ClientHandle { client, id }))) };
                 OK
@@ -310,6 +312,7 @@ pub unsafe extern "C" fn shmcall_client_free(client: *mut ClientHandle) -> i32 {
     // SAFETY: the handle came from `Box::into_raw` and the caller gives it up.
     let h = unsafe { Box::from_raw(client) };
     guard(move || {
+        HUB.remove_poller(h.id);
         h.client.close();
         OK
     })
@@ -540,6 +543,7 @@ impl Handler for Queueing {
 /// A server handle.
 #[derive(Debug)]
 pub struct ServerHandle {
+    id: u64,
     server: Mutex<Server>,
     opened: Arc<Opened>,
 }
@@ -582,7 +586,10 @@ pub unsafe extern "C" fn shmcall_server_serve(
         };
         match Server::serve(&ic, handler, options) {
             Ok(server) => {
+                // JavaScript pops this server's rings itself while it waits for events.
+                HUB.add_poller(id, server.poller());
                 let h = Box::new(ServerHandle {
+                    id,
                     server: Mutex::new(server),
                     opened,
                 });
@@ -669,6 +676,7 @@ pub unsafe extern "C" fn shmcall_server_free(server: *mut ServerHandle) -> i32 {
     guard(move || {
         lock(&h.opened.state).closing = true;
         h.opened.changed.notify_all();
+        HUB.remove_poller(h.id);
         lock(&h.server).close();
         OK
     })

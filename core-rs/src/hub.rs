@@ -16,13 +16,13 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::channel::Event as Arrival;
 use crate::client::Ticket;
 use crate::ring::Spin;
-use crate::server::{Command, ConnInfo};
+use crate::server::{Command, ConnInfo, Poller};
 
 /// One thing for JavaScript to do.
 #[derive(Debug)]
@@ -73,6 +73,8 @@ pub struct Hub {
     rung: Condvar,
     /// Wakes JavaScript while it waits briefly in [`Hub::idle`].
     arrived: Arrival,
+    /// Servers whose CS rings JavaScript pops itself while it waits in [`Hub::idle`].
+    pollers: Mutex<Vec<(u64, Arc<dyn Poller>)>>,
     interrupted: AtomicBool,
 }
 
@@ -93,6 +95,7 @@ pub static HUB: LazyLock<Hub> = LazyLock::new(|| Hub {
     bell: Mutex::new(None),
     rung: Condvar::new(),
     arrived: Arrival::new(),
+    pollers: Mutex::new(Vec::new()),
     interrupted: AtomicBool::new(false),
 });
 
@@ -139,15 +142,41 @@ impl Hub {
     /// for an event — sleeping, not spinning, so that it leaves the cores to the threads that
     /// spin on the rings; a push wakes it in a few microseconds, far sooner than a doorbell
     /// wakes an event loop that went back to `epoll`.
+    ///
+    /// With servers registered (see [`Hub::add_poller`]) it spins instead, popping their CS
+    /// rings itself: a command then reaches JavaScript with no thread hop at all, which is
+    /// worth the core; the ring threads sleep meanwhile. Going idle gives their rings back.
     pub fn idle(&self, wait: Duration) -> bool {
-        if !wait.is_zero()
-            && self
-                .arrived
-                .wait_until_for(Spin(Duration::from_micros(2)), Some(wait), || {
-                    self.len.load(Ordering::SeqCst) > 0
-                })
-        {
-            return false;
+        if !wait.is_zero() {
+            let pollers = lock(&self.pollers).clone();
+            if pollers.is_empty() {
+                if self
+                    .arrived
+                    .wait_until_for(Spin(Duration::from_micros(2)), Some(wait), || {
+                        self.len.load(Ordering::SeqCst) > 0
+                    })
+                {
+                    return false;
+                }
+            } else {
+                let deadline = Instant::now() + wait;
+                loop {
+                    for p in &pollers {
+                        p.1.poll();
+                    }
+                    if self.len.load(Ordering::SeqCst) > 0 {
+                        // Keep the rings: JavaScript drains and comes straight back here.
+                        return false;
+                    }
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+                for p in &pollers {
+                    p.1.release();
+                }
+            }
         }
         // SeqCst: JavaScript's half of the idle handshake (module doc).
         self.idle.store(true, Ordering::SeqCst);
@@ -157,6 +186,19 @@ impl Hub {
             return false;
         }
         true
+    }
+
+    /// Lets [`Hub::idle`] pop the CS rings of a server, named by `id`.
+    pub fn add_poller(&self, id: u64, poller: Arc<dyn Poller>) {
+        lock(&self.pollers).push((id, poller));
+    }
+
+    /// Stops popping for server `id`, giving back the rings it held.
+    pub fn remove_poller(&self, id: u64) {
+        let mut pollers = lock(&self.pollers);
+        if let Some(i) = pollers.iter().position(|(p, _)| *p == id) {
+            pollers.swap_remove(i).1.release();
+        }
     }
 
     /// Installs (or removes) the doorbell.

@@ -24,12 +24,12 @@ use std::fmt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::channel::{self, Credentials, Sender};
+use crate::channel::{self, Credentials, Event, Sender};
 use crate::endpoint::Endpoint;
 use crate::ring::{FutexPark, Ring, Spin};
 use crate::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment, SlotRef};
@@ -378,7 +378,20 @@ struct Connection {
     on_violation: ViolationHook,
     backups: Mutex<BackupLoad>,
     backup_freed: Condvar,
+    /// Who pops the CS ring: [`FREE`], [`RING`] (the ring thread) or [`POLLER`].
+    consumer: AtomicU32,
+    /// A poller asks the ring thread for the consumer role.
+    yield_wanted: AtomicBool,
+    /// Wakes the ring thread when a poller gives the role back.
+    role_free: Event,
 }
+
+/// Nobody pops the CS ring.
+const FREE: u32 = 0;
+/// The ring thread pops it.
+const RING: u32 = 1;
+/// A [`Poller`] pops it.
+const POLLER: u32 = 2;
 
 impl Connection {
     #[inline]
@@ -392,6 +405,7 @@ impl Connection {
             self.sender.shutdown();
             self.cs.interrupt(&FutexPark::SHARED);
             self.sc.interrupt(&FutexPark::SHARED);
+            self.role_free.notify();
             // Taking the lock orders this wake after a waiter's check of `ended`.
             drop(lock_ok(&self.backups));
             self.backup_freed.notify_all();
@@ -448,6 +462,22 @@ impl Connection {
 
     fn hold(&self) {
         self.holders.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes the CS consumer role for `who` if nobody has it. Acquire: the previous holder's
+    /// pops (and the ring position it advanced) happen before ours.
+    fn take_role(&self, who: u32) -> bool {
+        self.consumer
+            .compare_exchange(FREE, who, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Gives the consumer role back. Release pairs with `take_role`; the notify wakes a ring
+    /// thread waiting for it.
+    fn give_role(&self) {
+        self.yield_wanted.store(false, Ordering::SeqCst);
+        self.consumer.store(FREE, Ordering::SeqCst);
+        self.role_free.notify();
     }
 
     fn release(&self) {
@@ -512,7 +542,7 @@ struct Shared<H: Handler> {
     uid: u32,
     next_id: AtomicU64,
     closing: AtomicBool,
-    connections: Mutex<HashMap<u64, Arc<Connection>>>,
+    connections: Mutex<HashMap<u64, (Arc<Connection>, Arc<H::Context>)>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -521,6 +551,7 @@ pub struct Server {
     stop: Option<Box<dyn FnOnce() + Send>>,
     endpoint: Endpoint,
     live: Arc<dyn Fn() -> usize + Send + Sync>,
+    poller: Arc<dyn Poller>,
 }
 
 impl fmt::Debug for Server {
@@ -585,13 +616,14 @@ impl Server {
             let shared = shared.clone();
             Arc::new(move || lock_ok(&shared.connections).len())
         };
+        let poller: Arc<dyn Poller> = Arc::new(ServerPoller(shared.clone()));
         let stop = Box::new(move || {
             shared.closing.store(true, Ordering::SeqCst);
             // Wakes `accept` (it returns EINVAL on a shut-down listener).
             // SAFETY: `listener` owns a valid socket descriptor for the duration of the call.
             unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&*listener), libc::SHUT_RDWR) };
             let _ = acceptor.join();
-            for conn in lock_ok(&shared.connections).values() {
+            for (conn, _) in lock_ok(&shared.connections).values() {
                 conn.end();
             }
             let threads = std::mem::take(&mut *lock_ok(&shared.threads));
@@ -611,6 +643,7 @@ impl Server {
             stop: Some(stop),
             endpoint,
             live,
+            poller,
         })
     }
 
@@ -622,6 +655,13 @@ impl Server {
     /// Connections open now.
     pub fn connections(&self) -> usize {
         (self.live)()
+    }
+
+    /// A poller that pops this server's CS rings on the caller's thread (see [`Poller`]). A
+    /// thread that waits for the commands it will run anyway (the JavaScript thread) takes
+    /// them this way without a hop from the ring thread.
+    pub fn poller(&self) -> Arc<dyn Poller> {
+        self.poller.clone()
     }
 
     /// Stops accepting, ends every connection (their commands in progress still finish and
@@ -846,6 +886,9 @@ fn handshake<H: Handler>(
         },
         backups: Mutex::new(BackupLoad::default()),
         backup_freed: Condvar::new(),
+        consumer: AtomicU32::new(FREE),
+        yield_wanted: AtomicBool::new(false),
+        role_free: Event::new(),
     });
     conn.sender.set_timeout(Some(shared.options.send_timeout))?;
     let context = catch_unwind(AssertUnwindSafe(|| shared.handler.open(&info)))
@@ -857,7 +900,7 @@ fn handshake<H: Handler>(
             let _ = catch_unwind(AssertUnwindSafe(|| shared.handler.close(&info, &context)));
         }));
     }
-    lock_ok(&shared.connections).insert(info.id, conn.clone());
+    lock_ok(&shared.connections).insert(info.id, (conn.clone(), context.clone()));
     // `close` may have ended the connections it found just before we inserted ours: it set
     // `closing` before taking the map's lock, so after our insert we see it, and end ourselves.
     if shared.closing.load(Ordering::SeqCst) {
@@ -883,62 +926,151 @@ fn handshake<H: Handler>(
     Ok((conn, context))
 }
 
+/// Validates one CS ring entry and runs (or queues) its command. `false` means the client broke
+/// the protocol and the connection has been dropped.
+fn take_command<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    conn: &Arc<Connection>,
+    context: &Arc<H::Context>,
+    offset: u32,
+) -> bool {
+    let layout = conn.segment.layout();
+    let Some(slot) = layout.locate(offset) else {
+        conn.violation(
+            format!("CS ring entry {offset:#x} is not the offset of a slot"),
+            true,
+        );
+        return false;
+    };
+    if conn.held[slot.index as usize].swap(true, Ordering::AcqRel) {
+        conn.violation(
+            format!("slot {} was pushed while the server held it", slot.index),
+            true,
+        );
+        return false;
+    }
+    // Read once: the client can change the header at any time from here on.
+    let request = conn.segment.header(slot).read_request();
+    let class = layout.classes[slot.class].class;
+    if request.input_len > class.input_capacity || request.output_cap > class.output_capacity {
+        conn.violation(
+            format!(
+                "slot {} asks for {} input and {} output bytes but holds {} and {}",
+                slot.index,
+                request.input_len,
+                request.output_cap,
+                class.input_capacity,
+                class.output_capacity
+            ),
+            true,
+        );
+        return false;
+    }
+    conn.hold();
+    let mut command = Command {
+        conn: conn.clone(),
+        code: request.code,
+        mode: Mode::Default,
+        answered: false,
+        body: Body::Slot { slot, request },
+    };
+    match Mode::from_flags(request.flags) {
+        Some(mode) => {
+            command.mode = mode;
+            dispatch(shared, context, command);
+        }
+        None => command.fail(Status::InvalidCommand),
+    }
+    true
+}
+
+/// The connection's ring thread: pops the CS ring whenever it holds the consumer role, and
+/// hands the role to a poller that asks for it (see [`Server::poller`]).
 fn ring_loop<H: Handler>(
     shared: &Arc<Shared<H>>,
     conn: &Arc<Connection>,
     context: &Arc<H::Context>,
 ) {
     let park = FutexPark::SHARED;
-    let layout = *conn.segment.layout();
-    while let Ok(offset) = conn.cs.pop_blocking(conn.spin, &park, || conn.ended()) {
-        let Some(slot) = layout.locate(offset) else {
-            conn.violation(
-                format!("CS ring entry {offset:#x} is not the offset of a slot"),
-                true,
-            );
-            break;
-        };
-        if conn.held[slot.index as usize].swap(true, Ordering::AcqRel) {
-            conn.violation(
-                format!("slot {} was pushed while the server held it", slot.index),
-                true,
-            );
-            break;
+    'role: while !conn.ended() {
+        if !conn.take_role(RING) {
+            // A poller pops for now; sleep until it gives the role back.
+            conn.role_free.wait_until(Spin(Duration::ZERO), || {
+                conn.ended() || conn.consumer.load(Ordering::SeqCst) == FREE
+            });
+            continue;
         }
-        // Read once: the client can change the header at any time from here on.
-        let request = conn.segment.header(slot).read_request();
-        let class = layout.classes[slot.class].class;
-        if request.input_len > class.input_capacity || request.output_cap > class.output_capacity {
-            conn.violation(
-                format!(
-                    "slot {} asks for {} input and {} output bytes but holds {} and {}",
-                    slot.index,
-                    request.input_len,
-                    request.output_cap,
-                    class.input_capacity,
-                    class.output_capacity
-                ),
-                true,
-            );
-            break;
-        }
-        conn.hold();
-        let mut command = Command {
-            conn: conn.clone(),
-            code: request.code,
-            mode: Mode::Default,
-            answered: false,
-            body: Body::Slot { slot, request },
-        };
-        match Mode::from_flags(request.flags) {
-            Some(mode) => {
-                command.mode = mode;
-                dispatch(shared, context, command);
+        loop {
+            let popped = conn.cs.pop_blocking(conn.spin, &park, || {
+                conn.ended() || conn.yield_wanted.load(Ordering::SeqCst)
+            });
+            match popped {
+                Ok(offset) => {
+                    if !take_command(shared, conn, context, offset) {
+                        conn.give_role();
+                        break 'role;
+                    }
+                }
+                Err(_) => {
+                    conn.give_role();
+                    continue 'role;
+                }
             }
-            None => command.fail(Status::InvalidCommand),
+            if conn.yield_wanted.load(Ordering::SeqCst) {
+                conn.give_role();
+                continue 'role;
+            }
         }
     }
     conn.release();
+}
+
+/// Pops CS rings from outside the ring threads: the JavaScript thread of a Deno server does,
+/// while it waits for events, so that a command reaches it with no thread hop.
+pub trait Poller: Send + Sync {
+    /// Takes the consumer role of every connection it can (asking ring threads for theirs) and
+    /// runs every command waiting on those; returns whether it took any.
+    fn poll(&self) -> bool;
+    /// Gives every role it holds back to the ring threads.
+    fn release(&self);
+}
+
+struct ServerPoller<H: Handler>(Arc<Shared<H>>);
+
+impl<H: Handler> Poller for ServerPoller<H> {
+    fn poll(&self) -> bool {
+        let shared = &self.0;
+        let park = FutexPark::SHARED;
+        let mut took = false;
+        let conns = lock_ok(&shared.connections);
+        for (conn, context) in conns.values() {
+            if conn.ended() {
+                continue;
+            }
+            if conn.consumer.load(Ordering::Relaxed) != POLLER && !conn.take_role(POLLER) {
+                // The ring thread has it: ask for it (once), and wake it if it sleeps.
+                if !conn.yield_wanted.swap(true, Ordering::SeqCst) {
+                    conn.cs.interrupt(&park);
+                }
+                continue;
+            }
+            while let Some(offset) = conn.cs.try_pop(&park) {
+                took = true;
+                if !take_command(shared, conn, context, offset) {
+                    break;
+                }
+            }
+        }
+        took
+    }
+
+    fn release(&self) {
+        for (conn, _) in lock_ok(&self.0.connections).values() {
+            if conn.consumer.load(Ordering::Relaxed) == POLLER {
+                conn.give_role();
+            }
+        }
+    }
 }
 
 /// Runs a command inline or hands it to the pool.
