@@ -1168,15 +1168,16 @@ impl Poller for ClientPoller {
         let me = thread_token();
         let park = FutexPark::SHARED;
         let mut took = false;
-        if c.polled_by.load(Ordering::Relaxed) != me {
-            if c.async_in_ring.load(Ordering::SeqCst) > 0 && !c.is_ended() {
-                if c.try_take_role() {
-                    c.polled_by.store(me, Ordering::Relaxed);
-                    c.yield_wanted.store(false, Ordering::SeqCst);
-                } else if !c.yield_wanted.swap(true, Ordering::SeqCst) {
-                    // The reaper may sleep on the SC ring holding the role: wake it to yield.
-                    c.sc.interrupt(&park);
-                }
+        if c.polled_by.load(Ordering::Relaxed) != me
+            && c.async_in_ring.load(Ordering::SeqCst) > 0
+            && !c.is_ended()
+        {
+            if c.try_take_role() {
+                c.polled_by.store(me, Ordering::Relaxed);
+                c.yield_wanted.store(false, Ordering::SeqCst);
+            } else if !c.yield_wanted.swap(true, Ordering::SeqCst) {
+                // The reaper may sleep on the SC ring holding the role: wake it to yield.
+                c.sc.interrupt(&park);
             }
         }
         if c.polled_by.load(Ordering::Relaxed) == me {

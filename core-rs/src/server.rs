@@ -534,6 +534,9 @@ impl Pool {
     }
 }
 
+/// Open connections by id, each with its user context.
+type Connections<H> = HashMap<u64, (Arc<Connection>, Arc<<H as Handler>::Context>)>;
+
 struct Shared<H: Handler> {
     handler: H,
     options: ServeOptions,
@@ -542,7 +545,7 @@ struct Shared<H: Handler> {
     uid: u32,
     next_id: AtomicU64,
     closing: AtomicBool,
-    connections: Mutex<HashMap<u64, (Arc<Connection>, Arc<H::Context>)>>,
+    connections: Mutex<Connections<H>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
