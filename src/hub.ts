@@ -35,10 +35,16 @@ let waiting = false;
 
 /**
  * How long a drain waits for more events before going idle while something is live: a steady
- * stream is then taken without a doorbell. The core sleeps through it (no spinning) and a
- * push wakes it in microseconds.
+ * stream is then taken without a doorbell (pollers pop the rings meanwhile; without pollers
+ * the core sleeps and a push wakes it in microseconds).
+ *
+ * It must outlast one doorbell wake of a peer's event loop (~100 µs measured here): with a
+ * shorter window, two Deno peers that both went idle once keep answering each other through
+ * doorbells, each giving up before the other's answer arrives — measured at 140 µs per async
+ * round trip with 50 µs, against 6.7 µs with 200 µs, where the first answer re-synchronizes
+ * them.
  */
-const IDLE_WAIT_NS = 50_000n;
+const IDLE_WAIT_NS = 200_000n;
 
 /** Set when a dispatch left work for the event loop (a settled Promise, an async handler). */
 let turnNeeded = false;
@@ -136,12 +142,16 @@ async function waitLoop(): Promise<void> {
  */
 export function drain(): void {
   turnNeeded = false;
-  do {
+  while (true) {
     while (native.hubNext()) dispatch();
-  } while (!native.hubIdle(live > 0 && !turnNeeded ? IDLE_WAIT_NS : 0n));
-  // Chain even when nothing is live now: the reaction to the Promise just settled (often the
-  // last live thing) usually issues the next command; the microtask checks again.
-  if (turnNeeded) chainAfterTurn();
+    if (turnNeeded) {
+      // Promise reactions must run before anything else: the chained microtask goes idle
+      // (or drains again) after them, so the hub stays un-armed and the rings held till then.
+      chainAfterTurn();
+      return;
+    }
+    if (native.hubIdle(live > 0 ? IDLE_WAIT_NS : 0n)) return;
+  }
 }
 
 /** When the current chain of microtask-driven drains began (see {@linkcode chainAfterTurn}). */
@@ -151,31 +161,30 @@ let chained = false;
 const CHAIN_MS = 1;
 
 /**
- * A drain that resolved Promises had to go idle at once, so that their reactions could run;
- * those usually issue the next command, whose completion follows within microseconds. A
- * microtask queued now runs after them and waits briefly for it in the hub, which spares the
- * doorbell's wake of a sleeping event loop. Chains are cut after {@linkcode CHAIN_MS}, so
- * timers and I/O still get their turns under a continuous stream.
+ * A drain that settled Promises returns without going idle, so that their reactions run;
+ * those usually issue the next command, whose answer follows within microseconds. The
+ * microtask queued here runs after them and waits briefly for it in the hub, which spares
+ * the doorbell's wake of a sleeping event loop; either way it ends in `hubIdle`, which arms
+ * the doorbell and gives the rings back when nothing came. Chains are cut after
+ * {@linkcode CHAIN_MS} (with a wait of zero), so timers and I/O still get their turns.
  */
 function chainAfterTurn(): void {
   if (chained) return;
+  chained = true;
   const now = performance.now();
   if (chainStart === 0) chainStart = now;
-  if (now - chainStart > CHAIN_MS) {
-    chainStart = 0;
-    return;
-  }
-  chained = true;
+  const cut = now - chainStart > CHAIN_MS;
   // The reaction that issues the next command is a few microtask ticks away (each `await`
   // in the caller's chain adds one): look again on later ticks until something is live.
   const tick = (ticks: number) => {
-    if (live === 0 && ticks < CHAIN_TICKS) {
+    if (!cut && live === 0 && ticks < CHAIN_TICKS) {
       queueMicrotask(() => tick(ticks + 1));
       return;
     }
     chained = false;
-    if (live > 0 && !native.hubIdle(IDLE_WAIT_NS)) drain();
-    else chainStart = 0;
+    const wait = !cut && live > 0 ? IDLE_WAIT_NS : 0n;
+    if (native.hubIdle(wait)) chainStart = 0;
+    else drain();
   };
   queueMicrotask(() => tick(0));
 }

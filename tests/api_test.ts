@@ -389,3 +389,26 @@ Deno.test("a process whose clients and servers are all closed exits by itself", 
     clearTimeout(timer);
   }
 });
+
+Deno.test("an async command after an idle pause completes, whatever held the rings before", async () => {
+  using dir = tempSocketDir();
+  await using _server = await denoServer("pause", dir.path);
+  using client = await connect("pause", { socketDir: dir.path });
+  for (let round = 0; round < 3; round++) {
+    // A run of back-to-back commands: the pollers of both sides hold the rings meanwhile.
+    for (let i = 0; i < 200; i++) {
+      await client.execute(ECHO, { input: text("run"), outputLength: 3, completion: () => {} });
+    }
+    // Idle long past every wait window: the rings go back to their threads.
+    await new Promise((r) => setTimeout(r, 20));
+    const r = await within(
+      "the command after the pause",
+      client.execute(ECHO, { input: text("after"), outputLength: 5, completion: () => {} }),
+    );
+    assert.equal(str(r.output), "after");
+    assert.equal(
+      str(client.execute(ECHO, { input: text("sync"), outputLength: 4 }).output),
+      "sync",
+    );
+  }
+});

@@ -885,8 +885,12 @@ impl Client {
                 let request = Self::request(&ticket, slot, &conn);
                 *lock(&conn.slots[slot.index as usize].pending) = Some((ticket, completion));
                 self.submit_slot(slot, request, true);
-                // Wakes the reaper so it starts popping answers.
-                conn.bell.notify();
+                // Wakes the reaper so it starts popping answers, unless a poller holds the
+                // role and pops them (a woken reaper would spin for nothing, on a core the
+                // pollers need).
+                if conn.polled_by.load(Ordering::SeqCst) == 0 {
+                    conn.bell.notify();
+                }
             }
             Kind::Backup { input, record, .. } => {
                 let frame = wire::encode_exec(

@@ -143,9 +143,10 @@ impl Hub {
     /// spin on the rings; a push wakes it in a few microseconds, far sooner than a doorbell
     /// wakes an event loop that went back to `epoll`.
     ///
-    /// With servers registered (see [`Hub::add_poller`]) it spins instead, popping their CS
-    /// rings itself: a command then reaches JavaScript with no thread hop at all, which is
-    /// worth the core; the ring threads sleep meanwhile. Going idle gives their rings back.
+    /// With pollers registered (see [`Hub::add_poller`]) it spins instead, popping their rings
+    /// itself: a command or an answer then reaches JavaScript with no thread hop at all, which
+    /// is worth the core; the ring threads sleep meanwhile. Returning `true` (going idle)
+    /// always gives their rings back, so nothing waits for a JavaScript thread that sleeps.
     pub fn idle(&self, wait: Duration) -> bool {
         if !wait.is_zero() {
             let pollers = lock(&self.pollers).clone();
@@ -173,10 +174,11 @@ impl Hub {
                     }
                     std::hint::spin_loop();
                 }
-                for p in &pollers {
-                    p.1.release();
-                }
             }
+        }
+        // Going idle: the rings go back to their threads, which run while JavaScript sleeps.
+        for p in lock(&self.pollers).iter() {
+            p.1.release();
         }
         // SeqCst: JavaScript's half of the idle handshake (module doc).
         self.idle.store(true, Ordering::SeqCst);

@@ -473,9 +473,9 @@ impl Connection {
     }
 
     /// Gives the consumer role back. Release pairs with `take_role`; the notify wakes a ring
-    /// thread waiting for it.
+    /// thread waiting for it. A poller's request (`yield_wanted`) stays set until the poller
+    /// takes the role or stops asking, so a yielding ring thread cannot take it straight back.
     fn give_role(&self) {
-        self.yield_wanted.store(false, Ordering::SeqCst);
         self.consumer.store(FREE, Ordering::SeqCst);
         self.role_free.notify();
     }
@@ -996,10 +996,12 @@ fn ring_loop<H: Handler>(
 ) {
     let park = FutexPark::SHARED;
     'role: while !conn.ended() {
-        if !conn.take_role(RING) {
-            // A poller pops for now; sleep until it gives the role back.
+        if conn.yield_wanted.load(Ordering::SeqCst) || !conn.take_role(RING) {
+            // A poller pops (or asked to) for now; sleep until it gives the role back.
             conn.role_free.wait_until(Spin(Duration::ZERO), || {
-                conn.ended() || conn.consumer.load(Ordering::SeqCst) == FREE
+                conn.ended()
+                    || (conn.consumer.load(Ordering::SeqCst) == FREE
+                        && !conn.yield_wanted.load(Ordering::SeqCst))
             });
             continue;
         }
@@ -1050,12 +1052,15 @@ impl<H: Handler> Poller for ServerPoller<H> {
             if conn.ended() {
                 continue;
             }
-            if conn.consumer.load(Ordering::Relaxed) != POLLER && !conn.take_role(POLLER) {
-                // The ring thread has it: ask for it (once), and wake it if it sleeps.
-                if !conn.yield_wanted.swap(true, Ordering::SeqCst) {
-                    conn.cs.interrupt(&park);
+            if conn.consumer.load(Ordering::Relaxed) != POLLER {
+                if !conn.take_role(POLLER) {
+                    // The ring thread has it: ask for it (once), and wake it if it sleeps.
+                    if !conn.yield_wanted.swap(true, Ordering::SeqCst) {
+                        conn.cs.interrupt(&park);
+                    }
+                    continue;
                 }
-                continue;
+                conn.yield_wanted.store(false, Ordering::SeqCst);
             }
             while let Some(offset) = conn.cs.try_pop(&park) {
                 took = true;
@@ -1071,6 +1076,9 @@ impl<H: Handler> Poller for ServerPoller<H> {
         for (conn, _) in lock_ok(&self.0.connections).values() {
             if conn.consumer.load(Ordering::Relaxed) == POLLER {
                 conn.give_role();
+            } else if conn.yield_wanted.swap(false, Ordering::SeqCst) {
+                // Asked but never took it: the ring thread may go on.
+                conn.role_free.notify();
             }
         }
     }
