@@ -6,12 +6,23 @@
  * data stays in a shared segment. The Rust core (`core-rs/`) carries the transport; this
  * module is its Deno face. Needs `--allow-ffi` and `--allow-env`.
  *
- * @example Checking the protocol this build speaks
+ * @example A server and a client (in one process here; normally two)
  * ```ts
- * import { protocolVersion, Status } from "./mod.ts";
+ * import { connect, serve, Status } from "./mod.ts";
  *
- * console.log(`shmcall protocol ${protocolVersion()}`);
- * console.log(Status.PEER_TERMINATED); // -1
+ * await using _server = await serve("doc-module", {
+ *   exec: ({ input, output }) => {
+ *     output.set(input.map((b) => b + 1));
+ *     return { status: 0, length: input.length };
+ *   },
+ * });
+ * await using client = await connect("doc-module");
+ * const r = await client.execute(1, {
+ *   input: new Uint8Array([1, 2, 3]),
+ *   outputLength: 3,
+ *   completion: () => {},
+ * });
+ * console.log(r.output, Status.PEER_TERMINATED); // Uint8Array(3) [ 2, 3, 4 ] -1
  * ```
  *
  * @module

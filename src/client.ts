@@ -136,12 +136,23 @@ function checkOptions(code: unknown, o: ExecuteOptions<unknown>): [number, numbe
 /**
  * A connection to a server. Create one with {@linkcode connect}.
  *
- * @example
- * ```ts ignore
- * import { connect } from "./mod.ts";
+ * @example A round trip (the server runs in this process here, so the call is asynchronous)
+ * ```ts
+ * import { connect, serve } from "../mod.ts";
  *
- * using client = await connect("kv");
- * const { status, output } = client.execute(1, { input: new Uint8Array([1, 2]), outputLength: 64 });
+ * await using _server = await serve("doc-client", {
+ *   exec: ({ input, output }) => {
+ *     output.set(input);
+ *     return { status: 0, length: input.length };
+ *   },
+ * });
+ * using client = await connect("doc-client");
+ * const r = await client.execute(1, {
+ *   input: new Uint8Array([1, 2, 3]),
+ *   outputLength: 3,
+ *   completion: () => {},
+ * });
+ * console.log(r.output); // Uint8Array(3) [ 1, 2, 3 ]
  * ```
  */
 export class Client {
@@ -397,15 +408,15 @@ export class Client {
  * @throws {IpcError} `NOT_FOUND` when no server listens, `VERSION_MISMATCH`, `PERMISSION_DENIED`, …
  * @throws {TypeError | RangeError} On a bad argument, naming it.
  *
- * @example
- * ```ts ignore
- * import { connect } from "./mod.ts";
+ * @example Connecting, and a command with a completion
+ * ```ts
+ * import { connect, serve } from "../mod.ts";
  *
- * await using client = await connect("kv");
- * const result = await client.execute(1, {
- *   input: new TextEncoder().encode("key"),
- *   outputLength: 64,
- *   completion: (r) => console.log("done with status", r.status),
+ * await using _server = await serve("doc-connect", { exec: () => ({ status: 42 }) });
+ * await using client = await connect("doc-connect");
+ * const result = await client.execute(7, {
+ *   completion: (r, context) => console.log(`status ${r.status} for ${context}`),
+ *   context: "the first command",
  * });
  * ```
  */

@@ -69,16 +69,17 @@ interface Connection<C> {
 /**
  * A running server. Create one with {@linkcode serve}.
  *
- * @example
- * ```ts ignore
- * import { serve } from "./mod.ts";
+ * @example Serving until disposed
+ * ```ts
+ * import { serve } from "../mod.ts";
  *
- * await using server = await serve("echo", {
+ * await using server = await serve("doc-server", {
  *   exec: ({ input, output }) => {
  *     output.set(input);
  *     return { length: input.length };
  *   },
  * });
+ * console.log(server.icId); // "doc-server"
  * ```
  */
 export class Server<C = unknown> {
@@ -237,16 +238,20 @@ export class Server<C = unknown> {
  * @throws {IpcError} `ALREADY_SERVED` when a live server has `icId`, `PERMISSION_DENIED`, …
  * @throws {TypeError | RangeError} On a bad argument, naming it.
  *
- * @example
- * ```ts ignore
- * import { serve } from "./mod.ts";
+ * @example A server whose context counts each connection's commands
+ * ```ts
+ * import { connect, serve } from "../mod.ts";
  *
- * const server = await serve("upper", {
- *   exec({ input, output }) {
- *     for (let i = 0; i < input.length; i++) output[i] = input[i]! & ~0x20;
- *     return { status: 0, length: input.length };
- *   },
+ * const server = await serve("doc-serve", {
+ *   open: () => ({ count: 0 }),
+ *   exec: (_command, _conn, context) => ({ status: ++context.count }),
+ *   close: (conn, context) => console.log(`connection ${conn.id}: ${context.count} commands`),
  * });
+ * const client = await connect("doc-serve");
+ * const second = await client.execute(1, { completion: () => {} })
+ *   .then(() => client.execute(1, { completion: () => {} }));
+ * console.log(second.status); // 2
+ * client.close();
  * await server.close();
  * ```
  */
