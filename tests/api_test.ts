@@ -2,7 +2,7 @@ import "./setup.ts";
 import assert from "node:assert/strict";
 import { connect, type ExecuteResult, IpcError, serve, Status } from "../mod.ts";
 import { fnv1a64 } from "./peers/fnv.ts";
-import { Peer, PEER_BIN, tempSocketDir } from "./peers/spawn.ts";
+import { Peer, PEER_BIN, runScript, tempSocketDir } from "./peers/spawn.ts";
 
 const ECHO = 1;
 const CHECKSUM = 2;
@@ -375,19 +375,9 @@ Deno.test("close() is idempotent, and execute() on a closed client throws CLOSED
 
 Deno.test("a process whose clients and servers are all closed exits by itself", async () => {
   const script = decodeURIComponent(new URL("./peers/exits.ts", import.meta.url).pathname);
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", script],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-  try {
-    const { code, stdout } = await child.output();
-    assert.equal(new TextDecoder().decode(stdout).trim(), "done");
-    assert.equal(code, 0, "it exited by itself, not killed after 15 s");
-  } finally {
-    clearTimeout(timer);
-  }
+  const { code, stdout } = await runScript(script);
+  assert.equal(stdout.trim(), "done");
+  assert.equal(code, 0, "it exited by itself, not killed after 15 s");
 });
 
 Deno.test("an async command after an idle pause completes, whatever held the rings before", async () => {

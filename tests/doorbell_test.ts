@@ -2,7 +2,7 @@ import "./setup.ts";
 import assert from "node:assert/strict";
 import { connect, serve } from "../mod.ts";
 import { doorbellMode } from "../src/hub.ts";
-import { tempSocketDir } from "./peers/spawn.ts";
+import { runScript, tempSocketDir } from "./peers/spawn.ts";
 
 Deno.test("the doorbell is the Node-API threadsafe function when the addon loads", async () => {
   using dir = tempSocketDir();
@@ -17,18 +17,7 @@ Deno.test("the doorbell is the Node-API threadsafe function when the addon loads
 
 Deno.test("the fallback wait serves as the doorbell with SHMCALL_DOORBELL=wait", async () => {
   const script = decodeURIComponent(new URL("./peers/exits.ts", import.meta.url).pathname);
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", script],
-    env: { SHMCALL_DOORBELL: "wait" },
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-  try {
-    const { code, stdout } = await child.output();
-    assert.equal(new TextDecoder().decode(stdout).trim(), "wait\ndone");
-    assert.equal(code, 0, "served, answered, and exited by itself");
-  } finally {
-    clearTimeout(timer);
-  }
+  const { code, stdout } = await runScript(script, { SHMCALL_DOORBELL: "wait" });
+  assert.equal(stdout.trim(), "wait\ndone");
+  assert.equal(code, 0, "served, answered, and exited by itself");
 });

@@ -123,6 +123,30 @@ class LineSplitter extends TransformStream<string, string> {
   }
 }
 
+/**
+ * Runs a Deno script to its end, killing it after `timeoutMs`; its exit code and stdout.
+ * A script killed by the bound exits with a signal's code, which callers' assertions catch.
+ */
+export async function runScript(
+  script: string,
+  env: Record<string, string> = {},
+  timeoutMs = 15_000,
+): Promise<{ code: number; stdout: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script],
+    env,
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  try {
+    const { code, stdout } = await child.output();
+    return { code, stdout: new TextDecoder().decode(stdout) };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A private, owner-only directory for sockets; removed by `Symbol.dispose`. */
 export function tempSocketDir(): { path: string } & Disposable {
   const path = Deno.makeTempDirSync({ prefix: "shmcall-" });
