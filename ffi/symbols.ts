@@ -102,6 +102,12 @@ export const symbols = {
   // int32_t shmcall_server_free(ServerHandle*)
   shmcall_server_free: { parameters: ["pointer"], result: "i32" },
 
+  // int32_t shmcall_hub_claim(void): this thread drains the hub (one JavaScript thread)
+  shmcall_hub_claim: { parameters: [], result: "i32" },
+  // int32_t shmcall_hub_unclaim(void): this thread has no client or server left
+  shmcall_hub_unclaim: { parameters: [], result: "i32" },
+  // uint64_t shmcall_hub_new_id(void): an id unique in the process
+  shmcall_hub_new_id: { parameters: [], result: "u64" },
   // int32_t shmcall_hub_next(HubEvent* event)
   shmcall_hub_next: { parameters: ["buffer"], result: "i32" },
   // int32_t shmcall_hub_idle(uint64_t spin_ns)

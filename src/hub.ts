@@ -27,7 +27,9 @@ export interface Owner {
 }
 
 const owners = new Map<bigint, Owner>();
-let nextId = 1n;
+/** Ids handed out and not yet unregistered (owners, and ids reserved for a pending connect). */
+let registered = 0;
+let claimed = false;
 let live = 0;
 let keepalive: ReturnType<typeof setInterval> | undefined;
 let doorbell: "napi" | "wait" | undefined;
@@ -70,8 +72,14 @@ export function endpointKey(icId: string, socketDir: string | undefined): string
  * later); returns the id the core uses to name it.
  */
 export function register(owner: Owner | undefined): bigint {
-  installDoorbell();
-  const id = nextId++;
+  if (!claimed) {
+    // Throws while another JavaScript thread has clients or servers open.
+    native.hubClaim();
+    claimed = true;
+    installDoorbell();
+  }
+  const id = native.hubNewId();
+  registered++;
   if (owner !== undefined) owners.set(id, owner);
   return id;
 }
@@ -84,6 +92,11 @@ export function adopt(id: bigint, owner: Owner): void {
 /** Forgets an owner: its later events are cleaned up without it. */
 export function unregister(id: bigint): void {
   owners.delete(id);
+  if (--registered === 0 && claimed) {
+    // Nothing of this thread is left: let another thread (the next test file's) take turns.
+    claimed = false;
+    native.hubUnclaim();
+  }
 }
 
 /** Something needs the process to stay alive until the matching {@linkcode release}. */
@@ -108,8 +121,8 @@ export function doorbellMode(): "napi" | "wait" | undefined {
   return doorbell;
 }
 
+/** Installs this thread's doorbell: at each claim, as another thread may have replaced it. */
 function installDoorbell(): void {
-  if (doorbell !== undefined) return;
   doorbell = "wait";
   if (Deno.env.get("SHMCALL_DOORBELL") === "wait") return;
   try {
@@ -139,19 +152,50 @@ async function waitLoop(): Promise<void> {
 /**
  * Handles every queued event, then goes idle — after a short wait while something is live
  * and nothing waits for the event loop, so that back-to-back events are taken without a ring.
+ * One drain lasts at most {@linkcode DRAIN_MS}; then it continues in a task of its own.
  */
 export function drain(): void {
+  const start = performance.now();
   turnNeeded = false;
   while (true) {
-    while (native.hubNext()) dispatch();
+    while (native.hubNext()) {
+      dispatch();
+      if (performance.now() - start > DRAIN_MS) return drainLater();
+    }
     if (turnNeeded) {
       // Promise reactions must run before anything else: the chained microtask goes idle
       // (or drains again) after them, so the hub stays un-armed and the rings held till then.
       chainAfterTurn();
       return;
     }
-    if (native.hubIdle(live > 0 ? IDLE_WAIT_NS : 0n)) return;
+    if (performance.now() - start > DRAIN_MS) {
+      if (native.hubIdle(0n)) chainStart = 0;
+      else drainLater();
+      return;
+    }
+    if (native.hubIdle(live > 0 ? IDLE_WAIT_NS : 0n)) {
+      chainStart = 0;
+      return;
+    }
   }
+}
+
+/** Longest one drain keeps the event loop from its other work (timers, I/O, signals). */
+const DRAIN_MS = 2;
+let drainScheduled = false;
+
+/**
+ * Continues draining in a task of its own, after the event loop's other work: a steady stream
+ * of events must not starve timers and I/O. The hub stays un-armed meanwhile (the timer is
+ * what wakes us), and the rings stay held, so nothing is lost or left unpopped.
+ */
+function drainLater(): void {
+  if (drainScheduled) return;
+  drainScheduled = true;
+  setTimeout(() => {
+    drainScheduled = false;
+    drain();
+  }, 0);
 }
 
 /** When the current chain of microtask-driven drains began (see {@linkcode chainAfterTurn}). */
@@ -165,8 +209,9 @@ const CHAIN_MS = 1;
  * those usually issue the next command, whose answer follows within microseconds. The
  * microtask queued here runs after them and waits briefly for it in the hub, which spares
  * the doorbell's wake of a sleeping event loop; either way it ends in `hubIdle`, which arms
- * the doorbell and gives the rings back when nothing came. Chains are cut after
- * {@linkcode CHAIN_MS} (with a wait of zero), so timers and I/O still get their turns.
+ * the doorbell and gives the rings back when nothing came. A chain older than
+ * {@linkcode CHAIN_MS} does not wait, and continues in a task of its own if work is left, so
+ * timers and I/O still get their turns.
  */
 function chainAfterTurn(): void {
   if (chained) return;
@@ -182,9 +227,11 @@ function chainAfterTurn(): void {
       return;
     }
     chained = false;
-    const wait = !cut && live > 0 ? IDLE_WAIT_NS : 0n;
-    if (native.hubIdle(wait)) chainStart = 0;
-    else drain();
+    if (native.hubIdle(!cut && live > 0 ? IDLE_WAIT_NS : 0n)) chainStart = 0;
+    else if (cut) {
+      chainStart = 0;
+      drainLater();
+    } else drain();
   };
   queueMicrotask(() => tick(0));
 }

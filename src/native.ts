@@ -292,6 +292,21 @@ export const event = {
   },
 };
 
+/** Makes this thread the one that drains the hub; throws while another thread has objects. */
+export function hubClaim(): void {
+  check(library().shmcall_hub_claim());
+}
+
+/** This thread has no client or server left: another may claim the hub. */
+export function hubUnclaim(): void {
+  library().shmcall_hub_unclaim();
+}
+
+/** An id for a client or server, unique in the process (across JavaScript threads). */
+export function hubNewId(): bigint {
+  return library().shmcall_hub_new_id();
+}
+
 /** Takes the next hub event into {@linkcode event}; false when there is none. */
 export function hubNext(): boolean {
   return check(library().shmcall_hub_next(eventBytes)) === OK;

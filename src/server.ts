@@ -29,7 +29,11 @@ export interface ServerCommand {
   output: Uint8Array;
 }
 
-/** What `exec` answers: the output status (default 0) and length (default 0). */
+/**
+ * What `exec` answers: the output status (default 0) and length (default 0). A status outside
+ * 0 to 2^31 - 1 or a length that is not an integer from 0 to 2^32 - 1 fails the command with
+ * `HANDLER_FAILED`; a length beyond the output capacity fails it with `OUTPUT_OVERFLOW`.
+ */
 export interface ExecResult {
   /** The output status, the server's own (>= 0). */
   status?: number;
@@ -64,7 +68,14 @@ interface Connection<C> {
   context: C;
   /** The client's segment, viewed once per connection. */
   segment: native.Mapping | undefined;
+  /** Commands handed to `exec` and not yet answered. */
+  pending: number;
+  /** `close` is due once `pending` is 0 (the server was closed meanwhile). */
+  closeWhenDrained: boolean;
 }
+
+const I32_MAX = 0x7fff_ffff;
+const U32_MAX = 0xffff_ffff;
 
 /**
  * A running server. Create one with {@linkcode serve}.
@@ -131,7 +142,13 @@ export class Server<C = unknown> {
     const accept = (context: C) => {
       const handle = this.#handle;
       if (handle === null) return;
-      this.#connections.set(token, { info, context, segment: undefined });
+      this.#connections.set(token, {
+        info,
+        context,
+        segment: undefined,
+        pending: 0,
+        closeWhenDrained: false,
+      });
       native.serverOpened(handle, token, 0);
     };
     const refuse = () => {
@@ -171,21 +188,29 @@ export class Server<C = unknown> {
       output = backup = new Uint8Array(e.outputLength);
     }
     const cmd: ServerCommand = { code: e.code >>> 0, input, output };
+    conn.pending++;
+    // Exactly once, whatever the handler does: answer, throw, reject, or return nonsense.
+    let answered = false;
+    const answer = (status: number, length: number, from: Uint8Array | null) => {
+      if (answered) return;
+      answered = true;
+      native.commandFinish(command, status, length, from);
+      if (--conn.pending === 0 && conn.closeWhenDrained) this.#runClose(conn);
+    };
+    const fail = () => answer(Status.HANDLER_FAILED, 0, null);
     const finish = (r: ExecResult | void) => {
       const status = r?.status ?? 0;
       const length = r?.length ?? 0;
-      if (!Number.isInteger(status) || !Number.isInteger(length) || length < 0) {
-        native.commandFinish(command, Status.HANDLER_FAILED, 0, null);
-      } else {
-        native.commandFinish(command, status, length, backup);
-      }
+      const valid = Number.isInteger(status) && status >= 0 && status <= I32_MAX &&
+        Number.isInteger(length) && length >= 0 && length <= U32_MAX;
+      if (valid) answer(status, length, backup);
+      else fail();
     };
-    const fail = () => native.commandFinish(command, Status.HANDLER_FAILED, 0, null);
     try {
       const r = this.#handlers.exec(cmd, conn.info, conn.context);
       if (r instanceof Promise) {
         hub.needTurn();
-        r.then(finish, fail);
+        r.then(finish, fail).catch(fail);
       } else finish(r);
     } catch {
       fail();
@@ -196,6 +221,12 @@ export class Server<C = unknown> {
     const conn = this.#connections.get(token);
     if (conn === undefined) return;
     this.#connections.delete(token);
+    // `close` runs after the connection's commands have drained (SPEC.md §3).
+    if (conn.pending > 0) conn.closeWhenDrained = true;
+    else this.#runClose(conn);
+  }
+
+  #runClose(conn: Connection<C>): void {
     try {
       this.#handlers.close?.(conn.info, conn.context);
     } catch {

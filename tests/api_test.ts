@@ -402,3 +402,78 @@ Deno.test("an async command after an idle pause completes, whatever held the rin
     );
   }
 });
+
+Deno.test("exec answers that are not a status and a length fail the command with HANDLER_FAILED", async () => {
+  using dir = tempSocketDir();
+  const answers: unknown[] = [{ status: -5 }, { length: 2 ** 33 }, { status: 1.5 }];
+  let next = 0;
+  await using _server = await serve("nonsense", {
+    exec: () => {
+      const a = answers[next++ % answers.length];
+      return next % 2 === 0 ? Promise.resolve(a as never) : a as never;
+    },
+  }, { socketDir: dir.path });
+  using client = await connect("nonsense", { socketDir: dir.path });
+  for (let i = 0; i < 6; i++) {
+    await within(
+      "a command with a nonsense answer",
+      assert.rejects(
+        client.execute(1, { completion: () => {} }),
+        isIpcError(Status.HANDLER_FAILED),
+      ),
+    );
+  }
+});
+
+Deno.test("Server.close() runs a connection's close only after its pending execs settle", async () => {
+  using dir = tempSocketDir();
+  const events: string[] = [];
+  let finishExec!: () => void;
+  let execStarted!: () => void;
+  const started = new Promise<void>((r) => execStarted = r);
+  const server = await serve("drain", {
+    exec: () => {
+      events.push("exec started");
+      execStarted();
+      return new Promise((resolve) => {
+        finishExec = () => {
+          events.push("exec settled");
+          resolve({ status: 0 });
+        };
+      });
+    },
+    close: () => {
+      events.push("close");
+      closed();
+    },
+  }, { socketDir: dir.path });
+  let closed!: () => void;
+  const onClose = new Promise<void>((r) => closed = r);
+  const client = await connect("drain", { socketDir: dir.path });
+  const pending = client.execute(1, { completion: () => {} }).catch(() => "failed");
+  await within("exec to start", started);
+  await server.close();
+  assert.deepEqual(events, ["exec started"], "close waits for the pending exec");
+  finishExec();
+  await within("close", onClose);
+  assert.deepEqual(events, ["exec started", "exec settled", "close"]);
+  assert.equal(await within("the command", pending), "failed", "its server is gone");
+  client.close();
+});
+
+Deno.test("a second JavaScript thread (a Worker) is refused clearly", async () => {
+  using dir = tempSocketDir();
+  // This thread uses the library first.
+  await using _server = await serve("main-thread", { exec: () => {} }, { socketDir: dir.path });
+  const worker = new Worker(new URL("./peers/worker.ts", import.meta.url).href, { type: "module" });
+  const answer = new Promise<string>((resolve) => {
+    worker.onmessage = (e: MessageEvent<string>) => resolve(e.data);
+  });
+  worker.postMessage(dir.path);
+  try {
+    const said = await within("the worker's answer", answer);
+    assert.match(said, /IpcError: shmcall serves one JavaScript thread per process at a time/);
+  } finally {
+    worker.terminate();
+  }
+});

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use crate::channel::{self, Event, Sender};
 use crate::endpoint::Endpoint;
+use crate::hub::thread_token;
 use crate::ring::{FutexPark, Ring, Spin};
 use crate::segment::{
     CLASSES, Geometry, MAX_AREA, PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment, SlotRef,
@@ -150,15 +151,6 @@ struct Conn {
     polled_by: AtomicU64,
     /// A poller asks the reaper for the consumer role.
     yield_wanted: AtomicBool,
-}
-
-/// A number that names the calling thread (never 0), cheaper to compare than a `ThreadId`.
-fn thread_token() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
-        static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    TOKEN.with(|t| *t)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -690,7 +682,9 @@ impl Client {
 
     /// A poller that takes this client's answers on the caller's thread (see [`Poller`]): a
     /// thread that waits for completions it will handle anyway (the JavaScript thread) pops
-    /// them itself, while the reaper sleeps.
+    /// them itself, while the reaper sleeps. Asynchronous completions then run on that thread
+    /// while it holds the consumer role, so they must not wait for a synchronous call of
+    /// another thread (the C surface's completions only queue an event).
     pub fn poller(&self) -> Arc<dyn Poller> {
         Arc::new(ClientPoller(self.conn.clone()))
     }

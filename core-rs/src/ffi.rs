@@ -820,6 +820,31 @@ pub unsafe extern "C" fn shmcall_hub_next(event: *mut HubEvent) -> i32 {
     })
 }
 
+/// Makes the calling thread the one JavaScript thread that drains the hub; refuses, with
+/// INVALID_ARGUMENT, while another thread has clients or servers open.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_hub_claim() -> i32 {
+    match HUB.claim() {
+        Ok(()) => OK,
+        Err(_) => invalid(
+            "shmcall serves one JavaScript thread per process at a time: another thread (a Worker?) has clients or servers open",
+        ),
+    }
+}
+
+/// The calling thread has no client or server left; another thread may claim the hub.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_hub_unclaim() -> i32 {
+    HUB.unclaim();
+    OK
+}
+
+/// A new id for a client or server, unique in the process.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_hub_new_id() -> u64 {
+    HUB.new_id()
+}
+
 /// A reference that keeps an exec event's segment mapped (for a view JavaScript keeps per
 /// connection), with its first byte and length; null for backup-path commands.
 ///

@@ -15,7 +15,7 @@
 //! one side sees the other, so an event is never left in the queue with no ring.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -63,8 +63,19 @@ pub enum Event {
 
 type Bell = Box<dyn Fn() + Send + Sync>;
 
+/// A number that names the calling thread (never 0), cheaper to compare than a `ThreadId`.
+pub fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TOKEN.with(|t| *t)
+}
+
 /// See the module doc.
 pub struct Hub {
+    /// The JavaScript thread that drains this hub ([`thread_token`]), or 0 before one claimed it.
+    owner: AtomicU64,
     events: Mutex<VecDeque<Event>>,
     len: AtomicUsize,
     idle: AtomicBool,
@@ -89,6 +100,7 @@ impl std::fmt::Debug for Hub {
 
 /// The hub of this process.
 pub static HUB: LazyLock<Hub> = LazyLock::new(|| Hub {
+    owner: AtomicU64::new(0),
     events: Mutex::new(VecDeque::new()),
     len: AtomicUsize::new(0),
     idle: AtomicBool::new(true),
@@ -104,6 +116,37 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
+    /// Makes the calling thread the one that drains the hub, while it has clients or servers:
+    /// the doorbell is one, and a second thread draining at the same time (a Web Worker)
+    /// would take the first one's events. Threads may take turns (Deno's test runner runs each
+    /// test file on a thread of its own): see [`Hub::unclaim`]. Returns the owner on refusal.
+    pub fn claim(&self) -> Result<(), u64> {
+        let me = thread_token();
+        match self
+            .owner
+            .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Ok(()),
+            Err(owner) if owner == me => Ok(()),
+            Err(owner) => Err(owner),
+        }
+    }
+
+    /// The calling thread has no client or server left: another thread may claim the hub.
+    pub fn unclaim(&self) {
+        let me = thread_token();
+        let _ = self
+            .owner
+            .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// A new id for a client or server, unique in the process (across JavaScript threads, so
+    /// that an event left from one thread's objects never names another's).
+    pub fn new_id(&self) -> u64 {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Queues an event and rings the doorbell if JavaScript is idle.
     pub fn push(&self, event: Event) {
         let mut q = lock(&self.events);

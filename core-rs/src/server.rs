@@ -537,6 +537,9 @@ impl Pool {
 /// Open connections by id, each with its user context.
 type Connections<H> = HashMap<u64, (Arc<Connection>, Arc<<H as Handler>::Context>)>;
 
+/// The same connections as a list a poller iterates without holding any lock.
+type PollList<H> = Arc<Vec<(Arc<Connection>, Arc<<H as Handler>::Context>)>>;
+
 struct Shared<H: Handler> {
     handler: H,
     options: ServeOptions,
@@ -546,6 +549,8 @@ struct Shared<H: Handler> {
     next_id: AtomicU64,
     closing: AtomicBool,
     connections: Mutex<Connections<H>>,
+    /// Rebuilt whenever `connections` changes; see [`ServerPoller`].
+    poll_list: Mutex<PollList<H>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -600,6 +605,7 @@ impl Server {
             next_id: AtomicU64::new(1),
             closing: AtomicBool::new(false),
             connections: Mutex::new(HashMap::new()),
+            poll_list: Mutex::new(Arc::new(Vec::new())),
             threads: Mutex::new(Vec::new()),
             options,
         });
@@ -682,6 +688,22 @@ impl Drop for Server {
     }
 }
 
+impl<H: Handler> Shared<H> {
+    /// Adds an open connection.
+    fn remember(&self, id: u64, conn: Arc<Connection>, context: Arc<H::Context>) {
+        let mut map = lock_ok(&self.connections);
+        map.insert(id, (conn, context));
+        *lock_ok(&self.poll_list) = Arc::new(map.values().cloned().collect());
+    }
+
+    /// Removes a connection that ended.
+    fn forget(&self, id: u64) {
+        let mut map = lock_ok(&self.connections);
+        map.remove(&id);
+        *lock_ok(&self.poll_list) = Arc::new(map.values().cloned().collect());
+    }
+}
+
 fn lock_ok<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -751,6 +773,9 @@ fn control_loop<H: Handler>(shared: &Arc<Shared<H>>, stream: UnixStream) {
         spawn("shmcall-ring", move || ring_loop(&shared, &conn, &context))
     };
     if ring_thread.is_err() {
+        // Without its ring thread the CS ring would be popped only while a poller happens to
+        // run: refuse to go on rather than hold commands that may never be taken.
+        conn.end();
         conn.release();
     }
     let mut reader = &stream;
@@ -795,7 +820,7 @@ fn control_loop<H: Handler>(shared: &Arc<Shared<H>>, stream: UnixStream) {
     if let Ok(t) = ring_thread {
         let _ = t.join();
     }
-    lock_ok(&shared.connections).remove(&conn.info.id);
+    shared.forget(conn.info.id);
     conn.release();
 }
 
@@ -903,7 +928,7 @@ fn handshake<H: Handler>(
             let _ = catch_unwind(AssertUnwindSafe(|| shared.handler.close(&info, &context)));
         }));
     }
-    lock_ok(&shared.connections).insert(info.id, (conn.clone(), context.clone()));
+    shared.remember(info.id, conn.clone(), context.clone());
     // `close` may have ended the connections it found just before we inserted ours: it set
     // `closing` before taking the map's lock, so after our insert we see it, and end ourselves.
     if shared.closing.load(Ordering::SeqCst) {
@@ -920,7 +945,7 @@ fn handshake<H: Handler>(
     });
     if let Err(e) = conn.sender.send(&welcome) {
         // `open` ran, so `close` must: the caller's error path does not drain, we do.
-        lock_ok(&shared.connections).remove(&info.id);
+        shared.forget(info.id);
         conn.end();
         conn.release();
         conn.release();
@@ -1047,8 +1072,9 @@ impl<H: Handler> Poller for ServerPoller<H> {
         let shared = &self.0;
         let park = FutexPark::SHARED;
         let mut took = false;
-        let conns = lock_ok(&shared.connections);
-        for (conn, context) in conns.values() {
+        // A snapshot: handlers run below, and must be free to take the server's locks.
+        let conns = lock_ok(&shared.poll_list).clone();
+        for (conn, context) in conns.iter() {
             if conn.ended() {
                 continue;
             }
@@ -1073,7 +1099,8 @@ impl<H: Handler> Poller for ServerPoller<H> {
     }
 
     fn release(&self) {
-        for (conn, _) in lock_ok(&self.0.connections).values() {
+        let conns = lock_ok(&self.0.poll_list).clone();
+        for (conn, _) in conns.iter() {
             if conn.consumer.load(Ordering::Relaxed) == POLLER {
                 conn.give_role();
             } else if conn.yield_wanted.swap(false, Ordering::SeqCst) {
