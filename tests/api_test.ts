@@ -477,3 +477,24 @@ Deno.test("a second JavaScript thread (a Worker) is refused clearly", async () =
     worker.terminate();
   }
 });
+
+Deno.test("a flood of large async commands to a server of this same thread completes", async () => {
+  using dir = tempSocketDir();
+  await using _server = await serve("flood-self", {
+    exec: ({ input, output }) => {
+      output.set(input.subarray(0, 16));
+      return { length: 16 };
+    },
+  }, { socketDir: dir.path });
+  using client = await connect("flood-self", { socketDir: dir.path });
+  // 300 KB each: 8 take the large slots, the rest the backup path — far more than the socket
+  // buffers and the server's backup budget hold, while the one thread that answers them is
+  // this one: sending must never block it.
+  const all = Array.from({ length: 100 }, (_, i) => {
+    const input = new Uint8Array(300_000).fill(i);
+    return client.execute(1, { input, outputLength: 16, completion: () => {} }).then((r) => {
+      assert.deepEqual(r.output, new Uint8Array(16).fill(i));
+    });
+  });
+  await within("100 large commands", Promise.all(all), 30_000);
+});

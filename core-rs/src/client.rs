@@ -26,7 +26,7 @@ use std::fmt;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
@@ -115,6 +115,13 @@ struct Backup {
     pending: Mutex<Option<(Ticket, Completion)>>,
 }
 
+/// Frames waiting for the writer thread.
+#[derive(Default)]
+struct Outbox {
+    frames: VecDeque<Vec<u8>>,
+    closed: bool,
+}
+
 enum Finished {
     Slot(u32),
     Backup(Arc<Backup>),
@@ -149,6 +156,10 @@ struct Conn {
     reaper: Mutex<Option<ThreadId>>,
     /// The thread whose [`Poller`] holds the consumer role (its [`thread_token`]), or 0.
     polled_by: AtomicU64,
+    /// Backup-path frames for the writer thread: a caller never blocks on a full socket (the
+    /// server's JavaScript thread may be the one that must run to drain it).
+    outbox: Mutex<Outbox>,
+    outbox_ready: Condvar,
     /// A poller asks the reaper for the consumer role.
     yield_wanted: AtomicBool,
 }
@@ -203,6 +214,8 @@ impl Conn {
         }
         self.cs.interrupt(&FutexPark::SHARED);
         self.sc.interrupt(&FutexPark::SHARED);
+        lock(&self.outbox).closed = true;
+        self.outbox_ready.notify_all();
         self.drained.store(true, Ordering::SeqCst);
         self.waiters.notify();
         self.bell.notify();
@@ -417,6 +430,31 @@ impl Conn {
                         && !self.consumer.load(Ordering::SeqCst)
                         && !self.yield_wanted.load(Ordering::SeqCst))
             });
+        }
+    }
+
+    /// The writer thread: sends backup-path frames in order until the connection ends.
+    fn writer(self: &Arc<Self>) {
+        loop {
+            let frame = {
+                let mut out = lock(&self.outbox);
+                loop {
+                    if out.closed {
+                        return;
+                    }
+                    if let Some(f) = out.frames.pop_front() {
+                        break f;
+                    }
+                    out = self
+                        .outbox_ready
+                        .wait(out)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            if let Err(e) = self.sender.send(&frame) {
+                self.end(e);
+                return;
+            }
         }
     }
 
@@ -639,6 +677,8 @@ impl Client {
             reaper: Mutex::new(None),
             polled_by: AtomicU64::new(0),
             yield_wanted: AtomicBool::new(false),
+            outbox: Mutex::new(Outbox::default()),
+            outbox_ready: Condvar::new(),
         });
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -654,18 +694,30 @@ impl Client {
             let conn = conn.clone();
             spawn("shmcall-reaper", Box::new(move || conn.reaper()))
         };
-        let reaper = match reaper {
-            Ok(r) => r,
-            Err(e) => {
+        let writer = {
+            let conn = conn.clone();
+            spawn("shmcall-writer", Box::new(move || conn.writer()))
+        };
+        let (reaper, writer) = match (reaper, writer) {
+            (Ok(r), Ok(w)) => (r, w),
+            (r, w) => {
+                let e = [r.as_ref().err(), w.as_ref().err()]
+                    .into_iter()
+                    .flatten()
+                    .next()
+                    .cloned()
+                    .expect("one thread failed to start");
                 conn.end(e.clone());
-                let _ = control.join();
+                for t in [Some(control), r.ok(), w.ok()].into_iter().flatten() {
+                    let _ = t.join();
+                }
                 return Err(e);
             }
         };
         *lock(&conn.reaper) = Some(reaper.thread().id());
         Ok(Client {
             conn,
-            threads: Mutex::new(vec![control, reaper]),
+            threads: Mutex::new(vec![control, reaper, writer]),
         })
     }
 
@@ -790,18 +842,31 @@ impl Client {
     }
 
     /// Registers a backup command and sends its frame.
-    fn submit_backup(&self, record: &Arc<Backup>, frame: &[u8]) {
+    fn submit_backup(&self, record: &Arc<Backup>, frame: Vec<u8>) {
         let conn = &self.conn;
         record.state.store(SUBMITTED, Ordering::SeqCst);
         lock(&conn.backups).insert(record.token, record.clone());
         // The same ordering argument as for slots: `end` drains the map after setting `ended`.
-        if conn.is_ended() || conn.sender.send(frame).is_err() {
+        // The frame goes to the writer thread; if the connection ended meanwhile, `end`
+        // completes the record (it is in the map) and the writer drops the frame.
+        let queued = {
+            let mut out = lock(&conn.outbox);
+            if out.closed || conn.is_ended() {
+                false
+            } else {
+                out.frames.push_back(frame);
+                true
+            }
+        };
+        if queued {
+            conn.outbox_ready.notify_one();
+        } else {
             lock(&conn.backups).remove(&record.token);
-            let status = match conn.ended.load(Ordering::SeqCst) {
-                0 => Status::PeerTerminated.code(),
-                s => s,
-            };
-            conn.complete_backup(record.clone(), status, Vec::new());
+            conn.complete_backup(
+                record.clone(),
+                conn.ended.load(Ordering::SeqCst),
+                Vec::new(),
+            );
         }
     }
 
@@ -853,7 +918,7 @@ impl Client {
                     ticket.output_cap,
                     input,
                 );
-                self.submit_backup(record, &frame);
+                self.submit_backup(record, frame);
                 conn.waiters
                     .wait_until(conn.spin, || record.state.load(Ordering::Acquire) == DONE);
             }
@@ -897,7 +962,7 @@ impl Client {
                 let record = record.clone();
                 record.asynchronous.store(true, Ordering::Relaxed);
                 *lock(&record.pending) = Some((ticket, completion));
-                self.submit_backup(&record, &frame);
+                self.submit_backup(&record, frame);
             }
         }
         Ok(())
