@@ -63,6 +63,9 @@ pub enum Event {
 
 type Bell = Box<dyn Fn() + Send + Sync>;
 
+/// The registered pollers, by owner id.
+type Pollers = Arc<Vec<(u64, Arc<dyn Poller>)>>;
+
 /// A number that names the calling thread (never 0), cheaper to compare than a `ThreadId`.
 pub fn thread_token() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -84,8 +87,9 @@ pub struct Hub {
     rung: Condvar,
     /// Wakes JavaScript while it waits briefly in [`Hub::idle`].
     arrived: Arrival,
-    /// Servers whose CS rings JavaScript pops itself while it waits in [`Hub::idle`].
-    pollers: Mutex<Vec<(u64, Arc<dyn Poller>)>>,
+    /// Servers and clients whose rings JavaScript pops itself while it waits in
+    /// [`Hub::idle`]; replaced (not edited) on change, so a snapshot costs no allocation.
+    pollers: Mutex<Pollers>,
     interrupted: AtomicBool,
 }
 
@@ -107,7 +111,7 @@ pub static HUB: LazyLock<Hub> = LazyLock::new(|| Hub {
     bell: Mutex::new(None),
     rung: Condvar::new(),
     arrived: Arrival::new(),
-    pollers: Mutex::new(Vec::new()),
+    pollers: Mutex::new(Arc::new(Vec::new())),
     interrupted: AtomicBool::new(false),
 });
 
@@ -205,7 +209,7 @@ impl Hub {
             } else {
                 let deadline = Instant::now() + wait;
                 loop {
-                    for p in &pollers {
+                    for p in pollers.iter() {
                         p.1.poll();
                     }
                     if self.len.load(Ordering::SeqCst) > 0 {
@@ -220,7 +224,8 @@ impl Hub {
             }
         }
         // Going idle: the rings go back to their threads, which run while JavaScript sleeps.
-        for p in lock(&self.pollers).iter() {
+        let pollers = lock(&self.pollers).clone();
+        for p in pollers.iter() {
             p.1.release();
         }
         // SeqCst: JavaScript's half of the idle handshake (module doc).
@@ -235,14 +240,26 @@ impl Hub {
 
     /// Lets [`Hub::idle`] pop the CS rings of a server, named by `id`.
     pub fn add_poller(&self, id: u64, poller: Arc<dyn Poller>) {
-        lock(&self.pollers).push((id, poller));
+        let mut pollers = lock(&self.pollers);
+        let mut next = pollers.as_ref().clone();
+        next.push((id, poller));
+        *pollers = Arc::new(next);
     }
 
     /// Stops popping for server `id`, giving back the rings it held.
     pub fn remove_poller(&self, id: u64) {
-        let mut pollers = lock(&self.pollers);
-        if let Some(i) = pollers.iter().position(|(p, _)| *p == id) {
-            pollers.swap_remove(i).1.release();
+        let removed = {
+            let mut pollers = lock(&self.pollers);
+            let mut next = pollers.as_ref().clone();
+            let removed = next
+                .iter()
+                .position(|(p, _)| *p == id)
+                .map(|i| next.swap_remove(i).1);
+            *pollers = Arc::new(next);
+            removed
+        };
+        if let Some(p) = removed {
+            p.release();
         }
     }
 
