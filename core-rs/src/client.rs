@@ -27,7 +27,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{JoinHandle, ThreadId};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::channel::{self, Event, Sender};
@@ -153,7 +153,6 @@ struct Conn {
     async_in_ring: AtomicUsize,
     ready: Mutex<VecDeque<Finished>>,
     ready_len: AtomicUsize,
-    reaper: Mutex<Option<ThreadId>>,
     /// The thread whose [`Poller`] holds the consumer role (its [`thread_token`]), or 0.
     polled_by: AtomicU64,
     /// Backup-path frames for the writer thread: a caller never blocks on a full socket (the
@@ -674,7 +673,6 @@ impl Client {
             async_in_ring: AtomicUsize::new(0),
             ready: Mutex::new(VecDeque::new()),
             ready_len: AtomicUsize::new(0),
-            reaper: Mutex::new(None),
             polled_by: AtomicU64::new(0),
             yield_wanted: AtomicBool::new(false),
             outbox: Mutex::new(Outbox::default()),
@@ -714,7 +712,6 @@ impl Client {
                 return Err(e);
             }
         };
-        *lock(&conn.reaper) = Some(reaper.thread().id());
         Ok(Client {
             conn,
             threads: Mutex::new(vec![control, reaper, writer]),
