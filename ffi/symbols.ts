@@ -39,7 +39,7 @@ export const symbols = {
   shmcall_client_close: { parameters: ["pointer"], result: "i32" },
   // int32_t shmcall_client_free(ClientHandle*)
   shmcall_client_free: { parameters: ["pointer"], result: "i32" },
-  shmcall_client_begin: {
+  shmcall_client_begin_at: {
     parameters: [
       "pointer", // ClientHandle* client
       "u32", //     uint32_t code
@@ -47,9 +47,13 @@ export const symbols = {
       "u32", //     uint32_t output_cap
       "u32", //     uint32_t mode (0 default, 1 inline, 2 worker)
       "buffer", //  Ticket** out
-      "buffer", //  uint8_t** input
-      "buffer", //  uint8_t** output
+      "buffer", //  uint32_t offsets[2] (UINT32_MAX: the backup path)
     ],
+    result: "i32",
+  },
+  // int32_t shmcall_ticket_areas(Ticket*, uint8_t** input, uint8_t** output)
+  shmcall_ticket_areas: {
+    parameters: ["pointer", "buffer", "buffer"],
     result: "i32",
   },
   // int32_t shmcall_client_call(ClientHandle*, Ticket*, int32_t* status, uint32_t* length)
@@ -110,7 +114,11 @@ export const symbols = {
   shmcall_hub_new_id: { parameters: [], result: "u64" },
   // int32_t shmcall_hub_next(HubEvent* event)
   shmcall_hub_next: { parameters: ["buffer"], result: "i32" },
-  // int32_t shmcall_hub_idle(uint64_t spin_ns)
+  // int32_t shmcall_hub_drain(uint64_t budget_ns): a drain begins
+  shmcall_hub_drain: { parameters: ["u64"], result: "i32" },
+  // int32_t shmcall_hub_spent(void): 1 once the drain's budget is spent
+  shmcall_hub_spent: { parameters: [], result: "i32" },
+  // int32_t shmcall_hub_idle(uint64_t wait_ns): 1 idle, 0 events, 2 events after the budget
   shmcall_hub_idle: { parameters: ["u64"], result: "i32" },
   // int32_t shmcall_hub_wait(uint64_t timeout_ns), the fallback doorbell: off the JS thread
   shmcall_hub_wait: { parameters: ["u64"], result: "i32", nonblocking: true },

@@ -68,27 +68,30 @@ export interface ExecuteOptions<C = unknown> {
 }
 
 type Callback = "inputPrepare" | "outputPrepare" | "inputPost" | "outputPost" | "completion";
-const CALLBACKS: Callback[] = [
-  "inputPrepare",
-  "outputPrepare",
-  "inputPost",
-  "outputPost",
-  "completion",
-];
 
-/** A command between `begin` and its end, with the areas user code sees. */
-interface InFlight {
-  begun: native.Begun;
+/** An asynchronous command between `submit` and its completion. */
+interface Pending {
   /** Areas user code sees: views of the segment, or arrays of ours on the backup path. */
   input: Uint8Array;
   output: Uint8Array;
   backup: boolean;
   options: ExecuteOptions<unknown>;
-}
-
-interface Pending extends InFlight {
   resolve: (r: ExecuteResult) => void;
   reject: (e: unknown) => void;
+}
+
+/** The options of a call that passed none. */
+const NO_OPTIONS: ExecuteOptions<unknown> = Object.freeze({});
+
+/** The input area's length {@linkcode checkOptions} found (a variable, not a fresh pair). */
+let checkedInput = 0;
+/** The output area's length {@linkcode checkOptions} found. */
+let checkedOutput = 0;
+
+function checkCallback(name: Callback, f: unknown): void {
+  if (f !== undefined && typeof f !== "function") {
+    throw new TypeError(`${name} must be a function, received ${typeof f}`);
+  }
 }
 
 function checkLength(name: string, value: number): void {
@@ -97,40 +100,41 @@ function checkLength(name: string, value: number): void {
   }
 }
 
-function checkOptions(code: unknown, o: ExecuteOptions<unknown>): [number, number] {
+/** Checks a command's arguments; the areas' lengths go to `checkedInput`/`checkedOutput`. */
+function checkOptions(code: unknown, o: ExecuteOptions<unknown>): void {
   if (typeof code !== "number" || !Number.isInteger(code) || code < 0 || code > 0xffff_ffff) {
     throw new RangeError(`code must be an integer from 0 to 4294967295, received ${String(code)}`);
   }
-  if (o.input !== undefined && !(o.input instanceof Uint8Array)) {
-    throw new TypeError(`input must be a Uint8Array, received ${typeof o.input}`);
+  const { input, output } = o;
+  if (input !== undefined && !(input instanceof Uint8Array)) {
+    throw new TypeError(`input must be a Uint8Array, received ${typeof input}`);
   }
-  if (o.output !== undefined && !(o.output instanceof Uint8Array)) {
-    throw new TypeError(`output must be a Uint8Array, received ${typeof o.output}`);
+  if (output !== undefined && !(output instanceof Uint8Array)) {
+    throw new TypeError(`output must be a Uint8Array, received ${typeof output}`);
   }
-  for (const name of CALLBACKS) {
-    const f = o[name];
-    if (f !== undefined && typeof f !== "function") {
-      throw new TypeError(`${name} must be a function, received ${typeof f}`);
-    }
-  }
+  // One by one, not in a loop over names: a keyed lookup is several times slower.
+  checkCallback("inputPrepare", o.inputPrepare);
+  checkCallback("outputPrepare", o.outputPrepare);
+  checkCallback("inputPost", o.inputPost);
+  checkCallback("outputPost", o.outputPost);
+  checkCallback("completion", o.completion);
   if (o.inline !== undefined && typeof o.inline !== "boolean") {
     throw new TypeError(`inline must be a boolean, received ${typeof o.inline}`);
   }
-  const inputLength = o.inputLength ?? o.input?.length ?? 0;
+  const inputLength = o.inputLength ?? input?.length ?? 0;
   checkLength("inputLength", inputLength);
-  if (o.input !== undefined && o.inputPrepare === undefined && o.input.length > inputLength) {
-    throw new RangeError(
-      `input of ${o.input.length} bytes does not fit inputLength ${inputLength}`,
-    );
+  if (input !== undefined && o.inputPrepare === undefined && input.length > inputLength) {
+    throw new RangeError(`input of ${input.length} bytes does not fit inputLength ${inputLength}`);
   }
-  const outputLength = o.outputLength ?? o.output?.length ?? 0;
+  const outputLength = o.outputLength ?? output?.length ?? 0;
   checkLength("outputLength", outputLength);
-  if (o.output !== undefined && o.outputPost === undefined && o.output.length < outputLength) {
+  if (output !== undefined && o.outputPost === undefined && output.length < outputLength) {
     throw new RangeError(
-      `output of ${o.output.length} bytes is shorter than outputLength ${outputLength}`,
+      `output of ${output.length} bytes is shorter than outputLength ${outputLength}`,
     );
   }
-  return [inputLength, outputLength];
+  checkedInput = inputLength;
+  checkedOutput = outputLength;
 }
 
 /**
@@ -159,8 +163,8 @@ export class Client {
   #handle: Deno.PointerObject | null;
   readonly #id: bigint;
   readonly #segment: native.Mapping;
-  readonly #pending = new Map<bigint, Pending>();
-  #nextToken = 1n;
+  readonly #pending = new Map<number, Pending>();
+  #nextToken = 1;
   readonly #icId: string;
   readonly #endpoint: string;
 
@@ -216,26 +220,41 @@ export class Client {
   ): Promise<ExecuteResult>;
   execute<C>(
     code: number,
-    options: ExecuteOptions<C> = {},
+    options: ExecuteOptions<C> = NO_OPTIONS as ExecuteOptions<C>,
   ): ExecuteResult | Promise<ExecuteResult> {
     const o = options as ExecuteOptions<unknown>;
-    const [inputLength, outputLength] = checkOptions(code, o);
+    checkOptions(code, o);
+    const inputLength = checkedInput;
+    const outputLength = checkedOutput;
     const handle = this.#open();
     const mode = o.inline === undefined ? 0 : o.inline ? 1 : 2;
-    const begun = native.clientBegin(handle, code, inputLength, outputLength, mode);
-    const flight = this.#areas(begun, inputLength, outputLength, o);
+    const ticket = native.clientBegin(handle, code, inputLength, outputLength, mode);
+    const inputAt = native.begunAt[0]!;
+    const outputAt = native.begunAt[1]!;
+    let input: Uint8Array;
+    let output: Uint8Array;
+    const backup = inputAt === native.NOWHERE;
+    if (backup) {
+      // The backup path: the core's buffers live only as long as the ticket, so user code
+      // gets arrays of its own, copied in before sending and out after the answer.
+      input = new Uint8Array(inputLength);
+      output = new Uint8Array(outputLength);
+    } else {
+      input = this.#segment.view.subarray(inputAt, inputAt + inputLength);
+      output = this.#segment.view.subarray(outputAt, outputAt + outputLength);
+    }
     try {
-      if (o.inputPrepare) o.inputPrepare(flight.input, o.input);
-      else if (o.input) flight.input.set(o.input);
-      o.outputPrepare?.(flight.output, o.output);
-      if (flight.backup) native.foreignView(begun.input, inputLength).set(flight.input);
+      if (o.inputPrepare) o.inputPrepare(input, o.input);
+      else if (o.input) input.set(o.input);
+      o.outputPrepare?.(output, o.output);
+      if (backup) native.foreignView(native.ticketAreas(ticket)[0], inputLength).set(input);
     } catch (e) {
-      native.ticketFree(begun.ticket);
+      native.ticketFree(ticket);
       throw e;
     }
     if (o.completion === undefined) {
-      if (hub.served.has(this.#endpoint)) {
-        native.ticketFree(begun.ticket);
+      if (hub.served.size !== 0 && hub.served.has(this.#endpoint)) {
+        native.ticketFree(ticket);
         // The server's handlers run on this very thread, which would be blocked waiting.
         throw new IpcError(
           Status.INVALID_ARGUMENT,
@@ -243,16 +262,16 @@ export class Client {
         );
       }
       try {
-        const { status, length } = native.clientCall(handle, begun.ticket);
-        return this.#finish(flight, status, length);
+        const status = native.clientCall(handle, ticket);
+        return this.#finish(o, ticket, input, output, backup, status, native.callLength());
       } finally {
-        native.ticketFree(begun.ticket);
+        native.ticketFree(ticket);
       }
     }
     const token = this.#nextToken++;
     return new Promise<ExecuteResult>((resolve, reject) => {
-      native.clientSubmit(handle, begun.ticket, token);
-      this.#pending.set(token, { ...flight, resolve, reject });
+      native.clientSubmit(handle, ticket, token);
+      this.#pending.set(token, { input, output, backup, options: o, resolve, reject });
       hub.hold();
     });
   }
@@ -264,51 +283,30 @@ export class Client {
     return this.#handle;
   }
 
-  /** The areas user code sees for a begun command. */
-  #areas(
-    begun: native.Begun,
-    inputLength: number,
-    outputLength: number,
-    options: ExecuteOptions<unknown>,
-  ): InFlight {
-    const input = this.#segment.area(begun.input, inputLength);
-    const output = this.#segment.area(begun.output, outputLength);
-    if (input !== undefined && output !== undefined) {
-      return { begun, input, output, backup: false, options };
-    }
-    // The backup path: the core's buffers live only as long as the ticket, so user code gets
-    // arrays of its own, copied in before sending and out after the answer.
-    return {
-      begun,
-      input: new Uint8Array(inputLength),
-      output: new Uint8Array(outputLength),
-      backup: true,
-      options,
-    };
-  }
-
   /** Runs the post callbacks on a finished command and makes its result. */
-  #finish(f: InFlight, status: number, length: number): ExecuteResult {
-    const o = f.options;
-    let area: Uint8Array;
-    if (f.backup) {
-      f.output.set(native.foreignView(native.ticketOutput(f.begun.ticket), length));
-      area = f.output.subarray(0, length);
-    } else {
-      area = f.output.subarray(0, length);
-    }
-    o.inputPost?.(f.input, o.input);
-    let output: Uint8Array;
+  #finish(
+    o: ExecuteOptions<unknown>,
+    ticket: Deno.PointerObject,
+    input: Uint8Array,
+    output: Uint8Array,
+    backup: boolean,
+    status: number,
+    length: number,
+  ): ExecuteResult {
+    if (backup) output.set(native.foreignView(native.ticketOutput(ticket), length));
+    const area = output.subarray(0, length);
+    o.inputPost?.(input, o.input);
+    let made: Uint8Array;
     if (o.outputPost) {
-      const made = o.outputPost(area, o.output);
-      output = made instanceof Uint8Array ? made : (o.output ?? new Uint8Array(0));
+      const r = o.outputPost(area, o.output);
+      made = r instanceof Uint8Array ? r : (o.output ?? new Uint8Array(0));
     } else if (o.output) {
       o.output.set(area);
-      output = o.output.subarray(0, length);
+      made = o.output.subarray(0, length);
     } else {
-      output = area.slice();
+      made = area.slice();
     }
-    return { status, length, output };
+    return { status, length, output: made };
   }
 
   /** @internal A completion from the hub. */
@@ -338,7 +336,11 @@ export class Client {
     let result: ExecuteResult;
     try {
       result = this.#finish(
-        { ...p, begun: { ...p.begun, ticket } },
+        p.options,
+        ticket,
+        p.input,
+        p.output,
+        p.backup,
         status,
         native.event.outputLength,
       );

@@ -83,12 +83,10 @@ export class Mapping {
     segments.register(this.view.buffer, ref);
   }
 
-  /** The area at `address` if it lies in this segment, else `undefined`. */
-  area(address: bigint, length: number): Uint8Array | undefined {
-    const offset = address - this.base;
-    if (offset < 0n || offset + BigInt(length) > BigInt(this.view.length)) return undefined;
-    const start = Number(offset);
-    return this.view.subarray(start, start + length);
+  /** The area at `offset` in this segment, if it lies inside, else `undefined`. */
+  at(offset: number, length: number): Uint8Array | undefined {
+    const end = offset + length;
+    return end <= this.view.length ? this.view.subarray(offset, end) : undefined;
   }
 }
 
@@ -136,52 +134,60 @@ export function clientSegment(client: Deno.PointerObject): Mapping {
   return new Mapping(out64[0][0]!, Number(out64[1][0]!), pointer(out64[2][0]!));
 }
 
-/** A ticket and the addresses of its areas. */
-export interface Begun {
-  ticket: Deno.PointerObject;
-  input: bigint;
-  output: bigint;
-}
+/** Where {@linkcode clientBegin} put the areas: offsets in the segment, or {@linkcode NOWHERE}. */
+export const begunAt = new Uint32Array(2);
+/** An offset of {@linkcode begunAt} meaning "on the backup path". */
+export const NOWHERE = 0xffff_ffff;
 
-/** Takes a slot (or backup buffers) for a command. */
+/** Takes a slot (or backup buffers) for a command; its areas are in {@linkcode begunAt}. */
 export function clientBegin(
   client: Deno.PointerObject,
   code: number,
   inputLength: number,
   outputCapacity: number,
   mode: number,
-): Begun {
+): Deno.PointerObject {
   check(
-    library().shmcall_client_begin(
+    library().shmcall_client_begin_at(
       client,
       code,
       inputLength,
       outputCapacity,
       mode,
       out64[0],
-      out64[1],
-      out64[2],
+      begunAt,
     ),
   );
-  return { ticket: pointer(out64[0][0]!), input: out64[1][0]!, output: out64[2][0]! };
+  return pointer(out64[0][0]!);
 }
 
-/** Sends and waits inside this call; the server's status and output length. */
-export function clientCall(
-  client: Deno.PointerObject,
-  ticket: Deno.PointerObject,
-): { status: number; length: number } {
+/** The addresses of a ticket's input and output buffers (for the backup path). */
+export function ticketAreas(ticket: Deno.PointerObject): [bigint, bigint] {
+  check(library().shmcall_ticket_areas(ticket, out64[0], out64[1]));
+  return [out64[0][0]!, out64[1][0]!];
+}
+
+/**
+ * Sends and waits inside this call; returns the server's status ({@linkcode callLength}
+ * gives the output length).
+ */
+export function clientCall(client: Deno.PointerObject, ticket: Deno.PointerObject): number {
   check(library().shmcall_client_call(client, ticket, outI32, outU32));
-  return { status: outI32[0]!, length: outU32[0]! };
+  return outI32[0]!;
+}
+
+/** The output length of the last {@linkcode clientCall}. */
+export function callLength(): number {
+  return outU32[0]!;
 }
 
 /** Sends; the finished ticket comes back as a hub completion with `token`. */
 export function clientSubmit(
   client: Deno.PointerObject,
   ticket: Deno.PointerObject,
-  token: bigint,
+  token: number,
 ): void {
-  check(library().shmcall_client_submit(client, ticket, token));
+  check(library().shmcall_client_submit(client, ticket, BigInt(token)));
 }
 
 /** The address of a finished ticket's output area. */
@@ -217,8 +223,8 @@ export function serverServe(
 }
 
 /** Answers an open: 0 accepts, a negative status refuses. */
-export function serverOpened(server: Deno.PointerObject, conn: bigint, status: number): void {
-  check(library().shmcall_server_opened(server, conn, status));
+export function serverOpened(server: Deno.PointerObject, conn: number, status: number): void {
+  check(library().shmcall_server_opened(server, BigInt(conn), status));
 }
 
 /** Answers a command (copying `output` into its area first, when given) and frees it. */
@@ -249,46 +255,56 @@ export function serverFree(server: Deno.PointerObject): void {
 /** Hub event kinds (core-rs/src/ffi.rs). */
 export const EVENT = { COMPLETION: 1, OPEN: 2, EXEC: 3, CLOSE: 4 } as const;
 
-const eventBytes = new Uint8Array(80);
-const ev = new DataView(eventBytes.buffer);
+const eventWords = new Uint32Array(20);
+const eventInts = new Int32Array(eventWords.buffer);
+const eventBytes = new Uint8Array(eventWords.buffer);
+const eventData = new DataView(eventWords.buffer);
+const TWO_32 = 0x1_0000_0000;
 
-/** The fields of the event {@linkcode hubNext} read last (offsets of `HubEvent`). */
+/**
+ * The fields of the event {@linkcode hubNext} read last (offsets of `HubEvent`). Ids and
+ * offsets are read as numbers, which cost no allocation (ids stay far below 2^53).
+ */
 export const event = {
   get kind(): number {
-    return ev.getUint32(0, true);
+    return eventWords[0]!;
   },
   get code(): number {
-    return ev.getInt32(4, true);
+    return eventInts[1]!;
   },
-  get owner(): bigint {
-    return ev.getBigUint64(8, true);
+  get owner(): number {
+    return eventWords[2]! + eventWords[3]! * TWO_32;
   },
-  get token(): bigint {
-    return ev.getBigUint64(16, true);
+  get token(): number {
+    return eventWords[4]! + eventWords[5]! * TWO_32;
   },
   get handle(): Deno.PointerObject {
-    return pointer(ev.getBigUint64(24, true));
+    return pointer(eventData.getBigUint64(24, true));
   },
   get input(): bigint {
-    return ev.getBigUint64(32, true);
+    return eventData.getBigUint64(32, true);
   },
-  get output(): bigint {
-    return ev.getBigUint64(40, true);
+  /** Whether the areas lie in the connection's segment (else: the backup path). */
+  get inSegment(): boolean {
+    return eventWords[12] === 1;
   },
-  get segment(): bigint {
-    return ev.getBigUint64(48, true);
+  get inputOffset(): number {
+    return eventWords[13]!;
+  },
+  get outputOffset(): number {
+    return eventWords[14]!;
   },
   get inputLength(): number {
-    return ev.getUint32(64, true);
+    return eventWords[16]!;
   },
   get outputLength(): number {
-    return ev.getUint32(68, true);
+    return eventWords[17]!;
   },
   get pid(): number {
-    return ev.getInt32(72, true);
+    return eventInts[18]!;
   },
   get uid(): number {
-    return ev.getUint32(76, true);
+    return eventWords[19]!;
   },
 };
 
@@ -312,9 +328,25 @@ export function hubNext(): boolean {
   return check(library().shmcall_hub_next(eventBytes)) === OK;
 }
 
-/** Polls for `spinNs`, then arms the doorbell; false when events arrived meanwhile. */
-export function hubIdle(spinNs: bigint): boolean {
-  return library().shmcall_hub_idle(spinNs) === 1;
+/** A drain begins, which should hand the event loop back after `budgetNs`. */
+export function hubDrain(budgetNs: bigint): void {
+  library().shmcall_hub_drain(budgetNs);
+}
+
+/** Whether the current drain's budget is spent. */
+export function hubSpent(): boolean {
+  return library().shmcall_hub_spent() === 1;
+}
+
+/** What {@linkcode hubIdle} found (`Idle` in core-rs/src/hub.rs). */
+export const IDLE = { EVENTS: 0, IDLE: 1, SPENT: 2 } as const;
+
+/**
+ * Waits up to `waitNs` for events (popping the rings), then arms the doorbell: one of
+ * {@linkcode IDLE}.
+ */
+export function hubIdle(waitNs: bigint): number {
+  return library().shmcall_hub_idle(waitNs);
 }
 
 /** The fallback doorbell: resolves when events are queued, on interrupt, or on timeout. */

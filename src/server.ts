@@ -97,7 +97,7 @@ export class Server<C = unknown> {
   #handle: Deno.PointerObject | null;
   readonly #id: bigint;
   readonly #handlers: Handlers<C>;
-  readonly #connections = new Map<bigint, Connection<C>>();
+  readonly #connections = new Map<number, Connection<C>>();
   readonly #icId: string;
   readonly #key: string;
 
@@ -130,7 +130,7 @@ export class Server<C = unknown> {
     const e = native.event;
     switch (e.kind) {
       case native.EVENT.OPEN:
-        return this.#open(e.token, { id: Number(e.token), pid: e.pid, uid: e.uid });
+        return this.#open(e.token, { id: e.token, pid: e.pid, uid: e.uid });
       case native.EVENT.EXEC:
         return this.#exec(e.token);
       case native.EVENT.CLOSE:
@@ -138,7 +138,7 @@ export class Server<C = unknown> {
     }
   }
 
-  #open(token: bigint, info: ConnInfo): void {
+  #open(token: number, info: ConnInfo): void {
     const accept = (context: C) => {
       const handle = this.#handle;
       if (handle === null) return;
@@ -165,7 +165,7 @@ export class Server<C = unknown> {
     }
   }
 
-  #exec(token: bigint): void {
+  #exec(token: number): void {
     const e = native.event;
     const command = e.handle;
     const conn = this.#connections.get(token);
@@ -175,10 +175,10 @@ export class Server<C = unknown> {
     }
     let input: Uint8Array | undefined;
     let output: Uint8Array | undefined;
-    if (e.segment !== 0n) {
+    if (e.inSegment) {
       conn.segment ??= native.commandSegment(command);
-      input = conn.segment?.area(e.input, e.inputLength);
-      output = conn.segment?.area(e.output, e.outputLength);
+      input = conn.segment?.at(e.inputOffset, e.inputLength);
+      output = conn.segment?.at(e.outputOffset, e.outputLength);
     }
     let backup: Uint8Array | null = null;
     if (input === undefined || output === undefined) {
@@ -189,35 +189,62 @@ export class Server<C = unknown> {
     }
     const cmd: ServerCommand = { code: e.code >>> 0, input, output };
     conn.pending++;
-    // Exactly once, whatever the handler does: answer, throw, reject, or return nonsense.
+    let r: ExecResult | void | Promise<ExecResult | void>;
+    try {
+      r = this.#handlers.exec(cmd, conn.info, conn.context);
+    } catch {
+      this.#answer(conn, command, Status.HANDLER_FAILED, 0, null);
+      return;
+    }
+    if (!(r instanceof Promise)) {
+      // The common case, with no closure made: answered before anything else runs.
+      this.#settle(conn, command, r, backup);
+      return;
+    }
+    hub.needTurn();
+    // Exactly once, whatever the Promise does: resolve, reject, or resolve with nonsense.
     let answered = false;
-    const answer = (status: number, length: number, from: Uint8Array | null) => {
+    const settle = (r: ExecResult | void) => {
       if (answered) return;
       answered = true;
-      native.commandFinish(command, status, length, from);
-      if (--conn.pending === 0 && conn.closeWhenDrained) this.#runClose(conn);
+      this.#settle(conn, command, r, backup);
     };
-    const fail = () => answer(Status.HANDLER_FAILED, 0, null);
-    const finish = (r: ExecResult | void) => {
-      const status = r?.status ?? 0;
-      const length = r?.length ?? 0;
-      const valid = Number.isInteger(status) && status >= 0 && status <= I32_MAX &&
-        Number.isInteger(length) && length >= 0 && length <= U32_MAX;
-      if (valid) answer(status, length, backup);
-      else fail();
+    const fail = () => {
+      if (answered) return;
+      answered = true;
+      this.#answer(conn, command, Status.HANDLER_FAILED, 0, null);
     };
-    try {
-      const r = this.#handlers.exec(cmd, conn.info, conn.context);
-      if (r instanceof Promise) {
-        hub.needTurn();
-        r.then(finish, fail).catch(fail);
-      } else finish(r);
-    } catch {
-      fail();
-    }
+    r.then(settle, fail).catch(fail);
   }
 
-  #close(token: bigint): void {
+  /** Answers with what `exec` returned, if it makes sense, else with HANDLER_FAILED. */
+  #settle(
+    conn: Connection<C>,
+    command: Deno.PointerObject,
+    r: ExecResult | void,
+    backup: Uint8Array | null,
+  ): void {
+    const status = r?.status ?? 0;
+    const length = r?.length ?? 0;
+    const valid = Number.isInteger(status) && status >= 0 && status <= I32_MAX &&
+      Number.isInteger(length) && length >= 0 && length <= U32_MAX;
+    if (valid) this.#answer(conn, command, status, length, backup);
+    else this.#answer(conn, command, Status.HANDLER_FAILED, 0, null);
+  }
+
+  /** Finishes a command (exactly once), then runs `close` if it was the last one due. */
+  #answer(
+    conn: Connection<C>,
+    command: Deno.PointerObject,
+    status: number,
+    length: number,
+    from: Uint8Array | null,
+  ): void {
+    native.commandFinish(command, status, length, from);
+    if (--conn.pending === 0 && conn.closeWhenDrained) this.#runClose(conn);
+  }
+
+  #close(token: number): void {
     const conn = this.#connections.get(token);
     if (conn === undefined) return;
     this.#connections.delete(token);

@@ -24,7 +24,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::client::{Client, ConnectOptions, Ticket};
-use crate::hub::{Event, HUB};
+use crate::hub::{Event, HUB, Idle};
 use crate::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment};
 use crate::server::{Command, ConnInfo, Handler, ServeOptions, Server};
 use crate::slot::Mode;
@@ -364,6 +364,85 @@ pub unsafe extern "C" fn shmcall_client_begin(
             Err(e) => fail(e),
         }
     })
+}
+
+/// [`shmcall_client_begin`] for callers that keep one view of the whole segment (JavaScript):
+/// writes the areas' offsets in the segment to `offsets[0]` (input) and `offsets[1]`
+/// (output), or `u32::MAX` to both on the backup path, whose buffers
+/// [`shmcall_ticket_areas`] returns.
+///
+/// # Safety
+/// `client` is a live handle; `out` is valid for a write; `offsets` for writes of two `u32`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_client_begin_at(
+    client: *mut ClientHandle,
+    code: u32,
+    input_len: u32,
+    output_cap: u32,
+    mode_flags: u32,
+    out: *mut *mut Ticket,
+    offsets: *mut u32,
+) -> i32 {
+    // SAFETY: the caller promised a live handle or null.
+    let Some(h) = (unsafe { client.as_ref() }) else {
+        return invalid("client is null");
+    };
+    if out.is_null() || offsets.is_null() {
+        return invalid("out or offsets is null");
+    }
+    guard(|| {
+        let m = match mode(mode_flags) {
+            Ok(m) => m,
+            Err(e) => return fail(e),
+        };
+        match h
+            .client
+            .begin(code, input_len as usize, output_cap as usize, m)
+        {
+            Ok(mut t) => {
+                let (input, output) = if t.is_backup() {
+                    (u32::MAX, u32::MAX)
+                } else {
+                    let base = h.client.segment_mapping().0 as usize;
+                    // Segments are smaller than 4 GiB (`Geometry::layout`), so offsets fit.
+                    (
+                        (t.input().as_ptr() as usize - base) as u32,
+                        (t.output().as_ptr() as usize - base) as u32,
+                    )
+                };
+                // SAFETY: `out` is valid for a write and `offsets` for two (caller's contract).
+                unsafe {
+                    offsets.write(input);
+                    offsets.add(1).write(output);
+                    out.write(Box::into_raw(Box::new(t)));
+                }
+                OK
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// The areas of a ticket: its input (`input_len` bytes) and output (`output_cap` bytes).
+///
+/// # Safety
+/// `ticket` is a live handle; the out pointers are null or valid for writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_ticket_areas(
+    ticket: *mut Ticket,
+    input: *mut *mut u8,
+    output: *mut *mut u8,
+) -> i32 {
+    // SAFETY: the caller promised a live handle or null.
+    let Some(t) = (unsafe { ticket.as_mut() }) else {
+        return invalid("ticket is null");
+    };
+    // SAFETY: out pointers are null or valid for writes (caller's contract).
+    unsafe {
+        put(input, t.input().as_ptr());
+        put(output, t.output().as_ptr());
+    }
+    OK
 }
 
 /// Sends the command and waits on this thread for the answer: `status` and `length` are the
@@ -714,10 +793,15 @@ pub struct HubEvent {
     pub input: *mut u8,
     /// The output area (completion: cut to the output length).
     pub output: *mut u8,
-    /// Exec: the first byte of the segment the areas lie in (null on the backup path).
-    pub segment: *mut u8,
-    /// Exec: the segment's length.
-    pub segment_len: u64,
+    /// Exec: 1 when the areas lie in the connection's segment (at `input_offset` and
+    /// `output_offset` from its first byte), 0 on the backup path.
+    pub in_segment: u32,
+    /// Exec: the input area's offset in the segment.
+    pub input_offset: u32,
+    /// Exec: the output area's offset in the segment.
+    pub output_offset: u32,
+    /// Zero.
+    pub reserved: u32,
     /// Bytes of input.
     pub input_len: u32,
     /// Exec: output capacity. Completion: output length.
@@ -749,8 +833,10 @@ pub unsafe extern "C" fn shmcall_hub_next(event: *mut HubEvent) -> i32 {
             handle: std::ptr::null_mut(),
             input: std::ptr::null_mut(),
             output: std::ptr::null_mut(),
-            segment: std::ptr::null_mut(),
-            segment_len: 0,
+            in_segment: 0,
+            input_offset: 0,
+            output_offset: 0,
+            reserved: 0,
             input_len: 0,
             output_len: 0,
             pid: 0,
@@ -796,16 +882,18 @@ pub unsafe extern "C" fn shmcall_hub_next(event: *mut HubEvent) -> i32 {
                 e.token = conn;
                 e.code = command.code() as i32;
                 e.pid = command.mode().flags() as i32;
-                if let Some(seg) = command.segment() {
-                    let (b, l) = seg.mapping();
-                    e.segment = b;
-                    e.segment_len = l as u64;
-                }
+                let base = command.segment().map(|seg| seg.mapping().0 as usize);
                 let (input, output) = command.areas();
                 e.input = input.as_ptr();
                 e.input_len = input.len() as u32;
                 e.output = output.as_ptr();
                 e.output_len = output.len() as u32;
+                if let Some(base) = base {
+                    // Segments are smaller than 4 GiB (`Geometry::layout`), so offsets fit.
+                    e.in_segment = 1;
+                    e.input_offset = (e.input as usize - base) as u32;
+                    e.output_offset = (e.output as usize - base) as u32;
+                }
                 e.handle = Box::into_raw(command).cast();
             }
             Event::Close { server, conn } => {
@@ -869,12 +957,31 @@ pub unsafe extern "C" fn shmcall_command_segment(
     OK
 }
 
+/// JavaScript begins draining the hub, for at most `budget_ns` before it hands the event loop
+/// back (see [`shmcall_hub_idle`]).
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_hub_drain(budget_ns: u64) -> i32 {
+    HUB.drain_begin(Duration::from_nanos(budget_ns));
+    OK
+}
+
+/// Returns 1 when the current drain's budget is spent, else 0.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_hub_spent() -> i32 {
+    i32::from(HUB.spent())
+}
+
 /// JavaScript drained the hub and is about to go idle: first waits up to `wait_ns` for more
-/// events, then arms the doorbell. Returns 1 when it may go idle, 0 when events arrived (drain
-/// again).
+/// events (no later than the drain's budget allows), then arms the doorbell. Returns 1 when it
+/// may go idle, 0 when events arrived (drain again), 2 when events arrived after the drain's
+/// budget was spent (drain again in a task of its own; the doorbell is not armed).
 #[unsafe(no_mangle)]
 pub extern "C" fn shmcall_hub_idle(wait_ns: u64) -> i32 {
-    i32::from(HUB.idle(Duration::from_nanos(wait_ns)))
+    match HUB.idle(Duration::from_nanos(wait_ns)) {
+        Idle::Events => 0,
+        Idle::Idle => 1,
+        Idle::Spent => 2,
+    }
 }
 
 /// The fallback doorbell, for a `nonblocking` call: sleeps until an event is queued,
