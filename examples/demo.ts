@@ -4,7 +4,7 @@
  * asynchronous (a Promise, settled through the doorbell) — checks them, and prints the round
  * trips it measured next to a Deno↔Deno Unix-socket request/response measured in the same run.
  *
- * `deno task demo` builds the core first. `SHMCALL_DEMO_N`: round trips per scenario (20000).
+ * `deno task demo` builds the core first. `SHMCALL_DEMO_N`: round trips per scenario (50000).
  *
  * @module
  */
@@ -14,8 +14,8 @@ import { sample, summarize, type Summary, table } from "../bench/percentiles.ts"
 import { fnv1a64 } from "../tests/peers/fnv.ts";
 import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";
 
-const N = Number(Deno.env.get("SHMCALL_DEMO_N") ?? 20_000);
-const WARMUP = Math.min(2_000, N);
+const N = Number(Deno.env.get("SHMCALL_DEMO_N") ?? 50_000);
+const WARMUP = Math.min(10_000, N);
 const SIZE = 64;
 const ECHO = 1;
 const CHECKSUM = 2;
@@ -86,7 +86,7 @@ async function main() {
     }),
   );
   const shmAsync = summarize(
-    await sample(N / 4, WARMUP, async (i) => {
+    await sample(N, WARMUP, async (i) => {
       input[0] = i & 0xff;
       const r = await client.execute(ECHO, { input, output, completion: () => {} });
       if (r.length !== SIZE || output[0] !== (i & 0xff)) throw new Error(`echo ${i} wrong`);

@@ -240,8 +240,17 @@ export class Client {
       input = new Uint8Array(inputLength);
       output = new Uint8Array(outputLength);
     } else {
-      input = this.#segment.view.subarray(inputAt, inputAt + inputLength);
-      output = this.#segment.view.subarray(outputAt, outputAt + outputLength);
+      const segment = this.#segment;
+      const inputArea = segment.at(inputAt, inputLength);
+      const outputArea = segment.at(outputAt, outputLength);
+      if (inputArea === undefined || outputArea === undefined) {
+        native.ticketFree(ticket);
+        throw new Error(
+          `shmcall bug: the core placed areas at ${inputAt} and ${outputAt}, outside the segment`,
+        );
+      }
+      input = inputArea;
+      output = outputArea;
     }
     try {
       if (o.inputPrepare) o.inputPrepare(input, o.input);
@@ -294,7 +303,8 @@ export class Client {
     length: number,
   ): ExecuteResult {
     if (backup) output.set(native.foreignView(native.ticketOutput(ticket), length));
-    const area = output.subarray(0, length);
+    // Whole arrays where the lengths agree: a subarray per command is garbage to collect.
+    const area = length === output.length ? output : output.subarray(0, length);
     o.inputPost?.(input, o.input);
     let made: Uint8Array;
     if (o.outputPost) {
@@ -302,7 +312,7 @@ export class Client {
       made = r instanceof Uint8Array ? r : (o.output ?? new Uint8Array(0));
     } else if (o.output) {
       o.output.set(area);
-      made = o.output.subarray(0, length);
+      made = length === o.output.length ? o.output : o.output.subarray(0, length);
     } else {
       made = area.slice();
     }

@@ -83,10 +83,23 @@ export class Mapping {
     segments.register(this.view.buffer, ref);
   }
 
+  /**
+   * Views made, by offset: a slot's areas come back command after command, usually with the
+   * same lengths, and a view made once spares an allocation (and the garbage collections it
+   * leads to) per command. A view is of shared memory either way, so handing out the same
+   * object again changes nothing a user could see in its bytes.
+   */
+  readonly #views = new Map<number, Uint8Array>();
+
   /** The area at `offset` in this segment, if it lies inside, else `undefined`. */
   at(offset: number, length: number): Uint8Array | undefined {
+    const made = this.#views.get(offset);
+    if (made !== undefined && made.length === length) return made;
     const end = offset + length;
-    return end <= this.view.length ? this.view.subarray(offset, end) : undefined;
+    if (end > this.view.length) return undefined;
+    const view = this.view.subarray(offset, end);
+    this.#views.set(offset, view);
+    return view;
   }
 }
 

@@ -12,6 +12,7 @@ const REJECT = 5;
 const DIE = 8;
 
 const SERVER = decodeURIComponent(new URL("./peers/server.ts", import.meta.url).pathname);
+const FLOOD = decodeURIComponent(new URL("./peers/flood.ts", import.meta.url).pathname);
 
 /** A Deno server peer in its own process. */
 function denoServer(icId: string, dir: string, ...flags: string[]): Promise<Peer> {
@@ -497,4 +498,38 @@ Deno.test("a flood of large async commands to a server of this same thread compl
     });
   });
   await within("100 large commands", Promise.all(all), 30_000);
+});
+
+Deno.test("a server of this process flooded with commands runs its timers and keeps serving", async () => {
+  using dir = tempSocketDir();
+  let execs = 0;
+  let flooding!: () => void;
+  const flood = new Promise<void>((r) => flooding = r);
+  await using _server = await serve("flood", {
+    exec: ({ output }) => {
+      if (++execs === 10_000) flooding();
+      return { length: output.length };
+    },
+  }, { socketDir: dir.path });
+  // The flood lasts 4 s at most: a drain that never yielded would hold this thread till then.
+  // (That drains yield once their budget is spent is proven deterministically in
+  // core-rs/tests/c_surface.rs; here a flooding client may also pause on a busy machine.)
+  const peer = await Peer.start(Deno.execPath(), ["run", "-A", FLOOD, "flood", dir.path, "4"]);
+  try {
+    await within("10,000 commands of the flood", flood);
+    const asked = performance.now();
+    await new Promise((r) => setTimeout(r, 1));
+    const late = performance.now() - asked;
+    const during = execs;
+    // The flood goes on after the timer ran: it was served while the timer waited its turn.
+    await within(
+      "more commands of the flood",
+      (async () => {
+        while (execs < during + 1000) await new Promise((r) => setTimeout(r, 1));
+      })(),
+    );
+    assert.ok(late < 1000, `a 1 ms timer ran ${late.toFixed(0)} ms late during the flood`);
+  } finally {
+    await peer.kill();
+  }
 });

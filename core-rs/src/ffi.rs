@@ -958,7 +958,7 @@ pub unsafe extern "C" fn shmcall_command_segment(
 }
 
 /// JavaScript begins draining the hub, for at most `budget_ns` before it hands the event loop
-/// back (see [`shmcall_hub_idle`]).
+/// back (see [`shmcall_hub_idle`]); 0 for no limit.
 #[unsafe(no_mangle)]
 pub extern "C" fn shmcall_hub_drain(budget_ns: u64) -> i32 {
     HUB.drain_begin(Duration::from_nanos(budget_ns));

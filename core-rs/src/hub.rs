@@ -214,8 +214,12 @@ impl Hub {
     /// JavaScript begins a drain that should last at most `budget`: [`Hub::idle`] then waits
     /// no longer than that and answers [`Idle::Spent`] once it passed. (The clock is read here,
     /// in about 20 ns, because JavaScript's own clocks cost 70 to 150 ns a reading.)
+    /// A zero budget (or one too large to represent) means no limit.
     pub fn drain_begin(&self, budget: Duration) {
-        let deadline = nanos_since_epoch(Instant::now() + budget).max(1);
+        let deadline = match Instant::now().checked_add(budget) {
+            Some(at) if !budget.is_zero() => nanos_since_epoch(at).max(1),
+            _ => 0,
+        };
         // Relaxed: only the JavaScript thread that drains reads and writes it.
         self.drain_deadline.store(deadline, Ordering::Relaxed);
     }

@@ -297,3 +297,55 @@ fn a_c_server_hands_out_open_exec_and_close_in_order() {
         dir.entries()
     );
 }
+
+#[test]
+fn a_drain_hands_the_event_loop_back_once_its_budget_is_spent() {
+    let _turn = HUB_TURN.lock().unwrap_or_else(|p| p.into_inner());
+    use shmcall::hub::{Event, HUB};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    // Events that never stop coming (a close for a server nobody registered: JavaScript
+    // would drop it).
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let pusher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                HUB.push(Event::Close {
+                    server: 0xdead,
+                    conn: 1,
+                });
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        })
+    };
+    let budget = Duration::from_millis(2);
+    let start = Instant::now();
+    shmcall_hub_drain(budget.as_nanos() as u64);
+    let found = loop {
+        let mut e = std::mem::MaybeUninit::<HubEvent>::uninit();
+        // SAFETY: `e` is valid for a write of a HubEvent.
+        while unsafe { shmcall_hub_next(e.as_mut_ptr()) } == OK {}
+        let found = shmcall_hub_idle(200_000);
+        if found != 0 || start.elapsed() > WAIT {
+            break found;
+        }
+    };
+    let took = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    pusher.join().unwrap();
+    let mut e = std::mem::MaybeUninit::<HubEvent>::uninit();
+    // SAFETY: as above.
+    while unsafe { shmcall_hub_next(e.as_mut_ptr()) } == OK {}
+    // Leave the hub idle and without a budget for the other tests.
+    shmcall_hub_drain(0);
+    assert_eq!(shmcall_hub_idle(0), 1, "the hub goes idle once drained");
+
+    assert_eq!(
+        found, 2,
+        "the drain ended as spent, with events still coming"
+    );
+    assert!(took >= budget, "not before its budget: {took:?}");
+    assert!(took < WAIT, "within a bound: {took:?}");
+}
