@@ -46,33 +46,33 @@ export const symbols = {
       "u32", //     uint32_t input_len
       "u32", //     uint32_t output_cap
       "u32", //     uint32_t mode (0 default, 1 inline, 2 worker)
-      "buffer", //  Ticket** out
+      "buffer", //  uint32_t* ticket (a handle)
       "buffer", //  uint32_t offsets[2] (UINT32_MAX: the backup path)
     ],
     result: "i32",
   },
-  // int32_t shmcall_ticket_areas(Ticket*, uint8_t** input, uint8_t** output)
+  // int32_t shmcall_ticket_areas(uint32_t ticket, uint8_t** input, uint8_t** output)
   shmcall_ticket_areas: {
-    parameters: ["pointer", "buffer", "buffer"],
+    parameters: ["u32", "buffer", "buffer"],
     result: "i32",
   },
-  // int32_t shmcall_client_call(ClientHandle*, Ticket*, int32_t* status, uint32_t* length)
+  // int32_t shmcall_client_call(ClientHandle*, uint32_t ticket, int32_t* status, uint32_t* length)
   shmcall_client_call: {
-    parameters: ["pointer", "pointer", "buffer", "buffer"],
+    parameters: ["pointer", "u32", "buffer", "buffer"],
     result: "i32",
   },
-  // int32_t shmcall_client_submit(ClientHandle*, Ticket*, uint64_t token)
+  // int32_t shmcall_client_submit(ClientHandle*, uint32_t ticket, uint64_t token)
   shmcall_client_submit: {
-    parameters: ["pointer", "pointer", "u64"],
+    parameters: ["pointer", "u32", "u64"],
     result: "i32",
   },
-  // int32_t shmcall_ticket_answer(Ticket*, int32_t* status, uint32_t* length, uint8_t** output)
+  // int32_t shmcall_ticket_answer(uint32_t ticket, int32_t* status, uint32_t* length, uint8_t** output)
   shmcall_ticket_answer: {
-    parameters: ["pointer", "buffer", "buffer", "buffer"],
+    parameters: ["u32", "buffer", "buffer", "buffer"],
     result: "i32",
   },
-  // int32_t shmcall_ticket_free(Ticket*)
-  shmcall_ticket_free: { parameters: ["pointer"], result: "i32" },
+  // int32_t shmcall_ticket_free(uint32_t ticket)
+  shmcall_ticket_free: { parameters: ["u32"], result: "i32" },
   // int32_t shmcall_segment_release(SegmentRef*)
   shmcall_segment_release: { parameters: ["pointer"], result: "i32" },
 
@@ -93,14 +93,14 @@ export const symbols = {
     parameters: ["pointer", "u64", "i32"],
     result: "i32",
   },
-  // int32_t shmcall_command_finish(Command*, int32_t status, uint32_t length, const uint8_t* output)
+  // int32_t shmcall_command_finish(uint32_t command, int32_t status, uint32_t length, const uint8_t* output)
   shmcall_command_finish: {
-    parameters: ["pointer", "i32", "u32", "buffer"],
+    parameters: ["u32", "i32", "u32", "buffer"],
     result: "i32",
   },
-  // int32_t shmcall_command_segment(Command*, uint8_t** base, size_t* len, SegmentRef** out)
+  // int32_t shmcall_command_segment(uint32_t command, uint8_t** base, size_t* len, SegmentRef** out)
   shmcall_command_segment: {
-    parameters: ["pointer", "buffer", "buffer", "buffer"],
+    parameters: ["u32", "buffer", "buffer", "buffer"],
     result: "i32",
   },
   // int32_t shmcall_server_free(ServerHandle*)

@@ -295,7 +295,7 @@ export class Client {
   /** Runs the post callbacks on a finished command and makes its result. */
   #finish(
     o: ExecuteOptions<unknown>,
-    ticket: Deno.PointerObject,
+    ticket: number,
     input: Uint8Array,
     output: Uint8Array,
     backup: boolean,

@@ -159,7 +159,7 @@ export function clientBegin(
   inputLength: number,
   outputCapacity: number,
   mode: number,
-): Deno.PointerObject {
+): number {
   check(
     library().shmcall_client_begin_at(
       client,
@@ -167,15 +167,15 @@ export function clientBegin(
       inputLength,
       outputCapacity,
       mode,
-      out64[0],
+      outU32,
       begunAt,
     ),
   );
-  return pointer(out64[0][0]!);
+  return outU32[0]!;
 }
 
 /** The addresses of a ticket's input and output buffers (for the backup path). */
-export function ticketAreas(ticket: Deno.PointerObject): [bigint, bigint] {
+export function ticketAreas(ticket: number): [bigint, bigint] {
   check(library().shmcall_ticket_areas(ticket, out64[0], out64[1]));
   return [out64[0][0]!, out64[1][0]!];
 }
@@ -184,7 +184,7 @@ export function ticketAreas(ticket: Deno.PointerObject): [bigint, bigint] {
  * Sends and waits inside this call; returns the server's status ({@linkcode callLength}
  * gives the output length).
  */
-export function clientCall(client: Deno.PointerObject, ticket: Deno.PointerObject): number {
+export function clientCall(client: Deno.PointerObject, ticket: number): number {
   check(library().shmcall_client_call(client, ticket, outI32, outU32));
   return outI32[0]!;
 }
@@ -197,20 +197,20 @@ export function callLength(): number {
 /** Sends; the finished ticket comes back as a hub completion with `token`. */
 export function clientSubmit(
   client: Deno.PointerObject,
-  ticket: Deno.PointerObject,
+  ticket: number,
   token: number,
 ): void {
   check(library().shmcall_client_submit(client, ticket, BigInt(token)));
 }
 
 /** The address of a finished ticket's output area. */
-export function ticketOutput(ticket: Deno.PointerObject): bigint {
+export function ticketOutput(ticket: number): bigint {
   check(library().shmcall_ticket_answer(ticket, outI32, outU32, out64[0]));
   return out64[0][0]!;
 }
 
 /** Frees a ticket and gives its slot back. */
-export function ticketFree(ticket: Deno.PointerObject): void {
+export function ticketFree(ticket: number): void {
   check(library().shmcall_ticket_free(ticket));
 }
 
@@ -242,7 +242,7 @@ export function serverOpened(server: Deno.PointerObject, conn: number, status: n
 
 /** Answers a command (copying `output` into its area first, when given) and frees it. */
 export function commandFinish(
-  command: Deno.PointerObject,
+  command: number,
   status: number,
   length: number,
   output: Uint8Array | null,
@@ -251,7 +251,7 @@ export function commandFinish(
 }
 
 /** The segment of a command, mapped for as long as the returned view is reachable. */
-export function commandSegment(command: Deno.PointerObject): Mapping | undefined {
+export function commandSegment(command: number): Mapping | undefined {
   check(library().shmcall_command_segment(command, out64[0], out64[1], out64[2]));
   const ref = Deno.UnsafePointer.create(out64[2][0]!);
   return ref === null ? undefined : new Mapping(out64[0][0]!, Number(out64[1][0]!), ref);
@@ -291,8 +291,9 @@ export const event = {
   get token(): number {
     return eventWords[4]! + eventWords[5]! * TWO_32;
   },
-  get handle(): Deno.PointerObject {
-    return pointer(eventData.getBigUint64(24, true));
+  /** A ticket's or command's handle (a `u32`). */
+  get handle(): number {
+    return eventWords[6]!;
   },
   get input(): bigint {
     return eventData.getBigUint64(32, true);

@@ -220,7 +220,7 @@ export class Server<C = unknown> {
   /** Answers with what `exec` returned, if it makes sense, else with HANDLER_FAILED. */
   #settle(
     conn: Connection<C>,
-    command: Deno.PointerObject,
+    command: number,
     r: ExecResult | void,
     backup: Uint8Array | null,
   ): void {
@@ -235,7 +235,7 @@ export class Server<C = unknown> {
   /** Finishes a command (exactly once), then runs `close` if it was the last one due. */
   #answer(
     conn: Connection<C>,
-    command: Deno.PointerObject,
+    command: number,
     status: number,
     length: number,
     from: Uint8Array | null,

@@ -11,19 +11,20 @@
 //! commands and every open, exec and close of a server. JavaScript takes them one at a time
 //! with [`shmcall_hub_next`] into a [`HubEvent`], and tells the hub when it goes idle.
 //!
-//! Areas are handed out as raw pointers into a segment (or into a backup buffer owned by the
-//! ticket or command, valid until it is freed or finished). A segment stays mapped while any
+//! Tickets and commands are named by `u32` handles ([`crate::handles`]): a stale or forged one
+//! is refused, never dereferenced. Areas are handed out as raw pointers into a segment (or
+//! into a backup buffer owned by the ticket or command, valid until it is freed or finished). A segment stays mapped while any
 //! ticket, command or [`SegmentRef`] of it exists: JavaScript holds a `SegmentRef` for as long
 //! as a view over the segment is reachable.
 
 use std::cell::RefCell;
-use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::client::{Client, ConnectOptions, Ticket};
+use crate::handles::Handles;
 use crate::hub::{Event, HUB, Idle};
 use crate::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment};
 use crate::server::{Command, ConnInfo, Handler, ServeOptions, Server};
@@ -34,6 +35,16 @@ use crate::status::{Error, Status};
 pub const OK: i32 = 0;
 /// Nothing is ready yet (a poll found no completion or event).
 pub const EMPTY: i32 = 1;
+
+/// Tickets given out by `begin` and by completion events, by handle.
+static TICKETS: Handles<Ticket> = Handles::new("ticket");
+/// Commands given out by exec events, by handle.
+static COMMANDS: Handles<Box<Command>> = Handles::new("command");
+
+/// Handles given out and not yet freed, tickets and commands (for leak checks in tests).
+pub fn live_handles() -> (usize, usize) {
+    (TICKETS.live(), COMMANDS.live())
+}
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -318,9 +329,9 @@ pub unsafe extern "C" fn shmcall_client_free(client: *mut ClientHandle) -> i32 {
     })
 }
 
-/// Takes a slot (or backup buffers) for a command and returns its areas: `input` is
-/// `input_len` bytes, `output` is `output_cap` bytes. `mode`: 0 server default, 1 inline,
-/// 2 worker.
+/// Takes a slot (or backup buffers) for a command: `out` receives the ticket's handle, `input`
+/// and `output` its areas (`input_len` and `output_cap` bytes). `mode`: 0 server default,
+/// 1 inline, 2 worker.
 ///
 /// # Safety
 /// `client` is a live handle; the out pointers are null or valid for writes.
@@ -331,7 +342,7 @@ pub unsafe extern "C" fn shmcall_client_begin(
     input_len: u32,
     output_cap: u32,
     mode_flags: u32,
-    out: *mut *mut Ticket,
+    out: *mut u32,
     input: *mut *mut u8,
     output: *mut *mut u8,
 ) -> i32 {
@@ -343,27 +354,39 @@ pub unsafe extern "C" fn shmcall_client_begin(
         return invalid("out is null");
     }
     guard(|| {
-        let m = match mode(mode_flags) {
-            Ok(m) => m,
+        let mut t = match begin(h, code, input_len, output_cap, mode_flags) {
+            Ok(t) => t,
             Err(e) => return fail(e),
         };
-        match h
-            .client
-            .begin(code, input_len as usize, output_cap as usize, m)
-        {
-            Ok(t) => {
-                let mut t = Box::new(t);
+        let (i, o) = (t.input().as_ptr(), t.output().as_ptr());
+        match TICKETS.insert(t) {
+            Ok(handle) => {
                 // SAFETY: out pointers are null or valid for writes (caller's contract).
                 unsafe {
-                    put(input, t.input().as_ptr());
-                    put(output, t.output().as_ptr());
-                    put(out, Box::into_raw(t));
+                    put(input, i);
+                    put(output, o);
+                    put(out, handle);
                 }
                 OK
             }
             Err(e) => fail(e),
         }
     })
+}
+
+fn begin(
+    h: &ClientHandle,
+    code: u32,
+    input_len: u32,
+    output_cap: u32,
+    mode_flags: u32,
+) -> Result<Ticket, Error> {
+    h.client.begin(
+        code,
+        input_len as usize,
+        output_cap as usize,
+        mode(mode_flags)?,
+    )
 }
 
 /// [`shmcall_client_begin`] for callers that keep one view of the whole segment (JavaScript):
@@ -380,7 +403,7 @@ pub unsafe extern "C" fn shmcall_client_begin_at(
     input_len: u32,
     output_cap: u32,
     mode_flags: u32,
-    out: *mut *mut Ticket,
+    out: *mut u32,
     offsets: *mut u32,
 ) -> i32 {
     // SAFETY: the caller promised a live handle or null.
@@ -391,30 +414,27 @@ pub unsafe extern "C" fn shmcall_client_begin_at(
         return invalid("out or offsets is null");
     }
     guard(|| {
-        let m = match mode(mode_flags) {
-            Ok(m) => m,
+        let mut t = match begin(h, code, input_len, output_cap, mode_flags) {
+            Ok(t) => t,
             Err(e) => return fail(e),
         };
-        match h
-            .client
-            .begin(code, input_len as usize, output_cap as usize, m)
-        {
-            Ok(mut t) => {
-                let (input, output) = if t.is_backup() {
-                    (u32::MAX, u32::MAX)
-                } else {
-                    let base = h.client.segment_mapping().0 as usize;
-                    // Segments are smaller than 4 GiB (`Geometry::layout`), so offsets fit.
-                    (
-                        (t.input().as_ptr() as usize - base) as u32,
-                        (t.output().as_ptr() as usize - base) as u32,
-                    )
-                };
+        let (input, output) = if t.is_backup() {
+            (u32::MAX, u32::MAX)
+        } else {
+            let base = h.client.segment_mapping().0 as usize;
+            // Segments are smaller than 4 GiB (`Geometry::layout`), so offsets fit.
+            (
+                (t.input().as_ptr() as usize - base) as u32,
+                (t.output().as_ptr() as usize - base) as u32,
+            )
+        };
+        match TICKETS.insert(t) {
+            Ok(handle) => {
                 // SAFETY: `out` is valid for a write and `offsets` for two (caller's contract).
                 unsafe {
                     offsets.write(input);
                     offsets.add(1).write(output);
-                    out.write(Box::into_raw(Box::new(t)));
+                    out.write(handle);
                 }
                 OK
             }
@@ -426,79 +446,86 @@ pub unsafe extern "C" fn shmcall_client_begin_at(
 /// The areas of a ticket: its input (`input_len` bytes) and output (`output_cap` bytes).
 ///
 /// # Safety
-/// `ticket` is a live handle; the out pointers are null or valid for writes.
+/// The out pointers are null or valid for writes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_ticket_areas(
-    ticket: *mut Ticket,
+    ticket: u32,
     input: *mut *mut u8,
     output: *mut *mut u8,
 ) -> i32 {
-    // SAFETY: the caller promised a live handle or null.
-    let Some(t) = (unsafe { ticket.as_mut() }) else {
-        return invalid("ticket is null");
-    };
-    // SAFETY: out pointers are null or valid for writes (caller's contract).
-    unsafe {
-        put(input, t.input().as_ptr());
-        put(output, t.output().as_ptr());
+    match TICKETS.with(ticket, |t| (t.input().as_ptr(), t.output().as_ptr())) {
+        Ok((i, o)) => {
+            // SAFETY: out pointers are null or valid for writes (caller's contract).
+            unsafe {
+                put(input, i);
+                put(output, o);
+            }
+            OK
+        }
+        Err(e) => fail(e),
     }
-    OK
 }
 
 /// Sends the command and waits on this thread for the answer: `status` and `length` are the
 /// server's; a library failure is the return value.
 ///
 /// # Safety
-/// `client` and `ticket` are live handles, the ticket from this client and not yet sent.
+/// `client` is a live handle; the out pointers are null or valid for writes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_client_call(
     client: *mut ClientHandle,
-    ticket: *mut Ticket,
+    ticket: u32,
     status: *mut i32,
     length: *mut u32,
 ) -> i32 {
-    // SAFETY: the caller promised live handles or null.
-    let (Some(h), Some(t)) = (unsafe { client.as_ref() }, unsafe { ticket.as_mut() }) else {
-        return invalid("client or ticket is null");
+    // SAFETY: the caller promised a live handle or null.
+    let Some(h) = (unsafe { client.as_ref() }) else {
+        return invalid("client is null");
     };
-    guard(|| match h.client.call(t) {
-        Ok(a) => {
-            // SAFETY: out pointers are null or valid for writes.
-            unsafe {
-                put(status, a.status);
-                put(length, a.length);
+    guard(|| {
+        // Out of the table while the call waits, so that the table's lock is not held.
+        let mut t = match TICKETS.lend(ticket) {
+            Ok(t) => t,
+            Err(e) => return fail(e),
+        };
+        let answered = h.client.call(&mut t);
+        TICKETS.give_back(ticket, t);
+        match answered {
+            Ok(a) => {
+                // SAFETY: out pointers are null or valid for writes.
+                unsafe {
+                    put(status, a.status);
+                    put(length, a.length);
+                }
+                OK
             }
-            OK
+            Err(e) => fail(e),
         }
-        Err(e) => fail(e),
     })
 }
 
 /// Sends the command and returns at once. The finished ticket reaches the hub as a
-/// completion event with `token`. The ticket handle is given up here.
+/// completion event with `token` and a new handle. The ticket's handle is freed here.
 ///
 /// # Safety
-/// `client` and `ticket` are live handles, the ticket from this client and not yet sent; the
-/// caller does not use `ticket` again until the hub returns it.
+/// `client` is a live handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_client_submit(
     client: *mut ClientHandle,
-    ticket: *mut Ticket,
+    ticket: u32,
     token: u64,
 ) -> i32 {
     // SAFETY: the caller promised a live handle or null.
     let Some(h) = (unsafe { client.as_ref() }) else {
         return invalid("client is null");
     };
-    if ticket.is_null() {
-        return invalid("ticket is null");
-    }
-    // SAFETY: the ticket came from `Box::into_raw` in `shmcall_client_begin`; the caller gives
-    // it up until the hub returns it.
-    let t = unsafe { Box::from_raw(ticket) };
     let client_id = h.id;
     guard(move || {
-        let r = h.client.call_async(*t, move |t| {
+        let t = match TICKETS.remove(ticket) {
+            Ok(t) => t,
+            Err(e) => return fail(e),
+        };
+        let r = h.client.call_async(t, move |t| {
             HUB.push(Event::Completion {
                 client: client_id,
                 token,
@@ -516,44 +543,39 @@ pub unsafe extern "C" fn shmcall_client_submit(
 /// area (cut to `length`); or its library failure as the return value.
 ///
 /// # Safety
-/// `ticket` is a live handle; the out pointers are null or valid for writes.
+/// The out pointers are null or valid for writes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_ticket_answer(
-    ticket: *mut Ticket,
+    ticket: u32,
     status: *mut i32,
     length: *mut u32,
     output: *mut *mut u8,
 ) -> i32 {
-    // SAFETY: the caller promised a live handle or null.
-    let Some(t) = (unsafe { ticket.as_mut() }) else {
-        return invalid("ticket is null");
-    };
-    guard(|| match t.answer() {
-        Ok(a) => {
+    let answer = TICKETS.with(ticket, |t| t.answer().map(|a| (a, t.output().as_ptr())));
+    match answer.and_then(|a| a) {
+        Ok((a, o)) => {
             // SAFETY: out pointers are null or valid for writes.
             unsafe {
                 put(status, a.status);
                 put(length, a.length);
-                put(output, t.output().as_ptr());
+                put(output, o);
             }
             OK
         }
         Err(e) => fail(e),
-    })
+    }
 }
 
 /// Frees a ticket (and gives its slot back).
-///
-/// # Safety
-/// `ticket` is null or a live handle, not used again afterwards.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn shmcall_ticket_free(ticket: *mut Ticket) -> i32 {
-    if ticket.is_null() {
-        return invalid("ticket is null");
-    }
-    // SAFETY: the ticket came from `Box::into_raw` and the caller gives it up.
-    drop(unsafe { Box::from_raw(ticket) });
-    OK
+pub extern "C" fn shmcall_ticket_free(ticket: u32) -> i32 {
+    guard(|| match TICKETS.remove(ticket) {
+        Ok(t) => {
+            drop(t);
+            OK
+        }
+        Err(e) => fail(e),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -713,22 +735,19 @@ pub unsafe extern "C" fn shmcall_server_opened(
 /// backup-path commands from its own buffer).
 ///
 /// # Safety
-/// `command` is null or a handle from an exec event, not used again afterwards; `output` is
-/// null or valid for reads of `length` bytes.
+/// `output` is null or valid for reads of `length` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_command_finish(
-    command: *mut Command,
+    command: u32,
     status: i32,
     length: u32,
     output: *const u8,
 ) -> i32 {
-    if command.is_null() {
-        return invalid("command is null");
-    }
-    // SAFETY: the command came from `Box::into_raw` in `shmcall_hub_next`; the caller gives it
-    // up.
-    let mut c = unsafe { Box::from_raw(command) };
     guard(move || {
+        let mut c = match COMMANDS.remove(command) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        };
         if !output.is_null() {
             let mut area = c.output();
             let n = (length as usize).min(area.len());
@@ -787,8 +806,8 @@ pub struct HubEvent {
     pub owner: u64,
     /// Completion: JavaScript's token. Open, exec, close: the connection.
     pub token: u64,
-    /// Completion: the ticket. Exec: the command.
-    pub handle: *mut c_void,
+    /// Completion: the ticket's handle. Exec: the command's handle.
+    pub handle: u64,
     /// The input area.
     pub input: *mut u8,
     /// The output area (completion: cut to the output length).
@@ -830,7 +849,7 @@ pub unsafe extern "C" fn shmcall_hub_next(event: *mut HubEvent) -> i32 {
             code: 0,
             owner: 0,
             token: 0,
-            handle: std::ptr::null_mut(),
+            handle: 0,
             input: std::ptr::null_mut(),
             output: std::ptr::null_mut(),
             in_segment: 0,
@@ -863,7 +882,10 @@ pub unsafe extern "C" fn shmcall_hub_next(event: *mut HubEvent) -> i32 {
                     }
                     Err(err) => e.code = fail(err),
                 }
-                e.handle = Box::into_raw(ticket).cast();
+                match TICKETS.insert(*ticket) {
+                    Ok(handle) => e.handle = u64::from(handle),
+                    Err(err) => return fail(err),
+                }
             }
             Event::Open { server, conn } => {
                 e.kind = EVENT_OPEN;
@@ -894,7 +916,10 @@ pub unsafe extern "C" fn shmcall_hub_next(event: *mut HubEvent) -> i32 {
                     e.input_offset = (e.input as usize - base) as u32;
                     e.output_offset = (e.output as usize - base) as u32;
                 }
-                e.handle = Box::into_raw(command).cast();
+                match COMMANDS.insert(command) {
+                    Ok(handle) => e.handle = u64::from(handle),
+                    Err(err) => return fail(err),
+                }
             }
             Event::Close { server, conn } => {
                 e.kind = EVENT_CLOSE;
@@ -937,21 +962,19 @@ pub extern "C" fn shmcall_hub_new_id() -> u64 {
 /// connection), with its first byte and length; null for backup-path commands.
 ///
 /// # Safety
-/// `command` is a live command handle; the out pointers are null or valid for writes.
+/// The out pointers are null or valid for writes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_command_segment(
-    command: *mut Command,
+    command: u32,
     base: *mut *mut u8,
     len: *mut usize,
     out: *mut *mut SegmentRef,
 ) -> i32 {
-    // SAFETY: the caller promised a live handle or null.
-    let Some(c) = (unsafe { command.as_ref() }) else {
-        return invalid("command is null");
+    let segment = match COMMANDS.with(command, |c| c.segment()) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
     };
-    let r = c
-        .segment()
-        .map_or(std::ptr::null_mut(), |s| segment_ref(s, base, len));
+    let r = segment.map_or(std::ptr::null_mut(), |s| segment_ref(s, base, len));
     // SAFETY: `out` is null or valid for a write.
     unsafe { put(out, r) };
     OK

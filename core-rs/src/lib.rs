@@ -14,6 +14,7 @@ pub mod client;
 pub mod endpoint;
 pub mod ffi;
 pub mod futex;
+pub mod handles;
 pub mod hub;
 pub mod napi;
 pub mod ring;

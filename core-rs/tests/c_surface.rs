@@ -67,7 +67,7 @@ fn a_c_client_makes_sync_and_async_round_trips() {
     let client = connect(&dir, "c-client").unwrap();
     // SAFETY: every pointer below comes from the library or is a live local.
     unsafe {
-        let (mut ticket, mut input, mut output) = (null_mut(), null_mut(), null_mut());
+        let (mut ticket, mut input, mut output) = (0u32, null_mut(), null_mut());
         assert_eq!(
             shmcall_client_begin(client, ECHO, 5, 16, 0, &mut ticket, &mut input, &mut output),
             OK
@@ -87,6 +87,16 @@ fn a_c_client_makes_sync_and_async_round_trips() {
         );
         assert_eq!(std::slice::from_raw_parts(out, length as usize), b"hello");
         assert_eq!(shmcall_ticket_free(ticket), OK);
+        assert_eq!(
+            shmcall_ticket_free(ticket),
+            Status::InvalidArgument.code(),
+            "a ticket freed twice is refused"
+        );
+        assert_eq!(
+            shmcall_ticket_answer(ticket, &mut status, &mut length, &mut out),
+            Status::InvalidArgument.code(),
+            "a freed ticket is not read"
+        );
 
         // The segment reference maps what the areas point into.
         let (mut base, mut len, mut seg) = (null_mut(), 0usize, null_mut());
@@ -117,7 +127,7 @@ fn a_c_client_makes_sync_and_async_round_trips() {
             std::slice::from_raw_parts(e.output, e.output_len as usize),
             b"abc"
         );
-        assert_eq!(shmcall_ticket_free(e.handle.cast()), OK);
+        assert_eq!(shmcall_ticket_free(e.handle as u32), OK);
         let mut none = std::mem::MaybeUninit::<HubEvent>::uninit();
         assert_eq!(
             shmcall_hub_next(none.as_mut_ptr()),
@@ -143,7 +153,7 @@ fn a_backup_commands_output_stays_where_begin_put_it() {
     let n = input.len() as u32;
     // SAFETY: every pointer below comes from the library or is a live local.
     unsafe {
-        let (mut ticket, mut in_area, mut out_area) = (null_mut(), null_mut(), null_mut());
+        let (mut ticket, mut in_area, mut out_area) = (0u32, null_mut(), null_mut());
         assert_eq!(
             shmcall_client_begin(
                 client,
@@ -198,14 +208,22 @@ fn c_failures_return_negative_statuses_and_a_sentence() {
             shmcall_client_close(null_mut()),
             Status::InvalidArgument.code()
         );
-        assert_eq!(
-            shmcall_ticket_free(null_mut()),
-            Status::InvalidArgument.code()
+    }
+    // Ticket and command handles that were never given out (or were freed) are refused by
+    // number, not dereferenced.
+    for forged in [0, 1, 0x0100_0000, u32::MAX] {
+        assert_eq!(shmcall_ticket_free(forged), Status::InvalidArgument.code());
+        assert!(
+            last_error().contains(&format!("ticket handle {forged} is not live")),
+            "{}",
+            last_error()
         );
         assert_eq!(
-            shmcall_command_finish(null_mut(), 0, 0, std::ptr::null()),
+            // SAFETY: a null output is allowed.
+            unsafe { shmcall_command_finish(forged, 0, 0, std::ptr::null()) },
             Status::InvalidArgument.code()
         );
+        assert!(last_error().contains("command handle"), "{}", last_error());
     }
     assert_eq!(
         shmcall_protocol_version(),
@@ -258,7 +276,7 @@ fn a_c_server_hands_out_open_exec_and_close_in_order() {
                         let reversed: Vec<u8> = input.iter().rev().copied().collect();
                         std::ptr::copy_nonoverlapping(reversed.as_ptr(), e.output, reversed.len());
                         shmcall_command_finish(
-                            e.handle.cast(),
+                            e.handle as u32,
                             3,
                             reversed.len() as u32,
                             std::ptr::null(),
