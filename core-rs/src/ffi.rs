@@ -996,8 +996,8 @@ pub extern "C" fn shmcall_hub_spent() -> i32 {
 
 /// JavaScript drained the hub and is about to go idle: first waits up to `wait_ns` for more
 /// events (no later than the drain's budget allows), then arms the doorbell. Returns 1 when it
-/// may go idle, 0 when events arrived (drain again), 2 when events arrived after the drain's
-/// budget was spent (drain again in a task of its own; the doorbell is not armed).
+/// may go idle, 0 when events arrived (drain again), 2 when the drain's budget ran out (drain
+/// again in a task of its own; the doorbell is not armed and the rings stay held).
 #[unsafe(no_mangle)]
 pub extern "C" fn shmcall_hub_idle(wait_ns: u64) -> i32 {
     match HUB.idle(Duration::from_nanos(wait_ns)) {

@@ -103,9 +103,8 @@ pub enum Idle {
     Idle,
     /// Events arrived: drain again.
     Events,
-    /// Events arrived, but the drain used up its budget: continue in a task of its own, so
-    /// that the event loop's timers and I/O run first. The doorbell is not armed and the rings
-    /// stay held meanwhile.
+    /// The drain used up its budget: continue in a task of its own, so that the event loop's
+    /// timers and I/O run first. The doorbell is not armed and the rings stay held meanwhile.
     Spent,
 }
 
@@ -240,22 +239,26 @@ impl Hub {
     /// itself: a command or an answer then reaches JavaScript with no thread hop at all, which
     /// is worth the core; the ring threads sleep meanwhile. Going idle always gives their
     /// rings back, so nothing waits for a JavaScript thread that sleeps.
+    ///
+    /// When the drain's budget runs out first, it answers [`Idle::Spent`] whether or not
+    /// events are waiting: JavaScript hands its event loop a turn and comes back, holding the
+    /// rings meanwhile. Going idle there instead would give the rings to their threads in the
+    /// middle of a stream of commands, only to ask for them back a moment later, waking
+    /// threads each way.
     pub fn idle(&self, wait: Duration) -> Idle {
         if !wait.is_zero() {
             let now = Instant::now();
             // Relaxed: written by this same thread (`drain_begin`).
             let deadline = self.drain_deadline.load(Ordering::Relaxed);
-            let left = if deadline == 0 {
-                wait
-            } else {
-                Duration::from_nanos(deadline.saturating_sub(nanos_since_epoch(now))).min(wait)
-            };
-            if self.wait_for_events(now, left) {
-                return if self.spent() {
-                    Idle::Spent
-                } else {
-                    Idle::Events
-                };
+            let budget_left = (deadline != 0)
+                .then(|| Duration::from_nanos(deadline.saturating_sub(nanos_since_epoch(now))));
+            let left = budget_left.map_or(wait, |b| b.min(wait));
+            let arrived = self.wait_for_events(now, left);
+            if (arrived || budget_left.is_some_and(|b| b < wait)) && self.spent() {
+                return Idle::Spent;
+            }
+            if arrived {
+                return Idle::Events;
             }
         }
         // Going idle: the rings go back to their threads, which run while JavaScript sleeps.

@@ -1,0 +1,339 @@
+/**
+ * The bench suite's report: Markdown tables (printed, and written into `bench/README.md`
+ * between its result markers) and an SVG chart of round trips by payload size.
+ *
+ * @module
+ */
+
+import type { Summary } from "./percentiles.ts";
+
+/** Scenario names, as the tables show them. */
+export const SOCKET = "Deno ↔ Deno, Unix socket";
+/** See {@linkcode SOCKET}. */
+export const NODE_IPC = "Node ↔ Node, child_process IPC";
+/** See {@linkcode SOCKET}. */
+export const SYNC = "shmcall sync, copying";
+/** See {@linkcode SOCKET}. */
+export const ZERO_COPY = "shmcall sync, zero-copy callbacks";
+/** See {@linkcode SOCKET}. */
+export const ASYNC = "shmcall async, one in flight";
+
+/** One round-trip scenario at one payload size. */
+export interface LatencyRow {
+  scenario: string;
+  size: number;
+  summary: Summary;
+}
+
+/** Pipelined 64-byte throughput, shmcall and the socket, with `inFlight` outstanding. */
+export interface ThroughputRow {
+  inFlight: number;
+  shm: number;
+  socket: number;
+}
+
+/** Four clients at once against one server: total round trips per second. */
+export interface LoadRow {
+  scenario: string;
+  perSecond: number;
+  p50: number;
+  p99: number;
+}
+
+/** A row of the Rust bench (`cargo bench --bench roundtrip`), in microseconds. */
+export interface RustRow {
+  scenario: string;
+  p50: number;
+  p99: number;
+}
+
+/** System calls made by a busy client and server while they ran `commands` round trips. */
+export interface SyscallRow {
+  commands: number;
+  calls: number;
+  /** The most frequent calls, with their counts. */
+  top: string;
+}
+
+/** Everything one run measured. */
+export interface Results {
+  syscalls: SyscallRow | undefined;
+  latency: LatencyRow[];
+  throughput: ThroughputRow[];
+  load: LoadRow[];
+  rust: RustRow[];
+  /** How long the run took. */
+  seconds: number;
+  /** A quick run (fewer samples): printed, not written to the README. */
+  quick: boolean;
+}
+
+const BEGIN = "<!-- results:begin -->";
+const END = "<!-- results:end -->";
+
+const f2 = (x: number) => x.toFixed(2);
+const ratio = (x: number) => `${x >= 10 ? x.toFixed(0) : x.toFixed(1)}×`;
+
+/** "64 B", "4 KiB", "1 MiB". */
+export function sizeName(size: number): string {
+  if (size >= 1 << 20) return `${size / (1 << 20)} MiB`;
+  if (size >= 1 << 10) return `${size / (1 << 10)} KiB`;
+  return `${size} B`;
+}
+
+function find(r: Results, scenario: string, size: number): Summary | undefined {
+  return r.latency.find((l) => l.scenario === scenario && l.size === size)?.summary;
+}
+
+function machine(): string {
+  let cpu = "unknown CPU";
+  try {
+    cpu = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? cpu;
+  } catch {
+    // Not Linux's /proc: leave it unknown.
+  }
+  let node = "no node";
+  try {
+    const out = new Deno.Command("node", { args: ["--version"] }).outputSync();
+    node = `Node ${new TextDecoder().decode(out.stdout).trim()}`;
+  } catch {
+    // No node on the PATH.
+  }
+  return `${navigator.hardwareConcurrency} × ${cpu}, Linux ${Deno.osRelease()}, Deno ${Deno.version.deno}, ${node}`;
+}
+
+/** The Markdown of a run: tables, then the targets and whether each is met. */
+export function markdown(r: Results): string {
+  const sizes = [...new Set(r.latency.map((l) => l.size))].sort((a, b) => a - b);
+  const scenarios = [...new Set(r.latency.map((l) => l.scenario))];
+  const out: string[] = [];
+  out.push(
+    `Run of ${new Date().toISOString().slice(0, 10)} on ${machine()}; ${r.seconds.toFixed(0)} s.`,
+  );
+  out.push("");
+  out.push("### Round trip, one in flight: p50 µs (p99 µs), and the p50 speed-up on the socket");
+  out.push("");
+  out.push(`| scenario | ${sizes.map(sizeName).join(" | ")} |`);
+  out.push(`|---|${sizes.map(() => "---:").join("|")}|`);
+  for (const s of scenarios) {
+    const cells = sizes.map((size) => {
+      const m = find(r, s, size);
+      const base = find(r, SOCKET, size);
+      if (m === undefined) return "";
+      const speed = s === SOCKET || base === undefined ? "" : ` **${ratio(base.p50 / m.p50)}**`;
+      return `${f2(m.p50)} (${f2(m.p99)})${speed}`;
+    });
+    out.push(`| ${s} | ${cells.join(" | ")} |`);
+  }
+  out.push("");
+  out.push("### Pipelined throughput, 64 B, asynchronous");
+  out.push("");
+  out.push("| in flight | shmcall commands/s | Unix socket requests/s (writes batched) | ratio |");
+  out.push("|---:|---:|---:|---:|");
+  for (const t of r.throughput) {
+    out.push(
+      `| ${t.inFlight} | ${t.shm.toFixed(0)} | ${t.socket.toFixed(0)} | **${
+        ratio(t.shm / t.socket)
+      }** |`,
+    );
+  }
+  out.push("");
+  out.push("### Four client processes against one server, synchronous 64 B");
+  out.push("");
+  out.push(
+    "| scenario | round trips/s, all four | p50 µs (median client) | p99 µs (worst client) |",
+  );
+  out.push("|---|---:|---:|---:|");
+  for (const l of r.load) {
+    out.push(`| ${l.scenario} | ${l.perSecond.toFixed(0)} | ${f2(l.p50)} | ${f2(l.p99)} |`);
+  }
+  if (r.rust.length > 0) {
+    out.push("");
+    out.push("### The floor: Rust ↔ Rust, 64 B (`cargo bench --bench roundtrip`)");
+    out.push("");
+    out.push("| scenario | p50 µs | p99 µs |");
+    out.push("|---|---:|---:|");
+    for (const x of r.rust) out.push(`| ${x.scenario} | ${f2(x.p50)} | ${f2(x.p99)} |`);
+  }
+  if (r.syscalls !== undefined) {
+    const y = r.syscalls;
+    out.push("");
+    out.push("### System calls while both sides are busy (`strace -c -f`, Deno ↔ Deno, sync 64 B)");
+    out.push("");
+    out.push(
+      "| round trips in the window | system calls, both processes | per round trip | most frequent |",
+    );
+    out.push("|---:|---:|---:|---|");
+    out.push(
+      `| ${y.commands} | ${y.calls} | ${
+        (y.calls / Math.max(1, y.commands)).toFixed(5)
+      } | ${y.top} |`,
+    );
+  }
+  out.push("");
+  out.push("### Targets (ratios against the baseline of this run)");
+  out.push("");
+  out.push("| target | measured | met |");
+  out.push("|---|---:|:---:|");
+  for (const t of targets(r)) {
+    out.push(
+      `| ${t.name} | ${t.measured} | ${t.met === undefined ? "—" : t.met ? "yes" : "**no**"} |`,
+    );
+  }
+  return out.join("\n");
+}
+
+interface Target {
+  name: string;
+  measured: string;
+  met: boolean | undefined;
+}
+
+function targets(r: Results): Target[] {
+  const speedUp = (scenario: string, size: number, aim: number, name: string): Target => {
+    const m = find(r, scenario, size);
+    const base = find(r, SOCKET, size);
+    if (m === undefined || base === undefined) return { name, measured: "not run", met: undefined };
+    const x = base.p50 / m.p50;
+    return { name, measured: ratio(x), met: x >= aim };
+  };
+  const list = [
+    speedUp(SYNC, 64, 15, "sync round trip, 64 B: ≥ 15× faster than the Unix socket"),
+    speedUp(ASYNC, 64, 5, "async round trip, 64 B: ≥ 5× faster"),
+    speedUp(ZERO_COPY, 1 << 20, 5, "1 MiB round trip, zero-copy callbacks: ≥ 5× faster"),
+  ];
+  const t64 = r.throughput.find((t) => t.inFlight === 64);
+  list.push(
+    t64 === undefined
+      ? {
+        name: "pipelined, 64 B: ≥ 20× the socket's throughput",
+        measured: "not run",
+        met: undefined,
+      }
+      : {
+        name: "pipelined, 64 B, 64 in flight: ≥ 20× the socket's throughput",
+        measured: ratio(t64.shm / t64.socket),
+        met: t64.shm / t64.socket >= 20,
+      },
+  );
+  const futex = r.rust.find((x) => x.scenario.startsWith("futex ping-pong, sleeping"));
+  const core = r.rust.find((x) => x.scenario.startsWith("shmcall rust, sleeping"));
+  list.push(
+    futex === undefined || core === undefined
+      ? { name: "Rust core: ≤ 1.5× the futex ping-pong", measured: "not run", met: undefined }
+      : {
+        name: "Rust core, both sleeping: ≤ 1.5× the futex ping-pong",
+        measured: ratio(core.p50 / futex.p50),
+        met: core.p50 / futex.p50 <= 1.5,
+      },
+  );
+  list.push(
+    r.syscalls === undefined
+      ? {
+        name: "system calls per command while both sides are busy: 0",
+        measured: "not run",
+        met: undefined,
+      }
+      : {
+        name: "system calls per command while both sides are busy: 0 (below 0.01 counts)",
+        measured: (r.syscalls.calls / Math.max(1, r.syscalls.commands)).toFixed(5),
+        met: r.syscalls.calls / Math.max(1, r.syscalls.commands) < 0.01,
+      },
+  );
+  return list;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chart
+
+const COLORS: Record<string, string> = {
+  [SOCKET]: "#d62728",
+  [NODE_IPC]: "#ff7f0e",
+  [ASYNC]: "#9467bd",
+  [SYNC]: "#1f77b4",
+  [ZERO_COPY]: "#2ca02c",
+};
+
+/** Round trip (p50, log scale) by payload size, one line per scenario. */
+export function chart(r: Results): string {
+  const sizes = [...new Set(r.latency.map((l) => l.size))].sort((a, b) => a - b);
+  const scenarios = [...new Set(r.latency.map((l) => l.scenario))];
+  const [w, h, left, right, top, bottom] = [760, 440, 70, 250, 40, 50];
+  const values = r.latency.map((l) => l.summary.p50).filter((v) => v > 0);
+  const lo = Math.floor(Math.log10(Math.min(...values)));
+  const hi = Math.ceil(Math.log10(Math.max(...values)));
+  const x = (i: number) => left + (i * (w - left - right)) / Math.max(1, sizes.length - 1);
+  const y = (v: number) => top + ((hi - Math.log10(v)) * (h - top - bottom)) / Math.max(1, hi - lo);
+  const s: string[] = [];
+  s.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" font-family="sans-serif" font-size="12">`,
+  );
+  s.push(`<rect width="${w}" height="${h}" fill="white"/>`);
+  s.push(
+    `<text x="${left}" y="22" font-size="14" font-weight="bold">Round trip, one in flight (p50, µs, log scale) by payload size</text>`,
+  );
+  for (let d = lo; d <= hi; d++) {
+    const yy = y(10 ** d).toFixed(1);
+    s.push(`<line x1="${left}" x2="${w - right}" y1="${yy}" y2="${yy}" stroke="#ddd"/>`);
+    s.push(
+      `<text x="${left - 8}" y="${yy}" text-anchor="end" dominant-baseline="middle">${
+        10 ** d
+      }</text>`,
+    );
+  }
+  sizes.forEach((size, i) => {
+    s.push(
+      `<text x="${x(i).toFixed(1)}" y="${h - bottom + 20}" text-anchor="middle">${
+        sizeName(size)
+      }</text>`,
+    );
+  });
+  scenarios.forEach((scenario, k) => {
+    const color = COLORS[scenario] ?? "#555";
+    const points = sizes.flatMap((size, i) => {
+      const m = find(r, scenario, size);
+      return m === undefined ? [] : [`${x(i).toFixed(1)},${y(m.p50).toFixed(1)}`];
+    });
+    s.push(
+      `<polyline fill="none" stroke="${color}" stroke-width="2" points="${points.join(" ")}"/>`,
+    );
+    for (const p of points) {
+      const [px, py] = p.split(",");
+      s.push(`<circle cx="${px}" cy="${py}" r="3" fill="${color}"/>`);
+    }
+    const ly = top + 20 + k * 22;
+    s.push(
+      `<line x1="${w - right + 15}" x2="${
+        w - right + 40
+      }" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2"/>`,
+    );
+    s.push(
+      `<text x="${w - right + 46}" y="${ly}" dominant-baseline="middle">${escape(scenario)}</text>`,
+    );
+  });
+  s.push("</svg>");
+  return s.join("\n") + "\n";
+}
+
+function escape(text: string): string {
+  return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
+}
+
+/**
+ * Prints the run's Markdown; unless it was a quick run, also writes it into the README between
+ * its markers, and the chart next to it.
+ */
+export function writeReport(r: Results, readmePath: string, svgPath: string): void {
+  const md = markdown(r);
+  console.log(md);
+  if (r.quick) return;
+  const readme = Deno.readTextFileSync(readmePath);
+  const a = readme.indexOf(BEGIN);
+  const b = readme.indexOf(END);
+  if (a < 0 || b < a) throw new Error(`${readmePath} lacks the markers ${BEGIN} and ${END}`);
+  Deno.writeTextFileSync(
+    readmePath,
+    `${readme.slice(0, a + BEGIN.length)}\n${md}\n${readme.slice(b)}`,
+  );
+  Deno.writeTextFileSync(svgPath, chart(r));
+}

@@ -1,0 +1,400 @@
+/**
+ * The bench suite's percentile harness (`deno task bench`): every scenario of `bench/README.md`
+ * against its baselines, measured in one run, then the results written into `bench/README.md`
+ * and `bench/chart.svg`.
+ *
+ * `deno run -A bench/run.ts`. It runs the Rust floor first (`cargo bench --bench roundtrip`,
+ * whose lines it reads back through `SHMCALL_BENCH_JSON`). `SHMCALL_BENCH_QUICK=1` takes a
+ * tenth of the samples (for a quick look; the README is not rewritten then).
+ *
+ * @module
+ */
+
+import { connect } from "../mod.ts";
+import { clock, sample, summarize, type Summary } from "./percentiles.ts";
+import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";
+import {
+  ASYNC,
+  type LatencyRow,
+  type LoadRow,
+  NODE_IPC,
+  type Results,
+  type RustRow,
+  SOCKET,
+  SYNC,
+  type SyscallRow,
+  type ThroughputRow,
+  writeReport,
+  ZERO_COPY,
+} from "./report.ts";
+
+const ECHO = 1;
+const SIZES = [64, 4 << 10, 64 << 10, 1 << 20];
+const QUICK = Deno.env.get("SHMCALL_BENCH_QUICK") === "1";
+const here = (file: string) => decodeURIComponent(new URL(file, import.meta.url).pathname);
+
+/** Round trips measured per payload size (a tenth with `SHMCALL_BENCH_QUICK=1`). */
+function samplesFor(size: number): number {
+  const n = size <= 4096 ? 20_000 : size <= 65536 ? 4_000 : 500;
+  return QUICK ? Math.max(50, n / 10) : n;
+}
+
+const warmupFor = (size: number) => Math.max(20, Math.floor(samplesFor(size) / 4));
+
+/** Fills the first, a middle and the last byte with `v`, as a cheap mark of who wrote it. */
+function mark(area: Uint8Array, v: number): void {
+  area[0] = v;
+  area[area.length >> 1] = v;
+  area[area.length - 1] = v;
+}
+
+function checkMark(area: Uint8Array, v: number, what: string): void {
+  if (area[0] !== v || area[area.length >> 1] !== v || area[area.length - 1] !== v) {
+    throw new Error(`${what}: the echo came back wrong`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Unix-socket baseline (bench/peers/socket_server.ts)
+
+async function socketRoundTrips(path: string, size: number): Promise<Summary> {
+  const conn = await Deno.connect({ transport: "unix", path });
+  try {
+    const frame = new Uint8Array(4 + size);
+    new DataView(frame.buffer).setUint32(0, size, true);
+    const reply = new Uint8Array(4 + size);
+    const body = frame.subarray(4);
+    return summarize(
+      await sample(samplesFor(size), warmupFor(size), async (i) => {
+        // Built in full, as the copying path builds its input.
+        body.fill(i & 0xff);
+        for (let sent = 0; sent < frame.length;) sent += await conn.write(frame.subarray(sent));
+        for (let got = 0; got < reply.length;) {
+          const n = await conn.read(reply.subarray(got));
+          if (n === null) throw new Error("the socket server closed the connection");
+          got += n;
+        }
+        checkMark(reply.subarray(4), i & 0xff, `socket ${size} B`);
+      }),
+    );
+  } finally {
+    conn.close();
+  }
+}
+
+/** Requests per second with `inFlight` 64-byte requests outstanding, writes batched. */
+async function socketPipelined(path: string, inFlight: number, total: number): Promise<number> {
+  const conn = await Deno.connect({ transport: "unix", path });
+  try {
+    const size = 64;
+    const frameLength = 4 + size;
+    const frames = new Uint8Array(frameLength * inFlight);
+    const view = new DataView(frames.buffer);
+    for (let k = 0; k < inFlight; k++) view.setUint32(k * frameLength, size, true);
+    const buf = new Uint8Array(1 << 16);
+    const send = async (count: number) => {
+      const bytes = frames.subarray(0, count * frameLength);
+      for (let sent = 0; sent < bytes.length;) sent += await conn.write(bytes.subarray(sent));
+    };
+    const start = clock();
+    let sent = Math.min(inFlight, total);
+    await send(sent);
+    let bytesIn = 0;
+    let received = 0;
+    while (received < total) {
+      const n = await conn.read(buf);
+      if (n === null) throw new Error("the socket server closed the connection");
+      bytesIn += n;
+      const now = Math.floor(bytesIn / frameLength);
+      const more = Math.min(now - received, total - sent);
+      received = now;
+      if (more > 0) {
+        sent += more;
+        await send(more);
+      }
+    }
+    return total / ((clock() - start) / 1000);
+  } finally {
+    conn.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// shmcall (a Deno server peer: examples/echo_server.ts)
+
+type Client = Awaited<ReturnType<typeof connect>>;
+
+function shmSync(client: Client, size: number): Promise<Float64Array> {
+  const input = new Uint8Array(size);
+  const output = new Uint8Array(size);
+  return sample(samplesFor(size), warmupFor(size), (i) => {
+    // The copying path: the input is built in an array of ours, the library copies it in,
+    // and the output out.
+    input.fill(i & 0xff);
+    client.execute(ECHO, { input, output });
+    checkMark(output, i & 0xff, `sync ${size} B`);
+  });
+}
+
+function shmZeroCopy(client: Client, size: number): Promise<Float64Array> {
+  return sample(samplesFor(size), warmupFor(size), (i) => {
+    // Zero copy: the input is built straight in shared memory and the output read there.
+    client.execute(ECHO, {
+      inputLength: size,
+      outputLength: size,
+      inputPrepare: (area) => area.fill(i & 0xff),
+      outputPost: (area) => checkMark(area, i & 0xff, `zero-copy ${size} B`),
+    });
+  });
+}
+
+function shmAsync(client: Client, size: number): Promise<Float64Array> {
+  const input = new Uint8Array(size);
+  const output = new Uint8Array(size);
+  const completion = () => {};
+  return sample(samplesFor(size), warmupFor(size), async (i) => {
+    input.fill(i & 0xff);
+    await client.execute(ECHO, { input, output, completion });
+    checkMark(output, i & 0xff, `async ${size} B`);
+  });
+}
+
+/** Commands per second with `inFlight` asynchronous 64-byte commands outstanding. */
+async function shmPipelined(client: Client, inFlight: number, total: number): Promise<number> {
+  const input = new Uint8Array(64).fill(3);
+  const completion = () => {};
+  let issued = 0;
+  const worker = async () => {
+    const output = new Uint8Array(64);
+    while (issued < total) {
+      issued++;
+      await client.execute(ECHO, { input, output, completion });
+    }
+  };
+  const start = clock();
+  await Promise.all(Array.from({ length: inFlight }, worker));
+  return total / ((clock() - start) / 1000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several clients at once (bench/peers/load_client.ts), and Node's IPC channel
+
+async function fourClients(kind: "shm" | "socket", target: string, dir: string) {
+  const seconds = QUICK ? 0.5 : 2;
+  const startAt = Date.now() + 1500;
+  const peers: Peer[] = [];
+  try {
+    for (let k = 0; k < 4; k++) {
+      peers.push(
+        await Peer.start(Deno.execPath(), [
+          "run",
+          "-A",
+          here("./peers/load_client.ts"),
+          kind,
+          target,
+          dir,
+          "64",
+          String(startAt),
+          String(seconds),
+        ]),
+      );
+    }
+    const lines = await Promise.all(peers.map((p) => p.expect("{", 30_000)));
+    const each = lines.map((l) => JSON.parse(l) as { count: number; p50: number; p99: number });
+    const p50s = each.map((e) => e.p50).sort((a, b) => a - b);
+    return {
+      perSecond: each.reduce((sum, e) => sum + e.count, 0) / seconds,
+      p50: (p50s[1]! + p50s[2]!) / 2,
+      p99: Math.max(...each.map((e) => e.p99)),
+    };
+  } finally {
+    await Promise.all(peers.map((p) => p.kill()));
+  }
+}
+
+async function nodeIpc(): Promise<LatencyRow[]> {
+  const rows: LatencyRow[] = [];
+  // Node's own harness, one process per size so that each gets its sample count.
+  for (const size of SIZES) {
+    const out = await new Deno.Command("node", {
+      args: [
+        here("./peers/node_ipc.mjs"),
+        String(samplesFor(size)),
+        String(warmupFor(size)),
+        String(size),
+      ],
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    if (!out.success) throw new Error(`node_ipc.mjs failed for ${size} B`);
+    const s = JSON.parse(new TextDecoder().decode(out.stdout).trim()) as Summary & { n: number };
+    rows.push({ scenario: NODE_IPC, size, summary: s });
+  }
+  return rows;
+}
+
+/**
+ * System calls per command while both sides are busy: `strace -c -f` attached for a second to
+ * a Deno server and a Deno client in the middle of a run of synchronous 64-byte round trips.
+ * The commands of that second are estimated from the client's rate over its whole run (strace
+ * slows only system calls, so an unchanged rate is itself a sign there are none).
+ */
+async function syscalls(dir: string): Promise<SyscallRow | undefined> {
+  try {
+    await new Deno.Command("strace", { args: ["-V"], stdout: "null", stderr: "null" }).output();
+  } catch {
+    console.error("no strace on this machine: system calls per command not measured");
+    return undefined;
+  }
+  const seconds = QUICK ? 2 : 3;
+  const startAt = Date.now() + 1500;
+  await using server = await Peer.start(Deno.execPath(), [
+    "run",
+    "-A",
+    here("../examples/echo_server.ts"),
+    "syscalls",
+    dir,
+  ]);
+  await using client = await Peer.start(Deno.execPath(), [
+    "run",
+    "-A",
+    here("./peers/load_client.ts"),
+    "shm",
+    "syscalls",
+    dir,
+    "64",
+    String(startAt),
+    String(seconds),
+  ]);
+  const out = Deno.makeTempFileSync({ prefix: "shmcall-strace-" });
+  try {
+    await new Promise((r) => setTimeout(r, startAt + 500 - Date.now()));
+    const strace = new Deno.Command("strace", {
+      args: ["-f", "-c", "-o", out, "-p", String(server.pid), "-p", String(client.pid)],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    const attached = clock();
+    await new Promise((r) => setTimeout(r, 1000));
+    strace.kill("SIGINT");
+    await strace.status;
+    const window = (clock() - attached) / 1000;
+    const done = JSON.parse(await client.expect("{", 30_000)) as { count: number };
+    const commands = done.count / seconds * window;
+    const lines = Deno.readTextFileSync(out).split("\n");
+    const rows = lines.map((l) => l.trim().split(/\s+/)).filter((f) =>
+      f.length >= 5 && /^[\d.]+$/.test(f[0]!) && f[f.length - 1] !== "total"
+    );
+    // Columns: % time, seconds, usecs/call, calls, [errors], name.
+    const calls = rows.map((f) => ({ name: f[f.length - 1]!, calls: Number(f[3]) }));
+    calls.sort((a, b) => b.calls - a.calls);
+    const total = calls.reduce((sum, c) => sum + c.calls, 0);
+    return {
+      commands: Math.round(commands),
+      calls: total,
+      top: calls.slice(0, 4).map((c) => `${c.name} ${c.calls}`).join(", ") || "none",
+    };
+  } finally {
+    Deno.removeSync(out);
+  }
+}
+
+/** The Rust floor: runs `cargo bench --bench roundtrip` and reads its JSON lines back. */
+async function rustFloor(): Promise<RustRow[]> {
+  const path = Deno.makeTempFileSync({ prefix: "shmcall-bench-", suffix: ".jsonl" });
+  try {
+    const samples = QUICK ? "2000" : "20000";
+    const status = await new Deno.Command("cargo", {
+      args: ["bench", "--locked", "-p", "shmcall", "--bench", "roundtrip"],
+      cwd: here(".."),
+      env: { SHMCALL_BENCH_JSON: path, SHMCALL_BENCH_SAMPLES: samples },
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn().status;
+    if (!status.success) throw new Error("cargo bench --bench roundtrip failed");
+    return Deno.readTextFileSync(path).split("\n").filter((l) => l.trim() !== "").map((l) => {
+      const j = JSON.parse(l) as { scenario: string; p50_ns: number; p99_ns: number };
+      return { scenario: j.scenario, p50: j.p50_ns / 1000, p99: j.p99_ns / 1000 };
+    });
+  } finally {
+    Deno.removeSync(path);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main() {
+  const started = Date.now();
+  console.error("the Rust floor");
+  const rust = await rustFloor();
+  using dir = tempSocketDir();
+  const socketPath = `${dir.path}/socket.sock`;
+  await using _shmServer = await Peer.start(Deno.execPath(), [
+    "run",
+    "-A",
+    here("../examples/echo_server.ts"),
+    "bench",
+    dir.path,
+  ]);
+  await using _socketServer = await Peer.start(Deno.execPath(), [
+    "run",
+    "-A",
+    here("./peers/socket_server.ts"),
+    socketPath,
+  ]);
+  const latency: LatencyRow[] = [];
+  {
+    using client = await connect("bench", { socketDir: dir.path });
+    for (const size of SIZES) {
+      console.error(`round trips of ${size} B`);
+      latency.push({ scenario: SOCKET, size, summary: await socketRoundTrips(socketPath, size) });
+      latency.push({ scenario: SYNC, size, summary: summarize(await shmSync(client, size)) });
+      latency.push({
+        scenario: ZERO_COPY,
+        size,
+        summary: summarize(await shmZeroCopy(client, size)),
+      });
+      latency.push({ scenario: ASYNC, size, summary: summarize(await shmAsync(client, size)) });
+    }
+  }
+  console.error("Node's IPC channel");
+  latency.push(...await nodeIpc());
+
+  console.error("pipelined throughput");
+  const throughput: ThroughputRow[] = [];
+  {
+    using client = await connect("bench", { socketDir: dir.path });
+    const total = QUICK ? 20_000 : 200_000;
+    for (const inFlight of [64, 256]) {
+      await shmPipelined(client, inFlight, total / 10);
+      await socketPipelined(socketPath, inFlight, total / 10);
+      throughput.push({
+        inFlight,
+        shm: await shmPipelined(client, inFlight, total),
+        socket: await socketPipelined(socketPath, inFlight, total),
+      });
+    }
+  }
+
+  console.error("four clients");
+  const load: LoadRow[] = [
+    { scenario: SYNC, ...await fourClients("shm", "bench", dir.path) },
+    { scenario: SOCKET, ...await fourClients("socket", socketPath, dir.path) },
+  ];
+
+  console.error("system calls per command");
+  const sys = await syscalls(dir.path);
+
+  const results: Results = {
+    syscalls: sys,
+    latency,
+    throughput,
+    load,
+    rust,
+    seconds: (Date.now() - started) / 1000,
+    quick: QUICK,
+  };
+  writeReport(results, here("./README.md"), here("./chart.svg"));
+}
+
+if (import.meta.main) await main();
