@@ -41,13 +41,6 @@ function samplesFor(size: number): number {
 
 const warmupFor = (size: number) => Math.max(20, Math.floor(samplesFor(size) / 4));
 
-/** Fills the first, a middle and the last byte with `v`, as a cheap mark of who wrote it. */
-function mark(area: Uint8Array, v: number): void {
-  area[0] = v;
-  area[area.length >> 1] = v;
-  area[area.length - 1] = v;
-}
-
 function checkMark(area: Uint8Array, v: number, what: string): void {
   if (area[0] !== v || area[area.length >> 1] !== v || area[area.length - 1] !== v) {
     throw new Error(`${what}: the echo came back wrong`);
