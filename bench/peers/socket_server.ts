@@ -2,7 +2,8 @@
  * The Unix-socket baseline of the bench suite, written the way a good Deno user would: frames
  * of a little-endian u32 length and that many bytes; every complete frame read is echoed, and
  * the echoes of one read go out in one write (so that pipelined requests are answered in
- * batches). `deno run -A bench/peers/socket_server.ts <socket-path>`; prints `ready`.
+ * batches). `deno run -A bench/peers/socket_server.ts <socket-path>`; prints `ready`, and
+ * serves until its stdin closes (its parent's end).
  *
  * @module
  */
@@ -82,4 +83,8 @@ async function serve(conn: Deno.UnixConn): Promise<void> {
   }
 }
 
-for await (const conn of listener) void serve(conn as Deno.UnixConn);
+void (async () => {
+  for await (const conn of listener) void serve(conn as Deno.UnixConn);
+})();
+for await (const _ of Deno.stdin.readable) { /* serve until stdin closes */ }
+Deno.exit(0);

@@ -86,6 +86,15 @@ export class Peer {
     }
   }
 
+  /** Sends `signal` now, without waiting (for an `unload` handler, which cannot wait). */
+  signal(signal: Deno.Signal): void {
+    try {
+      this.#child.kill(signal);
+    } catch {
+      // Already exited.
+    }
+  }
+
   /** Kills the child with SIGKILL (once) and reaps it, closing its pipes. */
   async kill(): Promise<void> {
     if (this.#killed) return;

@@ -1,0 +1,68 @@
+/**
+ * The round-trip scenarios under `deno bench` (`deno task bench:deno`), which reports means
+ * with shmcall next to the Unix-socket baseline in each payload group. The percentile harness
+ * is `bench/run.ts`.
+ *
+ * @module
+ */
+
+import { connect } from "../mod.ts";
+import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";
+
+const here = (file: string) => decodeURIComponent(new URL(file, import.meta.url).pathname);
+const dir = tempSocketDir();
+const socketPath = `${dir.path}/socket.sock`;
+const peers = [
+  await Peer.start(Deno.execPath(), [
+    "run",
+    "-A",
+    here("../examples/echo_server.ts"),
+    "b",
+    dir.path,
+  ]),
+  await Peer.start(Deno.execPath(), ["run", "-A", here("./peers/socket_server.ts"), socketPath]),
+];
+const client = await connect("b", { socketDir: dir.path });
+const conn = await Deno.connect({ transport: "unix", path: socketPath });
+// `deno bench` has no hook after the last bench: the peers go when this process does.
+globalThis.addEventListener("unload", () => {
+  conn.close();
+  client.close();
+  for (const p of peers) p.signal("SIGKILL");
+  dir[Symbol.dispose]();
+});
+
+for (const size of [64, 4 << 10, 64 << 10, 1 << 20]) {
+  const group = `${size} B round trip`;
+  const input = new Uint8Array(size).fill(5);
+  const output = new Uint8Array(size);
+  const frame = new Uint8Array(4 + size);
+  new DataView(frame.buffer).setUint32(0, size, true);
+  const reply = new Uint8Array(4 + size);
+  const completion = () => {};
+
+  Deno.bench({ name: "Deno ↔ Deno, Unix socket", group, baseline: true }, async () => {
+    for (let sent = 0; sent < frame.length;) sent += await conn.write(frame.subarray(sent));
+    for (let got = 0; got < reply.length;) {
+      const n = await conn.read(reply.subarray(got));
+      if (n === null) throw new Error("the socket server closed the connection");
+      got += n;
+    }
+  });
+  Deno.bench({ name: "shmcall sync, copying", group }, () => {
+    client.execute(1, { input, output });
+  });
+  Deno.bench({ name: "shmcall sync, zero-copy callbacks", group }, () => {
+    client.execute(1, {
+      inputLength: size,
+      outputLength: size,
+      inputPrepare: (area) => area.fill(5),
+      outputPost: (area) => {
+        if (area[size - 1] !== 5) throw new Error("the echo came back wrong");
+      },
+    });
+  });
+  Deno.bench({ name: "shmcall async, one in flight", group }, async () => {
+    await client.execute(1, { input, output, completion });
+  });
+}
