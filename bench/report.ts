@@ -58,6 +58,8 @@ export interface SyscallRow {
 /** Everything one run measured. */
 export interface Results {
   syscalls: SyscallRow | undefined;
+  /** Whether `core-rs/tests/allocations.rs` (no heap allocation per warm round trip) passed. */
+  noAllocations: boolean;
   latency: LatencyRow[];
   throughput: ThroughputRow[];
   load: LoadRow[];
@@ -240,6 +242,11 @@ function targets(r: Results): Target[] {
         met: r.syscalls.calls / Math.max(1, r.syscalls.commands) < 0.01,
       },
   );
+  list.push({
+    name: "heap allocations per command in the Rust hot path: 0 (`core-rs/tests/allocations.rs`)",
+    measured: r.noAllocations ? "0 in 40 000" : "some (the test failed)",
+    met: r.noAllocations,
+  });
   return list;
 }
 

@@ -292,6 +292,21 @@ async function syscalls(dir: string): Promise<SyscallRow | undefined> {
   }
 }
 
+/**
+ * Heap allocations per command in the Rust hot path: `core-rs/tests/allocations.rs` counts
+ * them with a counting global allocator over 40 000 round trips and fails on any.
+ */
+async function allocations(): Promise<boolean> {
+  const out = await new Deno.Command("cargo", {
+    args: ["test", "--release", "--locked", "-p", "shmcall", "--test", "allocations"],
+    cwd: here(".."),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) console.error(new TextDecoder().decode(out.stdout));
+  return out.success;
+}
+
 /** The Rust floor: runs `cargo bench --bench roundtrip` and reads its JSON lines back. */
 async function rustFloor(): Promise<RustRow[]> {
   const path = Deno.makeTempFileSync({ prefix: "shmcall-bench-", suffix: ".jsonl" });
@@ -375,11 +390,14 @@ async function main() {
     { scenario: SOCKET, ...await fourClients("socket", socketPath, dir.path) },
   ];
 
+  console.error("heap allocations per command in the Rust hot path");
+  const noAllocations = await allocations();
   console.error("system calls per command");
   const sys = await syscalls(dir.path);
 
   const results: Results = {
     syscalls: sys,
+    noAllocations,
     latency,
     throughput,
     load,
