@@ -265,13 +265,19 @@ async function syscalls(dir: string): Promise<SyscallRow | undefined> {
     const strace = new Deno.Command("strace", {
       args: ["-f", "-c", "-o", out, "-p", String(server.pid), "-p", String(client.pid)],
       stdout: "null",
-      stderr: "null",
+      stderr: "piped",
     }).spawn();
     const attached = clock();
     await new Promise((r) => setTimeout(r, 1000));
     strace.kill("SIGINT");
-    await strace.status;
+    const { stderr } = await strace.output();
     const window = (clock() - attached) / 1000;
+    // An empty count means "no system call" only if strace did attach (it says so).
+    const said = new TextDecoder().decode(stderr);
+    if (!said.includes("attached")) {
+      console.error(`strace did not attach: ${said.trim()}`);
+      return undefined;
+    }
     const done = JSON.parse(await client.expect("{", 30_000)) as { count: number };
     const commands = done.count / seconds * window;
     const lines = Deno.readTextFileSync(out).split("\n");
