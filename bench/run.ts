@@ -169,6 +169,43 @@ async function shmPipelined(client: Client, inFlight: number, total: number): Pr
   return total / ((clock() - start) / 1000);
 }
 
+/**
+ * The most any Promise-per-command API can do here: `inFlight` workers awaiting Promises that
+ * resolve at once, with no IPC at all (per second). `execute` with a completion returns a
+ * Promise (SPEC.md), so pipelined shmcall cannot exceed this.
+ */
+async function promiseFloor(inFlight: number, total: number): Promise<number> {
+  let issued = 0;
+  const worker = async () => {
+    while (issued < total) {
+      issued++;
+      await new Promise<void>((resolve) => queueMicrotask(resolve));
+    }
+  };
+  const start = clock();
+  await Promise.all(Array.from({ length: inFlight }, worker));
+  return total / ((clock() - start) / 1000);
+}
+
+/**
+ * The least work of a 1 MiB zero-copy round trip, in one process: the input built in place
+ * (a fill) and the server's echo (a copy), in µs (p50 of repeated runs). Against the socket's
+ * round trip it bounds the speed-up any shared-memory echo can reach.
+ */
+function memoryFloor(size: number): number {
+  const segment = new Uint8Array(4 * size);
+  const input = segment.subarray(0, size);
+  const output = segment.subarray(2 * size, 3 * size);
+  const runs = new Float64Array(QUICK ? 50 : 300);
+  for (let i = -20; i < runs.length; i++) {
+    const start = clock();
+    input.fill(i & 0xff);
+    output.set(input);
+    if (i >= 0) runs[i] = (clock() - start) * 1000;
+  }
+  return runs.sort()[runs.length >> 1]!;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Several clients at once (bench/peers/load_client.ts), and Node's IPC channel
 
@@ -391,10 +428,12 @@ async function main() {
     for (const inFlight of [64, 256]) {
       await shmPipelined(client, inFlight, total / 10);
       await socketPipelined(socketPath, inFlight, total / 10);
+      await promiseFloor(inFlight, total);
       throughput.push({
         inFlight,
         shm: await shmPipelined(client, inFlight, total),
         socket: await socketPipelined(socketPath, inFlight, total),
+        promiseFloor: await promiseFloor(inFlight, total * 5),
       });
     }
   }
@@ -411,6 +450,7 @@ async function main() {
   const sys = await syscalls(dir.path);
 
   const results: Results = {
+    memoryFloor: memoryFloor(1 << 20),
     syscalls: sys,
     noAllocations,
     latency,

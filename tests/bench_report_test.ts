@@ -28,7 +28,8 @@ function results(): Results {
       { scenario: SOCKET, size: 1 << 20, summary: summary(300) },
       { scenario: ZERO_COPY, size: 1 << 20, summary: summary(50) },
     ],
-    throughput: [{ inFlight: 64, shm: 2_000_000, socket: 1_000_000 }],
+    throughput: [{ inFlight: 64, shm: 2_000_000, socket: 1_000_000, promiseFloor: 8_000_000 }],
+    memoryFloor: 40,
     load: [],
     rust: [
       { scenario: "futex ping-pong, sleeping", p50: 10, p99: 20 },
@@ -48,6 +49,8 @@ Deno.test("the bench report judges each target by its ratio to the baseline of t
   assert.match(row("async round trip, 64 B")!, /\| 3\.0× \| \*\*no\*\* \|$/);
   assert.match(row("1 MiB round trip")!, /\| 6\.0× \| yes \|$/);
   assert.match(row("pipelined, 64 B, 64 in flight")!, /\| 2\.0× \| \*\*no\*\* \|$/);
+  assert.match(row("… the ceiling of that ratio: Promises")!, /\| 8\.0× \| — \|$/);
+  assert.match(row("… the ceiling of that ratio: the socket")!, /\| 7\.5× \(40\.00 µs\) \| — \|$/);
   assert.match(row("Rust core, both sleeping")!, /\| 1\.6× \| \*\*no\*\* \|$/);
   assert.match(row("system calls per command")!, /\| 0\.00050 \| yes \|$/);
   assert.match(row("heap allocations per command")!, /\| 0 in 40 000 \| yes \|$/);
