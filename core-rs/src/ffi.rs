@@ -41,11 +41,6 @@ static TICKETS: Handles<Ticket> = Handles::new("ticket");
 /// Commands given out by exec events, by handle.
 static COMMANDS: Handles<Box<Command>> = Handles::new("command");
 
-/// Handles given out and not yet freed, tickets and commands (for leak checks in tests).
-pub fn live_handles() -> (usize, usize) {
-    (TICKETS.live(), COMMANDS.live())
-}
-
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
 }
@@ -354,13 +349,11 @@ pub unsafe extern "C" fn shmcall_client_begin(
         return invalid("out is null");
     }
     guard(|| {
-        let mut t = match begin(h, code, input_len, output_cap, mode_flags) {
-            Ok(t) => t,
-            Err(e) => return fail(e),
-        };
-        let (i, o) = (t.input().as_ptr(), t.output().as_ptr());
-        match TICKETS.insert(t) {
-            Ok(handle) => {
+        let begun = begin_held(h, code, input_len, output_cap, mode_flags, |t| {
+            (t.input().as_ptr(), t.output().as_ptr())
+        });
+        match begun {
+            Ok((handle, (i, o))) => {
                 // SAFETY: out pointers are null or valid for writes (caller's contract).
                 unsafe {
                     put(input, i);
@@ -374,19 +367,24 @@ pub unsafe extern "C" fn shmcall_client_begin(
     })
 }
 
-fn begin(
+/// Begins a command and holds its ticket in [`TICKETS`]: returns the handle, and what `areas`
+/// makes of the ticket's areas before it goes into the table.
+fn begin_held<A>(
     h: &ClientHandle,
     code: u32,
     input_len: u32,
     output_cap: u32,
     mode_flags: u32,
-) -> Result<Ticket, Error> {
-    h.client.begin(
+    areas: impl FnOnce(&mut Ticket) -> A,
+) -> Result<(u32, A), Error> {
+    let mut t = h.client.begin(
         code,
         input_len as usize,
         output_cap as usize,
         mode(mode_flags)?,
-    )
+    )?;
+    let a = areas(&mut t);
+    Ok((TICKETS.insert(t)?, a))
 }
 
 /// [`shmcall_client_begin`] for callers that keep one view of the whole segment (JavaScript):
@@ -414,22 +412,19 @@ pub unsafe extern "C" fn shmcall_client_begin_at(
         return invalid("out or offsets is null");
     }
     guard(|| {
-        let mut t = match begin(h, code, input_len, output_cap, mode_flags) {
-            Ok(t) => t,
-            Err(e) => return fail(e),
-        };
-        let (input, output) = if t.is_backup() {
-            (u32::MAX, u32::MAX)
-        } else {
+        let begun = begin_held(h, code, input_len, output_cap, mode_flags, |t| {
+            if t.is_backup() {
+                return (u32::MAX, u32::MAX);
+            }
             let base = h.client.segment_mapping().0 as usize;
             // Segments are smaller than 4 GiB (`Geometry::layout`), so offsets fit.
             (
                 (t.input().as_ptr() as usize - base) as u32,
                 (t.output().as_ptr() as usize - base) as u32,
             )
-        };
-        match TICKETS.insert(t) {
-            Ok(handle) => {
+        });
+        match begun {
+            Ok((handle, (input, output))) => {
                 // SAFETY: `out` is valid for a write and `offsets` for two (caller's contract).
                 unsafe {
                     offsets.write(input);
