@@ -8,6 +8,7 @@
 
 import { connect } from "../mod.ts";
 import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";
+import { SocketEcho } from "./socket_client.ts";
 
 const here = (file: string) => decodeURIComponent(new URL(file, import.meta.url).pathname);
 const dir = tempSocketDir();
@@ -36,18 +37,13 @@ for (const size of [64, 4 << 10, 64 << 10, 1 << 20]) {
   const group = `${size} B round trip`;
   const input = new Uint8Array(size).fill(5);
   const output = new Uint8Array(size);
-  const frame = new Uint8Array(4 + size);
-  new DataView(frame.buffer).setUint32(0, size, true);
-  const reply = new Uint8Array(4 + size);
+  const socket = new SocketEcho(conn, size);
+  socket.body.fill(5);
   const completion = () => {};
 
+  // An async function, not one returning a Promise: `deno bench` awaits only the former.
   Deno.bench({ name: "Deno ↔ Deno, Unix socket", group, baseline: true }, async () => {
-    for (let sent = 0; sent < frame.length;) sent += await conn.write(frame.subarray(sent));
-    for (let got = 0; got < reply.length;) {
-      const n = await conn.read(reply.subarray(got));
-      if (n === null) throw new Error("the socket server closed the connection");
-      got += n;
-    }
+    await socket.roundTrip();
   });
   Deno.bench({ name: "shmcall sync, copying", group }, () => {
     client.execute(1, { input, output });

@@ -13,6 +13,7 @@
 import { connect } from "../mod.ts";
 import { clock, sample, summarize, type Summary } from "./percentiles.ts";
 import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";
+import { SocketEcho } from "./socket_client.ts";
 import {
   ASYNC,
   type LatencyRow,
@@ -53,21 +54,13 @@ function checkMark(area: Uint8Array, v: number, what: string): void {
 async function socketRoundTrips(path: string, size: number): Promise<Summary> {
   const conn = await Deno.connect({ transport: "unix", path });
   try {
-    const frame = new Uint8Array(4 + size);
-    new DataView(frame.buffer).setUint32(0, size, true);
-    const reply = new Uint8Array(4 + size);
-    const body = frame.subarray(4);
+    const socket = new SocketEcho(conn, size);
     return summarize(
       await sample(samplesFor(size), warmupFor(size), async (i) => {
         // Built in full, as the copying path builds its input.
-        body.fill(i & 0xff);
-        for (let sent = 0; sent < frame.length;) sent += await conn.write(frame.subarray(sent));
-        for (let got = 0; got < reply.length;) {
-          const n = await conn.read(reply.subarray(got));
-          if (n === null) throw new Error("the socket server closed the connection");
-          got += n;
-        }
-        checkMark(reply.subarray(4), i & 0xff, `socket ${size} B`);
+        socket.body.fill(i & 0xff);
+        await socket.roundTrip();
+        checkMark(socket.echo, i & 0xff, `socket ${size} B`);
       }),
     );
   } finally {

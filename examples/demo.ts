@@ -13,6 +13,7 @@ import { connect } from "../mod.ts";
 import { sample, summarize, type Summary, table } from "../bench/percentiles.ts";
 import { fnv1a64 } from "../tests/peers/fnv.ts";
 import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";
+import { SocketEcho } from "../bench/socket_client.ts";
 
 const N = Number(Deno.env.get("SHMCALL_DEMO_N") ?? 50_000);
 const WARMUP = Math.min(10_000, N);
@@ -30,18 +31,11 @@ async function unixSocket(path: string, async: boolean): Promise<Summary> {
   ]);
   const conn = await Deno.connect({ transport: "unix", path });
   try {
-    const frame = new Uint8Array(4 + SIZE);
-    new DataView(frame.buffer).setUint32(0, SIZE, true);
-    const reply = new Uint8Array(4 + SIZE);
+    const socket = new SocketEcho(conn, SIZE);
     const roundTrip = async (i: number) => {
-      frame[4] = i & 0xff;
-      await conn.write(frame);
-      for (let got = 0; got < reply.length;) {
-        const n = await conn.read(reply.subarray(got));
-        if (n === null) throw new Error("the echo server closed the socket");
-        got += n;
-      }
-      if (reply[4] !== (i & 0xff)) throw new Error(`echo ${i} came back wrong`);
+      socket.body[0] = i & 0xff;
+      await socket.roundTrip();
+      if (socket.echo[0] !== (i & 0xff)) throw new Error(`echo ${i} came back wrong`);
     };
     return summarize(await sample(async ? N / 4 : N, WARMUP, roundTrip));
   } finally {

@@ -10,6 +10,7 @@
 
 import { connect } from "../../mod.ts";
 import { clock, summarize } from "../percentiles.ts";
+import { SocketEcho } from "../socket_client.ts";
 
 const [kind, target, socketDir, sizeArg, startArg, secondsArg] = Deno.args;
 if (
@@ -33,17 +34,9 @@ if (kind === "shm") {
   done = () => client.close();
 } else {
   const conn = await Deno.connect({ transport: "unix", path: target });
-  const frame = new Uint8Array(4 + size);
-  new DataView(frame.buffer).setUint32(0, size, true);
-  const reply = new Uint8Array(4 + size);
-  roundTrip = async () => {
-    await conn.write(frame);
-    for (let got = 0; got < reply.length;) {
-      const n = await conn.read(reply.subarray(got));
-      if (n === null) throw new Error("the socket server closed the connection");
-      got += n;
-    }
-  };
+  const socket = new SocketEcho(conn, size);
+  socket.body.fill(1);
+  roundTrip = () => socket.roundTrip();
   done = () => conn.close();
 }
 console.log("ready");
