@@ -257,19 +257,21 @@ async function nodeIpc(): Promise<LatencyRow[]> {
 }
 
 /**
- * System calls per command while both sides are busy: `strace -c -f` attached for a second to
- * a Deno server and a Deno client in the middle of a run of synchronous 64-byte round trips.
- * The commands of that second are estimated from the client's rate over its whole run (strace
- * slows only system calls, so an unchanged rate is itself a sign there are none).
+ * System calls per command while both sides are busy, counted two ways while a Deno server and
+ * a Deno client run synchronous 64-byte round trips: `strace -c -f` attached for a second (the
+ * tool the target names; it slows each system call it sees, which can only raise the count),
+ * then `perf stat -e raw_syscalls:sys_enter` for a second (a tracepoint counter, which leaves
+ * system calls at full speed). The commands of each window are estimated from the client's
+ * rate over its whole run.
  */
-async function syscalls(dir: string): Promise<SyscallRow | undefined> {
-  try {
-    await new Deno.Command("strace", { args: ["-V"], stdout: "null", stderr: "null" }).output();
-  } catch {
-    console.error("no strace on this machine: system calls per command not measured");
-    return undefined;
-  }
-  const seconds = QUICK ? 2 : 3;
+async function syscalls(dir: string): Promise<SyscallRow[]> {
+  const tools = [];
+  if (await runs("strace", ["-V"])) tools.push(straceWindow);
+  else console.error("no strace on this machine: not counted with strace");
+  if (await runs("perf", ["--version"])) tools.push(perfWindow);
+  else console.error("no perf on this machine: not counted with perf");
+  if (tools.length === 0) return [];
+  const seconds = QUICK ? 3 : 4;
   const startAt = Date.now() + 1500;
   await using server = await Peer.start(Deno.execPath(), [
     "run",
@@ -289,11 +291,36 @@ async function syscalls(dir: string): Promise<SyscallRow | undefined> {
     String(startAt),
     String(seconds),
   ]);
+  await new Promise((r) => setTimeout(r, startAt + 300 - Date.now()));
+  const windows: { tool: string; seconds: number; calls: number; top: string }[] = [];
+  for (const tool of tools) {
+    const w = await tool([server.pid, client.pid]);
+    if (w !== undefined) windows.push(w);
+  }
+  const done = JSON.parse(await client.expect("{", 30_000)) as { count: number };
+  return windows.map((w) => ({
+    tool: w.tool,
+    commands: Math.round(done.count / seconds * w.seconds),
+    calls: w.calls,
+    top: w.top,
+  }));
+}
+
+async function runs(command: string, args: string[]): Promise<boolean> {
+  try {
+    const out = await new Deno.Command(command, { args, stdout: "null", stderr: "null" }).output();
+    return out.success;
+  } catch {
+    return false;
+  }
+}
+
+/** `strace -c -f` on both processes for a second: the calls and the most frequent. */
+async function straceWindow(pids: number[]) {
   const out = Deno.makeTempFileSync({ prefix: "shmcall-strace-" });
   try {
-    await new Promise((r) => setTimeout(r, startAt + 500 - Date.now()));
     const strace = new Deno.Command("strace", {
-      args: ["-f", "-c", "-o", out, "-p", String(server.pid), "-p", String(client.pid)],
+      args: ["-f", "-c", "-o", out, ...pids.flatMap((p) => ["-p", String(p)])],
       stdout: "null",
       stderr: "piped",
     }).spawn();
@@ -301,31 +328,45 @@ async function syscalls(dir: string): Promise<SyscallRow | undefined> {
     await new Promise((r) => setTimeout(r, 1000));
     strace.kill("SIGINT");
     const { stderr } = await strace.output();
-    const window = (clock() - attached) / 1000;
+    const seconds = (clock() - attached) / 1000;
     // An empty count means "no system call" only if strace did attach (it says so).
     const said = new TextDecoder().decode(stderr);
     if (!said.includes("attached")) {
       console.error(`strace did not attach: ${said.trim()}`);
       return undefined;
     }
-    const done = JSON.parse(await client.expect("{", 30_000)) as { count: number };
-    const commands = done.count / seconds * window;
-    const lines = Deno.readTextFileSync(out).split("\n");
-    const rows = lines.map((l) => l.trim().split(/\s+/)).filter((f) =>
-      f.length >= 5 && /^[\d.]+$/.test(f[0]!) && f[f.length - 1] !== "total"
-    );
+    const rows = Deno.readTextFileSync(out).split("\n").map((l) => l.trim().split(/\s+/))
+      .filter((f) => f.length >= 5 && /^[\d.]+$/.test(f[0]!) && f[f.length - 1] !== "total");
     // Columns: % time, seconds, usecs/call, calls, [errors], name.
     const calls = rows.map((f) => ({ name: f[f.length - 1]!, calls: Number(f[3]) }));
     calls.sort((a, b) => b.calls - a.calls);
-    const total = calls.reduce((sum, c) => sum + c.calls, 0);
     return {
-      commands: Math.round(commands),
-      calls: total,
+      tool: "strace -c -f",
+      seconds,
+      calls: calls.reduce((sum, c) => sum + c.calls, 0),
       top: calls.slice(0, 4).map((c) => `${c.name} ${c.calls}`).join(", ") || "none",
     };
   } finally {
     Deno.removeSync(out);
   }
+}
+
+/** `perf stat -e raw_syscalls:sys_enter` on every thread of both processes for a second. */
+async function perfWindow(pids: number[]) {
+  const out = await new Deno.Command("perf", {
+    args: ["stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", pids.join(","), "--", "sleep", "1"],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  // CSV on stderr: count,unit,event,run time,percentage,…
+  const line = new TextDecoder().decode(out.stderr).split("\n")
+    .find((l) => l.includes("raw_syscalls:sys_enter"));
+  const count = Number(line?.split(",")[0]);
+  if (!out.success || !Number.isInteger(count)) {
+    console.error(`perf stat did not count: ${line ?? "no output"}`);
+    return undefined;
+  }
+  return { tool: "perf stat", seconds: 1, calls: count, top: "(perf counts, not names)" };
 }
 
 /**

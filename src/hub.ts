@@ -10,13 +10,14 @@
  *
  * The process stays alive while something is live — an open server, an asynchronous command
  * not yet settled — and not a moment longer: the threadsafe function is weak, and a timer
- * that does nothing is the only thing that holds the event loop, cleared when nothing is live.
+ * that does nothing is the only thing that holds the event loop, unreferenced when nothing is
+ * live and cleared when nothing of this thread is left.
  *
  * @module
  */
 
 import process from "node:process";
-import { setImmediate } from "node:timers";
+import { clearInterval, setImmediate, setInterval } from "node:timers";
 import { libraryPath } from "../ffi/load.ts";
 import * as native from "./native.ts";
 import { Status } from "./status.ts";
@@ -32,6 +33,11 @@ const owners = new Map<number, Owner>();
 let registered = 0;
 let claimed = false;
 let live = 0;
+/**
+ * The timer that holds the event loop while something is live: made once, then referenced
+ * and unreferenced (about 100 ns a pair here, against 4.2 µs to make and clear an interval,
+ * which a single command in flight would pay each time).
+ */
 let keepalive: ReturnType<typeof setInterval> | undefined;
 let doorbell: "napi" | "wait" | undefined;
 let waiting = false;
@@ -97,13 +103,15 @@ export function unregister(id: bigint): void {
     // Nothing of this thread is left: let another thread (the next test file's) take turns.
     claimed = false;
     native.hubUnclaim();
+    if (live === 0) dropKeepalive();
   }
 }
 
 /** Something needs the process to stay alive until the matching {@linkcode release}. */
 export function hold(): void {
   if (live++ === 0) {
-    keepalive = setInterval(() => {}, 1 << 30);
+    if (keepalive === undefined) keepalive = setInterval(() => {}, 1 << 30);
+    else keepalive.ref();
     if (doorbell === "wait") void waitLoop();
   }
 }
@@ -111,10 +119,17 @@ export function hold(): void {
 /** The matching end of a {@linkcode hold}. */
 export function release(): void {
   if (--live === 0) {
-    clearInterval(keepalive);
-    keepalive = undefined;
+    if (registered === 0) dropKeepalive();
+    else keepalive!.unref();
     if (waiting) native.hubInterrupt();
   }
+}
+
+/** Clears the keep-alive timer once nothing of this thread is left (nothing lingers after). */
+function dropKeepalive(): void {
+  if (keepalive === undefined) return;
+  clearInterval(keepalive);
+  keepalive = undefined;
 }
 
 /** Which doorbell this process uses: the Node-API one, the fallback wait, or none yet. */
