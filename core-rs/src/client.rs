@@ -129,6 +129,10 @@ enum Finished {
 
 struct Conn {
     ic_id: String,
+    /// The server's files, removed by this side if it finds the server killed.
+    endpoint: Endpoint,
+    /// The server's process id (from the socket's credentials).
+    server_pid: i32,
     segment: Arc<Segment>,
     cs: Ring,
     sc: Ring,
@@ -198,6 +202,12 @@ impl Conn {
                 return;
             }
             *e = Some(err.clone());
+        }
+        if err.status() == Status::PeerTerminated {
+            // A server killed outright leaves its socket and lock files; the first of its
+            // clients to notice removes them (only once no live server holds the lock),
+            // before any command hears of the death.
+            self.endpoint.remove_after_death(self.server_pid);
         }
         let code = err.status().code();
         // SeqCst, paired with the SeqCst state store and `ended` load in `submit`: either the
@@ -539,13 +549,19 @@ impl fmt::Debug for Client {
 fn connect_error(ic_id: &str, endpoint: &Endpoint, e: std::io::Error) -> Error {
     use std::io::ErrorKind::*;
     match e.kind() {
-        NotFound | ConnectionRefused => Error::new(
-            Status::NotFound,
-            format!(
-                "Cannot connect to '{ic_id}' as no server is listening at {}",
-                endpoint.socket.display()
-            ),
-        ),
+        NotFound | ConnectionRefused => {
+            // Refused: a socket with no one listening, left by a killed server.
+            if e.kind() == ConnectionRefused {
+                endpoint.remove_if_stale();
+            }
+            Error::new(
+                Status::NotFound,
+                format!(
+                    "Cannot connect to '{ic_id}' as no server is listening at {}",
+                    endpoint.socket.display()
+                ),
+            )
+        }
         PermissionDenied => Error::new(
             Status::PermissionDenied,
             format!(
@@ -652,6 +668,8 @@ impl Client {
         });
         let conn = Arc::new(Conn {
             ic_id: ic_id.to_string(),
+            endpoint: endpoint.clone(),
+            server_pid: server.pid,
             cs: segment.cs_ring(),
             sc: segment.sc_ring(),
             slots: (0..layout.slot_count())

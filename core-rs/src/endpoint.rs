@@ -12,6 +12,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -150,69 +151,156 @@ impl Endpoint {
 
     /// Takes the server lock, or says which live server holds it.
     pub fn lock(&self) -> Result<ServerLock, Error> {
-        // A few rounds: a lock file we opened may be unlinked by a previous holder's clean-up
-        // just before we lock it; then the path names a new file and we start again.
-        for _ in 0..8 {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&self.lock)
-                .map_err(|e| {
-                    Error::io(
-                        &format!("cannot open the lock file {}", self.lock.display()),
-                        e,
-                    )
-                })?;
-            let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(locked) => locked,
-                Err((mut file, Errno::EWOULDBLOCK)) => {
-                    let mut pid = String::new();
-                    let _ = file.read_to_string(&mut pid);
-                    let pid = pid.trim();
-                    let by = if pid.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (pid {pid})")
-                    };
+        // A lock held by a process that is not alive belongs to a client removing a dead
+        // server's files (see `remove_if_stale`) or to a server writing its pid: it is let go
+        // within microseconds, so we look again for a while before calling the server live.
+        let patience = Instant::now() + Duration::from_millis(100);
+        loop {
+            match self.take(true)? {
+                Taken::Locked(mut lock) => {
+                    lock.file
+                        .set_len(0)
+                        .map_err(|e| Error::io("cannot write the lock file", e))?;
+                    write!(lock.file, "{}", std::process::id())
+                        .map_err(|e| Error::io("cannot write the lock file", e))?;
+                    return Ok(lock);
+                }
+                Taken::Held { pid: Some(pid) } if alive(pid) || Instant::now() >= patience => {
                     return Err(Error::new(
                         Status::AlreadyServed,
                         format!(
-                            "Cannot serve '{}' as a live server{by} already serves it at {}",
+                            "Cannot serve '{}' as a live server (pid {pid}) already serves it at {}",
                             self.ic_id,
                             self.socket.display()
                         ),
                     ));
                 }
-                Err((_, e)) => return Err(Error::io("cannot lock the lock file", e)),
-            };
-            let same = match (file.metadata(), fs::metadata(&self.lock)) {
-                (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-                _ => false,
-            };
-            if !same {
-                continue;
+                Taken::Held { .. } | Taken::Replaced if Instant::now() < patience => {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Taken::Held { .. } | Taken::Replaced => {
+                    return Err(Error::new(
+                        Status::AlreadyServed,
+                        format!(
+                            "Cannot serve '{}' as another process holds its lock {}",
+                            self.ic_id,
+                            self.lock.display()
+                        ),
+                    ));
+                }
+                Taken::Absent => unreachable!("the lock file is created"),
             }
-            file.set_len(0)
-                .map_err(|e| Error::io("cannot write the lock file", e))?;
-            write!(file, "{}", std::process::id())
-                .map_err(|e| Error::io("cannot write the lock file", e))?;
-            return Ok(ServerLock {
-                file,
-                endpoint: self.clone(),
-            });
         }
-        Err(Error::new(
-            Status::Io,
-            format!(
-                "cannot take the lock {}: it keeps being replaced",
-                self.lock.display()
-            ),
-        ))
     }
+
+    /// Removes the socket and lock files of a server that died without removing them (kill -9
+    /// leaves them): only when no live server holds the lock, and while holding it ourselves,
+    /// so a live or starting server's files are never touched. Returns whether it removed them.
+    pub fn remove_if_stale(&self) -> bool {
+        // Dropping the lock removes both files while it is still held.
+        matches!(self.take(false), Ok(Taken::Locked(_)))
+    }
+
+    /// [`Endpoint::remove_if_stale`] once server `pid` has closed a connection: a server
+    /// killed outright closes its connections and its lock file one by one as it exits, so
+    /// while that process is exiting its lock is waited for (a few milliseconds at most; a
+    /// bounded wait). A server that closed the connection and lives on keeps its files.
+    pub fn remove_after_death(&self, pid: i32) -> bool {
+        let patience = Instant::now() + Duration::from_millis(100);
+        loop {
+            match self.take(false) {
+                Ok(Taken::Locked(_)) => return true,
+                Ok(Taken::Held { pid: Some(p) }) if p == pid && exiting(p) => {}
+                Ok(Taken::Replaced) => {}
+                _ => return false,
+            }
+            if Instant::now() >= patience {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    /// One attempt at the lock file: locked (and still the file the path names), held by
+    /// someone else, replaced under us, or absent (only when not `create`).
+    fn take(&self, create: bool) -> Result<Taken, Error> {
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&self.lock)
+        {
+            Ok(file) => file,
+            Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Taken::Absent);
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    &format!("cannot open the lock file {}", self.lock.display()),
+                    e,
+                ));
+            }
+        };
+        let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((mut file, Errno::EWOULDBLOCK)) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                return Ok(Taken::Held {
+                    pid: pid.trim().parse().ok(),
+                });
+            }
+            Err((_, e)) => return Err(Error::io("cannot lock the lock file", e)),
+        };
+        // A previous holder may have unlinked the file we opened just before we locked it:
+        // then the path names a new file (or none), and this lock guards nothing.
+        let same = match (file.metadata(), fs::metadata(&self.lock)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        };
+        if !same {
+            return Ok(Taken::Replaced);
+        }
+        Ok(Taken::Locked(ServerLock {
+            file,
+            endpoint: self.clone(),
+        }))
+    }
+}
+
+/// What one attempt at a lock file found.
+enum Taken {
+    Locked(ServerLock),
+    Held { pid: Option<i32> },
+    Replaced,
+    Absent,
+}
+
+/// Whether process `pid` is on its way out: the kernel sets `PF_EXITING` (0x4, the ninth
+/// field of `/proc/<pid>/stat`) as the process begins to exit, before it closes its files.
+fn exiting(pid: i32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The command name, in parentheses, may itself hold spaces and parentheses: the fields
+    // that follow start after the last ')': state, ppid, pgrp, session, tty_nr, tpgid, flags.
+    let Some(rest) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
+        return false;
+    };
+    rest.split_whitespace()
+        .nth(6)
+        .and_then(|f| f.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_EXITING != 0)
+}
+
+/// Whether process `pid` exists. A zombie counts as alive, which errs on the side of "live":
+/// its files, and so its lock, are already closed, so it holds no lock to be mistaken about.
+fn alive(pid: i32) -> bool {
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) != Err(Errno::ESRCH)
 }
 
 /// Held by a live server; dropping it removes the socket and the lock file.

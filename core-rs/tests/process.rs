@@ -600,6 +600,26 @@ fn a_second_server_on_a_live_ic_id_fails_and_a_dead_ones_socket_is_replaced() {
 }
 
 #[test]
+fn connecting_to_a_killed_servers_socket_removes_its_files_and_says_not_found() {
+    let dir = TempDir::new("stale");
+    let mut server = Peer::server(&dir, "stale", &[]);
+    server.kill();
+    // No client was connected to notice the death: the files stay until someone looks.
+    assert_eq!(dir.entries(), ["stale.lock", "stale.sock"]);
+    let err = Client::connect("stale", &dir.connect_options()).unwrap_err();
+    assert_eq!(err.status(), Status::NotFound, "{err}");
+    assert_eq!(
+        dir.entries(),
+        Vec::<String>::new(),
+        "the stale files remain"
+    );
+    // A live server's files are never touched by a refused connect: only a free lock clears.
+    let _live = Peer::server(&dir, "stale", &[]);
+    connect(&dir, "stale").close();
+    assert_eq!(dir.entries(), ["stale.lock", "stale.sock"]);
+}
+
+#[test]
 fn a_panicking_completion_does_not_stop_later_completions() {
     let dir = TempDir::new("panicky");
     let _server = Peer::server(&dir, "panicky", &[]);

@@ -5,6 +5,14 @@
 //! shmcall-peer client <ic-id> [--dir D] --hold N     (issues N held commands, then waits)
 //! shmcall-peer client <ic-id> [--dir D] --major M    (connects speaking protocol major M;
 //!                                                     prints `error <STATUS> <why>` on failure)
+//! shmcall-peer load   <ic-id> [--dir D] [--seed S]    (runs the fault trials' mixed load of
+//!                                                     tests/common/load.rs until killed)
+//! shmcall-peer hostile <ic-id> [--dir D] [--seed S] [--millis T]
+//!                                   (a client that runs the mixed load while it scribbles on
+//!                                    its segment for T ms, then prints `done <writes>`)
+//! shmcall-peer hostile-serve <ic-id> [--dir D] [--seed S]
+//!                                   (a server that echoes and checksums while it scribbles on
+//!                                    each client's segment, and answers bad lengths)
 //! shmcall-peer socket-echo <socket-path>             (echoes u32-LE-length-prefixed frames)
 //! ```
 //!
@@ -24,23 +32,26 @@
 //! - 6 slow echo: sleeps 200 ms, then echoes;
 //! - 7 bad status: answers -100, which is no library status.
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use shmcall::{
     Call, Client, Command, ConnInfo, ConnectOptions, Copying, Error, Handler, Mode, ServeOptions,
     Server,
 };
 
-/// FNV-1a, 64 bits: the checksum the tests compare on both sides.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
+#[path = "../../tests/common/load.rs"]
+#[allow(dead_code)]
+mod load;
+#[path = "../../tests/common/scribble.rs"]
+mod scribble;
+
+use load::fnv1a64;
 
 struct Args {
     ic_id: String,
@@ -51,6 +62,8 @@ struct Args {
     hold: usize,
     verbose: bool,
     major: Option<u16>,
+    seed: u64,
+    millis: u64,
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> Args {
@@ -64,6 +77,8 @@ fn parse(mut it: impl Iterator<Item = String>) -> Args {
         hold: 0,
         verbose: false,
         major: None,
+        seed: 1,
+        millis: 200,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -77,6 +92,8 @@ fn parse(mut it: impl Iterator<Item = String>) -> Args {
             "--hold" => a.hold = value().parse().expect("--hold N"),
             "--verbose" => a.verbose = true,
             "--major" => a.major = Some(value().parse().expect("--major M")),
+            "--seed" => a.seed = value().parse().expect("--seed S"),
+            "--millis" => a.millis = value().parse().expect("--millis T"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -174,6 +191,96 @@ impl Handler for Peer {
     fn refused(&self, _peer: Option<&ConnInfo>, why: &Error) {
         say(&format!("refused {} {}", why.status(), why.message()));
     }
+}
+
+/// A server that breaks the protocol from its side: a scribbler thread writes on the segment
+/// of every connection that sent a command, and some commands are answered with a length
+/// beyond the output area.
+struct Hostile {
+    segments: Arc<Mutex<HashMap<u64, Arc<shmcall::segment::Segment>>>>,
+    rng: Mutex<load::Rng>,
+}
+
+impl Handler for Hostile {
+    type Context = ();
+
+    fn open(&self, _conn: &ConnInfo) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn exec(&self, mut command: Command, conn: &ConnInfo, _context: &()) {
+        if let Some(segment) = command.segment() {
+            self.segments.lock().unwrap().insert(conn.id, segment);
+        }
+        let bad = self.rng.lock().unwrap().below(16) == 0;
+        let cap = command.output_capacity();
+        if command.code() == load::CHECKSUM {
+            let sum = fnv1a64(&command.input().to_vec());
+            command.output().write(&sum.to_le_bytes());
+            command.finish(7, if bad { cap + 1 } else { 8 });
+        } else {
+            let (input, mut output) = command.areas();
+            let mut buf = vec![0; input.len().min(output.len())];
+            input.read_at(0, &mut buf);
+            output.write(&buf);
+            command.finish(0, if bad { cap + 4096 } else { buf.len() });
+        }
+    }
+
+    fn close(&self, conn: &ConnInfo, _context: &()) {
+        self.segments.lock().unwrap().remove(&conn.id);
+    }
+}
+
+fn hostile_serve(args: &Args, options: ServeOptions) {
+    let segments = Arc::new(Mutex::new(HashMap::new()));
+    let hostile = Hostile {
+        segments: segments.clone(),
+        rng: Mutex::new(load::Rng::new(args.seed)),
+    };
+    let _server = Server::serve(&args.ic_id, hostile, options).expect("serve");
+    let mut rng = load::Rng::new(args.seed ^ 0x5eed);
+    std::thread::spawn(move || {
+        loop {
+            let targets: Vec<_> = segments.lock().unwrap().values().cloned().collect();
+            for segment in &targets {
+                scribble::scribble(segment, scribble::Side::Server, &mut rng);
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
+    });
+    say("ready");
+    until_stdin_closes();
+}
+
+/// A client that breaks the protocol from its side while its load runs.
+fn hostile_client(args: &Args) {
+    let options = ConnectOptions {
+        socket_dir: args.dir.clone(),
+        ..ConnectOptions::default()
+    };
+    let client = Arc::new(Client::connect(&args.ic_id, &options).expect("connect"));
+    say("ready");
+    let tally = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (client, tally, stop, seed) = (client.clone(), tally, stop.clone(), args.seed);
+        std::thread::spawn(move || load::run(&client, seed, &stop, &tally, Duration::from_secs(10)))
+    };
+    let segment = client.segment();
+    let mut rng = load::Rng::new(args.seed ^ 0x5eed);
+    let end = Instant::now() + Duration::from_millis(args.millis);
+    let mut writes = 0u64;
+    while Instant::now() < end && !client.is_closed() {
+        scribble::scribble(&segment, scribble::Side::Client, &mut rng);
+        writes += 1;
+        std::thread::sleep(Duration::from_micros(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    // Its own commands may hang on the answers it broke: it does not wait for them.
+    drop(load);
+    say(&format!("done {writes}"));
+    until_stdin_closes();
 }
 
 /// The baseline a user would pick instead: request/response over a Unix socket, each message
@@ -282,6 +389,33 @@ fn main() {
             say("ready");
             until_stdin_closes();
         }
+        "load" => {
+            let options = ConnectOptions {
+                socket_dir: args.dir.clone(),
+                ..ConnectOptions::default()
+            };
+            let client =
+                std::sync::Arc::new(Client::connect(&args.ic_id, &options).unwrap_or_else(|e| {
+                    say(&format!("error {} {}", e.status(), e.message()));
+                    std::process::exit(3);
+                }));
+            say("ready");
+            let tally = std::sync::Arc::default();
+            let stop = std::sync::Arc::default();
+            // Runs until killed, or until the server ends the connection.
+            let r = load::run(&client, args.seed, &stop, &tally, Duration::from_secs(10));
+            let wrong = tally.wrong.lock().unwrap();
+            say(&format!("ended {r:?} wrong {wrong:?}"));
+        }
+        "hostile" => hostile_client(&args),
+        "hostile-serve" => hostile_serve(
+            &args,
+            ServeOptions {
+                workers: 2,
+                socket_dir: args.dir.clone(),
+                ..ServeOptions::default()
+            },
+        ),
         "socket-echo" => socket_echo(&args.ic_id),
         other => panic!("unknown mode {other}"),
     }

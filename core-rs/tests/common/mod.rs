@@ -3,24 +3,50 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use shmcall::{ConnectOptions, Geometry};
+use shmcall::{ConnInfo, ConnectOptions, Error, Geometry, Handler, Status};
+
+use load::{CHECKSUM, ECHO};
 
 /// Upper bound of any single wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// FNV-1a, 64 bits: the peer's checksum (operation code 2).
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+pub mod load;
+pub mod scribble;
+
+pub use load::fnv1a64;
+
+/// A count from environment variable `var`, or `default`.
+pub fn trials(var: &str, default: usize) -> usize {
+    std::env::var(var).map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{var} must be a count, not {v:?}"))
     })
+}
+
+/// The seed of a randomized test: `SHMCALL_FAULT_SEED` (to replay a run), or the clock.
+/// Printed, so that a failure can be replayed.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("SHMCALL_FAULT_SEED").map_or_else(
+        |_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        },
+        |v| v.parse().expect("SHMCALL_FAULT_SEED must be a number"),
+    );
+    println!("{test}: SHMCALL_FAULT_SEED={seed}");
+    seed
 }
 
 /// A private socket directory, removed on drop.
@@ -83,6 +109,13 @@ pub struct Peer {
 
 impl Peer {
     fn spawn(mode: &str, dir: &Path, ic_id: &str, extra: &[&str]) -> Peer {
+        let mut peer = Peer::start(mode, dir, ic_id, extra);
+        peer.expect("ready");
+        peer
+    }
+
+    /// A peer in `mode`, started but not waited for: it may not have connected yet.
+    pub fn start(mode: &str, dir: &Path, ic_id: &str, extra: &[&str]) -> Peer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shmcall-peer"))
             .arg(mode)
             .arg(ic_id)
@@ -105,19 +138,22 @@ impl Peer {
             }
         });
         let stdin = child.stdin.take();
-        let mut peer = Peer {
+        Peer {
             child,
             _stdin: stdin,
             lines,
             seen: Vec::new(),
-        };
-        peer.expect("ready");
-        peer
+        }
     }
 
     /// A server peer, ready to accept.
     pub fn server(dir: &TempDir, ic_id: &str, extra: &[&str]) -> Peer {
         Peer::spawn("serve", dir.path(), ic_id, extra)
+    }
+
+    /// A server peer of another mode (`hostile-serve`), ready to accept.
+    pub fn server_mode(mode: &str, dir: &TempDir, ic_id: &str, extra: &[&str]) -> Peer {
+        Peer::spawn(mode, dir.path(), ic_id, extra)
     }
 
     /// A client peer, connected and past its setup.
@@ -131,6 +167,16 @@ impl Peer {
 
     /// The next line that starts with `prefix` (earlier lines are kept in `seen`).
     pub fn expect(&mut self, prefix: &str) -> String {
+        self.expect_or_exit(prefix).unwrap_or_else(|| {
+            panic!(
+                "peer exited before printing {prefix:?}; saw {:?}",
+                self.seen
+            )
+        })
+    }
+
+    /// Like [`Peer::expect`], but `None` if the peer exits first.
+    pub fn expect_or_exit(&mut self, prefix: &str) -> Option<String> {
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -138,7 +184,7 @@ impl Peer {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if line.starts_with(prefix) {
-                        return line;
+                        return Some(line);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -147,12 +193,7 @@ impl Peer {
                         self.seen
                     )
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "peer exited before printing {prefix:?}; saw {:?}",
-                        self.seen
-                    )
-                }
+                Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
     }
@@ -195,5 +236,85 @@ pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'sta
     match rx.recv_timeout(WAIT) {
         Ok(v) => v,
         Err(_) => panic!("{what} did not finish within {WAIT:?}"),
+    }
+}
+
+/// A server's view of its connections: `open` and `close` counted per connection.
+#[derive(Default)]
+pub struct Counts {
+    pub opened: HashMap<u64, u32>,
+    pub closed: HashMap<u64, u32>,
+    pub refused: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct Tallied {
+    pub counts: Mutex<Counts>,
+    pub changed: Condvar,
+}
+
+/// The server's handler: the peers' echo and checksum, counting connections in a `Tallied`
+/// the test keeps a handle on.
+pub struct Counting(pub Arc<Tallied>);
+
+impl std::ops::Deref for Counting {
+    type Target = Tallied;
+
+    fn deref(&self) -> &Tallied {
+        &self.0
+    }
+}
+
+impl Handler for Counting {
+    type Context = ();
+
+    fn open(&self, conn: &ConnInfo) -> Result<(), Error> {
+        *self
+            .counts
+            .lock()
+            .unwrap()
+            .opened
+            .entry(conn.id)
+            .or_default() += 1;
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    fn exec(&self, mut command: shmcall::Command, _conn: &ConnInfo, _context: &()) {
+        match command.code() {
+            ECHO => {
+                let (input, mut output) = command.areas();
+                let mut buf = vec![0; input.len().min(output.len())];
+                input.read_at(0, &mut buf);
+                output.write(&buf);
+                command.finish(0, buf.len());
+            }
+            CHECKSUM => {
+                let sum = fnv1a64(&command.input().to_vec());
+                command.output().write(&sum.to_le_bytes());
+                command.finish(7, 8);
+            }
+            _ => command.fail(Status::InvalidCommand),
+        }
+    }
+
+    fn close(&self, conn: &ConnInfo, _context: &()) {
+        *self
+            .counts
+            .lock()
+            .unwrap()
+            .closed
+            .entry(conn.id)
+            .or_default() += 1;
+        self.changed.notify_all();
+    }
+
+    fn refused(&self, _peer: Option<&ConnInfo>, why: &Error) {
+        self.counts
+            .lock()
+            .unwrap()
+            .refused
+            .push(why.message().to_string());
+        self.changed.notify_all();
     }
 }

@@ -1,0 +1,200 @@
+//! A mixed load for the fault trials, shared by the tests and `shmcall-peer load`: synchronous
+//! commands from two threads and up to eight asynchronous ones in flight, of every size the
+//! default geometry routes differently (a small slot, a large slot, the backup path), echoed or
+//! checksummed, inline or on the server's workers. Every answer is checked; a library failure
+//! is recorded with its status and ends the load, since it means the connection ended.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use shmcall::{Call, Client, Copying, Error, Mode, Output, Status};
+
+/// Operation code of the peers' echo.
+pub const ECHO: u32 = 1;
+/// Operation code of the peers' checksum: FNV-1a-64 of the input, status 7.
+pub const CHECKSUM: u32 = 2;
+/// Asynchronous commands in flight at most.
+const MAX_IN_FLIGHT: usize = 8;
+
+/// FNV-1a, 64 bits (Fowler, Noll, Vo): the checksum both sides compare.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// xorshift64* (Vigna, "An experimental exploration of Marsaglia's xorshift generators"):
+/// reproducible choices from a seed the test prints.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What a load saw.
+#[derive(Default)]
+pub struct Tally {
+    /// Commands answered correctly.
+    pub ok: AtomicU64,
+    /// The library statuses of the commands that failed.
+    pub failed: Mutex<Vec<Status>>,
+    /// Answers that came back wrong: must stay empty.
+    pub wrong: Mutex<Vec<String>>,
+    in_flight: Mutex<usize>,
+    settled: Condvar,
+}
+
+impl Tally {
+    fn record(&self, what: &Job, result: Result<Output, Error>) {
+        match result {
+            Ok(out) => match what.check(&out) {
+                Ok(()) => {
+                    self.ok.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(why) => self.wrong.lock().unwrap().push(why),
+            },
+            Err(e) => self.failed.lock().unwrap().push(e.status()),
+        }
+    }
+
+    fn ended(&self) -> bool {
+        !self.failed.lock().unwrap().is_empty()
+    }
+}
+
+/// One command and what it must answer.
+struct Job {
+    code: u32,
+    mode: Mode,
+    input: Vec<u8>,
+}
+
+impl Job {
+    fn new(rng: &mut Rng) -> Job {
+        // The backup path's 3 MiB least often: it is the slowest to fill and check.
+        let size = match rng.below(16) {
+            0..=6 => 16,
+            7..=11 => 3000,
+            12..=14 => 200 << 10,
+            _ => 3 << 20,
+        };
+        let salt = rng.next() as u8;
+        Job {
+            code: if rng.below(2) == 0 { ECHO } else { CHECKSUM },
+            mode: [Mode::Default, Mode::Inline, Mode::Worker][rng.below(3) as usize],
+            input: (0..size)
+                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt))
+                .collect(),
+        }
+    }
+
+    fn call(&self) -> Call<'_> {
+        Call {
+            code: self.code,
+            input: &self.input,
+            output_len: if self.code == ECHO {
+                self.input.len()
+            } else {
+                8
+            },
+            mode: self.mode,
+            ..Call::default()
+        }
+    }
+
+    fn check(&self, out: &Output) -> Result<(), String> {
+        let size = self.input.len();
+        if self.code == ECHO {
+            if out.status != 0 || out.output != self.input {
+                return Err(format!(
+                    "echo of {size} B came back with status {} and {} bytes that differ",
+                    out.status,
+                    out.output.len()
+                ));
+            }
+        } else if out.status != 7 || out.output != fnv1a64(&self.input).to_le_bytes() {
+            return Err(format!(
+                "checksum of {size} B came back as status {} and {:02x?}",
+                out.status, out.output
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs the load on `client` until `stop` is set or a command fails (the connection ended),
+/// then waits for its asynchronous commands to settle. Errs if they do not within `wait`.
+pub fn run(
+    client: &Arc<Client>,
+    seed: u64,
+    stop: &Arc<AtomicBool>,
+    tally: &Arc<Tally>,
+    wait: Duration,
+) -> Result<(), String> {
+    let sync: Vec<_> = (1..=2)
+        .map(|k| {
+            let (client, stop, tally) = (client.clone(), stop.clone(), tally.clone());
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(seed ^ k);
+                while !stop.load(Ordering::Relaxed) && !tally.ended() {
+                    let job = Job::new(&mut rng);
+                    tally.record(&job, client.execute(&job.call(), &mut Copying));
+                }
+            })
+        })
+        .collect();
+    let mut rng = Rng::new(seed);
+    while !stop.load(Ordering::Relaxed) && !tally.ended() {
+        {
+            let mut n = tally.in_flight.lock().unwrap();
+            while *n >= MAX_IN_FLIGHT {
+                let (next, waited) = tally.settled.wait_timeout(n, wait).unwrap();
+                if waited.timed_out() {
+                    return Err(format!("no asynchronous command completed within {wait:?}"));
+                }
+                n = next;
+            }
+            *n += 1;
+        }
+        let job = Arc::new(Job::new(&mut rng));
+        let (t, j) = (tally.clone(), job.clone());
+        let issued = client.execute_async(&job.call(), Copying, move |r| {
+            t.record(&j, r);
+            *t.in_flight.lock().unwrap() -= 1;
+            t.settled.notify_all();
+        });
+        if let Err(e) = issued {
+            tally.failed.lock().unwrap().push(e.status());
+            *tally.in_flight.lock().unwrap() -= 1;
+        }
+    }
+    let deadline = Instant::now() + wait;
+    let mut n = tally.in_flight.lock().unwrap();
+    while *n > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("{} asynchronous commands never completed", *n));
+        }
+        n = tally.settled.wait_timeout(n, left).unwrap().0;
+    }
+    drop(n);
+    for t in sync {
+        t.join().map_err(|_| "a synchronous load thread panicked")?;
+    }
+    Ok(())
+}
