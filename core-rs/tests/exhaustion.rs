@@ -1,0 +1,172 @@
+//! Exhaustion (SPEC.md §4, backup path): eight clients at once, each with far more commands in
+//! flight than its segment has slots, some larger than any slot. Every command must complete
+//! correctly, exactly once, counted on both sides.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
+
+use common::load::Rng;
+use common::{TempDir, WAIT, fnv1a64, seed};
+use shmcall::{Call, Client, Copying, Geometry, Mode, ServeOptions, Server, SlotClass, handlers};
+
+const CLIENTS: u64 = 8;
+const COMMANDS: u64 = 400;
+/// Commands one client keeps in flight: four times its slots.
+const IN_FLIGHT: usize = 12;
+
+/// Three slots and a ring of four: most commands find no free slot.
+fn scarce() -> Geometry {
+    Geometry {
+        classes: [
+            SlotClass {
+                count: 2,
+                input_capacity: 1024,
+                output_capacity: 1024,
+            },
+            SlotClass {
+                count: 1,
+                input_capacity: 16 << 10,
+                output_capacity: 16 << 10,
+            },
+        ],
+        ring_capacity: 4,
+    }
+}
+
+/// The server answers each command with its id (the input's first 8 bytes) and the checksum
+/// of the whole input, and counts every id it saw and the path each command came by.
+#[test]
+fn eight_clients_past_their_slots_lose_and_duplicate_nothing() {
+    let mut rng = Rng::new(seed("exhaustion"));
+    let dir = TempDir::new("exhaust8");
+    let seen = Arc::new(Mutex::new(HashMap::<u64, u32>::new()));
+    let by_backup = Arc::new(AtomicU64::new(0));
+    let by_slot = Arc::new(AtomicU64::new(0));
+    let mut server = {
+        let (seen, by_backup, by_slot) = (seen.clone(), by_backup.clone(), by_slot.clone());
+        Server::serve(
+            "exhaust8",
+            handlers(
+                |_| Ok(()),
+                move |mut command: shmcall::Command, _, _: &()| {
+                    let input = command.input().to_vec();
+                    let id = u64::from_le_bytes(input[..8].try_into().unwrap());
+                    *seen.lock().unwrap().entry(id).or_default() += 1;
+                    let counter = if command.is_backup() {
+                        &by_backup
+                    } else {
+                        &by_slot
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    let mut answer = id.to_le_bytes().to_vec();
+                    answer.extend_from_slice(&fnv1a64(&input).to_le_bytes());
+                    command.output().write(&answer);
+                    command.finish(0, 16);
+                },
+                |_, _| {},
+            ),
+            ServeOptions {
+                workers: 2,
+                socket_dir: Some(dir.path().to_path_buf()),
+                ..ServeOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let seed = rng.next();
+            let options = dir.connect_options_with(scarce());
+            std::thread::spawn(move || {
+                let client = Client::connect("exhaust8", &options).unwrap();
+                let mut rng = Rng::new(seed);
+                let (tx, rx) = channel();
+                let mut expected = HashMap::new();
+                let mut answered = HashMap::<u64, u32>::new();
+                let receive = |answered: &mut HashMap<u64, u32>| {
+                    let (id, got): (u64, Vec<u8>) = rx.recv_timeout(WAIT).expect("an answer");
+                    *answered.entry(id).or_default() += 1;
+                    got
+                };
+                let mut wrong = Vec::new();
+                for seq in 0..COMMANDS {
+                    let id = c << 32 | seq;
+                    // Sizes from 8 B to 64 KiB: a small slot, the large one, or none fits.
+                    let most = [1000, 16_000, 64 << 10][rng.below(3) as usize];
+                    let size = 8 + rng.below(most);
+                    let mut input: Vec<u8> = (0..size).map(|_| rng.next() as u8).collect();
+                    input[..8].copy_from_slice(&id.to_le_bytes());
+                    let mut want = id.to_le_bytes().to_vec();
+                    want.extend_from_slice(&fnv1a64(&input).to_le_bytes());
+                    expected.insert(id, want);
+                    if seq as usize >= IN_FLIGHT {
+                        let got = receive(&mut answered);
+                        let id = u64::from_le_bytes(got[..8].try_into().unwrap());
+                        if expected.get(&id) != Some(&got) {
+                            wrong.push(id);
+                        }
+                    }
+                    let tx = tx.clone();
+                    client
+                        .execute_async(
+                            &Call {
+                                code: 1,
+                                input: &input,
+                                output_len: 16,
+                                mode: [Mode::Inline, Mode::Worker][seq as usize % 2],
+                                ..Call::default()
+                            },
+                            Copying,
+                            move |r| {
+                                let out = r.expect("a command failed");
+                                let _ = tx.send((id, out.output));
+                            },
+                        )
+                        .unwrap();
+                }
+                for _ in 0..IN_FLIGHT {
+                    let got = receive(&mut answered);
+                    let id = u64::from_le_bytes(got[..8].try_into().unwrap());
+                    if expected.get(&id) != Some(&got) {
+                        wrong.push(id);
+                    }
+                }
+                client.close();
+                (answered, wrong)
+            })
+        })
+        .collect();
+    for (c, t) in clients.into_iter().enumerate() {
+        let (answered, wrong) = t.join().expect("a client thread");
+        assert!(wrong.is_empty(), "client {c}: wrong answers for {wrong:?}");
+        assert_eq!(answered.len() as u64, COMMANDS, "client {c}: answers lost");
+        assert!(
+            answered.values().all(|n| *n == 1),
+            "client {c}: an answer came twice"
+        );
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.len() as u64,
+        CLIENTS * COMMANDS,
+        "the server lost commands"
+    );
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "the server ran a command twice"
+    );
+    let (backup, slot) = (
+        by_backup.load(Ordering::Relaxed),
+        by_slot.load(Ordering::Relaxed),
+    );
+    println!("{slot} commands through slots, {backup} over the backup path");
+    assert!(
+        backup > 0 && slot > 0,
+        "both paths were taken: {slot} and {backup}"
+    );
+    server.close();
+}
