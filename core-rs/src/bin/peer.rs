@@ -5,8 +5,10 @@
 //! shmcall-peer client <ic-id> [--dir D] --hold N     (issues N held commands, then waits)
 //! shmcall-peer client <ic-id> [--dir D] --major M    (connects speaking protocol major M;
 //!                                                     prints `error <STATUS> <why>` on failure)
-//! shmcall-peer load   <ic-id> [--dir D] [--seed S]    (runs the fault trials' mixed load of
-//!                                                     tests/common/load.rs until killed)
+//! shmcall-peer load   <ic-id> [--dir D] [--seed S] [--millis T]
+//!                                   (runs the mixed load of tests/common/load.rs until killed,
+//!                                    or for T ms; then prints `ended <result> ok <n> failed
+//!                                    <statuses> wrong <answers>`)
 //! shmcall-peer hostile <ic-id> [--dir D] [--seed S] [--millis T]
 //!                                   (a client that runs the mixed load while it scribbles on
 //!                                    its segment for T ms, then prints `done <writes>`)
@@ -63,7 +65,7 @@ struct Args {
     verbose: bool,
     major: Option<u16>,
     seed: u64,
-    millis: u64,
+    millis: Option<u64>,
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> Args {
@@ -78,7 +80,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Args {
         verbose: false,
         major: None,
         seed: 1,
-        millis: 200,
+        millis: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -93,7 +95,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Args {
             "--verbose" => a.verbose = true,
             "--major" => a.major = Some(value().parse().expect("--major M")),
             "--seed" => a.seed = value().parse().expect("--seed S"),
-            "--millis" => a.millis = value().parse().expect("--millis T"),
+            "--millis" => a.millis = Some(value().parse().expect("--millis T")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -269,7 +271,7 @@ fn hostile_client(args: &Args) {
     };
     let segment = client.segment();
     let mut rng = load::Rng::new(args.seed ^ 0x5eed);
-    let end = Instant::now() + Duration::from_millis(args.millis);
+    let end = Instant::now() + Duration::from_millis(args.millis.unwrap_or(200));
     let mut writes = 0u64;
     while Instant::now() < end && !client.is_closed() {
         scribble::scribble(&segment, scribble::Side::Client, &mut rng);
@@ -400,12 +402,24 @@ fn main() {
                     std::process::exit(3);
                 }));
             say("ready");
-            let tally = std::sync::Arc::default();
-            let stop = std::sync::Arc::default();
-            // Runs until killed, or until the server ends the connection.
+            let tally = Arc::new(load::Tally::default());
+            let stop = Arc::new(AtomicBool::new(false));
+            if let Some(ms) = args.millis {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    stop.store(true, Ordering::Relaxed);
+                });
+            }
+            // Runs until killed, stopped, or the server ends the connection.
             let r = load::run(&client, args.seed, &stop, &tally, Duration::from_secs(10));
-            let wrong = tally.wrong.lock().unwrap();
-            say(&format!("ended {r:?} wrong {wrong:?}"));
+            say(&format!(
+                "ended {r:?} ok {} failed {:?} wrong {:?}",
+                tally.ok.load(Ordering::Relaxed),
+                tally.failed.lock().unwrap(),
+                tally.wrong.lock().unwrap()
+            ));
+            client.close();
         }
         "hostile" => hostile_client(&args),
         "hostile-serve" => hostile_serve(
