@@ -106,9 +106,12 @@ pub fn recv_with_fds(
     let mut timed = Deadline::new(stream, deadline);
     let mut header = [0u8; HEADER_LEN];
     let mut fds = Vec::new();
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    // Room for the most descriptors one message can carry (the kernel's SCM_MAX_FD, 253):
+    // never truncated, so every descriptor the kernel installed is taken into ownership here
+    // and closed with the refusal. A smaller buffer would leave the installed ones unowned.
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 253]);
     let (got, truncated) = loop {
-        timed.arm().map_err(WireError::Io)?;
+        timed.arm().map_err(WireError::from_io)?;
         let mut iov = [IoSliceMut::new(&mut header)];
         match recvmsg::<()>(
             stream.as_raw_fd(),
@@ -129,7 +132,7 @@ pub fn recv_with_fds(
                 break (msg.bytes, msg.flags.contains(MsgFlags::MSG_CTRUNC));
             }
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(WireError::Io(e.into())),
+            Err(e) => return Err(WireError::from_io(e.into())),
         }
     };
     if got == 0 {
@@ -143,7 +146,10 @@ pub fn recv_with_fds(
     if got < HEADER_LEN {
         timed
             .read_exact(&mut header[got..])
-            .map_err(|_| WireError::Truncated)?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => WireError::Truncated,
+                _ => WireError::from_io(e),
+            })?;
     }
     let message = wire::read_payload(&mut timed, FrameHeader::parse(&header)?)?;
     Ok((message, fds))

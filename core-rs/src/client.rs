@@ -612,20 +612,13 @@ impl Client {
         let deadline = std::time::Instant::now() + options.handshake_timeout;
         let mut timed = channel::Deadline::new(&stream, deadline);
         let answer = wire::read_message(&mut timed).map_err(|e| match e {
-            wire::WireError::Io(io)
-                if matches!(
-                    io.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Error::new(
-                    Status::Io,
-                    format!(
-                        "'{ic_id}' did not answer the hello within {:?}",
-                        options.handshake_timeout
-                    ),
-                )
-            }
+            wire::WireError::TimedOut => Error::new(
+                Status::Io,
+                format!(
+                    "'{ic_id}' did not answer the hello within {:?}",
+                    options.handshake_timeout
+                ),
+            ),
             wire::WireError::Closed => Error::new(
                 Status::PeerTerminated,
                 format!("the server of '{ic_id}' closed the connection during the handshake"),

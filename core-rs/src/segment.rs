@@ -316,7 +316,9 @@ impl fmt::Display for AttachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AttachError::BadGeometry(why) => write!(f, "segment geometry refused: {why}"),
-            AttachError::NotAFile => f.write_str("segment descriptor is not a memfd"),
+            AttachError::NotAFile => {
+                f.write_str("segment descriptor is not a memfd (a pipe, a socket, a named file...)")
+            }
             AttachError::WrongSize { expected, actual } => write!(
                 f,
                 "segment is {actual} bytes but its geometry needs {expected}"
@@ -414,11 +416,15 @@ impl Segment {
         // Seals before size: once the file cannot shrink or grow, the size read below is the
         // size for good. The other order lets the client truncate between the two checks, and
         // the first access to the mapping would then kill this process with SIGBUS.
-        // A file that cannot carry seals (pipe, socket, plain file) answers EINVAL: refused
-        // here too, then told apart below for the message.
+        // A file that cannot carry seals (pipe, socket, a file on most file systems) answers
+        // EINVAL. A memfd is a regular file with no name (no links); a named file is not one,
+        // even on tmpfs, where it answers F_GET_SEALS with a bare F_SEAL_SEAL.
         let seals = fcntl(fd.as_fd(), FcntlArg::F_GET_SEALS);
         let st = fstat(&fd).map_err(|e| AttachError::Os(e.to_string()))?;
-        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG
+            || st.st_nlink != 0
+            || seals == Err(nix::errno::Errno::EINVAL)
+        {
             return Err(AttachError::NotAFile);
         }
         match seals {

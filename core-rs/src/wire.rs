@@ -106,6 +106,8 @@ pub enum WireError {
     Oversized(u32),
     /// The payload does not have the form its kind requires.
     Malformed(&'static str),
+    /// The peer sent nothing for longer than the read's deadline (the handshake's).
+    TimedOut,
     /// Reading failed.
     Io(io::Error),
 }
@@ -124,7 +126,21 @@ impl fmt::Display for WireError {
                 )
             }
             WireError::Malformed(why) => write!(f, "malformed frame: {why}"),
+            WireError::TimedOut => {
+                f.write_str("the peer did not finish its frame within the handshake's deadline")
+            }
             WireError::Io(e) => write!(f, "control channel failed: {e}"),
+        }
+    }
+}
+
+impl WireError {
+    /// A read's failure: a timeout (a read deadline ran out: `WouldBlock` from a socket with a
+    /// read timeout, or `TimedOut`) is the peer's slowness, anything else the channel's.
+    pub fn from_io(e: io::Error) -> WireError {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => WireError::TimedOut,
+            _ => WireError::Io(e),
         }
     }
 }
@@ -184,7 +200,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8], at_boundary: bool) -> Result<(),
             Ok(0) => return Err(WireError::Truncated),
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(WireError::Io(e)),
+            Err(e) => return Err(WireError::from_io(e)),
         }
     }
     Ok(())
