@@ -203,14 +203,15 @@ impl Endpoint {
 
     /// [`Endpoint::remove_if_stale`] once server `pid` has closed a connection: a server
     /// killed outright closes its connections and its lock file one by one as it exits, so
-    /// while that process is exiting its lock is waited for (a few milliseconds at most; a
-    /// bounded wait). A server that closed the connection and lives on keeps its files.
+    /// while that process is exiting (or already gone) its lock is waited for: microseconds
+    /// as a rule, bounded at 2 s for a machine starved of CPU. A server that closed the
+    /// connection and lives on keeps its files, and this returns at once.
     pub fn remove_after_death(&self, pid: i32) -> bool {
-        let patience = Instant::now() + Duration::from_millis(100);
+        let patience = Instant::now() + Duration::from_secs(2);
         loop {
             match self.take(false) {
                 Ok(Taken::Locked(_)) => return true,
-                Ok(Taken::Held { pid: Some(p) }) if p == pid && exiting(p) => {}
+                Ok(Taken::Held { pid: Some(p) }) if p == pid && (exiting(p) || !alive(p)) => {}
                 Ok(Taken::Replaced) => {}
                 _ => return false,
             }

@@ -98,8 +98,12 @@ fn eight_clients_for_a_while_lose_nothing_and_hold_steady() {
     std::thread::sleep(Duration::from_millis(seconds * 250));
     let (warm_rss, warm_fds) = footprint();
     let mut ok = HashMap::new();
+    let ends = started + Duration::from_secs(seconds) + WAIT;
     for peer in &mut peers {
-        let line = peer.expect("ended");
+        let left = ends.saturating_duration_since(Instant::now());
+        let line = peer
+            .expect_within("ended", left)
+            .expect("the client ended its run");
         let fields: Vec<&str> = line.split_whitespace().collect();
         assert!(line.starts_with("ended Ok(()) ok "), "{line}");
         assert!(line.ends_with("failed [] wrong []"), "{line}");

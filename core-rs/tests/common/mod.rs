@@ -177,7 +177,12 @@ impl Peer {
 
     /// Like [`Peer::expect`], but `None` if the peer exits first.
     pub fn expect_or_exit(&mut self, prefix: &str) -> Option<String> {
-        let deadline = Instant::now() + WAIT;
+        self.expect_within(prefix, WAIT)
+    }
+
+    /// Like [`Peer::expect_or_exit`], waiting up to `wait` (for a peer with a long run).
+    pub fn expect_within(&mut self, prefix: &str, wait: Duration) -> Option<String> {
+        let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
@@ -189,7 +194,7 @@ impl Peer {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     panic!(
-                        "no line starting with {prefix:?} within {WAIT:?}; saw {:?}",
+                        "no line starting with {prefix:?} within {wait:?}; saw {:?}",
                         self.seen
                     )
                 }
