@@ -583,7 +583,11 @@ impl Client {
     /// Connects to the server of `ic_id`: creates the segment, sends it with the hello, and
     /// returns once the server accepted (its `open` has run).
     pub fn connect(ic_id: &str, options: &ConnectOptions) -> Result<Client, Error> {
-        let endpoint = Endpoint::for_ic_id(ic_id, options.socket_dir.as_deref())?;
+        let access = crate::endpoint::Access {
+            shared: false,
+            owners: &options.allow_server_uids,
+        };
+        let endpoint = Endpoint::for_ic_id(ic_id, options.socket_dir.as_deref(), access)?;
         let layout = options.geometry.layout()?;
         let stream = UnixStream::connect(&endpoint.socket)
             .map_err(|e| connect_error(ic_id, &endpoint, e))?;

@@ -40,9 +40,23 @@ pub fn validate_ic_id(ic_id: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Who besides its owner a socket directory serves: nobody (the default), other users a
+/// server allow-lists, or — on a client's side — a directory of another user whose server the
+/// client allow-lists.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Access<'a> {
+    /// A server with an allow-list: others may traverse the directory (mode 0711, still not
+    /// list it) and connect to its socket (mode 0666); the server's credential check decides.
+    pub shared: bool,
+    /// A client's allow-listed server users: a directory owned by one of them is accepted if
+    /// only its owner can write it.
+    pub owners: &'a [u32],
+}
+
 /// The socket directory — `chosen` if given, else the default described in the module doc —
-/// created if missing, and checked to be reachable by its owner only.
-pub fn socket_dir(chosen: Option<&Path>) -> Result<PathBuf, Error> {
+/// created if missing, and checked to be writable by its owner only and, unless `access` says
+/// otherwise, reachable by its owner only.
+pub fn socket_dir(chosen: Option<&Path>, access: Access<'_>) -> Result<PathBuf, Error> {
     let dir = match chosen
         .map(|d| d.as_os_str().to_owned())
         .or_else(|| std::env::var_os(DIR_ENV))
@@ -53,7 +67,8 @@ pub fn socket_dir(chosen: Option<&Path>) -> Result<PathBuf, Error> {
             _ => PathBuf::from(format!("/tmp/shmcall-{}", nix::unistd::geteuid())),
         },
     };
-    match DirBuilder::new().mode(0o700).create(&dir) {
+    let mode = if access.shared { 0o711 } else { 0o700 };
+    match DirBuilder::new().mode(mode).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => {
@@ -63,25 +78,40 @@ pub fn socket_dir(chosen: Option<&Path>) -> Result<PathBuf, Error> {
             ));
         }
     }
-    let meta = fs::symlink_metadata(&dir).map_err(|e| {
-        Error::io(
-            &format!("cannot inspect the socket directory {}", dir.display()),
-            e,
-        )
-    })?;
+    let inspect = || {
+        fs::symlink_metadata(&dir).map_err(|e| {
+            Error::io(
+                &format!("cannot inspect the socket directory {}", dir.display()),
+                e,
+            )
+        })
+    };
+    let mut meta = inspect()?;
     let uid = nix::unistd::geteuid().as_raw();
+    if access.shared && meta.is_dir() && meta.uid() == uid && meta.mode() & 0o777 == 0o700 {
+        // Our own private directory, opened for traversal only: the umask may also have
+        // narrowed a fresh one.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o711))
+            .map_err(|e| Error::io("cannot open the socket directory for traversal", e))?;
+        meta = inspect()?;
+    }
+    let bits = meta.mode() & 0o777;
+    let ours = meta.uid() == uid;
     let unsafe_dir = if !meta.file_type().is_dir() {
         Some("it is not a directory".to_string())
-    } else if meta.uid() != uid {
+    } else if !ours && !access.owners.contains(&meta.uid()) {
         Some(format!(
             "it is owned by uid {} rather than {uid}",
             meta.uid()
         ))
-    } else if meta.mode() & 0o077 != 0 {
+    } else if bits & 0o022 != 0 {
         Some(format!(
-            "its mode is {:o}, which lets others in",
-            meta.mode() & 0o777
+            "its mode is {bits:o}, which lets others write in it"
         ))
+    } else if ours && !access.shared && bits & 0o077 != 0 {
+        Some(format!("its mode is {bits:o}, which lets others in"))
+    } else if ours && access.shared && bits & 0o066 != 0 {
+        Some(format!("its mode is {bits:o}, which lets others list it"))
     } else {
         None
     };
@@ -89,7 +119,7 @@ pub fn socket_dir(chosen: Option<&Path>) -> Result<PathBuf, Error> {
         return Err(Error::new(
             Status::PermissionDenied,
             format!(
-                "Cannot use {} as the socket directory as {why}; it must be a directory of this user with mode 0700",
+                "Cannot use {} as the socket directory as {why}; it must be a directory of this user with mode 0700 (0711 for a server with allow_uids)",
                 dir.display()
             ),
         ));
@@ -144,9 +174,13 @@ impl Endpoint {
     }
 
     /// The files for `ic_id` in `dir`, or in the default socket directory.
-    pub fn for_ic_id(ic_id: &str, dir: Option<&Path>) -> Result<Endpoint, Error> {
+    pub fn for_ic_id(
+        ic_id: &str,
+        dir: Option<&Path>,
+        access: Access<'_>,
+    ) -> Result<Endpoint, Error> {
         validate_ic_id(ic_id)?;
-        Endpoint::in_dir(&socket_dir(dir)?, ic_id)
+        Endpoint::in_dir(&socket_dir(dir, access)?, ic_id)
     }
 
     /// Takes the server lock, or says which live server holds it.
@@ -327,10 +361,13 @@ impl ServerLock {
         }
     }
 
-    /// Restricts the socket to its owner (the directory already does; this is the second lock).
-    pub fn restrict_socket(&self) -> Result<(), Error> {
-        fs::set_permissions(&self.endpoint.socket, fs::Permissions::from_mode(0o600))
-            .map_err(|e| Error::io("cannot set the socket's mode to 0600", e))
+    /// Restricts the socket to its owner (the directory already does; this is the second
+    /// lock), or — for a server with an allow-list (`shared`) — opens it to all, leaving the
+    /// decision to the server's check of each client's credentials.
+    pub fn restrict_socket(&self, shared: bool) -> Result<(), Error> {
+        let mode = if shared { 0o666 } else { 0o600 };
+        fs::set_permissions(&self.endpoint.socket, fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(&format!("cannot set the socket's mode to {mode:o}"), e))
     }
 }
 

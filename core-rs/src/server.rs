@@ -581,7 +581,12 @@ impl Server {
         handler: H,
         options: ServeOptions,
     ) -> Result<Server, Error> {
-        let endpoint = Endpoint::for_ic_id(ic_id, options.socket_dir.as_deref())?;
+        let shared = !options.allow_uids.is_empty();
+        let access = crate::endpoint::Access {
+            shared,
+            owners: &[],
+        };
+        let endpoint = Endpoint::for_ic_id(ic_id, options.socket_dir.as_deref(), access)?;
         let lock = endpoint.lock()?;
         lock.clear_stale_socket()?;
         let listener = UnixListener::bind(&endpoint.socket).map_err(|e| {
@@ -590,7 +595,7 @@ impl Server {
                 e,
             )
         })?;
-        lock.restrict_socket()?;
+        lock.restrict_socket(shared)?;
         let pool = (options.workers > 0).then(|| {
             Arc::new(Pool {
                 jobs: Mutex::new(Jobs::default()),

@@ -640,7 +640,21 @@ fn another_uid_that_reaches_the_socket_is_refused_by_its_credentials() {
 fn another_uid_on_the_allow_list_is_served() {
     let Some(other) = other_user() else { return };
     let fx = own_dir_fixture("allowed", vec![other.0]);
-    chmod(&fx, 0o711, 0o666);
+    // The allow-list opens the way itself: the directory to traversal (not listing), the
+    // socket to all; the credential check decides.
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o777;
+    assert_eq!(mode(&fx.sock_dir), 0o711, "socket directory");
+    assert_eq!(mode(fx.server.socket_path()), 0o666, "socket");
+    // The library's own client, run as that uid and allow-listing the server's, is served.
+    let dir = fx.sock_dir.to_str().unwrap();
+    let args = ["client", &fx.ic_id, "--dir", dir, "--allow-uid", "0"];
+    let out = peer_as(other, &args.map(OsStr::new));
+    assert!(out.starts_with("ready"), "{out}");
+    until("close of the peer's connection", || fx.closed() == 1);
+    // Without allow-listing the server's uid, it refuses the directory of another user.
+    let unlisted: Vec<&OsStr> = args[..4].iter().map(OsStr::new).collect();
+    let out = peer_as(other, &unlisted);
+    assert!(out.starts_with("error PERMISSION_DENIED"), "{out}");
     let s = connect_as(other, fx.server.socket_path()).expect("connect through the opened path");
     let _segment = welcomed(&fx, &s);
     let conn = fx.seen.opened.lock().unwrap()[0];
@@ -654,6 +668,6 @@ fn another_uid_on_the_allow_list_is_served() {
     };
     assert_eq!(reply, (7, 0, b"allowed".to_vec()));
     drop(s);
-    until("close of the allowed connection", || fx.closed() == 1);
+    until("close of the allowed connection", || fx.closed() == 2);
     assert_eq!(fx.refusals(), []);
 }

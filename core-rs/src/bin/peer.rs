@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! shmcall-peer serve  <ic-id> [--dir D] [--workers N] [--spin-us N] [--log FILE] [--verbose]
+//!                     [--allow-uid U]...             (serves user U too)
 //! shmcall-peer client <ic-id> [--dir D] --hold N     (issues N held commands, then waits)
+//! shmcall-peer client <ic-id> [--dir D] --allow-uid U (connects to a server of user U)
 //! shmcall-peer client <ic-id> [--dir D] --major M    (connects speaking protocol major M;
 //!                                                     prints `error <STATUS> <why>` on failure)
 //! shmcall-peer load   <ic-id> [--dir D] [--seed S] [--millis T]
@@ -66,6 +68,7 @@ struct Args {
     major: Option<u16>,
     seed: u64,
     millis: Option<u64>,
+    allow_uids: Vec<u32>,
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> Args {
@@ -81,6 +84,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Args {
         major: None,
         seed: 1,
         millis: None,
+        allow_uids: Vec::new(),
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -96,6 +100,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Args {
             "--major" => a.major = Some(value().parse().expect("--major M")),
             "--seed" => a.seed = value().parse().expect("--seed S"),
             "--millis" => a.millis = Some(value().parse().expect("--millis T")),
+            "--allow-uid" => a.allow_uids.push(value().parse().expect("--allow-uid U")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -336,6 +341,7 @@ fn main() {
             let mut options = ServeOptions {
                 workers: args.workers,
                 socket_dir: args.dir.clone(),
+                allow_uids: args.allow_uids.clone(),
                 ..ServeOptions::default()
             };
             if let Some(spin) = args.spin {
@@ -358,6 +364,7 @@ fn main() {
         "client" => {
             let mut options = ConnectOptions {
                 socket_dir: args.dir.clone(),
+                allow_server_uids: args.allow_uids.clone(),
                 ..ConnectOptions::default()
             };
             if let Some(spin) = args.spin {
