@@ -139,9 +139,11 @@ fn align_up(v: u64, to: u64) -> u64 {
 }
 
 impl Geometry {
-    /// Total number of slots.
+    /// Total number of slots (saturating: an unvalidated geometry may claim more than u32).
     pub fn slot_count(&self) -> u32 {
-        self.classes.iter().map(|c| c.count).sum()
+        self.classes
+            .iter()
+            .fold(0u32, |n, c| n.saturating_add(c.count))
     }
 
     /// Checks the geometry and computes its layout; the message names the offending value.

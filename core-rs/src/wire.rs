@@ -322,7 +322,11 @@ fn parse(kind: u8, buf: Vec<u8>) -> Result<Message, WireError> {
             if n > MAX_REASON {
                 return Err(WireError::Malformed("refusal reason too long"));
             }
-            let reason = String::from_utf8_lossy(t.bytes(n)?).into_owned();
+            // Not decoded lossily: each bad byte would become a 3-byte U+FFFD, and the reason
+            // would outgrow MAX_REASON.
+            let reason = std::str::from_utf8(t.bytes(n)?)
+                .map_err(|_| WireError::Malformed("refusal reason is not UTF-8"))?
+                .to_owned();
             t.end()?;
             Ok(Message::Refuse { status, reason })
         }
