@@ -24,6 +24,14 @@ pub mod slot;
 pub mod status;
 pub mod wire;
 
+/// The atomics of the ring ([`ring`]): std's here; the loom model (`tests/loom_ring.rs`)
+/// includes `ring.rs` under a `sync` of loom's.
+pub(crate) mod sync {
+    pub(crate) mod atomic {
+        pub(crate) use std::sync::atomic::{AtomicU32, Ordering, fence};
+    }
+}
+
 pub use client::{Answer, Call, Callbacks, Client, ConnectOptions, Copying, Output, Ticket};
 pub use segment::{Geometry, PROTOCOL_MAJOR, PROTOCOL_MINOR, SlotClass};
 pub use server::{Command, ConnInfo, Handler, Handlers, ServeOptions, Server, handlers};
