@@ -513,7 +513,10 @@ impl Conn {
                         format!("the server of '{}' sent an unexpected frame", self.ic_id),
                     );
                 }
-                Err(wire::WireError::Closed | wire::WireError::Io(_)) => {
+                // Ended between frames or inside one (a server killed while it wrote a reply).
+                Err(
+                    wire::WireError::Closed | wire::WireError::Truncated | wire::WireError::Io(_),
+                ) => {
                     break Error::new(
                         Status::PeerTerminated,
                         format!("the server of '{}' ended the connection", self.ic_id),

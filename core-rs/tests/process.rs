@@ -620,6 +620,51 @@ fn connecting_to_a_killed_servers_socket_removes_its_files_and_says_not_found() 
 }
 
 #[test]
+fn a_server_that_dies_in_the_middle_of_a_reply_fails_the_command_with_peer_terminated() {
+    use shmcall::wire::{self, Message};
+    use std::io::Write;
+    // A server of our own making: it welcomes the client, takes one backup command, writes
+    // half of its reply and dies (its socket closes), as a server killed mid-write does.
+    let dir = TempDir::new("halfreply");
+    let listener =
+        std::os::unix::net::UnixListener::bind(dir.path().join("halfreply.sock")).expect("listen");
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let deadline = std::time::Instant::now() + common::WAIT;
+        let (hello, _fds) = shmcall::channel::recv_with_fds(&stream, deadline).unwrap();
+        let Message::Hello { major, minor, .. } = hello else {
+            panic!("expected a hello, got {hello:?}")
+        };
+        let welcome = Message::Welcome {
+            major,
+            minor,
+            connection: 1,
+        };
+        (&stream).write_all(&wire::encode(&welcome)).unwrap();
+        let exec = match wire::read_message(&mut &stream).unwrap() {
+            Message::Exec(exec) => exec,
+            other => panic!("expected a backup command, got {other:?}"),
+        };
+        let reply = wire::encode_reply(exec.token, 0, &exec.input[..16]);
+        (&stream).write_all(&reply[..reply.len() / 2]).unwrap();
+    });
+    let client = connect(&dir, "halfreply");
+    let err = within("the command", move || {
+        // Larger than any slot: it goes over the control channel.
+        let input = vec![7u8; 3 << 20];
+        let call = Call {
+            code: ECHO,
+            input: &input,
+            output_len: 16,
+            ..Call::default()
+        };
+        client.execute(&call, &mut Copying).unwrap_err()
+    });
+    assert_eq!(err.status(), Status::PeerTerminated, "{err}");
+    server.join().unwrap();
+}
+
+#[test]
 fn a_panicking_completion_does_not_stop_later_completions() {
     let dir = TempDir::new("panicky");
     let _server = Peer::server(&dir, "panicky", &[]);
