@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 
-use common::load::Rng;
-use common::{TempDir, WAIT, fnv1a64, seed};
-use shmcall::{Call, Client, Copying, Geometry, Mode, ServeOptions, Server, SlotClass, handlers};
+use common::load::{Rng, fnv1a64};
+use common::{TempDir, WAIT, seed};
+use shmcall::{Call, Client, Copying, Geometry, Mode, Server, SlotClass, handlers};
 
 const CLIENTS: u64 = 8;
 const COMMANDS: u64 = 400;
@@ -69,11 +69,7 @@ fn eight_clients_past_their_slots_lose_and_duplicate_nothing() {
                 },
                 |_, _| {},
             ),
-            ServeOptions {
-                workers: 2,
-                socket_dir: Some(dir.path().to_path_buf()),
-                ..ServeOptions::default()
-            },
+            dir.serve_options(),
         )
         .unwrap()
     };

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::load::{self, ECHO, Rng, Tally};
 use common::{Counting, Peer, Tallied, TempDir, WAIT, seed, within};
-use shmcall::{Call, Client, Copying, Error, ServeOptions, Server, Status};
+use shmcall::{Call, Client, Copying, Error, Server, Status};
 
 /// Both tests count this process's descriptors, threads and mappings: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -129,11 +129,7 @@ fn clients_killed_at_random_points_are_each_closed_once_and_the_server_serves_on
     let mut server = Server::serve(
         "faults-cli",
         Counting(counting.clone()),
-        ServeOptions {
-            workers: 2,
-            socket_dir: Some(dir.path().to_path_buf()),
-            ..ServeOptions::default()
-        },
+        dir.serve_options(),
     )
     .unwrap();
     let n = trials();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::load::{self, Rng, Tally};
 use common::{Counting, Peer, Tallied, TempDir, WAIT, seed, within};
-use shmcall::{Client, ServeOptions, Server, Status};
+use shmcall::{Client, Server, Status};
 
 /// Hostile peers per test: `SHMCALL_HOSTILE_TRIALS`, or 20.
 fn trials() -> usize {
@@ -71,11 +71,7 @@ fn clients_scribbling_on_their_segments_lose_only_their_own_connections() {
     let mut server = Server::serve(
         "hostile-cli",
         Counting(tallied.clone()),
-        ServeOptions {
-            workers: 2,
-            socket_dir: Some(dir.path().to_path_buf()),
-            ..ServeOptions::default()
-        },
+        dir.serve_options(),
     )
     .unwrap();
     let good = Arc::new(Client::connect("hostile-cli", &dir.connect_options()).unwrap());

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 
-use common::{Peer, TempDir, WAIT, fnv1a64, within};
+use common::load::fnv1a64;
+use common::{Peer, TempDir, WAIT, within};
 use shmcall::{
     Area, Call, Callbacks, Client, ConnectOptions, Copying, Geometry, Mode, ServeOptions, Server,
     SlotClass, Status,

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::load::{CHECKSUM, Rng};
-use common::{Peer, TempDir, WAIT, fnv1a64, seed, trials};
-use shmcall::{ConnInfo, Error, Handler, ServeOptions, Server, Status};
+use common::load::{self, Rng};
+use common::{Peer, TempDir, WAIT, seed, trials};
+use shmcall::{ConnInfo, Error, Handler, Server, Status};
 
 const CLIENTS: usize = 8;
 
@@ -33,19 +33,9 @@ impl Handler for Soaked {
         Ok(())
     }
 
-    fn exec(&self, mut command: shmcall::Command, conn: &ConnInfo, _context: &()) {
+    fn exec(&self, command: shmcall::Command, conn: &ConnInfo, _context: &()) {
         *self.0.by_pid.lock().unwrap().entry(conn.pid).or_default() += 1;
-        if command.code() == CHECKSUM {
-            let sum = fnv1a64(&command.input().to_vec());
-            command.output().write(&sum.to_le_bytes());
-            command.finish(7, 8);
-        } else {
-            let (input, mut output) = command.areas();
-            let mut buf = vec![0; input.len().min(output.len())];
-            input.read_at(0, &mut buf);
-            output.write(&buf);
-            command.finish(0, buf.len());
-        }
+        load::answer(command);
     }
 
     fn close(&self, conn: &ConnInfo, _context: &()) {
@@ -71,16 +61,7 @@ fn eight_clients_for_a_while_lose_nothing_and_hold_steady() {
     let mut rng = Rng::new(seed("soak"));
     let dir = TempDir::new("soak");
     let ran = Arc::new(Ran::default());
-    let mut server = Server::serve(
-        "soak",
-        Soaked(ran.clone()),
-        ServeOptions {
-            workers: 2,
-            socket_dir: Some(dir.path().to_path_buf()),
-            ..ServeOptions::default()
-        },
-    )
-    .unwrap();
+    let mut server = Server::serve("soak", Soaked(ran.clone()), dir.serve_options()).unwrap();
     let started = Instant::now();
     let millis = (seconds * 1000).to_string();
     let mut peers: Vec<Peer> = (0..CLIENTS)

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use shmcall::{Call, Client, Copying, Error, Mode, Output, Status};
+use shmcall::{Call, Client, Command, Copying, Error, Mode, Output, Status};
 
 /// Operation code of the peers' echo.
 pub const ECHO: u32 = 1;
@@ -22,6 +22,27 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// Answers `command` as the test servers do: [`ECHO`] copies the input into the output (as much
+/// as fits, status 0), [`CHECKSUM`] answers the input's FNV-1a-64 (8 bytes LE, status 7), any
+/// other code fails with `INVALID_COMMAND`.
+pub fn answer(mut command: Command) {
+    match command.code() {
+        ECHO => {
+            let (input, mut output) = command.areas();
+            let mut buf = vec![0; input.len().min(output.len())];
+            input.read_at(0, &mut buf);
+            output.write(&buf);
+            command.finish(0, buf.len());
+        }
+        CHECKSUM => {
+            let sum = fnv1a64(&command.input().to_vec());
+            command.output().write(&sum.to_le_bytes());
+            command.finish(7, 8);
+        }
+        _ => command.fail(Status::InvalidCommand),
+    }
 }
 
 /// xorshift64* (Vigna, "An experimental exploration of Marsaglia's xorshift generators"):

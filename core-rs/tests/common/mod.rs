@@ -13,17 +13,13 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use shmcall::{ConnInfo, ConnectOptions, Error, Geometry, Handler, Status};
-
-use load::{CHECKSUM, ECHO};
+use shmcall::{ConnInfo, ConnectOptions, Error, Geometry, Handler, ServeOptions};
 
 /// Upper bound of any single wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub mod load;
 pub mod scribble;
-
-pub use load::fnv1a64;
 
 /// A count from environment variable `var`, or `default`.
 pub fn trials(var: &str, default: usize) -> usize {
@@ -82,6 +78,15 @@ impl TempDir {
         ConnectOptions {
             socket_dir: Some(self.0.clone()),
             ..ConnectOptions::default()
+        }
+    }
+
+    /// A server in this directory with two workers, so commands run inline and on the pool.
+    pub fn serve_options(&self) -> ServeOptions {
+        ServeOptions {
+            workers: 2,
+            socket_dir: Some(self.0.clone()),
+            ..ServeOptions::default()
         }
     }
 
@@ -285,22 +290,8 @@ impl Handler for Counting {
         Ok(())
     }
 
-    fn exec(&self, mut command: shmcall::Command, _conn: &ConnInfo, _context: &()) {
-        match command.code() {
-            ECHO => {
-                let (input, mut output) = command.areas();
-                let mut buf = vec![0; input.len().min(output.len())];
-                input.read_at(0, &mut buf);
-                output.write(&buf);
-                command.finish(0, buf.len());
-            }
-            CHECKSUM => {
-                let sum = fnv1a64(&command.input().to_vec());
-                command.output().write(&sum.to_le_bytes());
-                command.finish(7, 8);
-            }
-            _ => command.fail(Status::InvalidCommand),
-        }
+    fn exec(&self, command: shmcall::Command, _conn: &ConnInfo, _context: &()) {
+        load::answer(command);
     }
 
     fn close(&self, conn: &ConnInfo, _context: &()) {
