@@ -513,10 +513,7 @@ impl Conn {
                         format!("the server of '{}' sent an unexpected frame", self.ic_id),
                     );
                 }
-                // Ended between frames or inside one (a server killed while it wrote a reply).
-                Err(
-                    wire::WireError::Closed | wire::WireError::Truncated | wire::WireError::Io(_),
-                ) => {
+                Err(e) if e.is_end() => {
                     break Error::new(
                         Status::PeerTerminated,
                         format!("the server of '{}' ended the connection", self.ic_id),

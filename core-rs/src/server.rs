@@ -814,11 +814,8 @@ fn control_loop<H: Handler>(shared: &Arc<Shared<H>>, stream: UnixStream) {
                 conn.violation(why, true);
                 break;
             }
-            // The channel ended, between frames or inside one: a client killed while it
-            // wrote a frame is a death, not a violation.
-            Err(wire::WireError::Closed | wire::WireError::Truncated | wire::WireError::Io(_)) => {
-                break;
-            }
+            // A client killed while it wrote a frame is a death, not a violation.
+            Err(e) if e.is_end() => break,
             Err(e) => {
                 conn.violation(e.to_string(), true);
                 break;

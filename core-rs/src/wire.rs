@@ -135,6 +135,16 @@ impl fmt::Display for WireError {
 }
 
 impl WireError {
+    /// Whether the channel ended — between frames, inside one, or with an error — rather than
+    /// carrying a bad frame: on a running connection, the peer went away (a peer killed while
+    /// it wrote a frame leaves half of it).
+    pub fn is_end(&self) -> bool {
+        matches!(
+            self,
+            WireError::Closed | WireError::Truncated | WireError::Io(_)
+        )
+    }
+
     /// A read's failure: a timeout (a read deadline ran out: `WouldBlock` from a socket with a
     /// read timeout, or `TimedOut`) is the peer's slowness, anything else the channel's.
     pub fn from_io(e: io::Error) -> WireError {
