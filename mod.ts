@@ -28,11 +28,7 @@
  * @module
  */
 
-export { Client, connect } from "./src/client.ts";
-export type { Completion, ConnectOptions, ExecuteOptions, ExecuteResult } from "./src/client.ts";
-export { serve, Server } from "./src/server.ts";
-export type { ConnInfo, ExecResult, Handlers, ServeOptions, ServerCommand } from "./src/server.ts";
-export { IpcError } from "./src/errors.ts";
-export { Status, statusName } from "./src/status.ts";
-export type { StatusName } from "./src/status.ts";
-export { protocolVersion } from "./src/version.ts";
+// Deno's FFI binds the core before anything else runs.
+import "./ffi/native.ts";
+
+export * from "./src/api.ts";

@@ -17,6 +17,20 @@ export const SYNC = "shmcall sync, copying";
 export const ZERO_COPY = "shmcall sync, zero-copy callbacks";
 /** See {@linkcode SOCKET}. */
 export const ASYNC = "shmcall async, one in flight";
+/** See {@linkcode SOCKET}. The Node rows have a table of their own. */
+export const NODE_SOCKET = "Node ↔ Node, Unix socket";
+/** See {@linkcode NODE_SOCKET}. */
+export const NODE_SYNC = "Node ↔ Node, shmcall sync, copying";
+/** See {@linkcode NODE_SOCKET}. */
+export const NODE_ASYNC = "Node ↔ Node, shmcall async, one in flight";
+
+/**
+ * The Node table's rows, in order: the two Node baselines, then shmcall between two Node
+ * processes. Node's IPC channel is also a row of the main table (against the Deno socket).
+ */
+const NODE_ROWS = [NODE_IPC, NODE_SOCKET, NODE_SYNC, NODE_ASYNC];
+/** Rows shown only in the Node table. */
+const NODE_ONLY = new Set([NODE_SOCKET, NODE_SYNC, NODE_ASYNC]);
 
 /** One round-trip scenario at one payload size. */
 export interface LatencyRow {
@@ -128,7 +142,8 @@ function machine(): string {
 /** The Markdown of a run: tables, then the targets and whether each is met. */
 export function markdown(r: Results): string {
   const sizes = [...new Set(r.latency.map((l) => l.size))].sort((a, b) => a - b);
-  const scenarios = [...new Set(r.latency.map((l) => l.scenario))];
+  const scenarios = [...new Set(r.latency.map((l) => l.scenario))]
+    .filter((s) => !NODE_ONLY.has(s));
   const out: string[] = [];
   out.push(
     `Run of ${new Date().toISOString().slice(0, 10)} on ${machine()}; ${r.seconds.toFixed(0)} s.`,
@@ -147,6 +162,28 @@ export function markdown(r: Results): string {
       return `${f2(m.p50)} (${f2(m.p99)})${speed}`;
     });
     out.push(`| ${s} | ${cells.join(" | ")} |`);
+  }
+  const nodeRows = NODE_ROWS.filter((s) => r.latency.some((l) => l.scenario === s));
+  if (nodeRows.some((s) => NODE_ONLY.has(s))) {
+    out.push("");
+    out.push(
+      "### Node ↔ Node, one in flight: p50 µs (p99 µs), and the p50 speed-up on Node's IPC channel / on the Node Unix socket",
+    );
+    out.push("");
+    out.push(`| scenario | ${sizes.map(sizeName).join(" | ")} |`);
+    out.push(`|---|${sizes.map(() => "---:").join("|")}|`);
+    for (const s of nodeRows) {
+      const cells = sizes.map((size) => {
+        const m = find(r, s, size);
+        if (m === undefined) return "";
+        const on = (baseline: string) => {
+          const base = find(r, baseline, size);
+          return s === baseline || base === undefined ? "—" : `**${ratio(base.p50 / m.p50)}**`;
+        };
+        return `${f2(m.p50)} (${f2(m.p99)}) ${on(NODE_IPC)} / ${on(NODE_SOCKET)}`;
+      });
+      out.push(`| ${s} | ${cells.join(" | ")} |`);
+    }
   }
   out.push("");
   out.push("### Pipelined throughput, 64 B, asynchronous");
@@ -220,9 +257,15 @@ interface Target {
 }
 
 function targets(r: Results): Target[] {
-  const speedUp = (scenario: string, size: number, aim: number, name: string): Target => {
+  const speedUp = (
+    scenario: string,
+    size: number,
+    aim: number,
+    name: string,
+    baseline = SOCKET,
+  ): Target => {
     const m = find(r, scenario, size);
-    const base = find(r, SOCKET, size);
+    const base = find(r, baseline, size);
     if (m === undefined || base === undefined) return { name, measured: "not run", met: undefined };
     const x = base.p50 / m.p50;
     return { name, measured: ratio(x), met: x >= aim };
@@ -240,6 +283,22 @@ function targets(r: Results): Target[] {
       met: undefined,
     });
   }
+  list.push(
+    speedUp(
+      NODE_SYNC,
+      64,
+      10,
+      "Node sync round trip, 64 B: ≥ 10× faster than Node's IPC channel",
+      NODE_IPC,
+    ),
+    speedUp(
+      NODE_SYNC,
+      64,
+      10,
+      "Node sync round trip, 64 B: ≥ 10× faster than the Node Unix socket",
+      NODE_SOCKET,
+    ),
+  );
   const t64 = r.throughput.find((t) => t.inFlight === 64);
   list.push(
     t64 === undefined
@@ -305,13 +364,16 @@ const COLORS: Record<string, string> = {
   [ASYNC]: "#9467bd",
   [SYNC]: "#1f77b4",
   [ZERO_COPY]: "#2ca02c",
+  [NODE_SOCKET]: "#8c564b",
+  [NODE_SYNC]: "#17becf",
+  [NODE_ASYNC]: "#e377c2",
 };
 
 /** Round trip (p50, log scale) by payload size, one line per scenario. */
 export function chart(r: Results): string {
   const sizes = [...new Set(r.latency.map((l) => l.size))].sort((a, b) => a - b);
   const scenarios = [...new Set(r.latency.map((l) => l.scenario))];
-  const [w, h, left, right, top, bottom] = [760, 440, 70, 250, 40, 50];
+  const [w, h, left, right, top, bottom] = [840, 440, 70, 330, 40, 50];
   const values = r.latency.map((l) => l.summary.p50).filter((v) => v > 0);
   const lo = Math.floor(Math.log10(Math.min(...values)));
   const hi = Math.ceil(Math.log10(Math.max(...values)));

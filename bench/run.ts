@@ -18,7 +18,10 @@ import {
   ASYNC,
   type LatencyRow,
   type LoadRow,
+  NODE_ASYNC,
   NODE_IPC,
+  NODE_SOCKET,
+  NODE_SYNC,
   type Results,
   type RustRow,
   SOCKET,
@@ -235,23 +238,62 @@ async function fourClients(kind: "shm" | "socket", target: string, dir: string) 
   }
 }
 
-async function nodeIpc(): Promise<LatencyRow[]> {
+/** The Node package, built by `deno task build:node`; the Node ↔ Node shmcall rows need it. */
+const NODE_PACKAGE = here("../node/dist/node/index.js");
+
+/**
+ * Runs `node bench/peers/<script> <samples> <warmup> <size>` (the peer bounds its own waits;
+ * this bounds the whole process too) and returns its JSON lines.
+ */
+async function nodeLines(script: string, size: number) {
+  const child = new Deno.Command("node", {
+    args: [
+      here(`./peers/${script}`),
+      String(samplesFor(size)),
+      String(warmupFor(size)),
+      String(size),
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), 180_000);
+  try {
+    const out = await child.output();
+    if (!out.success) throw new Error(`${script} failed for ${size} B (exit code ${out.code})`);
+    return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as Summary & { size: number; mode?: "sync" | "async" });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * The Node table: Node's IPC channel, a Node Unix socket and shmcall between two Node processes,
+ * each size in fresh processes so that each gets its sample count.
+ */
+async function nodePeers(): Promise<LatencyRow[]> {
+  let shmcall = true;
+  try {
+    Deno.statSync(NODE_PACKAGE);
+  } catch {
+    shmcall = false;
+    console.error(
+      `no Node package at ${NODE_PACKAGE} (deno task build:node): Node ↔ Node shmcall not run`,
+    );
+  }
   const rows: LatencyRow[] = [];
-  // Node's own harness, one process per size so that each gets its sample count.
+  const row = (scenario: string, line: Summary & { size: number }) => {
+    const { n, p50, p99, p999, max, mean } = line;
+    rows.push({ scenario, size: line.size, summary: { n, p50, p99, p999, max, mean } });
+  };
   for (const size of SIZES) {
-    const out = await new Deno.Command("node", {
-      args: [
-        here("./peers/node_ipc.mjs"),
-        String(samplesFor(size)),
-        String(warmupFor(size)),
-        String(size),
-      ],
-      stdout: "piped",
-      stderr: "inherit",
-    }).output();
-    if (!out.success) throw new Error(`node_ipc.mjs failed for ${size} B`);
-    const s = JSON.parse(new TextDecoder().decode(out.stdout).trim()) as Summary & { n: number };
-    rows.push({ scenario: NODE_IPC, size, summary: s });
+    console.error(`Node ↔ Node, ${size} B`);
+    for (const line of await nodeLines("node_ipc.mjs", size)) row(NODE_IPC, line);
+    for (const line of await nodeLines("node_socket.mjs", size)) row(NODE_SOCKET, line);
+    if (!shmcall) continue;
+    for (const line of await nodeLines("node_shmcall.mjs", size)) {
+      row(line.mode === "async" ? NODE_ASYNC : NODE_SYNC, line);
+    }
   }
   return rows;
 }
@@ -451,8 +493,8 @@ async function main() {
       latency.push({ scenario: ASYNC, size, summary: summarize(await shmAsync(client, size)) });
     }
   }
-  console.error("Node's IPC channel");
-  latency.push(...await nodeIpc());
+  console.error("Node ↔ Node: Node's IPC channel, a Node Unix socket, shmcall");
+  latency.push(...await nodePeers());
 
   console.error("pipelined throughput");
   const throughput: ThroughputRow[] = [];

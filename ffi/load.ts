@@ -8,6 +8,7 @@
  * @module
  */
 
+import { loadError, type LoadFailure } from "../src/native.ts";
 import { type Symbols, symbols } from "./symbols.ts";
 
 /** Environment variable naming the library file to load first. */
@@ -29,7 +30,7 @@ export function libraryCandidates(): string[] {
 
 /** Opens the first candidate that loads; the failure lists every path tried. */
 function openFirst(candidates: string[]): LoadedLibrary {
-  const failures: { path: string; error: unknown }[] = [];
+  const failures: LoadFailure[] = [];
   for (const path of candidates) {
     try {
       return { lib: Deno.dlopen(path, symbols), path };
@@ -37,15 +38,10 @@ function openFirst(candidates: string[]): LoadedLibrary {
       failures.push({ path, error });
     }
   }
-  const tried = failures
-    .map(({ path, error }) =>
-      `  ${path}: ${error instanceof Error ? error.message : String(error)}`
-    )
-    .join("\n");
-  throw new Error(
-    `Cannot load the shmcall library: tried ${failures.length} paths\n${tried}\n` +
-      `Build it with 'cargo build --release' or set ${LIBRARY_ENV} to its path.`,
-    { cause: failures },
+  throw loadError(
+    "library",
+    failures,
+    `Build it with 'cargo build --release' or set ${LIBRARY_ENV} to its path.`,
   );
 }
 

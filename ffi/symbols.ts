@@ -71,6 +71,10 @@ export const symbols = {
     parameters: ["u32", "buffer", "buffer", "buffer"],
     result: "i32",
   },
+  // int32_t shmcall_ticket_write_input(uint32_t ticket, const uint8_t* src, size_t len)
+  shmcall_ticket_write_input: { parameters: ["u32", "buffer", "usize"], result: "i32" },
+  // int32_t shmcall_ticket_read_output(uint32_t ticket, uint8_t* dst, size_t cap)
+  shmcall_ticket_read_output: { parameters: ["u32", "buffer", "usize"], result: "i32" },
   // int32_t shmcall_ticket_free(uint32_t ticket)
   shmcall_ticket_free: { parameters: ["u32"], result: "i32" },
   // int32_t shmcall_segment_release(SegmentRef*)
@@ -103,6 +107,8 @@ export const symbols = {
     parameters: ["u32", "buffer", "buffer", "buffer"],
     result: "i32",
   },
+  // int32_t shmcall_command_read_input(uint32_t command, uint8_t* dst, size_t cap)
+  shmcall_command_read_input: { parameters: ["u32", "buffer", "usize"], result: "i32" },
   // int32_t shmcall_server_free(ServerHandle*)
   shmcall_server_free: { parameters: ["pointer"], result: "i32" },
 
@@ -114,14 +120,14 @@ export const symbols = {
   shmcall_hub_new_id: { parameters: [], result: "u64" },
   // int32_t shmcall_hub_next(HubEvent* event)
   shmcall_hub_next: { parameters: ["buffer"], result: "i32" },
-  // int32_t shmcall_hub_drain(uint64_t budget_ns): a drain begins
-  shmcall_hub_drain: { parameters: ["u64"], result: "i32" },
+  // int32_t shmcall_hub_drain(uint32_t budget_ns): a drain begins
+  shmcall_hub_drain: { parameters: ["u32"], result: "i32" },
   // int32_t shmcall_hub_spent(void): 1 once the drain's budget is spent
   shmcall_hub_spent: { parameters: [], result: "i32" },
-  // int32_t shmcall_hub_idle(uint64_t wait_ns): 1 idle, 0 events, 2 events after the budget
-  shmcall_hub_idle: { parameters: ["u64"], result: "i32" },
-  // int32_t shmcall_hub_wait(uint64_t timeout_ns), the fallback doorbell: off the JS thread
-  shmcall_hub_wait: { parameters: ["u64"], result: "i32", nonblocking: true },
+  // int32_t shmcall_hub_idle(uint32_t wait_ns): 1 idle, 0 events, 2 events after the budget
+  shmcall_hub_idle: { parameters: ["u32"], result: "i32" },
+  // int32_t shmcall_hub_wait(uint32_t timeout_ns), the fallback doorbell: off the JS thread
+  shmcall_hub_wait: { parameters: ["u32"], result: "i32", nonblocking: true },
   // int32_t shmcall_hub_interrupt(void)
   shmcall_hub_interrupt: { parameters: [], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;

@@ -6,7 +6,7 @@
 
 import { IpcError } from "./errors.ts";
 import * as hub from "./hub.ts";
-import * as native from "./native.ts";
+import { DEFAULT_SPIN, type Handle, type Mapping, native, NOWHERE } from "./native.ts";
 import { Status } from "./status.ts";
 import { checkIcId, checkSocketDir } from "./validate.ts";
 
@@ -160,16 +160,16 @@ function checkOptions(code: unknown, o: ExecuteOptions<unknown>): void {
  * ```
  */
 export class Client {
-  #handle: Deno.PointerObject | null;
-  readonly #id: bigint;
-  readonly #segment: native.Mapping;
+  #handle: Handle | null;
+  readonly #id: number;
+  readonly #segment: Mapping;
   readonly #pending = new Map<number, Pending>();
   #nextToken = 1;
   readonly #icId: string;
   readonly #endpoint: string;
 
   /** @internal Use {@linkcode connect}. */
-  constructor(icId: string, socketDir: string | undefined, id: bigint, handle: Deno.PointerObject) {
+  constructor(icId: string, socketDir: string | undefined, id: number, handle: Handle) {
     this.#icId = icId;
     this.#endpoint = hub.endpointKey(icId, socketDir);
     this.#id = id;
@@ -233,7 +233,7 @@ export class Client {
     const outputAt = native.begunAt[1]!;
     let input: Uint8Array;
     let output: Uint8Array;
-    const backup = inputAt === native.NOWHERE;
+    const backup = inputAt === NOWHERE;
     if (backup) {
       // The backup path: the core's buffers live only as long as the ticket, so user code
       // gets arrays of its own, copied in before sending and out after the answer.
@@ -256,7 +256,7 @@ export class Client {
       if (o.inputPrepare) o.inputPrepare(input, o.input);
       else if (o.input) input.set(o.input);
       o.outputPrepare?.(output, o.output);
-      if (backup) native.foreignView(native.ticketAreas(ticket)[0], inputLength).set(input);
+      if (backup) native.ticketWriteInput(ticket, input);
     } catch (e) {
       native.ticketFree(ticket);
       throw e;
@@ -285,7 +285,7 @@ export class Client {
     });
   }
 
-  #open(): Deno.PointerObject {
+  #open(): Handle {
     if (this.#handle === null) {
       throw new IpcError(Status.CLOSED, `the client of '${this.#icId}' is closed`);
     }
@@ -302,7 +302,7 @@ export class Client {
     status: number,
     length: number,
   ): ExecuteResult {
-    if (backup) output.set(native.foreignView(native.ticketOutput(ticket), length));
+    if (backup) native.ticketReadOutput(ticket, output);
     // Whole arrays where the lengths agree: a subarray per command is garbage to collect.
     const area = length === output.length ? output : output.subarray(0, length);
     o.inputPost?.(input, o.input);
@@ -442,8 +442,8 @@ export async function connect(icId: string, options: ConnectOptions = {}): Promi
     throw new RangeError(`spinMicros must be a number >= 0, received ${options.spinMicros}`);
   }
   const spin = options.spinMicros === undefined
-    ? native.DEFAULT_SPIN
-    : BigInt(Math.round(options.spinMicros * 1000));
+    ? DEFAULT_SPIN
+    : Math.round(options.spinMicros * 1000);
   // The id is taken before connecting so that the core can name this client in its events;
   // the connect itself runs off this thread, and the hub is drained meanwhile (a server of
   // this process must run `open` before the connection is made).

@@ -2,11 +2,10 @@
  * How events reach JavaScript: library threads queue them in the core's hub, and this module
  * drains the hub in one loop of synchronous calls whenever the doorbell rings.
  *
- * The doorbell is a Node-API threadsafe function: the core library is loaded a second time,
- * as an addon, with `process.dlopen` (the same `.so`, so the same hub), and rings it only when
- * this thread said it is idle (FACTS.md: ~2 µs, against tens for a `nonblocking` call per
- * event). Where that is unavailable, or `SHMCALL_DOORBELL=wait`, a single interruptible
- * `nonblocking` wait stands in.
+ * The doorbell is a Node-API threadsafe function, which the core rings only when this thread
+ * said it is idle (FACTS.md: ~2 µs, against tens for a `nonblocking` call per event); the
+ * runtime installs it (`Native.installDoorbell`). Where that is unavailable, a
+ * single interruptible `nonblocking` wait stands in.
  *
  * The process stays alive while something is live — an open server, an asynchronous command
  * not yet settled — and not a moment longer: the threadsafe function is weak, and a timer
@@ -16,15 +15,13 @@
  * @module
  */
 
-import process from "node:process";
 import { clearInterval, setImmediate, setInterval } from "node:timers";
-import { libraryPath } from "../ffi/load.ts";
-import * as native from "./native.ts";
+import { type Doorbell, EVENT, IDLE, native } from "./native.ts";
 import { Status } from "./status.ts";
 
 /** Something that receives hub events: a client (completions) or a server (the rest). */
 export interface Owner {
-  /** Handles the event in {@linkcode native.event}. */
+  /** Handles the event the hub took last (`native.event`). */
   onEvent(): void;
 }
 
@@ -39,7 +36,7 @@ let live = 0;
  * which a single command in flight would pay each time).
  */
 let keepalive: ReturnType<typeof setInterval> | undefined;
-let doorbell: "napi" | "wait" | undefined;
+let doorbell: Doorbell | undefined;
 let waiting = false;
 
 /**
@@ -53,7 +50,7 @@ let waiting = false;
  * round trip with 50 µs, against 6.7 µs with 200 µs, where the first answer re-synchronizes
  * them.
  */
-const IDLE_WAIT_NS = 200_000n;
+const IDLE_WAIT_NS = 200_000;
 
 /** Set when a dispatch left work for the event loop (a settled Promise, an async handler). */
 let turnNeeded = false;
@@ -78,27 +75,28 @@ export function endpointKey(icId: string, socketDir: string | undefined): string
  * Registers an owner of events (or reserves an id for one that {@linkcode adopt} names
  * later); returns the id the core uses to name it.
  */
-export function register(owner: Owner | undefined): bigint {
+export function register(owner: Owner | undefined): number {
   if (!claimed) {
     // Throws while another JavaScript thread has clients or servers open.
     native.hubClaim();
     claimed = true;
-    installDoorbell();
+    // At each claim, as another thread may have replaced the doorbell since.
+    doorbell = native.installDoorbell(drain);
   }
   const id = native.hubNewId();
   registered++;
-  if (owner !== undefined) owners.set(Number(id), owner);
+  if (owner !== undefined) owners.set(id, owner);
   return id;
 }
 
 /** Names the owner of an id reserved with `register(undefined)`. */
-export function adopt(id: bigint, owner: Owner): void {
-  owners.set(Number(id), owner);
+export function adopt(id: number, owner: Owner): void {
+  owners.set(id, owner);
 }
 
 /** Forgets an owner: its later events are cleaned up without it. */
-export function unregister(id: bigint): void {
-  owners.delete(Number(id));
+export function unregister(id: number): void {
+  owners.delete(id);
   if (--registered === 0 && claimed) {
     // Nothing of this thread is left: let another thread (the next test file's) take turns.
     claimed = false;
@@ -133,22 +131,8 @@ function dropKeepalive(): void {
 }
 
 /** Which doorbell this process uses: the Node-API one, the fallback wait, or none yet. */
-export function doorbellMode(): "napi" | "wait" | undefined {
+export function doorbellMode(): Doorbell | undefined {
   return doorbell;
-}
-
-/** Installs this thread's doorbell: at each claim, as another thread may have replaced it. */
-function installDoorbell(): void {
-  doorbell = "wait";
-  if (Deno.env.get("SHMCALL_DOORBELL") === "wait") return;
-  try {
-    const addon = { exports: {} as { setDoorbell?: (ring: () => void) => void } };
-    process.dlopen(addon, libraryPath());
-    addon.exports.setDoorbell?.(drain);
-    if (addon.exports.setDoorbell) doorbell = "napi";
-  } catch {
-    // No Node-API here: the fallback wait serves.
-  }
 }
 
 /** The fallback doorbell: one pending `nonblocking` wait while something is live. */
@@ -157,7 +141,7 @@ async function waitLoop(): Promise<void> {
   waiting = true;
   try {
     while (live > 0) {
-      await native.hubWait(1_000_000_000n);
+      await native.hubWait(1_000_000_000);
       drain();
     }
   } finally {
@@ -195,9 +179,9 @@ function drainOn(): void {
       chainAfterTurn();
       return;
     }
-    const found = native.hubIdle(live > 0 ? IDLE_WAIT_NS : 0n);
-    if (found === native.IDLE.IDLE) return;
-    if (found === native.IDLE.SPENT) return drainLater();
+    const found = native.hubIdle(live > 0 ? IDLE_WAIT_NS : 0);
+    if (found === IDLE.IDLE) return;
+    if (found === IDLE.SPENT) return drainLater();
   }
 }
 
@@ -205,7 +189,7 @@ function drainOn(): void {
  * Longest one drain keeps the event loop from its other work (timers, I/O, signals). Handing
  * it back costs about 1.3 µs (`setImmediate`; a `setTimeout` of 0 costs 2 ms here).
  */
-const DRAIN_BUDGET_NS = 1_000_000n;
+const DRAIN_BUDGET_NS = 1_000_000;
 /** Dispatches between two looks at the budget during a burst of events. */
 const CHECK_EVERY = 32;
 let drainScheduled = false;
@@ -246,9 +230,9 @@ function chainAfterTurn(): void {
       return;
     }
     chained = false;
-    const found = native.hubIdle(live > 0 ? IDLE_WAIT_NS : 0n);
-    if (found === native.IDLE.SPENT) drainLater();
-    else if (found === native.IDLE.EVENTS) drainOn();
+    const found = native.hubIdle(live > 0 ? IDLE_WAIT_NS : 0);
+    if (found === IDLE.SPENT) drainLater();
+    else if (found === IDLE.EVENTS) drainOn();
   };
   queueMicrotask(() => tick(0));
 }
@@ -264,10 +248,10 @@ function dispatch(): void {
   }
   // The owner is gone (closed): answer what must be answered, free what must be freed.
   switch (native.event.kind) {
-    case native.EVENT.COMPLETION:
+    case EVENT.COMPLETION:
       native.ticketFree(native.event.handle);
       break;
-    case native.EVENT.EXEC:
+    case EVENT.EXEC:
       native.commandFinish(native.event.handle, Status.CLOSED, 0, null);
       break;
   }

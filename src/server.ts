@@ -5,7 +5,7 @@
  */
 
 import * as hub from "./hub.ts";
-import * as native from "./native.ts";
+import { DEFAULT_SPIN, EVENT, type Handle, type Mapping, native } from "./native.ts";
 import { Status } from "./status.ts";
 import { checkIcId, checkSocketDir } from "./validate.ts";
 
@@ -67,7 +67,7 @@ interface Connection<C> {
   info: ConnInfo;
   context: C;
   /** The client's segment, viewed once per connection. */
-  segment: native.Mapping | undefined;
+  segment: Mapping | undefined;
   /** Commands handed to `exec` and not yet answered. */
   pending: number;
   /** `close` is due once `pending` is 0 (the server was closed meanwhile). */
@@ -94,8 +94,8 @@ const U32_MAX = 0xffff_ffff;
  * ```
  */
 export class Server<C = unknown> {
-  #handle: Deno.PointerObject | null;
-  readonly #id: bigint;
+  #handle: Handle | null;
+  readonly #id: number;
   readonly #handlers: Handlers<C>;
   readonly #connections = new Map<number, Connection<C>>();
   readonly #icId: string;
@@ -108,8 +108,8 @@ export class Server<C = unknown> {
     this.#id = hub.register(this);
     try {
       const spin = options.spinMicros === undefined
-        ? native.DEFAULT_SPIN
-        : BigInt(Math.round(options.spinMicros * 1000));
+        ? DEFAULT_SPIN
+        : Math.round(options.spinMicros * 1000);
       this.#handle = native.serverServe(icId, options.socketDir, spin, this.#id);
     } catch (e) {
       hub.unregister(this.#id);
@@ -129,11 +129,11 @@ export class Server<C = unknown> {
   onEvent(): void {
     const e = native.event;
     switch (e.kind) {
-      case native.EVENT.OPEN:
+      case EVENT.OPEN:
         return this.#open(e.token, { id: e.token, pid: e.pid, uid: e.uid });
-      case native.EVENT.EXEC:
+      case EVENT.EXEC:
         return this.#exec(e.token);
-      case native.EVENT.CLOSE:
+      case EVENT.CLOSE:
         return this.#close(e.token);
     }
   }
@@ -176,15 +176,22 @@ export class Server<C = unknown> {
     let input: Uint8Array | undefined;
     let output: Uint8Array | undefined;
     if (e.inSegment) {
-      conn.segment ??= native.commandSegment(command);
-      input = conn.segment?.at(e.inputOffset, e.inputLength);
-      output = conn.segment?.at(e.outputOffset, e.outputLength);
+      try {
+        conn.segment ??= native.commandSegment(command);
+      } catch {
+        // The runtime could not view the segment: the command fails, the server goes on.
+        native.commandFinish(command, Status.HANDLER_FAILED, 0, null);
+        return;
+      }
+      input = conn.segment.at(e.inputOffset, e.inputLength);
+      output = conn.segment.at(e.outputOffset, e.outputLength);
     }
     let backup: Uint8Array | null = null;
     if (input === undefined || output === undefined) {
       // The backup path: the command's buffers live only until it is finished, so the
       // handler gets arrays of its own; the output is copied back at finish.
-      input = native.foreignView(e.input, e.inputLength).slice();
+      input = new Uint8Array(e.inputLength);
+      native.commandReadInput(command, input);
       output = backup = new Uint8Array(e.outputLength);
     }
     const cmd: ServerCommand = { code: e.code >>> 0, input, output };

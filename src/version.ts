@@ -4,7 +4,7 @@
  * @module
  */
 
-import { protocolVersion as coreVersion } from "./native.ts";
+import { native } from "./native.ts";
 
 /**
  * The protocol version the loaded core speaks, as `"major.minor"`. Peers whose majors differ
@@ -15,11 +15,11 @@ import { protocolVersion as coreVersion } from "./native.ts";
  *
  * @example
  * ```ts
- * import { protocolVersion } from "./version.ts";
+ * import { protocolVersion } from "../mod.ts";
  *
  * console.log(protocolVersion()); // "1.0"
  * ```
  */
 export function protocolVersion(): string {
-  return coreVersion();
+  return native.protocolVersion();
 }

@@ -3,6 +3,10 @@ import {
   ASYNC,
   chart,
   markdown,
+  NODE_ASYNC,
+  NODE_IPC,
+  NODE_SOCKET,
+  NODE_SYNC,
   type Results,
   sizeName,
   SOCKET,
@@ -27,6 +31,14 @@ function results(): Results {
       { scenario: ASYNC, size: 64, summary: summary(10) },
       { scenario: SOCKET, size: 1 << 20, summary: summary(300) },
       { scenario: ZERO_COPY, size: 1 << 20, summary: summary(50) },
+      // The Node rows: against Node's IPC channel and the Node socket, never the Deno socket.
+      { scenario: NODE_IPC, size: 64, summary: summary(48) },
+      { scenario: NODE_SOCKET, size: 64, summary: summary(24) },
+      { scenario: NODE_SYNC, size: 64, summary: summary(4) },
+      { scenario: NODE_ASYNC, size: 64, summary: summary(16) },
+      { scenario: NODE_IPC, size: 1 << 20, summary: summary(1200) },
+      { scenario: NODE_SOCKET, size: 1 << 20, summary: summary(800) },
+      { scenario: NODE_SYNC, size: 1 << 20, summary: summary(100) },
     ],
     throughput: [{ inFlight: 64, shm: 2_000_000, socket: 1_000_000, promiseFloor: 8_000_000 }],
     memoryFloor: 40,
@@ -59,14 +71,74 @@ Deno.test("the bench report judges each target by its ratio to the baseline of t
   assert.match(row("system calls per command")!, /strace -c -f`\) \| 0\.00050 \| yes \|$/);
   assert.match(md, /\| `perf stat` \| 1000000 \| 100 \| 0\.00010 \| — \|/);
   assert.match(row("heap allocations per command")!, /\| 0 in 40 000 \| yes \|$/);
+  // Node sync at 64 B: 48 / 4 on the IPC channel, 24 / 4 on the Node socket.
+  assert.match(
+    row("Node sync round trip, 64 B: ≥ 10× faster than Node's IPC")!,
+    /\| 12× \| yes \|$/,
+  );
+  assert.match(
+    row("Node sync round trip, 64 B: ≥ 10× faster than the Node Unix socket")!,
+    /\| 6\.0× \| \*\*no\*\* \|$/,
+  );
   // The round-trip table: p50 (p99) and the speed-up on the socket, per payload size.
   assert.match(md, /\| shmcall sync, copying \| 1\.50 \(3\.00\) \*\*20×\*\* \| {2}\|/);
 });
 
+Deno.test("the bench report puts the Node rows in a table of their own, with ratios on both Node baselines", () => {
+  const md = markdown(results());
+  const lines = md.split("\n");
+  const heading = lines.findIndex((l) => l.startsWith("### Node ↔ Node"));
+  assert.ok(heading > 0, "a Node table");
+  const main = lines.slice(0, heading);
+  const node = lines.slice(heading, lines.indexOf("", heading + 2));
+  const row = (table: string[], scenario: string) =>
+    table.find((l) => l.startsWith(`| ${scenario} |`));
+  // The main table keeps its rows and their ratios on the Deno socket: Node's IPC channel is
+  // 30 / 48 there, and the Node-only rows are not in it.
+  assert.match(row(main, NODE_IPC)!, /\| 48\.00 \(96\.00\) \*\*0\.6×\*\* \|/);
+  for (const s of [NODE_SOCKET, NODE_SYNC, NODE_ASYNC]) assert.equal(row(main, s), undefined, s);
+  // The Node table: p50 (p99), then the speed-up on the IPC channel / on the Node socket, per
+  // size; a baseline has no ratio on itself.
+  assert.deepEqual(node.slice(4).map((l) => l.split(" | ")[0]!.slice(2)), [
+    NODE_IPC,
+    NODE_SOCKET,
+    NODE_SYNC,
+    NODE_ASYNC,
+  ]);
+  assert.equal(
+    row(node, NODE_IPC),
+    `| ${NODE_IPC} | 48.00 (96.00) — / **0.5×** | 1200.00 (2400.00) — / **0.7×** |`,
+  );
+  assert.equal(
+    row(node, NODE_SOCKET),
+    `| ${NODE_SOCKET} | 24.00 (48.00) **2.0×** / — | 800.00 (1600.00) **1.5×** / — |`,
+  );
+  assert.equal(
+    row(node, NODE_SYNC),
+    `| ${NODE_SYNC} | 4.00 (8.00) **12×** / **6.0×** | 100.00 (200.00) **12×** / **8.0×** |`,
+  );
+  assert.equal(row(node, NODE_ASYNC), `| ${NODE_ASYNC} | 16.00 (32.00) **3.0×** / **1.5×** |  |`);
+});
+
+Deno.test("the bench report says a Node target was not run when its rows are missing", () => {
+  const r = results();
+  r.latency = r.latency.filter((l) => l.scenario !== NODE_SYNC && l.scenario !== NODE_ASYNC);
+  const md = markdown(r);
+  const row = (target: string) => md.split("\n").find((l) => l.startsWith(`| ${target}`));
+  assert.match(
+    row("Node sync round trip, 64 B: ≥ 10× faster than Node's IPC")!,
+    /\| not run \| — \|$/,
+  );
+  // The table of the Node baselines is still there.
+  assert.match(md, /\| Node ↔ Node, Unix socket \| 24\.00 \(48\.00\) \*\*2\.0×\*\* \/ — \|/);
+});
+
 Deno.test("the bench chart draws one line per scenario, with a point per payload size", () => {
   const svg = chart(results());
-  assert.equal(svg.match(/<polyline/g)?.length, 4);
-  assert.equal(svg.match(/<circle/g)?.length, 5);
-  for (const s of [SOCKET, SYNC, ASYNC, ZERO_COPY]) assert.ok(svg.includes(s), s);
+  assert.equal(svg.match(/<polyline/g)?.length, 8);
+  assert.equal(svg.match(/<circle/g)?.length, 12);
+  for (const s of [SOCKET, SYNC, ASYNC, ZERO_COPY, NODE_IPC, NODE_SOCKET, NODE_SYNC, NODE_ASYNC]) {
+    assert.ok(svg.includes(s), s);
+  }
   assert.deepEqual([64, 4096, 1 << 20].map(sizeName), ["64 B", "4 KiB", "1 MiB"]);
 });

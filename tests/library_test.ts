@@ -1,7 +1,7 @@
 import "./setup.ts";
 import assert from "node:assert/strict";
 import { libraryCandidates, loadLibrary } from "../ffi/load.ts";
-import { coreStatusName } from "../src/native.ts";
+import { coreStatusName } from "../ffi/native.ts";
 import { IpcError, protocolVersion, Status, statusName } from "../mod.ts";
 
 Deno.test("loadLibrary() names every path it tried when none loads", () => {

@@ -7,71 +7,47 @@
 //! [`Status::InvalidArgument`]. Functions never unwind into the caller: a panic becomes
 //! [`Status::HandlerFailed`].
 //!
-//! Events reach JavaScript through the process-wide [`HUB`]: the completions of asynchronous
-//! commands and every open, exec and close of a server. JavaScript takes them one at a time
-//! with [`shmcall_hub_next`] into a [`HubEvent`], and tells the hub when it goes idle.
-//!
-//! Tickets and commands are named by `u32` handles ([`crate::handles`]): a stale or forged one
-//! is refused, never dereferenced. Areas are handed out as raw pointers into a segment (or
-//! into a backup buffer owned by the ticket or command, valid until it is freed or finished). A segment stays mapped while any
-//! ticket, command or [`SegmentRef`] of it exists: JavaScript holds a `SegmentRef` for as long
-//! as a view over the segment is reachable.
+//! Each function converts its arguments and results and calls the operation of the same name
+//! in [`crate::surface`], which the Node-API surface ([`crate::napi`]) wraps too. Tickets and
+//! commands are `u32` handles. Areas are handed out as offsets in a segment, which stays mapped
+//! while any ticket, command or [`SegmentRef`] of it exists: JavaScript holds a `SegmentRef`
+//! for as long as a view over the segment is reachable. Backup-path areas are reached by copies
+//! ([`shmcall_ticket_write_input`], [`shmcall_ticket_read_output`],
+//! [`shmcall_command_read_input`]).
 
-use std::cell::RefCell;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::{Client, ConnectOptions, Ticket};
-use crate::handles::Handles;
-use crate::hub::{Event, HUB, Idle};
+use crate::hub::{HUB, Idle};
 use crate::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment};
-use crate::server::{Command, ConnInfo, Handler, ServeOptions, Server};
-use crate::slot::Mode;
 use crate::status::{Error, Status};
+use crate::surface::{self, fail};
+
+pub use crate::surface::{
+    ClientHandle, EVENT_CLOSE, EVENT_COMPLETION, EVENT_EXEC, EVENT_OPEN, HubEvent, ServerHandle,
+};
 
 /// Success.
 pub const OK: i32 = 0;
 /// Nothing is ready yet (a poll found no completion or event).
 pub const EMPTY: i32 = 1;
 
-/// Tickets given out by `begin` and by completion events, by handle.
-static TICKETS: Handles<Ticket> = Handles::new("ticket");
-/// Commands given out by exec events, by handle.
-static COMMANDS: Handles<Box<Command>> = Handles::new("command");
-
-thread_local! {
-    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn fail(e: Error) -> i32 {
-    LAST_ERROR.with(|l| *l.borrow_mut() = e.to_string());
-    e.status().code()
-}
-
 fn invalid(what: &str) -> i32 {
     fail(Error::new(Status::InvalidArgument, what.to_string()))
 }
 
-/// Runs `f`, turning a panic into a status so nothing unwinds across the C boundary.
-fn guard(f: impl FnOnce() -> i32) -> i32 {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        fail(Error::new(
-            Status::HandlerFailed,
-            "shmcall panicked inside a C call",
-        ))
-    })
+/// [`OK`], or the failure's code (recorded for [`shmcall_last_error`]).
+fn done(r: Result<(), Error>) -> i32 {
+    match r {
+        Ok(()) => OK,
+        Err(e) => fail(e),
+    }
 }
 
 /// # Safety
 /// `ptr` is null with `len` 0, or valid for reads of `len` bytes.
 unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
-    if len == 0 {
+    if len == 0 || ptr.is_null() {
         return &[];
     }
     // SAFETY: the caller promised `ptr` is valid for `len` bytes.
@@ -79,11 +55,22 @@ unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
 }
 
 /// # Safety
+/// `ptr` is null with `len` 0, or valid for writes of `len` bytes, which no Rust reference
+/// points to.
+unsafe fn bytes_mut<'a>(ptr: *mut u8, len: usize) -> &'a mut [u8] {
+    if len == 0 || ptr.is_null() {
+        return &mut [];
+    }
+    // SAFETY: the caller promised `ptr` is valid and unaliased for `len` bytes.
+    unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+}
+
+/// # Safety
 /// As for [`bytes`].
-unsafe fn text(ptr: *const u8, len: usize, what: &str) -> Result<String, Error> {
+unsafe fn text<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a str, Error> {
     // SAFETY: forwarded contract.
     let b = unsafe { bytes(ptr, len) };
-    String::from_utf8(b.to_vec())
+    std::str::from_utf8(b)
         .map_err(|_| Error::new(Status::InvalidArgument, format!("{what} is not UTF-8")))
 }
 
@@ -96,32 +83,9 @@ unsafe fn put<T>(p: *mut T, v: T) {
     }
 }
 
-/// The arguments `connect` and `serve` share: the ic id, the socket directory (empty: the
-/// default) and the spin budget (`u64::MAX`: the default).
-///
-/// # Safety
-/// As for [`bytes`], for both strings.
-unsafe fn endpoint_args(
-    ic_id: *const u8,
-    ic_id_len: usize,
-    dir: *const u8,
-    dir_len: usize,
-    spin_ns: u64,
-) -> Result<(String, Option<PathBuf>, Option<Duration>), Error> {
-    // SAFETY: forwarded contract.
-    let (id, dir) = unsafe { (text(ic_id, ic_id_len, "ic id")?, text(dir, dir_len, "dir")?) };
-    let dir = (!dir.is_empty()).then(|| PathBuf::from(dir));
-    let spin = (spin_ns != u64::MAX).then(|| Duration::from_nanos(spin_ns));
-    Ok((id, dir, spin))
-}
-
-fn mode(m: u32) -> Result<Mode, Error> {
-    Mode::from_flags(m).ok_or_else(|| {
-        Error::new(
-            Status::InvalidArgument,
-            format!("mode {m} is not 0, 1 or 2"),
-        )
-    })
+/// The spin budget `u64::MAX` means "the default".
+fn spin(spin_ns: u64) -> Option<Duration> {
+    (spin_ns != u64::MAX).then(|| Duration::from_nanos(spin_ns))
 }
 
 /// Copies the last failure's sentence on this thread into `buf` (UTF-8, not terminated) and
@@ -131,13 +95,11 @@ fn mode(m: u32) -> Result<Mode, Error> {
 /// `buf` is null with `cap` 0, or valid for writes of `cap` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_last_error(buf: *mut u8, cap: usize) -> i32 {
-    LAST_ERROR.with(|l| {
-        let l = l.borrow();
-        let n = l.len().min(cap);
-        if n > 0 {
-            // SAFETY: `buf` is valid for `cap >= n` bytes, and `l` is a distinct Rust string.
-            unsafe { std::ptr::copy_nonoverlapping(l.as_ptr(), buf, n) };
-        }
+    // SAFETY: forwarded contract.
+    let dst = unsafe { bytes_mut(buf, cap) };
+    surface::with_last_error(|l| {
+        let n = l.len().min(dst.len());
+        dst[..n].copy_from_slice(&l.as_bytes()[..n]);
         l.len().min(i32::MAX as usize) as i32
     })
 }
@@ -159,11 +121,10 @@ pub unsafe extern "C" fn shmcall_status_name(code: i32, buf: *mut u8, cap: usize
         return invalid(&format!("{code} is not a library status"));
     };
     let name = s.name().as_bytes();
-    let n = name.len().min(cap);
-    if n > 0 {
-        // SAFETY: `buf` is valid for `cap >= n` bytes; `name` is static and distinct.
-        unsafe { std::ptr::copy_nonoverlapping(name.as_ptr(), buf, n) };
-    }
+    // SAFETY: forwarded contract.
+    let dst = unsafe { bytes_mut(buf, cap) };
+    let n = name.len().min(dst.len());
+    dst[..n].copy_from_slice(&name[..n]);
     name.len() as i32
 }
 
@@ -204,13 +165,6 @@ pub unsafe extern "C" fn shmcall_segment_release(segment: *mut SegmentRef) -> i3
 // ---------------------------------------------------------------------------------------------
 // Client
 
-/// A client handle; `id` is JavaScript's name for it in hub events.
-#[derive(Debug)]
-pub struct ClientHandle {
-    client: Client,
-    id: u64,
-}
-
 /// Connects to `ic_id`. `dir` (may be empty) overrides the socket directory; `spin_ns` is the
 /// spin budget before sleeping (`u64::MAX` keeps the default); `id` names the client in the
 /// completions it delivers to the hub. On failure the sentence is also copied into `error`
@@ -236,35 +190,25 @@ pub unsafe extern "C" fn shmcall_client_connect(
     if out.is_null() {
         return invalid("out is null");
     }
-    let rc = guard(|| {
-        // SAFETY: forwarded contract.
-        let (ic, socket_dir, spin) =
-            match unsafe { endpoint_args(ic_id, ic_id_len, dir, dir_len, spin_ns) } {
-                Ok(args) => args,
-                Err(e) => return fail(e),
-            };
-        let defaults = ConnectOptions::default();
-        let options = ConnectOptions {
-            socket_dir,
-            spin: spin.unwrap_or(defaults.spin),
-            ..defaults
-        };
-        match Client::connect(&ic, &options) {
-            Ok(client) => {
-                // JavaScript pops this client's answers itself while it waits for events.
-                HUB.add_poller(id, client.poller());
-                // SAFETY: `out` is non-null and valid for a write.
-                unsafe { put(out, Box::into_raw(Box::new(ClientHandle { client, id }))) };
-                OK
-            }
-            Err(e) => fail(e),
+    // SAFETY: forwarded contract.
+    let args = unsafe { (text(ic_id, ic_id_len, "ic id"), text(dir, dir_len, "dir")) };
+    let connected = match args {
+        (Ok(ic), Ok(dir)) => ClientHandle::connect(ic, dir, spin(spin_ns), id),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    match connected {
+        Ok(h) => {
+            // SAFETY: `out` is non-null and valid for a write.
+            unsafe { put(out, Box::into_raw(Box::new(h))) };
+            OK
         }
-    });
-    if rc < 0 && !error.is_null() {
-        // SAFETY: the caller promised `error` is valid for `error_cap` bytes.
-        unsafe { shmcall_last_error(error, error_cap) };
+        Err(e) => {
+            let rc = fail(e);
+            // SAFETY: the caller promised `error` is valid for `error_cap` bytes.
+            unsafe { shmcall_last_error(error, error_cap) };
+            rc
+        }
     }
-    rc
 }
 
 /// A reference that keeps the client's segment mapped, with its first byte and length. Areas
@@ -283,7 +227,7 @@ pub unsafe extern "C" fn shmcall_client_segment(
     let Some(h) = (unsafe { client.as_ref() }) else {
         return invalid("client is null");
     };
-    let r = segment_ref(h.client.segment(), base, len);
+    let r = segment_ref(h.segment(), base, len);
     // SAFETY: `out` is null or valid for a write.
     unsafe { put(out, r) };
     OK
@@ -300,10 +244,10 @@ pub unsafe extern "C" fn shmcall_client_close(client: *mut ClientHandle) -> i32 
     let Some(h) = (unsafe { client.as_ref() }) else {
         return invalid("client is null");
     };
-    guard(|| {
-        h.client.close();
-        OK
-    })
+    done(surface::guard(|| {
+        h.close();
+        Ok(())
+    }))
 }
 
 /// Closes and frees the client. Tickets and segment references still held stay usable.
@@ -317,11 +261,10 @@ pub unsafe extern "C" fn shmcall_client_free(client: *mut ClientHandle) -> i32 {
     }
     // SAFETY: the handle came from `Box::into_raw` and the caller gives it up.
     let h = unsafe { Box::from_raw(client) };
-    guard(move || {
-        HUB.remove_poller(h.id);
-        h.client.close();
-        OK
-    })
+    done(surface::guard(move || {
+        h.close();
+        Ok(())
+    }))
 }
 
 /// Takes a slot (or backup buffers) for a command: `out` receives the ticket's handle, `input`
@@ -348,49 +291,27 @@ pub unsafe extern "C" fn shmcall_client_begin(
     if out.is_null() {
         return invalid("out is null");
     }
-    guard(|| {
-        let begun = begin_held(h, code, input_len, output_cap, mode_flags, |t| {
-            (t.input().as_ptr(), t.output().as_ptr())
-        });
-        match begun {
-            Ok((handle, (i, o))) => {
-                // SAFETY: out pointers are null or valid for writes (caller's contract).
-                unsafe {
-                    put(input, i);
-                    put(output, o);
-                    put(out, handle);
-                }
-                OK
+    let begun = h.begin_with(code, input_len, output_cap, mode_flags, |_, t| {
+        (t.input().as_ptr(), t.output().as_ptr())
+    });
+    match begun {
+        Ok((handle, (i, o))) => {
+            // SAFETY: out pointers are null or valid for writes (caller's contract).
+            unsafe {
+                put(input, i);
+                put(output, o);
+                put(out, handle);
             }
-            Err(e) => fail(e),
+            OK
         }
-    })
-}
-
-/// Begins a command and holds its ticket in [`TICKETS`]: returns the handle, and what `areas`
-/// makes of the ticket's areas before it goes into the table.
-fn begin_held<A>(
-    h: &ClientHandle,
-    code: u32,
-    input_len: u32,
-    output_cap: u32,
-    mode_flags: u32,
-    areas: impl FnOnce(&mut Ticket) -> A,
-) -> Result<(u32, A), Error> {
-    let mut t = h.client.begin(
-        code,
-        input_len as usize,
-        output_cap as usize,
-        mode(mode_flags)?,
-    )?;
-    let a = areas(&mut t);
-    Ok((TICKETS.insert(t)?, a))
+        Err(e) => fail(e),
+    }
 }
 
 /// [`shmcall_client_begin`] for callers that keep one view of the whole segment (JavaScript):
 /// writes the areas' offsets in the segment to `offsets[0]` (input) and `offsets[1]`
 /// (output), or `u32::MAX` to both on the backup path, whose buffers
-/// [`shmcall_ticket_areas`] returns.
+/// [`shmcall_ticket_write_input`] and [`shmcall_ticket_read_output`] reach.
 ///
 /// # Safety
 /// `client` is a live handle; `out` is valid for a write; `offsets` for writes of two `u32`.
@@ -411,31 +332,18 @@ pub unsafe extern "C" fn shmcall_client_begin_at(
     if out.is_null() || offsets.is_null() {
         return invalid("out or offsets is null");
     }
-    guard(|| {
-        let begun = begin_held(h, code, input_len, output_cap, mode_flags, |t| {
-            if t.is_backup() {
-                return (u32::MAX, u32::MAX);
+    match h.begin_at(code, input_len, output_cap, mode_flags) {
+        Ok((handle, input, output)) => {
+            // SAFETY: `out` is valid for a write and `offsets` for two (caller's contract).
+            unsafe {
+                offsets.write(input);
+                offsets.add(1).write(output);
+                out.write(handle);
             }
-            let base = h.client.segment_mapping().0 as usize;
-            // Segments are smaller than 4 GiB (`Geometry::layout`), so offsets fit.
-            (
-                (t.input().as_ptr() as usize - base) as u32,
-                (t.output().as_ptr() as usize - base) as u32,
-            )
-        });
-        match begun {
-            Ok((handle, (input, output))) => {
-                // SAFETY: `out` is valid for a write and `offsets` for two (caller's contract).
-                unsafe {
-                    offsets.write(input);
-                    offsets.add(1).write(output);
-                    out.write(handle);
-                }
-                OK
-            }
-            Err(e) => fail(e),
+            OK
         }
-    })
+        Err(e) => fail(e),
+    }
 }
 
 /// The areas of a ticket: its input (`input_len` bytes) and output (`output_cap` bytes).
@@ -448,7 +356,7 @@ pub unsafe extern "C" fn shmcall_ticket_areas(
     input: *mut *mut u8,
     output: *mut *mut u8,
 ) -> i32 {
-    match TICKETS.with(ticket, |t| (t.input().as_ptr(), t.output().as_ptr())) {
+    match surface::ticket_areas(ticket) {
         Ok((i, o)) => {
             // SAFETY: out pointers are null or valid for writes (caller's contract).
             unsafe {
@@ -459,6 +367,34 @@ pub unsafe extern "C" fn shmcall_ticket_areas(
         }
         Err(e) => fail(e),
     }
+}
+
+/// Copies `len` bytes from `src` into the start of a ticket's input area; refuses input
+/// longer than the area.
+///
+/// # Safety
+/// `src` is null with `len` 0, or valid for reads of `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_ticket_write_input(
+    ticket: u32,
+    src: *const u8,
+    len: usize,
+) -> i32 {
+    // SAFETY: forwarded contract.
+    done(surface::ticket_write_input(ticket, unsafe {
+        bytes(src, len)
+    }))
+}
+
+/// Copies a finished ticket's output (cut to the reported length) into `dst`, at most `cap`
+/// bytes.
+///
+/// # Safety
+/// `dst` is null with `cap` 0, or valid for writes of `cap` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_ticket_read_output(ticket: u32, dst: *mut u8, cap: usize) -> i32 {
+    // SAFETY: forwarded contract.
+    done(surface::ticket_read_output(ticket, unsafe { bytes_mut(dst, cap) }).map(drop))
 }
 
 /// Sends the command and waits on this thread for the answer: `status` and `length` are the
@@ -477,26 +413,17 @@ pub unsafe extern "C" fn shmcall_client_call(
     let Some(h) = (unsafe { client.as_ref() }) else {
         return invalid("client is null");
     };
-    guard(|| {
-        // Out of the table while the call waits, so that the table's lock is not held.
-        let mut t = match TICKETS.lend(ticket) {
-            Ok(t) => t,
-            Err(e) => return fail(e),
-        };
-        let answered = h.client.call(&mut t);
-        TICKETS.give_back(ticket, t);
-        match answered {
-            Ok(a) => {
-                // SAFETY: out pointers are null or valid for writes.
-                unsafe {
-                    put(status, a.status);
-                    put(length, a.length);
-                }
-                OK
+    match h.call(ticket) {
+        Ok(a) => {
+            // SAFETY: out pointers are null or valid for writes.
+            unsafe {
+                put(status, a.status);
+                put(length, a.length);
             }
-            Err(e) => fail(e),
+            OK
         }
-    })
+        Err(e) => fail(e),
+    }
 }
 
 /// Sends the command and returns at once. The finished ticket reaches the hub as a
@@ -514,24 +441,7 @@ pub unsafe extern "C" fn shmcall_client_submit(
     let Some(h) = (unsafe { client.as_ref() }) else {
         return invalid("client is null");
     };
-    let client_id = h.id;
-    guard(move || {
-        let t = match TICKETS.remove(ticket) {
-            Ok(t) => t,
-            Err(e) => return fail(e),
-        };
-        let r = h.client.call_async(t, move |t| {
-            HUB.push(Event::Completion {
-                client: client_id,
-                token,
-                ticket: Box::new(t),
-            });
-        });
-        match r {
-            Ok(()) => OK,
-            Err(e) => fail(e),
-        }
-    })
+    done(h.submit(ticket, token))
 }
 
 /// The answer of a finished command: `status` and `length` from the server, and the output
@@ -546,8 +456,7 @@ pub unsafe extern "C" fn shmcall_ticket_answer(
     length: *mut u32,
     output: *mut *mut u8,
 ) -> i32 {
-    let answer = TICKETS.with(ticket, |t| t.answer().map(|a| (a, t.output().as_ptr())));
-    match answer.and_then(|a| a) {
+    match surface::ticket_answer(ticket) {
         Ok((a, o)) => {
             // SAFETY: out pointers are null or valid for writes.
             unsafe {
@@ -564,85 +473,11 @@ pub unsafe extern "C" fn shmcall_ticket_answer(
 /// Frees a ticket (and gives its slot back).
 #[unsafe(no_mangle)]
 pub extern "C" fn shmcall_ticket_free(ticket: u32) -> i32 {
-    guard(|| match TICKETS.remove(ticket) {
-        Ok(t) => {
-            drop(t);
-            OK
-        }
-        Err(e) => fail(e),
-    })
+    done(surface::ticket_free(ticket))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Server
-
-/// Answers to opens, by connection, waiting for their `open` call to take them.
-#[derive(Debug, Default)]
-struct OpenedState {
-    answers: Vec<(u64, Result<(), Error>)>,
-    closing: bool,
-}
-
-#[derive(Debug, Default)]
-struct Opened {
-    state: Mutex<OpenedState>,
-    changed: Condvar,
-}
-
-/// Hands every handler call to the hub (so to JavaScript), and makes `open` wait for its
-/// answer so that the client is connected only after `open` ran.
-struct Queueing {
-    id: u64,
-    opened: Arc<Opened>,
-}
-
-impl Handler for Queueing {
-    type Context = ();
-
-    fn open(&self, conn: &ConnInfo) -> Result<(), Error> {
-        HUB.push(Event::Open {
-            server: self.id,
-            conn: *conn,
-        });
-        let mut q = lock(&self.opened.state);
-        loop {
-            if let Some(i) = q.answers.iter().position(|(id, _)| *id == conn.id) {
-                return q.answers.swap_remove(i).1;
-            }
-            if q.closing {
-                return Err(Error::new(Status::Closed, "the server is closing"));
-            }
-            q = self
-                .opened
-                .changed
-                .wait(q)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    fn exec(&self, command: Command, conn: &ConnInfo, _: &()) {
-        HUB.push(Event::Exec {
-            server: self.id,
-            conn: conn.id,
-            command: Box::new(command),
-        });
-    }
-
-    fn close(&self, conn: &ConnInfo, _: &()) {
-        HUB.push(Event::Close {
-            server: self.id,
-            conn: conn.id,
-        });
-    }
-}
-
-/// A server handle.
-#[derive(Debug)]
-pub struct ServerHandle {
-    id: u64,
-    server: Mutex<Server>,
-    opened: Arc<Opened>,
-}
 
 /// Serves `ic_id`; its opens, commands and closes reach the hub, named by `id`.
 ///
@@ -662,40 +497,20 @@ pub unsafe extern "C" fn shmcall_server_serve(
     if out.is_null() {
         return invalid("out is null");
     }
-    guard(|| {
-        // SAFETY: forwarded contract.
-        let (ic, socket_dir, spin) =
-            match unsafe { endpoint_args(ic_id, ic_id_len, dir, dir_len, spin_ns) } {
-                Ok(args) => args,
-                Err(e) => return fail(e),
-            };
-        let opened = Arc::new(Opened::default());
-        let defaults = ServeOptions::default();
-        let options = ServeOptions {
-            socket_dir,
-            spin: spin.unwrap_or(defaults.spin),
-            ..defaults
-        };
-        let handler = Queueing {
-            id,
-            opened: opened.clone(),
-        };
-        match Server::serve(&ic, handler, options) {
-            Ok(server) => {
-                // JavaScript pops this server's rings itself while it waits for events.
-                HUB.add_poller(id, server.poller());
-                let h = Box::new(ServerHandle {
-                    id,
-                    server: Mutex::new(server),
-                    opened,
-                });
-                // SAFETY: `out` is non-null and valid for a write.
-                unsafe { put(out, Box::into_raw(h)) };
-                OK
-            }
-            Err(e) => fail(e),
+    // SAFETY: forwarded contract.
+    let args = unsafe { (text(ic_id, ic_id_len, "ic id"), text(dir, dir_len, "dir")) };
+    let served = match args {
+        (Ok(ic), Ok(dir)) => ServerHandle::serve(ic, dir, spin(spin_ns), id),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    match served {
+        Ok(h) => {
+            // SAFETY: `out` is non-null and valid for a write.
+            unsafe { put(out, Box::into_raw(Box::new(h))) };
+            OK
         }
-    })
+        Err(e) => fail(e),
+    }
 }
 
 /// Answers an open: `status` 0 accepts the client; a negative library status refuses it with
@@ -713,15 +528,7 @@ pub unsafe extern "C" fn shmcall_server_opened(
     let Some(h) = (unsafe { server.as_ref() }) else {
         return invalid("server is null");
     };
-    let answer = match status {
-        0 => Ok(()),
-        s => Err(Error::new(
-            Status::from_code(s).unwrap_or(Status::HandlerFailed),
-            "the server's open handler refused the connection",
-        )),
-    };
-    lock(&h.opened.state).answers.push((connection, answer));
-    h.opened.changed.notify_all();
+    h.opened(connection, status);
     OK
 }
 
@@ -738,20 +545,41 @@ pub unsafe extern "C" fn shmcall_command_finish(
     length: u32,
     output: *const u8,
 ) -> i32 {
-    guard(move || {
-        let mut c = match COMMANDS.remove(command) {
-            Ok(c) => c,
-            Err(e) => return fail(e),
-        };
-        if !output.is_null() {
-            let mut area = c.output();
-            let n = (length as usize).min(area.len());
-            // SAFETY: the caller promised `output` is valid for `length >= n` bytes.
-            area.write(unsafe { bytes(output, n) });
-        }
-        c.finish(status, length as usize);
-        OK
-    })
+    // SAFETY: forwarded contract (`output` valid for `length` bytes when not null).
+    let from = (!output.is_null()).then(|| unsafe { bytes(output, length as usize) });
+    done(surface::command_finish(command, status, length, from))
+}
+
+/// A reference that keeps an exec event's segment mapped (for a view JavaScript keeps per
+/// connection), with its first byte and length; null for backup-path commands.
+///
+/// # Safety
+/// The out pointers are null or valid for writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_command_segment(
+    command: u32,
+    base: *mut *mut u8,
+    len: *mut usize,
+    out: *mut *mut SegmentRef,
+) -> i32 {
+    let segment = match surface::command_segment(command) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let r = segment.map_or(std::ptr::null_mut(), |s| segment_ref(s, base, len));
+    // SAFETY: `out` is null or valid for a write.
+    unsafe { put(out, r) };
+    OK
+}
+
+/// Copies a command's input into `dst`, at most `cap` bytes.
+///
+/// # Safety
+/// `dst` is null with `cap` 0, or valid for writes of `cap` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_command_read_input(command: u32, dst: *mut u8, cap: usize) -> i32 {
+    // SAFETY: forwarded contract.
+    done(surface::command_read_input(command, unsafe { bytes_mut(dst, cap) }).map(drop))
 }
 
 /// Stops the server and frees the handle: connections end, their commands still in the hub are
@@ -766,67 +594,14 @@ pub unsafe extern "C" fn shmcall_server_free(server: *mut ServerHandle) -> i32 {
     }
     // SAFETY: the handle came from `Box::into_raw` and the caller gives it up.
     let h = unsafe { Box::from_raw(server) };
-    guard(move || {
-        lock(&h.opened.state).closing = true;
-        h.opened.changed.notify_all();
-        HUB.remove_poller(h.id);
-        lock(&h.server).close();
-        OK
-    })
+    done(surface::guard(move || {
+        h.close();
+        Ok(())
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Hub
-
-/// A client's asynchronous command finished: `handle` is its ticket.
-pub const EVENT_COMPLETION: u32 = 1;
-/// A client connected: answer with [`shmcall_server_opened`].
-pub const EVENT_OPEN: u32 = 2;
-/// A command arrived: `handle` is the command, to finish with [`shmcall_command_finish`].
-pub const EVENT_EXEC: u32 = 3;
-/// A connection ended after its commands drained.
-pub const EVENT_CLOSE: u32 = 4;
-
-/// One hub event as JavaScript reads it. `#[repr(C)]`, 80 bytes (offsets in
-/// `src/native.ts`); fields a kind does not use are zero.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct HubEvent {
-    /// One of the `EVENT_*` kinds.
-    pub kind: u32,
-    /// Exec: the operation code. Completion: the status (negative: a library failure, whose
-    /// sentence [`shmcall_last_error`] returns).
-    pub code: i32,
-    /// The client's id (completion) or the server's (open, exec, close).
-    pub owner: u64,
-    /// Completion: JavaScript's token. Open, exec, close: the connection.
-    pub token: u64,
-    /// Completion: the ticket's handle. Exec: the command's handle.
-    pub handle: u64,
-    /// The input area.
-    pub input: *mut u8,
-    /// The output area (completion: cut to the output length).
-    pub output: *mut u8,
-    /// Exec: 1 when the areas lie in the connection's segment (at `input_offset` and
-    /// `output_offset` from its first byte), 0 on the backup path.
-    pub in_segment: u32,
-    /// Exec: the input area's offset in the segment.
-    pub input_offset: u32,
-    /// Exec: the output area's offset in the segment.
-    pub output_offset: u32,
-    /// Zero.
-    pub reserved: u32,
-    /// Bytes of input.
-    pub input_len: u32,
-    /// Exec: output capacity. Completion: output length.
-    pub output_len: u32,
-    /// Open: the client's pid. Exec: the mode flags.
-    pub pid: i32,
-    /// Open: the client's uid.
-    pub uid: u32,
-}
-
-const _: () = assert!(std::mem::size_of::<HubEvent>() == 80);
 
 /// Takes the next event; [`EMPTY`] when there is none.
 ///
@@ -837,107 +612,22 @@ pub unsafe extern "C" fn shmcall_hub_next(event: *mut HubEvent) -> i32 {
     if event.is_null() {
         return invalid("event is null");
     }
-    guard(|| {
-        let Some(next) = HUB.next() else { return EMPTY };
-        let mut e = HubEvent {
-            kind: 0,
-            code: 0,
-            owner: 0,
-            token: 0,
-            handle: 0,
-            input: std::ptr::null_mut(),
-            output: std::ptr::null_mut(),
-            in_segment: 0,
-            input_offset: 0,
-            output_offset: 0,
-            reserved: 0,
-            input_len: 0,
-            output_len: 0,
-            pid: 0,
-            uid: 0,
-        };
-        match next {
-            Event::Completion {
-                client,
-                token,
-                mut ticket,
-            } => {
-                e.kind = EVENT_COMPLETION;
-                e.owner = client;
-                e.token = token;
-                let input = ticket.input();
-                e.input = input.as_ptr();
-                e.input_len = input.len() as u32;
-                match ticket.answer() {
-                    Ok(a) => {
-                        e.code = a.status;
-                        let output = ticket.output();
-                        e.output = output.as_ptr();
-                        e.output_len = output.len() as u32;
-                    }
-                    Err(err) => e.code = fail(err),
-                }
-                match TICKETS.insert(*ticket) {
-                    Ok(handle) => e.handle = u64::from(handle),
-                    Err(err) => return fail(err),
-                }
-            }
-            Event::Open { server, conn } => {
-                e.kind = EVENT_OPEN;
-                e.owner = server;
-                e.token = conn.id;
-                e.pid = conn.pid;
-                e.uid = conn.uid;
-            }
-            Event::Exec {
-                server,
-                conn,
-                mut command,
-            } => {
-                e.kind = EVENT_EXEC;
-                e.owner = server;
-                e.token = conn;
-                e.code = command.code() as i32;
-                e.pid = command.mode().flags() as i32;
-                let base = command.segment().map(|seg| seg.mapping().0 as usize);
-                let (input, output) = command.areas();
-                e.input = input.as_ptr();
-                e.input_len = input.len() as u32;
-                e.output = output.as_ptr();
-                e.output_len = output.len() as u32;
-                if let Some(base) = base {
-                    // Segments are smaller than 4 GiB (`Geometry::layout`), so offsets fit.
-                    e.in_segment = 1;
-                    e.input_offset = (e.input as usize - base) as u32;
-                    e.output_offset = (e.output as usize - base) as u32;
-                }
-                match COMMANDS.insert(command) {
-                    Ok(handle) => e.handle = u64::from(handle),
-                    Err(err) => return fail(err),
-                }
-            }
-            Event::Close { server, conn } => {
-                e.kind = EVENT_CLOSE;
-                e.owner = server;
-                e.token = conn;
-            }
+    match surface::hub_next() {
+        Ok(Some(e)) => {
+            // SAFETY: `event` is non-null and valid for a write.
+            unsafe { event.write(e) };
+            OK
         }
-        // SAFETY: `event` is non-null and valid for a write.
-        unsafe { event.write(e) };
-        OK
-    })
+        Ok(None) => EMPTY,
+        Err(e) => fail(e),
+    }
 }
 
 /// Makes the calling thread the one JavaScript thread that drains the hub; refuses, with
 /// INVALID_ARGUMENT, while another thread has clients or servers open.
 #[unsafe(no_mangle)]
 pub extern "C" fn shmcall_hub_claim() -> i32 {
-    match HUB.claim() {
-        Ok(()) => OK,
-        Err(_) => invalid(
-            "shmcall serves one JavaScript thread per process at a time: another thread (a Worker?) has clients or servers open",
-        ),
-    }
+    done(surface::hub_claim())
 }
 
 /// The calling thread has no client or server left; another thread may claim the hub.
@@ -953,33 +643,11 @@ pub extern "C" fn shmcall_hub_new_id() -> u64 {
     HUB.new_id()
 }
 
-/// A reference that keeps an exec event's segment mapped (for a view JavaScript keeps per
-/// connection), with its first byte and length; null for backup-path commands.
-///
-/// # Safety
-/// The out pointers are null or valid for writes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn shmcall_command_segment(
-    command: u32,
-    base: *mut *mut u8,
-    len: *mut usize,
-    out: *mut *mut SegmentRef,
-) -> i32 {
-    let segment = match COMMANDS.with(command, |c| c.segment()) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let r = segment.map_or(std::ptr::null_mut(), |s| segment_ref(s, base, len));
-    // SAFETY: `out` is null or valid for a write.
-    unsafe { put(out, r) };
-    OK
-}
-
 /// JavaScript begins draining the hub, for at most `budget_ns` before it hands the event loop
 /// back (see [`shmcall_hub_idle`]); 0 for no limit.
 #[unsafe(no_mangle)]
-pub extern "C" fn shmcall_hub_drain(budget_ns: u64) -> i32 {
-    HUB.drain_begin(Duration::from_nanos(budget_ns));
+pub extern "C" fn shmcall_hub_drain(budget_ns: u32) -> i32 {
+    HUB.drain_begin(Duration::from_nanos(budget_ns.into()));
     OK
 }
 
@@ -994,8 +662,13 @@ pub extern "C" fn shmcall_hub_spent() -> i32 {
 /// may go idle, 0 when events arrived (drain again), 2 when the drain's budget ran out (drain
 /// again in a task of its own; the doorbell is not armed and the rings stay held).
 #[unsafe(no_mangle)]
-pub extern "C" fn shmcall_hub_idle(wait_ns: u64) -> i32 {
-    match HUB.idle(Duration::from_nanos(wait_ns)) {
+pub extern "C" fn shmcall_hub_idle(wait_ns: u32) -> i32 {
+    idle_code(HUB.idle(Duration::from_nanos(wait_ns.into())))
+}
+
+/// The code of an [`Idle`] for JavaScript (`IDLE` in `src/native.ts`).
+pub fn idle_code(idle: Idle) -> i32 {
+    match idle {
         Idle::Events => 0,
         Idle::Idle => 1,
         Idle::Spent => 2,
@@ -1006,8 +679,8 @@ pub extern "C" fn shmcall_hub_idle(wait_ns: u64) -> i32 {
 /// [`shmcall_hub_interrupt`] is called, or `timeout_ns` passes. Returns 1 when events are
 /// queued, else 0.
 #[unsafe(no_mangle)]
-pub extern "C" fn shmcall_hub_wait(timeout_ns: u64) -> i32 {
-    i32::from(HUB.wait(Duration::from_nanos(timeout_ns)))
+pub extern "C" fn shmcall_hub_wait(timeout_ns: u32) -> i32 {
+    i32::from(HUB.wait(Duration::from_nanos(timeout_ns.into())))
 }
 
 /// Ends a pending [`shmcall_hub_wait`] at once.

@@ -7,7 +7,7 @@
 //! and the news that a peer died.
 //!
 //! The crate is also a `cdylib` with a C surface ([`ffi`]) for Deno's FFI and a Node-API
-//! surface ([`napi`]).
+//! surface ([`napi`]) for Node.js, both thin wrappers over the operations of [`surface`].
 
 pub mod channel;
 pub mod client;
@@ -22,6 +22,7 @@ pub mod segment;
 pub mod server;
 pub mod slot;
 pub mod status;
+pub mod surface;
 pub mod wire;
 
 /// The atomics of the ring ([`ring`]): std's here; the loom model (`tests/loom_ring.rs`)

@@ -1,22 +1,486 @@
 //! The Node-API surface: the same library, loaded by Node's (or Deno's) `process.dlopen`.
 //!
-//! Its job in a Deno process is the doorbell of the [`crate::hub`]: JavaScript registers a
-//! function, which becomes a Node-API threadsafe function; a library thread that queues an
-//! event while JavaScript is idle calls it, which queues one call of that function on the
-//! event loop without waiting for it (FACTS.md: the fast way to wake Deno's event loop). The
-//! threadsafe function is weak (unreferenced): it never keeps the process alive by itself.
+//! In Node.js it is the whole binding (`node/native.ts` is its one caller): each function
+//! converts its arguments and results and calls the operation of [`crate::surface`] that the
+//! C surface of Deno ([`crate::ffi`]) calls too, so Node and Deno peers behave the same. In a
+//! Deno process only the doorbell is used.
+//!
+//! Conventions, chosen for a hot path of plain numbers:
+//! - Functions return an `i32` like the C surface: 0 (OK), 1 (EMPTY) or a negative status,
+//!   whose sentence [`last_error`] returns. The few that return an object return nothing
+//!   (`undefined`) on failure, with the status in [`last_status`].
+//! - Results beyond the return value go to this thread's **scratch**: a small array shared
+//!   with JavaScript once ([`scratch`]), so that no call allocates or passes an out-buffer.
+//! - Clients and servers are `u32` handles too, like tickets and commands: a closed, stale or
+//!   forged handle is refused with a sentence naming it, never dereferenced.
+//!
+//! The doorbell: JavaScript registers a function, which becomes a Node-API threadsafe
+//! function; a library thread that queues an event while JavaScript is idle calls it, which
+//! queues one call of that function on the event loop without waiting for it (FACTS.md: the
+//! fast way to wake an event loop). The threadsafe function is weak (unreferenced): it never
+//! keeps the process alive by itself.
 
-use napi::bindgen_prelude::Function;
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use napi::bindgen_prelude::{AsyncTask, Function, Uint8ArraySlice, Unknown};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi::{Env, Task, sys};
 use napi_derive::napi;
 
+use crate::ffi::idle_code;
+use crate::handles::Handles;
 use crate::hub::HUB;
-use crate::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR};
+use crate::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment};
+use crate::status::{Error, Status};
+use crate::surface::{self, ClientHandle, ServerHandle, fail};
+
+/// Clients by handle; a call clones the `Arc` out of the table, so a close meanwhile cannot
+/// free a client under a call that is running.
+static CLIENTS: Handles<Arc<ClientHandle>> = Handles::new("client");
+/// Servers by handle.
+static SERVERS: Handles<Arc<ServerHandle>> = Handles::new("server");
+
+/// Words of a thread's scratch: the hub event (80 bytes, `surface::HubEvent`), then the results
+/// of the other calls.
+const SCRATCH_WORDS: usize = 32;
+/// The first word after the event.
+const RESULTS: usize = 20;
+/// `clientBeginAt`: the ticket, then the input and output offsets. `serverServe`: the handle.
+const BEGUN: usize = RESULTS;
+/// `clientCall`: the server's status, then the output length.
+const ANSWER: usize = RESULTS + 3;
+
+thread_local! {
+    /// This thread's scratch, once [`scratch`] made it (null before, and after its finalizer).
+    static SCRATCH: Cell<*mut [u32; SCRATCH_WORDS]> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+fn with_scratch(f: impl FnOnce(&mut [u32; SCRATCH_WORDS])) -> Result<(), Error> {
+    let p = SCRATCH.get();
+    if p.is_null() {
+        return Err(Error::new(
+            Status::InvalidArgument,
+            "this thread has no scratch: call scratch() first",
+        ));
+    }
+    // SAFETY: the pointer came from `Box::into_raw` in `scratch` and is nulled by the
+    // finalizer before the box is freed; it is used only on this thread, and JavaScript (the
+    // only other reader, on this same thread) is not running while a native call runs.
+    f(unsafe { &mut *p });
+    Ok(())
+}
+
+/// 0, or the failure's code (recorded for [`last_error`]).
+fn done(r: Result<(), Error>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => fail(e),
+    }
+}
+
+fn client(handle: u32) -> Result<Arc<ClientHandle>, Error> {
+    CLIENTS.with(handle, |c| c.clone())
+}
+
+fn server(handle: u32) -> Result<Arc<ServerHandle>, Error> {
+    SERVERS.with(handle, |s| s.clone())
+}
+
+/// A spin budget from JavaScript: negative means "the default".
+fn spin(spin_ns: f64) -> Option<Duration> {
+    (spin_ns >= 0.0).then(|| Duration::from_nanos(spin_ns as u64))
+}
+
+/// An id JavaScript made with `hubNewId` (below 2^53, so exact as a number).
+fn id(value: f64) -> u64 {
+    value as u64
+}
+
+/// An `ArrayBuffer` over `len` bytes at `data`, which Node must not copy (a copy would lose
+/// every write the peer makes); `release` runs when it is collected.
+///
+/// # Safety
+/// `data` is valid for reads and writes of `len` bytes until `release` runs, and no other
+/// `ArrayBuffer` over it exists (V8 refuses two over the same bytes).
+unsafe fn external_buffer<T: 'static>(
+    env: &Env,
+    data: *mut u8,
+    len: usize,
+    hint: T,
+    release: fn(T),
+) -> Result<Unknown<'static>, Error> {
+    unsafe extern "C" fn finalize<T>(
+        _env: sys::napi_env,
+        _data: *mut std::ffi::c_void,
+        hint: *mut std::ffi::c_void,
+    ) {
+        // SAFETY: `hint` is the box made below, given to this finalizer alone, which runs once.
+        let (value, release) = *unsafe { Box::from_raw(hint.cast::<(T, fn(T))>()) };
+        release(value);
+    }
+    let hint = Box::into_raw(Box::new((hint, release)));
+    let mut value = std::ptr::null_mut();
+    // SAFETY: `env` is this call's environment; `data` is valid for `len` bytes until the
+    // finalizer runs (caller's contract); `hint` is a live box the finalizer takes.
+    let status = unsafe {
+        sys::napi_create_external_arraybuffer(
+            env.raw(),
+            data.cast(),
+            len,
+            Some(finalize::<T>),
+            hint.cast(),
+            &mut value,
+        )
+    };
+    if status != sys::Status::napi_ok {
+        // SAFETY: the finalizer was not registered, so the box is still ours.
+        let (v, release) = *unsafe { Box::from_raw(hint) };
+        release(v);
+        return Err(Error::new(
+            Status::Io,
+            format!(
+                "this runtime refused an external ArrayBuffer (napi status {status}): shared memory cannot be viewed without copies here"
+            ),
+        ));
+    }
+    // SAFETY: `value` is the valid ArrayBuffer just created in `env`.
+    Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), value) })
+}
+
+/// This thread's scratch (see the module doc), made on the first call; one per thread.
+#[napi]
+pub fn scratch(env: Env) -> Option<Unknown<'static>> {
+    if !SCRATCH.get().is_null() {
+        fail(Error::new(
+            Status::InvalidArgument,
+            "this thread already has its scratch",
+        ));
+        return None;
+    }
+    let words = Box::into_raw(Box::new([0u32; SCRATCH_WORDS]));
+    let release = |words: usize| {
+        let p = words as *mut [u32; SCRATCH_WORDS];
+        if SCRATCH.get() == p {
+            SCRATCH.set(std::ptr::null_mut());
+        }
+        // SAFETY: the box made above, freed once, by the buffer's finalizer.
+        drop(unsafe { Box::from_raw(p) });
+    };
+    // SAFETY: the box is valid until the finalizer frees it, and only this buffer views it.
+    match unsafe {
+        external_buffer(
+            &env,
+            words.cast(),
+            SCRATCH_WORDS * 4,
+            words as usize,
+            release,
+        )
+    } {
+        Ok(buffer) => {
+            SCRATCH.set(words);
+            Some(buffer)
+        }
+        Err(e) => {
+            fail(e);
+            None
+        }
+    }
+}
+
+/// The sentence of this thread's last failure.
+#[napi]
+pub fn last_error() -> String {
+    surface::last_error()
+}
+
+/// The status code of this thread's last failure.
+#[napi]
+pub fn last_status() -> i32 {
+    surface::last_status()
+}
 
 /// The protocol version this library speaks, as "major.minor".
 #[napi]
 pub fn protocol_version() -> String {
     format!("{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}")
+}
+
+/// The name of library status `code` (e.g. `PEER_TERMINATED`), or nothing.
+#[napi]
+pub fn status_name(code: i32) -> Option<&'static str> {
+    Status::from_code(code).map(Status::name)
+}
+
+/// A view of `segment`, which keeps it mapped until the view is collected.
+fn segment_view(env: &Env, segment: Arc<Segment>) -> Option<Unknown<'static>> {
+    let (base, len) = segment.mapping();
+    // SAFETY: the mapping stays valid while the `Arc` lives, which the finalizer drops; each
+    // segment is viewed once per side (a client per connection, a server per connection).
+    match unsafe { external_buffer(env, base, len, segment, drop) } {
+        Ok(view) => Some(view),
+        Err(e) => {
+            fail(e);
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+/// A connect, run on libuv's thread pool: it waits for the server's `open`, which may run on
+/// this very thread.
+#[derive(Debug)]
+pub struct Connecting {
+    ic_id: String,
+    dir: String,
+    spin: Option<Duration>,
+    id: u64,
+}
+
+/// How a connect ended: a client handle, or a negative status and its sentence.
+#[napi(object)]
+#[derive(Debug)]
+pub struct Connected {
+    /// The client's handle (0 on failure).
+    pub handle: u32,
+    /// 0, or the failure's status.
+    pub status: i32,
+    /// The failure's sentence.
+    pub message: String,
+}
+
+impl Task for Connecting {
+    type Output = Result<ClientHandle, Error>;
+    type JsValue = Connected;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(ClientHandle::connect(
+            &self.ic_id,
+            &self.dir,
+            self.spin,
+            self.id,
+        ))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Connected> {
+        let held = output.and_then(|h| {
+            let h = Arc::new(h);
+            CLIENTS.insert(h.clone()).inspect_err(|_| h.close())
+        });
+        Ok(match held {
+            Ok(handle) => Connected {
+                handle,
+                status: 0,
+                message: String::new(),
+            },
+            Err(e) => Connected {
+                handle: 0,
+                status: e.status().code(),
+                message: e.to_string(),
+            },
+        })
+    }
+}
+
+/// Connects to `ic_id` off the JavaScript thread (`dir` empty: the default; `spin_ns`
+/// negative: the default); `id` names the client in hub events.
+#[napi]
+pub fn client_connect(ic_id: String, dir: String, spin_ns: f64, id_: f64) -> AsyncTask<Connecting> {
+    AsyncTask::new(Connecting {
+        ic_id,
+        dir,
+        spin: spin(spin_ns),
+        id: id(id_),
+    })
+}
+
+/// A view of the client's segment, which stays mapped while the view is reachable.
+#[napi]
+pub fn client_segment(env: Env, client_: u32) -> Option<Unknown<'static>> {
+    match client(client_) {
+        Ok(c) => segment_view(&env, c.segment()),
+        Err(e) => {
+            fail(e);
+            None
+        }
+    }
+}
+
+/// Takes a slot (or backup buffers) for a command: the ticket, then the areas' offsets in the
+/// segment (`u32::MAX` on the backup path) go to the scratch.
+#[napi]
+pub fn client_begin_at(client_: u32, code: u32, input_len: u32, output_cap: u32, mode: u32) -> i32 {
+    done(client(client_).and_then(|c| {
+        let (ticket, input, output) = c.begin_at(code, input_len, output_cap, mode)?;
+        with_scratch(|s| {
+            s[BEGUN] = ticket;
+            s[BEGUN + 1] = input;
+            s[BEGUN + 2] = output;
+        })
+    }))
+}
+
+/// Copies `input` into a ticket's input area (the backup path).
+#[napi]
+pub fn ticket_write_input(ticket: u32, input: &[u8]) -> i32 {
+    done(surface::ticket_write_input(ticket, input))
+}
+
+/// Copies a finished ticket's output into `output` (at most its length).
+#[napi]
+pub fn ticket_read_output(ticket: u32, mut output: Uint8ArraySlice<'_>) -> i32 {
+    // SAFETY: JavaScript does not run during this call, and `node/native.ts` passes an array
+    // of its own (never a view of shared memory), so nothing else writes the bytes meanwhile.
+    done(surface::ticket_read_output(ticket, unsafe { output.as_mut() }).map(drop))
+}
+
+/// Sends and waits on this thread; the server's status and the output length go to the
+/// scratch.
+#[napi]
+pub fn client_call(client_: u32, ticket: u32) -> i32 {
+    done(client(client_).and_then(|c| {
+        let a = c.call(ticket)?;
+        with_scratch(|s| {
+            s[ANSWER] = a.status as u32;
+            s[ANSWER + 1] = a.length;
+        })
+    }))
+}
+
+/// Sends and returns at once; the finished ticket comes back as a hub completion with `token`.
+#[napi]
+pub fn client_submit(client_: u32, ticket: u32, token: f64) -> i32 {
+    done(client(client_).and_then(|c| c.submit(ticket, token as u64)))
+}
+
+/// Frees a ticket and gives its slot back.
+#[napi]
+pub fn ticket_free(ticket: u32) -> i32 {
+    done(surface::ticket_free(ticket))
+}
+
+/// Closes the client and frees its handle.
+#[napi]
+pub fn client_free(client_: u32) -> i32 {
+    done(CLIENTS.remove(client_).map(|c| c.close()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server
+
+/// Serves `ic_id` (arguments as for [`client_connect`]); the handle goes to the scratch.
+#[napi]
+pub fn server_serve(ic_id: String, dir: String, spin_ns: f64, id_: f64) -> i32 {
+    done(
+        ServerHandle::serve(&ic_id, &dir, spin(spin_ns), id(id_)).and_then(|s| {
+            let s = Arc::new(s);
+            let handle = SERVERS.insert(s.clone()).inspect_err(|_| s.close())?;
+            with_scratch(|w| w[BEGUN] = handle)
+        }),
+    )
+}
+
+/// Answers an open: 0 accepts, a negative status refuses.
+#[napi]
+pub fn server_opened(server_: u32, connection: f64, status: i32) -> i32 {
+    done(server(server_).map(|s| s.opened(connection as u64, status)))
+}
+
+/// Answers a command (copying `output` into its area first, when given) and frees it.
+#[napi]
+pub fn command_finish(command: u32, status: i32, length: u32, output: Option<&[u8]>) -> i32 {
+    done(surface::command_finish(command, status, length, output))
+}
+
+/// A view of a command's segment, kept mapped while the view is reachable; nothing (and a
+/// failure) for a command on the backup path.
+#[napi]
+pub fn command_segment(env: Env, command: u32) -> Option<Unknown<'static>> {
+    match surface::command_segment(command) {
+        Ok(Some(segment)) => segment_view(&env, segment),
+        Ok(None) => {
+            fail(Error::new(
+                Status::InvalidArgument,
+                format!("command {command} travels the backup path: it has no segment"),
+            ));
+            None
+        }
+        Err(e) => {
+            fail(e);
+            None
+        }
+    }
+}
+
+/// Copies a command's input into `input` (at most its length).
+#[napi]
+pub fn command_read_input(command: u32, mut input: Uint8ArraySlice<'_>) -> i32 {
+    // SAFETY: as for `ticket_read_output`: an array of `node/native.ts`'s own, and JavaScript
+    // does not run during this call.
+    done(surface::command_read_input(command, unsafe { input.as_mut() }).map(drop))
+}
+
+/// Stops the server and frees its handle.
+#[napi]
+pub fn server_free(server_: u32) -> i32 {
+    done(SERVERS.remove(server_).map(|s| s.close()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hub
+
+/// Takes the next event into the scratch: 0, or 1 (EMPTY) when there is none.
+#[napi]
+pub fn hub_next() -> i32 {
+    match surface::hub_next() {
+        Ok(Some(e)) => done(with_scratch(|s| {
+            // SAFETY: `HubEvent` is `repr(C)`, 80 bytes of plain integers and pointers with
+            // no padding (asserted in surface.rs), so its bytes are 20 `u32` words.
+            let words: [u32; RESULTS] = unsafe { std::mem::transmute(e) };
+            s[..RESULTS].copy_from_slice(&words);
+        })),
+        Ok(None) => 1,
+        Err(e) => fail(e),
+    }
+}
+
+/// Makes this thread the one that drains the hub; refuses while another has objects.
+#[napi]
+pub fn hub_claim() -> i32 {
+    done(surface::hub_claim())
+}
+
+/// This thread has no client or server left.
+#[napi]
+pub fn hub_unclaim() {
+    HUB.unclaim();
+}
+
+/// An id unique in the process (below 2^53).
+#[napi]
+pub fn hub_new_id() -> f64 {
+    HUB.new_id() as f64
+}
+
+/// A drain begins, which hands the event loop back after `budget_ns`.
+#[napi]
+pub fn hub_drain(budget_ns: u32) {
+    HUB.drain_begin(Duration::from_nanos(budget_ns.into()));
+}
+
+/// 1 once the current drain's budget is spent, else 0.
+#[napi]
+pub fn hub_spent() -> i32 {
+    i32::from(HUB.spent())
+}
+
+/// Waits up to `wait_ns` for events, then arms the doorbell: 1 idle, 0 events, 2 spent.
+#[napi]
+pub fn hub_idle(wait_ns: u32) -> i32 {
+    idle_code(HUB.idle(Duration::from_nanos(wait_ns.into())))
 }
 
 /// Makes `ring` the hub's doorbell: it is called (on the event loop, with no arguments) when

@@ -340,7 +340,7 @@ fn a_drain_hands_the_event_loop_back_once_its_budget_is_spent() {
 
     let budget = Duration::from_millis(20);
     let began = Instant::now();
-    shmcall_hub_drain(budget.as_nanos() as u64);
+    shmcall_hub_drain(budget.as_nanos() as u32);
     push();
     let within_budget = (shmcall_hub_spent(), shmcall_hub_idle(200_000));
     let checked = began.elapsed();

@@ -1,0 +1,275 @@
+/**
+ * The core's primitives ({@linkcode Native}) over Deno's FFI: out-parameters, error sentences,
+ * hub events and views of shared memory. Importing this module binds them for the client, the
+ * server and the hub (`mod.ts` does); nothing here is exported to users.
+ *
+ * @module
+ */
+
+import process from "node:process";
+import { library, libraryPath } from "./load.ts";
+import { IpcError } from "../src/errors.ts";
+import { Status } from "../src/status.ts";
+import {
+  bindNative,
+  type Doorbell,
+  eventView,
+  type Handle,
+  Mapping,
+  type Native,
+  OK,
+} from "../src/native.ts";
+
+/** A spin budget of `u64::MAX`: the core's default. */
+const DEFAULT_SPIN = 0xffff_ffff_ffff_ffffn;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+// Out-parameter scratch space, reused: JavaScript calls into the library one call at a time.
+const out64 = [new BigUint64Array(1), new BigUint64Array(1), new BigUint64Array(1)] as const;
+const outI32 = new Int32Array(1);
+const outU32 = new Uint32Array(1);
+const begunAt = new Uint32Array(2);
+const sentence = new Uint8Array(1024);
+const eventWords = new Uint32Array(20);
+
+/** The sentence of the last failure of a C call on this thread. */
+function lastError(): string {
+  const n = library().shmcall_last_error(sentence, BigInt(sentence.length));
+  return decoder.decode(sentence.subarray(0, Math.min(n, sentence.length)));
+}
+
+/** Throws the {@linkcode IpcError} of a failed C call; returns OK or EMPTY. */
+function check(rc: number): number {
+  if (rc < 0) throw new IpcError(rc, lastError());
+  return rc;
+}
+
+/** The core's name for library status `code`, or `undefined` when it is none. */
+export function coreStatusName(code: number): string | undefined {
+  const buf = new Uint8Array(64);
+  const n = library().shmcall_status_name(code, buf, BigInt(buf.length));
+  return n < 0 ? undefined : decoder.decode(buf.subarray(0, n));
+}
+
+function pointer(value: bigint): Deno.PointerObject {
+  const p = Deno.UnsafePointer.create(value);
+  if (p === null) throw new Error("the library returned a null handle");
+  return p;
+}
+
+const asHandle = (p: Deno.PointerObject) => p as unknown as Handle;
+const asPointer = (h: Handle) => h as unknown as Deno.PointerObject;
+const spin = (ns: number) => ns < 0 ? DEFAULT_SPIN : BigInt(ns);
+
+// A segment is released when the last view over it becomes unreachable: every area handed to
+// user code is a subarray of one view per segment, so they share its ArrayBuffer.
+const segments = new FinalizationRegistry<Deno.PointerObject>((ref) => {
+  library().shmcall_segment_release(ref);
+});
+
+/** The segment the last `*_segment` call described (in `out64`), viewed and released with the view. */
+function mapping(): Mapping {
+  const ref = pointer(out64[2][0]!);
+  const length = Number(out64[1][0]!);
+  const view = new Uint8Array(
+    Deno.UnsafePointerView.getArrayBuffer(pointer(out64[0][0]!), length),
+  );
+  segments.register(view.buffer, ref);
+  return new Mapping(view);
+}
+
+function text(value: string): [Uint8Array, bigint] {
+  const b = encoder.encode(value);
+  return [b, BigInt(b.length)];
+}
+
+let doorbellAddon: { setDoorbell?: (ring: () => void) => void } | undefined;
+
+/**
+ * The Node-API doorbell: the core library is loaded a second time, as an addon, with
+ * `process.dlopen` (the same `.so`, so the same hub), and rings a threadsafe function only
+ * when this thread said it is idle (FACTS.md: ~2 µs, against tens for a `nonblocking` call
+ * per event). Where that is unavailable, or `SHMCALL_DOORBELL=wait`, a single interruptible
+ * `nonblocking` wait stands in.
+ */
+function installDoorbell(ring: () => void): Doorbell {
+  if (Deno.env.get("SHMCALL_DOORBELL") === "wait") return "wait";
+  try {
+    if (doorbellAddon === undefined) {
+      const addon = { exports: {} as { setDoorbell?: (ring: () => void) => void } };
+      process.dlopen(addon, libraryPath());
+      doorbellAddon = addon.exports;
+    }
+    if (doorbellAddon.setDoorbell === undefined) return "wait";
+    doorbellAddon.setDoorbell(ring);
+    return "napi";
+  } catch {
+    // No Node-API here: the fallback wait serves.
+    return "wait";
+  }
+}
+
+/** Deno's primitives. */
+export const denoNative: Native = {
+  lastError,
+
+  protocolVersion(): string {
+    const v = library().shmcall_protocol_version();
+    return `${v >> 16}.${v & 0xffff}`;
+  },
+
+  async clientConnect(icId, dir, spinNs, id) {
+    const [ic, icLen] = text(icId);
+    const [d, dLen] = text(dir ?? "");
+    // Buffers of its own: the call runs while other calls use the shared scratch space.
+    const out = new BigUint64Array(1);
+    const error = new Uint8Array(1024);
+    const rc = await library().shmcall_client_connect(
+      ic,
+      icLen,
+      d,
+      dLen,
+      spin(spinNs),
+      BigInt(id),
+      out,
+      error,
+      BigInt(error.length),
+    );
+    if (rc < 0) {
+      const end = error.indexOf(0);
+      throw new IpcError(rc, decoder.decode(end < 0 ? error : error.subarray(0, end)));
+    }
+    return asHandle(pointer(out[0]!));
+  },
+
+  clientSegment(client) {
+    check(library().shmcall_client_segment(asPointer(client), out64[0], out64[1], out64[2]));
+    return mapping();
+  },
+
+  begunAt,
+
+  clientBegin(client, code, inputLength, outputCapacity, mode) {
+    check(
+      library().shmcall_client_begin_at(
+        asPointer(client),
+        code,
+        inputLength,
+        outputCapacity,
+        mode,
+        outU32,
+        begunAt,
+      ),
+    );
+    return outU32[0]!;
+  },
+
+  ticketWriteInput(ticket, input) {
+    check(library().shmcall_ticket_write_input(ticket, input, BigInt(input.length)));
+  },
+
+  ticketReadOutput(ticket, into) {
+    check(library().shmcall_ticket_read_output(ticket, into, BigInt(into.length)));
+  },
+
+  clientCall(client, ticket) {
+    check(library().shmcall_client_call(asPointer(client), ticket, outI32, outU32));
+    return outI32[0]!;
+  },
+
+  callLength() {
+    return outU32[0]!;
+  },
+
+  clientSubmit(client, ticket, token) {
+    check(library().shmcall_client_submit(asPointer(client), ticket, BigInt(token)));
+  },
+
+  ticketFree(ticket) {
+    check(library().shmcall_ticket_free(ticket));
+  },
+
+  clientFree(client) {
+    check(library().shmcall_client_free(asPointer(client)));
+  },
+
+  serverServe(icId, dir, spinNs, id) {
+    const [ic, icLen] = text(icId);
+    const [d, dLen] = text(dir ?? "");
+    check(
+      library().shmcall_server_serve(ic, icLen, d, dLen, spin(spinNs), BigInt(id), out64[0]),
+    );
+    return asHandle(pointer(out64[0][0]!));
+  },
+
+  serverOpened(server, conn, status) {
+    check(library().shmcall_server_opened(asPointer(server), BigInt(conn), status));
+  },
+
+  commandFinish(command, status, length, output) {
+    check(library().shmcall_command_finish(command, status, length, output));
+  },
+
+  commandSegment(command) {
+    check(library().shmcall_command_segment(command, out64[0], out64[1], out64[2]));
+    if (out64[2][0] === 0n) {
+      throw new IpcError(
+        Status.INVALID_ARGUMENT,
+        `command ${command} travels the backup path: it has no segment`,
+      );
+    }
+    return mapping();
+  },
+
+  commandReadInput(command, into) {
+    check(library().shmcall_command_read_input(command, into, BigInt(into.length)));
+  },
+
+  serverFree(server) {
+    check(library().shmcall_server_free(asPointer(server)));
+  },
+
+  hubClaim() {
+    check(library().shmcall_hub_claim());
+  },
+
+  hubUnclaim() {
+    library().shmcall_hub_unclaim();
+  },
+
+  hubNewId() {
+    return Number(library().shmcall_hub_new_id());
+  },
+
+  hubNext() {
+    return check(library().shmcall_hub_next(eventWords)) === OK;
+  },
+
+  event: eventView(eventWords),
+
+  hubDrain(budgetNs) {
+    library().shmcall_hub_drain(budgetNs);
+  },
+
+  hubSpent() {
+    return library().shmcall_hub_spent() === 1;
+  },
+
+  hubIdle(waitNs) {
+    return library().shmcall_hub_idle(waitNs);
+  },
+
+  installDoorbell,
+
+  hubWait(timeoutNs) {
+    return library().shmcall_hub_wait(timeoutNs);
+  },
+
+  hubInterrupt() {
+    library().shmcall_hub_interrupt();
+  },
+};
+
+bindNative(denoNative);

@@ -1,0 +1,78 @@
+/**
+ * The Node-API surface of `core-rs` (`core-rs/src/napi.rs`), as the addon exports it. Every
+ * function that returns a number returns 0 (OK), 1 (EMPTY) or a negative library status,
+ * whose sentence `lastError` returns; results beyond it go to the thread's scratch.
+ *
+ * @module
+ */
+
+/** How a connect ended. */
+export interface Connected {
+  /** The client's handle (0 on failure). */
+  handle: number;
+  /** 0, or the failure's status. */
+  status: number;
+  /** The failure's sentence. */
+  message: string;
+}
+
+/** The addon's exports. */
+export interface Addon {
+  /** This thread's scratch: 32 words, the hub event then the results of calls; once per thread. */
+  scratch(): ArrayBuffer | undefined;
+  lastError(): string;
+  lastStatus(): number;
+  protocolVersion(): string;
+  statusName(code: number): string | undefined;
+
+  clientConnect(
+    icId: string,
+    dir: string,
+    spinNs: number,
+    id: number,
+  ): Promise<Connected>;
+  clientSegment(client: number): ArrayBuffer | undefined;
+  clientBeginAt(
+    client: number,
+    code: number,
+    inputLength: number,
+    outputCapacity: number,
+    mode: number,
+  ): number;
+  ticketWriteInput(ticket: number, input: Uint8Array): number;
+  ticketReadOutput(ticket: number, output: Uint8Array): number;
+  clientCall(client: number, ticket: number): number;
+  clientSubmit(client: number, ticket: number, token: number): number;
+  ticketFree(ticket: number): number;
+  clientFree(client: number): number;
+
+  serverServe(icId: string, dir: string, spinNs: number, id: number): number;
+  serverOpened(server: number, connection: number, status: number): number;
+  commandFinish(
+    command: number,
+    status: number,
+    length: number,
+    output: Uint8Array | null,
+  ): number;
+  commandSegment(command: number): ArrayBuffer | undefined;
+  commandReadInput(command: number, input: Uint8Array): number;
+  serverFree(server: number): number;
+
+  hubNext(): number;
+  hubClaim(): number;
+  hubUnclaim(): void;
+  hubNewId(): number;
+  hubDrain(budgetNs: number): void;
+  hubSpent(): number;
+  hubIdle(waitNs: number): number;
+  setDoorbell(ring: () => void): void;
+  clearDoorbell(): void;
+}
+
+/** Words of the scratch: the hub event takes the first 20. */
+export const SCRATCH = {
+  /** `clientBeginAt`: the ticket, then the input and output offsets; `serverServe`: the handle. */
+  BEGUN: 20,
+  /** `clientCall`: the server's status, then the output length. */
+  ANSWER: 23,
+} as const;

@@ -1,0 +1,149 @@
+/**
+ * The core's primitives ({@linkcode Native}) over Node-API: the addon's functions take and
+ * return plain numbers, and what does not fit a return value is read from this thread's
+ * scratch. Importing this module binds them for the client, the server and the hub (the
+ * package entry does).
+ *
+ * @module
+ */
+
+import { IpcError } from "../src/errors.ts";
+import { bindNative, eventView, type Handle, Mapping, type Native, OK } from "../src/native.ts";
+import { Status } from "../src/status.ts";
+import { SCRATCH } from "./addon.ts";
+import { loadAddon } from "./load.ts";
+
+const addon = loadAddon();
+
+const scratch = addon.scratch();
+if (scratch === undefined) {
+  throw new IpcError(addon.lastStatus(), addon.lastError());
+}
+const words = new Uint32Array(scratch);
+const ints = new Int32Array(scratch);
+const begunAt = words.subarray(SCRATCH.BEGUN + 1, SCRATCH.BEGUN + 3);
+
+/** Throws the {@linkcode IpcError} of a failed call; returns OK or EMPTY. */
+function check(rc: number): number {
+  if (rc < 0) throw new IpcError(rc, addon.lastError());
+  return rc;
+}
+
+/** A view the addon made, or the {@linkcode IpcError} of why it could not. */
+function mapping(buffer: ArrayBuffer | undefined): Mapping {
+  if (buffer === undefined) {
+    throw new IpcError(addon.lastStatus(), addon.lastError());
+  }
+  return new Mapping(new Uint8Array(buffer));
+}
+
+const asHandle = (n: number) => n as unknown as Handle;
+const asNumber = (h: Handle) => h as unknown as number;
+
+/** Node's primitives. */
+export const nodeNative: Native = {
+  lastError: () => addon.lastError(),
+  protocolVersion: () => addon.protocolVersion(),
+
+  async clientConnect(icId, dir, spinNs, id) {
+    const r = await addon.clientConnect(icId, dir ?? "", spinNs, id);
+    if (r.status < 0) throw new IpcError(r.status, r.message);
+    return asHandle(r.handle);
+  },
+
+  clientSegment: (client) => mapping(addon.clientSegment(asNumber(client))),
+
+  begunAt,
+
+  clientBegin(client, code, inputLength, outputCapacity, mode) {
+    check(
+      addon.clientBeginAt(
+        asNumber(client),
+        code,
+        inputLength,
+        outputCapacity,
+        mode,
+      ),
+    );
+    return words[SCRATCH.BEGUN]!;
+  },
+
+  ticketWriteInput(ticket, input) {
+    check(addon.ticketWriteInput(ticket, input));
+  },
+
+  ticketReadOutput(ticket, into) {
+    check(addon.ticketReadOutput(ticket, into));
+  },
+
+  clientCall(client, ticket) {
+    check(addon.clientCall(asNumber(client), ticket));
+    return ints[SCRATCH.ANSWER]!;
+  },
+
+  callLength: () => words[SCRATCH.ANSWER + 1]!,
+
+  clientSubmit(client, ticket, token) {
+    check(addon.clientSubmit(asNumber(client), ticket, token));
+  },
+
+  ticketFree(ticket) {
+    check(addon.ticketFree(ticket));
+  },
+
+  clientFree(client) {
+    check(addon.clientFree(asNumber(client)));
+  },
+
+  serverServe(icId, dir, spinNs, id) {
+    check(addon.serverServe(icId, dir ?? "", spinNs, id));
+    return asHandle(words[SCRATCH.BEGUN]!);
+  },
+
+  serverOpened(server, conn, status) {
+    check(addon.serverOpened(asNumber(server), conn, status));
+  },
+
+  commandFinish(command, status, length, output) {
+    check(addon.commandFinish(command, status, length, output));
+  },
+
+  commandSegment: (command) => mapping(addon.commandSegment(command)),
+
+  commandReadInput(command, into) {
+    check(addon.commandReadInput(command, into));
+  },
+
+  serverFree(server) {
+    check(addon.serverFree(asNumber(server)));
+  },
+
+  hubClaim() {
+    check(addon.hubClaim());
+  },
+
+  hubUnclaim: () => addon.hubUnclaim(),
+  hubNewId: () => addon.hubNewId(),
+  hubNext: () => check(addon.hubNext()) === OK,
+  event: eventView(words.subarray(0, SCRATCH.BEGUN)),
+  hubDrain: (budgetNs) => addon.hubDrain(budgetNs),
+  hubSpent: () => addon.hubSpent() === 1,
+  hubIdle: (waitNs) => addon.hubIdle(waitNs),
+
+  installDoorbell(ring) {
+    addon.setDoorbell(ring);
+    return "napi";
+  },
+
+  hubWait: () =>
+    Promise.reject(
+      new IpcError(
+        Status.INVALID_ARGUMENT,
+        "Node's doorbell is Node-API's: there is no fallback wait",
+      ),
+    ),
+
+  hubInterrupt: () => {},
+};
+
+bindNative(nodeNative);

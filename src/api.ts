@@ -1,0 +1,15 @@
+/**
+ * The public API, the same for every runtime: `mod.ts` (Deno) and `node/index.ts` (Node.js)
+ * each bind their runtime's core first, then export this.
+ *
+ * @module
+ */
+
+export { Client, connect } from "./client.ts";
+export type { Completion, ConnectOptions, ExecuteOptions, ExecuteResult } from "./client.ts";
+export { serve, Server } from "./server.ts";
+export type { ConnInfo, ExecResult, Handlers, ServeOptions, ServerCommand } from "./server.ts";
+export { IpcError } from "./errors.ts";
+export { Status, statusName } from "./status.ts";
+export type { StatusName } from "./status.ts";
+export { protocolVersion } from "./version.ts";
