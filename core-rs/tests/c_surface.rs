@@ -190,6 +190,76 @@ fn a_backup_commands_output_stays_where_begin_put_it() {
 }
 
 #[test]
+fn backup_path_areas_are_reached_by_copies_that_never_overrun() {
+    let dir = TempDir::new("c-copies");
+    let _server = Peer::server(&dir, "c-copies", &[]);
+    let client = connect(&dir, "c-copies").unwrap();
+    let input: Vec<u8> = (0..3u32 << 20).map(|i| (i % 253) as u8).collect();
+    let n = input.len() as u32;
+    // SAFETY: every pointer below comes from the library or is a live local of the length given.
+    unsafe {
+        let (mut ticket, mut offsets) = (0u32, [0u32; 2]);
+        assert_eq!(
+            shmcall_client_begin_at(client, ECHO, n, n, 0, &mut ticket, offsets.as_mut_ptr()),
+            OK
+        );
+        assert_eq!(
+            offsets,
+            [u32::MAX; 2],
+            "larger than any slot: the backup path"
+        );
+        // An input longer than the area is refused, naming both sizes; nothing is written.
+        let longer = vec![0u8; input.len() + 1];
+        assert_eq!(
+            shmcall_ticket_write_input(ticket, longer.as_ptr(), longer.len()),
+            Status::InvalidArgument.code()
+        );
+        assert!(
+            last_error().contains(&format!("{} bytes", longer.len()))
+                && last_error().contains(&format!("{n} bytes")),
+            "{}",
+            last_error()
+        );
+        // The output of a command not yet answered cannot be read.
+        let mut early = [0u8; 4];
+        assert_eq!(
+            shmcall_ticket_read_output(ticket, early.as_mut_ptr(), early.len()),
+            Status::InvalidArgument.code()
+        );
+        assert_eq!(
+            shmcall_ticket_write_input(ticket, input.as_ptr(), input.len()),
+            OK
+        );
+        let (mut status, mut length) = (0, 0);
+        assert_eq!(
+            shmcall_client_call(client, ticket, &mut status, &mut length),
+            OK
+        );
+        assert_eq!(length, n);
+        // A shorter buffer gets the first bytes only; a whole one gets them all.
+        let mut head = vec![0u8; 1000];
+        assert_eq!(
+            shmcall_ticket_read_output(ticket, head.as_mut_ptr(), head.len()),
+            OK
+        );
+        assert_eq!(head, input[..1000]);
+        let mut whole = vec![0u8; input.len()];
+        assert_eq!(
+            shmcall_ticket_read_output(ticket, whole.as_mut_ptr(), whole.len()),
+            OK
+        );
+        assert_eq!(whole, input);
+        assert_eq!(shmcall_ticket_free(ticket), OK);
+        // A freed ticket is refused by number.
+        assert_eq!(
+            shmcall_ticket_write_input(ticket, input.as_ptr(), 1),
+            Status::InvalidArgument.code()
+        );
+        assert_eq!(shmcall_client_free(client), OK);
+    }
+}
+
+#[test]
 fn c_failures_return_negative_statuses_and_a_sentence() {
     let dir = TempDir::new("c-errors");
     assert_eq!(
