@@ -209,7 +209,8 @@ export const denoNative: Native = {
   },
 
   commandFinish(command, status, length, output) {
-    check(library().shmcall_command_finish(command, status, length, output));
+    const from = output === null ? 0n : BigInt(output.length);
+    check(library().shmcall_command_finish(command, status, length, output, from));
   },
 
   commandSegment(command) {

@@ -97,9 +97,10 @@ export const symbols = {
     parameters: ["pointer", "u64", "i32"],
     result: "i32",
   },
-  // int32_t shmcall_command_finish(uint32_t command, int32_t status, uint32_t length, const uint8_t* output)
+  // int32_t shmcall_command_finish(uint32_t command, int32_t status, uint32_t length,
+  //                                const uint8_t* output, size_t output_len)
   shmcall_command_finish: {
-    parameters: ["u32", "i32", "u32", "buffer"],
+    parameters: ["u32", "i32", "u32", "buffer", "usize"],
     result: "i32",
   },
   // int32_t shmcall_command_segment(uint32_t command, uint8_t** base, size_t* len, SegmentRef** out)

@@ -19,11 +19,11 @@ export interface Connected {
 /** The addon's exports. */
 export interface Addon {
   /** This thread's scratch: 32 words, the hub event then the results of calls; once per thread. */
-  scratch(): ArrayBuffer | undefined;
+  scratch(): ArrayBuffer | null;
   lastError(): string;
   lastStatus(): number;
   protocolVersion(): string;
-  statusName(code: number): string | undefined;
+  statusName(code: number): string | null;
 
   clientConnect(
     icId: string,
@@ -31,7 +31,7 @@ export interface Addon {
     spinNs: number,
     id: number,
   ): Promise<Connected>;
-  clientSegment(client: number): ArrayBuffer | undefined;
+  clientSegment(client: number): ArrayBuffer | null;
   clientBeginAt(
     client: number,
     code: number,
@@ -54,7 +54,7 @@ export interface Addon {
     length: number,
     output: Uint8Array | null,
   ): number;
-  commandSegment(command: number): ArrayBuffer | undefined;
+  commandSegment(command: number): ArrayBuffer | null;
   commandReadInput(command: number, input: Uint8Array): number;
   serverFree(server: number): number;
 

@@ -8,7 +8,14 @@
  */
 
 import { IpcError } from "../src/errors.ts";
-import { bindNative, eventView, type Handle, Mapping, type Native, OK } from "../src/native.ts";
+import {
+  bindNative,
+  eventView,
+  type Handle,
+  Mapping,
+  type Native,
+  OK,
+} from "../src/native.ts";
 import { Status } from "../src/status.ts";
 import { SCRATCH } from "./addon.ts";
 import { loadAddon } from "./load.ts";
@@ -16,7 +23,7 @@ import { loadAddon } from "./load.ts";
 const addon = loadAddon();
 
 const scratch = addon.scratch();
-if (scratch === undefined) {
+if (scratch === null) {
   throw new IpcError(addon.lastStatus(), addon.lastError());
 }
 const words = new Uint32Array(scratch);
@@ -30,8 +37,8 @@ function check(rc: number): number {
 }
 
 /** A view the addon made, or the {@linkcode IpcError} of why it could not. */
-function mapping(buffer: ArrayBuffer | undefined): Mapping {
-  if (buffer === undefined) {
+function mapping(buffer: ArrayBuffer | null): Mapping {
+  if (buffer === null) {
     throw new IpcError(addon.lastStatus(), addon.lastError());
   }
   return new Mapping(new Uint8Array(buffer));

@@ -6,9 +6,9 @@
 
 import { IpcError } from "./errors.ts";
 import * as hub from "./hub.ts";
-import { DEFAULT_SPIN, type Handle, type Mapping, native, NOWHERE } from "./native.ts";
+import { type Handle, type Mapping, native, NOWHERE } from "./native.ts";
 import { Status } from "./status.ts";
-import { checkIcId, checkSocketDir } from "./validate.ts";
+import { checkIcId, checkSocketDir, spinNanos } from "./validate.ts";
 
 /** Largest input or output area a command may have, in bytes (64 MiB). */
 export const MAX_AREA = 64 << 20;
@@ -279,7 +279,19 @@ export class Client {
     }
     const token = this.#nextToken++;
     return new Promise<ExecuteResult>((resolve, reject) => {
-      native.clientSubmit(handle, ticket, token);
+      try {
+        native.clientSubmit(handle, ticket, token);
+      } catch (e) {
+        // Not sent (the connection is gone): `completion` still runs, as for any failure.
+        const status = e instanceof IpcError ? e.status : Status.HANDLER_FAILED;
+        try {
+          o.completion?.({ status, length: 0, output: new Uint8Array(0) }, o.context);
+        } catch {
+          // The Promise rejects with the library failure either way.
+        }
+        reject(e);
+        return;
+      }
       this.#pending.set(token, { input, output, backup, options: o, resolve, reject });
       hub.hold();
     });
@@ -435,15 +447,7 @@ export class Client {
 export async function connect(icId: string, options: ConnectOptions = {}): Promise<Client> {
   checkIcId(icId);
   checkSocketDir(options.socketDir);
-  if (
-    options.spinMicros !== undefined &&
-    !(Number.isFinite(options.spinMicros) && options.spinMicros >= 0)
-  ) {
-    throw new RangeError(`spinMicros must be a number >= 0, received ${options.spinMicros}`);
-  }
-  const spin = options.spinMicros === undefined
-    ? DEFAULT_SPIN
-    : Math.round(options.spinMicros * 1000);
+  const spin = spinNanos(options.spinMicros);
   // The id is taken before connecting so that the core can name this client in its events;
   // the connect itself runs off this thread, and the hub is drained meanwhile (a server of
   // this process must run `open` before the connection is made).
@@ -451,7 +455,12 @@ export async function connect(icId: string, options: ConnectOptions = {}): Promi
   hub.hold();
   try {
     const handle = await native.clientConnect(icId, options.socketDir, spin, id);
-    return new Client(icId, options.socketDir, id, handle);
+    try {
+      return new Client(icId, options.socketDir, id, handle);
+    } catch (e) {
+      native.clientFree(handle);
+      throw e;
+    }
   } catch (e) {
     hub.unregister(id);
     throw e;

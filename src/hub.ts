@@ -15,6 +15,7 @@
  * @module
  */
 
+import { resolve } from "node:path";
 import { clearInterval, setImmediate, setInterval } from "node:timers";
 import { type Doorbell, EVENT, IDLE, native } from "./native.ts";
 import { Status } from "./status.ts";
@@ -68,7 +69,8 @@ export const served = new Set<string>();
 
 /** The key of an endpoint in {@linkcode served}. */
 export function endpointKey(icId: string, socketDir: string | undefined): string {
-  return `${socketDir ?? ""}\0${icId}`;
+  // Resolved, so that "/d", "/d/" and "/d/./" name one directory.
+  return `${socketDir === undefined ? "" : resolve(socketDir)}\0${icId}`;
 }
 
 /**

@@ -5,9 +5,9 @@
  */
 
 import * as hub from "./hub.ts";
-import { DEFAULT_SPIN, EVENT, type Handle, type Mapping, native } from "./native.ts";
+import { EVENT, type Handle, type Mapping, native } from "./native.ts";
 import { Status } from "./status.ts";
-import { checkIcId, checkSocketDir } from "./validate.ts";
+import { checkIcId, checkSocketDir, spinNanos } from "./validate.ts";
 
 /** Who a connection is with. */
 export interface ConnInfo {
@@ -107,9 +107,7 @@ export class Server<C = unknown> {
     this.#handlers = handlers;
     this.#id = hub.register(this);
     try {
-      const spin = options.spinMicros === undefined
-        ? DEFAULT_SPIN
-        : Math.round(options.spinMicros * 1000);
+      const spin = spinNanos(options.spinMicros);
       this.#handle = native.serverServe(icId, options.socketDir, spin, this.#id);
     } catch (e) {
       hub.unregister(this.#id);
@@ -328,6 +326,7 @@ export function serve<C = unknown>(
   try {
     checkIcId(icId);
     checkSocketDir(options.socketDir);
+    spinNanos(options.spinMicros);
     if (typeof handlers !== "object" || handlers === null) {
       throw new TypeError(
         `handlers must be an object, received ${handlers === null ? "null" : typeof handlers}`,

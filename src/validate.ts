@@ -4,6 +4,8 @@
  * @module
  */
 
+import { DEFAULT_SPIN } from "./native.ts";
+
 const IC_ID = /^[A-Za-z0-9._-]{1,100}$/;
 
 /** Throws unless `icId` is 1 to 100 characters of `A-Z a-z 0-9 . _ -`. */
@@ -25,4 +27,24 @@ export function checkSocketDir(dir: unknown): void {
   if (dir !== undefined && (typeof dir !== "string" || dir === "")) {
     throw new TypeError(`socketDir must be a non-empty string, received ${JSON.stringify(dir)}`);
   }
+}
+
+/** The longest spin before sleeping a caller may ask for, in microseconds (one second). */
+export const MAX_SPIN_MICROS = 1_000_000;
+
+/**
+ * The spin budget in nanoseconds for the core, from `spinMicros` ({@linkcode DEFAULT_SPIN}
+ * when undefined); throws unless it is a number from 0 to {@linkcode MAX_SPIN_MICROS}.
+ */
+export function spinNanos(spinMicros: unknown): number {
+  if (spinMicros === undefined) return DEFAULT_SPIN;
+  if (
+    typeof spinMicros !== "number" || !Number.isFinite(spinMicros) || spinMicros < 0 ||
+    spinMicros > MAX_SPIN_MICROS
+  ) {
+    throw new RangeError(
+      `spinMicros must be a number from 0 to ${MAX_SPIN_MICROS}, received ${String(spinMicros)}`,
+    );
+  }
+  return Math.round(spinMicros * 1000);
 }

@@ -533,20 +533,22 @@ pub unsafe extern "C" fn shmcall_server_opened(
 }
 
 /// Answers a command with `status` and the output `length`, and frees the command handle.
-/// `output`, when not null, is copied into the command's output area first (JavaScript answers
-/// backup-path commands from its own buffer).
+/// `output`, when not null, is copied into the command's output area first, at most
+/// `output_len` bytes (JavaScript answers backup-path commands from its own buffer, whose
+/// length may differ from the `length` its handler reported).
 ///
 /// # Safety
-/// `output` is null or valid for reads of `length` bytes.
+/// `output` is null or valid for reads of `output_len` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_command_finish(
     command: u32,
     status: i32,
     length: u32,
     output: *const u8,
+    output_len: usize,
 ) -> i32 {
-    // SAFETY: forwarded contract (`output` valid for `length` bytes when not null).
-    let from = (!output.is_null()).then(|| unsafe { bytes(output, length as usize) });
+    // SAFETY: forwarded contract (`output` valid for `output_len` bytes when not null).
+    let from = (!output.is_null()).then(|| unsafe { bytes(output, output_len) });
     done(surface::command_finish(command, status, length, from))
 }
 

@@ -7,8 +7,8 @@
 //!
 //! Conventions, chosen for a hot path of plain numbers:
 //! - Functions return an `i32` like the C surface: 0 (OK), 1 (EMPTY) or a negative status,
-//!   whose sentence [`last_error`] returns. The few that return an object return nothing
-//!   (`undefined`) on failure, with the status in [`last_status`].
+//!   whose sentence [`last_error`] returns. The few that return an object return `null` on
+//!   failure, with the status in [`last_status`].
 //! - Results beyond the return value go to this thread's **scratch**: a small array shared
 //!   with JavaScript once ([`scratch`]), so that no call allocates or passes an out-buffer.
 //! - Clients and servers are `u32` handles too, like tickets and commands: a closed, stale or
@@ -24,9 +24,9 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use napi::bindgen_prelude::{AsyncTask, Function, Uint8ArraySlice, Unknown};
+use napi::bindgen_prelude::{Function, Object, Uint8ArraySlice, Unknown};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
-use napi::{Env, Task, sys};
+use napi::{Env, JsDeferred, sys};
 use napi_derive::napi;
 
 use crate::ffi::idle_code;
@@ -88,10 +88,15 @@ fn server(handle: u32) -> Result<Arc<ServerHandle>, Error> {
     SERVERS.with(handle, |s| s.clone())
 }
 
-/// A spin budget from JavaScript: negative means "the default".
+/// A spin budget from JavaScript: negative (or not a finite number) means "the default";
+/// JavaScript checked it already (at most one second), and it is capped here again.
 fn spin(spin_ns: f64) -> Option<Duration> {
-    (spin_ns >= 0.0).then(|| Duration::from_nanos(spin_ns as u64))
+    (spin_ns.is_finite() && spin_ns >= 0.0)
+        .then(|| Duration::from_nanos((spin_ns as u64).min(MAX_SPIN_NS)))
 }
+
+/// The longest spin a JavaScript caller can ask for (`MAX_SPIN_MICROS` in src/validate.ts).
+const MAX_SPIN_NS: u64 = 1_000_000_000;
 
 /// An id JavaScript made with `hubNewId` (below 2^53, so exact as a number).
 fn id(value: f64) -> u64 {
@@ -230,16 +235,6 @@ fn segment_view(env: &Env, segment: Arc<Segment>) -> Option<Unknown<'static>> {
 // ---------------------------------------------------------------------------------------------
 // Client
 
-/// A connect, run on libuv's thread pool: it waits for the server's `open`, which may run on
-/// this very thread.
-#[derive(Debug)]
-pub struct Connecting {
-    ic_id: String,
-    dir: String,
-    spin: Option<Duration>,
-    id: u64,
-}
-
 /// How a connect ended: a client handle, or a negative status and its sentence.
 #[napi(object)]
 #[derive(Debug)]
@@ -252,25 +247,14 @@ pub struct Connected {
     pub message: String,
 }
 
-impl Task for Connecting {
-    type Output = Result<ClientHandle, Error>;
-    type JsValue = Connected;
-
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(ClientHandle::connect(
-            &self.ic_id,
-            &self.dir,
-            self.spin,
-            self.id,
-        ))
-    }
-
-    fn resolve(&mut self, _env: Env, output: Self::Output) -> napi::Result<Connected> {
-        let held = output.and_then(|h| {
+impl Connected {
+    /// Holds a connected client in [`CLIENTS`] (on the JavaScript thread that will use it).
+    fn from(connected: Result<ClientHandle, Error>) -> Connected {
+        let held = connected.and_then(|h| {
             let h = Arc::new(h);
             CLIENTS.insert(h.clone()).inspect_err(|_| h.close())
         });
-        Ok(match held {
+        match held {
             Ok(handle) => Connected {
                 handle,
                 status: 0,
@@ -281,20 +265,50 @@ impl Task for Connecting {
                 status: e.status().code(),
                 message: e.to_string(),
             },
-        })
+        }
     }
 }
 
-/// Connects to `ic_id` off the JavaScript thread (`dir` empty: the default; `spin_ns`
-/// negative: the default); `id` names the client in hub events.
+/// What settles a connect's Promise, on the JavaScript thread.
+type Settle = Box<dyn FnOnce(Env) -> napi::Result<Connected> + Send>;
+
+/// Connects to `ic_id` (`dir` empty: the default; `spin_ns` negative: the default); `id`
+/// names the client in hub events. Returns a Promise of a [`Connected`].
+///
+/// The connect runs on a thread of its own, not on libuv's pool: it waits for the server's
+/// `open`, which may need that pool (a server of this process whose `open` reads a file), and
+/// a pool of four filled with waiting connects would deadlock it until the hello times out.
 #[napi]
-pub fn client_connect(ic_id: String, dir: String, spin_ns: f64, id_: f64) -> AsyncTask<Connecting> {
-    AsyncTask::new(Connecting {
-        ic_id,
-        dir,
-        spin: spin(spin_ns),
-        id: id(id_),
-    })
+pub fn client_connect(
+    env: &Env,
+    ic_id: String,
+    dir: String,
+    spin_ns: f64,
+    id_: f64,
+) -> napi::Result<Object<'_>> {
+    let (deferred, promise) = env.create_deferred::<Connected, Settle>()?;
+    let (spin, id) = (spin(spin_ns), id(id_));
+    let (hand, take) = std::sync::mpsc::channel::<JsDeferred<Connected, Settle>>();
+    let spawned = std::thread::Builder::new()
+        .name("shmcall-connect".into())
+        .spawn(move || {
+            let Ok(deferred) = take.recv() else { return };
+            let connected = ClientHandle::connect(&ic_id, &dir, spin, id);
+            let settle: Settle = Box::new(move |_env| Ok(Connected::from(connected)));
+            deferred.resolve(settle);
+        });
+    match spawned {
+        // The thread is running and waits for nothing else.
+        Ok(_) => hand
+            .send(deferred)
+            .map_err(|_| napi::Error::from_reason("the connect thread ended before it began"))?,
+        Err(e) => {
+            let failed = Error::new(Status::Io, format!("cannot start a connect thread: {e}"));
+            let settle: Settle = Box::new(move |_env| Ok(Connected::from(Err(failed))));
+            deferred.resolve(settle);
+        }
+    }
+    Ok(promise)
 }
 
 /// A view of the client's segment, which stays mapped while the view is reachable.

@@ -290,7 +290,7 @@ fn c_failures_return_negative_statuses_and_a_sentence() {
         );
         assert_eq!(
             // SAFETY: a null output is allowed.
-            unsafe { shmcall_command_finish(forged, 0, 0, std::ptr::null()) },
+            unsafe { shmcall_command_finish(forged, 0, 0, std::ptr::null(), 0) },
             Status::InvalidArgument.code()
         );
         assert!(last_error().contains("command handle"), "{}", last_error());
@@ -350,6 +350,7 @@ fn a_c_server_hands_out_open_exec_and_close_in_order() {
                             3,
                             reversed.len() as u32,
                             std::ptr::null(),
+                            0,
                         );
                     }
                 }

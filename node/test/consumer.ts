@@ -12,12 +12,17 @@ export async function roundTrip(): Promise<ExecuteResult> {
   });
   using client = await connect("consumer");
   // Without `completion` the result is returned directly...
-  const sync: ExecuteResult = client.execute(1, { input: new Uint8Array(3), outputLength: 3 });
+  const sync: ExecuteResult = client.execute(1, {
+    input: new Uint8Array(3),
+    outputLength: 3,
+  });
   // ...with it, a Promise.
   const later: Promise<ExecuteResult> = client.execute(1, {
     completion: (r, context: string) => void [r.status, context],
     context: "typed",
   });
-  if (sync.status === Status.PEER_TERMINATED) throw new IpcError(sync.status, "unreachable");
+  if (sync.status === Status.PEER_TERMINATED) {
+    throw new IpcError(sync.status, "unreachable");
+  }
   return await later;
 }

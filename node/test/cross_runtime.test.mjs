@@ -3,6 +3,7 @@
 // (peers/server.mjs, peers/client.mjs), run by Node or by Deno.
 import assert from "node:assert/strict";
 import { existsSync, readdirSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { after, test } from "node:test";
 import { connect, IpcError, serve, Status } from "../dist/node/index.js";
 import { pattern } from "./peers/api.mjs";
@@ -159,6 +160,9 @@ for (
           other.close();
         }
         await server.expect(`close ${otherId}`);
+        // Until the server has closed and exited: no second close of the dead client.
+        server.endInput();
+        await server.exited();
         assert.deepEqual(server.seen.filter((l) => l.startsWith("close")), []);
       } finally {
         await victim.kill();
@@ -166,6 +170,30 @@ for (
     });
   });
 }
+
+test("connects wait for a Node server's async open without starving Node's thread pool", async () => {
+  // Each open reads a file (libuv's pool, four threads); more connects than that at once
+  // must not hold the pool while they wait for their open.
+  const dir = tempSocketDir();
+  const server = await serve("pool", {
+    open: async () =>
+      (await readFile(import.meta.filename ?? new URL(import.meta.url))).length,
+    exec: (_command, _conn, size) => ({ status: size > 0 ? 1 : 0 }),
+  }, { socketDir: dir.path });
+  try {
+    const clients = await Promise.all(
+      Array.from({ length: 8 }, () => connect("pool", { socketDir: dir.path })),
+    );
+    const results = await Promise.all(
+      clients.map((c) => c.execute(1, { completion() {} })),
+    );
+    assert.deepEqual(results.map((r) => r.status), Array(8).fill(1));
+    for (const c of clients) c.close();
+  } finally {
+    await server.close();
+    dir.remove();
+  }
+});
 
 test("a Node process whose clients and servers are all closed exits by itself", async () => {
   const peer = new Peer(...peerCommand("node", "exits.mjs", []));
@@ -213,6 +241,13 @@ test("Node: bad arguments throw TypeError or RangeError naming the value", async
     serve("x", {}),
     /handlers.exec must be a function, received undefined/,
   );
+  for (const spinMicros of [Infinity, NaN, -1, 2e6]) {
+    await assert.rejects(
+      serve("x", { exec() {} }, { spinMicros }),
+      (e) =>
+        e instanceof RangeError && e.message.includes(`received ${spinMicros}`),
+    );
+  }
   const dir = tempSocketDir();
   try {
     await assert.rejects(

@@ -44,16 +44,32 @@ export async function roundTrips(client) {
         order.push("outputPost");
         return area.slice();
       },
-      completion: (result, context) => order.push(`completion ${context} ${result.length}`),
+      completion: (result, context) =>
+        order.push(`completion ${context} ${result.length}`),
       context: k,
     });
     same(`async ${size} B`, a.output, input);
-    const want = `inputPrepare outputPrepare inputPost outputPost completion ${k} ${size}`;
+    const want =
+      `inputPrepare outputPrepare inputPost outputPost completion ${k} ${size}`;
     if (order.join(" ") !== want) {
       throw new Error(`callbacks ran as ${order.join(", ")}`);
     }
     n++;
   }
+  // A user status comes back as the result, synchronous or not, never thrown.
+  const sync = client.execute(7, { input: pattern(5, 7), outputLength: 5 });
+  const later = await client.execute(7, {
+    input: pattern(6, 8),
+    outputLength: 6,
+    completion() {},
+  });
+  if (sync.status !== 42 || later.status !== 42) {
+    throw new Error(
+      `user status 42 came back as ${sync.status} and ${later.status}`,
+    );
+  }
+  same("user status echo", later.output, pattern(6, 8));
+  n += 2;
   // Many in flight at once, each checked against its own input.
   const inputs = Array.from(
     { length: 200 },

@@ -2,6 +2,7 @@
 //
 // Prints `ready`, then `open <conn>` and `close <conn>`; serves until its standard input ends.
 // Operation codes, as the other test peers': 1 echo; 3 hold (never answers); 4 throw;
+// 7 echo with the user status 42;
 // 6 echo after 100 ms (async); 8 kill this process with SIGKILL 50 ms later (unanswered).
 import process from "node:process";
 import { serve, stdinEnds } from "./api.mjs";
@@ -31,8 +32,12 @@ const server = await serve(icId, {
         return new Promise(() => {});
       case 4:
         throw new Error("the handler throws");
+      case 7:
+        return { ...echo(input, output), status: 42 };
       case 6:
-        return new Promise((resolve) => setTimeout(() => resolve(echo(input, output)), 100));
+        return new Promise((resolve) =>
+          setTimeout(() => resolve(echo(input, output)), 100)
+        );
       case 8:
         setTimeout(() => process.kill(process.pid, "SIGKILL"), 50);
         return new Promise(() => {});

@@ -84,7 +84,9 @@ export class Peer {
         this.#wake = () => {};
         reject(
           new Error(
-            `no '${prefix}' within ${timeoutMs} ms; seen: ${this.seen.join(" | ")}`,
+            `no '${prefix}' within ${timeoutMs} ms; seen: ${
+              this.seen.join(" | ")
+            }`,
           ),
         );
       }, timeoutMs);
@@ -99,9 +101,9 @@ export class Peer {
           this.#wake = () => {};
           reject(
             new Error(
-              `exited (${JSON.stringify(this.exit)}) without '${prefix}'; seen: ${
-                this.seen.join(" | ")
-              }`,
+              `exited (${
+                JSON.stringify(this.exit)
+              }) without '${prefix}'; seen: ${this.seen.join(" | ")}`,
             ),
           );
         }
