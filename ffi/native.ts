@@ -209,7 +209,7 @@ export const denoNative: Native = {
   },
 
   commandFinish(command, status, length, output) {
-    const from = output === null ? 0n : BigInt(output.length);
+    const from = output === null ? 0 : output.length;
     check(library().shmcall_command_finish(command, status, length, output, from));
   },
 

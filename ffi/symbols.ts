@@ -98,9 +98,9 @@ export const symbols = {
     result: "i32",
   },
   // int32_t shmcall_command_finish(uint32_t command, int32_t status, uint32_t length,
-  //                                const uint8_t* output, size_t output_len)
+  //                                const uint8_t* output, uint32_t output_len)
   shmcall_command_finish: {
-    parameters: ["u32", "i32", "u32", "buffer", "usize"],
+    parameters: ["u32", "i32", "u32", "buffer", "u32"],
     result: "i32",
   },
   // int32_t shmcall_command_segment(uint32_t command, uint8_t** base, size_t* len, SegmentRef** out)

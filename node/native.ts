@@ -8,14 +8,7 @@
  */
 
 import { IpcError } from "../src/errors.ts";
-import {
-  bindNative,
-  eventView,
-  type Handle,
-  Mapping,
-  type Native,
-  OK,
-} from "../src/native.ts";
+import { bindNative, eventView, type Handle, Mapping, type Native, OK } from "../src/native.ts";
 import { Status } from "../src/status.ts";
 import { SCRATCH } from "./addon.ts";
 import { loadAddon } from "./load.ts";

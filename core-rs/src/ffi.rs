@@ -545,10 +545,10 @@ pub unsafe extern "C" fn shmcall_command_finish(
     status: i32,
     length: u32,
     output: *const u8,
-    output_len: usize,
+    output_len: u32,
 ) -> i32 {
     // SAFETY: forwarded contract (`output` valid for `output_len` bytes when not null).
-    let from = (!output.is_null()).then(|| unsafe { bytes(output, output_len) });
+    let from = (!output.is_null()).then(|| unsafe { bytes(output, output_len as usize) });
     done(surface::command_finish(command, status, length, from))
 }
 

@@ -176,8 +176,7 @@ test("connects wait for a Node server's async open without starving Node's threa
   // must not hold the pool while they wait for their open.
   const dir = tempSocketDir();
   const server = await serve("pool", {
-    open: async () =>
-      (await readFile(import.meta.filename ?? new URL(import.meta.url))).length,
+    open: async () => (await readFile(import.meta.filename ?? new URL(import.meta.url))).length,
     exec: (_command, _conn, size) => ({ status: size > 0 ? 1 : 0 }),
   }, { socketDir: dir.path });
   try {
@@ -244,8 +243,7 @@ test("Node: bad arguments throw TypeError or RangeError naming the value", async
   for (const spinMicros of [Infinity, NaN, -1, 2e6]) {
     await assert.rejects(
       serve("x", { exec() {} }, { spinMicros }),
-      (e) =>
-        e instanceof RangeError && e.message.includes(`received ${spinMicros}`),
+      (e) => e instanceof RangeError && e.message.includes(`received ${spinMicros}`),
     );
   }
   const dir = tempSocketDir();

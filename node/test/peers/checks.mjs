@@ -44,13 +44,11 @@ export async function roundTrips(client) {
         order.push("outputPost");
         return area.slice();
       },
-      completion: (result, context) =>
-        order.push(`completion ${context} ${result.length}`),
+      completion: (result, context) => order.push(`completion ${context} ${result.length}`),
       context: k,
     });
     same(`async ${size} B`, a.output, input);
-    const want =
-      `inputPrepare outputPrepare inputPost outputPost completion ${k} ${size}`;
+    const want = `inputPrepare outputPrepare inputPost outputPost completion ${k} ${size}`;
     if (order.join(" ") !== want) {
       throw new Error(`callbacks ran as ${order.join(", ")}`);
     }

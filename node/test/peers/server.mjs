@@ -35,9 +35,7 @@ const server = await serve(icId, {
       case 7:
         return { ...echo(input, output), status: 42 };
       case 6:
-        return new Promise((resolve) =>
-          setTimeout(() => resolve(echo(input, output)), 100)
-        );
+        return new Promise((resolve) => setTimeout(() => resolve(echo(input, output)), 100));
       case 8:
         setTimeout(() => process.kill(process.pid, "SIGKILL"), 50);
         return new Promise(() => {});

@@ -84,9 +84,7 @@ export class Peer {
         this.#wake = () => {};
         reject(
           new Error(
-            `no '${prefix}' within ${timeoutMs} ms; seen: ${
-              this.seen.join(" | ")
-            }`,
+            `no '${prefix}' within ${timeoutMs} ms; seen: ${this.seen.join(" | ")}`,
           ),
         );
       }, timeoutMs);
@@ -101,9 +99,9 @@ export class Peer {
           this.#wake = () => {};
           reject(
             new Error(
-              `exited (${
-                JSON.stringify(this.exit)
-              }) without '${prefix}'; seen: ${this.seen.join(" | ")}`,
+              `exited (${JSON.stringify(this.exit)}) without '${prefix}'; seen: ${
+                this.seen.join(" | ")
+              }`,
             ),
           );
         }
