@@ -83,6 +83,22 @@ unsafe fn put<T>(p: *mut T, v: T) {
     }
 }
 
+/// Reads the ic id and socket directory of `connect` or `serve`, then calls `make` with them
+/// and the spin budget.
+///
+/// # Safety
+/// As for [`bytes`], for both strings.
+unsafe fn endpoint<H>(
+    (ic_id, ic_id_len): (*const u8, usize),
+    (dir, dir_len): (*const u8, usize),
+    spin_ns: u64,
+    make: impl FnOnce(&str, &str, Option<Duration>) -> Result<H, Error>,
+) -> Result<H, Error> {
+    // SAFETY: forwarded contract.
+    let (ic, dir) = unsafe { (text(ic_id, ic_id_len, "ic id")?, text(dir, dir_len, "dir")?) };
+    make(ic, dir, spin(spin_ns))
+}
+
 /// The spin budget `u64::MAX` means "the default".
 fn spin(spin_ns: u64) -> Option<Duration> {
     (spin_ns != u64::MAX).then(|| Duration::from_nanos(spin_ns))
@@ -191,10 +207,13 @@ pub unsafe extern "C" fn shmcall_client_connect(
         return invalid("out is null");
     }
     // SAFETY: forwarded contract.
-    let args = unsafe { (text(ic_id, ic_id_len, "ic id"), text(dir, dir_len, "dir")) };
-    let connected = match args {
-        (Ok(ic), Ok(dir)) => ClientHandle::connect(ic, dir, spin(spin_ns), id),
-        (Err(e), _) | (_, Err(e)) => Err(e),
+    let connected = unsafe {
+        endpoint(
+            (ic_id, ic_id_len),
+            (dir, dir_len),
+            spin_ns,
+            |ic, dir, spin| ClientHandle::connect(ic, dir, spin, id),
+        )
     };
     match connected {
         Ok(h) => {
@@ -498,10 +517,13 @@ pub unsafe extern "C" fn shmcall_server_serve(
         return invalid("out is null");
     }
     // SAFETY: forwarded contract.
-    let args = unsafe { (text(ic_id, ic_id_len, "ic id"), text(dir, dir_len, "dir")) };
-    let served = match args {
-        (Ok(ic), Ok(dir)) => ServerHandle::serve(ic, dir, spin(spin_ns), id),
-        (Err(e), _) | (_, Err(e)) => Err(e),
+    let served = unsafe {
+        endpoint(
+            (ic_id, ic_id_len),
+            (dir, dir_len),
+            spin_ns,
+            |ic, dir, spin| ServerHandle::serve(ic, dir, spin, id),
+        )
     };
     match served {
         Ok(h) => {

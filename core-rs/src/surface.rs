@@ -23,7 +23,7 @@ use crate::handles::Handles;
 use crate::hub::{Event, HUB};
 use crate::segment::Segment;
 use crate::server::{Command, ConnInfo, Handler, ServeOptions, Server};
-use crate::slot::Mode;
+use crate::slot::{Area, Mode};
 use crate::status::{Error, Status};
 
 /// Tickets given out by `begin` and by completion events, by handle.
@@ -237,16 +237,20 @@ pub fn ticket_write_input(ticket: u32, src: &[u8]) -> Result<(), Error> {
 pub fn ticket_read_output(ticket: u32, dst: &mut [u8]) -> Result<usize, Error> {
     TICKETS.with(ticket, |t| {
         t.answer()?;
-        let area = t.output();
-        let n = area.len().min(dst.len());
-        area.read_at(0, &mut dst[..n]);
-        Ok(n)
+        Ok(read_into(&t.output(), dst))
     })?
 }
 
 /// Frees a ticket (and gives its slot back).
 pub fn ticket_free(ticket: u32) -> Result<(), Error> {
     guard(|| TICKETS.remove(ticket).map(drop))
+}
+
+/// Copies the start of `area` into `dst`, as much as both hold; returns the bytes copied.
+fn read_into(area: &Area<'_>, dst: &mut [u8]) -> usize {
+    let n = area.len().min(dst.len());
+    area.read_at(0, &mut dst[..n]);
+    n
 }
 
 fn too_long(what: &str, len: usize, into: &str, cap: usize) -> Error {
@@ -413,12 +417,7 @@ pub fn command_segment(command: u32) -> Result<Option<Arc<Segment>>, Error> {
 /// Copies a command's input into the start of `dst` (the backup path's way out); returns the
 /// bytes copied: the input's length, or `dst`'s when shorter.
 pub fn command_read_input(command: u32, dst: &mut [u8]) -> Result<usize, Error> {
-    COMMANDS.with(command, |c| {
-        let area = c.input();
-        let n = area.len().min(dst.len());
-        area.read_at(0, &mut dst[..n]);
-        n
-    })
+    COMMANDS.with(command, |c| read_into(&c.input(), dst))
 }
 
 // ---------------------------------------------------------------------------------------------
