@@ -56,6 +56,42 @@ export interface LoadRow {
   p99: number;
 }
 
+/**
+ * The worker-pool scenario (`bench/pool.ts`): one handler served inline (`workers` 0) or by a
+ * pool of `workers`, with several asynchronous commands in flight.
+ */
+export interface PoolRow {
+  /** `cpu`: CPU-bound JavaScript per command; `echo`: a 64-byte echo. */
+  handler: "cpu" | "echo";
+  workers: number;
+  /** Commands per second: the median over rounds, and the slowest and fastest round. */
+  perSecond: number;
+  low: number;
+  high: number;
+  /** Each command's time from `execute` to its answer, with the others in flight (µs). */
+  p50: number;
+  p99: number;
+  /** One command in flight (µs), when measured. */
+  one?: { p50: number; p99: number };
+}
+
+/** How the pool scenario was run, for the report's headings. */
+export interface PoolSetup {
+  /** Commands outstanding at once. */
+  inFlight: number;
+  /** The CPU-bound handler's work alone, timed in the harness's process (µs). */
+  workMicros: number;
+  /** Rounds each row was measured in. */
+  rounds: number;
+  /**
+   * The same work split over 2 Web Workers of one process, with no IPC, against 1 (median over
+   * the rounds): the most a pool of 2 can gain on this machine.
+   */
+  ceiling: number;
+  /** CPUs the machine's other processes used meanwhile, on average (NaN: not known). */
+  others: number;
+}
+
 /** A row of the Rust bench (`cargo bench --bench roundtrip`), in microseconds. */
 export interface RustRow {
   scenario: string;
@@ -89,6 +125,9 @@ export interface Results {
   latency: LatencyRow[];
   throughput: ThroughputRow[];
   load: LoadRow[];
+  /** The worker-pool scenario (empty when not run). */
+  pool: PoolRow[];
+  poolSetup?: PoolSetup;
   rust: RustRow[];
   /** How long the run took. */
   seconds: number;
@@ -213,6 +252,7 @@ export function markdown(r: Results): string {
   for (const l of r.load) {
     out.push(`| ${l.scenario} | ${l.perSecond.toFixed(0)} | ${f2(l.p50)} | ${f2(l.p99)} |`);
   }
+  if (r.pool.length > 0) out.push("", ...poolTable(r));
   if (r.rust.length > 0) {
     out.push("");
     out.push("### The floor: Rust ↔ Rust, 64 B (`cargo bench --bench roundtrip`)");
@@ -248,6 +288,60 @@ export function markdown(r: Results): string {
     );
   }
   return out.join("\n");
+}
+
+const poolWhere = (workers: number) =>
+  workers === 0 ? "inline (no pool)" : `pool of ${workers} worker${workers === 1 ? "" : "s"}`;
+
+/** The pool table: each handler inline and by each pool, its rate against its inline row. */
+function poolTable(r: Results): string[] {
+  const setup = r.poolSetup;
+  const k = setup?.inFlight ?? "several";
+  const out = [
+    `### Worker pool: a server process running one handler module inline or in Web Workers, ${k} asynchronous commands in flight`,
+    "",
+    `| handler | runs | commands/s (slowest–fastest of ${
+      setup?.rounds ?? "the"
+    } rounds) | × inline | p50 µs | p99 µs | one in flight: p50 µs (p99 µs) |`,
+    "|---|---|---:|---:|---:|---:|---:|",
+  ];
+  for (const p of r.pool) {
+    const base = r.pool.find((b) => b.handler === p.handler && b.workers === 0);
+    const handler = p.handler === "echo"
+      ? "echo, 64 B"
+      : `CPU-bound JS${setup === undefined ? "" : `, ${(setup.workMicros / 1000).toFixed(2)} ms`}`;
+    const x = base === undefined ? 0 : p.perSecond / base.perSecond;
+    // A hop that costs most of the rate shows its fraction, not "0.0×".
+    const times = p.workers === 0 || base === undefined
+      ? "—"
+      : `**${x < 0.1 ? `${x.toFixed(3)}×` : ratio(x)}**`;
+    const one = p.one === undefined ? "" : `${f2(p.one.p50)} (${f2(p.one.p99)})`;
+    out.push(
+      `| ${handler} | ${poolWhere(p.workers)} | ${p.perSecond.toFixed(0)} (${p.low.toFixed(0)}–${
+        p.high.toFixed(0)
+      }) | ${times} | ${f2(p.p50)} | ${f2(p.p99)} | ${one} |`,
+    );
+  }
+  out.push("");
+  out.push(
+    "The CPU-bound handler's time is its work alone, timed in the harness's process. Both handlers are the same module's `exec` (`bench/peers/pool_handler.ts`), run inline or loaded by each worker; every answer is checked.",
+  );
+  if (setup !== undefined && Number.isFinite(setup.others)) {
+    out.push("");
+    out.push(
+      `Meanwhile the machine's other processes used ${
+        setup.others.toFixed(2)
+      } CPU on average (this machine is shared).`,
+    );
+  }
+  return out;
+}
+
+/** The pool's gain on inline for CPU-bound work, from the rows of `handler`. */
+function poolGain(r: Results, workers: number): number | undefined {
+  const base = r.pool.find((p) => p.handler === "cpu" && p.workers === 0);
+  const m = r.pool.find((p) => p.handler === "cpu" && p.workers === workers);
+  return base === undefined || m === undefined ? undefined : m.perSecond / base.perSecond;
 }
 
 interface Target {
@@ -347,6 +441,22 @@ function targets(r: Results): Target[] {
         met: perCommand(counted) < 0.01,
       },
   );
+  const gain = poolGain(r, 2);
+  const poolTarget =
+    "CPU-bound handler, commands in flight: a pool of 2 workers ≥ 1.5× the inline throughput (2 cores)";
+  list.push(
+    gain === undefined
+      ? { name: poolTarget, measured: "not run", met: undefined }
+      : { name: poolTarget, measured: ratio(gain), met: gain >= 1.5 },
+  );
+  if (gain !== undefined && r.poolSetup !== undefined) {
+    list.push({
+      name:
+        "… the ceiling of that ratio: the same work in 2 Web Workers of one process, no IPC, against 1",
+      measured: ratio(r.poolSetup.ceiling),
+      met: undefined,
+    });
+  }
   list.push({
     name: "heap allocations per command in the Rust hot path: 0 (`core-rs/tests/allocations.rs`)",
     measured: r.noAllocations ? "0 in 40 000" : "some (the test failed)",

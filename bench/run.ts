@@ -14,6 +14,7 @@ import { connect } from "../mod.ts";
 import { clock, sample, summarize, type Summary } from "./percentiles.ts";
 import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";
 import { SocketEcho } from "./socket_client.ts";
+import { IN_FLIGHT, poolBench } from "./pool.ts";
 import {
   ASYNC,
   type LatencyRow,
@@ -520,6 +521,9 @@ async function main() {
     { scenario: SOCKET, ...await fourClients("socket", socketPath, dir.path) },
   ];
 
+  console.error("worker pool: CPU-bound and echo handlers, inline and in pools of 1 and 2");
+  const pool = await poolBench(dir.path, QUICK);
+
   console.error("heap allocations per command in the Rust hot path");
   const noAllocations = await allocations();
   console.error("system calls per command");
@@ -532,6 +536,14 @@ async function main() {
     latency,
     throughput,
     load,
+    pool: pool.rows,
+    poolSetup: {
+      inFlight: IN_FLIGHT,
+      workMicros: pool.workMicros,
+      rounds: pool.rounds,
+      ceiling: pool.ceiling,
+      others: pool.others,
+    },
     rust,
     seconds: (Date.now() - started) / 1000,
     quick: QUICK,

@@ -18,6 +18,7 @@ import {
   Mapping,
   type Native,
   OK,
+  type WorkerPort,
 } from "../src/native.ts";
 
 /** A spin budget of `u64::MAX`: the core's default. */
@@ -30,7 +31,7 @@ const decoder = new TextDecoder();
 const out64 = [new BigUint64Array(1), new BigUint64Array(1), new BigUint64Array(1)] as const;
 const outI32 = new Int32Array(1);
 const outU32 = new Uint32Array(1);
-const begunAt = new Uint32Array(2);
+const begunAt = new Uint32Array(3);
 const sentence = new Uint8Array(1024);
 const eventWords = new Uint32Array(20);
 
@@ -76,8 +77,11 @@ function mapping(): Mapping {
   const view = new Uint8Array(
     Deno.UnsafePointerView.getArrayBuffer(pointer(out64[0][0]!), length),
   );
-  segments.register(view.buffer, ref);
-  return new Mapping(view);
+  const token = {};
+  segments.register(view.buffer, ref, token);
+  return new Mapping(view, () => {
+    if (segments.unregister(token)) library().shmcall_segment_release(ref);
+  });
 }
 
 function text(value: string): [Uint8Array, bigint] {
@@ -187,6 +191,14 @@ export const denoNative: Native = {
     check(library().shmcall_client_submit(asPointer(client), ticket, BigInt(token)));
   },
 
+  clientWithdraw(client, slot) {
+    return check(library().shmcall_client_withdraw(asPointer(client), slot)) === 1;
+  },
+
+  clientStats(client, into) {
+    check(library().shmcall_client_stats(asPointer(client), into, BigInt(into.length)));
+  },
+
   ticketFree(ticket) {
     check(library().shmcall_ticket_free(ticket));
   },
@@ -206,6 +218,18 @@ export const denoNative: Native = {
 
   serverOpened(server, conn, status) {
     check(library().shmcall_server_opened(asPointer(server), BigInt(conn), status));
+  },
+
+  serverStats(server, into) {
+    check(library().shmcall_server_stats(asPointer(server), into, BigInt(into.length)));
+  },
+
+  serverNote(server, workers, quiescing) {
+    check(library().shmcall_server_note(asPointer(server), workers, quiescing ? 1 : 0));
+  },
+
+  commandTake(command) {
+    return check(library().shmcall_command_take(command)) === 1;
   },
 
   commandFinish(command, status, length, output) {
@@ -270,6 +294,25 @@ export const denoNative: Native = {
 
   hubInterrupt() {
     library().shmcall_hub_interrupt();
+  },
+
+  startWorker(): WorkerPort {
+    const worker = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
+    return {
+      post: (message) => worker.postMessage(message),
+      onMessage: (receive) => {
+        worker.onmessage = (event) => receive(event.data);
+      },
+      onError: (receive) => {
+        worker.onerror = (event) => {
+          // Handled here: the server goes on with a new worker.
+          event.preventDefault();
+          receive(event.message);
+        };
+        worker.onmessageerror = () => receive("a message could not be deserialized");
+      },
+      terminate: () => worker.terminate(),
+    };
   },
 };
 

@@ -47,7 +47,7 @@ export const symbols = {
       "u32", //     uint32_t output_cap
       "u32", //     uint32_t mode (0 default, 1 inline, 2 worker)
       "buffer", //  uint32_t* ticket (a handle)
-      "buffer", //  uint32_t offsets[2] (UINT32_MAX: the backup path)
+      "buffer", //  uint32_t offsets[3]: input, output, slot (UINT32_MAX: the backup path)
     ],
     result: "i32",
   },
@@ -66,6 +66,10 @@ export const symbols = {
     parameters: ["pointer", "u32", "u64"],
     result: "i32",
   },
+  // int32_t shmcall_client_withdraw(ClientHandle*, uint32_t slot): 1 withdrawn, 0 not
+  shmcall_client_withdraw: { parameters: ["pointer", "u32"], result: "i32" },
+  // int32_t shmcall_client_stats(ClientHandle*, double* out, size_t len)
+  shmcall_client_stats: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
   // int32_t shmcall_ticket_answer(uint32_t ticket, int32_t* status, uint32_t* length, uint8_t** output)
   shmcall_ticket_answer: {
     parameters: ["u32", "buffer", "buffer", "buffer"],
@@ -97,6 +101,12 @@ export const symbols = {
     parameters: ["pointer", "u64", "i32"],
     result: "i32",
   },
+  // int32_t shmcall_server_stats(ServerHandle*, double* out, size_t len)
+  shmcall_server_stats: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
+  // int32_t shmcall_server_note(ServerHandle*, uint32_t workers, uint32_t quiescing)
+  shmcall_server_note: { parameters: ["pointer", "u32", "u32"], result: "i32" },
+  // int32_t shmcall_command_take(uint32_t command): 1 taken, 0 withdrawn by its client
+  shmcall_command_take: { parameters: ["u32"], result: "i32" },
   // int32_t shmcall_command_finish(uint32_t command, int32_t status, uint32_t length,
   //                                const uint8_t* output, uint32_t output_len)
   shmcall_command_finish: {

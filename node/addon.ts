@@ -43,11 +43,16 @@ export interface Addon {
   ticketReadOutput(ticket: number, output: Uint8Array): number;
   clientCall(client: number, ticket: number): number;
   clientSubmit(client: number, ticket: number, token: number): number;
+  clientWithdraw(client: number, slot: number): number;
+  clientStats(client: number, into: Float64Array): number;
   ticketFree(ticket: number): number;
   clientFree(client: number): number;
 
   serverServe(icId: string, dir: string, spinNs: number, id: number): number;
   serverOpened(server: number, connection: number, status: number): number;
+  serverStats(server: number, into: Float64Array): number;
+  serverNote(server: number, workers: number, quiescing: boolean): number;
+  commandTake(command: number): number;
   commandFinish(
     command: number,
     status: number,
@@ -71,8 +76,8 @@ export interface Addon {
 
 /** Words of the scratch: the hub event takes the first 20. */
 export const SCRATCH = {
-  /** `clientBeginAt`: the ticket, then the input and output offsets; `serverServe`: the handle. */
+  /** `clientBeginAt`: the ticket, then the input and output offsets and the slot; `serverServe`: the handle. */
   BEGUN: 20,
   /** `clientCall`: the server's status, then the output length. */
-  ANSWER: 23,
+  ANSWER: 24,
 } as const;

@@ -8,7 +8,16 @@
  */
 
 import { IpcError } from "../src/errors.ts";
-import { bindNative, eventView, type Handle, Mapping, type Native, OK } from "../src/native.ts";
+import { Worker } from "node:worker_threads";
+import {
+  bindNative,
+  eventView,
+  type Handle,
+  Mapping,
+  type Native,
+  OK,
+  type WorkerPort,
+} from "../src/native.ts";
 import { Status } from "../src/status.ts";
 import { SCRATCH } from "./addon.ts";
 import { loadAddon } from "./load.ts";
@@ -21,7 +30,7 @@ if (scratch === null) {
 }
 const words = new Uint32Array(scratch);
 const ints = new Int32Array(scratch);
-const begunAt = words.subarray(SCRATCH.BEGUN + 1, SCRATCH.BEGUN + 3);
+const begunAt = words.subarray(SCRATCH.BEGUN + 1, SCRATCH.BEGUN + 4);
 
 /** Throws the {@linkcode IpcError} of a failed call; returns OK or EMPTY. */
 function check(rc: number): number {
@@ -87,6 +96,12 @@ export const nodeNative: Native = {
     check(addon.clientSubmit(asNumber(client), ticket, token));
   },
 
+  clientWithdraw: (client, slot) => check(addon.clientWithdraw(asNumber(client), slot)) === 1,
+
+  clientStats(client, into) {
+    check(addon.clientStats(asNumber(client), into));
+  },
+
   ticketFree(ticket) {
     check(addon.ticketFree(ticket));
   },
@@ -103,6 +118,16 @@ export const nodeNative: Native = {
   serverOpened(server, conn, status) {
     check(addon.serverOpened(asNumber(server), conn, status));
   },
+
+  serverStats(server, into) {
+    check(addon.serverStats(asNumber(server), into));
+  },
+
+  serverNote(server, workers, quiescing) {
+    check(addon.serverNote(asNumber(server), workers, quiescing));
+  },
+
+  commandTake: (command) => check(addon.commandTake(command)) === 1,
 
   commandFinish(command, status, length, output) {
     check(addon.commandFinish(command, status, length, output));
@@ -144,6 +169,22 @@ export const nodeNative: Native = {
     ),
 
   hubInterrupt: () => {},
+
+  startWorker(): WorkerPort {
+    // `worker.js` sits beside this module once built (dist/node/).
+    const worker = new Worker(new URL("./worker.js", import.meta.url));
+    return {
+      post: (message) => worker.postMessage(message),
+      onMessage: (receive) => {
+        worker.on("message", receive);
+      },
+      onError: (receive) => {
+        worker.on("error", (e) => receive(e instanceof Error ? e.message : String(e)));
+        worker.on("messageerror", () => receive("a message could not be deserialized"));
+      },
+      terminate: () => void worker.terminate(),
+    };
+  },
 };
 
 bindNative(nodeNative);

@@ -7,8 +7,12 @@
 
 export { Client, connect } from "./client.ts";
 export type { Completion, ConnectOptions, ExecuteOptions, ExecuteResult } from "./client.ts";
-export { serve, Server } from "./server.ts";
+export { MAX_WORKERS, serve, Server } from "./server.ts";
 export type { ConnInfo, ExecResult, Handlers, ServeOptions, ServerCommand } from "./server.ts";
+export type { Exec } from "./exec.ts";
+export type { Latency, ServerStats, Stats } from "./stats.ts";
+export { LIST_HEADER_SIZE, LIST_MAGIC, listSize, readList, writeList } from "./layout.ts";
+export type { ListView } from "./layout.ts";
 export { IpcError } from "./errors.ts";
 export { Status, statusName } from "./status.ts";
 export type { StatusName } from "./status.ts";

@@ -6,7 +6,8 @@
 
 import { IpcError } from "./errors.ts";
 import * as hub from "./hub.ts";
-import { type Handle, type Mapping, native, NOWHERE } from "./native.ts";
+import { type Handle, type Mapping, native, NOWHERE, STATS } from "./native.ts";
+import { readServerStats, readStats, type ServerStats, type Stats } from "./stats.ts";
 import { Status } from "./status.ts";
 import { checkIcId, checkSocketDir, spinNanos } from "./validate.ts";
 
@@ -65,6 +66,24 @@ export interface ExecuteOptions<C = unknown> {
   context?: C;
   /** Run on the thread that receives it (`true`) or the server's pool (`false`); default: the server's choice. */
   inline?: boolean;
+  /**
+   * Withdraws the command when it aborts, if the server has not taken it yet (asynchronous
+   * calls only). See {@linkcode ExecuteOptions.timeout} for what "taken" means.
+   */
+  signal?: AbortSignal;
+  /**
+   * Withdraws the command if the server has not taken it within this many milliseconds
+   * (asynchronous calls only): a deadline for the command to start, not to finish.
+   *
+   * A withdrawn command never runs: `completion` gets `CANCELLED` and the Promise rejects
+   * with an {@linkcode IpcError} of status `CANCELLED` at once. The server takes a command
+   * when its `exec` is about to run it (inline) or it hands it to a worker; from then on,
+   * neither `signal` nor `timeout` has any effect: the command runs to its end and the
+   * Promise settles with its result. A command on the backup path (no free slot fits it)
+   * cannot be withdrawn, nor one sent to a server that speaks protocol 1.0. So a result
+   * other than `CANCELLED` always means the command ran.
+   */
+  timeout?: number;
 }
 
 type Callback = "inputPrepare" | "outputPrepare" | "inputPost" | "outputPost" | "completion";
@@ -75,10 +94,20 @@ interface Pending {
   input: Uint8Array;
   output: Uint8Array;
   backup: boolean;
+  /** The command's slot ({@linkcode NOWHERE} on the backup path), to withdraw it. */
+  slot: number;
   options: ExecuteOptions<unknown>;
   resolve: (r: ExecuteResult) => void;
   reject: (e: unknown) => void;
+  /** Stops watching `signal` and `timeout`, once settled. */
+  unwatch: (() => void) | undefined;
 }
+
+/** The mode of a request for the server's counters (`slot::FLAG_STATS` in core-rs). */
+const MODE_STATS = 4;
+
+/** The longest `timeout` a command may have, in ms (that of `setTimeout`). */
+const MAX_TIMEOUT = 0x7fff_ffff;
 
 /** The options of a call that passed none. */
 const NO_OPTIONS: ExecuteOptions<unknown> = Object.freeze({});
@@ -121,6 +150,7 @@ function checkOptions(code: unknown, o: ExecuteOptions<unknown>): void {
   if (o.inline !== undefined && typeof o.inline !== "boolean") {
     throw new TypeError(`inline must be a boolean, received ${typeof o.inline}`);
   }
+  if (o.signal !== undefined || o.timeout !== undefined) checkCancellation(o);
   const inputLength = o.inputLength ?? input?.length ?? 0;
   checkLength("inputLength", inputLength);
   if (input !== undefined && o.inputPrepare === undefined && input.length > inputLength) {
@@ -135,6 +165,29 @@ function checkOptions(code: unknown, o: ExecuteOptions<unknown>): void {
   }
   checkedInput = inputLength;
   checkedOutput = outputLength;
+}
+
+function checkCancellation(o: ExecuteOptions<unknown>): void {
+  const { signal, timeout } = o;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new TypeError(`signal must be an AbortSignal, received ${typeof signal}`);
+  }
+  if (
+    timeout !== undefined &&
+    (typeof timeout !== "number" || !(timeout > 0) || timeout > MAX_TIMEOUT)
+  ) {
+    throw new RangeError(
+      `timeout must be a number of milliseconds from 0 (excluded) to ${MAX_TIMEOUT}, received ${
+        String(timeout)
+      }`,
+    );
+  }
+  if (o.completion === undefined) {
+    const name = signal !== undefined ? "signal" : "timeout";
+    throw new TypeError(
+      `${name} needs an asynchronous call (pass completion): a synchronous call cannot be withdrawn while its thread waits`,
+    );
+  }
 }
 
 /**
@@ -167,6 +220,8 @@ export class Client {
   #nextToken = 1;
   readonly #icId: string;
   readonly #endpoint: string;
+  /** The counters' last snapshot (kept at close, so that `stats()` still answers). */
+  readonly #stats = new Float64Array(STATS.LEN);
 
   /** @internal Use {@linkcode connect}. */
   constructor(icId: string, socketDir: string | undefined, id: number, handle: Handle) {
@@ -224,13 +279,61 @@ export class Client {
   ): ExecuteResult | Promise<ExecuteResult> {
     const o = options as ExecuteOptions<unknown>;
     checkOptions(code, o);
+    const mode = o.inline === undefined ? 0 : o.inline ? 1 : 2;
+    if (o.completion === undefined) return this.#issue(code, o, mode);
+    return this.#issueAsync(code, o, mode);
+  }
+
+  /**
+   * {@linkcode Client.#issue} of an asynchronous command: whatever fails before it is sent
+   * (the client closed, the server gone, a prepare callback's throw) rejects the Promise
+   * rather than throwing, and a library failure runs `completion` first, as it would later.
+   */
+  #issueAsync(code: number, o: ExecuteOptions<unknown>, mode: number): Promise<ExecuteResult> {
+    try {
+      return this.#issue(code, o, mode) as Promise<ExecuteResult>;
+    } catch (e) {
+      if (e instanceof IpcError) failed(o, e.status);
+      return Promise.reject(e);
+    }
+  }
+
+  /**
+   * Asks the server for its counters ({@linkcode Server.stats}, from another process): a
+   * request the server's library answers itself, which no handler sees and its counters do
+   * not count. Servers that speak protocol 1.0 fail it with `INVALID_COMMAND`.
+   *
+   * @throws {IpcError} `INVALID_COMMAND` from a 1.0 server, `PEER_TERMINATED`, `CLOSED`, …
+   */
+  async serverStats(): Promise<ServerStats> {
+    const words = new Float64Array(STATS.LEN);
+    const o: ExecuteOptions<unknown> = {
+      output: new Uint8Array(words.buffer),
+      completion: () => {},
+    };
+    checkOptions(0, o);
+    await this.#issueAsync(0, o, MODE_STATS);
+    return readServerStats(words);
+  }
+
+  /** Issues a checked command in `mode` (0 the server's choice, 1 inline, 2 worker, 4 stats). */
+  #issue(
+    code: number,
+    o: ExecuteOptions<unknown>,
+    mode: number,
+  ): ExecuteResult | Promise<ExecuteResult> {
     const inputLength = checkedInput;
     const outputLength = checkedOutput;
     const handle = this.#open();
-    const mode = o.inline === undefined ? 0 : o.inline ? 1 : 2;
+    if (o.signal?.aborted) {
+      // Aborted before it was issued: withdrawn without taking a slot or running a callback.
+      failed(o, Status.CANCELLED);
+      return Promise.reject(this.#cancelled(o.signal, undefined));
+    }
     const ticket = native.clientBegin(handle, code, inputLength, outputLength, mode);
     const inputAt = native.begunAt[0]!;
     const outputAt = native.begunAt[1]!;
+    const slot = native.begunAt[2]!;
     let input: Uint8Array;
     let output: Uint8Array;
     const backup = inputAt === NOWHERE;
@@ -283,18 +386,60 @@ export class Client {
         native.clientSubmit(handle, ticket, token);
       } catch (e) {
         // Not sent (the connection is gone): `completion` still runs, as for any failure.
-        const status = e instanceof IpcError ? e.status : Status.HANDLER_FAILED;
-        try {
-          o.completion?.({ status, length: 0, output: new Uint8Array(0) }, o.context);
-        } catch {
-          // The Promise rejects with the library failure either way.
-        }
+        failed(o, e instanceof IpcError ? e.status : Status.HANDLER_FAILED);
         reject(e);
         return;
       }
-      this.#pending.set(token, { input, output, backup, options: o, resolve, reject });
+      const p: Pending = {
+        input,
+        output,
+        backup,
+        slot,
+        options: o,
+        resolve,
+        reject,
+        unwatch: undefined,
+      };
+      this.#pending.set(token, p);
       hub.hold();
+      if (o.signal !== undefined || o.timeout !== undefined) this.#watch(token, p);
     });
+  }
+
+  /** Withdraws the command of `token` when its signal aborts or its timeout passes. */
+  #watch(token: number, p: Pending): void {
+    const { signal, timeout } = p.options;
+    const withdraw = (timedOut: number | undefined) => {
+      const handle = this.#handle;
+      if (this.#pending.get(token) !== p || handle === null) return;
+      if (p.slot === NOWHERE || !native.clientWithdraw(handle, p.slot)) return;
+      // It will never run. The slot stays the server's until it answers CANCELLED; that
+      // completion finds no pending command and only frees the ticket.
+      this.#pending.delete(token);
+      p.unwatch?.();
+      hub.release();
+      const error = this.#cancelled(signal, timedOut);
+      failed(p.options, Status.CANCELLED);
+      p.reject(error);
+    };
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const onAbort = () => withdraw(undefined);
+    if (timeout !== undefined) timer = setTimeout(() => withdraw(timeout), timeout);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    p.unwatch = () => {
+      if (timer !== undefined) clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    };
+  }
+
+  #cancelled(signal: AbortSignal | undefined, timedOut: number | undefined): IpcError {
+    const why = timedOut !== undefined
+      ? `the server did not take it within its timeout of ${timedOut} ms`
+      : `its signal aborted${signal?.reason === undefined ? "" : ` (${String(signal.reason)})`}`;
+    return new IpcError(
+      Status.CANCELLED,
+      `a command to '${this.#icId}' was withdrawn before the server took it: ${why}`,
+    );
   }
 
   #open(): Handle {
@@ -341,17 +486,14 @@ export class Client {
       return;
     }
     this.#pending.delete(token);
+    p.unwatch?.();
     hub.release();
     hub.needTurn();
     const status = native.event.code;
     if (status < 0) {
       const error = new IpcError(status, native.lastError());
       native.ticketFree(ticket);
-      try {
-        p.options.completion?.({ status, length: 0, output: new Uint8Array(0) }, p.options.context);
-      } catch {
-        // The Promise rejects with the library failure either way.
-      }
+      failed(p.options, status);
       p.reject(error);
       return;
     }
@@ -387,6 +529,7 @@ export class Client {
   close(): void {
     if (this.#handle === null) return;
     const handle = this.#handle;
+    this.#stats.set(this.#snapshot(handle));
     this.#handle = null;
     native.clientFree(handle);
     if (this.#pending.size === 0) hub.unregister(this.#id);
@@ -410,6 +553,31 @@ export class Client {
     void Promise.all(all).then(() => hub.unregister(this.#id));
   }
 
+  /**
+   * This connection's counters: commands, bytes, commands in flight, backup-path commands,
+   * failures by status, and round-trip times. After {@linkcode Client.close}, those at the
+   * close.
+   *
+   * @example Round trips of a client
+   * ```ts
+   * import { connect, serve } from "../mod.ts";
+   *
+   * await using _server = await serve("doc-stats", { exec: () => ({ status: 0 }) });
+   * using client = await connect("doc-stats");
+   * await client.execute(1, { completion: () => {} });
+   * const { commands, latency } = client.stats();
+   * console.log(`${commands} command, median ${latency.p50} µs`);
+   * ```
+   */
+  stats(): Stats {
+    return readStats(this.#handle === null ? this.#stats : this.#snapshot(this.#handle));
+  }
+
+  #snapshot(handle: Handle): Float64Array {
+    native.clientStats(handle, this.#stats);
+    return this.#stats;
+  }
+
   /** Same as {@linkcode Client.close}. */
   [Symbol.dispose](): void {
     this.close();
@@ -419,6 +587,15 @@ export class Client {
   [Symbol.asyncDispose](): Promise<void> {
     this.close();
     return Promise.resolve();
+  }
+}
+
+/** Runs `completion` for a command that failed with library status `status`. */
+function failed(o: ExecuteOptions<unknown>, status: number): void {
+  try {
+    o.completion?.({ status, length: 0, output: new Uint8Array(0) }, o.context);
+  } catch {
+    // The Promise rejects with the library failure either way.
   }
 }
 

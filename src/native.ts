@@ -17,6 +17,27 @@ export const NOWHERE = 0xffff_ffff;
 /** A spin budget meaning "the core's default". */
 export const DEFAULT_SPIN = -1;
 
+/** Where each figure sits in a counters snapshot (`stats::word` in core-rs/src/stats.rs). */
+export const STATS = {
+  COMMANDS: 0,
+  FINISHED: 1,
+  BYTES_IN: 2,
+  BYTES_OUT: 3,
+  BACKUP: 4,
+  TIMED: 5,
+  P50: 6,
+  P90: 7,
+  P99: 8,
+  MAX: 9,
+  CONNECTIONS: 10,
+  WORKERS: 11,
+  QUIESCING: 12,
+  /** The first failure counter; failure `s` (< 0) is at `FAILURES - s`. */
+  FAILURES: 16,
+  /** Words in a snapshot. */
+  LEN: 32,
+} as const;
+
 /** Hub event kinds (`EVENT_*` in core-rs/src/surface.rs). */
 export const EVENT = { COMPLETION: 1, OPEN: 2, EXEC: 3, CLOSE: 4 } as const;
 
@@ -26,6 +47,18 @@ export const IDLE = { EVENTS: 0, IDLE: 1, SPENT: 2 } as const;
 declare const handleBrand: unique symbol;
 /** A client or server as the runtime names it (a pointer in Deno, a number in Node). */
 export type Handle = { readonly [handleBrand]: true };
+
+/** A pool worker, as the runtime started it (see `pool.ts`). */
+export interface WorkerPort {
+  /** Sends a message (a structured clone; throws when it cannot be cloned). */
+  post(message: unknown): void;
+  /** Receives its messages. */
+  onMessage(receive: (message: unknown) => void): void;
+  /** Learns of an error it did not catch (it is then unusable). */
+  onError(receive: (error: string) => void): void;
+  /** Stops it at once. */
+  terminate(): void;
+}
 
 /** Which doorbell wakes the event loop when the core queues events for an idle thread. */
 export type Doorbell = "napi" | "wait";
@@ -102,9 +135,20 @@ export function eventView(words: Uint32Array): HubEventView {
  */
 export class Mapping {
   readonly view: Uint8Array;
+  readonly #release: (() => void) | undefined;
 
-  constructor(view: Uint8Array) {
+  /** `release`, if given, unmaps the segment at once (else: when the view is collected). */
+  constructor(view: Uint8Array, release?: () => void) {
     this.view = view;
+    this.#release = release;
+  }
+
+  /**
+   * Gives the segment back now rather than when the view is collected: for a thread about to
+   * end (a pool worker), whose collector would never run. No view of it may be used after.
+   */
+  release(): void {
+    this.#release?.();
   }
 
   /**
@@ -149,7 +193,7 @@ export interface Native {
     outputCapacity: number,
     mode: number,
   ): number;
-  /** Where {@linkcode Native.clientBegin} put the areas: offsets in the segment, or {@linkcode NOWHERE}. */
+  /** Where {@linkcode Native.clientBegin} put the command: input and output offsets in the segment, then its slot; {@linkcode NOWHERE} on the backup path. */
   readonly begunAt: Uint32Array;
   /** Copies `input` into a backup-path ticket's input area. */
   ticketWriteInput(ticket: number, input: Uint8Array): void;
@@ -161,6 +205,10 @@ export interface Native {
   callLength(): number;
   /** Sends; the finished ticket comes back as a hub completion with `token`. */
   clientSubmit(client: Handle, ticket: number, token: number): void;
+  /** Withdraws the submitted command in `slot` unless the server took it; true if it did (its completion, `CANCELLED`, still comes). */
+  clientWithdraw(client: Handle, slot: number): boolean;
+  /** Copies the client's counters into `into` (positions in {@linkcode STATS}). */
+  clientStats(client: Handle, into: Float64Array): void;
   /** Frees a ticket and gives its slot back. */
   ticketFree(ticket: number): void;
   /** Closes the connection and frees the handle. */
@@ -170,6 +218,12 @@ export interface Native {
   serverServe(icId: string, dir: string | undefined, spinNs: number, id: number): Handle;
   /** Answers an open: 0 accepts, a negative status refuses. */
   serverOpened(server: Handle, conn: number, status: number): void;
+  /** Copies the server's counters into `into` (positions in {@linkcode STATS}). */
+  serverStats(server: Handle, into: Float64Array): void;
+  /** Records the pool's size and whether the server quiesces, which its counters report. */
+  serverNote(server: Handle, workers: number, quiescing: boolean): void;
+  /** Takes a command to run it; false (and the command answered `CANCELLED` and freed) when its client withdrew it. */
+  commandTake(command: number): boolean;
   /** Answers a command (copying `output` into its area first, when given) and frees it. */
   commandFinish(command: number, status: number, length: number, output: Uint8Array | null): void;
   /** The segment of an in-segment command, mapped for as long as the returned view is reachable. */
@@ -201,6 +255,9 @@ export interface Native {
   hubWait(timeoutNs: number): Promise<number>;
   /** Ends a pending {@linkcode Native.hubWait}. */
   hubInterrupt(): void;
+
+  /** Starts a pool worker of this runtime, which binds the core and runs `runWorker` (`worker.ts`). */
+  startWorker(): WorkerPort;
 }
 
 /** A path the runtime tried to load the core from, and why that failed. */

@@ -4,53 +4,36 @@
  * @module
  */
 
+import {
+  type Answerer,
+  backupOf,
+  commandOf,
+  type ConnInfo,
+  type Exec,
+  type ExecResult,
+  runExec,
+  type ServerCommand,
+} from "./exec.ts";
 import * as hub from "./hub.ts";
-import { EVENT, type Handle, type Mapping, native } from "./native.ts";
+import { EVENT, type Handle, type Mapping, native, STATS } from "./native.ts";
+import { type Job, Pool, POOL_LOAD_MS } from "./pool.ts";
+import { readServerStats, type ServerStats } from "./stats.ts";
 import { Status } from "./status.ts";
 import { checkIcId, checkSocketDir, spinNanos } from "./validate.ts";
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 
-/** Who a connection is with. */
-export interface ConnInfo {
-  /** The server's id for this connection. */
-  id: number;
-  /** The client process's id. */
-  pid: number;
-  /** The client process's user id. */
-  uid: number;
-}
-
-/** One command, as a handler sees it. */
-export interface ServerCommand {
-  /** The operation code. */
-  code: number;
-  /** The input area: a view of shared memory (a copy on the backup path). */
-  input: Uint8Array;
-  /** The output area, as long as its capacity. */
-  output: Uint8Array;
-}
-
-/**
- * What `exec` answers: the output status (default 0) and length (default 0). A status outside
- * 0 to 2^31 - 1 or a length that is not an integer from 0 to 2^32 - 1 fails the command with
- * `HANDLER_FAILED`; a length beyond the output capacity fails it with `OUTPUT_OVERFLOW`.
- */
-export interface ExecResult {
-  /** The output status, the server's own (>= 0). */
-  status?: number;
-  /** The number of output bytes written. */
-  length?: number;
-}
+export type { ConnInfo, ExecResult, ServerCommand };
 
 /** A server's handlers. `C` is the user context `open` returns. */
 export interface Handlers<C> {
   /** A client connected; the value (or what its Promise resolves to) is the connection's context. Throwing refuses the client. */
   open?: (conn: ConnInfo) => C | Promise<C>;
-  /** One command; a throw or rejection fails that command with `HANDLER_FAILED`. */
-  exec: (
-    command: ServerCommand,
-    conn: ConnInfo,
-    context: C,
-  ) => ExecResult | void | Promise<ExecResult | void>;
+  /**
+   * One command run inline (on the server's thread); a throw or rejection fails that command
+   * with `HANDLER_FAILED`. Commands run by the pool go to its module's `exec` instead.
+   */
+  exec: Exec<C>;
   /** The connection ended, after its commands drained; once per `open`. */
   close?: (conn: ConnInfo, context: C) => void;
 }
@@ -59,23 +42,51 @@ export interface Handlers<C> {
 export interface ServeOptions {
   /** The socket directory; see {@linkcode ConnectOptions.socketDir}. */
   socketDir?: string;
-  /** How long a connection's thread spins for the next command before it sleeps, in µs. */
+  /**
+   * How long a connection's thread spins for the next command before it sleeps, in µs
+   * (default 50; 0 with a pool, whose workers need the cores).
+   */
   spinMicros?: number;
+  /**
+   * Workers in the server's pool (default 0: no pool). Each loads {@linkcode ServeOptions.module}
+   * and runs the commands sent to the pool, in parallel with the server's thread: Web Workers
+   * in Deno, `worker_threads` in Node.js. At most {@linkcode MAX_WORKERS}.
+   */
+  workers?: number;
+  /**
+   * The handler module of the pool (required with `workers`): a URL, or a file path, of a
+   * module that exports `exec(command, conn, context)` — the same contract as
+   * {@linkcode Handlers.exec}. `context` is a structured clone of what `open` returned, made
+   * once per connection for each worker that runs its commands: changes to it stay in that
+   * worker, and a context that cannot be cloned fails the connection's pool commands with
+   * `HANDLER_FAILED`.
+   */
+  module?: string | URL;
+  /**
+   * Where a command runs when it does not choose (its `inline` option): `true` on the server's
+   * thread, `false` on the pool. Default: the pool when there is one. Without a pool every
+   * command runs inline.
+   */
+  inline?: boolean;
 }
+
+/** The most workers a pool may have. */
+export const MAX_WORKERS = 64;
 
 interface Connection<C> {
   info: ConnInfo;
   context: C;
   /** The client's segment, viewed once per connection. */
   segment: Mapping | undefined;
-  /** Commands handed to `exec` and not yet answered. */
+  /** Commands handed to `exec` (or to the pool) and not yet answered. */
   pending: number;
   /** `close` is due once `pending` is 0 (the server was closed meanwhile). */
   closeWhenDrained: boolean;
 }
 
-const I32_MAX = 0x7fff_ffff;
-const U32_MAX = 0xffff_ffff;
+/** The mode flags of an exec event (`slot::FLAG_*` in core-rs). */
+const FLAG_INLINE = 1;
+const FLAG_WORKER = 2;
 
 /**
  * A running server. Create one with {@linkcode serve}.
@@ -100,14 +111,34 @@ export class Server<C = unknown> {
   readonly #connections = new Map<number, Connection<C>>();
   readonly #icId: string;
   readonly #key: string;
+  /** Whether a command that does not choose runs inline. */
+  readonly #inline: boolean;
+  #pool: Pool | undefined;
+  /** Commands handed to `exec` or the pool and not yet answered, over all connections. */
+  #inProgress = 0;
+  #quiescing = false;
+  /** Resolves `quiesce()` once nothing is in progress. */
+  #quiesced: (() => void) | undefined;
+  readonly #stats = new Float64Array(STATS.LEN);
+  /** How the inline path answers: through `#answer`, with the connection as the tag. */
+  readonly #answerer: Answerer<Connection<C>> = {
+    answer: (conn, command, status, length, from) =>
+      this.#answer(conn, command, status, length, from),
+    async: hub.needTurn,
+  };
 
   /** @internal Use {@linkcode serve}. */
   constructor(icId: string, handlers: Handlers<C>, options: ServeOptions) {
     this.#icId = icId;
     this.#handlers = handlers;
+    this.#inline = options.inline ?? !(options.workers! > 0);
     this.#id = hub.register(this);
     try {
-      const spin = spinNanos(options.spinMicros);
+      // A server with a pool leaves the cores to its workers: its connections' threads sleep
+      // as soon as their ring is empty, unless asked to spin.
+      const spin = options.spinMicros === undefined && options.workers! > 0
+        ? 0
+        : spinNanos(options.spinMicros);
       this.#handle = native.serverServe(icId, options.socketDir, spin, this.#id);
     } catch (e) {
       hub.unregister(this.#id);
@@ -116,6 +147,22 @@ export class Server<C = unknown> {
     this.#key = hub.endpointKey(icId, options.socketDir);
     hub.served.add(this.#key);
     hub.hold();
+  }
+
+  /** @internal Starts the pool; the server closes if it cannot. */
+  async startPool(workers: number, module: string): Promise<void> {
+    try {
+      this.#pool = await Pool.start(workers, module, {
+        connection: (conn) => this.#connections.get(conn),
+        finished: (job) => this.#finished(job.conn),
+      }, POOL_LOAD_MS);
+    } catch (e) {
+      await this.close();
+      throw e;
+    }
+    // Closed while the workers loaded.
+    if (this.#handle === null) await this.#pool.close();
+    else native.serverNote(this.#handle, workers, this.#quiescing);
   }
 
   /** The ic id served. */
@@ -137,6 +184,10 @@ export class Server<C = unknown> {
   }
 
   #open(token: number, info: ConnInfo): void {
+    if (this.#quiescing) {
+      native.serverOpened(this.#handle!, token, Status.SERVER_QUIESCING);
+      return;
+    }
     const accept = (context: C) => {
       const handle = this.#handle;
       if (handle === null) return;
@@ -166,75 +217,67 @@ export class Server<C = unknown> {
   #exec(token: number): void {
     const e = native.event;
     const command = e.handle;
+    if (this.#quiescing) {
+      // It does not run, and the client may send it again elsewhere (one its client
+      // withdrew meanwhile is answered CANCELLED by the take).
+      if (native.commandTake(command)) {
+        native.commandFinish(command, Status.SERVER_QUIESCING, 0, null);
+      }
+      return;
+    }
     const conn = this.#connections.get(token);
     if (conn === undefined) {
       native.commandFinish(command, Status.HANDLER_FAILED, 0, null);
       return;
     }
-    let input: Uint8Array | undefined;
-    let output: Uint8Array | undefined;
-    if (e.inSegment) {
-      try {
-        conn.segment ??= native.commandSegment(command);
-      } catch {
-        // The runtime could not view the segment: the command fails, the server goes on.
-        native.commandFinish(command, Status.HANDLER_FAILED, 0, null);
-        return;
-      }
-      input = conn.segment.at(e.inputOffset, e.inputLength);
-      output = conn.segment.at(e.outputOffset, e.outputLength);
+    const flags = e.pid;
+    if (
+      this.#pool !== undefined &&
+      (flags === FLAG_WORKER || (flags !== FLAG_INLINE && !this.#inline))
+    ) {
+      conn.pending++;
+      this.#inProgress++;
+      hub.offload(1);
+      this.#pool.submit(
+        {
+          command,
+          code: e.code >>> 0,
+          conn: token,
+          inSegment: e.inSegment,
+          inputOffset: e.inputOffset,
+          outputOffset: e.outputOffset,
+          inputLength: e.inputLength,
+          outputLength: e.outputLength,
+        } satisfies Job,
+      );
+      return;
     }
-    let backup: Uint8Array | null = null;
-    if (input === undefined || output === undefined) {
-      // The backup path: the command's buffers live only until it is finished, so the
-      // handler gets arrays of its own; the output is copied back at finish.
-      input = new Uint8Array(e.inputLength);
-      native.commandReadInput(command, input);
-      output = backup = new Uint8Array(e.outputLength);
-    }
-    const cmd: ServerCommand = { code: e.code >>> 0, input, output };
-    conn.pending++;
-    let r: ExecResult | void | Promise<ExecResult | void>;
+    // Taken here, just before it runs: until now its client could still withdraw it.
+    if (!native.commandTake(command)) return;
+    let cmd: ServerCommand | undefined;
     try {
-      r = this.#handlers.exec(cmd, conn.info, conn.context);
+      if (e.inSegment) conn.segment ??= native.commandSegment(command);
+      cmd = commandOf(command, e.code >>> 0, e, conn.segment);
     } catch {
-      this.#answer(conn, command, Status.HANDLER_FAILED, 0, null);
+      // The runtime could not view the segment: the command fails, the server goes on.
+      cmd = undefined;
+    }
+    if (cmd === undefined) {
+      native.commandFinish(command, Status.HANDLER_FAILED, 0, null);
       return;
     }
-    if (!(r instanceof Promise)) {
-      // The common case, with no closure made: answered before anything else runs.
-      this.#settle(conn, command, r, backup);
-      return;
-    }
-    hub.needTurn();
-    // Exactly once, whatever the Promise does: resolve, reject, or resolve with nonsense.
-    let answered = false;
-    const settle = (r: ExecResult | void) => {
-      if (answered) return;
-      answered = true;
-      this.#settle(conn, command, r, backup);
-    };
-    const fail = () => {
-      if (answered) return;
-      answered = true;
-      this.#answer(conn, command, Status.HANDLER_FAILED, 0, null);
-    };
-    r.then(settle, fail).catch(fail);
-  }
-
-  /** Answers with what `exec` returned, if it makes sense, else with HANDLER_FAILED. */
-  #settle(
-    conn: Connection<C>,
-    command: number,
-    r: ExecResult | void,
-    backup: Uint8Array | null,
-  ): void {
-    const status = r?.status ?? 0;
-    const length = r?.length ?? 0;
-    const valid = Number.isInteger(status) && status >= 0 && status <= I32_MAX &&
-      Number.isInteger(length) && length >= 0 && length <= U32_MAX;
-    if (valid) this.#answer(conn, command, status, length, backup);
-    else this.#answer(conn, command, Status.HANDLER_FAILED, 0, null);
+    conn.pending++;
+    this.#inProgress++;
+    runExec(
+      this.#handlers.exec,
+      cmd,
+      conn.info,
+      conn.context,
+      command,
+      backupOf(),
+      this.#answerer,
+      conn,
+    );
   }
 
   /** Finishes a command (exactly once), then runs `close` if it was the last one due. */
@@ -246,19 +289,48 @@ export class Server<C = unknown> {
     from: Uint8Array | null,
   ): void {
     native.commandFinish(command, status, length, from);
-    if (--conn.pending === 0 && conn.closeWhenDrained) this.#runClose(conn);
+    this.#ended(conn);
   }
+
+  /** A pool command of connection `token` ended. */
+  #finished(token: number): void {
+    hub.offload(-1);
+    const conn = this.#connections.get(token) ?? this.#closing.get(token);
+    if (conn !== undefined) this.#ended(conn);
+    else this.#settleOne();
+  }
+
+  /** One of `conn`'s commands ended. */
+  #ended(conn: Connection<C>): void {
+    if (--conn.pending === 0 && conn.closeWhenDrained) this.#runClose(conn);
+    this.#settleOne();
+  }
+
+  #settleOne(): void {
+    if (--this.#inProgress === 0 && this.#quiesced !== undefined) {
+      const quiesced = this.#quiesced;
+      this.#quiesced = undefined;
+      quiesced();
+    }
+  }
+
+  /** Connections that ended with commands still in progress, until they drain. */
+  readonly #closing = new Map<number, Connection<C>>();
 
   #close(token: number): void {
     const conn = this.#connections.get(token);
     if (conn === undefined) return;
     this.#connections.delete(token);
     // `close` runs after the connection's commands have drained (SPEC.md §3).
-    if (conn.pending > 0) conn.closeWhenDrained = true;
-    else this.#runClose(conn);
+    if (conn.pending > 0) {
+      conn.closeWhenDrained = true;
+      this.#closing.set(token, conn);
+    } else this.#runClose(conn);
   }
 
   #runClose(conn: Connection<C>): void {
+    this.#closing.delete(conn.info.id);
+    this.#pool?.connectionClosed(conn.info.id);
     try {
       this.#handlers.close?.(conn.info, conn.context);
     } catch {
@@ -267,22 +339,88 @@ export class Server<C = unknown> {
   }
 
   /**
-   * Stops the server: no new clients; connections end (their clients see `PEER_TERMINATED`);
-   * the socket is removed. Idempotent.
+   * Stops taking work, for a restart or an upgrade without failed work (SPEC.md §7): from now
+   * on new commands are answered `SERVER_QUIESCING` without running (their clients may send
+   * them again, to this server's successor) and new clients are refused with it. Resolves once
+   * every command already taken has been answered. Commands waiting for a pool worker when it
+   * is called still run. Idempotent.
+   *
+   * Commands still on their way when {@linkcode Server.close} runs fail with
+   * `PEER_TERMINATED`, as with any server that goes away, and their clients cannot tell
+   * whether they ran. So close once the clients have moved on — a client that gets
+   * `SERVER_QUIESCING` stops sending, lets its outstanding commands settle and closes its
+   * connection — that is, once `stats().connections` is 0, or after a grace period.
+   *
+   * @example A restart that fails no accepted command
+   * ```ts
+   * import { serve } from "../mod.ts";
+   *
+   * const old = await serve("doc-quiesce", { exec: () => ({ status: 0 }) });
+   * await old.quiesce(); // clients now get SERVER_QUIESCING and move on
+   * await old.close();
+   * await using _next = await serve("doc-quiesce", { exec: () => ({ status: 1 }) });
+   * ```
+   */
+  quiesce(): Promise<void> {
+    if (!this.#quiescing && this.#handle !== null) {
+      native.serverNote(this.#handle, this.#pool?.size ?? 0, true);
+    }
+    this.#quiescing = true;
+    if (this.#inProgress === 0) return Promise.resolve();
+    const already = this.#drained;
+    if (already !== undefined) return already;
+    return this.#drained = new Promise<void>((resolve) => {
+      this.#quiesced = () => {
+        this.#drained = undefined;
+        resolve();
+      };
+    });
+  }
+
+  #drained: Promise<void> | undefined;
+
+  /** Whether {@linkcode Server.quiesce} was called. */
+  get quiescing(): boolean {
+    return this.#quiescing;
+  }
+
+  /**
+   * The server's counters over every connection: commands, bytes, commands in progress,
+   * backup-path commands, failures by status (`SERVER_QUIESCING`, `CANCELLED`,
+   * `HANDLER_FAILED`, …), and the time from receiving a command to answering it. After
+   * {@linkcode Server.close}, those at the close.
+   */
+  stats(): ServerStats {
+    if (this.#handle !== null) native.serverStats(this.#handle, this.#stats);
+    return readServerStats(this.#stats);
+  }
+
+  /**
+   * Stops the server: no new clients; connections end (their clients see `PEER_TERMINATED`
+   * for commands still outstanding); the pool's workers stop, failing the commands they held
+   * with `CLOSED`; the socket is removed. Call {@linkcode Server.quiesce} first to fail none.
+   * Resolves once the pool's workers have stopped. Idempotent.
    */
   close(): Promise<void> {
     if (this.#handle !== null) {
+      let stopped = Promise.resolve();
       const handle = this.#handle;
+      native.serverStats(handle, this.#stats);
       this.#handle = null;
       native.serverFree(handle);
       hub.served.delete(this.#key);
+      if (this.#pool !== undefined) stopped = this.#pool.close();
       // Closes of connections that were open: the core delivers them, but to no one now.
       for (const [token] of this.#connections) this.#close(token);
       hub.unregister(this.#id);
       hub.release();
+      this.#stopped = stopped;
     }
-    return Promise.resolve();
+    return this.#stopped;
   }
+
+  /** Settles once `close` is done. */
+  #stopped = Promise.resolve();
 
   /** Same as {@linkcode Server.close}. */
   [Symbol.asyncDispose](): Promise<void> {
@@ -292,14 +430,16 @@ export class Server<C = unknown> {
 
 /**
  * Serves `icId`: clients connecting to it run `handlers.open`, their commands run
- * `handlers.exec`, and `handlers.close` runs once per connection when it ends.
+ * `handlers.exec` (or the pool's module), and `handlers.close` runs once per connection when
+ * it ends.
  *
  * @param icId The name to serve: 1 to 100 characters of `A-Z a-z 0-9 . _ -`.
  * @param handlers `open`, `exec` and `close`.
- * @param options The socket directory, the spin budget.
- * @returns The running server.
+ * @param options The socket directory, the spin budget, the pool.
+ * @returns The running server, once its pool's workers (if any) loaded their module.
  * @throws {IpcError} `ALREADY_SERVED` when a live server has `icId`, `PERMISSION_DENIED`, …
  * @throws {TypeError | RangeError} On a bad argument, naming it.
+ * @throws {Error} When a pool worker cannot load `module`, naming it and why.
  *
  * @example A server whose context counts each connection's commands
  * ```ts
@@ -318,31 +458,59 @@ export class Server<C = unknown> {
  * await server.close();
  * ```
  */
-export function serve<C = unknown>(
+export async function serve<C = unknown>(
   icId: string,
   handlers: Handlers<C>,
   options: ServeOptions = {},
 ): Promise<Server<C>> {
-  try {
-    checkIcId(icId);
-    checkSocketDir(options.socketDir);
-    spinNanos(options.spinMicros);
-    if (typeof handlers !== "object" || handlers === null) {
-      throw new TypeError(
-        `handlers must be an object, received ${handlers === null ? "null" : typeof handlers}`,
-      );
-    }
-    if (typeof handlers.exec !== "function") {
-      throw new TypeError(`handlers.exec must be a function, received ${typeof handlers.exec}`);
-    }
-    for (const name of ["open", "close"] as const) {
-      const f = handlers[name];
-      if (f !== undefined && typeof f !== "function") {
-        throw new TypeError(`handlers.${name} must be a function, received ${typeof f}`);
-      }
-    }
-    return Promise.resolve(new Server(icId, handlers, options));
-  } catch (e) {
-    return Promise.reject(e);
+  checkIcId(icId);
+  checkSocketDir(options.socketDir);
+  spinNanos(options.spinMicros);
+  if (typeof handlers !== "object" || handlers === null) {
+    throw new TypeError(
+      `handlers must be an object, received ${handlers === null ? "null" : typeof handlers}`,
+    );
   }
+  if (typeof handlers.exec !== "function") {
+    throw new TypeError(`handlers.exec must be a function, received ${typeof handlers.exec}`);
+  }
+  for (const name of ["open", "close"] as const) {
+    const f = handlers[name];
+    if (f !== undefined && typeof f !== "function") {
+      throw new TypeError(`handlers.${name} must be a function, received ${typeof f}`);
+    }
+  }
+  const module = checkPool(options);
+  const server = new Server(icId, handlers, options);
+  if (module !== undefined) await server.startPool(options.workers!, module);
+  return server;
+}
+
+/** Checks the pool's options; returns the module's URL when there is a pool. */
+function checkPool(options: ServeOptions): string | undefined {
+  const { workers = 0, module, inline } = options;
+  if (!Number.isInteger(workers) || workers < 0 || workers > MAX_WORKERS) {
+    throw new RangeError(
+      `workers must be an integer from 0 to ${MAX_WORKERS}, received ${String(workers)}`,
+    );
+  }
+  if (inline !== undefined && typeof inline !== "boolean") {
+    throw new TypeError(`inline must be a boolean, received ${typeof inline}`);
+  }
+  if (workers === 0) {
+    if (module !== undefined) {
+      throw new TypeError(`module ${String(module)} needs workers: pass workers >= 1`);
+    }
+    return undefined;
+  }
+  if (module instanceof URL) return module.href;
+  if (typeof module !== "string" || module === "") {
+    throw new TypeError(
+      `module must be the URL or path of the pool's handler module, received ${
+        module === "" ? '""' : typeof module
+      }`,
+    );
+  }
+  // A URL as it is; a path, relative to the working directory, as a file URL.
+  return URL.canParse(module) ? module : pathToFileURL(resolve(module)).href;
 }

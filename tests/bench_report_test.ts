@@ -43,6 +43,32 @@ function results(): Results {
     throughput: [{ inFlight: 64, shm: 2_000_000, socket: 1_000_000, promiseFloor: 8_000_000 }],
     memoryFloor: 40,
     load: [],
+    pool: [
+      { handler: "cpu", workers: 0, perSecond: 2000, low: 1900, high: 2100, p50: 4000, p99: 9000 },
+      { handler: "cpu", workers: 1, perSecond: 1800, low: 1700, high: 1850, p50: 4400, p99: 8000 },
+      { handler: "cpu", workers: 2, perSecond: 3400, low: 3300, high: 3500, p50: 2300, p99: 5000 },
+      {
+        handler: "echo",
+        workers: 0,
+        perSecond: 400_000,
+        low: 390_000,
+        high: 410_000,
+        p50: 15,
+        p99: 60,
+        one: { p50: 3.5, p99: 20 },
+      },
+      {
+        handler: "echo",
+        workers: 2,
+        perSecond: 10_000,
+        low: 9_000,
+        high: 11_000,
+        p50: 150,
+        p99: 400,
+        one: { p50: 40, p99: 250 },
+      },
+    ],
+    poolSetup: { inFlight: 8, workMicros: 480, rounds: 5, ceiling: 1.95, others: 0.25 },
     rust: [
       { scenario: "futex ping-pong, sleeping", p50: 10, p99: 20 },
       { scenario: "shmcall rust, sleeping, 64 B", p50: 16, p99: 30 },
@@ -141,4 +167,47 @@ Deno.test("the bench chart draws one line per scenario, with a point per payload
     assert.ok(svg.includes(s), s);
   }
   assert.deepEqual([64, 4096, 1 << 20].map(sizeName), ["64 B", "4 KiB", "1 MiB"]);
+});
+
+Deno.test("the bench report shows the worker pool's rates against inline and judges the pool's gain", () => {
+  const md = markdown(results());
+  const lines = md.split("\n");
+  const heading = lines.findIndex((l) => l.startsWith("### Worker pool"));
+  assert.ok(heading > 0, "a pool table");
+  assert.match(lines[heading]!, /8 asynchronous commands in flight/);
+  assert.match(lines[heading + 2]!, /slowest–fastest of 5 rounds/);
+  const table = lines.slice(heading + 4, lines.indexOf("", heading + 4));
+  // Each row's rate (its range), × its own handler's inline rate, p50 and p99 with 8 in
+  // flight, and one in flight where measured.
+  assert.deepEqual(table, [
+    "| CPU-bound JS, 0.48 ms | inline (no pool) | 2000 (1900–2100) | — | 4000.00 | 9000.00 |  |",
+    "| CPU-bound JS, 0.48 ms | pool of 1 worker | 1800 (1700–1850) | **0.9×** | 4400.00 | 8000.00 |  |",
+    "| CPU-bound JS, 0.48 ms | pool of 2 workers | 3400 (3300–3500) | **1.7×** | 2300.00 | 5000.00 |  |",
+    "| echo, 64 B | inline (no pool) | 400000 (390000–410000) | — | 15.00 | 60.00 | 3.50 (20.00) |",
+    "| echo, 64 B | pool of 2 workers | 10000 (9000–11000) | **0.025×** | 150.00 | 400.00 | 40.00 (250.00) |",
+  ]);
+  const row = (target: string) => lines.find((l) => l.startsWith(`| ${target}`));
+  assert.match(row("CPU-bound handler, commands in flight: a pool of 2")!, /\| 1\.7× \| yes \|$/);
+  assert.match(
+    row("… the ceiling of that ratio: the same work in 2 Web Workers")!,
+    /\| 1\.9× \| — \|$/,
+  );
+  assert.ok(md.includes("other processes used 0.25 CPU on average"));
+});
+
+Deno.test("the bench report judges the pool's gain below its aim, and says when the pool was not run", () => {
+  const r = results();
+  r.pool = r.pool.map((p) =>
+    p.handler === "cpu" && p.workers === 2 ? { ...p, perSecond: 2800 } : p
+  );
+  const row = (md: string, target: string) =>
+    md.split("\n").find((l) => l.startsWith(`| ${target}`));
+  const target = "CPU-bound handler, commands in flight: a pool of 2";
+  assert.match(row(markdown(r), target)!, /\| 1\.4× \| \*\*no\*\* \|$/);
+  r.pool = [];
+  delete r.poolSetup;
+  const md = markdown(r);
+  assert.match(row(md, target)!, /\| not run \| — \|$/);
+  assert.equal(row(md, "… the ceiling of that ratio: the same work"), undefined);
+  assert.ok(!md.includes("### Worker pool"), "no pool table");
 });

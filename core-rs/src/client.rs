@@ -39,6 +39,7 @@ use crate::segment::{
 };
 use crate::server::Poller;
 use crate::slot::{Area, Mode, Request};
+use crate::stats::Stats;
 use crate::status::{Error, Status};
 use crate::wire::{self, Message};
 
@@ -100,6 +101,8 @@ struct SlotState {
     status: AtomicI32,
     output_len: AtomicU32,
     asynchronous: AtomicBool,
+    /// When the command went out ([`crate::stats::now_ns`]), for the round-trip histogram.
+    sent_at: AtomicU64,
     pending: Mutex<Option<(Ticket, Completion)>>,
 }
 
@@ -112,6 +115,7 @@ struct Backup {
     status: AtomicI32,
     output_len: AtomicU32,
     output: Mutex<Option<Vec<u8>>>,
+    sent_at: AtomicU64,
     pending: Mutex<Option<(Ticket, Completion)>>,
 }
 
@@ -133,6 +137,11 @@ struct Conn {
     endpoint: Endpoint,
     /// The server's process id (from the socket's credentials).
     server_pid: i32,
+    /// Whether the server takes commands through the slot header's claim word (protocol
+    /// 1.1), so that one it has not taken can be withdrawn.
+    withdrawable: bool,
+    /// Commands, bytes, failures and round trips of this connection.
+    stats: Stats,
     segment: Arc<Segment>,
     cs: Ring,
     sc: Ring,
@@ -244,6 +253,8 @@ impl Conn {
         // Read before DONE is published: from then on the owner may free the slot and another
         // command may take it, with another `asynchronous`.
         let asynchronous = st.asynchronous.load(Ordering::Relaxed);
+        self.stats
+            .finish(st.sent_at.load(Ordering::Relaxed), status, len);
         st.status.store(status, Ordering::Relaxed);
         st.output_len.store(len, Ordering::Relaxed);
         // Release: a thread that sees DONE sees the result above.
@@ -265,6 +276,11 @@ impl Conn {
             return;
         }
         let asynchronous = b.asynchronous.load(Ordering::Relaxed);
+        self.stats.finish(
+            b.sent_at.load(Ordering::Relaxed),
+            status,
+            output.len() as u32,
+        );
         b.status.store(status, Ordering::Relaxed);
         b.output_len.store(output.len() as u32, Ordering::Relaxed);
         *lock(&b.output) = Some(output);
@@ -629,8 +645,8 @@ impl Client {
             ),
             other => Error::from(other),
         })?;
-        match answer {
-            Message::Welcome { major, .. } if major == options.protocol_major => {}
+        let minor = match answer {
+            Message::Welcome { major, minor, .. } if major == options.protocol_major => minor,
             Message::Welcome { major, minor, .. } => {
                 return Err(Error::new(
                     Status::VersionMismatch,
@@ -652,7 +668,7 @@ impl Client {
                     format!("the server of '{ic_id}' answered the hello with an unexpected frame"),
                 ));
             }
-        }
+        };
         channel::set_handshake_timeout(&stream, None)?;
         let free = std::array::from_fn(|c| {
             let cl = layout.classes[c];
@@ -667,6 +683,8 @@ impl Client {
             ic_id: ic_id.to_string(),
             endpoint: endpoint.clone(),
             server_pid: server.pid,
+            withdrawable: minor >= 1,
+            stats: Stats::default(),
             cs: segment.cs_ring(),
             sc: segment.sc_ring(),
             slots: (0..layout.slot_count())
@@ -759,6 +777,11 @@ impl Client {
         self.conn.segment.clone()
     }
 
+    /// This connection's counters (see [`Stats::snapshot`]).
+    pub fn stats(&self) -> &Stats {
+        &self.conn.stats
+    }
+
     /// Whether the connection ended (closed here, server gone, or protocol broken).
     pub fn is_closed(&self) -> bool {
         self.conn.is_ended()
@@ -814,6 +837,7 @@ impl Client {
                     status: AtomicI32::new(0),
                     output_len: AtomicU32::new(0),
                     output: Mutex::new(None),
+                    sent_at: AtomicU64::new(0),
                     pending: Mutex::new(None),
                 }),
             },
@@ -835,6 +859,11 @@ impl Client {
         let st = &conn.slots[slot.index as usize];
         conn.segment.header(slot).write_request(&request);
         st.asynchronous.store(asynchronous, Ordering::Relaxed);
+        // Relaxed: read back by `complete_slot` after the SeqCst state store below.
+        st.sent_at.store(
+            conn.stats.start(request.input_len, false),
+            Ordering::Relaxed,
+        );
         if asynchronous {
             // SeqCst: see `give_up_role`.
             conn.async_in_ring.fetch_add(1, Ordering::SeqCst);
@@ -854,8 +883,11 @@ impl Client {
     }
 
     /// Registers a backup command and sends its frame.
-    fn submit_backup(&self, record: &Arc<Backup>, frame: Vec<u8>) {
+    fn submit_backup(&self, record: &Arc<Backup>, frame: Vec<u8>, input_len: u32) {
         let conn = &self.conn;
+        record
+            .sent_at
+            .store(conn.stats.start(input_len, true), Ordering::Relaxed);
         record.state.store(SUBMITTED, Ordering::SeqCst);
         lock(&conn.backups).insert(record.token, record.clone());
         // The same ordering argument as for slots: `end` drains the map after setting `ended`.
@@ -930,7 +962,7 @@ impl Client {
                     ticket.output_cap,
                     input,
                 );
-                self.submit_backup(record, frame);
+                self.submit_backup(record, frame, ticket.input_len);
                 conn.waiters
                     .wait_until(conn.spin, || record.state.load(Ordering::Acquire) == DONE);
             }
@@ -972,12 +1004,33 @@ impl Client {
                     input,
                 );
                 let record = record.clone();
+                let input_len = ticket.input_len;
                 record.asynchronous.store(true, Ordering::Relaxed);
                 *lock(&record.pending) = Some((ticket, completion));
-                self.submit_backup(&record, frame);
+                self.submit_backup(&record, frame, input_len);
             }
         }
         Ok(())
+    }
+
+    /// Withdraws the asynchronous command in slot `index` if the server has not taken it yet;
+    /// returns whether it did. The command then never runs: the server answers it
+    /// `CANCELLED` when it reaches it, and its completion runs then, as for any answer (the
+    /// slot stays the server's until that answer comes back). False when it was taken, has
+    /// finished, travels the backup path (no slot), or the server speaks protocol 1.0.
+    ///
+    /// The caller must hold the command's ticket unanswered (the C surface's callers hold its
+    /// completion): the slot cannot then be reused meanwhile, so `index` names this command.
+    pub fn withdraw(&self, index: u32) -> bool {
+        let conn = &self.conn;
+        let Some(st) = conn.slots.get(index as usize) else {
+            return false;
+        };
+        if !conn.withdrawable || conn.is_ended() || st.state.load(Ordering::Acquire) != SUBMITTED {
+            return false;
+        }
+        let slot = conn.segment.layout().slot(index);
+        conn.segment.header(slot).withdraw()
     }
 
     fn check_own(&self, ticket: &Ticket) -> Result<(), Error> {
@@ -1078,6 +1131,14 @@ impl Ticket {
     /// Whether the command travels over the backup path.
     pub fn is_backup(&self) -> bool {
         matches!(self.kind, Kind::Backup { .. })
+    }
+
+    /// The index of the command's slot, `None` on the backup path (see [`Client::withdraw`]).
+    pub fn slot_index(&self) -> Option<u32> {
+        match self.kind {
+            Kind::Slot(slot) => Some(slot.index),
+            Kind::Backup { .. } => None,
+        }
     }
 
     fn mark_submitted(&mut self) {

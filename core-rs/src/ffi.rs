@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::hub::{HUB, Idle};
 use crate::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment};
+use crate::stats;
 use crate::status::{Error, Status};
 use crate::surface::{self, fail};
 
@@ -329,11 +330,12 @@ pub unsafe extern "C" fn shmcall_client_begin(
 
 /// [`shmcall_client_begin`] for callers that keep one view of the whole segment (JavaScript):
 /// writes the areas' offsets in the segment to `offsets[0]` (input) and `offsets[1]`
-/// (output), or `u32::MAX` to both on the backup path, whose buffers
-/// [`shmcall_ticket_write_input`] and [`shmcall_ticket_read_output`] reach.
+/// (output), and the slot's index to `offsets[2]` (for [`shmcall_client_withdraw`]); or
+/// `u32::MAX` to all three on the backup path, whose buffers [`shmcall_ticket_write_input`]
+/// and [`shmcall_ticket_read_output`] reach.
 ///
 /// # Safety
-/// `client` is a live handle; `out` is valid for a write; `offsets` for writes of two `u32`.
+/// `client` is a live handle; `out` is valid for a write; `offsets` for writes of three `u32`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_client_begin_at(
     client: *mut ClientHandle,
@@ -352,11 +354,12 @@ pub unsafe extern "C" fn shmcall_client_begin_at(
         return invalid("out or offsets is null");
     }
     match h.begin_at(code, input_len, output_cap, mode_flags) {
-        Ok((handle, input, output)) => {
-            // SAFETY: `out` is valid for a write and `offsets` for two (caller's contract).
+        Ok((handle, begun)) => {
+            // SAFETY: `out` is valid for a write and `offsets` for three (caller's contract).
             unsafe {
-                offsets.write(input);
-                offsets.add(1).write(output);
+                offsets.write(begun.input);
+                offsets.add(1).write(begun.output);
+                offsets.add(2).write(begun.slot);
                 out.write(handle);
             }
             OK
@@ -463,6 +466,92 @@ pub unsafe extern "C" fn shmcall_client_submit(
     done(h.submit(ticket, token))
 }
 
+/// Withdraws the asynchronous command in slot `slot` (from [`shmcall_client_begin_at`]) if
+/// the server has not taken it: returns 1 if it did (the command never runs; its completion,
+/// `CANCELLED`, arrives when the server answers it), 0 if not (taken, finished, on the backup
+/// path, or the server speaks protocol 1.0), or a library failure.
+///
+/// # Safety
+/// `client` is a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_client_withdraw(client: *mut ClientHandle, slot: u32) -> i32 {
+    // SAFETY: the caller promised a live handle or null.
+    let Some(h) = (unsafe { client.as_ref() }) else {
+        return invalid("client is null");
+    };
+    i32::from(h.withdraw(slot))
+}
+
+/// Writes a client's counters to `out` as `len` doubles (at most [`stats::word::LEN`]; the
+/// positions are [`stats::word`]'s).
+///
+/// # Safety
+/// `client` is a live handle; `out` is null or valid for writes of `len` doubles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_client_stats(
+    client: *mut ClientHandle,
+    out: *mut f64,
+    len: usize,
+) -> i32 {
+    // SAFETY: the caller promised a live handle or null.
+    let Some(h) = (unsafe { client.as_ref() }) else {
+        return invalid("client is null");
+    };
+    // SAFETY: `out` is null or valid for `len` doubles (caller's contract).
+    unsafe { copy_words(&h.stats(), out, len) }
+}
+
+/// Writes a server's counters to `out`, as [`shmcall_client_stats`] does.
+///
+/// # Safety
+/// `server` is a live handle; `out` is null or valid for writes of `len` doubles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_server_stats(
+    server: *mut ServerHandle,
+    out: *mut f64,
+    len: usize,
+) -> i32 {
+    // SAFETY: the caller promised a live handle or null.
+    let Some(h) = (unsafe { server.as_ref() }) else {
+        return invalid("server is null");
+    };
+    // SAFETY: `out` is null or valid for `len` doubles (caller's contract).
+    unsafe { copy_words(&h.stats(), out, len) }
+}
+
+/// Records the pool's size and whether the server quiesces (`quiescing` 0 or 1), which its
+/// counters report.
+///
+/// # Safety
+/// `server` is a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_server_note(
+    server: *mut ServerHandle,
+    workers: u32,
+    quiescing: u32,
+) -> i32 {
+    // SAFETY: the caller promised a live handle or null.
+    let Some(h) = (unsafe { server.as_ref() }) else {
+        return invalid("server is null");
+    };
+    h.note(workers, quiescing != 0);
+    OK
+}
+
+/// Copies a snapshot's first `len` words to `out`.
+///
+/// # Safety
+/// `out` is null or valid for writes of `len` doubles.
+unsafe fn copy_words(words: &[f64; stats::word::LEN], out: *mut f64, len: usize) -> i32 {
+    if out.is_null() {
+        return invalid("out is null");
+    }
+    let n = len.min(words.len());
+    // SAFETY: `out` is valid for `len >= n` doubles, and cannot overlap our local array.
+    unsafe { std::ptr::copy_nonoverlapping(words.as_ptr(), out, n) };
+    OK
+}
+
 /// The answer of a finished command: `status` and `length` from the server, and the output
 /// area (cut to `length`); or its library failure as the return value.
 ///
@@ -552,6 +641,16 @@ pub unsafe extern "C" fn shmcall_server_opened(
     };
     h.opened(connection, status);
     OK
+}
+
+/// Takes a command to run it: returns 1, or 0 when its client withdrew it first (it is then
+/// answered `CANCELLED` and its handle freed: it must not run), or a library failure.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_command_take(command: u32) -> i32 {
+    match surface::command_take(command) {
+        Ok(taken) => i32::from(taken),
+        Err(e) => fail(e),
+    }
 }
 
 /// Answers a command with `status` and the output `length`, and frees the command handle.

@@ -21,6 +21,7 @@ pub mod ring;
 pub mod segment;
 pub mod server;
 pub mod slot;
+pub mod stats;
 pub mod status;
 pub mod surface;
 pub mod wire;
@@ -37,4 +38,5 @@ pub use client::{Answer, Call, Callbacks, Client, ConnectOptions, Copying, Outpu
 pub use segment::{Geometry, PROTOCOL_MAJOR, PROTOCOL_MINOR, SlotClass};
 pub use server::{Command, ConnInfo, Handler, Handlers, ServeOptions, Server, handlers};
 pub use slot::{Area, Mode};
+pub use stats::Stats;
 pub use status::{Error, Result, Status};

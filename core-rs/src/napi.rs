@@ -24,7 +24,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use napi::bindgen_prelude::{Function, Object, Uint8ArraySlice, Unknown};
+use napi::bindgen_prelude::{Float64Array, Function, Object, Uint8ArraySlice, Unknown};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, JsDeferred, sys};
 use napi_derive::napi;
@@ -33,6 +33,7 @@ use crate::ffi::idle_code;
 use crate::handles::Handles;
 use crate::hub::HUB;
 use crate::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment};
+use crate::stats;
 use crate::status::{Error, Status};
 use crate::surface::{self, ClientHandle, ServerHandle, fail};
 
@@ -47,10 +48,11 @@ static SERVERS: Handles<Arc<ServerHandle>> = Handles::new("server");
 const SCRATCH_WORDS: usize = 32;
 /// The first word after the event.
 const RESULTS: usize = 20;
-/// `clientBeginAt`: the ticket, then the input and output offsets. `serverServe`: the handle.
+/// `clientBeginAt`: the ticket, then the input and output offsets and the slot.
+/// `serverServe`: the handle.
 const BEGUN: usize = RESULTS;
 /// `clientCall`: the server's status, then the output length.
-const ANSWER: usize = RESULTS + 3;
+const ANSWER: usize = RESULTS + 4;
 
 thread_local! {
     /// This thread's scratch, once [`scratch`] made it (null before, and after its finalizer).
@@ -328,11 +330,12 @@ pub fn client_segment(env: Env, client_: u32) -> Option<Unknown<'static>> {
 #[napi]
 pub fn client_begin_at(client_: u32, code: u32, input_len: u32, output_cap: u32, mode: u32) -> i32 {
     done(client(client_).and_then(|c| {
-        let (ticket, input, output) = c.begin_at(code, input_len, output_cap, mode)?;
+        let (ticket, begun) = c.begin_at(code, input_len, output_cap, mode)?;
         with_scratch(|s| {
             s[BEGUN] = ticket;
-            s[BEGUN + 1] = input;
-            s[BEGUN + 2] = output;
+            s[BEGUN + 1] = begun.input;
+            s[BEGUN + 2] = begun.output;
+            s[BEGUN + 3] = begun.slot;
         })
     }))
 }
@@ -370,6 +373,31 @@ pub fn client_submit(client_: u32, ticket: u32, token: f64) -> i32 {
     done(client(client_).and_then(|c| c.submit(ticket, token as u64)))
 }
 
+/// Withdraws the asynchronous command in `slot` if the server has not taken it: 1 if it did,
+/// 0 if not, or a library failure.
+#[napi]
+pub fn client_withdraw(client_: u32, slot: u32) -> i32 {
+    match client(client_) {
+        Ok(c) => i32::from(c.withdraw(slot)),
+        Err(e) => fail(e),
+    }
+}
+
+/// Writes a client's counters into `out` (at most its length; positions of `stats::word`).
+#[napi]
+pub fn client_stats(client_: u32, out: Float64Array) -> i32 {
+    done(client(client_).map(|c| copy_words(&c.stats(), out)))
+}
+
+/// Copies a snapshot into a JavaScript array, at most its length.
+fn copy_words(words: &[f64; stats::word::LEN], mut out: Float64Array) {
+    // SAFETY: JavaScript does not run during this call, and `out` is an array of
+    // `node/native.ts`'s own, so nothing else reads or writes it meanwhile.
+    let out = unsafe { out.as_mut() };
+    let n = out.len().min(words.len());
+    out[..n].copy_from_slice(&words[..n]);
+}
+
 /// Frees a ticket and gives its slot back.
 #[napi]
 pub fn ticket_free(ticket: u32) -> i32 {
@@ -401,6 +429,28 @@ pub fn server_serve(ic_id: String, dir: String, spin_ns: f64, id_: f64) -> i32 {
 #[napi]
 pub fn server_opened(server_: u32, connection: f64, status: i32) -> i32 {
     done(server(server_).map(|s| s.opened(connection as u64, status)))
+}
+
+/// Writes a server's counters into `out`, as `clientStats` does.
+#[napi]
+pub fn server_stats(server_: u32, out: Float64Array) -> i32 {
+    done(server(server_).map(|s| copy_words(&s.stats(), out)))
+}
+
+/// Records the pool's size and whether the server quiesces, which its counters report.
+#[napi]
+pub fn server_note(server_: u32, workers: u32, quiescing: bool) -> i32 {
+    done(server(server_).map(|s| s.note(workers, quiescing)))
+}
+
+/// Takes a command to run it: 1, or 0 when its client withdrew it first (it is then answered
+/// CANCELLED and freed: it must not run), or a library failure.
+#[napi]
+pub fn command_take(command: u32) -> i32 {
+    match surface::command_take(command) {
+        Ok(taken) => i32::from(taken),
+        Err(e) => fail(e),
+    }
 }
 
 /// Answers a command (copying `output` into its area first, when given) and frees it.

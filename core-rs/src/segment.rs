@@ -38,7 +38,11 @@ use crate::status::{Error, Status};
 /// The protocol's major version: peers with different majors refuse each other.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// The protocol's minor version: peers speak the lower of their two minors.
-pub const PROTOCOL_MINOR: u16 = 0;
+///
+/// - 0: the first protocol.
+/// - 1: a client may withdraw a command the server has not taken (the slot header's claim
+///   word, see [`crate::slot::SlotHeader::take`]); with a 1.0 peer, commands are never withdrawn.
+pub const PROTOCOL_MINOR: u16 = 1;
 /// The first bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SHMCALL\0";
 

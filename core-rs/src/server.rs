@@ -33,7 +33,8 @@ use crate::channel::{self, Credentials, Event, Sender};
 use crate::endpoint::Endpoint;
 use crate::ring::{FutexPark, Ring, Spin};
 use crate::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment, SlotRef};
-use crate::slot::{Area, Mode, Reply, Request};
+use crate::slot::{Area, FLAG_STATS, Mode, Reply, Request};
+use crate::stats::Stats;
 use crate::status::{Error, Status};
 use crate::wire::{self, Message};
 
@@ -72,6 +73,13 @@ pub trait Handler: Send + Sync + 'static {
     /// A client was turned away during the handshake, or a connection was dropped for breaking
     /// the protocol. Nothing is required; the default does nothing.
     fn refused(&self, _peer: Option<&ConnInfo>, _why: &Error) {}
+
+    /// Whether `exec` takes its commands itself ([`Command::take`]), later than it receives
+    /// them (a handler that queues them, as the C surface does for JavaScript). By default the
+    /// server takes each command just before `exec`: a withdrawn one never reaches it.
+    fn takes_commands(&self) -> bool {
+        false
+    }
 }
 
 /// A [`Handler`] made of three closures; see [`handlers`].
@@ -179,6 +187,10 @@ pub struct Command {
     mode: Mode,
     body: Body,
     answered: bool,
+    /// When the server received it ([`crate::stats::now_ns`]).
+    started: u64,
+    /// Whether it counts in the server's statistics (a request for them does not).
+    counted: bool,
 }
 
 enum Body {
@@ -288,7 +300,29 @@ impl Command {
         self.answer(status.code(), 0);
     }
 
+    /// Takes the command to run it, unless its client withdrew it first (protocol 1.1): then
+    /// it is answered `CANCELLED` here, `false` is returned, and the caller drops it without
+    /// running it. Commands on the backup path cannot be withdrawn: always taken.
+    pub fn take(&mut self) -> bool {
+        let taken = match &self.body {
+            Body::Slot { slot, .. } => self.conn.segment.header(*slot).take(),
+            Body::Backup { .. } => true,
+        };
+        if !taken {
+            self.answer(Status::Cancelled.code(), 0);
+        }
+        taken
+    }
+
+    /// Whether the command has been answered (by [`Command::take`] finding it withdrawn).
+    pub fn is_answered(&self) -> bool {
+        self.answered
+    }
+
     fn answer(&mut self, status: i32, len: usize) {
+        if self.answered {
+            return;
+        }
         self.answered = true;
         let (status, len) = if len > self.output_capacity() {
             (Status::OutputOverflow.code(), 0)
@@ -300,6 +334,9 @@ impl Command {
             (status, len as u32)
         };
         let conn = &self.conn;
+        if self.counted {
+            conn.stats.finish(self.started, status, len);
+        }
         match &mut self.body {
             Body::Slot { slot, request } => {
                 conn.segment.header(*slot).write_reply(&Reply {
@@ -384,6 +421,8 @@ struct Connection {
     yield_wanted: AtomicBool,
     /// Wakes the ring thread when a poller gives the role back.
     role_free: Event,
+    /// The server's counters.
+    stats: Arc<Stats>,
 }
 
 /// Nobody pops the CS ring.
@@ -552,6 +591,8 @@ struct Shared<H: Handler> {
     /// Rebuilt whenever `connections` changes; see [`ServerPoller`].
     poll_list: Mutex<PollList<H>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Commands, bytes, failures and times of every connection.
+    stats: Arc<Stats>,
 }
 
 /// A running server. [`Server::close`] (or dropping it) stops it.
@@ -560,6 +601,7 @@ pub struct Server {
     endpoint: Endpoint,
     live: Arc<dyn Fn() -> usize + Send + Sync>,
     poller: Arc<dyn Poller>,
+    stats: Arc<Stats>,
 }
 
 impl fmt::Debug for Server {
@@ -596,6 +638,7 @@ impl Server {
             )
         })?;
         lock.restrict_socket(shared)?;
+        let stats = Arc::new(Stats::default());
         let pool = (options.workers > 0).then(|| {
             Arc::new(Pool {
                 jobs: Mutex::new(Jobs::default()),
@@ -612,6 +655,7 @@ impl Server {
             connections: Mutex::new(HashMap::new()),
             poll_list: Mutex::new(Arc::new(Vec::new())),
             threads: Mutex::new(Vec::new()),
+            stats: stats.clone(),
             options,
         });
         let mut workers = Vec::new();
@@ -658,6 +702,7 @@ impl Server {
             endpoint,
             live,
             poller,
+            stats,
         })
     }
 
@@ -669,6 +714,11 @@ impl Server {
     /// Connections open now.
     pub fn connections(&self) -> usize {
         (self.live)()
+    }
+
+    /// The counters of every command this server took (see [`Stats::snapshot`]).
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// A poller that pops this server's CS rings on the caller's thread (see [`Poller`]). A
@@ -787,7 +837,7 @@ fn control_loop<H: Handler>(shared: &Arc<Shared<H>>, stream: UnixStream) {
     loop {
         match wire::read_message(&mut reader) {
             Ok(Message::Exec(exec)) => {
-                let Some(mode) = Mode::from_flags(exec.flags) else {
+                let Some(mode) = Mode::from_flags(exec.flags).filter(|m| *m != Mode::Stats) else {
                     let frame = wire::encode_reply(exec.token, Status::InvalidCommand.code(), &[]);
                     let _ = conn.sender.send(&frame);
                     continue;
@@ -796,11 +846,14 @@ fn control_loop<H: Handler>(shared: &Arc<Shared<H>>, stream: UnixStream) {
                     break;
                 }
                 conn.hold();
+                let input_len = exec.input.len() as u32;
                 let command = Command {
                     conn: conn.clone(),
                     code: exec.code,
                     mode,
                     answered: false,
+                    started: conn.stats.start(input_len, true),
+                    counted: true,
                     body: Body::Backup {
                         token: exec.token,
                         output: vec![0; exec.output_cap as usize],
@@ -923,6 +976,7 @@ fn handshake<H: Handler>(
         consumer: AtomicU32::new(FREE),
         yield_wanted: AtomicBool::new(false),
         role_free: Event::new(),
+        stats: shared.stats.clone(),
     });
     conn.sender.set_timeout(Some(shared.options.send_timeout))?;
     let context = catch_unwind(AssertUnwindSafe(|| shared.handler.open(&info)))
@@ -940,10 +994,6 @@ fn handshake<H: Handler>(
     if shared.closing.load(Ordering::SeqCst) {
         conn.end();
     }
-    #[allow(
-        clippy::unnecessary_min_or_max,
-        reason = "the rule is the lower of both minors; clippy sees only that ours is 0 today"
-    )]
     let welcome = wire::encode(&Message::Welcome {
         major: PROTOCOL_MAJOR,
         minor: minor.min(PROTOCOL_MINOR),
@@ -1001,11 +1051,17 @@ fn take_command<H: Handler>(
         return false;
     }
     conn.hold();
+    if request.flags == FLAG_STATS {
+        answer_stats(shared, conn, slot, request);
+        return true;
+    }
     let mut command = Command {
         conn: conn.clone(),
         code: request.code,
         mode: Mode::Default,
         answered: false,
+        counted: true,
+        started: conn.stats.start(request.input_len, false),
         body: Body::Slot { slot, request },
     };
     match Mode::from_flags(request.flags) {
@@ -1016,6 +1072,35 @@ fn take_command<H: Handler>(
         None => command.fail(Status::InvalidCommand),
     }
     true
+}
+
+/// Answers a request for the server's counters: the [`crate::stats::word`] figures, as
+/// little-endian `f64`s, in the output area (`OUTPUT_OVERFLOW` if it is too small).
+fn answer_stats<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    conn: &Arc<Connection>,
+    slot: SlotRef,
+    request: Request,
+) {
+    let mut command = Command {
+        conn: conn.clone(),
+        code: request.code,
+        mode: Mode::Stats,
+        answered: false,
+        counted: false,
+        started: 0,
+        body: Body::Slot { slot, request },
+    };
+    let mut words = [0.0; crate::stats::word::LEN];
+    let connections = lock_ok(&shared.connections).len();
+    shared.stats.snapshot(connections, &mut words);
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    if command.output_capacity() < bytes.len() {
+        command.fail(Status::OutputOverflow);
+        return;
+    }
+    command.output().write(&bytes);
+    command.finish(0, bytes.len());
 }
 
 /// The connection's ring thread: pops the CS ring whenever it holds the consumer role, and
@@ -1124,6 +1209,7 @@ fn dispatch<H: Handler>(shared: &Arc<Shared<H>>, context: &Arc<H::Context>, comm
         m => m,
     };
     match (&shared.pool, mode) {
+        (_, Mode::Stats) => command.fail(Status::InvalidCommand),
         (Some(pool), Mode::Worker) => {
             let (shared, context) = (shared.clone(), context.clone());
             pool.submit(Box::new(move || run(&shared, &context, command)));
@@ -1132,8 +1218,12 @@ fn dispatch<H: Handler>(shared: &Arc<Shared<H>>, context: &Arc<H::Context>, comm
     }
 }
 
-/// Runs `exec`. A panic drops the command during unwinding, which answers HANDLER_FAILED.
-fn run<H: Handler>(shared: &Shared<H>, context: &H::Context, command: Command) {
+/// Runs `exec` on a command it takes (one its client withdrew is answered `CANCELLED`
+/// instead). A panic drops the command during unwinding, which answers HANDLER_FAILED.
+fn run<H: Handler>(shared: &Shared<H>, context: &H::Context, mut command: Command) {
+    if !shared.handler.takes_commands() && !command.take() {
+        return;
+    }
     let info = command.conn.info;
     let _ = catch_unwind(AssertUnwindSafe(|| {
         shared.handler.exec(command, &info, context)

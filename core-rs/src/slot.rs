@@ -14,8 +14,11 @@ use std::sync::atomic::{AtomicI32, AtomicU32, Ordering::Relaxed};
 pub const FLAG_INLINE: u32 = 1 << 0;
 /// Run this command on the server's worker pool.
 pub const FLAG_WORKER: u32 = 1 << 1;
+/// Not a command but a library request (protocol 1.1): the server answers its counters
+/// ([`crate::stats::word`], little-endian `f64`s) itself; no handler sees it.
+pub const FLAG_STATS: u32 = 1 << 2;
 /// Every flag this protocol version defines.
-pub const FLAGS_KNOWN: u32 = FLAG_INLINE | FLAG_WORKER;
+pub const FLAGS_KNOWN: u32 = FLAG_INLINE | FLAG_WORKER | FLAG_STATS;
 
 /// Where the server runs a command.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,6 +30,8 @@ pub enum Mode {
     Inline,
     /// On the server's worker pool.
     Worker,
+    /// A request for the server's counters ([`FLAG_STATS`]), answered by the library.
+    Stats,
 }
 
 impl Mode {
@@ -36,6 +41,7 @@ impl Mode {
             Mode::Default => 0,
             Mode::Inline => FLAG_INLINE,
             Mode::Worker => FLAG_WORKER,
+            Mode::Stats => FLAG_STATS,
         }
     }
 
@@ -45,6 +51,7 @@ impl Mode {
             0 => Some(Mode::Default),
             FLAG_INLINE => Some(Mode::Inline),
             FLAG_WORKER => Some(Mode::Worker),
+            FLAG_STATS => Some(Mode::Stats),
             _ => None,
         }
     }
@@ -62,7 +69,19 @@ pub struct SlotHeader {
     status: AtomicI32,
     output_len: AtomicU32,
     reply_generation: AtomicU32,
+    /// Who has the command once it is on the CS ring: [`CLAIM_PENDING`] until the server takes
+    /// it ([`CLAIM_TAKEN`]) or the client withdraws it ([`CLAIM_CANCELLED`]). One word that
+    /// both sides change with a single read-modify-write each, so exactly one of them wins.
+    claim: AtomicU32,
 }
+
+/// The command waits on the CS ring: the client may still withdraw it (protocol 1.1).
+pub const CLAIM_PENDING: u32 = 1;
+/// The client withdrew the command before the server took it: the server answers it
+/// `CANCELLED` without running it.
+pub const CLAIM_CANCELLED: u32 = 2;
+/// The server took the command: it runs to its end.
+pub const CLAIM_TAKEN: u32 = 3;
 
 /// Size of a slot header in bytes; the input area follows it.
 pub const HEADER_SIZE: usize = std::mem::size_of::<SlotHeader>();
@@ -103,6 +122,28 @@ impl SlotHeader {
         self.input_len.store(r.input_len, Relaxed);
         self.output_cap.store(r.output_cap, Relaxed);
         self.generation.store(r.generation, Relaxed);
+        self.claim.store(CLAIM_PENDING, Relaxed);
+    }
+
+    /// Server: takes the command, unless the client withdrew it first; returns whether it is
+    /// the server's to run. A word the client never wrote (a 1.0 client) or scribbled on reads
+    /// as taken: only a withdrawal the client won stops a command.
+    ///
+    /// Relaxed: the client's withdrawal and this swap are read-modify-writes of one word, so
+    /// its modification order alone decides which came first; nothing else is published
+    /// through it (the request fields were acquired by the CS pop).
+    #[inline]
+    pub fn take(&self) -> bool {
+        self.claim.swap(CLAIM_TAKEN, Relaxed) != CLAIM_CANCELLED
+    }
+
+    /// Client: withdraws a command the server has not taken; returns whether it did (the
+    /// server then answers it `CANCELLED` without running it). Relaxed, as for [`Self::take`].
+    #[inline]
+    pub fn withdraw(&self) -> bool {
+        self.claim
+            .compare_exchange(CLAIM_PENDING, CLAIM_CANCELLED, Relaxed, Relaxed)
+            .is_ok()
     }
 
     /// Server: reads the request once, after the CS pop that acquired it. The values are the

@@ -24,6 +24,7 @@ use crate::hub::{Event, HUB};
 use crate::segment::Segment;
 use crate::server::{Command, ConnInfo, Handler, ServeOptions, Server};
 use crate::slot::{Area, Mode};
+use crate::stats;
 use crate::status::{Error, Status};
 
 /// Tickets given out by `begin` and by completion events, by handle.
@@ -127,30 +128,27 @@ impl ClientHandle {
         self.client.segment()
     }
 
-    /// Takes a slot (or backup buffers) for a command; returns the ticket's handle and its
-    /// areas' offsets in the segment, or `u32::MAX` for both on the backup path (whose buffers
-    /// [`ticket_write_input`] and [`ticket_read_output`] reach). `mode_flags`: 0 the server's
-    /// default, 1 inline, 2 worker.
+    /// Takes a slot (or backup buffers) for a command; returns the ticket's handle and where
+    /// it went ([`Begun`]). `mode_flags`: 0 the server's default, 1 inline, 2 worker.
     pub fn begin_at(
         &self,
         code: u32,
         input_len: u32,
         output_cap: u32,
         mode_flags: u32,
-    ) -> Result<(u32, u32, u32), Error> {
-        let (handle, (input, output)) =
-            self.begin_with(code, input_len, output_cap, mode_flags, |h, t| {
-                if t.is_backup() {
-                    return (u32::MAX, u32::MAX);
-                }
-                let base = h.client.segment_mapping().0 as usize;
-                // Segments are smaller than 4 GiB (`Geometry::layout`), so offsets fit.
-                (
-                    (t.input().as_ptr() as usize - base) as u32,
-                    (t.output().as_ptr() as usize - base) as u32,
-                )
-            })?;
-        Ok((handle, input, output))
+    ) -> Result<(u32, Begun), Error> {
+        self.begin_with(code, input_len, output_cap, mode_flags, |h, t| {
+            let Some(slot) = t.slot_index() else {
+                return Begun::BACKUP;
+            };
+            let base = h.client.segment_mapping().0 as usize;
+            // Segments are smaller than 4 GiB (`Geometry::layout`), so offsets fit.
+            Begun {
+                input: (t.input().as_ptr() as usize - base) as u32,
+                output: (t.output().as_ptr() as usize - base) as u32,
+                slot,
+            }
+        })
     }
 
     /// Begins a command and holds its ticket in [`TICKETS`]: returns the handle, and what
@@ -200,6 +198,19 @@ impl ClientHandle {
                 });
             })
         })
+    }
+
+    /// Withdraws the asynchronous command in slot `slot` ([`Begun::slot`]) if the server has
+    /// not taken it; see [`Client::withdraw`]. The caller must not have had its completion.
+    pub fn withdraw(&self, slot: u32) -> bool {
+        self.client.withdraw(slot)
+    }
+
+    /// This client's counters, at the [`stats::word`] positions.
+    pub fn stats(&self) -> [f64; stats::word::LEN] {
+        let mut out = [0.0; stats::word::LEN];
+        self.client.stats().snapshot(0, &mut out);
+        out
     }
 
     /// Closes the client: outstanding commands fail with CLOSED (their completions still
@@ -297,7 +308,11 @@ impl Handler for Queueing {
                 return q.answers.swap_remove(i).1;
             }
             if q.closing {
-                return Err(Error::new(Status::Closed, "the server is closing"));
+                // Gone for this client, as a server that exited is.
+                return Err(Error::new(
+                    Status::PeerTerminated,
+                    "the server closed while this client connected",
+                ));
             }
             q = self
                 .opened
@@ -315,12 +330,40 @@ impl Handler for Queueing {
         });
     }
 
+    fn takes_commands(&self) -> bool {
+        // JavaScript takes each command when it is about to run it (`command_take`), so that
+        // one waiting in the hub or for a worker can still be withdrawn.
+        true
+    }
+
     fn close(&self, conn: &ConnInfo, _: &()) {
         HUB.push(Event::Close {
             server: self.id,
             conn: conn.id,
         });
     }
+}
+
+/// Where [`ClientHandle::begin_at`] put a command: its areas' offsets in the segment and its
+/// slot, or [`Begun::BACKUP`]'s `u32::MAX` for all three on the backup path (whose buffers
+/// [`ticket_write_input`] and [`ticket_read_output`] reach).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Begun {
+    /// The input area's offset.
+    pub input: u32,
+    /// The output area's offset.
+    pub output: u32,
+    /// The slot's index, for [`ClientHandle::withdraw`].
+    pub slot: u32,
+}
+
+impl Begun {
+    /// A command on the backup path.
+    pub const BACKUP: Begun = Begun {
+        input: u32::MAX,
+        output: u32::MAX,
+        slot: u32::MAX,
+    };
 }
 
 /// A server; `id` is JavaScript's name for it in hub events.
@@ -377,6 +420,19 @@ impl ServerHandle {
         self.opened.changed.notify_all();
     }
 
+    /// Records the pool's size and whether the server quiesces, for its counters' readers.
+    pub fn note(&self, workers: u32, quiescing: bool) {
+        lock(&self.server).stats().note(workers, quiescing);
+    }
+
+    /// This server's counters, at the [`stats::word`] positions.
+    pub fn stats(&self) -> [f64; stats::word::LEN] {
+        let mut out = [0.0; stats::word::LEN];
+        let server = lock(&self.server);
+        server.stats().snapshot(server.connections(), &mut out);
+        out
+    }
+
     /// Stops the server: no new clients; connections end, their commands still in the hub are
     /// answered when JavaScript finishes them. Idempotent.
     pub fn close(&self) {
@@ -405,6 +461,18 @@ pub fn command_finish(
         }
         c.finish(status, length as usize);
         Ok(())
+    })
+}
+
+/// Takes a command to run it; returns false, and frees its handle, when its client withdrew it
+/// first (it is then answered `CANCELLED` and must not run).
+pub fn command_take(command: u32) -> Result<bool, Error> {
+    guard(|| {
+        if COMMANDS.with(command, |c| c.take())? {
+            return Ok(true);
+        }
+        COMMANDS.remove(command)?;
+        Ok(false)
     })
 }
 

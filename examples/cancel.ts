@@ -1,0 +1,62 @@
+/**
+ * Withdrawing commands with `signal` and `timeout`. The server (another process,
+ * tests/peers/gate.ts) runs one command that holds its thread until we release it; commands
+ * sent meanwhile wait, not yet taken, and can be withdrawn: they settle `CANCELLED` at once and
+ * never run. The holding command was taken before its signal aborted and its timeout passed,
+ * so neither has any effect on it: it runs to its end.
+ *
+ * `deno run -A examples/cancel.ts`
+ *
+ * @module
+ */
+
+import { connect, IpcError } from "../mod.ts";
+import { BLOCK, COUNT, COUNTED } from "../tests/peers/gate.ts";
+import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";
+
+using dir = tempSocketDir();
+const GATE = decodeURIComponent(new URL("../tests/peers/gate.ts", import.meta.url).pathname);
+const server = await Peer.start(Deno.execPath(), ["run", "-A", GATE, "gate", dir.path]);
+try {
+  using client = await connect("gate", { socketDir: dir.path });
+  const completion = () => {};
+  const outcome = (p: Promise<{ status: number }>) =>
+    p.then((r) => `ran, status ${r.status}`, (e: IpcError) => `${e.statusName}: ${e.message}`);
+
+  // Taken: the server is running it (it printed "blocked") when its signal aborts and its
+  // timeout passes.
+  const release = `${dir.path}/release`;
+  const holdAbort = new AbortController();
+  const hold = client.execute(BLOCK, {
+    input: new TextEncoder().encode(release),
+    signal: holdAbort.signal,
+    timeout: 50,
+    completion,
+  });
+  await server.expect("blocked");
+
+  // Not taken: the server's thread is busy, so these wait in line. The third one's timeout is
+  // long enough: it is taken once the server is free, and runs.
+  const abort = new AbortController();
+  const bySignal = client.execute(COUNT, { signal: abort.signal, completion });
+  const byTimeout = client.execute(COUNT, { timeout: 50, completion });
+  const waits = client.execute(COUNT, { timeout: 60_000, completion });
+
+  abort.abort("not needed any more");
+  holdAbort.abort("too late");
+  console.log(`signal:  ${await outcome(bySignal)}`); // at once, the server still blocked
+  console.log(`timeout: ${await outcome(byTimeout)}`); // 50 ms later, the server still blocked
+  Deno.writeTextFileSync(release, ""); // let the server go on
+  console.log(`taken:   ${await outcome(hold)}`);
+  console.log(`waited:  ${await outcome(waits)}`);
+
+  const ran = client.execute(COUNTED).status; // the server counts the COUNT commands it ran
+  const { commands, failures } = client.stats();
+  console.log(
+    `cancel: ${commands} commands sent, ${
+      failures.CANCELLED ?? 0
+    } withdrawn, ${ran} of the 3 queued ran`,
+  );
+} finally {
+  await server.kill();
+}

@@ -1,0 +1,106 @@
+/**
+ * The body of a pool worker (see `pool.ts`), the same in every runtime: it loads the handler
+ * module, keeps each connection's context as the server sent it, and runs the commands it is
+ * handed — reading their areas and answering them itself, through its own binding of the core.
+ * The runtime's worker entry (`ffi/worker.ts`, `node/worker.ts`) binds the core, then calls
+ * {@linkcode runWorker}.
+ *
+ * @module
+ */
+
+import { type Answerer, backupOf, commandOf, type ConnInfo, type Exec, runExec } from "./exec.ts";
+import { type Mapping, native } from "./native.ts";
+import type { FromWorker, ToWorker } from "./pool.ts";
+import { Status } from "./status.ts";
+
+/** How a worker talks to its server. */
+export interface Parent {
+  post(message: FromWorker): void;
+  onMessage(receive: (message: ToWorker) => void): void;
+}
+
+interface Known {
+  info: ConnInfo;
+  context: unknown;
+  segment: Mapping | undefined;
+}
+
+/** Serves the pool's messages until the worker is stopped. */
+export function runWorker(parent: Parent, load: (module: string) => Promise<unknown>): void {
+  let exec: Exec<unknown> | undefined;
+  const conns = new Map<number, Known>();
+  /** `exec` calls running (async ones included). */
+  let running = 0;
+  let stopping = false;
+  /** Gives every segment back (nothing runs that could use a view) and says so. */
+  const stop = () => {
+    for (const conn of conns.values()) conn.segment?.release();
+    conns.clear();
+    parent.post({ kind: "stopped" });
+  };
+  const answerer: Answerer<undefined> = {
+    answer(_tag, command, status, length, from) {
+      running--;
+      try {
+        native.commandFinish(command, status, length, from);
+      } catch {
+        // The server failed it meanwhile (the pool closed): the handle is gone.
+      }
+      if (stopping) {
+        if (running === 0) stop();
+      } else parent.post({ kind: "done", command });
+    },
+    async() {},
+  };
+  parent.onMessage((m) => {
+    switch (m.kind) {
+      case "load":
+        load(m.module).then(
+          (mod) => {
+            const f = (mod as { exec?: unknown } | undefined)?.exec;
+            if (typeof f !== "function") {
+              parent.post({
+                kind: "failed",
+                message: `it exports no function named exec (found ${typeof f})`,
+              });
+              return;
+            }
+            exec = f as Exec<unknown>;
+            parent.post({ kind: "ready" });
+          },
+          (e) => parent.post({ kind: "failed", message: e instanceof Error ? e.message : `${e}` }),
+        );
+        return;
+      case "open":
+        conns.set(m.conn.id, { info: m.conn, context: m.context, segment: undefined });
+        return;
+      case "close":
+        conns.delete(m.conn);
+        return;
+      case "stop":
+        stopping = true;
+        if (running === 0) stop();
+        return;
+      case "exec": {
+        const { job } = m;
+        const conn = conns.get(job.conn);
+        let cmd;
+        try {
+          if (conn !== undefined && job.inSegment) {
+            conn.segment ??= native.commandSegment(job.command);
+          }
+          cmd = conn && exec && commandOf(job.command, job.code, job, conn.segment);
+        } catch {
+          cmd = undefined;
+        }
+        running++;
+        if (cmd === undefined || conn === undefined || exec === undefined) {
+          answerer.answer(undefined, job.command, Status.HANDLER_FAILED, 0, null);
+          return;
+        }
+        runExec(exec, cmd, conn.info, conn.context, job.command, backupOf(), answerer, undefined);
+        return;
+      }
+    }
+  });
+}

@@ -1,0 +1,30 @@
+/**
+ * Assertions the test files share: a bounded wait, and a matcher of library failures.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { IpcError } from "../../mod.ts";
+
+/** Fails if `promise` does not settle within `ms`. */
+export async function within<T>(what: string, promise: Promise<T>, ms = 10_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** For `assert.throws`/`rejects`: the error is an {@linkcode IpcError} of `status`. */
+export function isIpcError(status: number): (e: unknown) => true {
+  return (e: unknown) => {
+    assert.ok(e instanceof IpcError, `expected an IpcError, got ${e}`);
+    assert.equal(e.status, status, `${e.statusName}: ${e.message}`);
+    return true;
+  };
+}

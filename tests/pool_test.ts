@@ -1,0 +1,442 @@
+import "./setup.ts";
+import { isIpcError, within } from "./peers/assertions.ts";
+import assert from "node:assert/strict";
+import { connect, type ExecuteResult, IpcError, MAX_WORKERS, serve, Status } from "../mod.ts";
+import { BUMP, type Held, HOLD, INVERT, THROW, WHO } from "./peers/pool_handler.ts";
+import { tempSocketDir } from "./peers/spawn.ts";
+
+const HANDLER = new URL("./peers/pool_handler.ts", import.meta.url);
+const HANDLER_PATH = decodeURIComponent(HANDLER.pathname);
+const BAD_HANDLER = new URL("./peers/bad_handler.ts", import.meta.url);
+/** Larger than the default geometry's largest slot area (1 MiB): the backup path. */
+const BEYOND_SLOTS = 2 << 20;
+
+const str = (b: Uint8Array) => new TextDecoder().decode(b);
+const u32 = (n: number) => {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n, true);
+  return b;
+};
+const done = () => {};
+/** `p`, marked handled: a test that fails before awaiting it reports its own failure. */
+function handled<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
+}
+
+/** What `WHO` answers. */
+interface Who {
+  worker: string;
+  context: unknown;
+}
+const who = (r: ExecuteResult): Who => JSON.parse(str(r.output));
+
+/**
+ * Holds `HOLD` commands in workers: `gate[0]` counts those started, `gate[1 + i]` releases
+ * the one whose input is `i`. Shared with the workers through the connection's context.
+ */
+class Gate {
+  readonly buffer: SharedArrayBuffer;
+  readonly #words: Int32Array;
+
+  constructor(commands: number) {
+    this.buffer = new SharedArrayBuffer(4 * (1 + commands));
+    this.#words = new Int32Array(this.buffer);
+  }
+
+  get started(): number {
+    return Atomics.load(this.#words, 0);
+  }
+
+  /** Waits (bounded) until `n` held commands started in workers. */
+  async waitStarted(n: number, ms = 10_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (true) {
+      const seen = Atomics.load(this.#words, 0);
+      if (seen >= n) return;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`${seen} of ${n} held commands started within ${ms} ms`);
+      const w = Atomics.waitAsync(this.#words, 0, seen, left);
+      if (w.async) await w.value;
+    }
+  }
+
+  release(i: number): void {
+    Atomics.store(this.#words, 1 + i, 1);
+    Atomics.notify(this.#words, 1 + i);
+  }
+
+  releaseAll(): void {
+    for (let i = 1; i < this.#words.length; i++) this.release(i - 1);
+  }
+}
+
+/** Handlers whose context holds `gate`, and whose inline exec answers `main` (status 100). */
+function gated(gate: Gate) {
+  return {
+    open: (): Held => ({ gate: gate.buffer }),
+    exec: ({ output }: { output: Uint8Array }) => {
+      output.set(new TextEncoder().encode("main").subarray(0, output.length));
+      return { status: 100, length: Math.min(4, output.length) };
+    },
+  };
+}
+
+Deno.test("pool commands run in parallel in distinct workers, inline ones in the main handler", async () => {
+  using dir = tempSocketDir();
+  const gate = new Gate(8);
+  let inline = 0;
+  const handlers = gated(gate);
+  await using server = await serve("pool-spread", {
+    ...handlers,
+    exec: (command) => {
+      inline++;
+      return handlers.exec(command);
+    },
+  }, { socketDir: dir.path, workers: 4, module: HANDLER });
+  assert.equal(server.stats().workers, 4);
+  using client = await connect("pool-spread", { socketDir: dir.path });
+  try {
+    const held = Array.from(
+      { length: 8 },
+      (_, i) =>
+        handled(client.execute(HOLD, { input: u32(i), outputLength: 64, completion: done })),
+    );
+    // Eight commands held at once need all four workers (each holds at most two).
+    await gate.waitStarted(8);
+    const forced = await within(
+      "an inline command while the workers are busy",
+      client.execute(WHO, { inline: true, outputLength: 64, completion: done }),
+    );
+    assert.deepEqual([forced.status, str(forced.output)], [100, "main"]);
+    gate.releaseAll();
+    const results = await within("the held commands", Promise.all(held));
+    assert.deepEqual(results.map((r) => r.status), Array(8).fill(1), "released, not timed out");
+    const perWorker = new Map<string, number>();
+    for (const r of results) perWorker.set(str(r.output), (perWorker.get(str(r.output)) ?? 0) + 1);
+    assert.equal(perWorker.size, 4, `workers seen: ${[...perWorker.keys()]}`);
+    assert.deepEqual([...perWorker.values()], [2, 2, 2, 2]);
+    assert.equal(inline, 1, "only the inline command ran in the main handler");
+  } finally {
+    gate.releaseAll();
+  }
+});
+
+Deno.test("serve({ inline: true }) runs commands in the main handler unless one asks for the pool", async () => {
+  using dir = tempSocketDir();
+  const gate = new Gate(0);
+  await using _server = await serve("pool-inline", gated(gate), {
+    socketDir: dir.path,
+    workers: 1,
+    module: HANDLER_PATH,
+    inline: true,
+  });
+  using client = await connect("pool-inline", { socketDir: dir.path });
+  const byDefault = await within(
+    "a command",
+    client.execute(WHO, { outputLength: 256, completion: done }),
+  );
+  assert.deepEqual([byDefault.status, str(byDefault.output)], [100, "main"]);
+  const pooled = await within(
+    "a pool command",
+    client.execute(WHO, { inline: false, outputLength: 256, completion: done }),
+  );
+  assert.equal(pooled.status, 0);
+  assert.match(who(pooled).worker, /^[0-9a-f-]{36}$/);
+});
+
+Deno.test("each worker gets a structured clone of open's context; its changes stay in the worker", async () => {
+  using dir = tempSocketDir();
+  const contexts: { name: string; n: number; when: Date }[] = [];
+  await using _server = await serve("pool-context", {
+    open: (conn) => {
+      const context = { name: `conn ${conn.id}`, n: 10, when: new Date(0) };
+      contexts.push(context);
+      return context;
+    },
+    exec: (_command, _conn, context) => ({ status: context.n }),
+  }, { socketDir: dir.path, workers: 1, module: HANDLER });
+  using client = await connect("pool-context", { socketDir: dir.path });
+  const r = await within(
+    "a pool command",
+    client.execute(WHO, { outputLength: 256, completion: done }),
+  );
+  const { context } = who(r) as Who & { context: { name: string; n: number; when: string } };
+  assert.equal(contexts.length, 1);
+  assert.deepEqual(context, { name: contexts[0]!.name, n: 10, when: new Date(0).toJSON() });
+  const bumps: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    bumps.push((await client.execute(BUMP, { completion: done })).status);
+  }
+  assert.deepEqual(bumps, [11, 12, 13], "the worker keeps its copy between commands");
+  const inline = await client.execute(BUMP, { inline: true, completion: done });
+  assert.equal(inline.status, 10, "the main handler's context is untouched");
+  assert.equal(contexts[0]!.n, 10);
+});
+
+Deno.test("a context that cannot be cloned fails pool commands with HANDLER_FAILED, inline ones still run", async () => {
+  using dir = tempSocketDir();
+  await using server = await serve("pool-unclonable", {
+    open: () => ({ f: () => 1 }),
+    exec: (_command, _conn, context) => ({ status: context.f() }),
+  }, { socketDir: dir.path, workers: 2, module: HANDLER });
+  using client = await connect("pool-unclonable", { socketDir: dir.path });
+  for (let i = 0; i < 3; i++) {
+    let completed: number | undefined;
+    await assert.rejects(
+      within(
+        "a pool command",
+        client.execute(WHO, { outputLength: 64, completion: (r) => completed = r.status }),
+      ),
+      isIpcError(Status.HANDLER_FAILED),
+    );
+    assert.equal(completed, Status.HANDLER_FAILED);
+  }
+  const r = await within(
+    "an inline command",
+    client.execute(WHO, { inline: true, completion: done }),
+  );
+  assert.equal(r.status, 1);
+  assert.equal(server.stats().failures.HANDLER_FAILED, 3);
+});
+
+Deno.test("serve() rejects a module that exports no exec, naming it, and frees the ic id", async () => {
+  using dir = tempSocketDir();
+  await assert.rejects(
+    serve("pool-bad", { exec: () => {} }, {
+      socketDir: dir.path,
+      workers: 1,
+      module: BAD_HANDLER,
+    }),
+    (e: unknown) => {
+      assert.ok(e instanceof Error && !(e instanceof IpcError), `got ${e}`);
+      assert.match(e.message, /bad_handler\.ts/);
+      assert.match(e.message, /exec/);
+      return true;
+    },
+  );
+  // Nothing was left serving: the id can be served again.
+  await using _again = await serve("pool-bad", { exec: () => {} }, { socketDir: dir.path });
+});
+
+Deno.test("serve() rejects a module path that does not exist, naming it", async () => {
+  using dir = tempSocketDir();
+  const missing = `${dir.path}/no_such_handler.ts`;
+  await assert.rejects(
+    serve("pool-missing", { exec: () => {} }, {
+      socketDir: dir.path,
+      workers: 1,
+      module: missing,
+    }),
+    (e: unknown) => {
+      assert.ok(e instanceof Error, `got ${e}`);
+      assert.match(e.message, /no_such_handler\.ts/);
+      return true;
+    },
+  );
+  await assert.rejects(
+    connect("pool-missing", { socketDir: dir.path }),
+    isIpcError(Status.NOT_FOUND),
+  );
+});
+
+Deno.test("serve() checks workers, module and inline, naming them", async () => {
+  using dir = tempSocketDir();
+  const exec = () => {};
+  const socketDir = dir.path;
+  for (const workers of [-1, 1.5, NaN, MAX_WORKERS + 1]) {
+    await assert.rejects(
+      serve("pool-args", { exec }, { socketDir, workers, module: HANDLER }),
+      (e: unknown) =>
+        e instanceof RangeError && e.message.includes("workers") &&
+        e.message.includes(String(workers)),
+      `workers ${workers}`,
+    );
+  }
+  await assert.rejects(
+    serve("pool-args", { exec }, { socketDir, module: HANDLER }),
+    (e: unknown) => e instanceof TypeError && /module/.test(e.message) && /workers/.test(e.message),
+    "a module without workers",
+  );
+  await assert.rejects(
+    serve("pool-args", { exec }, { socketDir, workers: 2 }),
+    (e: unknown) => e instanceof TypeError && /module/.test(e.message),
+    "workers without a module",
+  );
+  await assert.rejects(
+    serve("pool-args", { exec }, {
+      socketDir,
+      workers: 1,
+      module: HANDLER,
+      inline: "yes" as unknown as boolean,
+    }),
+    (e: unknown) => e instanceof TypeError && /inline/.test(e.message),
+    "inline not a boolean",
+  );
+  await assert.rejects(
+    connect("pool-args", { socketDir }),
+    isIpcError(Status.NOT_FOUND),
+    "no server was left behind",
+  );
+});
+
+Deno.test("a pool exec that throws fails that command with HANDLER_FAILED and its worker serves on", async () => {
+  using dir = tempSocketDir();
+  await using _server = await serve("pool-throw", { exec: () => {} }, {
+    socketDir: dir.path,
+    workers: 1,
+    module: HANDLER,
+  });
+  using client = await connect("pool-throw", { socketDir: dir.path });
+  const before = who(await client.execute(WHO, { outputLength: 256, completion: done }));
+  await assert.rejects(
+    within("a throwing command", client.execute(THROW, { completion: done })),
+    isIpcError(Status.HANDLER_FAILED),
+  );
+  const after = who(await client.execute(WHO, { outputLength: 256, completion: done }));
+  assert.equal(after.worker, before.worker, "the same worker, not a replacement");
+});
+
+Deno.test("commands too large for a slot (2 MiB each way) run in workers", async () => {
+  using dir = tempSocketDir();
+  await using server = await serve("pool-large", { exec: () => ({ status: 100 }) }, {
+    socketDir: dir.path,
+    workers: 2,
+    module: HANDLER,
+  });
+  using client = await connect("pool-large", { socketDir: dir.path });
+  const input = new Uint8Array(BEYOND_SLOTS);
+  for (let i = 0; i < input.length; i++) input[i] = (i * 31) >>> 3;
+  const all = [0, 1, 2].map(() =>
+    client.execute(INVERT, { input, outputLength: BEYOND_SLOTS, completion: done })
+  );
+  for (const r of await within("the large commands", Promise.all(all))) {
+    assert.equal(r.status, 0, "run by the pool module, not the inline handler");
+    assert.equal(r.length, BEYOND_SLOTS);
+    for (let i = 0; i < input.length; i++) {
+      if (r.output[i] !== (input[i]! ^ 0xff)) assert.fail(`byte ${i} is ${r.output[i]}`);
+    }
+  }
+  assert.equal(client.stats().backup, 3);
+  assert.equal(server.stats().backup, 3);
+});
+
+Deno.test("a command handed to a worker runs to its end though its signal aborts; one still queued is withdrawn", async () => {
+  using dir = tempSocketDir();
+  const gate = new Gate(3);
+  await using server = await serve("pool-abort", gated(gate), {
+    socketDir: dir.path,
+    workers: 1,
+    module: HANDLER,
+  });
+  using client = await connect("pool-abort", { socketDir: dir.path });
+  try {
+    const ac = new AbortController();
+    const completions: number[] = [];
+    const hold = (i: number) =>
+      handled(client.execute(HOLD, {
+        input: u32(i),
+        outputLength: 64,
+        signal: ac.signal,
+        completion: (r) => completions.push(r.status),
+      }));
+    // One worker holds two commands at once; the third waits in the pool, untaken.
+    const taken = [hold(0), hold(1)];
+    await gate.waitStarted(2);
+    const queued = hold(2);
+    // Wait until the server has it queued: a later inline command's answer says so.
+    await within("an inline command", client.execute(WHO, { inline: true, completion: done }));
+    ac.abort();
+    await assert.rejects(within("the queued command", queued), isIpcError(Status.CANCELLED));
+    assert.deepEqual(completions, [Status.CANCELLED]);
+    gate.releaseAll();
+    const results = await within("the taken commands", Promise.all(taken));
+    assert.deepEqual(results.map((r) => r.status), [1, 1], "both ran to their end");
+    // The pool's queue is first in, first out: past a later pool command, the withdrawn one
+    // has met its take.
+    await within("a later pool command", client.execute(WHO, { completion: done }));
+    assert.equal(gate.started, 2, "the withdrawn command never started");
+    assert.equal(server.stats().failures.CANCELLED, 1);
+  } finally {
+    gate.releaseAll();
+  }
+});
+
+Deno.test("quiesce() waits for the commands running in workers", async () => {
+  using dir = tempSocketDir();
+  const gate = new Gate(2);
+  const server = await serve("pool-quiesce", gated(gate), {
+    socketDir: dir.path,
+    workers: 2,
+    module: HANDLER,
+  });
+  try {
+    using client = await connect("pool-quiesce", { socketDir: dir.path });
+    const held = [0, 1].map((i) =>
+      handled(client.execute(HOLD, { input: u32(i), outputLength: 64, completion: done }))
+    );
+    await gate.waitStarted(2);
+    let quiesced = false;
+    const quiescing = server.quiesce().then(() => quiesced = true);
+    await assert.rejects(
+      within("a command after quiesce()", client.execute(WHO, { completion: done })),
+      isIpcError(Status.SERVER_QUIESCING),
+    );
+    gate.release(0);
+    assert.equal((await within("the first held command", held[0]!)).status, 1);
+    assert.equal(quiesced, false, "one pool command is still running");
+    gate.release(1);
+    assert.equal((await within("the second held command", held[1]!)).status, 1);
+    await within("quiesce()", quiescing);
+    assert.equal(server.stats().inFlight, 0);
+  } finally {
+    gate.releaseAll();
+    await server.close();
+  }
+});
+
+Deno.test("close() with commands held in workers fails them and nothing hangs", async () => {
+  using dir = tempSocketDir();
+  const gate = new Gate(4);
+  const server = await serve("pool-close", gated(gate), {
+    socketDir: dir.path,
+    workers: 2,
+    module: HANDLER,
+  });
+  try {
+    using client = await connect("pool-close", { socketDir: dir.path });
+    const completions: number[] = [];
+    const held = [0, 1, 2, 3].map((i) =>
+      handled(client.execute(HOLD, {
+        input: u32(i),
+        outputLength: 64,
+        completion: (r) => completions.push(r.status),
+      }))
+    );
+    await gate.waitStarted(4);
+    await server.close();
+    const settled = await within("the held commands", Promise.allSettled(held));
+    for (const s of settled) {
+      assert.equal(s.status, "rejected");
+      isIpcError(Status.PEER_TERMINATED)((s as PromiseRejectedResult).reason);
+    }
+    assert.deepEqual(completions, Array(4).fill(Status.PEER_TERMINATED));
+  } finally {
+    gate.releaseAll();
+    await server.close();
+  }
+});
+
+// When one of several workers fails to load, serve() rejects at once: the workers still
+// loading, and their load timers, must be stopped with it (the sanitizers check).
+Deno.test("serve() rejecting a module leaves no worker or timer of several behind", async () => {
+  using dir = tempSocketDir();
+  await assert.rejects(
+    serve("pool-bad-many", { exec: () => {} }, {
+      socketDir: dir.path,
+      workers: 4,
+      module: BAD_HANDLER,
+    }),
+    /bad_handler\.ts/,
+  );
+});
