@@ -311,6 +311,8 @@ export const denoNative: Native = {
         };
         worker.onmessageerror = () => receive("a message could not be deserialized");
       },
+      // A Web Worker's end has no event: the worker posts "exiting" (ffi/worker.ts).
+      onExit: () => {},
       terminate: () => worker.terminate(),
     };
   },

@@ -6,13 +6,22 @@
  */
 
 import "./native.ts";
-import type { ToWorker } from "../src/pool.ts";
+import type { FromWorker, ToWorker } from "../src/pool.ts";
 import { runWorker } from "../src/worker.ts";
 
 /** The worker's global scope, as far as this module needs it. */
 const scope = globalThis as unknown as {
   postMessage(message: unknown): void;
   onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
+  close(): void;
+};
+
+// A Web Worker that ends itself fires no event in its parent: say so first, so that the pool
+// answers what it held and starts another.
+const close = scope.close.bind(scope);
+scope.close = () => {
+  scope.postMessage({ kind: "exiting" } satisfies FromWorker);
+  close();
 };
 
 runWorker(

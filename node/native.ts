@@ -182,6 +182,9 @@ export const nodeNative: Native = {
         worker.on("error", (e) => receive(e instanceof Error ? e.message : String(e)));
         worker.on("messageerror", () => receive("a message could not be deserialized"));
       },
+      onExit: (receive) => {
+        worker.on("exit", () => receive());
+      },
       terminate: () => void worker.terminate(),
     };
   },

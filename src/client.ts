@@ -430,6 +430,8 @@ export class Client {
       if (timer !== undefined) clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
     };
+    // Aborted while the prepare callbacks ran, before the listener was there.
+    if (signal?.aborted) withdraw(undefined);
   }
 
   #cancelled(signal: AbortSignal | undefined, timedOut: number | undefined): IpcError {

@@ -56,6 +56,8 @@ export interface WorkerPort {
   onMessage(receive: (message: unknown) => void): void;
   /** Learns of an error it did not catch (it is then unusable). */
   onError(receive: (error: string) => void): void;
+  /** Learns that it ended, where the runtime says so (Node's `exit`; Deno's worker says "exiting" itself). */
+  onExit(receive: () => void): void;
   /** Stops it at once. */
   terminate(): void;
 }

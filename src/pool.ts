@@ -5,6 +5,12 @@
  * itself, through its own binding of the same library; only the handle and where the areas
  * lie cross to it (a structured clone of a few numbers), and a "done" comes back.
  *
+ * A command handed to a worker is that worker's to answer, and no one else's, while the worker
+ * lives: command handles are reused (an old one can name a newer command, even another
+ * server's), so answering it here too could make the worker's late answer land on a stranger.
+ * Only a worker that is gone — it died, exited, or was terminated — has its commands answered
+ * here.
+ *
  * Each worker has at most {@linkcode DEPTH} commands at once; the rest wait here, not yet
  * taken, so that a client can still withdraw them and an idle worker gets the next one.
  *
@@ -24,9 +30,11 @@ export interface Job extends Areas {
 
 /** What the server tells a worker. */
 export type ToWorker =
-  | { kind: "load"; module: string }
+  /** Load `module`; `stop` holds one `Int32` the pool sets to 1 when it stops. */
+  | { kind: "load"; module: string; stop: SharedArrayBuffer }
   | { kind: "open"; conn: ConnInfo; context: unknown }
-  | { kind: "exec"; job: Job }
+  /** Run job `id` (a number of the pool's, not the command's handle). */
+  | { kind: "exec"; id: number; job: Job }
   | { kind: "close"; conn: number }
   | { kind: "stop" };
 
@@ -34,8 +42,11 @@ export type ToWorker =
 export type FromWorker =
   | { kind: "ready" }
   | { kind: "failed"; message: string }
-  | { kind: "done"; command: number }
-  | { kind: "stopped" };
+  | { kind: "done"; id: number }
+  /** It answered every command it held and gave its segments back. */
+  | { kind: "stopped" }
+  /** It is ending by itself (it called `close()`). */
+  | { kind: "exiting" };
 
 /** The server, as the pool sees it. */
 export interface PoolHost {
@@ -45,20 +56,27 @@ export interface PoolHost {
   finished(job: Job): void;
 }
 
-/** How long a stopping worker may take to finish what it runs and give its segments back. */
-const STOP_MS = 2_000;
-
 /** Commands one worker holds at once: two, so that it never waits for the next one's message. */
 const DEPTH = 2;
 
+/** How long a stopping worker may take to finish what it runs and give its segments back. */
+const STOP_MS = 2_000;
+
+/** How long a worker may take to load the handler module, in ms. */
+export const POOL_LOAD_MS = 30_000;
+
 interface Member {
   port: WorkerPort;
-  /** Commands handed to it and not yet done, by handle. */
+  /** Jobs handed to it and not yet done, by the pool's id. */
   busy: Map<number, Job>;
   /** Connections whose context it has. */
   knows: Set<number>;
+  /** Set to 1 when the pool stops: the worker then answers what it has not begun `CLOSED`. */
+  stopFlag: Int32Array<SharedArrayBuffer>;
   /** Set while it stops: its "stopped" ends the wait. */
   stopped?: () => void;
+  /** Terminated, or known dead: its jobs were answered here. */
+  gone: boolean;
 }
 
 /** A pool of workers running one handler module. */
@@ -71,6 +89,7 @@ export class Pool {
   readonly #loading = new Set<() => void>();
   readonly #queue: Job[] = [];
   #head = 0;
+  #nextId = 1;
   #closed = false;
 
   private constructor(size: number, module: string, host: PoolHost) {
@@ -87,7 +106,7 @@ export class Pool {
     size: number,
     module: string,
     host: PoolHost,
-    timeoutMs: number,
+    timeoutMs = POOL_LOAD_MS,
   ): Promise<Pool> {
     const pool = new Pool(size, module, host);
     try {
@@ -102,55 +121,56 @@ export class Pool {
   /** Starts one worker and adds it once it loaded the module. */
   #spawn(timeoutMs: number): Promise<void> {
     const port = native.startWorker();
-    const member: Member = { port, busy: new Map(), knows: new Set() };
+    const member: Member = {
+      port,
+      busy: new Map(),
+      knows: new Set(),
+      stopFlag: new Int32Array(new SharedArrayBuffer(4)),
+      gone: false,
+    };
     return new Promise<void>((resolve, reject) => {
       let loaded = false;
-      const stop = () => {
+      const fail = (why: string) => {
         clearTimeout(timer);
         this.#loading.delete(stop);
+        member.gone = true;
         port.terminate();
-        reject(new Error(`the pool was closed while a worker loaded ${this.#module}`));
+        reject(new Error(`a pool worker cannot run ${this.#module}: ${why}`));
       };
+      const stop = () => fail("the pool was closed while it loaded");
       this.#loading.add(stop);
-      const timer = setTimeout(() => {
-        this.#loading.delete(stop);
-        port.terminate();
-        reject(new Error(`the worker did not load ${this.#module} within ${timeoutMs} ms`));
-      }, timeoutMs);
+      const timer = setTimeout(() => fail(`it did not load within ${timeoutMs} ms`), timeoutMs);
+      const ended = (why: string) => {
+        if (loaded) this.#lost(member, why);
+        else if (!member.gone) fail(why);
+      };
       port.onMessage((m) => {
         const message = m as FromWorker;
-        if (message.kind === "done") return this.#done(member, message.command);
-        if (message.kind === "stopped") return member.stopped?.();
-        clearTimeout(timer);
-        this.#loading.delete(stop);
-        if (message.kind === "ready" && !this.#closed) {
-          loaded = true;
-          this.#members.push(member);
-          this.#pump();
-          resolve();
-        } else {
-          port.terminate();
-          const why = message.kind === "failed" ? message.message : "the pool was closed";
-          reject(new Error(`a pool worker cannot run ${this.#module}: ${why}`));
+        switch (message.kind) {
+          case "done":
+            return this.#done(member, message.id);
+          case "stopped":
+            return member.stopped?.();
+          case "exiting":
+            return ended("it called close()");
+          case "failed":
+            return fail(message.message);
+          case "ready":
+            if (this.#closed) return fail("the pool was closed while it loaded");
+            clearTimeout(timer);
+            this.#loading.delete(stop);
+            loaded = true;
+            this.#members.push(member);
+            this.#pump();
+            resolve();
         }
       });
-      port.onError((error) => {
-        clearTimeout(timer);
-        this.#loading.delete(stop);
-        if (!loaded) {
-          port.terminate();
-          reject(new Error(`a pool worker failed loading ${this.#module}: ${error}`));
-        } else this.#lost(member, error);
-      });
-      port.post({ kind: "load", module: this.#module } satisfies ToWorker);
+      port.onError((error) => ended(`it failed: ${error}`));
+      port.onExit(() => ended("it exited"));
+      port.post(
+        { kind: "load", module: this.#module, stop: member.stopFlag.buffer } satisfies ToWorker,
+      );
     });
-  }
-
-  /** Commands queued or held by workers. */
-  get inProgress(): number {
-    let n = this.#queue.length - this.#head;
-    for (const m of this.#members) n += m.busy.size;
-    return n;
   }
 
   /** Hands a command to a worker, or queues it until one has room. */
@@ -169,7 +189,13 @@ export class Pool {
   #pump(): void {
     while (this.#head < this.#queue.length) {
       const member = this.#leastBusy();
-      if (member === undefined) return;
+      if (member === undefined) {
+        // No worker left, nor one on its way: nothing will ever run these.
+        if (this.#members.length === 0 && this.#loading.size === 0) {
+          for (const job of this.#takeQueue()) this.#fail(job, Status.HANDLER_FAILED);
+        }
+        return;
+      }
       const job = this.#queue[this.#head]!;
       this.#queue[this.#head++] = undefined as unknown as Job;
       if (this.#head === this.#queue.length) {
@@ -178,6 +204,13 @@ export class Pool {
       }
       this.#handTo(member, job);
     }
+  }
+
+  #takeQueue(): Job[] {
+    const jobs = this.#queue.slice(this.#head);
+    this.#queue.length = 0;
+    this.#head = 0;
+    return jobs;
   }
 
   #leastBusy(): Member | undefined {
@@ -202,77 +235,81 @@ export class Pool {
       }
       member.knows.add(job.conn);
     }
-    member.busy.set(job.command, job);
-    member.port.post({ kind: "exec", job } satisfies ToWorker);
+    const id = this.#nextId++;
+    member.busy.set(id, job);
+    member.port.post({ kind: "exec", id, job } satisfies ToWorker);
   }
 
-  #done(member: Member, command: number): void {
-    const job = member.busy.get(command);
-    if (job === undefined) return;
-    member.busy.delete(command);
+  #done(member: Member, id: number): void {
+    const job = member.busy.get(id);
+    if (job === undefined || member.gone) return;
+    member.busy.delete(id);
     this.#host.finished(job);
     this.#pump();
   }
 
-  /** A worker died of an error its handler module did not catch: its commands fail, a new one starts. */
-  #lost(member: Member, error: unknown): void {
+  /**
+   * A worker ended by itself (an error its module did not catch, `close()`, an exit): it is
+   * terminated, its commands are answered `HANDLER_FAILED` here, and another one starts.
+   */
+  #lost(member: Member, why: string): void {
     const at = this.#members.indexOf(member);
-    if (at < 0) return;
+    if (at < 0 || member.gone) return;
     this.#members.splice(at, 1);
-    member.port.terminate();
-    this.#failAll(member, Status.HANDLER_FAILED);
+    this.#bury(member, Status.HANDLER_FAILED);
     if (this.#closed) return;
-    console.error(`shmcall: a pool worker running ${this.#module} failed: ${error}`);
-    this.#spawn(POOL_LOAD_MS).catch((e) => console.error(`shmcall: ${e}`));
+    console.error(`shmcall: a pool worker running ${this.#module} ended: ${why}; starting another`);
+    this.#spawn(POOL_LOAD_MS).catch((e) => {
+      console.error(`shmcall: ${e instanceof Error ? e.message : e}`);
+      this.#pump();
+    });
+    this.#pump();
   }
 
-  /** Answers `job` with `status`, unless its worker did meanwhile, and ends it. */
-  #fail(job: Job, status: number): void {
-    try {
-      native.commandFinish(job.command, status, 0, null);
-    } catch {
-      // Its worker answered it just before it stopped: the handle is gone.
-    }
-    this.#host.finished(job);
-  }
-
-  #failAll(member: Member, status: number): void {
+  /** Terminates a worker and answers, with `status`, the commands it still held. */
+  #bury(member: Member, status: number): void {
+    member.gone = true;
+    member.port.terminate();
     const jobs = [...member.busy.values()];
     member.busy.clear();
     for (const job of jobs) this.#fail(job, status);
   }
 
+  /** Answers `job` with `status` and ends it. */
+  #fail(job: Job, status: number): void {
+    try {
+      native.commandFinish(job.command, status, 0, null);
+    } catch {
+      // Its worker answered it just before it ended: the handle is gone.
+    }
+    this.#host.finished(job);
+  }
+
   /**
-   * Stops the pool: commands the workers held or that waited fail with `CLOSED` now; each
-   * worker lets the `exec` calls it runs end (their answers are dropped), gives its segment
-   * mappings back, and is terminated — after {@linkcode STOP_MS} at the latest. Resolves once
-   * every worker is gone.
+   * Stops the pool: commands waiting for a worker fail with `CLOSED` now; each worker answers
+   * the ones it holds — those it has begun when their `exec` ends (the answers reach no one
+   * once the server closed), the others `CLOSED` without running them — gives its segment
+   * mappings back, and is terminated; after {@linkcode STOP_MS} it is terminated anyway, and
+   * what it still held is answered `CLOSED` here. Resolves once every worker is gone.
    */
   close(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     this.#closed = true;
     for (const stop of [...this.#loading]) stop();
-    const stopping: Promise<void>[] = [];
-    for (const m of this.#members.splice(0)) {
-      this.#failAll(m, Status.CLOSED);
-      stopping.push(this.#stop(m));
-    }
-    const waiting = this.#queue.slice(this.#head);
-    this.#queue.length = 0;
-    this.#head = 0;
-    for (const job of waiting) this.#fail(job, Status.CLOSED);
-    return Promise.all(stopping).then(() => {});
+    for (const job of this.#takeQueue()) this.#fail(job, Status.CLOSED);
+    return Promise.all(this.#members.splice(0).map((m) => this.#stop(m))).then(() => {});
   }
 
   #stop(m: Member): Promise<void> {
     return new Promise<void>((resolve) => {
       const end = () => {
         clearTimeout(timer);
-        m.port.terminate();
+        this.#bury(m, Status.CLOSED);
         resolve();
       };
       const timer = setTimeout(end, STOP_MS);
       m.stopped = end;
+      Atomics.store(m.stopFlag, 0, 1);
       try {
         m.port.post({ kind: "stop" } satisfies ToWorker);
       } catch {
@@ -281,6 +318,3 @@ export class Pool {
     });
   }
 }
-
-/** How long a worker may take to load the handler module, in ms. */
-export const POOL_LOAD_MS = 30_000;

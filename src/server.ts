@@ -16,7 +16,7 @@ import {
 } from "./exec.ts";
 import * as hub from "./hub.ts";
 import { EVENT, type Handle, type Mapping, native, STATS } from "./native.ts";
-import { type Job, Pool, POOL_LOAD_MS } from "./pool.ts";
+import { type Job, Pool, type PoolHost } from "./pool.ts";
 import { readServerStats, type ServerStats } from "./stats.ts";
 import { Status } from "./status.ts";
 import { checkIcId, checkSocketDir, spinNanos } from "./validate.ts";
@@ -127,11 +127,20 @@ export class Server<C = unknown> {
     async: hub.needTurn,
   };
 
-  /** @internal Use {@linkcode serve}. */
-  constructor(icId: string, handlers: Handlers<C>, options: ServeOptions) {
+  /** @internal Use {@linkcode serve}; `pool` is running already, and `host` its view of this server. */
+  constructor(
+    icId: string,
+    handlers: Handlers<C>,
+    options: ServeOptions,
+    pool: Pool | undefined,
+    host: PoolHost,
+  ) {
     this.#icId = icId;
     this.#handlers = handlers;
-    this.#inline = options.inline ?? !(options.workers! > 0);
+    this.#inline = options.inline ?? pool === undefined;
+    this.#pool = pool;
+    host.connection = (conn) => this.#connections.get(conn);
+    host.finished = (job) => this.#finished(job.conn);
     this.#id = hub.register(this);
     try {
       // A server with a pool leaves the cores to its workers: its connections' threads sleep
@@ -147,22 +156,7 @@ export class Server<C = unknown> {
     this.#key = hub.endpointKey(icId, options.socketDir);
     hub.served.add(this.#key);
     hub.hold();
-  }
-
-  /** @internal Starts the pool; the server closes if it cannot. */
-  async startPool(workers: number, module: string): Promise<void> {
-    try {
-      this.#pool = await Pool.start(workers, module, {
-        connection: (conn) => this.#connections.get(conn),
-        finished: (job) => this.#finished(job.conn),
-      }, POOL_LOAD_MS);
-    } catch (e) {
-      await this.close();
-      throw e;
-    }
-    // Closed while the workers loaded.
-    if (this.#handle === null) await this.#pool.close();
-    else native.serverNote(this.#handle, workers, this.#quiescing);
+    if (pool !== undefined) native.serverNote(this.#handle, pool.size, false);
   }
 
   /** The ic id served. */
@@ -190,7 +184,13 @@ export class Server<C = unknown> {
     }
     const accept = (context: C) => {
       const handle = this.#handle;
-      if (handle === null) return;
+      if (handle === null || this.#quiescing) {
+        // `open` ran but the client is turned away (the server closed or began quiescing
+        // while `open` settled): its `close` runs now, once per `open` as always.
+        if (handle !== null) native.serverOpened(handle, token, Status.SERVER_QUIESCING);
+        this.#runClose({ info, context, segment: undefined, pending: 0, closeWhenDrained: false });
+        return;
+      }
       this.#connections.set(token, {
         info,
         context,
@@ -481,9 +481,15 @@ export async function serve<C = unknown>(
     }
   }
   const module = checkPool(options);
-  const server = new Server(icId, handlers, options);
-  if (module !== undefined) await server.startPool(options.workers!, module);
-  return server;
+  // The pool runs before the first client can connect: no command meant for it runs inline.
+  const host: PoolHost = { connection: () => undefined, finished: () => {} };
+  const pool = module === undefined ? undefined : await Pool.start(options.workers!, module, host);
+  try {
+    return new Server(icId, handlers, options, pool, host);
+  } catch (e) {
+    await pool?.close();
+    throw e;
+  }
 }
 
 /** Checks the pool's options; returns the module's URL when there is a pool. */

@@ -29,6 +29,8 @@ interface Known {
 export function runWorker(parent: Parent, load: (module: string) => Promise<unknown>): void {
   let exec: Exec<unknown> | undefined;
   const conns = new Map<number, Known>();
+  /** 1 once the pool stops: commands not begun are then answered CLOSED without running. */
+  let stopFlag = new Int32Array(new SharedArrayBuffer(4));
   /** `exec` calls running (async ones included). */
   let running = 0;
   let stopping = false;
@@ -38,23 +40,23 @@ export function runWorker(parent: Parent, load: (module: string) => Promise<unkn
     conns.clear();
     parent.post({ kind: "stopped" });
   };
-  const answerer: Answerer<undefined> = {
-    answer(_tag, command, status, length, from) {
+  /** Answers job `id` (its command's handle is this worker's alone until "done"). */
+  const answerer: Answerer<number> = {
+    answer(id, command, status, length, from) {
       running--;
       try {
         native.commandFinish(command, status, length, from);
-      } catch {
-        // The server failed it meanwhile (the pool closed): the handle is gone.
+      } finally {
+        parent.post({ kind: "done", id });
+        if (stopping && running === 0) stop();
       }
-      if (stopping) {
-        if (running === 0) stop();
-      } else parent.post({ kind: "done", command });
     },
     async() {},
   };
   parent.onMessage((m) => {
     switch (m.kind) {
       case "load":
+        stopFlag = new Int32Array(m.stop);
         load(m.module).then(
           (mod) => {
             const f = (mod as { exec?: unknown } | undefined)?.exec;
@@ -82,7 +84,13 @@ export function runWorker(parent: Parent, load: (module: string) => Promise<unkn
         if (running === 0) stop();
         return;
       case "exec": {
-        const { job } = m;
+        const { id, job } = m;
+        running++;
+        if (Atomics.load(stopFlag, 0) === 1) {
+          // The pool stopped while this waited here: it does not run.
+          answerer.answer(id, job.command, Status.CLOSED, 0, null);
+          return;
+        }
         const conn = conns.get(job.conn);
         let cmd;
         try {
@@ -93,12 +101,11 @@ export function runWorker(parent: Parent, load: (module: string) => Promise<unkn
         } catch {
           cmd = undefined;
         }
-        running++;
         if (cmd === undefined || conn === undefined || exec === undefined) {
-          answerer.answer(undefined, job.command, Status.HANDLER_FAILED, 0, null);
+          answerer.answer(id, job.command, Status.HANDLER_FAILED, 0, null);
           return;
         }
-        runExec(exec, cmd, conn.info, conn.context, job.command, backupOf(), answerer, undefined);
+        runExec(exec, cmd, conn.info, conn.context, job.command, backupOf(), answerer, id);
         return;
       }
     }

@@ -2,7 +2,7 @@ import "./setup.ts";
 import { isIpcError, within } from "./peers/assertions.ts";
 import assert from "node:assert/strict";
 import { connect, type ExecuteResult, IpcError, MAX_WORKERS, serve, Status } from "../mod.ts";
-import { BUMP, type Held, HOLD, INVERT, THROW, WHO } from "./peers/pool_handler.ts";
+import { BUMP, EXIT, type Held, HOLD, INVERT, THROW, WHO } from "./peers/pool_handler.ts";
 import { tempSocketDir } from "./peers/spawn.ts";
 
 const HANDLER = new URL("./peers/pool_handler.ts", import.meta.url);
@@ -439,4 +439,108 @@ Deno.test("serve() rejecting a module leaves no worker or timer of several behin
     }),
     /bad_handler\.ts/,
   );
+});
+
+Deno.test("a worker that ends itself with no error fails what it held and is replaced", async () => {
+  using dir = tempSocketDir();
+  await using server = await serve("pool-exit", { exec: () => {} }, {
+    socketDir: dir.path,
+    workers: 1,
+    module: HANDLER,
+  });
+  using client = await connect("pool-exit", { socketDir: dir.path });
+  const before = who(
+    await within("a first command", client.execute(WHO, { outputLength: 256, completion: done })),
+  );
+  await within(
+    "the command its worker never answers",
+    assert.rejects(client.execute(EXIT, { completion: done }), isIpcError(Status.HANDLER_FAILED)),
+  );
+  // A new worker serves; nothing is left in flight, so quiesce resolves.
+  const after = who(
+    await within("a command after", client.execute(WHO, { outputLength: 256, completion: done })),
+  );
+  assert.notEqual(after.worker, before.worker, "the same worker answered after it ended");
+  await within("quiesce", server.quiesce());
+  assert.equal(server.stats().inFlight, 0);
+});
+
+Deno.test("a worker's late answer after close() lands on its own command, not on a reused handle", async () => {
+  using dir = tempSocketDir();
+  const gate = new Gate(1);
+  const pooled = await serve("pool-late", gated(gate), {
+    socketDir: dir.path,
+    workers: 1,
+    module: HANDLER,
+  });
+  // Another server of this process, whose commands reuse the command handles freed meanwhile.
+  let release: (() => void) | undefined;
+  await using _other = await serve("pool-other", {
+    exec: ({ code }) =>
+      code === 2 ? new Promise((r) => release = () => r({ status: 7 })) : { status: 3 },
+  }, { socketDir: dir.path });
+  using toPool = await connect("pool-late", { socketDir: dir.path });
+  using toOther = await connect("pool-other", { socketDir: dir.path });
+  const held = handled(toPool.execute(HOLD, { input: u32(0), completion: done }));
+  await gate.waitStarted(1);
+  const closed = pooled.close();
+  await assert.rejects(held, isIpcError(Status.PEER_TERMINATED));
+  // A handle has 255 generations: after 254 more commands take and free it, the 255th gets
+  // the held command's handle value again.
+  for (let i = 0; i < 254; i++) {
+    assert.equal((await toOther.execute(1, { completion: done })).status, 3);
+  }
+  const victim = toOther.execute(2, { completion: done });
+  await within(
+    "the victim to start",
+    (async () => {
+      while (release === undefined) await new Promise((r) => setTimeout(r, 1));
+    })(),
+  );
+  gate.releaseAll(); // the worker now answers its command, late
+  await within("the pool to close", closed);
+  release!();
+  assert.equal(
+    (await within("the victim", victim)).status,
+    7,
+    "another server's command was answered",
+  );
+});
+
+Deno.test("an abort while the prepare callbacks run still withdraws the command", async () => {
+  using dir = tempSocketDir();
+  let ran = 0;
+  await using _server = await serve("abort-prepare", { exec: () => void ran++ }, {
+    socketDir: dir.path,
+  });
+  using client = await connect("abort-prepare", { socketDir: dir.path });
+  const ac = new AbortController();
+  await assert.rejects(
+    client.execute(1, { signal: ac.signal, inputPrepare: () => ac.abort(), completion: done }),
+    isIpcError(Status.CANCELLED),
+  );
+  await client.execute(1, { completion: done });
+  assert.equal(ran, 1, "the withdrawn command ran");
+});
+
+Deno.test("serverStats() is answered while every slot is busy (over the backup path)", async () => {
+  using dir = tempSocketDir();
+  const releases: (() => void)[] = [];
+  await using _server = await serve("stats-busy", {
+    exec: () => new Promise((r) => releases.push(() => r({ status: 0 }))),
+  }, { socketDir: dir.path });
+  using client = await connect("stats-busy", { socketDir: dir.path });
+  const held = Array.from({ length: 300 }, () => handled(client.execute(1, { completion: done })));
+  await within(
+    "the commands to arrive",
+    (async () => {
+      while (releases.length < 300) await new Promise((r) => setTimeout(r, 1));
+    })(),
+  );
+  const stats = await within("serverStats", client.serverStats());
+  assert.equal(stats.commands, 300);
+  assert.equal(stats.inFlight, 300);
+  assert.ok(client.stats().backup >= 1, "the request did not take the backup path");
+  for (const r of releases) r();
+  await within("the held commands", Promise.all(held));
 });

@@ -837,7 +837,18 @@ fn control_loop<H: Handler>(shared: &Arc<Shared<H>>, stream: UnixStream) {
     loop {
         match wire::read_message(&mut reader) {
             Ok(Message::Exec(exec)) => {
-                let Some(mode) = Mode::from_flags(exec.flags).filter(|m| *m != Mode::Stats) else {
+                if exec.flags == FLAG_STATS {
+                    // A request for the counters that found no free slot: answered here.
+                    let bytes = stats_bytes(shared);
+                    let frame = if (exec.output_cap as usize) < bytes.len() {
+                        wire::encode_reply(exec.token, Status::OutputOverflow.code(), &[])
+                    } else {
+                        wire::encode_reply(exec.token, 0, &bytes)
+                    };
+                    let _ = conn.sender.send(&frame);
+                    continue;
+                }
+                let Some(mode) = Mode::from_flags(exec.flags) else {
                     let frame = wire::encode_reply(exec.token, Status::InvalidCommand.code(), &[]);
                     let _ = conn.sender.send(&frame);
                     continue;
@@ -1091,16 +1102,22 @@ fn answer_stats<H: Handler>(
         started: 0,
         body: Body::Slot { slot, request },
     };
-    let mut words = [0.0; crate::stats::word::LEN];
-    let connections = lock_ok(&shared.connections).len();
-    shared.stats.snapshot(connections, &mut words);
-    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let bytes = stats_bytes(shared);
     if command.output_capacity() < bytes.len() {
         command.fail(Status::OutputOverflow);
         return;
     }
     command.output().write(&bytes);
     command.finish(0, bytes.len());
+}
+
+/// The server's counters as a request for them is answered: the [`crate::stats::word`]
+/// figures as little-endian `f64`s.
+fn stats_bytes<H: Handler>(shared: &Shared<H>) -> Vec<u8> {
+    let mut words = [0.0; crate::stats::word::LEN];
+    let connections = lock_ok(&shared.connections).len();
+    shared.stats.snapshot(connections, &mut words);
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
 
 /// The connection's ring thread: pops the CS ring whenever it holds the consumer role, and

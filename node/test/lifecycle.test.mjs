@@ -26,16 +26,41 @@ test("Node: a pool of worker_threads runs the commands sent to it, inline ones s
     });
     const client = await connect("node-pool", { socketDir: dir.path });
     try {
-      const pooled = await Promise.all(Array.from({ length: 40 }, () => async(client, 1)));
+      const pooled = await Promise.all(
+        Array.from({ length: 40 }, () => async(client, 1)),
+      );
       const threads = new Set(pooled.map((r) => text(r)));
       for (const t of threads) {
         assert.match(t, /^\d+:ctx$/);
-        assert.notEqual(t, `${threadId}:ctx`, "a pool command ran on the server's thread");
+        assert.notEqual(
+          t,
+          `${threadId}:ctx`,
+          "a pool command ran on the server's thread",
+        );
       }
-      assert.equal(threads.size, 2, `expected both workers, saw ${[...threads]}`);
+      assert.equal(
+        threads.size,
+        2,
+        `expected both workers, saw ${[...threads]}`,
+      );
       const inline = await async(client, 1, { inline: true });
       assert.equal(text(inline), `${threadId}:inline`);
       assert.equal(server.stats().workers, 2);
+      // A worker that exits fails the command it held and is replaced.
+      await assert.rejects(
+        async(client, 6),
+        (e) => e instanceof IpcError && e.status === Status.HANDLER_FAILED,
+      );
+      // The replacement loads meanwhile: batches go to both workers once it is there.
+      const deadline = Date.now() + 10_000;
+      let seen = new Set();
+      while (seen.size < 2 && Date.now() < deadline) {
+        const batch = await Promise.all(Array.from({ length: 8 }, () => async(client, 1)));
+        seen = new Set(batch.map(text));
+      }
+      assert.equal(seen.size, 2, "the pool did not get its second worker back within 10 s");
+      assert.ok([...seen].some((t) => !threads.has(t)), "no new worker thread serves");
+      await server.quiesce();
     } finally {
       client.close();
       await server.close();
@@ -49,7 +74,9 @@ test("Node: an aborted command the server has not taken is withdrawn with CANCEL
   const dir = tempSocketDir();
   let ran = 0;
   try {
-    const server = await serve("node-cancel", { exec: () => void ran++ }, { socketDir: dir.path });
+    const server = await serve("node-cancel", { exec: () => void ran++ }, {
+      socketDir: dir.path,
+    });
     const client = await connect("node-cancel", { socketDir: dir.path });
     try {
       const ac = new AbortController();
@@ -60,7 +87,10 @@ test("Node: an aborted command the server has not taken is withdrawn with CANCEL
       });
       // Same tick: the command waits in the hub for this thread, untaken.
       ac.abort();
-      await assert.rejects(p, (e) => e instanceof IpcError && e.status === Status.CANCELLED);
+      await assert.rejects(
+        p,
+        (e) => e instanceof IpcError && e.status === Status.CANCELLED,
+      );
       assert.deepEqual(statuses, [Status.CANCELLED]);
       // The server answers it CANCELLED when it reaches it; a later command shows it did.
       await async(client, 2);
@@ -86,15 +116,23 @@ test("Node: counters, locally and asked of the server; quiesce answers SERVER_QU
     }, { socketDir: dir.path });
     const client = await connect("node-stats", { socketDir: dir.path });
     try {
-      for (let i = 0; i < 10; i++) await async(client, 1, { input: new Uint8Array(8) });
+      for (let i = 0; i < 10; i++) {
+        await async(client, 1, { input: new Uint8Array(8) });
+      }
       const local = client.stats();
       assert.equal(local.commands, 10);
       assert.equal(local.bytesIn, 80);
       assert.equal(local.bytesOut, 80);
       assert.equal(local.latency.count, 10);
-      assert.ok(local.latency.p50 > 0 && local.latency.p50 <= local.latency.p99);
+      assert.ok(
+        local.latency.p50 > 0 && local.latency.p50 <= local.latency.p99,
+      );
       const remote = await client.serverStats();
-      assert.equal(remote.commands, 10, "the stats request itself is not counted");
+      assert.equal(
+        remote.commands,
+        10,
+        "the stats request itself is not counted",
+      );
       assert.equal(remote.connections, 1);
       await server.quiesce();
       assert.equal(server.stats().quiescing, true);

@@ -6,7 +6,8 @@
  * each input byte XOR 0xff; 4 hold — with a context of {@linkcode Held}, counts itself started
  * in `gate[0]`, waits (at most 10 s) until `gate[1 + i]` (i: the input's first u32) is set, then
  * outputs the worker id, status 1 (released) or 2 (timed out); 5 bump — increments the
- * context's `n` in this worker, answers it as status.
+ * context's `n` in this worker, answers it as status; 6 exit — the worker calls `close()` and never
+ * answers.
  *
  * @module
  */
@@ -18,6 +19,7 @@ export const THROW = 2;
 export const INVERT = 3;
 export const HOLD = 4;
 export const BUMP = 5;
+export const EXIT = 6;
 
 /** This worker's id. */
 const WORKER = crypto.randomUUID();
@@ -66,6 +68,10 @@ export async function exec(
       const c = context as { n: number };
       return { status: ++c.n };
     }
+    case EXIT:
+      // The worker ends itself, with no error, before it answers.
+      (globalThis as unknown as { close(): void }).close();
+      return await new Promise<never>(() => {});
     default:
       return { status: 0 };
   }
