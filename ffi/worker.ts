@@ -17,11 +17,18 @@ const scope = globalThis as unknown as {
 };
 
 // A Web Worker that ends itself fires no event in its parent: say so first, so that the pool
-// answers what it held and starts another.
+// answers what it held and starts another. (An end by other means, such as a runtime's crash,
+// still goes unseen: the pool's stop then waits out its bound.)
 const close = scope.close.bind(scope);
 scope.close = () => {
   scope.postMessage({ kind: "exiting" } satisfies FromWorker);
   close();
+};
+// `Deno.exit()` in a worker ends only the worker, silently too.
+const exit = Deno.exit;
+Deno.exit = (code?: number): never => {
+  scope.postMessage({ kind: "exiting" } satisfies FromWorker);
+  return exit(code);
 };
 
 runWorker(

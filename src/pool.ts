@@ -9,7 +9,9 @@
  * lives: command handles are reused (an old one can name a newer command, even another
  * server's), so answering it here too could make the worker's late answer land on a stranger.
  * Only a worker that is gone — it died, exited, or was terminated — has its commands answered
- * here.
+ * here. (`terminate()` does not interrupt a call into the core that is under way, so one
+ * answer of the worker may still race ours; the core's table then refuses the second, and a
+ * handle reused in that instant would need 255 reuses of it first.)
  *
  * Each worker has at most {@linkcode DEPTH} commands at once; the rest wait here, not yet
  * taken, so that a client can still withdraw them and an idle worker gets the next one.
@@ -62,6 +64,13 @@ const DEPTH = 2;
 /** How long a stopping worker may take to finish what it runs and give its segments back. */
 const STOP_MS = 2_000;
 
+/**
+ * Workers that may end by themselves in a row, with no command answered meanwhile, before the
+ * pool stops replacing them (a module that kills every worker would otherwise be loaded again
+ * and again); the pool's commands then fail `HANDLER_FAILED`.
+ */
+const LOST_IN_A_ROW = 3;
+
 /** How long a worker may take to load the handler module, in ms. */
 export const POOL_LOAD_MS = 30_000;
 
@@ -74,7 +83,7 @@ interface Member {
   /** Set to 1 when the pool stops: the worker then answers what it has not begun `CLOSED`. */
   stopFlag: Int32Array<SharedArrayBuffer>;
   /** Set while it stops: its "stopped" ends the wait. */
-  stopped?: () => void;
+  stopped?: (() => void) | undefined;
   /** Terminated, or known dead: its jobs were answered here. */
   gone: boolean;
 }
@@ -91,6 +100,8 @@ export class Pool {
   #head = 0;
   #nextId = 1;
   #closed = false;
+  /** Workers that ended by themselves since a command was last answered: see `#lost`. */
+  #lostInARow = 0;
 
   private constructor(size: number, module: string, host: PoolHost) {
     this.size = size;
@@ -146,6 +157,8 @@ export class Pool {
       };
       port.onMessage((m) => {
         const message = m as FromWorker;
+        // Terminated already (its load failed or timed out): what it still says is moot.
+        if (member.gone && message.kind !== "done") return;
         switch (message.kind) {
           case "done":
             return this.#done(member, message.id);
@@ -244,6 +257,7 @@ export class Pool {
     const job = member.busy.get(id);
     if (job === undefined || member.gone) return;
     member.busy.delete(id);
+    this.#lostInARow = 0;
     this.#host.finished(job);
     this.#pump();
   }
@@ -253,14 +267,25 @@ export class Pool {
    * terminated, its commands are answered `HANDLER_FAILED` here, and another one starts.
    */
   #lost(member: Member, why: string): void {
+    if (member.gone) return;
+    // Stopping (the pool closes): its stop need not wait out its bound.
+    if (member.stopped !== undefined) return member.stopped();
     const at = this.#members.indexOf(member);
-    if (at < 0 || member.gone) return;
+    if (at < 0) return;
     this.#members.splice(at, 1);
     this.#bury(member, Status.HANDLER_FAILED);
     if (this.#closed) return;
-    console.error(`shmcall: a pool worker running ${this.#module} ended: ${why}; starting another`);
+    if (++this.#lostInARow > LOST_IN_A_ROW) {
+      console.error(
+        `shmcall: a pool worker running ${this.#module} ended (${why}); not replaced: ${LOST_IN_A_ROW} ended before it with no command answered meanwhile`,
+      );
+      return this.#pump();
+    }
+    console.error(
+      `shmcall: a pool worker running ${this.#module} ended (${why}); starting another`,
+    );
     this.#spawn(POOL_LOAD_MS).catch((e) => {
-      console.error(`shmcall: ${e instanceof Error ? e.message : e}`);
+      if (!this.#closed) console.error(`shmcall: ${e instanceof Error ? e.message : e}`);
       this.#pump();
     });
     this.#pump();
@@ -304,6 +329,7 @@ export class Pool {
     return new Promise<void>((resolve) => {
       const end = () => {
         clearTimeout(timer);
+        m.stopped = undefined;
         this.#bury(m, Status.CLOSED);
         resolve();
       };

@@ -410,11 +410,12 @@ export class Server<C = unknown> {
       native.serverFree(handle);
       hub.served.delete(this.#key);
       if (this.#pool !== undefined) stopped = this.#pool.close();
+      // Before the close handlers below run: one that calls `close()` again gets this too.
+      this.#stopped = stopped;
       // Closes of connections that were open: the core delivers them, but to no one now.
       for (const [token] of this.#connections) this.#close(token);
       hub.unregister(this.#id);
       hub.release();
-      this.#stopped = stopped;
     }
     return this.#stopped;
   }

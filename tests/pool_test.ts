@@ -2,7 +2,16 @@ import "./setup.ts";
 import { isIpcError, within } from "./peers/assertions.ts";
 import assert from "node:assert/strict";
 import { connect, type ExecuteResult, IpcError, MAX_WORKERS, serve, Status } from "../mod.ts";
-import { BUMP, EXIT, type Held, HOLD, INVERT, THROW, WHO } from "./peers/pool_handler.ts";
+import {
+  BUMP,
+  DENO_EXIT,
+  EXIT,
+  type Held,
+  HOLD,
+  INVERT,
+  THROW,
+  WHO,
+} from "./peers/pool_handler.ts";
 import { tempSocketDir } from "./peers/spawn.ts";
 
 const HANDLER = new URL("./peers/pool_handler.ts", import.meta.url);
@@ -441,29 +450,28 @@ Deno.test("serve() rejecting a module leaves no worker or timer of several behin
   );
 });
 
-Deno.test("a worker that ends itself with no error fails what it held and is replaced", async () => {
-  using dir = tempSocketDir();
-  await using server = await serve("pool-exit", { exec: () => {} }, {
-    socketDir: dir.path,
-    workers: 1,
-    module: HANDLER,
+for (const [how, code] of [["close()", EXIT], ["Deno.exit()", DENO_EXIT]] as const) {
+  Deno.test(`a worker that ends itself by ${how} fails what it held and is replaced`, async () => {
+    using dir = tempSocketDir();
+    await using server = await serve("pool-exit", { exec: () => {} }, {
+      socketDir: dir.path,
+      workers: 1,
+      module: HANDLER,
+    });
+    using client = await connect("pool-exit", { socketDir: dir.path });
+    const ask = () => client.execute(WHO, { outputLength: 256, completion: done });
+    const before = who(await within("a first command", ask()));
+    await within(
+      "the command its worker never answers",
+      assert.rejects(client.execute(code, { completion: done }), isIpcError(Status.HANDLER_FAILED)),
+    );
+    // A new worker serves; nothing is left in flight, so quiesce resolves.
+    const after = who(await within("a command after", ask()));
+    assert.notEqual(after.worker, before.worker, "the same worker answered after it ended");
+    await within("quiesce", server.quiesce());
+    assert.equal(server.stats().inFlight, 0);
   });
-  using client = await connect("pool-exit", { socketDir: dir.path });
-  const before = who(
-    await within("a first command", client.execute(WHO, { outputLength: 256, completion: done })),
-  );
-  await within(
-    "the command its worker never answers",
-    assert.rejects(client.execute(EXIT, { completion: done }), isIpcError(Status.HANDLER_FAILED)),
-  );
-  // A new worker serves; nothing is left in flight, so quiesce resolves.
-  const after = who(
-    await within("a command after", client.execute(WHO, { outputLength: 256, completion: done })),
-  );
-  assert.notEqual(after.worker, before.worker, "the same worker answered after it ended");
-  await within("quiesce", server.quiesce());
-  assert.equal(server.stats().inFlight, 0);
-});
+}
 
 Deno.test("a worker's late answer after close() lands on its own command, not on a reused handle", async () => {
   using dir = tempSocketDir();

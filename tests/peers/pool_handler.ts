@@ -7,7 +7,7 @@
  * in `gate[0]`, waits (at most 10 s) until `gate[1 + i]` (i: the input's first u32) is set, then
  * outputs the worker id, status 1 (released) or 2 (timed out); 5 bump — increments the
  * context's `n` in this worker, answers it as status; 6 exit — the worker calls `close()` and never
- * answers.
+ * answers; 7 — the same with `Deno.exit()`.
  *
  * @module
  */
@@ -20,6 +20,7 @@ export const INVERT = 3;
 export const HOLD = 4;
 export const BUMP = 5;
 export const EXIT = 6;
+export const DENO_EXIT = 7;
 
 /** This worker's id. */
 const WORKER = crypto.randomUUID();
@@ -72,6 +73,10 @@ export async function exec(
       // The worker ends itself, with no error, before it answers.
       (globalThis as unknown as { close(): void }).close();
       return await new Promise<never>(() => {});
+    case DENO_EXIT:
+      // In a worker, this ends the worker alone, as silently.
+      Deno.exit(0);
+      break;
     default:
       return { status: 0 };
   }
