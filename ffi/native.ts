@@ -119,6 +119,18 @@ function installDoorbell(ring: () => void): Doorbell {
 export const denoNative: Native = {
   lastError,
 
+  socketDir(dir) {
+    const [d, dLen] = text(dir ?? "");
+    const n = check(library().shmcall_socket_dir(d, dLen, sentence, BigInt(sentence.length)));
+    if (n > sentence.length) {
+      throw new IpcError(
+        Status.INVALID_ARGUMENT,
+        `the socket directory is over ${sentence.length} bytes`,
+      );
+    }
+    return decoder.decode(sentence.subarray(0, n));
+  },
+
   protocolVersion(): string {
     const v = library().shmcall_protocol_version();
     return `${v >> 16}.${v & 0xffff}`;

@@ -13,6 +13,8 @@ export const symbols = {
   shmcall_protocol_version: { parameters: [], result: "i32" },
   // int32_t shmcall_status_name(int32_t code, uint8_t* buf, size_t cap)
   shmcall_status_name: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  // int32_t shmcall_socket_dir(const uint8_t* dir, size_t dir_len, uint8_t* buf, size_t cap)
+  shmcall_socket_dir: { parameters: ["buffer", "usize", "buffer", "usize"], result: "i32" },
 
   shmcall_client_connect: {
     parameters: [

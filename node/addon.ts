@@ -23,6 +23,7 @@ export interface Addon {
   lastError(): string;
   lastStatus(): number;
   protocolVersion(): string;
+  socketDir(dir: string): string | null;
   statusName(code: number): string | null;
 
   clientConnect(

@@ -54,6 +54,12 @@ export const nodeNative: Native = {
   lastError: () => addon.lastError(),
   protocolVersion: () => addon.protocolVersion(),
 
+  socketDir(dir) {
+    const path = addon.socketDir(dir ?? "");
+    if (path === null) throw new IpcError(addon.lastStatus(), addon.lastError());
+    return path;
+  },
+
   async clientConnect(icId, dir, spinNs, id) {
     const r = await addon.clientConnect(icId, dir ?? "", spinNs, id);
     if (r.status < 0) throw new IpcError(r.status, r.message);

@@ -17,3 +17,4 @@ export { IpcError } from "./errors.ts";
 export { Status, statusName } from "./status.ts";
 export type { StatusName } from "./status.ts";
 export { protocolVersion } from "./version.ts";
+export { socketDir } from "./endpoint.ts";

@@ -182,6 +182,8 @@ export interface Native {
   lastError(): string;
   /** The protocol version the core speaks, as "major.minor". */
   protocolVersion(): string;
+  /** The socket directory `dir` names (undefined: the default), resolved and created as the core does. */
+  socketDir(dir: string | undefined): string;
 
   /** Connects off this thread (a server of this process runs `open` meanwhile); `id` names the client in hub events. */
   clientConnect(icId: string, dir: string | undefined, spinNs: number, id: number): Promise<Handle>;

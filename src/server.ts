@@ -145,7 +145,7 @@ export class Server<C = unknown> {
     try {
       // A server with a pool leaves the cores to its workers: its connections' threads sleep
       // as soon as their ring is empty, unless asked to spin.
-      const spin = options.spinMicros === undefined && options.workers! > 0
+      const spin = options.spinMicros === undefined && pool !== undefined
         ? 0
         : spinNanos(options.spinMicros);
       this.#handle = native.serverServe(icId, options.socketDir, spin, this.#id);
@@ -188,7 +188,7 @@ export class Server<C = unknown> {
         // `open` ran but the client is turned away (the server closed or began quiescing
         // while `open` settled): its `close` runs now, once per `open` as always.
         if (handle !== null) native.serverOpened(handle, token, Status.SERVER_QUIESCING);
-        this.#runClose({ info, context, segment: undefined, pending: 0, closeWhenDrained: false });
+        this.#callClose(info, context);
         return;
       }
       this.#connections.set(token, {
@@ -331,8 +331,12 @@ export class Server<C = unknown> {
   #runClose(conn: Connection<C>): void {
     this.#closing.delete(conn.info.id);
     this.#pool?.connectionClosed(conn.info.id);
+    this.#callClose(conn.info, conn.context);
+  }
+
+  #callClose(info: ConnInfo, context: C): void {
     try {
-      this.#handlers.close?.(conn.info, conn.context);
+      this.#handlers.close?.(info, context);
     } catch {
       // A failing close handler must not take the event loop with it.
     }

@@ -7,7 +7,8 @@
 
 import "./setup.ts";
 import assert from "node:assert/strict";
-import { connect, serve } from "../mod.ts";
+import { connect, serve, socketDir, Status } from "../mod.ts";
+import { isIpcError } from "./peers/assertions.ts";
 import { tempSocketDir } from "./peers/spawn.ts";
 
 const TOP = new URL("../tools/top.ts", import.meta.url).pathname;
@@ -121,4 +122,23 @@ Deno.test("top says so when the directory has no server, and names one that is g
   assert.match(await top(["--dir", dir.path, "--count", "1"]), /no servers in /);
   const gone = row(await top(["nobody", "--dir", dir.path, "--count", "1"]), "nobody");
   assert.equal(gone[3], "NOT_FOUND");
+});
+
+Deno.test("socketDir() resolves a directory as serve and connect do: given, $SHMCALL_DIR, checked", () => {
+  using dir = tempSocketDir();
+  assert.equal(socketDir(dir.path), dir.path);
+  const before = Deno.env.get("SHMCALL_DIR");
+  Deno.env.set("SHMCALL_DIR", dir.path);
+  try {
+    assert.equal(socketDir(), dir.path);
+  } finally {
+    if (before === undefined) Deno.env.delete("SHMCALL_DIR");
+    else Deno.env.set("SHMCALL_DIR", before);
+  }
+  // A directory others may write is not the owner's only: refused, as serve would refuse it.
+  const open = `${dir.path}/open`;
+  Deno.mkdirSync(open);
+  Deno.chmodSync(open, 0o777);
+  assert.throws(() => socketDir(open), isIpcError(Status.PERMISSION_DENIED));
+  assert.throws(() => socketDir(""), TypeError);
 });

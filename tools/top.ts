@@ -14,8 +14,7 @@
  * @module
  */
 
-import { type Client, connect, IpcError, type ServerStats, statusName } from "../mod.ts";
-import { join } from "node:path";
+import { type Client, connect, IpcError, type ServerStats, socketDir, statusName } from "../mod.ts";
 
 interface Args {
   ids: string[];
@@ -43,14 +42,6 @@ function parse(args: string[]): Args {
   if (!(out.intervalMs >= 10)) usage(`--interval must be at least 10 ms`);
   if (!(out.count >= 1)) usage(`--count must be at least 1`);
   return out;
-}
-
-/** The socket directory the core uses when none is given (endpoint.rs). */
-function defaultDir(): string {
-  const chosen = Deno.env.get("SHMCALL_DIR");
-  if (chosen) return chosen;
-  const runtime = Deno.env.get("XDG_RUNTIME_DIR");
-  return runtime ? join(runtime, "shmcall") : `/tmp/shmcall-${Deno.uid()}`;
 }
 
 /** The ic ids served in `dir`, from its sockets' names (ids too long for a path show hashed). */
@@ -124,7 +115,7 @@ function render(rows: Row[], before: Map<string, ServerStats>, seconds: number):
 
 async function main(): Promise<void> {
   const args = parse(Deno.args);
-  const dir = args.dir ?? defaultDir();
+  const dir = socketDir(args.dir);
   const clients = new Map<string, Client>();
   let before = new Map<string, ServerStats>();
   let beforeAt = 0;

@@ -145,6 +145,33 @@ pub unsafe extern "C" fn shmcall_status_name(code: i32, buf: *mut u8, cap: usize
     name.len() as i32
 }
 
+/// Writes the socket directory `dir` names (empty: the default one) to `buf`, as the core
+/// resolves it for clients and servers; returns its length in bytes (which may exceed `cap`:
+/// then only `cap` bytes were written), or a library failure.
+///
+/// # Safety
+/// `dir` is valid for `dir_len` bytes; `buf` for writes of `cap` bytes (or null with 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_socket_dir(
+    dir: *const u8,
+    dir_len: usize,
+    buf: *mut u8,
+    cap: usize,
+) -> i32 {
+    // SAFETY: forwarded contract.
+    let resolved = unsafe { text(dir, dir_len, "dir") }.and_then(surface::socket_dir);
+    match resolved {
+        Ok(path) => {
+            // SAFETY: forwarded contract.
+            let dst = unsafe { bytes_mut(buf, cap) };
+            let n = path.len().min(dst.len());
+            dst[..n].copy_from_slice(&path.as_bytes()[..n]);
+            path.len() as i32
+        }
+        Err(e) => fail(e),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Segments
 

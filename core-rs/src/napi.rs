@@ -220,6 +220,13 @@ pub fn status_name(code: i32) -> Option<&'static str> {
     Status::from_code(code).map(Status::name)
 }
 
+/// The socket directory `dir` names (empty: the default one), as the core resolves it; null
+/// on failure (`lastError` says why).
+#[napi]
+pub fn socket_dir(dir: String) -> Option<String> {
+    surface::socket_dir(&dir).map_err(fail).ok()
+}
+
 /// A view of `segment`, which keeps it mapped until the view is collected.
 fn segment_view(env: &Env, segment: Arc<Segment>) -> Option<Unknown<'static>> {
     let (base, len) = segment.mapping();

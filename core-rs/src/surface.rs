@@ -90,6 +90,22 @@ fn endpoint_dir(dir: &str) -> Option<PathBuf> {
     (!dir.is_empty()).then(|| PathBuf::from(dir))
 }
 
+/// The socket directory `dir` names (empty: the default one), as the core resolves it for
+/// clients and servers: created if missing, and checked to be the owner's only.
+pub fn socket_dir(dir: &str) -> Result<String, Error> {
+    let access = crate::endpoint::Access {
+        shared: false,
+        owners: &[],
+    };
+    let path = crate::endpoint::socket_dir(endpoint_dir(dir).as_deref(), access)?;
+    path.into_os_string().into_string().map_err(|p| {
+        Error::new(
+            Status::InvalidArgument,
+            format!("the socket directory {} is not UTF-8", p.to_string_lossy()),
+        )
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Client
 

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { threadId } from "node:worker_threads";
-import { connect, IpcError, serve, Status } from "../dist/node/index.js";
+import { connect, IpcError, serve, socketDir, Status } from "../dist/node/index.js";
 import { tempSocketDir } from "./peers/spawn.mjs";
 
 const text = (r) => new TextDecoder().decode(r.output);
@@ -127,6 +127,7 @@ test("Node: counters, locally and asked of the server; quiesce answers SERVER_QU
       assert.ok(
         local.latency.p50 > 0 && local.latency.p50 <= local.latency.p99,
       );
+      assert.equal(socketDir(dir.path), dir.path, "the core resolves the same directory");
       const remote = await client.serverStats();
       assert.equal(
         remote.commands,
