@@ -13,6 +13,7 @@ import { Status } from "../src/status.ts";
 import {
   bindNative,
   type Doorbell,
+  EVENT_WORD,
   eventView,
   type Handle,
   Mapping,
@@ -28,12 +29,13 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 // Out-parameter scratch space, reused: JavaScript calls into the library one call at a time.
-const out64 = [new BigUint64Array(1), new BigUint64Array(1), new BigUint64Array(1)] as const;
+const out64 = [new BigUint64Array(1), new BigUint64Array(1)] as const;
+const outI64 = new BigInt64Array(1);
 const outI32 = new Int32Array(1);
 const outU32 = new Uint32Array(1);
 const begunAt = new Uint32Array(3);
 const sentence = new Uint8Array(1024);
-const eventWords = new Uint32Array(20);
+const eventWords = new Uint32Array(EVENT_WORD.WORDS);
 
 /** The sentence of the last failure of a C call on this thread. */
 function lastError(): string {
@@ -56,31 +58,30 @@ export function coreStatusName(code: number): string | undefined {
 
 function pointer(value: bigint): Deno.PointerObject {
   const p = Deno.UnsafePointer.create(value);
-  if (p === null) throw new Error("the library returned a null handle");
+  if (p === null) throw new Error("the library returned a null pointer");
   return p;
 }
 
-const asHandle = (p: Deno.PointerObject) => p as unknown as Handle;
-const asPointer = (h: Handle) => h as unknown as Deno.PointerObject;
+const asHandle = (n: number) => n as Handle;
 const spin = (ns: number) => ns < 0 ? DEFAULT_SPIN : BigInt(ns);
 
 // A segment is released when the last view over it becomes unreachable: every area handed to
 // user code is a subarray of one view per segment, so they share its ArrayBuffer.
-const segments = new FinalizationRegistry<Deno.PointerObject>((ref) => {
-  library().shmcall_segment_release(ref);
+const segments = new FinalizationRegistry<number>((handle) => {
+  library().shmcall_segment_release(handle);
 });
 
-/** The segment the last `*_segment` call described (in `out64`), viewed and released with the view. */
+/** The segment the last `*_segment` call held (base and length in `out64`, its handle in `outU32`), viewed and released with the view. */
 function mapping(): Mapping {
-  const ref = pointer(out64[2][0]!);
+  const handle = outU32[0]!;
   const length = Number(out64[1][0]!);
   const view = new Uint8Array(
     Deno.UnsafePointerView.getArrayBuffer(pointer(out64[0][0]!), length),
   );
   const token = {};
-  segments.register(view.buffer, ref, token);
+  segments.register(view.buffer, handle, token);
   return new Mapping(view, () => {
-    if (segments.unregister(token)) library().shmcall_segment_release(ref);
+    if (segments.unregister(token)) library().shmcall_segment_release(handle);
   });
 }
 
@@ -136,32 +137,19 @@ export const denoNative: Native = {
     return `${v >> 16}.${v & 0xffff}`;
   },
 
-  async clientConnect(icId, dir, spinNs, id) {
+  constant(name) {
+    const [n, nLen] = text(name);
+    return library().shmcall_constant(n, nLen, outI64) === OK ? Number(outI64[0]!) : undefined;
+  },
+
+  clientConnect(icId, dir, spinNs, id) {
     const [ic, icLen] = text(icId);
     const [d, dLen] = text(dir ?? "");
-    // Buffers of its own: the call runs while other calls use the shared scratch space.
-    const out = new BigUint64Array(1);
-    const error = new Uint8Array(1024);
-    const rc = await library().shmcall_client_connect(
-      ic,
-      icLen,
-      d,
-      dLen,
-      spin(spinNs),
-      BigInt(id),
-      out,
-      error,
-      BigInt(error.length),
-    );
-    if (rc < 0) {
-      const end = error.indexOf(0);
-      throw new IpcError(rc, decoder.decode(end < 0 ? error : error.subarray(0, end)));
-    }
-    return asHandle(pointer(out[0]!));
+    check(library().shmcall_client_connect(ic, icLen, d, dLen, spin(spinNs), BigInt(id)));
   },
 
   clientSegment(client) {
-    check(library().shmcall_client_segment(asPointer(client), out64[0], out64[1], out64[2]));
+    check(library().shmcall_client_segment(client, out64[0], out64[1], outU32));
     return mapping();
   },
 
@@ -170,7 +158,7 @@ export const denoNative: Native = {
   clientBegin(client, code, inputLength, outputCapacity, mode) {
     check(
       library().shmcall_client_begin_at(
-        asPointer(client),
+        client,
         code,
         inputLength,
         outputCapacity,
@@ -191,7 +179,7 @@ export const denoNative: Native = {
   },
 
   clientCall(client, ticket) {
-    check(library().shmcall_client_call(asPointer(client), ticket, outI32, outU32));
+    check(library().shmcall_client_call(client, ticket, outI32, outU32));
     return outI32[0]!;
   },
 
@@ -200,15 +188,15 @@ export const denoNative: Native = {
   },
 
   clientSubmit(client, ticket, token) {
-    check(library().shmcall_client_submit(asPointer(client), ticket, BigInt(token)));
+    check(library().shmcall_client_submit(client, ticket, BigInt(token)));
   },
 
   clientWithdraw(client, slot) {
-    return check(library().shmcall_client_withdraw(asPointer(client), slot)) === 1;
+    return check(library().shmcall_client_withdraw(client, slot)) === 1;
   },
 
   clientStats(client, into) {
-    check(library().shmcall_client_stats(asPointer(client), into, BigInt(into.length)));
+    check(library().shmcall_client_stats(client, into, BigInt(into.length)));
   },
 
   ticketFree(ticket) {
@@ -216,28 +204,26 @@ export const denoNative: Native = {
   },
 
   clientFree(client) {
-    check(library().shmcall_client_free(asPointer(client)));
+    check(library().shmcall_client_free(client));
   },
 
   serverServe(icId, dir, spinNs, id) {
     const [ic, icLen] = text(icId);
     const [d, dLen] = text(dir ?? "");
-    check(
-      library().shmcall_server_serve(ic, icLen, d, dLen, spin(spinNs), BigInt(id), out64[0]),
-    );
-    return asHandle(pointer(out64[0][0]!));
+    check(library().shmcall_server_serve(ic, icLen, d, dLen, spin(spinNs), BigInt(id), outU32));
+    return asHandle(outU32[0]!);
   },
 
   serverOpened(server, conn, status) {
-    check(library().shmcall_server_opened(asPointer(server), BigInt(conn), status));
+    check(library().shmcall_server_opened(server, BigInt(conn), status));
   },
 
   serverStats(server, into) {
-    check(library().shmcall_server_stats(asPointer(server), into, BigInt(into.length)));
+    check(library().shmcall_server_stats(server, into, BigInt(into.length)));
   },
 
   serverNote(server, workers, quiescing) {
-    check(library().shmcall_server_note(asPointer(server), workers, quiescing ? 1 : 0));
+    check(library().shmcall_server_note(server, workers, quiescing ? 1 : 0));
   },
 
   commandTake(command) {
@@ -250,8 +236,8 @@ export const denoNative: Native = {
   },
 
   commandSegment(command) {
-    check(library().shmcall_command_segment(command, out64[0], out64[1], out64[2]));
-    if (out64[2][0] === 0n) {
+    check(library().shmcall_command_segment(command, out64[0], out64[1], outU32));
+    if (outU32[0] === 0) {
       throw new IpcError(
         Status.INVALID_ARGUMENT,
         `command ${command} travels the backup path: it has no segment`,
@@ -265,7 +251,7 @@ export const denoNative: Native = {
   },
 
   serverFree(server) {
-    check(library().shmcall_server_free(asPointer(server)));
+    check(library().shmcall_server_free(server));
   },
 
   hubClaim() {

@@ -1,5 +1,5 @@
 /**
- * The one symbol table of the C surface of `core-rs` (`core-rs/src/ffi.rs`), with the C type
+ * The one symbol table of the C surface (`bindings/src/ffi.rs`), with the C type
  * of every parameter beside it. Every function returns an `int32_t`: 0 (OK), 1 (EMPTY: nothing
  * ready yet) or a negative library status.
  *
@@ -16,6 +16,9 @@ export const symbols = {
   // int32_t shmcall_socket_dir(const uint8_t* dir, size_t dir_len, uint8_t* buf, size_t cap)
   shmcall_socket_dir: { parameters: ["buffer", "usize", "buffer", "usize"], result: "i32" },
 
+  // int32_t shmcall_constant(const uint8_t* name, size_t name_len, int64_t* out)
+  shmcall_constant: { parameters: ["buffer", "usize", "buffer"], result: "i32" },
+
   shmcall_client_connect: {
     parameters: [
       "buffer", // const uint8_t* ic_id
@@ -23,31 +26,24 @@ export const symbols = {
       "buffer", // const uint8_t* dir (may be empty)
       "usize", //  size_t dir_len
       "u64", //    uint64_t spin_ns (UINT64_MAX: default)
-      "u64", //    uint64_t id (names the client in hub events)
-      "buffer", // ClientHandle** out
-      "buffer", // uint8_t* error (the failure's sentence)
-      "usize", //  size_t error_cap
+      "u64", //    uint64_t id (names the client in hub events: its end comes as CONNECTED)
     ],
     result: "i32",
-    // Off the JavaScript thread: a server of this process runs `open` meanwhile.
-    nonblocking: true,
   },
-  // int32_t shmcall_client_segment(ClientHandle*, uint8_t** base, size_t* len, SegmentRef** out)
+  // int32_t shmcall_client_segment(uint32_t client, uint8_t** base, size_t* len, uint32_t* out)
   shmcall_client_segment: {
-    parameters: ["pointer", "buffer", "buffer", "buffer"],
+    parameters: ["u32", "buffer", "buffer", "buffer"],
     result: "i32",
   },
-  // int32_t shmcall_client_close(ClientHandle*)
-  shmcall_client_close: { parameters: ["pointer"], result: "i32" },
-  // int32_t shmcall_client_free(ClientHandle*)
-  shmcall_client_free: { parameters: ["pointer"], result: "i32" },
+  // int32_t shmcall_client_free(uint32_t client)
+  shmcall_client_free: { parameters: ["u32"], result: "i32" },
   shmcall_client_begin_at: {
     parameters: [
-      "pointer", // ClientHandle* client
+      "u32", //     uint32_t client
       "u32", //     uint32_t code
       "u32", //     uint32_t input_len
       "u32", //     uint32_t output_cap
-      "u32", //     uint32_t mode (0 default, 1 inline, 2 worker)
+      "u32", //     uint32_t mode (0 default, 1 inline, 2 worker, 4 counters)
       "buffer", //  uint32_t* ticket (a handle)
       "buffer", //  uint32_t offsets[3]: input, output, slot (UINT32_MAX: the backup path)
     ],
@@ -58,20 +54,20 @@ export const symbols = {
     parameters: ["u32", "buffer", "buffer"],
     result: "i32",
   },
-  // int32_t shmcall_client_call(ClientHandle*, uint32_t ticket, int32_t* status, uint32_t* length)
+  // int32_t shmcall_client_call(uint32_t client, uint32_t ticket, int32_t* status, uint32_t* length)
   shmcall_client_call: {
-    parameters: ["pointer", "u32", "buffer", "buffer"],
+    parameters: ["u32", "u32", "buffer", "buffer"],
     result: "i32",
   },
-  // int32_t shmcall_client_submit(ClientHandle*, uint32_t ticket, uint64_t token)
+  // int32_t shmcall_client_submit(uint32_t client, uint32_t ticket, uint64_t token)
   shmcall_client_submit: {
-    parameters: ["pointer", "u32", "u64"],
+    parameters: ["u32", "u32", "u64"],
     result: "i32",
   },
-  // int32_t shmcall_client_withdraw(ClientHandle*, uint32_t slot): 1 withdrawn, 0 not
-  shmcall_client_withdraw: { parameters: ["pointer", "u32"], result: "i32" },
-  // int32_t shmcall_client_stats(ClientHandle*, double* out, size_t len)
-  shmcall_client_stats: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
+  // int32_t shmcall_client_withdraw(uint32_t client, uint32_t slot): 1 withdrawn, 0 not
+  shmcall_client_withdraw: { parameters: ["u32", "u32"], result: "i32" },
+  // int32_t shmcall_client_stats(uint32_t client, double* out, size_t len)
+  shmcall_client_stats: { parameters: ["u32", "buffer", "usize"], result: "i32" },
   // int32_t shmcall_ticket_answer(uint32_t ticket, int32_t* status, uint32_t* length, uint8_t** output)
   shmcall_ticket_answer: {
     parameters: ["u32", "buffer", "buffer", "buffer"],
@@ -83,8 +79,8 @@ export const symbols = {
   shmcall_ticket_read_output: { parameters: ["u32", "buffer", "usize"], result: "i32" },
   // int32_t shmcall_ticket_free(uint32_t ticket)
   shmcall_ticket_free: { parameters: ["u32"], result: "i32" },
-  // int32_t shmcall_segment_release(SegmentRef*)
-  shmcall_segment_release: { parameters: ["pointer"], result: "i32" },
+  // int32_t shmcall_segment_release(uint32_t segment)
+  shmcall_segment_release: { parameters: ["u32"], result: "i32" },
 
   shmcall_server_serve: {
     parameters: [
@@ -94,19 +90,19 @@ export const symbols = {
       "usize", //  size_t dir_len
       "u64", //    uint64_t spin_ns (UINT64_MAX: default)
       "u64", //    uint64_t id (names the server in hub events)
-      "buffer", // ServerHandle** out
+      "buffer", // uint32_t* out (the server's handle)
     ],
     result: "i32",
   },
-  // int32_t shmcall_server_opened(ServerHandle*, uint64_t connection, int32_t status)
+  // int32_t shmcall_server_opened(uint32_t server, uint64_t connection, int32_t status)
   shmcall_server_opened: {
-    parameters: ["pointer", "u64", "i32"],
+    parameters: ["u32", "u64", "i32"],
     result: "i32",
   },
-  // int32_t shmcall_server_stats(ServerHandle*, double* out, size_t len)
-  shmcall_server_stats: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
-  // int32_t shmcall_server_note(ServerHandle*, uint32_t workers, uint32_t quiescing)
-  shmcall_server_note: { parameters: ["pointer", "u32", "u32"], result: "i32" },
+  // int32_t shmcall_server_stats(uint32_t server, double* out, size_t len)
+  shmcall_server_stats: { parameters: ["u32", "buffer", "usize"], result: "i32" },
+  // int32_t shmcall_server_note(uint32_t server, uint32_t workers, uint32_t quiescing)
+  shmcall_server_note: { parameters: ["u32", "u32", "u32"], result: "i32" },
   // int32_t shmcall_command_take(uint32_t command): 1 taken, 0 withdrawn by its client
   shmcall_command_take: { parameters: ["u32"], result: "i32" },
   // int32_t shmcall_command_finish(uint32_t command, int32_t status, uint32_t length,
@@ -115,15 +111,15 @@ export const symbols = {
     parameters: ["u32", "i32", "u32", "buffer", "u32"],
     result: "i32",
   },
-  // int32_t shmcall_command_segment(uint32_t command, uint8_t** base, size_t* len, SegmentRef** out)
+  // int32_t shmcall_command_segment(uint32_t command, uint8_t** base, size_t* len, uint32_t* out)
   shmcall_command_segment: {
     parameters: ["u32", "buffer", "buffer", "buffer"],
     result: "i32",
   },
   // int32_t shmcall_command_read_input(uint32_t command, uint8_t* dst, size_t cap)
   shmcall_command_read_input: { parameters: ["u32", "buffer", "usize"], result: "i32" },
-  // int32_t shmcall_server_free(ServerHandle*)
-  shmcall_server_free: { parameters: ["pointer"], result: "i32" },
+  // int32_t shmcall_server_free(uint32_t server)
+  shmcall_server_free: { parameters: ["u32"], result: "i32" },
 
   // int32_t shmcall_hub_claim(void): this thread drains the hub (one JavaScript thread)
   shmcall_hub_claim: { parameters: [], result: "i32" },
@@ -137,7 +133,8 @@ export const symbols = {
   shmcall_hub_drain: { parameters: ["u32"], result: "i32" },
   // int32_t shmcall_hub_spent(void): 1 once the drain's budget is spent
   shmcall_hub_spent: { parameters: [], result: "i32" },
-  // int32_t shmcall_hub_idle(uint32_t wait_ns): 1 idle, 0 events, 2 events after the budget
+  // int32_t shmcall_hub_idle(uint32_t wait_ns): polls the connections, then arms them:
+  // 1 idle, 0 events, 2 events after the budget
   shmcall_hub_idle: { parameters: ["u32"], result: "i32" },
   // int32_t shmcall_hub_wait(uint32_t timeout_ns), the fallback doorbell: off the JS thread
   shmcall_hub_wait: { parameters: ["u32"], result: "i32", nonblocking: true },

@@ -1,20 +1,10 @@
 /**
- * The Node-API surface of `core-rs` (`core-rs/src/napi.rs`), as the addon exports it. Every
- * function that returns a number returns 0 (OK), 1 (EMPTY) or a negative library status,
- * whose sentence `lastError` returns; results beyond it go to the thread's scratch.
+ * The Node-API surface of the bindings (`bindings/src/napi.rs`), as the addon exports it.
+ * Every function that returns a number returns 0 (OK), 1 (EMPTY) or a negative library
+ * status, whose sentence `lastError` returns; results beyond it go to the thread's scratch.
  *
  * @module
  */
-
-/** How a connect ended. */
-export interface Connected {
-  /** The client's handle (0 on failure). */
-  handle: number;
-  /** 0, or the failure's status. */
-  status: number;
-  /** The failure's sentence. */
-  message: string;
-}
 
 /** The addon's exports. */
 export interface Addon {
@@ -25,13 +15,9 @@ export interface Addon {
   protocolVersion(): string;
   socketDir(dir: string): string | null;
   statusName(code: number): string | null;
+  constant(name: string): number | null;
 
-  clientConnect(
-    icId: string,
-    dir: string,
-    spinNs: number,
-    id: number,
-  ): Promise<Connected>;
+  clientConnect(icId: string, dir: string, spinNs: number, id: number): number;
   clientSegment(client: number): ArrayBuffer | null;
   clientBeginAt(
     client: number,
@@ -75,7 +61,10 @@ export interface Addon {
   clearDoorbell(): void;
 }
 
-/** Words of the scratch: the hub event takes the first 20. */
+/**
+ * Words of the scratch: the hub event takes the first 20 (`SCRATCH_*` in
+ * bindings/src/surface.rs; `tests/constants_test.ts` checks they agree).
+ */
 export const SCRATCH = {
   /** `clientBeginAt`: the ticket, then the input and output offsets and the slot; `serverServe`: the handle. */
   BEGUN: 20,

@@ -46,8 +46,7 @@ function mapping(buffer: ArrayBuffer | null): Mapping {
   return new Mapping(new Uint8Array(buffer));
 }
 
-const asHandle = (n: number) => n as unknown as Handle;
-const asNumber = (h: Handle) => h as unknown as number;
+const asHandle = (n: number) => n as Handle;
 
 /** Node's primitives. */
 export const nodeNative: Native = {
@@ -60,20 +59,20 @@ export const nodeNative: Native = {
     return path;
   },
 
-  async clientConnect(icId, dir, spinNs, id) {
-    const r = await addon.clientConnect(icId, dir ?? "", spinNs, id);
-    if (r.status < 0) throw new IpcError(r.status, r.message);
-    return asHandle(r.handle);
+  constant: (name) => addon.constant(name) ?? undefined,
+
+  clientConnect(icId, dir, spinNs, id) {
+    check(addon.clientConnect(icId, dir ?? "", spinNs, id));
   },
 
-  clientSegment: (client) => mapping(addon.clientSegment(asNumber(client))),
+  clientSegment: (client) => mapping(addon.clientSegment(client)),
 
   begunAt,
 
   clientBegin(client, code, inputLength, outputCapacity, mode) {
     check(
       addon.clientBeginAt(
-        asNumber(client),
+        client,
         code,
         inputLength,
         outputCapacity,
@@ -92,20 +91,20 @@ export const nodeNative: Native = {
   },
 
   clientCall(client, ticket) {
-    check(addon.clientCall(asNumber(client), ticket));
+    check(addon.clientCall(client, ticket));
     return ints[SCRATCH.ANSWER]!;
   },
 
   callLength: () => words[SCRATCH.ANSWER + 1]!,
 
   clientSubmit(client, ticket, token) {
-    check(addon.clientSubmit(asNumber(client), ticket, token));
+    check(addon.clientSubmit(client, ticket, token));
   },
 
-  clientWithdraw: (client, slot) => check(addon.clientWithdraw(asNumber(client), slot)) === 1,
+  clientWithdraw: (client, slot) => check(addon.clientWithdraw(client, slot)) === 1,
 
   clientStats(client, into) {
-    check(addon.clientStats(asNumber(client), into));
+    check(addon.clientStats(client, into));
   },
 
   ticketFree(ticket) {
@@ -113,7 +112,7 @@ export const nodeNative: Native = {
   },
 
   clientFree(client) {
-    check(addon.clientFree(asNumber(client)));
+    check(addon.clientFree(client));
   },
 
   serverServe(icId, dir, spinNs, id) {
@@ -122,15 +121,15 @@ export const nodeNative: Native = {
   },
 
   serverOpened(server, conn, status) {
-    check(addon.serverOpened(asNumber(server), conn, status));
+    check(addon.serverOpened(server, conn, status));
   },
 
   serverStats(server, into) {
-    check(addon.serverStats(asNumber(server), into));
+    check(addon.serverStats(server, into));
   },
 
   serverNote(server, workers, quiescing) {
-    check(addon.serverNote(asNumber(server), workers, quiescing));
+    check(addon.serverNote(server, workers, quiescing));
   },
 
   commandTake: (command) => check(addon.commandTake(command)) === 1,
@@ -146,7 +145,7 @@ export const nodeNative: Native = {
   },
 
   serverFree(server) {
-    check(addon.serverFree(asNumber(server)));
+    check(addon.serverFree(server));
   },
 
   hubClaim() {

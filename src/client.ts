@@ -6,7 +6,7 @@
 
 import { IpcError } from "./errors.ts";
 import * as hub from "./hub.ts";
-import { type Handle, type Mapping, native, NOWHERE, STATS } from "./native.ts";
+import { EVENT, FLAG, type Handle, type Mapping, native, NOWHERE, STATS } from "./native.ts";
 import { readServerStats, readStats, type ServerStats, type Stats } from "./stats.ts";
 import { Status } from "./status.ts";
 import { checkIcId, checkSocketDir, spinNanos } from "./validate.ts";
@@ -103,8 +103,6 @@ interface Pending {
   unwatch: (() => void) | undefined;
 }
 
-/** The mode of a request for the server's counters (`slot::FLAG_STATS` in core-rs). */
-const MODE_STATS = 4;
 
 /** The longest `timeout` a command may have, in ms (that of `setTimeout`). */
 const MAX_TIMEOUT = 0x7fff_ffff;
@@ -312,7 +310,7 @@ export class Client {
       completion: () => {},
     };
     checkOptions(0, o);
-    await this.#issueAsync(0, o, MODE_STATS);
+    await this.#issueAsync(0, o, FLAG.STATS);
     return readServerStats(words);
   }
 
@@ -627,13 +625,23 @@ export async function connect(icId: string, options: ConnectOptions = {}): Promi
   checkIcId(icId);
   checkSocketDir(options.socketDir);
   const spin = spinNanos(options.spinMicros);
-  // The id is taken before connecting so that the core can name this client in its events;
-  // the connect itself runs off this thread, and the hub is drained meanwhile (a server of
-  // this process must run `open` before the connection is made).
-  const id = hub.register(undefined);
+  // The id is taken before connecting so that the core can name this client in its events:
+  // the library's I/O thread drives the connect, and its end comes as a hub event (a server of
+  // this process runs `open` meanwhile, on this thread).
+  let settle: { resolve: (h: Handle) => void; reject: (e: unknown) => void } | undefined;
+  const connected = new Promise<Handle>((resolve, reject) => settle = { resolve, reject });
+  const id = hub.register({
+    onEvent() {
+      const e = native.event;
+      if (e.kind !== EVENT.CONNECTED) return;
+      if (e.code < 0) settle!.reject(new IpcError(e.code, native.lastError()));
+      else settle!.resolve(e.handle as Handle);
+    },
+  });
   hub.hold();
   try {
-    const handle = await native.clientConnect(icId, options.socketDir, spin, id);
+    native.clientConnect(icId, options.socketDir, spin, id);
+    const handle = await connected;
     try {
       return new Client(icId, options.socketDir, id, handle);
     } catch (e) {

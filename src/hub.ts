@@ -17,7 +17,7 @@
 
 import { resolve } from "node:path";
 import { clearInterval, setImmediate, setInterval } from "node:timers";
-import { type Doorbell, EVENT, IDLE, native } from "./native.ts";
+import { type Doorbell, EVENT, type Handle, IDLE, native } from "./native.ts";
 import { Status } from "./status.ts";
 
 /** Something that receives hub events: a client (completions) or a server (the rest). */
@@ -307,6 +307,9 @@ function dispatch(): void {
   switch (native.event.kind) {
     case EVENT.COMPLETION:
       native.ticketFree(native.event.handle);
+      break;
+    case EVENT.CONNECTED:
+      if (native.event.code >= 0) native.clientFree(native.event.handle as Handle);
       break;
     case EVENT.EXEC:
       native.commandFinish(native.event.handle, Status.CLOSED, 0, null);

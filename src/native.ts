@@ -17,7 +17,11 @@ export const NOWHERE = 0xffff_ffff;
 /** A spin budget meaning "the core's default". */
 export const DEFAULT_SPIN = -1;
 
-/** Where each figure sits in a counters snapshot (`stats::word` in core-rs/src/stats.rs). */
+/**
+ * Where each figure sits in a counters snapshot (`stats::word` in core-rs/src/stats.rs). This
+ * file's tables are copies of the library's (`CONSTANTS` in bindings/src/surface.rs), kept here
+ * for speed; `tests/constants_test.ts` checks that they agree.
+ */
 export const STATS = {
   COMMANDS: 0,
   FINISHED: 1,
@@ -38,15 +42,36 @@ export const STATS = {
   LEN: 32,
 } as const;
 
-/** Hub event kinds (`EVENT_*` in core-rs/src/surface.rs). */
-export const EVENT = { COMPLETION: 1, OPEN: 2, EXEC: 3, CLOSE: 4 } as const;
+/** Hub event kinds (`EVENT_*` in bindings/src/surface.rs). */
+export const EVENT = { COMPLETION: 1, OPEN: 2, EXEC: 3, CLOSE: 4, CONNECTED: 5 } as const;
 
-/** What {@linkcode Native.hubIdle} found (`Idle` in core-rs/src/hub.rs). */
+/** The 32-bit words of a hub event (`HubEvent` in bindings/src/surface.rs). */
+export const EVENT_WORD = {
+  KIND: 0,
+  CODE: 1,
+  OWNER: 2,
+  TOKEN: 4,
+  HANDLE: 6,
+  IN_SEGMENT: 12,
+  INPUT_OFFSET: 13,
+  OUTPUT_OFFSET: 14,
+  INPUT_LEN: 16,
+  OUTPUT_LEN: 17,
+  PID: 18,
+  UID: 19,
+  /** Words in an event. */
+  WORDS: 20,
+} as const;
+
+/** What {@linkcode Native.hubIdle} found (`Idle` in bindings/src/hub.rs). */
 export const IDLE = { EVENTS: 0, IDLE: 1, SPENT: 2 } as const;
 
+/** The mode flags of a command (`slot::FLAG_*` in core-rs/src/slot.rs). */
+export const FLAG = { INLINE: 1, WORKER: 2, STATS: 4 } as const;
+
 declare const handleBrand: unique symbol;
-/** A client or server as the runtime names it (a pointer in Deno, a number in Node). */
-export type Handle = { readonly [handleBrand]: true };
+/** A client or server as the library names it: a checked `u32` handle, in both runtimes. */
+export type Handle = number & { readonly [handleBrand]: true };
 
 /** A pool worker, as the runtime started it (see `pool.ts`). */
 export interface WorkerPort {
@@ -65,13 +90,13 @@ export interface WorkerPort {
 /** Which doorbell wakes the event loop when the core queues events for an idle thread. */
 export type Doorbell = "napi" | "wait";
 
-/** The fields of the hub event last taken (the layout of `HubEvent` in core-rs/src/surface.rs). */
+/** The fields of the hub event last taken (the layout of `HubEvent` in bindings/src/surface.rs). */
 export interface HubEventView {
   readonly kind: number;
   readonly code: number;
   readonly owner: number;
   readonly token: number;
-  /** A ticket's or command's handle (a `u32`). */
+  /** A ticket's, command's or (connected) client's handle (a `u32`). */
   readonly handle: number;
   /** Whether the areas lie in the connection's segment (else: the backup path). */
   readonly inSegment: boolean;
@@ -91,42 +116,43 @@ const TWO_32 = 0x1_0000_0000;
  */
 export function eventView(words: Uint32Array): HubEventView {
   const ints = new Int32Array(words.buffer, words.byteOffset, words.length);
+  const W = EVENT_WORD;
   return {
     get kind() {
-      return words[0]!;
+      return words[W.KIND]!;
     },
     get code() {
-      return ints[1]!;
+      return ints[W.CODE]!;
     },
     get owner() {
-      return words[2]! + words[3]! * TWO_32;
+      return words[W.OWNER]! + words[W.OWNER + 1]! * TWO_32;
     },
     get token() {
-      return words[4]! + words[5]! * TWO_32;
+      return words[W.TOKEN]! + words[W.TOKEN + 1]! * TWO_32;
     },
     get handle() {
-      return words[6]!;
+      return words[W.HANDLE]!;
     },
     get inSegment() {
-      return words[12] === 1;
+      return words[W.IN_SEGMENT] === 1;
     },
     get inputOffset() {
-      return words[13]!;
+      return words[W.INPUT_OFFSET]!;
     },
     get outputOffset() {
-      return words[14]!;
+      return words[W.OUTPUT_OFFSET]!;
     },
     get inputLength() {
-      return words[16]!;
+      return words[W.INPUT_LEN]!;
     },
     get outputLength() {
-      return words[17]!;
+      return words[W.OUTPUT_LEN]!;
     },
     get pid() {
-      return ints[18]!;
+      return ints[W.PID]!;
     },
     get uid() {
-      return words[19]!;
+      return words[W.UID]!;
     },
   };
 }
@@ -185,8 +211,15 @@ export interface Native {
   /** The socket directory `dir` names (undefined: the default), resolved and created as the core does. */
   socketDir(dir: string | undefined): string;
 
-  /** Connects off this thread (a server of this process runs `open` meanwhile); `id` names the client in hub events. */
-  clientConnect(icId: string, dir: string | undefined, spinNs: number, id: number): Promise<Handle>;
+  /** The value of the library's constant `name` (`CONSTANTS` in bindings/src/surface.rs), or `undefined`. */
+  constant(name: string): number | undefined;
+
+  /**
+   * Starts a connect (the library's I/O thread drives it, so a server of this process runs
+   * `open` meanwhile); its end comes as a {@linkcode EVENT}`.CONNECTED` hub event for `id`, with
+   * the client's handle. Throws when the connect cannot even start.
+   */
+  clientConnect(icId: string, dir: string | undefined, spinNs: number, id: number): void;
   /** The client's segment, mapped for as long as the returned view is reachable. */
   clientSegment(client: Handle): Mapping;
   /** Takes a slot (or backup buffers) for a command; returns the ticket, its areas' offsets are in {@linkcode Native.begunAt}. */

@@ -15,7 +15,7 @@ import {
   type ServerCommand,
 } from "./exec.ts";
 import * as hub from "./hub.ts";
-import { EVENT, type Handle, type Mapping, native, STATS } from "./native.ts";
+import { EVENT, FLAG, type Handle, type Mapping, native, STATS } from "./native.ts";
 import { type Job, Pool, type PoolHost } from "./pool.ts";
 import { readServerStats, type ServerStats } from "./stats.ts";
 import { Status } from "./status.ts";
@@ -84,9 +84,6 @@ interface Connection<C> {
   closeWhenDrained: boolean;
 }
 
-/** The mode flags of an exec event (`slot::FLAG_*` in core-rs). */
-const FLAG_INLINE = 1;
-const FLAG_WORKER = 2;
 
 /**
  * A running server. Create one with {@linkcode serve}.
@@ -233,7 +230,7 @@ export class Server<C = unknown> {
     const flags = e.pid;
     if (
       this.#pool !== undefined &&
-      (flags === FLAG_WORKER || (flags !== FLAG_INLINE && !this.#inline))
+      (flags === FLAG.WORKER || (flags !== FLAG.INLINE && !this.#inline))
     ) {
       conn.pending++;
       this.#inProgress++;

@@ -13,7 +13,7 @@ if ! command -v valgrind >/dev/null; then
 fi
 
 mapfile -t binaries < <(
-  cargo test --release --locked -p shmcall --no-run --message-format=json 2>/dev/null |
+  cargo test --release --locked --workspace --no-run --message-format=json 2>/dev/null |
     python3 -c '
 import json, sys
 for line in sys.stdin:

@@ -292,14 +292,14 @@ Deno.test("connect() to an unknown ic id rejects with NOT_FOUND naming it", asyn
 Deno.test("a client speaking another protocol major is refused clearly", async () => {
   using dir = tempSocketDir();
   await using _server = await serve("versions", { exec: () => {} }, { socketDir: dir.path });
-  const peer = Peer.start(PEER_BIN, ["client", "versions", "--dir", dir.path, "--major", "2"]);
+  const peer = Peer.start(PEER_BIN, ["client", "versions", "--dir", dir.path, "--major", "3"]);
   // The peer exits without "ready"; its error line says why.
   const err = await peer.then(
     (p) => p.kill().then(() => "connected"),
     (e: Error) => e.message,
   );
   assert.match(err, /error VERSION_MISMATCH/);
-  assert.match(err, /protocol 2\.\d+ and this server speaks 1\.\d+/);
+  assert.match(err, /protocol 3\.\d+ and this server speaks 2\.\d+/);
 });
 
 Deno.test("serve() on an ic id a live server has rejects with ALREADY_SERVED", async () => {

@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{BenchConfig, Role, Stats};
-use shmcall::{
+use shmcall_core::{
     Client, Command, ConnInfo, ConnectOptions, Error, Handler, Mode, ServeOptions, Server,
 };
 

@@ -1,16 +1,14 @@
-//! The control channel: a Unix stream socket per connection that carries the handshake (with
-//! the segment's memfd as SCM_RIGHTS), the backup path's frames, and — by ending — the news
-//! that the peer is gone.
+//! The control channel's set-up: who is on the other end of a socket, the hello that carries the
+//! segment's memfd (SCM_RIGHTS), and [`Event`], the process-local wake-up its waiters use.
 //!
-//! Peer death needs no timeout and no heartbeat: when a process dies, however it dies, the
-//! kernel closes its end of the socket, and the blocking read on this side returns end-of-file
-//! (or `ECONNRESET`) at once. Each side keeps one thread in that read; see `client.rs` and
-//! `server.rs` for what they do when it returns.
+//! Once a connection is set up, its socket is a [`crate::link::Link`] watched by the process's
+//! one waiter ([`crate::reactor`]): peer death needs no timeout and no heartbeat, because when a
+//! process dies, however it dies, the kernel closes its end of the socket and the waiter reads
+//! end-of-file at once.
 
-use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,8 +18,7 @@ use nix::sys::socket::{
 
 use crate::futex::{self, Scope};
 use crate::ring::Spin;
-use crate::status::{Error, Status};
-use crate::wire::{self, FrameHeader, HEADER_LEN, Message, WireError};
+use crate::status::Error;
 
 /// Who is on the other end of a socket, as the kernel recorded it when it connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +42,9 @@ pub fn peer_credentials(stream: &UnixStream) -> Result<Credentials, Error> {
     })
 }
 
-/// Sends one frame with one descriptor attached to its first byte.
+/// Sends one frame with one descriptor attached to its first byte. The socket may be
+/// non-blocking: a fresh connection's buffer always takes a hello whole, and what it does not
+/// take is written in a blocking way only for a blocking socket.
 pub fn send_with_fd(stream: &UnixStream, frame: &[u8], fd: BorrowedFd<'_>) -> Result<(), Error> {
     let fds = [fd.as_raw_fd()];
     let sent = sendmsg::<()>(
@@ -62,65 +61,39 @@ pub fn send_with_fd(stream: &UnixStream, frame: &[u8], fd: BorrowedFd<'_>) -> Re
         .map_err(|e| Error::io("sending the hello failed", e))
 }
 
-/// Reads from a stream until a deadline: each read waits at most the time left, so a peer that
-/// trickles bytes cannot stretch a handshake past its bound.
+/// What a non-blocking [`recv_with_fds`] found.
 #[derive(Debug)]
-pub struct Deadline<'a> {
-    stream: &'a UnixStream,
-    deadline: Instant,
+pub enum Received {
+    /// `n` bytes, and the descriptors that came with them.
+    Bytes(usize, Vec<OwnedFd>),
+    /// Nothing yet.
+    WouldBlock,
+    /// The peer closed its end.
+    Closed,
+    /// More descriptors than fit were attached: the kernel truncated them (the ones received
+    /// are owned, so they are closed with the refusal).
+    Truncated(Vec<OwnedFd>),
 }
 
-impl<'a> Deadline<'a> {
-    /// Reads from `stream` until `deadline`.
-    pub fn new(stream: &'a UnixStream, deadline: Instant) -> Deadline<'a> {
-        Deadline { stream, deadline }
-    }
-
-    fn arm(&self) -> std::io::Result<()> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the handshake did not finish in time",
-            ));
-        }
-        self.stream.set_read_timeout(Some(left))
-    }
-}
-
-impl Read for Deadline<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.arm()?;
-        let mut s = self.stream;
-        s.read(buf)
-    }
-}
-
-/// Receives the first frame of a connection and every descriptor attached to it, by
-/// `deadline`. Descriptors are returned owned (and close-on-exec), so whatever the caller
-/// refuses is closed.
-pub fn recv_with_fds(
-    stream: &UnixStream,
-    deadline: Instant,
-) -> Result<(Message, Vec<OwnedFd>), WireError> {
-    let mut timed = Deadline::new(stream, deadline);
-    let mut header = [0u8; HEADER_LEN];
-    let mut fds = Vec::new();
+/// Receives bytes into `buf`, and every descriptor attached to them, from a non-blocking
+/// socket. Descriptors are returned owned (and close-on-exec), so whatever the caller refuses is
+/// closed.
+pub fn recv_with_fds(stream: &UnixStream, buf: &mut [u8]) -> std::io::Result<Received> {
     // Room for the most descriptors one message can carry (the kernel's SCM_MAX_FD, 253):
     // never truncated, so every descriptor the kernel installed is taken into ownership here
     // and closed with the refusal. A smaller buffer would leave the installed ones unowned.
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 253]);
-    let (got, truncated) = loop {
-        timed.arm().map_err(WireError::from_io)?;
-        let mut iov = [IoSliceMut::new(&mut header)];
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
         match recvmsg::<()>(
             stream.as_raw_fd(),
             &mut iov,
             Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
+            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
         ) {
             Ok(msg) => {
-                for c in msg.cmsgs().map_err(|e| WireError::Io(e.into()))? {
+                let mut fds = Vec::new();
+                for c in msg.cmsgs().map_err(std::io::Error::from)? {
                     if let ControlMessageOwned::ScmRights(received) = c {
                         for fd in received {
                             // SAFETY: the kernel just installed `fd` in our table for us; no one
@@ -129,88 +102,19 @@ pub fn recv_with_fds(
                         }
                     }
                 }
-                break (msg.bytes, msg.flags.contains(MsgFlags::MSG_CTRUNC));
+                if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+                    return Ok(Received::Truncated(fds));
+                }
+                if msg.bytes == 0 {
+                    return Ok(Received::Closed);
+                }
+                return Ok(Received::Bytes(msg.bytes, fds));
             }
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(WireError::from_io(e.into())),
+            Err(nix::errno::Errno::EAGAIN) => return Ok(Received::WouldBlock),
+            Err(e) => return Err(e.into()),
         }
-    };
-    if got == 0 {
-        return Err(WireError::Closed);
     }
-    if truncated {
-        return Err(WireError::Malformed(
-            "more descriptors than a hello carries",
-        ));
-    }
-    if got < HEADER_LEN {
-        timed
-            .read_exact(&mut header[got..])
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => WireError::Truncated,
-                _ => WireError::from_io(e),
-            })?;
-    }
-    let message = wire::read_payload(&mut timed, FrameHeader::parse(&header)?)?;
-    Ok((message, fds))
-}
-
-/// The sending half of a control channel, shared by every thread that answers or sends.
-///
-/// Sends are serialized by a mutex, so frames never interleave. Ending the channel does not
-/// take that mutex: a thread blocked in a send (the peer stopped reading) must not block the
-/// one that ends the connection; `shutdown` also makes that blocked send fail at once.
-#[derive(Debug)]
-pub struct Sender {
-    stream: Mutex<UnixStream>,
-    control: UnixStream,
-}
-
-impl Sender {
-    /// A sender over clones of the stream.
-    pub fn new(stream: &UnixStream) -> Result<Sender, Error> {
-        let dup = || {
-            stream
-                .try_clone()
-                .map_err(|e| Error::io("duplicating the control socket failed", e))
-        };
-        Ok(Sender {
-            stream: Mutex::new(dup()?),
-            control: dup()?,
-        })
-    }
-
-    /// Bounds each send: a peer that stops reading for longer fails the send.
-    pub fn set_timeout(&self, timeout: Option<Duration>) -> Result<(), Error> {
-        self.control
-            .set_write_timeout(timeout)
-            .map_err(|e| Error::io("setting the send timeout failed", e))
-    }
-
-    /// Writes one whole frame.
-    pub fn send(&self, frame: &[u8]) -> Result<(), Error> {
-        let s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
-        (&*s).write_all(frame).map_err(|e| {
-            Error::new(
-                Status::PeerTerminated,
-                format!("the control channel is closed: {e}"),
-            )
-        })
-    }
-
-    /// Ends both directions: the peer reads end-of-file, our reader thread returns, a send
-    /// blocked on a full socket fails.
-    pub fn shutdown(&self) {
-        let _ = self.control.shutdown(std::net::Shutdown::Both);
-    }
-}
-
-/// Bounds a blocking handshake read.
-pub fn set_handshake_timeout(stream: &UnixStream, t: Option<Duration>) -> Result<(), Error> {
-    stream
-        .set_read_timeout(t)
-        .and_then(|()| stream.set_write_timeout(t))
-        .map_err(|e| Error::io("setting the handshake timeout failed", e))
 }
 
 /// A process-local "something changed" signal: threads wait for a condition, any change bumps

@@ -243,16 +243,23 @@ impl Endpoint {
     pub fn remove_after_death(&self, pid: i32) -> bool {
         let patience = Instant::now() + Duration::from_secs(2);
         loop {
-            match self.take(false) {
-                Ok(Taken::Locked(_)) => return true,
-                Ok(Taken::Held { pid: Some(p) }) if p == pid && (exiting(p) || !alive(p)) => {}
-                Ok(Taken::Replaced) => {}
-                _ => return false,
+            match self.remove_after_death_step(pid) {
+                Some(removed) => return removed,
+                None if Instant::now() >= patience => return false,
+                None => std::thread::sleep(Duration::from_micros(100)),
             }
-            if Instant::now() >= patience {
-                return false;
-            }
-            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    /// One look of [`Endpoint::remove_after_death`], for a caller that must not wait (the
+    /// reactor): `Some(removed)` once decided, `None` while the dying server still holds its
+    /// lock (look again soon).
+    pub fn remove_after_death_step(&self, pid: i32) -> Option<bool> {
+        match self.take(false) {
+            Ok(Taken::Locked(_)) => Some(true),
+            Ok(Taken::Held { pid: Some(p) }) if p == pid && (exiting(p) || !alive(p)) => None,
+            Ok(Taken::Replaced) => None,
+            _ => Some(false),
         }
     }
 

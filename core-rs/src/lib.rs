@@ -4,26 +4,32 @@
 //! [`Server`] named by an ic id. Each command travels in a slot of a shared segment; only its
 //! 4-byte offset crosses between the processes, on the CS ring one way and the SC ring back.
 //! The control channel (a Unix socket) carries the handshake, commands that do not fit a slot,
-//! and the news that a peer died.
+//! the wake-ups of a process whose rings sleep, and the news that a peer died.
 //!
-//! The crate is also a `cdylib` with a C surface ([`ffi`]) for Deno's FFI and a Node-API
-//! surface ([`napi`]) for Node.js, both thin wrappers over the operations of [`surface`].
+//! The layers, each depending only on those above it in this list (docs/architecture.md):
+//!
+//! - transport: [`futex`], [`ring`], [`segment`], [`slot`], [`wire`], [`channel`],
+//!   [`endpoint`], [`stats`], [`status`];
+//! - the process's threads: [`reactor`] (the one waiter), [`link`] (a connection's socket),
+//!   [`owner`] (who runs a connection's work);
+//! - [`client`] and [`server`].
+//!
+//! This crate knows nothing of JavaScript: the bindings crate (`bindings/`) puts the hub, the
+//! handle tables, the C surface and the Node-API surface on top of it.
 
 pub mod channel;
 pub mod client;
 pub mod endpoint;
-pub mod ffi;
 pub mod futex;
-pub mod handles;
-pub mod hub;
-pub mod napi;
+pub mod link;
+pub mod owner;
+pub mod reactor;
 pub mod ring;
 pub mod segment;
 pub mod server;
 pub mod slot;
 pub mod stats;
 pub mod status;
-pub mod surface;
 pub mod wire;
 
 /// The atomics of the ring ([`ring`]): std's here; the loom model (`tests/loom_ring.rs`)
@@ -35,8 +41,9 @@ pub(crate) mod sync {
 }
 
 pub use client::{Answer, Call, Callbacks, Client, ConnectOptions, Copying, Output, Ticket};
+pub use owner::{Member, Owner, Runner};
 pub use segment::{Geometry, PROTOCOL_MAJOR, PROTOCOL_MINOR, SlotClass};
-pub use server::{Command, ConnInfo, Handler, Handlers, ServeOptions, Server, handlers};
+pub use server::{Command, ConnInfo, Handler, Handlers, Opening, ServeOptions, Server, handlers};
 pub use slot::{Area, Mode};
 pub use stats::Stats;
 pub use status::{Error, Result, Status};

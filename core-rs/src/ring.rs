@@ -13,26 +13,44 @@
 //!   read counter with `Acquire`; a zero means empty. It clears the cell and then publishes its
 //!   read position with `Release`, which is what gives the cell back to producers.
 //!
-//! Only the cells, the published read position and the two sleep flags live in shared memory.
-//! Both counters that decide *where* the owner reads or writes are private to the owner, so a
-//! peer scribbling over the segment can make this side see garbage values (which callers
+//! Only the cells, the published read position and the consumer's sleep flag live in shared
+//! memory. Both counters that decide *where* the owner reads or writes are private to the owner,
+//! so a peer scribbling over the segment can make this side see garbage values (which callers
 //! validate) but can never steer an index outside the ring: every index is `position & mask`
 //! with the mask taken from the locally validated geometry.
 //!
-//! # Blocking
+//! A ring has a cell for every slot and a slot is in at most one ring at a time, so a producer
+//! that follows the protocol never finds it full: producers never wait, and a full ring means
+//! the peer lied about its read position ([`Full`]).
 //!
-//! Waiting is injected through [`Park`] (as iceoryx2's lock strategies take `wait` and `wake`
-//! from outside), so the same code runs across threads on the heap, across processes in a
-//! segment, and under a model checker. A waiter spins for a bounded time, then announces itself
-//! in a sleep flag, issues a full fence, re-checks, and only then sleeps; the other side
-//! publishes, issues a full fence, and makes a wake system call only when it sees the flag. This
-//! is the `IORING_SQ_NEED_WAKEUP` handshake of io_uring: the two fences make it impossible for
-//! both the sleeper to miss the value and the publisher to miss the flag (a store-buffer litmus
-//! test that sequentially consistent fences forbid). A busy pair therefore makes no system call.
+//! # Waking the consumer
 //!
-//! Every blocking call takes a `stop` predicate; [`Ring::interrupt`] clears the flags and wakes
-//! every sleeper so it re-reads `stop`. Sleeps use a bounded backstop timeout so a hostile peer
-//! that keeps rewriting a sleep flag can delay, but never prevent, a local close.
+//! The consumer's **sleep flag** says how a producer must wake it after a push:
+//!
+//! - [`AWAKE`]: the consumer looks at the ring (or will, before it sleeps): nothing to do — a
+//!   busy pair makes no system call;
+//! - [`PARKED`]: a thread of the consumer's process sleeps on the flag itself, a futex word in
+//!   the segment: the producer wakes it with one futex wake ([`Waker::unpark`]);
+//! - [`WATCHED`]: no thread of the consumer's process looks at this ring; its process's one
+//!   waiter watches the connection's control socket, so the producer sends a WAKE frame there
+//!   ([`Waker::signal`]).
+//!
+//! The producer swaps the flag back to [`AWAKE`] as it wakes, so a burst of pushes wakes once.
+//! Announcing and checking are the `IORING_SQ_NEED_WAKEUP` handshake of io_uring: the consumer
+//! stores its flag, issues a full fence and looks at the cell once more; the producer stores the
+//! cell, issues a full fence and reads the flag. The two fences make it impossible for both the
+//! consumer to miss the entry and the producer to miss the flag (a store-buffer litmus test
+//! that sequentially consistent fences forbid).
+//!
+//! # What a peer that rewrites the flag can do
+//!
+//! The flag is written by the peer too. A producer that does not wake a sleeping consumer only
+//! delays the answers it owes on its own connection — exactly as a peer that never answers
+//! does. Nothing local depends on the flag: a [`PARKED`] thread also sleeps on a word of its own
+//! process ([`Park`]), which a local close changes, so no peer can keep a close from ending a
+//! wait; and a [`WATCHED`] ring is watched through a descriptor that only the connection's own
+//! frames reach. So there is no periodic wake-up anywhere: a peer that misbehaves stalls its
+//! own connection and nothing else (docs/architecture.md, "Sleep flags").
 
 use std::fmt;
 
@@ -41,33 +59,43 @@ use std::fmt;
 use crate::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
 
+/// The consumer looks at the ring, or will before it sleeps: a producer wakes no one.
+pub const AWAKE: u32 = 0;
+/// A consumer thread sleeps on the flag: a producer wakes it with a futex wake.
+pub const PARKED: u32 = 1;
+/// The consumer's process watches the control socket: a producer sends it a WAKE frame.
+pub const WATCHED: u32 = 2;
+
 /// Shared-memory header of one ring. `#[repr(C)]`, no pointers, no `Drop`: it is laid out by one
-/// process and used by two. The fields each side writes sit on separate cache lines.
+/// process and used by two. The consumer's fields sit on the first cache line; the second is
+/// reserved (zero).
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct RingHeader {
     /// The consumer's read position, published after each pop (consumer writes, producers read).
     read: AtomicU32,
-    /// `1` while the consumer sleeps or is about to sleep; the futex word it sleeps on.
-    reader_sleeping: AtomicU32,
+    /// The consumer's sleep flag: [`AWAKE`], [`PARKED`] or [`WATCHED`]; the futex word a parked
+    /// consumer sleeps on.
+    reader: AtomicU32,
     _pad0: [u8; 56],
-    /// `1` while a producer sleeps on a full ring; the futex word producers sleep on.
-    writers_sleeping: AtomicU32,
-    _pad1: [u8; 60],
+    _reserved: [u8; 64],
 }
 
 impl RingHeader {
     /// Size of the header in bytes; the cells follow it in a segment.
     pub const SIZE: usize = std::mem::size_of::<RingHeader>();
+    /// Offset of the read position in the header.
+    pub const READ: usize = 0;
+    /// Offset of the consumer's sleep flag in the header.
+    pub const FLAG: usize = 4;
 
     /// A header for a fresh, empty ring (not `const`: loom's atomics are not).
     pub fn new() -> RingHeader {
         RingHeader {
             read: AtomicU32::new(0),
-            reader_sleeping: AtomicU32::new(0),
+            reader: AtomicU32::new(AWAKE),
             _pad0: [0; 56],
-            writers_sleeping: AtomicU32::new(0),
-            _pad1: [0; 60],
+            _reserved: [0; 64],
         }
     }
 }
@@ -78,12 +106,24 @@ impl Default for RingHeader {
     }
 }
 
-/// How a blocked side sleeps and wakes the other: futexes in production, anything in tests.
+/// How a producer wakes the consumer its push found asleep.
+pub trait Waker {
+    /// A consumer thread sleeps on `flag` ([`PARKED`]): wake it.
+    fn unpark(&self, flag: &AtomicU32);
+    /// The consumer's process watches the control socket ([`WATCHED`]): signal it there.
+    fn signal(&self);
+}
+
+/// How a consumer thread sleeps on its flag ([`PARKED`]): futexes in production, a model in
+/// tests.
 pub trait Park {
-    /// Sleeps while `*word == expected`; may return early for any reason.
-    fn wait(&self, word: &AtomicU32, expected: u32);
-    /// Wakes every thread sleeping on `word`.
-    fn wake(&self, word: &AtomicU32);
+    /// A value of the sleeper's own that [`Park::park`] compares too, read before the caller's
+    /// last look at its stop condition: a local interrupt changes it, so it ends a sleep that
+    /// began after the look.
+    fn epoch(&self) -> u32;
+    /// Sleeps while `*flag == PARKED` and the epoch is still `epoch`; may return early for any
+    /// reason.
+    fn park(&self, flag: &AtomicU32, epoch: u32);
 }
 
 /// Why a blocking ring operation returned without a value.
@@ -93,12 +133,10 @@ pub enum Stopped {
     Stopped,
 }
 
-/// Outcome of a non-blocking push.
+/// A push found no free cell: with a cell per slot, only a peer that published a read position
+/// it never reached can cause that.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TryPushError {
-    /// Every cell holds an entry the consumer has not taken.
-    Full,
-}
+pub struct Full;
 
 /// How long a waiter spins before it sleeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,9 +240,14 @@ impl Ring {
         unsafe { &*self.cells.add((position & self.mask) as usize) }
     }
 
-    /// Producer: pushes `value` (non-zero) unless the ring is full.
+    /// The consumer's sleep flag (for tests and the hostile peers that rewrite it).
+    pub fn flag(&self) -> &AtomicU32 {
+        &self.header().reader
+    }
+
+    /// Producer: pushes `value` (non-zero) and wakes the consumer as its flag asks.
     #[inline]
-    pub fn try_push(&self, value: u32, park: &impl Park) -> Result<(), TryPushError> {
+    pub fn try_push(&self, value: u32, waker: &impl Waker) -> Result<(), Full> {
         assert!(
             value != 0,
             "ring entries must be non-zero: zero marks an empty cell"
@@ -217,8 +260,17 @@ impl Ring {
             // below cannot be overwritten by its clearing store.
             let r = header.read.load(Ordering::Acquire);
             if w.wrapping_sub(r) >= self.capacity() {
-                // Full, or the peer published a read position ahead of us: both mean "no cell".
-                return Err(TryPushError::Full);
+                // Full — or `w` is stale: another producer took positions since we read it, and
+                // the consumer already read past them. The Acquire load of `read` above makes
+                // every position whose entry the consumer read visible to this load, so a
+                // second look settles it: an unchanged position means no cell (a full ring, or
+                // a peer that published a read position it never reached).
+                let now = self.position.load(Ordering::Relaxed);
+                if now == w {
+                    return Err(Full);
+                }
+                w = now;
+                continue;
             }
             // Relaxed: the counter only hands out positions among this process's producers;
             // what the consumer sees is ordered by the cell store below.
@@ -235,22 +287,36 @@ impl Ring {
         // SYNC POINT A (pairs with the Acquire load in `try_pop`): everything written before the
         // push (a slot header, an input area) is visible to the consumer that takes the value.
         self.cell(w).store(value, Ordering::Release);
-        // Full fence between publishing and reading the sleep flag: the store-buffer handshake
-        // described in the module doc, paired with the fence in `pop_blocking`.
+        // SYNC POINT C: the full fence between publishing the cell and reading the sleep flag,
+        // paired with the consumer's fence between storing its flag and its last look at the
+        // cell (`pop_blocking`, `watch`): of the two, at least one sees the other's store.
         fence(Ordering::SeqCst);
-        if header.reader_sleeping.load(Ordering::Relaxed) != 0
-            && header.reader_sleeping.swap(0, Ordering::Relaxed) != 0
-        {
-            park.wake(&header.reader_sleeping);
-        }
+        self.wake(waker);
         Ok(())
+    }
+
+    /// Wakes the consumer if its flag asks for it, once per announcement: the swap lets one
+    /// producer of a burst (or of several producer threads) do it.
+    #[inline]
+    fn wake(&self, waker: &impl Waker) {
+        let flag = &self.header().reader;
+        // Relaxed: ordered after the cell store by the fence before the call; the swap is one
+        // read-modify-write, so exactly one producer takes each announcement.
+        if flag.load(Ordering::Relaxed) != AWAKE {
+            match flag.swap(AWAKE, Ordering::Relaxed) {
+                PARKED => waker.unpark(flag),
+                WATCHED => waker.signal(),
+                // AWAKE, or a value the peer scribbled: the peer's own loss (module doc).
+                _ => {}
+            }
+        }
     }
 
     /// Consumer: takes the oldest entry, or `None` when the next cell is still empty.
     ///
     /// The value comes from the peer: callers validate it before use.
     #[inline]
-    pub fn try_pop(&self, park: &impl Park) -> Option<u32> {
+    pub fn try_pop(&self) -> Option<u32> {
         let header = self.header();
         let r = self.position.load(Ordering::Relaxed);
         let cell = self.cell(r);
@@ -266,121 +332,73 @@ impl Ring {
         self.position.store(next, Ordering::Relaxed);
         // SYNC POINT B: see `try_push`.
         header.read.store(next, Ordering::Release);
-        // Full fence between freeing a cell and reading the producers' sleep flag, paired with
-        // the fence in `push_blocking`.
-        fence(Ordering::SeqCst);
-        if header.writers_sleeping.load(Ordering::Relaxed) != 0
-            && header.writers_sleeping.swap(0, Ordering::Relaxed) != 0
-        {
-            park.wake(&header.writers_sleeping);
-        }
         Some(value)
     }
 
-    /// Consumer: takes the oldest entry, spinning for `spin` and then sleeping while the ring is
-    /// empty, until an entry arrives or `stop()` is true.
+    /// Consumer: whether the next cell is empty (a peek, without taking it).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        // Acquire: SYNC POINT A, as in `try_pop`.
+        self.cell(self.position.load(Ordering::Relaxed))
+            .load(Ordering::Acquire)
+            == 0
+    }
+
+    /// Consumer: takes the oldest entry, spinning for `spin` and then sleeping ([`PARKED`])
+    /// while the ring is empty, until an entry arrives or `stop()` is true. `park` ends a sleep
+    /// when its epoch changes: whoever makes `stop` true changes it after.
     pub fn pop_blocking(
         &self,
         spin: Spin,
         park: &impl Park,
         stop: impl Fn() -> bool,
     ) -> Result<u32, Stopped> {
-        let flag = &self.header().reader_sleeping;
+        let flag = &self.header().reader;
         loop {
-            if let Some(v) = spin.run(|| self.try_pop(park)) {
+            if let Some(v) = spin.run(|| self.try_pop()) {
                 return Ok(v);
             }
+            // Read before the last look at `stop`: an interrupt that comes after the look
+            // changes the epoch, and the sleep below then ends at once.
+            let epoch = park.epoch();
             if stop() {
+                flag.store(AWAKE, Ordering::Relaxed);
                 return Err(Stopped::Stopped);
             }
-            flag.store(1, Ordering::Relaxed);
-            // Full fence between announcing the sleep and re-checking the cell; see the
-            // module doc. Also orders the re-check of `stop` after the announcement, which is
-            // what makes `interrupt` reliable.
+            flag.store(PARKED, Ordering::Relaxed);
+            // SYNC POINT C (pairs with the fence in `try_push`): see there.
             fence(Ordering::SeqCst);
-            if let Some(v) = self.try_pop(park) {
-                flag.store(0, Ordering::Relaxed);
+            if let Some(v) = self.try_pop() {
+                flag.store(AWAKE, Ordering::Relaxed);
                 return Ok(v);
             }
-            if stop() {
-                flag.store(0, Ordering::Relaxed);
-                return Err(Stopped::Stopped);
-            }
-            park.wait(flag, 1);
+            park.park(flag, epoch);
         }
     }
 
-    /// Producer: pushes `value`, spinning and then sleeping while the ring is full, until it
-    /// fits or `stop()` is true.
-    pub fn push_blocking(
-        &self,
-        value: u32,
-        spin: Spin,
-        park: &impl Park,
-        stop: impl Fn() -> bool,
-    ) -> Result<(), Stopped> {
-        let flag = &self.header().writers_sleeping;
-        loop {
-            if spin.run(|| self.try_push(value, park).ok()).is_some() {
-                return Ok(());
-            }
-            if stop() {
-                return Err(Stopped::Stopped);
-            }
-            flag.store(1, Ordering::Relaxed);
-            // Full fence: the mirror image of the one in `pop_blocking`.
-            fence(Ordering::SeqCst);
-            if self.try_push(value, park).is_ok() {
-                return Ok(());
-            }
-            if stop() {
-                return Err(Stopped::Stopped);
-            }
-            park.wait(flag, 1);
-        }
-    }
-
-    /// Wakes every thread blocked on this ring, on either side, so it re-reads its `stop`
-    /// predicate. Call it after making `stop` true.
-    pub fn interrupt(&self, park: &impl Park) {
-        let header = self.header();
-        // The fence orders the caller's `stop` store before clearing the flags: a sleeper that
-        // announced itself before this point is woken, one that announces itself later sees
-        // `stop` after its own fence.
+    /// Consumer: hands the ring to its process's waiter before no thread looks at it any more:
+    /// announces [`WATCHED`], so that the next push sends a WAKE frame. Returns false — and
+    /// takes the announcement back — when an entry is already there (the caller pops it first).
+    pub fn watch(&self) -> bool {
+        let flag = &self.header().reader;
+        flag.store(WATCHED, Ordering::Relaxed);
+        // SYNC POINT C (pairs with the fence in `try_push`): either this look sees the entry, or
+        // its producer sees WATCHED and signals.
         fence(Ordering::SeqCst);
-        header.reader_sleeping.store(0, Ordering::Relaxed);
-        header.writers_sleeping.store(0, Ordering::Relaxed);
-        park.wake(&header.reader_sleeping);
-        park.wake(&header.writers_sleeping);
-    }
-}
-
-/// [`Park`] through futexes: shared ones for rings in a segment, private ones on the heap.
-#[derive(Clone, Copy, Debug)]
-pub struct FutexPark {
-    /// Which futex operations to use.
-    pub scope: crate::futex::Scope,
-    /// Upper bound of one sleep: the backstop against a peer that rewrites sleep flags.
-    pub backstop: Duration,
-}
-
-impl FutexPark {
-    /// Parking for rings in a segment shared with another process.
-    pub const SHARED: FutexPark = FutexPark {
-        scope: crate::futex::Scope::Shared,
-        backstop: Duration::from_millis(100),
-    };
-}
-
-impl Park for FutexPark {
-    #[inline]
-    fn wait(&self, word: &AtomicU32, expected: u32) {
-        crate::futex::wait(word, expected, Some(self.backstop), self.scope);
+        if self.is_empty() {
+            return true;
+        }
+        flag.store(AWAKE, Ordering::Relaxed);
+        false
     }
 
+    /// Consumer: a thread looks at the ring again: producers need not wake anyone.
     #[inline]
-    fn wake(&self, word: &AtomicU32) {
-        crate::futex::wake(word, u32::MAX, self.scope);
+    pub fn unwatch(&self) {
+        let flag = &self.header().reader;
+        if flag.load(Ordering::Relaxed) != AWAKE {
+            flag.store(AWAKE, Ordering::Relaxed);
+        }
     }
 }
 
@@ -408,26 +426,66 @@ impl HeapRing {
         // both together), and only atomics touch that memory.
         unsafe { Ring::from_raw(&*self.header, self.cells.as_ptr(), self.cells.len() as u32) }
     }
+
+    /// The consumer's sleep flag.
+    pub fn flag(&self) -> &AtomicU32 {
+        &self.header.reader
+    }
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::futex::Scope;
+    use crate::futex::{self, Scope};
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     use std::thread;
 
-    const PARK: FutexPark = FutexPark {
-        scope: Scope::Private,
-        backstop: Duration::from_secs(5),
-    };
+    /// Futexes within this process: the flag and an epoch of the test's own.
+    #[derive(Default)]
+    struct Local {
+        epoch: AtomicU32,
+        signals: AtomicU32,
+    }
+
+    impl Park for Local {
+        fn epoch(&self) -> u32 {
+            self.epoch.load(Ordering::Acquire)
+        }
+        fn park(&self, flag: &AtomicU32, epoch: u32) {
+            futex::wait_either(
+                flag,
+                PARKED,
+                &self.epoch,
+                epoch,
+                Some(Duration::from_secs(5)),
+            );
+        }
+    }
+
+    impl Waker for Local {
+        fn unpark(&self, flag: &AtomicU32) {
+            futex::wake(flag, u32::MAX, Scope::Shared);
+        }
+        fn signal(&self) {
+            self.signals.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Local {
+        fn interrupt(&self) {
+            self.epoch.fetch_add(1, Ordering::Release);
+            futex::wake(&self.epoch, u32::MAX, Scope::Private);
+        }
+    }
+
     const NO_SPIN: Spin = Spin(Duration::ZERO);
 
     struct Pair {
-        _mem: HeapRing,
+        mem: HeapRing,
         producer: Ring,
         consumer: Ring,
+        local: Local,
     }
 
     fn pair(capacity: u32) -> Arc<Pair> {
@@ -435,16 +493,18 @@ mod tests {
         let producer = mem.handle();
         let consumer = mem.handle();
         Arc::new(Pair {
-            _mem: mem,
+            mem,
             producer,
             consumer,
+            local: Local::default(),
         })
     }
 
     #[test]
     fn pop_on_empty_ring_returns_none() {
         let p = pair(4);
-        assert_eq!(p.consumer.try_pop(&PARK), None);
+        assert_eq!(p.consumer.try_pop(), None);
+        assert!(p.consumer.is_empty());
     }
 
     #[test]
@@ -452,13 +512,13 @@ mod tests {
         let p = pair(4);
         for round in 0..10u32 {
             for i in 1..=4 {
-                p.producer.try_push(round * 10 + i, &PARK).unwrap();
+                p.producer.try_push(round * 10 + i, &p.local).unwrap();
             }
-            assert_eq!(p.producer.try_push(99, &PARK), Err(TryPushError::Full));
+            assert_eq!(p.producer.try_push(99, &p.local), Err(Full));
             for i in 1..=4 {
-                assert_eq!(p.consumer.try_pop(&PARK), Some(round * 10 + i));
+                assert_eq!(p.consumer.try_pop(), Some(round * 10 + i));
             }
-            assert_eq!(p.consumer.try_pop(&PARK), None);
+            assert_eq!(p.consumer.try_pop(), None);
         }
     }
 
@@ -466,7 +526,7 @@ mod tests {
     #[should_panic(expected = "non-zero")]
     fn pushing_zero_is_refused() {
         let p = pair(4);
-        let _ = p.producer.try_push(0, &PARK);
+        let _ = p.producer.try_push(0, &p.local);
     }
 
     #[test]
@@ -481,9 +541,9 @@ mod tests {
                     for i in 0..PER_WRITER {
                         // Writer id in the top bits, sequence below; +1 keeps it non-zero.
                         let v = (w << 24) | (i + 1);
-                        p.producer
-                            .push_blocking(v, Spin(Duration::from_micros(5)), &PARK, || false)
-                            .unwrap();
+                        while p.producer.try_push(v, &p.local).is_err() {
+                            std::hint::spin_loop();
+                        }
                     }
                 })
             })
@@ -492,7 +552,7 @@ mod tests {
         for _ in 0..WRITERS * PER_WRITER {
             let v = p
                 .consumer
-                .pop_blocking(Spin(Duration::from_micros(5)), &PARK, || false)
+                .pop_blocking(Spin(Duration::from_micros(5)), &p.local, || false)
                 .unwrap();
             let (w, seq) = ((v >> 24) as usize, v & 0xff_ffff);
             assert_eq!(seq, next[w], "writer {w} out of order");
@@ -502,7 +562,7 @@ mod tests {
             t.join().unwrap();
         }
         assert!(next.iter().all(|&n| n == PER_WRITER + 1));
-        assert_eq!(p.consumer.try_pop(&PARK), None, "nothing extra came out");
+        assert_eq!(p.consumer.try_pop(), None, "nothing extra came out");
     }
 
     #[test]
@@ -512,42 +572,28 @@ mod tests {
         let reader = {
             let (p, popped) = (p.clone(), popped.clone());
             thread::spawn(move || {
-                let v = p.consumer.pop_blocking(NO_SPIN, &PARK, || false).unwrap();
+                let v = p
+                    .consumer
+                    .pop_blocking(NO_SPIN, &p.local, || false)
+                    .unwrap();
                 popped.store(true, Ordering::SeqCst);
                 v
             })
         };
         // The reader is blocked, not merely slow: wait until it announced its sleep.
-        while p._mem.header.reader_sleeping.load(Ordering::SeqCst) == 0 {
+        while p.mem.flag().load(Ordering::SeqCst) != PARKED {
             thread::yield_now();
         }
         assert!(!popped.load(Ordering::SeqCst));
-        p.producer.try_push(7, &PARK).unwrap();
+        p.producer.try_push(7, &p.local).unwrap();
         assert_eq!(reader.join().unwrap(), 7);
-    }
-
-    #[test]
-    fn push_on_full_ring_blocks_until_pop() {
-        let p = pair(2);
-        p.producer.try_push(1, &PARK).unwrap();
-        p.producer.try_push(2, &PARK).unwrap();
-        let writer = {
-            let p = p.clone();
-            thread::spawn(move || p.producer.push_blocking(3, NO_SPIN, &PARK, || false))
-        };
-        while p._mem.header.writers_sleeping.load(Ordering::SeqCst) == 0 {
-            thread::yield_now();
-        }
-        assert_eq!(p.consumer.try_pop(&PARK), Some(1));
-        writer.join().unwrap().unwrap();
-        assert_eq!(p.consumer.try_pop(&PARK), Some(2));
-        assert_eq!(p.consumer.try_pop(&PARK), Some(3));
+        assert_eq!(p.mem.flag().load(Ordering::SeqCst), AWAKE);
     }
 
     #[test]
     fn a_sleeping_reader_is_always_woken() {
         // Ping-pong over two rings with no spinning, so both sides go to sleep on every entry:
-        // a single lost wake-up would stall one side until the 5 s backstop, which the time
+        // a single lost wake-up would stall one side until the 5 s park timeout, which the time
         // bound below turns into a failure.
         let ping = pair(2);
         let pong = pair(2);
@@ -558,22 +604,18 @@ mod tests {
                 for _ in 0..ROUNDS {
                     let v = ping
                         .consumer
-                        .pop_blocking(NO_SPIN, &PARK, || false)
+                        .pop_blocking(NO_SPIN, &ping.local, || false)
                         .unwrap();
-                    pong.producer
-                        .push_blocking(v, NO_SPIN, &PARK, || false)
-                        .unwrap();
+                    pong.producer.try_push(v, &pong.local).unwrap();
                 }
             })
         };
         let start = Instant::now();
         for i in 1..=ROUNDS {
-            ping.producer
-                .push_blocking(i, NO_SPIN, &PARK, || false)
-                .unwrap();
+            ping.producer.try_push(i, &ping.local).unwrap();
             assert_eq!(
                 pong.consumer
-                    .pop_blocking(NO_SPIN, &PARK, || false)
+                    .pop_blocking(NO_SPIN, &pong.local, || false)
                     .unwrap(),
                 i
             );
@@ -587,43 +629,67 @@ mod tests {
     }
 
     #[test]
-    fn interrupt_wakes_a_blocked_reader_and_writer() {
+    fn an_interrupt_ends_a_sleep_whatever_the_peer_does_to_the_flag() {
         let p = pair(2);
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
             let (p, stop) = (p.clone(), stop.clone());
             thread::spawn(move || {
                 p.consumer
-                    .pop_blocking(NO_SPIN, &PARK, || stop.load(Ordering::SeqCst))
+                    .pop_blocking(NO_SPIN, &p.local, || stop.load(Ordering::SeqCst))
             })
         };
-        let q = pair(2);
-        q.producer.try_push(1, &PARK).unwrap();
-        q.producer.try_push(2, &PARK).unwrap();
-        let writer = {
-            let (q, stop) = (q.clone(), stop.clone());
-            thread::spawn(move || {
-                q.producer
-                    .push_blocking(3, NO_SPIN, &PARK, || stop.load(Ordering::SeqCst))
-            })
-        };
-        while p._mem.header.reader_sleeping.load(Ordering::SeqCst) == 0
-            || q._mem.header.writers_sleeping.load(Ordering::SeqCst) == 0
-        {
+        while p.mem.flag().load(Ordering::SeqCst) != PARKED {
             thread::yield_now();
         }
+        // A hostile producer keeps the flag as it is and never wakes; the local interrupt alone
+        // must end the sleep.
+        let start = Instant::now();
         stop.store(true, Ordering::SeqCst);
-        p.consumer.interrupt(&PARK);
-        q.producer.interrupt(&PARK);
+        p.local.interrupt();
         assert_eq!(reader.join().unwrap(), Err(Stopped::Stopped));
-        assert_eq!(writer.join().unwrap(), Err(Stopped::Stopped));
+        assert!(start.elapsed() < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_push_to_a_watched_ring_signals_once_per_watch() {
+        let p = pair(8);
+        assert!(p.consumer.watch(), "an empty ring is watched");
+        p.producer.try_push(1, &p.local).unwrap();
+        p.producer.try_push(2, &p.local).unwrap();
+        assert_eq!(
+            p.local.signals.load(Ordering::SeqCst),
+            1,
+            "one signal per burst"
+        );
+        assert!(!p.consumer.watch(), "a ring with entries is not watched");
+        assert_eq!(p.mem.flag().load(Ordering::SeqCst), AWAKE);
+        assert_eq!(p.consumer.try_pop(), Some(1));
+        assert_eq!(p.consumer.try_pop(), Some(2));
+        assert!(p.consumer.watch());
+        p.consumer.unwatch();
+        p.producer.try_push(3, &p.local).unwrap();
+        assert_eq!(
+            p.local.signals.load(Ordering::SeqCst),
+            1,
+            "an unwatched ring is looked at"
+        );
+    }
+
+    #[test]
+    fn a_flag_the_peer_scribbled_wakes_no_one_and_breaks_nothing_local() {
+        let p = pair(4);
+        p.mem.flag().store(0xdead_beef, Ordering::SeqCst);
+        p.producer.try_push(1, &p.local).unwrap();
+        assert_eq!(p.local.signals.load(Ordering::SeqCst), 0);
+        assert_eq!(p.consumer.try_pop(), Some(1));
     }
 
     #[test]
     fn a_read_position_published_ahead_by_the_peer_reads_as_full() {
         let p = pair(4);
         // A hostile consumer claims to have read entries that were never written.
-        p._mem.header.read.store(1000, Ordering::SeqCst);
-        assert_eq!(p.producer.try_push(1, &PARK), Err(TryPushError::Full));
+        p.mem.header.read.store(1000, Ordering::SeqCst);
+        assert_eq!(p.producer.try_push(1, &p.local), Err(Full));
     }
 }

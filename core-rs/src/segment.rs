@@ -36,13 +36,17 @@ use crate::slot::{Area, HEADER_SIZE, SlotHeader};
 use crate::status::{Error, Status};
 
 /// The protocol's major version: peers with different majors refuse each other.
-pub const PROTOCOL_MAJOR: u16 = 1;
+///
+/// - 1: rings woken through futexes alone, with a periodic backstop.
+/// - 2: a consumer's sleep flag says how to wake it — a futex wake, or a WAKE frame on the
+///   control socket for a process that watches its rings through one waiter
+///   ([`crate::ring`]); no periodic wake-up. Rings are never full.
+pub const PROTOCOL_MAJOR: u16 = 2;
 /// The protocol's minor version: peers speak the lower of their two minors.
 ///
-/// - 0: the first protocol.
-/// - 1: a client may withdraw a command the server has not taken (the slot header's claim
-///   word, see [`crate::slot::SlotHeader::take`]); with a 1.0 peer, commands are never withdrawn.
-pub const PROTOCOL_MINOR: u16 = 1;
+/// - 0: the claim word of the slot header, through which a client withdraws a command the
+///   server has not taken (see [`crate::slot::SlotHeader::take`]).
+pub const PROTOCOL_MINOR: u16 = 0;
 /// The first bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SHMCALL\0";
 

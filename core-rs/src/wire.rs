@@ -1,4 +1,6 @@
-//! Control-channel messages: the hello/welcome handshake and the backup path's frames.
+//! Control-channel messages: the hello/welcome handshake, the backup path's frames, and the
+//! WAKE frame that wakes a peer whose process watches the socket instead of a ring (see
+//! [`crate::ring`]). `docs/protocol.md` lists every field.
 //!
 //! Every message is a frame: an 8-byte header (`magic: u16`, `kind: u8`, `reserved: u8`,
 //! `length: u32`, little-endian) and `length` bytes of payload. Parsing is validation: a frame
@@ -28,6 +30,7 @@ const KIND_WELCOME: u8 = 2;
 const KIND_REFUSE: u8 = 3;
 const KIND_EXEC: u8 = 4;
 const KIND_REPLY: u8 = 5;
+const KIND_WAKE: u8 = 6;
 
 /// A backup-path command: the whole command travels in the frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +92,8 @@ pub enum Message {
     Exec(Exec),
     /// A backup-path reply.
     Reply(Reply),
+    /// Either way: a ring whose consumer is [`crate::ring::WATCHED`] has an entry.
+    Wake,
 }
 
 /// Why a frame was refused. Each malformation has its own variant.
@@ -181,7 +186,7 @@ impl FrameHeader {
             return Err(WireError::BadMagic(magic));
         }
         let kind = bytes[2];
-        if !(KIND_HELLO..=KIND_REPLY).contains(&kind) {
+        if !(KIND_HELLO..=KIND_WAKE).contains(&kind) {
             return Err(WireError::UnknownKind(kind));
         }
         let len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
@@ -191,6 +196,7 @@ impl FrameHeader {
             KIND_HELLO => 8 + 2 + 2 + 1 + MAX_IC_ID as u32 + 4 + 12 * CLASSES as u32,
             KIND_WELCOME => 12,
             KIND_REFUSE => 6 + MAX_REASON as u32,
+            KIND_WAKE => 0,
             _ => MAX_PAYLOAD,
         };
         if len > max {
@@ -228,6 +234,90 @@ pub fn read_payload(r: &mut impl Read, header: FrameHeader) -> Result<Message, W
     let mut payload = vec![0u8; header.len as usize];
     read_full(r, &mut payload, false)?;
     parse(header.kind, payload)
+}
+
+/// Reads frames from a non-blocking stream as bytes arrive: [`Reader::read`] returns each
+/// message once it is whole, and `Ok(None)` while the stream has no more bytes for now. The same
+/// checks as [`read_message`] (the length against its kind's ceiling before the payload is
+/// allocated, then the payload's form) in the same order.
+#[derive(Debug, Default)]
+pub struct Reader {
+    head: [u8; HEADER_LEN],
+    head_got: usize,
+    /// The parsed header and the payload read so far, once the header is whole.
+    body: Option<(FrameHeader, Vec<u8>)>,
+    body_got: usize,
+}
+
+impl Reader {
+    /// Whether the reader is between frames (nothing of a next frame read yet).
+    pub fn at_boundary(&self) -> bool {
+        self.head_got == 0 && self.body.is_none()
+    }
+
+    /// Reads at most `budget` bytes from `r` (at least one frame's header when it is there):
+    /// `Ok(Some)` for a whole message, `Ok(None)` when `r` would block or the budget is spent
+    /// (call again later), or the error that ends the stream: [`WireError::Closed`] at a clean
+    /// end between frames, [`WireError::Truncated`] inside one.
+    pub fn read(
+        &mut self,
+        r: &mut impl Read,
+        budget: &mut usize,
+    ) -> Result<Option<Message>, WireError> {
+        loop {
+            if let Some((header, payload)) = &mut self.body {
+                if self.body_got == payload.len() {
+                    let (header, payload) = self.body.take().expect("a body");
+                    self.head_got = 0;
+                    self.body_got = 0;
+                    return parse(header.kind, payload).map(Some);
+                }
+                let _ = header;
+                if *budget == 0 {
+                    return Ok(None);
+                }
+                let end = payload.len().min(self.body_got + *budget);
+                match r.read(&mut payload[self.body_got..end]) {
+                    Ok(0) => return Err(WireError::Truncated),
+                    Ok(n) => {
+                        self.body_got += n;
+                        *budget = budget.saturating_sub(n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                    Err(e) => return Err(WireError::Io(e)),
+                }
+                continue;
+            }
+            match r.read(&mut self.head[self.head_got..]) {
+                Ok(0) if self.head_got == 0 => return Err(WireError::Closed),
+                Ok(0) => return Err(WireError::Truncated),
+                Ok(n) => {
+                    self.head_got += n;
+                    *budget = budget.saturating_sub(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(WireError::Io(e)),
+            }
+            if self.head_got == HEADER_LEN {
+                let header = FrameHeader::parse(&self.head)?;
+                self.body = Some((header, vec![0u8; header.len as usize]));
+                self.body_got = 0;
+            }
+        }
+    }
+
+    /// Takes bytes already received some other way (the first bytes of a hello, which come
+    /// with its descriptors from `recvmsg`), as if read.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<Option<Message>, WireError> {
+        let mut budget = usize::MAX;
+        let m = self.read(&mut bytes, &mut budget);
+        match m {
+            Err(WireError::Closed | WireError::Truncated) => Ok(None),
+            other => other,
+        }
+    }
 }
 
 /// A cursor that takes little-endian integers off the front of a payload.
@@ -373,6 +463,10 @@ fn parse(kind: u8, buf: Vec<u8>) -> Result<Message, WireError> {
                 output,
             }))
         }
+        KIND_WAKE => {
+            t.end()?;
+            Ok(Message::Wake)
+        }
         _ => Err(WireError::UnknownKind(kind)),
     }
 }
@@ -452,8 +546,15 @@ pub fn encode(m: &Message) -> Vec<u8> {
         }
         Message::Exec(e) => encode_exec(e.token, e.code, e.flags, e.output_cap, &e.input),
         Message::Reply(r) => encode_reply(r.token, r.status, &r.output),
+        Message::Wake => WAKE.to_vec(),
     }
 }
+
+/// The WAKE frame: a header with no payload.
+pub const WAKE: [u8; HEADER_LEN] = {
+    let m = FRAME_MAGIC.to_le_bytes();
+    [m[0], m[1], KIND_WAKE, 0, 0, 0, 0, 0]
+};
 
 /// Encodes a backup command without first building an [`Exec`].
 pub fn encode_exec(token: u64, code: u32, flags: u32, output_cap: u32, input: &[u8]) -> Vec<u8> {

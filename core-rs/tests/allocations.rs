@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::TempDir;
-use shmcall::{Client, Mode, ServeOptions, Server, handlers};
+use shmcall_core::{Client, Mode, ServeOptions, Server, handlers};
 
 /// Counts allocations (and reallocations) while `COUNTING` is set.
 struct Counting;

@@ -21,10 +21,10 @@ use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrLike, UnixAddr, sendmsg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, User, fork, geteuid, pipe2};
-use shmcall::channel::send_with_fd;
-use shmcall::segment::Segment;
-use shmcall::wire::{self, HEADER_LEN, MAX_PAYLOAD, Message, WireError};
-use shmcall::{
+use shmcall_core::channel::send_with_fd;
+use shmcall_core::segment::Segment;
+use shmcall_core::wire::{self, HEADER_LEN, MAX_PAYLOAD, Message, WireError};
+use shmcall_core::{
     Call, Client, Command, ConnInfo, ConnectOptions, Copying, Error, Geometry, Handler,
     PROTOCOL_MAJOR, PROTOCOL_MINOR, ServeOptions, Server, Status,
 };

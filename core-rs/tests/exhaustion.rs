@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use common::load::{Rng, fnv1a64};
 use common::{TempDir, WAIT, seed};
-use shmcall::{Call, Client, Copying, Geometry, Mode, Server, SlotClass, handlers};
+use shmcall_core::{Call, Client, Copying, Geometry, Mode, Server, SlotClass, handlers};
 
 const CLIENTS: u64 = 8;
 const COMMANDS: u64 = 400;
@@ -52,7 +52,7 @@ fn eight_clients_past_their_slots_lose_and_duplicate_nothing() {
             "exhaust8",
             handlers(
                 |_| Ok(()),
-                move |mut command: shmcall::Command, _, _: &()| {
+                move |mut command: shmcall_core::Command, _, _: &()| {
                     let input = command.input().to_vec();
                     let id = u64::from_le_bytes(input[..8].try_into().unwrap());
                     *seen.lock().unwrap().entry(id).or_default() += 1;

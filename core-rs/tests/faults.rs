@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::load::{self, ECHO, Rng, Tally};
 use common::{Counting, Peer, Tallied, TempDir, WAIT, seed, within};
-use shmcall::{Call, Client, Copying, Error, Server, Status};
+use shmcall_core::{Call, Client, Copying, Error, Server, Status};
 
 /// Both tests count this process's descriptors, threads and mappings: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -29,9 +29,10 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// What this process holds: open descriptors, threads, and mappings of segments (memfds
-/// named `shmcall:<ic id>`). Other mappings are not counted: glibc keeps the arenas and stacks
-/// of exited threads mapped for reuse, which is not ours to free.
+/// What this process holds: open descriptors, the library's threads (named `shmcall-*`: the
+/// test harness starts and ends threads of its own), and mappings of segments (memfds named
+/// `shmcall:<ic id>`). Other mappings are not counted: glibc keeps the arenas and stacks of
+/// exited threads mapped for reuse, which is not ours to free.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Held {
     fds: usize,
@@ -40,16 +41,40 @@ struct Held {
 }
 
 fn held() -> Held {
+    // The library's own threads and descriptors (the reactor's thread, its epoll instance and
+    // eventfd; the runner's thread) start with the first connection of the process and stay,
+    // whatever the number of connections: started first, they are part of the baseline.
+    shmcall_core::reactor::Reactor::get().unwrap();
+    shmcall_core::Runner::get().unwrap();
+    // A new thread takes its name a moment after it starts.
+    let deadline = Instant::now() + WAIT;
+    while library_threads().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the library's threads did not start"
+        );
+        std::thread::yield_now();
+    }
     let count = |dir| std::fs::read_dir(dir).unwrap().count();
     Held {
         fds: count("/proc/self/fd"),
-        threads: count("/proc/self/task"),
+        threads: library_threads().len(),
         segments: std::fs::read_to_string("/proc/self/maps")
             .unwrap()
             .lines()
             .filter(|l| l.contains("/memfd:shmcall:"))
             .count(),
     }
+}
+
+/// The names of the library's threads in this process.
+fn library_threads() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .filter(|n| n.starts_with("shmcall-"))
+        .collect()
 }
 
 /// Waits (bounded) until this process holds no more than it did at `before`: threads of
@@ -64,7 +89,18 @@ fn nothing_leaked(before: Held) {
         }
         assert!(
             Instant::now() < deadline,
-            "leaked: held {now:?} against {before:?} before the trials"
+            "leaked: held {now:?} against {before:?} before the trials; threads {:?}, descriptors {:?}, segments {:?}",
+            library_threads(),
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .collect::<Vec<_>>(),
+            std::fs::read_to_string("/proc/self/maps")
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains("/memfd:shmcall:"))
+                .map(str::to_string)
+                .collect::<Vec<_>>(),
         );
         std::thread::sleep(Duration::from_millis(10));
     }

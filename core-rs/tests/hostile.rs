@@ -1,7 +1,12 @@
-//! Hostile peers (SPEC.md §9): a peer that speaks the real protocol and then writes anything
-//! anywhere in the shared segment (`common/scribble.rs`) while commands run. The attacked side
-//! must not crash, hang or answer another connection wrongly; the offending connection ends
-//! with a reason; other connections carry on untouched.
+//! Hostile peers: a peer that speaks the real protocol and then writes anything anywhere in the
+//! shared segment (`common/scribble.rs`) while commands run. The attacked side must not crash,
+//! or answer another connection wrongly; the offending connection ends with a reason; other
+//! connections carry on untouched.
+//!
+//! A peer that rewrites the sleep flags of the rings it produces on may leave the other side
+//! asleep — no periodic wake-up rescues it (docs/architecture.md, "Sleep flags") — exactly as a
+//! peer that never answers does: that stalls its own connection and nothing else, and closing
+//! the connection ends every wait on it at once.
 //!
 //! `SHMCALL_HOSTILE_TRIALS` sets the hostile peers per test (default 20).
 
@@ -14,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::load::{self, Rng, Tally};
 use common::{Counting, Peer, Tallied, TempDir, WAIT, seed, within};
-use shmcall::{Client, Server, Status};
+use shmcall_core::{Client, Server, Status};
 
 /// Hostile peers per test: `SHMCALL_HOSTILE_TRIALS`, or 20.
 fn trials() -> usize {
@@ -121,13 +126,13 @@ fn clients_scribbling_on_their_segments_lose_only_their_own_connections() {
         let input = vec![size as u8; size];
         let out = good
             .execute(
-                &shmcall::Call {
+                &shmcall_core::Call {
                     code: load::ECHO,
                     input: &input,
                     output_len: size,
-                    ..shmcall::Call::default()
+                    ..shmcall_core::Call::default()
                 },
-                &mut shmcall::Copying,
+                &mut shmcall_core::Copying,
             )
             .unwrap();
         assert_eq!(out.output, input);
@@ -165,20 +170,23 @@ fn a_server_scribbling_on_the_segment_cannot_crash_or_hang_its_clients() {
             std::thread::sleep(Duration::from_millis(1));
         }
         stop.store(true, Ordering::Relaxed);
+        // A server that scribbled on the sleep flags may never wake this client: its commands
+        // wait as they would for a server that never answers. Closing must end every wait.
+        let closing = client.clone();
+        within("closing a client of the hostile server", move || {
+            closing.close()
+        });
         within("a load under attack", move || load.join())
             .expect("a load under attack panicked")
             .unwrap_or_else(|e| panic!("trial {trial}: {e}"));
         // Wrong answers are the hostile server's right (it owns the output); a library
-        // failure must be a library status, and closing must not hang.
+        // failure must be a library status.
         let failed = tally.failed.lock().unwrap().clone();
         for s in &failed {
             assert!(s.code() < 0, "trial {trial}: {s:?} is not a library status");
         }
         let ending = failed.first().map_or("none", |s| s.name());
         *endings.entry(ending).or_insert(0) += 1;
-        within("closing a client of the hostile server", move || {
-            client.close()
-        });
     }
     println!("how loads under attack ended: {endings:?}");
     assert!(
@@ -188,4 +196,171 @@ fn a_server_scribbling_on_the_segment_cannot_crash_or_hang_its_clients() {
     );
     bystander.finish();
     good.close();
+}
+
+/// The sleep flag of the ring at `ring` (an offset in `segment`).
+fn flag(segment: &shmcall_core::segment::Segment, ring: u32) -> &std::sync::atomic::AtomicU32 {
+    let at = ring as usize + shmcall_core::ring::RingHeader::FLAG;
+    assert!(at + 4 <= segment.mapping().1);
+    // SAFETY: `at` is 4-aligned (ring headers are 64-aligned) and inside the mapping, which
+    // `segment` keeps alive; both processes only use atomics on it.
+    unsafe { std::sync::atomic::AtomicU32::from_ptr(segment.mapping().0.add(at).cast()) }
+}
+
+/// Waits (bounded) until `flag` reads `value`.
+fn until_flag(flag: &std::sync::atomic::AtomicU32, value: u32, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while flag.load(Ordering::SeqCst) != value {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the flag never read {value}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+fn echo_call() -> shmcall_core::Call<'static> {
+    shmcall_core::Call {
+        code: load::ECHO,
+        input: b"ping",
+        output_len: 4,
+        ..shmcall_core::Call::default()
+    }
+}
+
+/// How long a stalled command is watched not to finish.
+const STALL: Duration = Duration::from_millis(300);
+
+#[test]
+fn a_server_that_leaves_its_client_asleep_stalls_only_that_call_and_a_close_ends_it() {
+    use shmcall_core::ring::{AWAKE, PARKED};
+    use shmcall_core::{Copying, ServeOptions, handlers};
+    let dir = TempDir::new("sleeper");
+    let (answered_tx, answered) = std::sync::mpsc::channel();
+    let answered_tx = std::sync::Mutex::new(answered_tx);
+    // The handler of "sleeper" rewrites its client's sleep flag while the client sleeps on it,
+    // then answers: its push finds no one to wake, as a hostile server's would.
+    let sleeper = handlers(
+        |_| Ok(()),
+        move |mut command: shmcall_core::Command, _, _: &()| {
+            let segment = command.segment().unwrap();
+            let sc = flag(&segment, segment.layout().sc_ring);
+            until_flag(sc, PARKED, "the client parks");
+            sc.store(AWAKE, Ordering::SeqCst);
+            let (input, mut output) = command.areas();
+            let mut buf = [0u8; 4];
+            input.read_at(0, &mut buf);
+            output.write(&buf);
+            command.finish(0, 4);
+            answered_tx.lock().unwrap().send(()).unwrap();
+        },
+        |_, _| {},
+    );
+    let options = ServeOptions {
+        socket_dir: Some(dir.path().to_path_buf()),
+        ..ServeOptions::default()
+    };
+    let mut server = Server::serve("sleeper", sleeper, options.clone()).unwrap();
+    let mut honest = Server::serve("awake", load_handler(), options).unwrap();
+    let mut connect = dir.connect_options();
+    connect.spin = Duration::ZERO;
+    let client = Arc::new(Client::connect("sleeper", &connect).unwrap());
+    let (result_tx, result) = std::sync::mpsc::channel();
+    let caller = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            let _ = result_tx.send(client.execute(&echo_call(), &mut Copying));
+        })
+    };
+    answered.recv_timeout(WAIT).expect("the server answered");
+    // The answer sits in the ring, and nothing wakes the caller: no periodic wake-up exists.
+    assert!(
+        result.recv_timeout(STALL).is_err(),
+        "the call ended although nothing woke it"
+    );
+    // Another connection of this process is served meanwhile.
+    let other = Client::connect("awake", &connect).unwrap();
+    assert_eq!(
+        other.execute(&echo_call(), &mut Copying).unwrap().output,
+        b"ping"
+    );
+    // A local close ends the wait at once, whatever the flag says.
+    let start = Instant::now();
+    client.close();
+    let r = result.recv_timeout(WAIT).expect("the close ended the call");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(r.unwrap_err().status(), Status::Closed);
+    caller.join().unwrap();
+    other.close();
+    server.close();
+    honest.close();
+}
+
+#[test]
+fn a_client_that_keeps_the_servers_flag_awake_stalls_only_its_own_commands() {
+    use shmcall_core::ring::{AWAKE, WATCHED};
+    use shmcall_core::{Copying, ServeOptions};
+    let dir = TempDir::new("awake-flag");
+    let tallied = Arc::new(Tallied::default());
+    let options = ServeOptions {
+        socket_dir: Some(dir.path().to_path_buf()),
+        spin: Duration::ZERO,
+        ..ServeOptions::default()
+    };
+    let mut server = Server::serve("awake-flag", Counting(tallied.clone()), options).unwrap();
+    let hostile = Client::connect("awake-flag", &dir.connect_options()).unwrap();
+    let segment = hostile.segment();
+    let cs = flag(&segment, segment.layout().cs_ring);
+    // The server's owner went idle and watches the ring through the socket; the hostile
+    // client tells it "awake", so that its own pushes wake no one.
+    until_flag(cs, WATCHED, "the server arms the ring");
+    cs.store(AWAKE, Ordering::SeqCst);
+    let (done_tx, done) = std::sync::mpsc::channel();
+    hostile
+        .execute_async(&echo_call(), Copying, move |r| {
+            let _ = done_tx.send(r.map(|o| o.output));
+        })
+        .unwrap();
+    assert!(
+        done.recv_timeout(STALL).is_err(),
+        "the server took a command it was never woken for"
+    );
+    // Every other connection is served as before.
+    let good = Client::connect("awake-flag", &dir.connect_options()).unwrap();
+    for _ in 0..100 {
+        assert_eq!(
+            good.execute(&echo_call(), &mut Copying).unwrap().output,
+            b"ping"
+        );
+    }
+    // Its own close fails what it left waiting, and the server closes it once.
+    hostile.close();
+    let r = done
+        .recv_timeout(WAIT)
+        .expect("the close completed the command");
+    assert_eq!(r.unwrap_err().status(), Status::Closed);
+    good.close();
+    let deadline = Instant::now() + WAIT;
+    let mut counts = tallied.counts.lock().unwrap();
+    while counts.closed.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "connections still open: {:?}",
+            counts.closed
+        );
+        counts = tallied.changed.wait_timeout(counts, left).unwrap().0;
+    }
+    assert!(counts.closed.values().all(|n| *n == 1), "a close ran twice");
+    drop(counts);
+    server.close();
+}
+
+/// An echo/checksum server handler (the load's).
+fn load_handler() -> impl shmcall_core::Handler<Context = ()> {
+    shmcall_core::handlers(|_| Ok(()), |c, _, _: &()| load::answer(c), |_, _| {})
 }

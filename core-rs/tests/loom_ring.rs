@@ -1,13 +1,14 @@
-//! The ring's wait/wake handshake under loom, which runs the ring's own code (`src/ring.rs`,
+//! The ring's wake-up handshakes under loom, which runs the ring's own code (`src/ring.rs`,
 //! included below) over every interleaving and every weak-memory outcome its orderings allow.
 //!
-//! The park models a futex exactly: `wait` sleeps only if the word still holds the expected
-//! value, checked under the same lock `wake` takes (the kernel's hash-bucket lock), and it sleeps
-//! until woken — no timeout, so a lost wake-up leaves a thread asleep forever, which loom reports
-//! as a deadlock. (Production sleeps carry a 100 ms backstop against hostile peers; the model
-//! proves nothing relies on it.)
+//! The park models a futex exactly: `park` sleeps only if the flag still holds `PARKED` and the
+//! sleeper's epoch is unchanged, checked under the same lock the wakes take (the kernel's
+//! hash-bucket lock), and it sleeps until woken — no timeout, so a lost wake-up leaves a thread
+//! asleep forever, which loom reports as a deadlock. A watched consumer is modelled the same
+//! way: it sleeps until a producer's signal (the WAKE frame) arrives. Production has no
+//! timeout either: the model is the argument that none is needed.
 //!
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p shmcall --test
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p shmcall-core --test
 //! loom_ring` (in `deno task stress`); without `--cfg loom` this file is empty. It has teeth:
 //! without the fence between a push and its look at the sleep flag, the first model deadlocks.
 //!
@@ -18,6 +19,11 @@
 //! SeqCst fences, one of the two reads must see the other side's store ([atomics.fences]: a
 //! store before fence X is seen by a read after fence Y when X precedes Y in S); loom's fences do
 //! not enforce that rule in full (tokio-rs/loom#180 shows the same gap for SeqCst accesses).
+//!
+//! The two-producer model found a real bug at bound 2: a producer whose copy of the write
+//! position was stale (the other producer pushed, and the consumer read past it) took the ring
+//! for full; since a full ring now means a lying peer, that would have ended an honest
+//! connection. `try_push` looks at the position again before it calls the ring full.
 
 #![cfg(loom)]
 
@@ -34,53 +40,64 @@ mod sync {
     }
 }
 
-/// `ring.rs` names the futex module for its production park only; the model never calls it.
-#[allow(dead_code)]
-mod futex {
-    use loom::sync::atomic::AtomicU32;
-    use std::time::Duration;
-
-    #[derive(Clone, Copy, Debug)]
-    pub enum Scope {
-        Shared,
-        Private,
-    }
-
-    pub fn wait(_: &AtomicU32, _: u32, _: Option<Duration>, _: Scope) {
-        unreachable!("the model parks through ModelPark")
-    }
-
-    pub fn wake(_: &AtomicU32, _: u32, _: Scope) -> usize {
-        unreachable!("the model parks through ModelPark")
-    }
-}
-
 #[path = "../src/ring.rs"]
 #[allow(dead_code)]
 mod ring;
 
-use ring::{HeapRing, Park, Spin, Stopped};
+use ring::{HeapRing, PARKED, Park, Spin, Stopped, Waker};
 use sync::atomic::{AtomicU32, Ordering};
 
-/// A futex: compare-and-sleep atomic with respect to wake.
+/// A futex, a sleeper's epoch, and the WAKE frame of a watched ring: compare-and-sleep atomic
+/// with respect to every wake.
 #[derive(Default)]
-struct ModelPark {
+struct Model {
     bucket: Mutex<()>,
     woken: Condvar,
+    epoch: AtomicU32,
+    signalled: AtomicBool,
 }
 
-impl Park for ModelPark {
-    fn wait(&self, word: &AtomicU32, expected: u32) {
+impl Park for Model {
+    fn epoch(&self) -> u32 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    fn park(&self, flag: &AtomicU32, epoch: u32) {
         let guard = self.bucket.lock().unwrap();
-        // The kernel reads the word inside its lock; this load cannot be reordered outside ours.
-        if word.load(Ordering::SeqCst) == expected {
+        // The kernel reads the words inside its lock; these loads cannot move outside ours.
+        if flag.load(Ordering::SeqCst) == PARKED && self.epoch.load(Ordering::SeqCst) == epoch {
             drop(self.woken.wait(guard).unwrap());
         }
     }
+}
 
-    fn wake(&self, _word: &AtomicU32) {
+impl Waker for Model {
+    fn unpark(&self, _flag: &AtomicU32) {
         let _guard = self.bucket.lock().unwrap();
         self.woken.notify_all();
+    }
+
+    fn signal(&self) {
+        let _guard = self.bucket.lock().unwrap();
+        self.signalled.store(true, Ordering::SeqCst);
+        self.woken.notify_all();
+    }
+}
+
+impl Model {
+    /// A local interrupt: the sleeper's epoch changes.
+    fn interrupt(&self) {
+        let _guard = self.bucket.lock().unwrap();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.woken.notify_all();
+    }
+
+    /// The waiter of a watched ring: sleeps until a signal arrives.
+    fn wait_for_signal(&self) {
+        let mut guard = self.bucket.lock().unwrap();
+        while !self.signalled.load(Ordering::SeqCst) {
+            guard = self.woken.wait(guard).unwrap();
+        }
     }
 }
 
@@ -91,46 +108,35 @@ const NO_SPIN: Spin = Spin(Duration::ZERO);
 fn a_consumer_that_sleeps_on_an_empty_ring_is_always_woken_by_a_push() {
     loom::model(|| {
         let memory = Arc::new(HeapRing::new(2));
-        let park = Arc::new(ModelPark::default());
+        let model = Arc::new(Model::default());
         let producer = {
-            let (memory, park) = (memory.clone(), park.clone());
-            thread::spawn(move || memory.handle().try_push(7, &*park).unwrap())
+            let (memory, model) = (memory.clone(), model.clone());
+            thread::spawn(move || memory.handle().try_push(7, &*model).unwrap())
         };
         let consumer = memory.handle();
-        let got = consumer.pop_blocking(NO_SPIN, &*park, || false);
+        let got = consumer.pop_blocking(NO_SPIN, &*model, || false);
         assert_eq!(got, Ok(7));
         producer.join().unwrap();
     });
 }
 
 #[test]
-fn a_producer_that_sleeps_on_a_full_ring_is_always_woken_by_a_pop() {
+fn a_watched_ring_is_always_signalled_or_seen_to_hold_the_entry() {
     loom::model(|| {
         let memory = Arc::new(HeapRing::new(2));
-        let park = Arc::new(ModelPark::default());
-        let producers = memory.handle();
-        producers.try_push(1, &*park).unwrap();
-        producers.try_push(2, &*park).unwrap();
-        let consumer = {
-            let (memory, park) = (memory.clone(), park.clone());
-            thread::spawn(move || {
-                let ring = memory.handle();
-                let first = ring.pop_blocking(NO_SPIN, &*park, || false).unwrap();
-                let rest: Vec<u32> = (0..2)
-                    .map(|_| ring.pop_blocking(NO_SPIN, &*park, || false).unwrap())
-                    .collect();
-                (first, rest)
-            })
+        let model = Arc::new(Model::default());
+        let producer = {
+            let (memory, model) = (memory.clone(), model.clone());
+            thread::spawn(move || memory.handle().try_push(7, &*model).unwrap())
         };
-        // The ring is full until the consumer pops: this push may have to sleep.
-        producers
-            .push_blocking(3, NO_SPIN, &*park, || false)
-            .unwrap();
-        assert_eq!(
-            consumer.join().unwrap(),
-            (1, vec![2, 3]),
-            "FIFO, nothing lost"
-        );
+        let consumer = memory.handle();
+        // The owner goes idle: it hands the ring to its process's waiter, which sleeps until a
+        // WAKE arrives; or it sees the entry at once.
+        if consumer.watch() {
+            model.wait_for_signal();
+        }
+        assert_eq!(consumer.try_pop(), Some(7));
+        producer.join().unwrap();
     });
 }
 
@@ -138,22 +144,22 @@ fn a_producer_that_sleeps_on_a_full_ring_is_always_woken_by_a_pop() {
 fn two_producers_and_a_sleeping_consumer_lose_and_duplicate_nothing() {
     loom::model(|| {
         let memory = Arc::new(HeapRing::new(2));
-        let park = Arc::new(ModelPark::default());
+        let model = Arc::new(Model::default());
         // One handle shared by both producers, as a process's producers share theirs.
         let producers = Arc::new(memory.handle());
         let threads: Vec<_> = [5u32, 9]
             .into_iter()
             .map(|v| {
-                let (producers, park) = (producers.clone(), park.clone());
-                thread::spawn(move || producers.push_blocking(v, NO_SPIN, &*park, || false))
+                let (producers, model) = (producers.clone(), model.clone());
+                thread::spawn(move || producers.try_push(v, &*model).expect("room for the push"))
             })
             .collect();
         let consumer = memory.handle();
         let mut got: Vec<u32> = (0..2)
-            .map(|_| consumer.pop_blocking(NO_SPIN, &*park, || false).unwrap())
+            .map(|_| consumer.pop_blocking(NO_SPIN, &*model, || false).unwrap())
             .collect();
         for t in threads {
-            t.join().unwrap().unwrap();
+            t.join().unwrap();
         }
         got.sort_unstable();
         assert_eq!(got, [5, 9]);
@@ -161,20 +167,20 @@ fn two_producers_and_a_sleeping_consumer_lose_and_duplicate_nothing() {
 }
 
 #[test]
-fn interrupt_always_wakes_a_sleeping_consumer_that_then_stops() {
+fn an_interrupt_always_wakes_a_sleeping_consumer_whatever_its_flag_holds() {
     loom::model(|| {
         let memory = Arc::new(HeapRing::new(2));
-        let park = Arc::new(ModelPark::default());
+        let model = Arc::new(Model::default());
         let stop = Arc::new(AtomicBool::new(false));
         let closer = {
-            let (memory, park, stop) = (memory.clone(), park.clone(), stop.clone());
+            let (model, stop) = (model.clone(), stop.clone());
             thread::spawn(move || {
                 stop.store(true, Ordering::SeqCst);
-                memory.handle().interrupt(&*park);
+                model.interrupt();
             })
         };
         let consumer = memory.handle();
-        let got = consumer.pop_blocking(NO_SPIN, &*park, || stop.load(Ordering::SeqCst));
+        let got = consumer.pop_blocking(NO_SPIN, &*model, || stop.load(Ordering::SeqCst));
         assert_eq!(got, Err(Stopped::Stopped));
         closer.join().unwrap();
     });

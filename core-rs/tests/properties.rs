@@ -7,9 +7,9 @@ mod common_fuzz;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use shmcall::segment::{CLASSES, MAX_AREA, MAX_RING, PROTOCOL_MAJOR};
-use shmcall::wire::{self, Exec, MAX_REASON, Message, Reply, WireError};
-use shmcall::{Geometry, SlotClass};
+use shmcall_core::segment::{CLASSES, MAX_AREA, MAX_RING, PROTOCOL_MAJOR};
+use shmcall_core::wire::{self, Exec, MAX_REASON, Message, Reply, WireError};
+use shmcall_core::{Geometry, SlotClass};
 
 use common_fuzz::{Peer, check_attach, check_geometry, frames, template};
 

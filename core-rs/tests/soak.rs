@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::load::{self, Rng};
 use common::{Peer, TempDir, WAIT, seed, trials};
-use shmcall::{ConnInfo, Error, Handler, Server, Status};
+use shmcall_core::{ConnInfo, Error, Handler, Server, Status};
 
 const CLIENTS: usize = 8;
 
@@ -33,7 +33,7 @@ impl Handler for Soaked {
         Ok(())
     }
 
-    fn exec(&self, command: shmcall::Command, conn: &ConnInfo, _context: &()) {
+    fn exec(&self, command: shmcall_core::Command, conn: &ConnInfo, _context: &()) {
         *self.0.by_pid.lock().unwrap().entry(conn.pid).or_default() += 1;
         load::answer(command);
     }

@@ -7,8 +7,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use shmcall::stats::word;
-use shmcall::{Client, ConnectOptions, Mode, ServeOptions, Server, Status, Ticket, handlers};
+use shmcall_core::stats::word;
+use shmcall_core::{Client, ConnectOptions, Mode, ServeOptions, Server, Status, Ticket, handlers};
 
 const WAIT: Duration = Duration::from_secs(10);
 const BLOCK: u32 = 1;
@@ -117,7 +117,7 @@ fn send(client: &Client, code: u32, input: &[u8]) -> (Option<u32>, mpsc::Receive
     (slot, rx)
 }
 
-fn snapshot(stats: &shmcall::Stats, connections: usize) -> [f64; word::LEN] {
+fn snapshot(stats: &shmcall_core::Stats, connections: usize) -> [f64; word::LEN] {
     let mut out = [0.0; word::LEN];
     stats.snapshot(connections, &mut out);
     out

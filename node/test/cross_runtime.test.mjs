@@ -216,12 +216,12 @@ test("a Node server refuses a client speaking another protocol major, and says w
       "--dir",
       dir.path,
       "--major",
-      "2",
+      "3",
     ]);
     try {
       const line = await peer.expect("error");
       assert.match(line, /VERSION_MISMATCH/);
-      assert.match(line, /protocol 2\.\d+ and this server speaks 1\.\d+/);
+      assert.match(line, /protocol 3\.\d+ and this server speaks 2\.\d+/);
     } finally {
       await peer.kill();
     }

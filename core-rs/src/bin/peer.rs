@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shmcall::{
+use shmcall_core::{
     Call, Client, Command, ConnInfo, ConnectOptions, Copying, Error, Handler, Mode, ServeOptions,
     Server,
 };
@@ -204,7 +204,7 @@ impl Handler for Peer {
 /// of every connection that sent a command, and some commands are answered with a length
 /// beyond the output area.
 struct Hostile {
-    segments: Arc<Mutex<HashMap<u64, Arc<shmcall::segment::Segment>>>>,
+    segments: Arc<Mutex<HashMap<u64, Arc<shmcall_core::segment::Segment>>>>,
     rng: Mutex<load::Rng>,
 }
 

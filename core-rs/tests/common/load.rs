@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use shmcall::{Call, Client, Command, Copying, Error, Mode, Output, Status};
+use shmcall_core::{Call, Client, Command, Copying, Error, Mode, Output, Status};
 
 /// Operation code of the peers' echo.
 pub const ECHO: u32 = 1;

@@ -13,7 +13,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use shmcall::{ConnInfo, ConnectOptions, Error, Geometry, Handler, ServeOptions};
+use shmcall_core::{ConnInfo, ConnectOptions, Error, Geometry, Handler, ServeOptions};
 
 /// Upper bound of any single wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -104,6 +104,27 @@ impl Drop for TempDir {
     }
 }
 
+/// The `shmcall-peer` binary: cargo names it for the core's own tests; the bindings' tests,
+/// which share this harness, find it beside their own executable (`target/<profile>/`), where
+/// `cargo test --workspace` builds it.
+pub fn peer_exe() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_shmcall-peer") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let peer = dir.join("shmcall-peer");
+    assert!(
+        peer.exists(),
+        "{} is missing: build it with `cargo build -p shmcall-core --bin shmcall-peer`",
+        peer.display()
+    );
+    peer
+}
+
 /// A peer process and the lines it printed.
 pub struct Peer {
     child: Child,
@@ -121,7 +142,7 @@ impl Peer {
 
     /// A peer in `mode`, started but not waited for: it may not have connected yet.
     pub fn start(mode: &str, dir: &Path, ic_id: &str, extra: &[&str]) -> Peer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shmcall-peer"))
+        let mut child = Command::new(peer_exe())
             .arg(mode)
             .arg(ic_id)
             .arg("--dir")
@@ -290,7 +311,7 @@ impl Handler for Counting {
         Ok(())
     }
 
-    fn exec(&self, command: shmcall::Command, _conn: &ConnInfo, _context: &()) {
+    fn exec(&self, command: shmcall_core::Command, _conn: &ConnInfo, _context: &()) {
         load::answer(command);
     }
 

@@ -7,9 +7,9 @@
 
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
-use shmcall::ring::RingHeader;
-use shmcall::segment::{Layout, Segment};
-use shmcall::slot::HEADER_SIZE as SLOT_HEADER_SIZE;
+use shmcall_core::ring::RingHeader;
+use shmcall_core::segment::{Layout, Segment};
+use shmcall_core::slot::HEADER_SIZE as SLOT_HEADER_SIZE;
 
 use super::load::Rng;
 

@@ -21,15 +21,15 @@ use std::os::unix::fs::FileExt;
 
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
-use shmcall::ring::RingHeader;
-use shmcall::segment::{
+use shmcall_core::ring::RingHeader;
+use shmcall_core::segment::{
     AttachError, CLASSES, Layout, MAGIC, MAX_AREA, MAX_RING, PROTOCOL_MAJOR, Segment,
 };
-use shmcall::slot::HEADER_SIZE;
-use shmcall::wire::{
+use shmcall_core::slot::HEADER_SIZE;
+use shmcall_core::wire::{
     self, FRAME_MAGIC, HEADER_LEN, MAX_IC_ID, MAX_PAYLOAD, MAX_REASON, Message, WireError,
 };
-use shmcall::{Geometry, SlotClass};
+use shmcall_core::{Geometry, SlotClass};
 
 // ---------------------------------------------------------------------------------------------
 // Allocation measurement

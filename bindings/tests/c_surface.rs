@@ -1,19 +1,38 @@
-//! The C surface, driven the way the Deno layer drives it.
+//! The C surface, driven the way the Deno layer drives it: from the thread that claimed the
+//! hub, which owns the connections it makes and pops their rings in `shmcall_hub_idle`.
 
+#[path = "../../core-rs/tests/common/mod.rs"]
 mod common;
 
 use std::ptr::null_mut;
 
 use common::{Peer, TempDir, WAIT};
 use shmcall::ffi::*;
-use shmcall::{Call, Client, Copying, Status};
+use shmcall_core::{Call, Client, Copying, Status};
 
 const ECHO: u32 = 1;
 
-/// The hub is one per process and tests run in parallel threads: those that use it take turns.
+/// The hub is one per process and tests run in parallel threads: they take turns, each
+/// claiming it for its thread, as a JavaScript thread does.
 static HUB_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Waits (bounded) for the next hub event.
+/// Holds the hub for the calling thread until dropped.
+struct Turn(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+fn turn() -> Turn {
+    let guard = HUB_TURN.lock().unwrap_or_else(|p| p.into_inner());
+    assert_eq!(shmcall_hub_claim(), OK);
+    Turn(guard)
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        shmcall_hub_unclaim();
+    }
+}
+
+/// Waits (bounded) for the next hub event, polling the hub's connections meanwhile as a
+/// JavaScript thread does when it goes idle.
 fn next_event() -> HubEvent {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
@@ -27,7 +46,9 @@ fn next_event() -> HubEvent {
             std::time::Instant::now() < deadline,
             "no hub event within {WAIT:?}"
         );
-        shmcall_hub_wait(100_000_000);
+        if shmcall_hub_idle(200_000) == 1 {
+            shmcall_hub_wait(100_000_000);
+        }
     }
 }
 
@@ -39,10 +60,11 @@ fn last_error() -> String {
     String::from_utf8(buf).unwrap()
 }
 
-fn connect(dir: &TempDir, ic_id: &str) -> Result<*mut ClientHandle, i32> {
+/// Connects through the C surface and waits for the connected event; the client's handle, or
+/// the failure's status (at once, or from the event).
+fn connect(dir: &TempDir, ic_id: &str, id: u64) -> Result<u32, i32> {
     let d = dir.path().to_str().unwrap();
-    let mut client = null_mut();
-    // SAFETY: the strings are valid for their lengths and `client` for a write.
+    // SAFETY: the strings are valid for their lengths.
     let rc = unsafe {
         shmcall_client_connect(
             ic_id.as_ptr(),
@@ -50,21 +72,27 @@ fn connect(dir: &TempDir, ic_id: &str) -> Result<*mut ClientHandle, i32> {
             d.as_ptr(),
             d.len(),
             u64::MAX,
-            11,
-            &mut client,
-            std::ptr::null_mut(),
-            0,
+            id,
         )
     };
-    if rc == OK { Ok(client) } else { Err(rc) }
+    if rc != OK {
+        return Err(rc);
+    }
+    let e = next_event();
+    assert_eq!((e.kind, e.owner), (EVENT_CONNECTED, id));
+    if e.code < 0 {
+        Err(e.code)
+    } else {
+        Ok(e.handle as u32)
+    }
 }
 
 #[test]
 fn a_c_client_makes_sync_and_async_round_trips() {
-    let _turn = HUB_TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = turn();
     let dir = TempDir::new("c-client");
     let _server = Peer::server(&dir, "c-client", &[]);
-    let client = connect(&dir, "c-client").unwrap();
+    let client = connect(&dir, "c-client", 11).unwrap();
     // SAFETY: every pointer below comes from the library or is a live local.
     unsafe {
         let (mut ticket, mut input, mut output) = (0u32, null_mut(), null_mut());
@@ -98,8 +126,8 @@ fn a_c_client_makes_sync_and_async_round_trips() {
             "a freed ticket is not read"
         );
 
-        // The segment reference maps what the areas point into.
-        let (mut base, mut len, mut seg) = (null_mut(), 0usize, null_mut());
+        // The segment handle maps what the areas point into.
+        let (mut base, mut len, mut seg) = (null_mut(), 0usize, 0u32);
         assert_eq!(
             shmcall_client_segment(client, &mut base, &mut len, &mut seg),
             OK
@@ -134,20 +162,29 @@ fn a_c_client_makes_sync_and_async_round_trips() {
             EMPTY,
             "nothing else arrived"
         );
-        assert_eq!(shmcall_client_close(client), OK);
-        assert_eq!(shmcall_client_close(client), OK, "close is idempotent");
         assert_eq!(shmcall_client_free(client), OK);
-        // The segment outlives the client while referenced.
+        assert_eq!(
+            shmcall_client_free(client),
+            Status::InvalidArgument.code(),
+            "a client freed twice is refused"
+        );
+        // The segment outlives the client while held.
         assert_eq!(std::slice::from_raw_parts(base, 8), b"SHMCALL\0");
         assert_eq!(shmcall_segment_release(seg), OK);
+        assert_eq!(
+            shmcall_segment_release(seg),
+            Status::InvalidArgument.code(),
+            "a segment released twice is refused"
+        );
     }
 }
 
 #[test]
 fn a_backup_commands_output_stays_where_begin_put_it() {
+    let _turn = turn();
     let dir = TempDir::new("c-backup");
     let _server = Peer::server(&dir, "c-backup", &[]);
-    let client = connect(&dir, "c-backup").unwrap();
+    let client = connect(&dir, "c-backup", 12).unwrap();
     // Larger than any slot of the default geometry: the backup path, with heap areas.
     let input: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
     let n = input.len() as u32;
@@ -191,9 +228,10 @@ fn a_backup_commands_output_stays_where_begin_put_it() {
 
 #[test]
 fn backup_path_areas_are_reached_by_copies_that_never_overrun() {
+    let _turn = turn();
     let dir = TempDir::new("c-copies");
     let _server = Peer::server(&dir, "c-copies", &[]);
-    let client = connect(&dir, "c-copies").unwrap();
+    let client = connect(&dir, "c-copies", 13).unwrap();
     let input: Vec<u8> = (0..3u32 << 20).map(|i| (i % 253) as u8).collect();
     let n = input.len() as u32;
     // SAFETY: every pointer below comes from the library or is a live local of the length given.
@@ -261,27 +299,36 @@ fn backup_path_areas_are_reached_by_copies_that_never_overrun() {
 
 #[test]
 fn c_failures_return_negative_statuses_and_a_sentence() {
+    let _turn = turn();
     let dir = TempDir::new("c-errors");
     assert_eq!(
-        connect(&dir, "nobody").unwrap_err(),
+        connect(&dir, "nobody", 14).unwrap_err(),
         Status::NotFound.code()
     );
     assert!(last_error().contains("'nobody'"), "{}", last_error());
     assert_eq!(
-        connect(&dir, "bad id").unwrap_err(),
+        connect(&dir, "bad id", 14).unwrap_err(),
         Status::InvalidArgument.code()
     );
     assert!(last_error().contains("\"bad id\""), "{}", last_error());
-    // SAFETY: null handles are checked before use.
-    unsafe {
+    // Handles that were never given out (or were freed) are refused by number, never
+    // dereferenced: clients and servers as tickets and commands.
+    for forged in [0, 1, 0x0100_0000, u32::MAX] {
+        assert_eq!(shmcall_client_free(forged), Status::InvalidArgument.code());
+        assert!(
+            last_error().contains(&format!("client handle {forged} is not live")),
+            "{}",
+            last_error()
+        );
+        assert_eq!(shmcall_server_free(forged), Status::InvalidArgument.code());
         assert_eq!(
-            shmcall_client_close(null_mut()),
+            shmcall_client_withdraw(forged, 0),
             Status::InvalidArgument.code()
         );
-    }
-    // Ticket and command handles that were never given out (or were freed) are refused by
-    // number, not dereferenced.
-    for forged in [0, 1, 0x0100_0000, u32::MAX] {
+        assert_eq!(
+            shmcall_segment_release(forged),
+            Status::InvalidArgument.code()
+        );
         assert_eq!(shmcall_ticket_free(forged), Status::InvalidArgument.code());
         assert!(
             last_error().contains(&format!("ticket handle {forged} is not live")),
@@ -297,17 +344,17 @@ fn c_failures_return_negative_statuses_and_a_sentence() {
     }
     assert_eq!(
         shmcall_protocol_version(),
-        i32::from(shmcall::PROTOCOL_MAJOR) << 16 | i32::from(shmcall::PROTOCOL_MINOR)
+        i32::from(shmcall_core::PROTOCOL_MAJOR) << 16 | i32::from(shmcall_core::PROTOCOL_MINOR)
     );
 }
 
 #[test]
 fn a_c_server_hands_out_open_exec_and_close_in_order() {
-    let _turn = HUB_TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = HUB_TURN.lock().unwrap_or_else(|p| p.into_inner());
     let dir = TempDir::new("c-server");
     let d = dir.path().to_str().unwrap().to_string();
     let id = "c-server";
-    let mut server = null_mut();
+    let mut server = 0u32;
     assert_eq!(
         // SAFETY: the strings are valid for their lengths and `server` for a write.
         unsafe {
@@ -323,10 +370,9 @@ fn a_c_server_hands_out_open_exec_and_close_in_order() {
         },
         OK
     );
-    let server_addr = server as usize;
-    // The event loop a JavaScript server runs, on its own thread here.
+    // The event loop a JavaScript server runs, on its own thread here, which claims the hub.
     let events = std::thread::spawn(move || {
-        let server = server_addr as *mut ServerHandle;
+        assert_eq!(shmcall_hub_claim(), OK);
         let mut seen = Vec::new();
         loop {
             let e = next_event();
@@ -334,8 +380,7 @@ fn a_c_server_hands_out_open_exec_and_close_in_order() {
             match e.kind {
                 EVENT_OPEN => {
                     seen.push(format!("open {}", e.token));
-                    // SAFETY: live server.
-                    unsafe { shmcall_server_opened(server, e.token, 0) };
+                    assert_eq!(shmcall_server_opened(server, e.token, 0), OK);
                 }
                 EVENT_EXEC => {
                     seen.push(format!("exec {}", e.code));
@@ -356,6 +401,7 @@ fn a_c_server_hands_out_open_exec_and_close_in_order() {
                 }
                 EVENT_CLOSE => {
                     seen.push(format!("close {}", e.token));
+                    shmcall_hub_unclaim();
                     return seen;
                 }
                 other => panic!("unexpected event kind {other}"),
@@ -378,8 +424,7 @@ fn a_c_server_hands_out_open_exec_and_close_in_order() {
     client.close();
     let seen = common::within("the event loop", move || events.join().unwrap());
     assert_eq!(seen, ["open 1", "exec 9", "close 1"]);
-    // SAFETY: the event thread is done with the handle.
-    assert_eq!(unsafe { shmcall_server_free(server) }, OK);
+    assert_eq!(shmcall_server_free(server), OK);
     assert!(
         dir.entries().is_empty(),
         "the freed server left {:?}",
@@ -389,7 +434,7 @@ fn a_c_server_hands_out_open_exec_and_close_in_order() {
 
 #[test]
 fn a_drain_hands_the_event_loop_back_once_its_budget_is_spent() {
-    let _turn = HUB_TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = turn();
     use shmcall::hub::{Event, HUB};
     use std::time::{Duration, Instant};
 

@@ -1,31 +1,31 @@
 //! The C surface that Deno's FFI binds (`ffi/symbols.ts` is its one symbol table).
 //!
-//! Conventions (after iceoryx2-ffi): one prefix, `shmcall_`; opaque handles created and freed
-//! only here; every function returns an `i32`: [`OK`], [`EMPTY`] ("nothing ready yet"), or a
+//! Conventions (after iceoryx2-ffi): one prefix, `shmcall_`; every object is a `u32` handle
+//! from the tables of [`crate::surface`] — a stale or forged one is refused, never
+//! dereferenced; every function returns an `i32`: [`OK`], [`EMPTY`] ("nothing ready yet"), or a
 //! negative [`Status`] code, with the sentence of the last failure on this thread available
-//! from [`shmcall_last_error`]. Null handles are checked first and answer
+//! from [`shmcall_last_error`]. Null out-pointers are checked first and answer
 //! [`Status::InvalidArgument`]. Functions never unwind into the caller: a panic becomes
 //! [`Status::HandlerFailed`].
 //!
 //! Each function converts its arguments and results and calls the operation of the same name
-//! in [`crate::surface`], which the Node-API surface ([`crate::napi`]) wraps too. Tickets and
-//! commands are `u32` handles. Areas are handed out as offsets in a segment, which stays mapped
-//! while any ticket, command or [`SegmentRef`] of it exists: JavaScript holds a `SegmentRef`
-//! for as long as a view over the segment is reachable. Backup-path areas are reached by copies
+//! in [`crate::surface`], which the Node-API surface ([`crate::napi`]) wraps too. Areas are
+//! handed out as offsets in a segment, which stays mapped while any ticket, command or segment
+//! handle of it exists: JavaScript holds a segment handle for as long as a view over the
+//! segment is reachable. Backup-path areas are reached by copies
 //! ([`shmcall_ticket_write_input`], [`shmcall_ticket_read_output`],
 //! [`shmcall_command_read_input`]).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::hub::{HUB, Idle};
-use crate::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment};
-use crate::stats;
-use crate::status::{Error, Status};
+use crate::hub::HUB;
 use crate::surface::{self, fail};
+use shmcall_core::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment};
+use shmcall_core::stats;
+use shmcall_core::status::{Error, Status};
 
 pub use crate::surface::{
-    ClientHandle, EVENT_CLOSE, EVENT_COMPLETION, EVENT_EXEC, EVENT_OPEN, HubEvent, ServerHandle,
+    EVENT_CLOSE, EVENT_COMPLETION, EVENT_CONNECTED, EVENT_EXEC, EVENT_OPEN, HubEvent,
 };
 
 /// Success.
@@ -84,6 +84,19 @@ unsafe fn put<T>(p: *mut T, v: T) {
     }
 }
 
+/// Copies `s` into `buf` (at most `cap` bytes) and returns its full length, which may exceed
+/// `cap`.
+///
+/// # Safety
+/// `buf` is null with `cap` 0, or valid for writes of `cap` bytes.
+unsafe fn copy_out(s: &str, buf: *mut u8, cap: usize) -> i32 {
+    // SAFETY: forwarded contract.
+    let dst = unsafe { bytes_mut(buf, cap) };
+    let n = s.len().min(dst.len());
+    dst[..n].copy_from_slice(&s.as_bytes()[..n]);
+    s.len().min(i32::MAX as usize) as i32
+}
+
 /// Reads the ic id and socket directory of `connect` or `serve`, then calls `make` with them
 /// and the spin budget.
 ///
@@ -100,9 +113,9 @@ unsafe fn endpoint<H>(
     make(ic, dir, spin(spin_ns))
 }
 
-/// The spin budget `u64::MAX` means "the default".
+/// The spin budget `u64::MAX` means "the default"; any other is capped at one second.
 fn spin(spin_ns: u64) -> Option<Duration> {
-    (spin_ns != u64::MAX).then(|| Duration::from_nanos(spin_ns))
+    (spin_ns != u64::MAX).then(|| Duration::from_nanos(spin_ns.min(surface::MAX_SPIN_NS)))
 }
 
 /// Copies the last failure's sentence on this thread into `buf` (UTF-8, not terminated) and
@@ -113,12 +126,7 @@ fn spin(spin_ns: u64) -> Option<Duration> {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_last_error(buf: *mut u8, cap: usize) -> i32 {
     // SAFETY: forwarded contract.
-    let dst = unsafe { bytes_mut(buf, cap) };
-    surface::with_last_error(|l| {
-        let n = l.len().min(dst.len());
-        dst[..n].copy_from_slice(&l.as_bytes()[..n]);
-        l.len().min(i32::MAX as usize) as i32
-    })
+    surface::with_last_error(|l| unsafe { copy_out(l, buf, cap) })
 }
 
 /// The protocol version this library speaks, as `major << 16 | minor`.
@@ -137,12 +145,30 @@ pub unsafe extern "C" fn shmcall_status_name(code: i32, buf: *mut u8, cap: usize
     let Some(s) = Status::from_code(code) else {
         return invalid(&format!("{code} is not a library status"));
     };
-    let name = s.name().as_bytes();
     // SAFETY: forwarded contract.
-    let dst = unsafe { bytes_mut(buf, cap) };
-    let n = name.len().min(dst.len());
-    dst[..n].copy_from_slice(&name[..n]);
-    name.len() as i32
+    unsafe { copy_out(s.name(), buf, cap) }
+}
+
+/// The value of the constant named by `name` (see `surface::CONSTANTS`) in `out`; returns
+/// INVALID_ARGUMENT when there is none.
+///
+/// # Safety
+/// `name` is valid for `name_len` bytes; `out` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_constant(name: *const u8, name_len: usize, out: *mut i64) -> i32 {
+    // SAFETY: forwarded contract.
+    let name = match unsafe { text(name, name_len, "name") } {
+        Ok(n) => n,
+        Err(e) => return fail(e),
+    };
+    match surface::constant(name) {
+        Some(v) => {
+            // SAFETY: `out` is null or valid for a write.
+            unsafe { put(out, v) };
+            OK
+        }
+        None => invalid(&format!("no constant is named {name:?}")),
+    }
 }
 
 /// Writes the socket directory `dir` names (empty: the default one) to `buf`, as the core
@@ -161,13 +187,8 @@ pub unsafe extern "C" fn shmcall_socket_dir(
     // SAFETY: forwarded contract.
     let resolved = unsafe { text(dir, dir_len, "dir") }.and_then(surface::socket_dir);
     match resolved {
-        Ok(path) => {
-            // SAFETY: forwarded contract.
-            let dst = unsafe { bytes_mut(buf, cap) };
-            let n = path.len().min(dst.len());
-            dst[..n].copy_from_slice(&path.as_bytes()[..n]);
-            path.len() as i32
-        }
+        // SAFETY: forwarded contract.
+        Ok(path) => unsafe { copy_out(&path, buf, cap) },
         Err(e) => fail(e),
     }
 }
@@ -175,50 +196,49 @@ pub unsafe extern "C" fn shmcall_socket_dir(
 // ---------------------------------------------------------------------------------------------
 // Segments
 
-/// Keeps a segment mapped; see [`shmcall_segment_release`].
-#[derive(Debug)]
-pub struct SegmentRef {
-    _held: Arc<Segment>,
-}
-
-fn segment_ref(seg: Arc<Segment>, base: *mut *mut u8, len: *mut usize) -> *mut SegmentRef {
-    let (b, l) = seg.mapping();
-    // SAFETY: callers pass out pointers that are null or valid for writes.
-    unsafe {
-        put(base, b);
-        put(len, l);
-    }
-    Box::into_raw(Box::new(SegmentRef { _held: seg }))
-}
-
-/// Lets go of a segment: it is unmapped once nothing else holds it.
+/// Holds `segment` mapped and describes it: its first byte, length and handle.
 ///
 /// # Safety
-/// `segment` is null or a live reference, not used again afterwards; no view over the
-/// segment is used afterwards.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn shmcall_segment_release(segment: *mut SegmentRef) -> i32 {
-    if segment.is_null() {
-        return invalid("segment is null");
+/// The out pointers are null or valid for writes.
+unsafe fn hold_segment(
+    segment: std::sync::Arc<Segment>,
+    base: *mut *mut u8,
+    len: *mut usize,
+    out: *mut u32,
+) -> i32 {
+    let (b, l) = segment.mapping();
+    match surface::segment_hold(segment) {
+        Ok(handle) => {
+            // SAFETY: out pointers are null or valid for writes (caller's contract).
+            unsafe {
+                put(base, b);
+                put(len, l);
+                put(out, handle);
+            }
+            OK
+        }
+        Err(e) => fail(e),
     }
-    // SAFETY: the reference came from `Box::into_raw` and the caller gives it up.
-    drop(unsafe { Box::from_raw(segment) });
-    OK
+}
+
+/// Lets go of a segment: it is unmapped once nothing else holds it. No view over it may be
+/// used afterwards.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_segment_release(segment: u32) -> i32 {
+    done(surface::segment_release(segment))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Client
 
-/// Connects to `ic_id`. `dir` (may be empty) overrides the socket directory; `spin_ns` is the
-/// spin budget before sleeping (`u64::MAX` keeps the default); `id` names the client in the
-/// completions it delivers to the hub. On failure the sentence is also copied into `error`
-/// (up to `error_cap` bytes, NUL-padded), because JavaScript calls this off its own thread
-/// (a server of the same process must be able to run `open` meanwhile), where
-/// [`shmcall_last_error`] cannot see it.
+/// Starts a connect to `ic_id`. `dir` (may be empty) overrides the socket directory; `spin_ns`
+/// is the spin budget before sleeping (`u64::MAX` keeps the default); `id` names the client in
+/// hub events: its end arrives as an [`EVENT_CONNECTED`] with the client's handle (or the
+/// failure). Returns a failure at once when the connect cannot even start (no server listens,
+/// a bad ic id...).
 ///
 /// # Safety
-/// `ic_id` and `dir` are valid for their lengths (or null with length 0); `out` is valid for a
-/// write of a pointer; `error` is null or valid for writes of `error_cap` bytes.
+/// `ic_id` and `dir` are valid for their lengths (or null with length 0).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_client_connect(
     ic_id: *const u8,
@@ -227,102 +247,53 @@ pub unsafe extern "C" fn shmcall_client_connect(
     dir_len: usize,
     spin_ns: u64,
     id: u64,
-    out: *mut *mut ClientHandle,
-    error: *mut u8,
-    error_cap: usize,
 ) -> i32 {
-    if out.is_null() {
-        return invalid("out is null");
-    }
     // SAFETY: forwarded contract.
-    let connected = unsafe {
+    done(unsafe {
         endpoint(
             (ic_id, ic_id_len),
             (dir, dir_len),
             spin_ns,
-            |ic, dir, spin| ClientHandle::connect(ic, dir, spin, id),
+            |ic, dir, spin| surface::client_connect(ic, dir, spin, id),
         )
-    };
-    match connected {
-        Ok(h) => {
-            // SAFETY: `out` is non-null and valid for a write.
-            unsafe { put(out, Box::into_raw(Box::new(h))) };
-            OK
-        }
-        Err(e) => {
-            let rc = fail(e);
-            // SAFETY: the caller promised `error` is valid for `error_cap` bytes.
-            unsafe { shmcall_last_error(error, error_cap) };
-            rc
-        }
-    }
+    })
 }
 
-/// A reference that keeps the client's segment mapped, with its first byte and length. Areas
-/// of slot tickets lie inside it.
+/// Holds the client's segment mapped (until [`shmcall_segment_release`] of `out`), with its
+/// first byte and length. Areas of slot tickets lie inside it.
 ///
 /// # Safety
-/// `client` is a live handle; the out pointers are null or valid for writes.
+/// The out pointers are null or valid for writes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_client_segment(
-    client: *mut ClientHandle,
+    client: u32,
     base: *mut *mut u8,
     len: *mut usize,
-    out: *mut *mut SegmentRef,
+    out: *mut u32,
 ) -> i32 {
-    // SAFETY: the caller promised a live handle or null.
-    let Some(h) = (unsafe { client.as_ref() }) else {
-        return invalid("client is null");
-    };
-    let r = segment_ref(h.segment(), base, len);
-    // SAFETY: `out` is null or valid for a write.
-    unsafe { put(out, r) };
-    OK
-}
-
-/// Closes the client: outstanding commands fail with CLOSED (their completions still reach
-/// the hub). Idempotent; the handle stays valid until [`shmcall_client_free`].
-///
-/// # Safety
-/// `client` is null or a handle from [`shmcall_client_connect`] not yet freed.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn shmcall_client_close(client: *mut ClientHandle) -> i32 {
-    // SAFETY: the caller promised a live handle or null.
-    let Some(h) = (unsafe { client.as_ref() }) else {
-        return invalid("client is null");
-    };
-    done(surface::guard(|| {
-        h.close();
-        Ok(())
-    }))
-}
-
-/// Closes and frees the client. Tickets and segment references still held stay usable.
-///
-/// # Safety
-/// `client` is null or a live handle, not used again afterwards.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn shmcall_client_free(client: *mut ClientHandle) -> i32 {
-    if client.is_null() {
-        return invalid("client is null");
+    match surface::client(client) {
+        // SAFETY: forwarded contract.
+        Ok(c) => unsafe { hold_segment(c.segment(), base, len, out) },
+        Err(e) => fail(e),
     }
-    // SAFETY: the handle came from `Box::into_raw` and the caller gives it up.
-    let h = unsafe { Box::from_raw(client) };
-    done(surface::guard(move || {
-        h.close();
-        Ok(())
-    }))
+}
+
+/// Closes the client and frees its handle: outstanding commands fail with CLOSED (their
+/// completions still reach the hub). Tickets and segments still held stay usable.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_client_free(client: u32) -> i32 {
+    done(surface::client_free(client))
 }
 
 /// Takes a slot (or backup buffers) for a command: `out` receives the ticket's handle, `input`
 /// and `output` its areas (`input_len` and `output_cap` bytes). `mode`: 0 server default,
-/// 1 inline, 2 worker.
+/// 1 inline, 2 worker, 4 a request for the server's counters.
 ///
 /// # Safety
-/// `client` is a live handle; the out pointers are null or valid for writes.
+/// The out pointers are null or valid for writes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_client_begin(
-    client: *mut ClientHandle,
+    client: u32,
     code: u32,
     input_len: u32,
     output_cap: u32,
@@ -331,15 +302,13 @@ pub unsafe extern "C" fn shmcall_client_begin(
     input: *mut *mut u8,
     output: *mut *mut u8,
 ) -> i32 {
-    // SAFETY: the caller promised a live handle or null.
-    let Some(h) = (unsafe { client.as_ref() }) else {
-        return invalid("client is null");
-    };
     if out.is_null() {
         return invalid("out is null");
     }
-    let begun = h.begin_with(code, input_len, output_cap, mode_flags, |_, t| {
-        (t.input().as_ptr(), t.output().as_ptr())
+    let begun = surface::client(client).and_then(|c| {
+        c.begin_with(code, input_len, output_cap, mode_flags, |_, t| {
+            (t.input().as_ptr(), t.output().as_ptr())
+        })
     });
     match begun {
         Ok((handle, (i, o))) => {
@@ -362,10 +331,10 @@ pub unsafe extern "C" fn shmcall_client_begin(
 /// and [`shmcall_ticket_read_output`] reach.
 ///
 /// # Safety
-/// `client` is a live handle; `out` is valid for a write; `offsets` for writes of three `u32`.
+/// `out` is valid for a write; `offsets` for writes of three `u32`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_client_begin_at(
-    client: *mut ClientHandle,
+    client: u32,
     code: u32,
     input_len: u32,
     output_cap: u32,
@@ -373,14 +342,11 @@ pub unsafe extern "C" fn shmcall_client_begin_at(
     out: *mut u32,
     offsets: *mut u32,
 ) -> i32 {
-    // SAFETY: the caller promised a live handle or null.
-    let Some(h) = (unsafe { client.as_ref() }) else {
-        return invalid("client is null");
-    };
     if out.is_null() || offsets.is_null() {
         return invalid("out or offsets is null");
     }
-    match h.begin_at(code, input_len, output_cap, mode_flags) {
+    match surface::client(client).and_then(|c| c.begin_at(code, input_len, output_cap, mode_flags))
+    {
         Ok((handle, begun)) => {
             // SAFETY: `out` is valid for a write and `offsets` for three (caller's contract).
             unsafe {
@@ -450,19 +416,15 @@ pub unsafe extern "C" fn shmcall_ticket_read_output(ticket: u32, dst: *mut u8, c
 /// server's; a library failure is the return value.
 ///
 /// # Safety
-/// `client` is a live handle; the out pointers are null or valid for writes.
+/// The out pointers are null or valid for writes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_client_call(
-    client: *mut ClientHandle,
+    client: u32,
     ticket: u32,
     status: *mut i32,
     length: *mut u32,
 ) -> i32 {
-    // SAFETY: the caller promised a live handle or null.
-    let Some(h) = (unsafe { client.as_ref() }) else {
-        return invalid("client is null");
-    };
-    match h.call(ticket) {
+    match surface::client(client).and_then(|c| c.call(ticket)) {
         Ok(a) => {
             // SAFETY: out pointers are null or valid for writes.
             unsafe {
@@ -477,92 +439,55 @@ pub unsafe extern "C" fn shmcall_client_call(
 
 /// Sends the command and returns at once. The finished ticket reaches the hub as a
 /// completion event with `token` and a new handle. The ticket's handle is freed here.
-///
-/// # Safety
-/// `client` is a live handle.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn shmcall_client_submit(
-    client: *mut ClientHandle,
-    ticket: u32,
-    token: u64,
-) -> i32 {
-    // SAFETY: the caller promised a live handle or null.
-    let Some(h) = (unsafe { client.as_ref() }) else {
-        return invalid("client is null");
-    };
-    done(h.submit(ticket, token))
+pub extern "C" fn shmcall_client_submit(client: u32, ticket: u32, token: u64) -> i32 {
+    done(surface::client(client).and_then(|c| c.submit(ticket, token)))
 }
 
 /// Withdraws the asynchronous command in slot `slot` (from [`shmcall_client_begin_at`]) if
 /// the server has not taken it: returns 1 if it did (the command never runs; its completion,
-/// `CANCELLED`, arrives when the server answers it), 0 if not (taken, finished, on the backup
-/// path, or the server speaks protocol 1.0), or a library failure.
-///
-/// # Safety
-/// `client` is a live handle.
+/// `CANCELLED`, arrives when the server answers it), 0 if not (taken, finished, or on the
+/// backup path), or a library failure.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn shmcall_client_withdraw(client: *mut ClientHandle, slot: u32) -> i32 {
-    // SAFETY: the caller promised a live handle or null.
-    let Some(h) = (unsafe { client.as_ref() }) else {
-        return invalid("client is null");
-    };
-    i32::from(h.withdraw(slot))
+pub extern "C" fn shmcall_client_withdraw(client: u32, slot: u32) -> i32 {
+    match surface::client(client) {
+        Ok(c) => i32::from(c.withdraw(slot)),
+        Err(e) => fail(e),
+    }
 }
 
 /// Writes a client's counters to `out` as `len` doubles (at most [`stats::word::LEN`]; the
 /// positions are [`stats::word`]'s).
 ///
 /// # Safety
-/// `client` is a live handle; `out` is null or valid for writes of `len` doubles.
+/// `out` is null or valid for writes of `len` doubles.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn shmcall_client_stats(
-    client: *mut ClientHandle,
-    out: *mut f64,
-    len: usize,
-) -> i32 {
-    // SAFETY: the caller promised a live handle or null.
-    let Some(h) = (unsafe { client.as_ref() }) else {
-        return invalid("client is null");
-    };
-    // SAFETY: `out` is null or valid for `len` doubles (caller's contract).
-    unsafe { copy_words(&h.stats(), out, len) }
+pub unsafe extern "C" fn shmcall_client_stats(client: u32, out: *mut f64, len: usize) -> i32 {
+    match surface::client(client) {
+        // SAFETY: `out` is null or valid for `len` doubles (caller's contract).
+        Ok(c) => unsafe { copy_words(&c.stats(), out, len) },
+        Err(e) => fail(e),
+    }
 }
 
 /// Writes a server's counters to `out`, as [`shmcall_client_stats`] does.
 ///
 /// # Safety
-/// `server` is a live handle; `out` is null or valid for writes of `len` doubles.
+/// `out` is null or valid for writes of `len` doubles.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn shmcall_server_stats(
-    server: *mut ServerHandle,
-    out: *mut f64,
-    len: usize,
-) -> i32 {
-    // SAFETY: the caller promised a live handle or null.
-    let Some(h) = (unsafe { server.as_ref() }) else {
-        return invalid("server is null");
-    };
-    // SAFETY: `out` is null or valid for `len` doubles (caller's contract).
-    unsafe { copy_words(&h.stats(), out, len) }
+pub unsafe extern "C" fn shmcall_server_stats(server: u32, out: *mut f64, len: usize) -> i32 {
+    match surface::server(server) {
+        // SAFETY: `out` is null or valid for `len` doubles (caller's contract).
+        Ok(s) => unsafe { copy_words(&s.stats(), out, len) },
+        Err(e) => fail(e),
+    }
 }
 
 /// Records the pool's size and whether the server quiesces (`quiescing` 0 or 1), which its
 /// counters report.
-///
-/// # Safety
-/// `server` is a live handle.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn shmcall_server_note(
-    server: *mut ServerHandle,
-    workers: u32,
-    quiescing: u32,
-) -> i32 {
-    // SAFETY: the caller promised a live handle or null.
-    let Some(h) = (unsafe { server.as_ref() }) else {
-        return invalid("server is null");
-    };
-    h.note(workers, quiescing != 0);
-    OK
+pub extern "C" fn shmcall_server_note(server: u32, workers: u32, quiescing: u32) -> i32 {
+    done(surface::server(server).map(|s| s.note(workers, quiescing != 0)))
 }
 
 /// Copies a snapshot's first `len` words to `out`.
@@ -614,11 +539,12 @@ pub extern "C" fn shmcall_ticket_free(ticket: u32) -> i32 {
 // ---------------------------------------------------------------------------------------------
 // Server
 
-/// Serves `ic_id`; its opens, commands and closes reach the hub, named by `id`.
+/// Serves `ic_id`; its opens, commands and closes reach the hub, named by `id`; `out` receives
+/// the server's handle.
 ///
 /// # Safety
 /// `ic_id` and `dir` are valid for their lengths (or null with length 0); `out` is valid for a
-/// write of a pointer.
+/// write.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_server_serve(
     ic_id: *const u8,
@@ -627,7 +553,7 @@ pub unsafe extern "C" fn shmcall_server_serve(
     dir_len: usize,
     spin_ns: u64,
     id: u64,
-    out: *mut *mut ServerHandle,
+    out: *mut u32,
 ) -> i32 {
     if out.is_null() {
         return invalid("out is null");
@@ -638,13 +564,13 @@ pub unsafe extern "C" fn shmcall_server_serve(
             (ic_id, ic_id_len),
             (dir, dir_len),
             spin_ns,
-            |ic, dir, spin| ServerHandle::serve(ic, dir, spin, id),
+            |ic, dir, spin| surface::server_serve(ic, dir, spin, id),
         )
     };
     match served {
         Ok(h) => {
             // SAFETY: `out` is non-null and valid for a write.
-            unsafe { put(out, Box::into_raw(Box::new(h))) };
+            unsafe { put(out, h) };
             OK
         }
         Err(e) => fail(e),
@@ -653,21 +579,9 @@ pub unsafe extern "C" fn shmcall_server_serve(
 
 /// Answers an open: `status` 0 accepts the client; a negative library status refuses it with
 /// that status.
-///
-/// # Safety
-/// `server` is a live handle.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn shmcall_server_opened(
-    server: *mut ServerHandle,
-    connection: u64,
-    status: i32,
-) -> i32 {
-    // SAFETY: the caller promised a live handle or null.
-    let Some(h) = (unsafe { server.as_ref() }) else {
-        return invalid("server is null");
-    };
-    h.opened(connection, status);
-    OK
+pub extern "C" fn shmcall_server_opened(server: u32, connection: u64, status: i32) -> i32 {
+    done(surface::server(server).map(|s| s.opened(connection, status)))
 }
 
 /// Takes a command to run it: returns 1, or 0 when its client withdrew it first (it is then
@@ -700,8 +614,9 @@ pub unsafe extern "C" fn shmcall_command_finish(
     done(surface::command_finish(command, status, length, from))
 }
 
-/// A reference that keeps an exec event's segment mapped (for a view JavaScript keeps per
-/// connection), with its first byte and length; null for backup-path commands.
+/// Holds an exec event's segment mapped (for a view JavaScript keeps per connection) until
+/// [`shmcall_segment_release`] of `out`, with its first byte and length; `out` receives 0 for
+/// backup-path commands.
 ///
 /// # Safety
 /// The out pointers are null or valid for writes.
@@ -710,16 +625,18 @@ pub unsafe extern "C" fn shmcall_command_segment(
     command: u32,
     base: *mut *mut u8,
     len: *mut usize,
-    out: *mut *mut SegmentRef,
+    out: *mut u32,
 ) -> i32 {
-    let segment = match surface::command_segment(command) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let r = segment.map_or(std::ptr::null_mut(), |s| segment_ref(s, base, len));
-    // SAFETY: `out` is null or valid for a write.
-    unsafe { put(out, r) };
-    OK
+    match surface::command_segment(command) {
+        // SAFETY: forwarded contract.
+        Ok(Some(segment)) => unsafe { hold_segment(segment, base, len, out) },
+        Ok(None) => {
+            // SAFETY: `out` is null or valid for a write.
+            unsafe { put(out, 0) };
+            OK
+        }
+        Err(e) => fail(e),
+    }
 }
 
 /// Copies a command's input into `dst`, at most `cap` bytes.
@@ -732,22 +649,11 @@ pub unsafe extern "C" fn shmcall_command_read_input(command: u32, dst: *mut u8, 
     done(surface::command_read_input(command, unsafe { bytes_mut(dst, cap) }).map(drop))
 }
 
-/// Stops the server and frees the handle: connections end, their commands still in the hub are
-/// answered when JavaScript finishes them (or HANDLER_FAILED if it drops them).
-///
-/// # Safety
-/// `server` is null or a live handle, not used again afterwards.
+/// Stops the server and frees its handle: connections end, their commands still in the hub
+/// are answered when JavaScript finishes them (or HANDLER_FAILED if it drops them).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn shmcall_server_free(server: *mut ServerHandle) -> i32 {
-    if server.is_null() {
-        return invalid("server is null");
-    }
-    // SAFETY: the handle came from `Box::into_raw` and the caller gives it up.
-    let h = unsafe { Box::from_raw(server) };
-    done(surface::guard(move || {
-        h.close();
-        Ok(())
-    }))
+pub extern "C" fn shmcall_server_free(server: u32) -> i32 {
+    done(surface::server_free(server))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -807,22 +713,13 @@ pub extern "C" fn shmcall_hub_spent() -> i32 {
     i32::from(HUB.spent())
 }
 
-/// JavaScript drained the hub and is about to go idle: first waits up to `wait_ns` for more
-/// events (no later than the drain's budget allows), then arms the doorbell. Returns 1 when it
-/// may go idle, 0 when events arrived (drain again), 2 when the drain's budget ran out (drain
-/// again in a task of its own; the doorbell is not armed and the rings stay held).
+/// JavaScript drained the hub and is about to go idle: first polls its connections for up to
+/// `wait_ns` (no later than the drain's budget allows), then arms them and the doorbell.
+/// Returns 1 when it may go idle, 0 when events arrived (drain again), 2 when the drain's
+/// budget ran out (drain again in a task of its own; nothing is armed).
 #[unsafe(no_mangle)]
 pub extern "C" fn shmcall_hub_idle(wait_ns: u32) -> i32 {
-    idle_code(HUB.idle(Duration::from_nanos(wait_ns.into())))
-}
-
-/// The code of an [`Idle`] for JavaScript (`IDLE` in `src/native.ts`).
-pub fn idle_code(idle: Idle) -> i32 {
-    match idle {
-        Idle::Events => 0,
-        Idle::Idle => 1,
-        Idle::Spent => 2,
-    }
+    HUB.idle(Duration::from_nanos(wait_ns.into())).code()
 }
 
 /// The fallback doorbell, for a `nonblocking` call: sleeps until an event is queued,

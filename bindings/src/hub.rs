@@ -1,28 +1,35 @@
-//! The process-wide hub between the library's threads and one JavaScript thread.
+//! The process-wide hub between the library and the one JavaScript thread that uses it.
 //!
-//! Library threads (a client's reaper, a server's connection threads) push events — an
-//! asynchronous command finished; a client connected, sent a command, or left — into one
-//! queue. JavaScript drains the queue in one loop of synchronous calls, then says it is idle.
-//! A push rings the doorbell only when it finds JavaScript idle, so a burst costs one ring and
-//! a busy JavaScript thread is never interrupted.
+//! The hub is that thread's **owner** of connections ([`shmcall_core::owner`]): JavaScript pops
+//! the rings of its clients and servers itself, through the hub, while it waits for events
+//! ([`Hub::idle`]); a command or an answer then reaches it with no thread hop. What the members
+//! find — an asynchronous command finished; a client connected, sent a command, or left — they
+//! queue here as [`Event`]s, which JavaScript drains in one loop of synchronous calls.
+//!
+//! When JavaScript goes idle, the hub arms its members (their rings wake the reactor) and arms
+//! the doorbell: whatever the reactor wakes then — a member, or an event it queued — rings it,
+//! once per idle → busy transition, so a burst costs one ring and a busy JavaScript thread is
+//! never interrupted.
 //!
 //! The doorbell is whatever the JavaScript side registered: a Node-API threadsafe function
 //! (`napi.rs`), which queues a call on the event loop without blocking the ringing thread; or,
 //! without one, the condition variable that [`Hub::wait`] (a `nonblocking` FFI call) sleeps on.
 //!
 //! The idle handshake is the store-buffer pattern: JavaScript stores `idle` then loads the
-//! queue length; a pusher stores the length then swaps `idle`. With all four SeqCst, at least
-//! one side sees the other, so an event is never left in the queue with no ring.
+//! queue's and the woken members' counts; a waker stores its count then swaps `idle`. With all
+//! four SeqCst, at least one side sees the other, so nothing is left queued with no ring.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::channel::Event as Arrival;
-use crate::client::Ticket;
-use crate::ring::Spin;
-use crate::server::{Command, ConnInfo, Poller};
+use shmcall_core::channel::Event as Arrival;
+use shmcall_core::owner::{Active, Member, Owner};
+use shmcall_core::ring::Spin;
+use shmcall_core::server::{Command, ConnInfo};
+use shmcall_core::{Client, Error, Ticket};
 
 /// One thing for JavaScript to do.
 #[derive(Debug)]
@@ -35,6 +42,13 @@ pub enum Event {
         token: u64,
         /// The finished command.
         ticket: Box<Ticket>,
+    },
+    /// A connect of client `client` ended: the client, or why not.
+    Connected {
+        /// JavaScript's id of the client.
+        client: u64,
+        /// The connection, or the failure.
+        result: Result<Box<Client>, Error>,
     },
     /// A client connected to server `server`; answer with `opened`.
     Open {
@@ -63,9 +77,6 @@ pub enum Event {
 
 type Bell = Box<dyn Fn() + Send + Sync>;
 
-/// The registered pollers, by owner id.
-type Pollers = Arc<Vec<(u64, Arc<dyn Poller>)>>;
-
 /// A number that names the calling thread (never 0), cheaper to compare than a `ThreadId`.
 pub fn thread_token() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -87,9 +98,8 @@ pub struct Hub {
     rung: Condvar,
     /// Wakes JavaScript while it waits briefly in [`Hub::idle`].
     arrived: Arrival,
-    /// Servers and clients whose rings JavaScript pops itself while it waits in
-    /// [`Hub::idle`]; replaced (not edited) on change, so a snapshot costs no allocation.
-    pollers: Mutex<Pollers>,
+    /// The connections JavaScript owns that had work lately, and those woken for it.
+    active: Active,
     interrupted: AtomicBool,
     /// When JavaScript's current drain must hand the event loop back, in nanoseconds since
     /// [`epoch`] (see [`Hub::drain_begin`]); 0 for no limit.
@@ -99,13 +109,24 @@ pub struct Hub {
 /// What [`Hub::idle`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Idle {
-    /// JavaScript may go idle: the doorbell is armed, the rings given back.
+    /// JavaScript may go idle: the doorbell is armed, the members armed.
     Idle,
     /// Events arrived: drain again.
     Events,
     /// The drain used up its budget: continue in a task of its own, so that the event loop's
-    /// timers and I/O run first. The doorbell is not armed and the rings stay held meanwhile.
+    /// timers and I/O run first. The doorbell is not armed meanwhile.
     Spent,
+}
+
+impl Idle {
+    /// Its code for JavaScript (`IDLE` in `src/native.ts`).
+    pub fn code(self) -> i32 {
+        match self {
+            Idle::Events => 0,
+            Idle::Idle => 1,
+            Idle::Spent => 2,
+        }
+    }
 }
 
 /// The origin of [`Hub::drain_begin`]'s clock.
@@ -118,31 +139,57 @@ fn nanos_since_epoch(t: Instant) -> u64 {
     u64::try_from(t.duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
 }
 
-impl std::fmt::Debug for Hub {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hub")
             .field("len", &self.len.load(Ordering::Relaxed))
             .field("idle", &self.idle.load(Ordering::Relaxed))
+            .field("active", &self.active)
             .finish()
     }
 }
 
 /// The hub of this process.
-pub static HUB: LazyLock<Hub> = LazyLock::new(|| Hub {
-    owner: AtomicU64::new(0),
-    events: Mutex::new(VecDeque::new()),
-    len: AtomicUsize::new(0),
-    idle: AtomicBool::new(true),
-    bell: Mutex::new(None),
-    rung: Condvar::new(),
-    arrived: Arrival::new(),
-    pollers: Mutex::new(Arc::new(Vec::new())),
-    interrupted: AtomicBool::new(false),
-    drain_deadline: AtomicU64::new(0),
+pub static HUB: LazyLock<Arc<Hub>> = LazyLock::new(|| {
+    Arc::new(Hub {
+        owner: AtomicU64::new(0),
+        events: Mutex::new(VecDeque::new()),
+        len: AtomicUsize::new(0),
+        idle: AtomicBool::new(true),
+        bell: Mutex::new(None),
+        rung: Condvar::new(),
+        arrived: Arrival::new(),
+        active: Active::default(),
+        interrupted: AtomicBool::new(false),
+        drain_deadline: AtomicU64::new(0),
+    })
 });
+
+/// The hub as the owner of the connections JavaScript makes.
+pub fn owner() -> Arc<dyn Owner> {
+    HUB.clone()
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Polls and arms at most this many times in a row while going idle before it hands back to
+/// JavaScript: a member that keeps finding work produces events, so this bound is only met by a
+/// peer that keeps a ring busy.
+const ARM_ROUNDS: usize = 16;
+
+impl Owner for Hub {
+    fn wake(&self, member: Arc<dyn Member>) {
+        if self.active.wake(member) {
+            self.arrived.notify();
+            self.ring_if_idle();
+        }
+    }
+
+    fn is_current(&self) -> bool {
+        self.owner.load(Ordering::Acquire) == thread_token()
+    }
 }
 
 impl Hub {
@@ -179,12 +226,15 @@ impl Hub {
 
     /// Queues an event and rings the doorbell if JavaScript is idle.
     pub fn push(&self, event: Event) {
-        let mut q = lock(&self.events);
-        q.push_back(event);
-        // SeqCst: the pusher's half of the idle handshake (module doc).
+        lock(&self.events).push_back(event);
+        // SeqCst: the waker's half of the idle handshake (module doc).
         self.len.fetch_add(1, Ordering::SeqCst);
-        drop(q);
         self.arrived.notify();
+        self.ring_if_idle();
+    }
+
+    fn ring_if_idle(&self) {
+        // SeqCst: the waker's half of the idle handshake (module doc).
         if self.idle.load(Ordering::SeqCst) && self.idle.swap(false, Ordering::SeqCst) {
             self.ring();
         }
@@ -210,7 +260,7 @@ impl Hub {
         e
     }
 
-    /// JavaScript begins a drain that should last at most `budget`: [`Hub::idle`] then waits
+    /// JavaScript begins a drain that should last at most `budget`: [`Hub::idle`] then polls
     /// no longer than that and answers [`Idle::Spent`] once it passed. (The clock is read here,
     /// in about 20 ns, because JavaScript's own clocks cost 70 to 150 ns a reading.)
     /// A zero budget (or one too large to represent) means no limit.
@@ -230,102 +280,84 @@ impl Hub {
         deadline != 0 && nanos_since_epoch(Instant::now()) >= deadline
     }
 
-    /// JavaScript is about to go idle. It first waits up to `wait` (and no later than the
-    /// drain's deadline) for an event — sleeping, not spinning, so that it leaves the cores
-    /// to the threads that spin on the rings; a push wakes it in a few microseconds, far
-    /// sooner than a doorbell wakes an event loop that went back to `epoll`.
-    ///
-    /// With pollers registered (see [`Hub::add_poller`]) it spins instead, popping their rings
-    /// itself: a command or an answer then reaches JavaScript with no thread hop at all, which
-    /// is worth the core; the ring threads sleep meanwhile. Going idle always gives their
-    /// rings back, so nothing waits for a JavaScript thread that sleeps.
+    /// Whether anything waits for JavaScript: an event, or a member woken.
+    fn pending(&self) -> bool {
+        self.len.load(Ordering::SeqCst) > 0 || self.active.has_woken()
+    }
+
+    /// JavaScript drained the queue and is about to go idle. First, for up to `wait` (and no
+    /// later than the drain's deadline), it polls its active members — popping their rings
+    /// itself, so that a command or an answer reaches JavaScript with no thread hop — or, with
+    /// none active, sleeps until something arrives. Then it arms the members and the doorbell.
     ///
     /// When the drain's budget runs out first, it answers [`Idle::Spent`] whether or not
-    /// events are waiting: JavaScript hands its event loop a turn and comes back, holding the
-    /// rings meanwhile. Going idle there instead would give the rings to their threads in the
-    /// middle of a stream of commands, only to ask for them back a moment later, waking
-    /// threads each way.
+    /// events are waiting: JavaScript hands its event loop a turn and comes back, its members
+    /// still active meanwhile (arming them would only make a stream of commands wake the
+    /// reactor, to be taken back a moment later).
     pub fn idle(&self, wait: Duration) -> Idle {
-        if !wait.is_zero() {
-            let now = Instant::now();
-            // Relaxed: written by this same thread (`drain_begin`).
-            let deadline = self.drain_deadline.load(Ordering::Relaxed);
-            let budget_left = (deadline != 0)
-                .then(|| Duration::from_nanos(deadline.saturating_sub(nanos_since_epoch(now))));
-            let left = budget_left.map_or(wait, |b| b.min(wait));
-            let arrived = self.wait_for_events(now, left);
-            if (arrived || budget_left.is_some_and(|b| b < wait)) && self.spent() {
-                return Idle::Spent;
+        let now = Instant::now();
+        // Relaxed: written by this same thread (`drain_begin`).
+        let deadline = self.drain_deadline.load(Ordering::Relaxed);
+        let budget_left = (deadline != 0)
+            .then(|| Duration::from_nanos(deadline.saturating_sub(nanos_since_epoch(now))));
+        let until = now + budget_left.map_or(wait, |b| b.min(wait));
+        loop {
+            self.active.gather();
+            self.active.poll();
+            if self.len.load(Ordering::SeqCst) > 0 {
+                return if self.spent() {
+                    Idle::Spent
+                } else {
+                    Idle::Events
+                };
             }
-            if arrived {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            if self.active.is_empty() && !self.active.has_woken() {
+                // Nothing to poll: sleep (not spin) until something arrives, leaving the cores
+                // to the threads that work; a push or a wake ends the sleep in microseconds.
+                self.arrived.wait_until_for(
+                    Spin(Duration::from_micros(2)),
+                    Some(until - now),
+                    || self.pending(),
+                );
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        if budget_left.is_some_and(|b| b < wait) && self.spent() {
+            return Idle::Spent;
+        }
+        // Going idle: the members hand their rings to the reactor.
+        let mut rounds = 0;
+        loop {
+            self.active.gather();
+            if self.active.arm() {
+                break;
+            }
+            self.active.poll();
+            rounds += 1;
+            if self.len.load(Ordering::SeqCst) > 0 || rounds == ARM_ROUNDS {
                 return Idle::Events;
             }
         }
-        // Going idle: the rings go back to their threads, which run while JavaScript sleeps.
-        let pollers = lock(&self.pollers).clone();
-        for p in pollers.iter() {
-            p.1.release();
-        }
         // SeqCst: JavaScript's half of the idle handshake (module doc).
         self.idle.store(true, Ordering::SeqCst);
-        if self.len.load(Ordering::SeqCst) > 0 {
-            // Take idleness back unless a pusher already did (and rang).
+        if self.pending() {
+            // Take idleness back unless a waker already did (and rang).
             self.idle.swap(false, Ordering::SeqCst);
             return Idle::Events;
         }
         Idle::Idle
     }
 
-    /// Waits from `now` for up to `wait` for an event, popping the pollers' rings meanwhile
-    /// when there are any; returns whether one arrived.
-    fn wait_for_events(&self, now: Instant, wait: Duration) -> bool {
-        let pollers = lock(&self.pollers).clone();
-        if pollers.is_empty() {
-            return self
-                .arrived
-                .wait_until_for(Spin(Duration::from_micros(2)), Some(wait), || {
-                    self.len.load(Ordering::SeqCst) > 0
-                });
-        }
-        let deadline = now + wait;
-        loop {
-            for p in pollers.iter() {
-                p.1.poll();
-            }
-            if self.len.load(Ordering::SeqCst) > 0 {
-                // Keep the rings: JavaScript drains and comes straight back here.
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::hint::spin_loop();
-        }
-    }
-
-    /// Lets [`Hub::idle`] pop the CS rings of a server, named by `id`.
-    pub fn add_poller(&self, id: u64, poller: Arc<dyn Poller>) {
-        let mut pollers = lock(&self.pollers);
-        let mut next = pollers.as_ref().clone();
-        next.push((id, poller));
-        *pollers = Arc::new(next);
-    }
-
-    /// Stops popping for server `id`, giving back the rings it held.
-    pub fn remove_poller(&self, id: u64) {
-        let removed = {
-            let mut pollers = lock(&self.pollers);
-            let mut next = pollers.as_ref().clone();
-            let removed = next
-                .iter()
-                .position(|(p, _)| *p == id)
-                .map(|i| next.swap_remove(i).1);
-            *pollers = Arc::new(next);
-            removed
-        };
-        if let Some(p) = removed {
-            p.release();
-        }
+    /// Polls the active members once, on the JavaScript thread (outside [`Hub::idle`]: a sync
+    /// call's caller that waits for its answer does not come here).
+    pub fn poll(&self) -> bool {
+        self.active.gather();
+        self.active.poll()
     }
 
     /// Installs (or removes) the doorbell.
@@ -340,10 +372,12 @@ impl Hub {
         let (q, _) = self
             .rung
             .wait_timeout_while(q, timeout, |q| {
-                q.is_empty() && !self.interrupted.swap(false, Ordering::SeqCst)
+                q.is_empty()
+                    && !self.active.has_woken()
+                    && !self.interrupted.swap(false, Ordering::SeqCst)
             })
             .unwrap_or_else(|p| p.into_inner());
-        !q.is_empty()
+        !q.is_empty() || self.active.has_woken()
     }
 
     /// Ends a pending [`Hub::wait`] now.

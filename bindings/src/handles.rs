@@ -11,7 +11,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use crate::status::{Error, Status};
+use shmcall_core::status::{Error, Status};
 
 const INDEX_BITS: u32 = 24;
 const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;

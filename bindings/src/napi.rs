@@ -11,8 +11,9 @@
 //!   failure, with the status in [`last_status`].
 //! - Results beyond the return value go to this thread's **scratch**: a small array shared
 //!   with JavaScript once ([`scratch`]), so that no call allocates or passes an out-buffer.
-//! - Clients and servers are `u32` handles too, like tickets and commands: a closed, stale or
-//!   forged handle is refused with a sentence naming it, never dereferenced.
+//! - Clients and servers are `u32` handles of [`crate::surface`]'s tables, like tickets and
+//!   commands, the same as the C surface's: a closed, stale or forged handle is refused with a
+//!   sentence naming it, never dereferenced.
 //!
 //! The doorbell: JavaScript registers a function, which becomes a Node-API threadsafe
 //! function; a library thread that queues an event while JavaScript is idle calls it, which
@@ -24,35 +25,21 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use napi::bindgen_prelude::{Float64Array, Function, Object, Uint8ArraySlice, Unknown};
+use napi::bindgen_prelude::{Float64Array, Function, Uint8ArraySlice, Unknown};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
-use napi::{Env, JsDeferred, sys};
+use napi::{Env, sys};
 use napi_derive::napi;
 
-use crate::ffi::idle_code;
-use crate::handles::Handles;
 use crate::hub::HUB;
-use crate::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment};
-use crate::stats;
-use crate::status::{Error, Status};
-use crate::surface::{self, ClientHandle, ServerHandle, fail};
+use crate::surface::{
+    self, SCRATCH_ANSWER as ANSWER, SCRATCH_BEGUN as BEGUN, SCRATCH_WORDS, client, fail, server,
+};
+use shmcall_core::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment};
+use shmcall_core::stats;
+use shmcall_core::status::{Error, Status};
 
-/// Clients by handle; a call clones the `Arc` out of the table, so a close meanwhile cannot
-/// free a client under a call that is running.
-static CLIENTS: Handles<Arc<ClientHandle>> = Handles::new("client");
-/// Servers by handle.
-static SERVERS: Handles<Arc<ServerHandle>> = Handles::new("server");
-
-/// Words of a thread's scratch: the hub event (80 bytes, `surface::HubEvent`), then the results
-/// of the other calls.
-const SCRATCH_WORDS: usize = 32;
-/// The first word after the event.
-const RESULTS: usize = 20;
-/// `clientBeginAt`: the ticket, then the input and output offsets and the slot.
-/// `serverServe`: the handle.
-const BEGUN: usize = RESULTS;
-/// `clientCall`: the server's status, then the output length.
-const ANSWER: usize = RESULTS + 4;
+/// The words of the hub event, at the start of the scratch.
+const RESULTS: usize = BEGUN;
 
 thread_local! {
     /// This thread's scratch, once [`scratch`] made it (null before, and after its finalizer).
@@ -82,23 +69,12 @@ fn done(r: Result<(), Error>) -> i32 {
     }
 }
 
-fn client(handle: u32) -> Result<Arc<ClientHandle>, Error> {
-    CLIENTS.with(handle, |c| c.clone())
-}
-
-fn server(handle: u32) -> Result<Arc<ServerHandle>, Error> {
-    SERVERS.with(handle, |s| s.clone())
-}
-
 /// A spin budget from JavaScript: negative (or not a finite number) means "the default";
 /// JavaScript checked it already (at most one second), and it is capped here again.
 fn spin(spin_ns: f64) -> Option<Duration> {
     (spin_ns.is_finite() && spin_ns >= 0.0)
-        .then(|| Duration::from_nanos((spin_ns as u64).min(MAX_SPIN_NS)))
+        .then(|| Duration::from_nanos((spin_ns as u64).min(surface::MAX_SPIN_NS)))
 }
-
-/// The longest spin a JavaScript caller can ask for (`MAX_SPIN_MICROS` in src/validate.ts).
-const MAX_SPIN_NS: u64 = 1_000_000_000;
 
 /// An id JavaScript made with `hubNewId` (below 2^53, so exact as a number).
 fn id(value: f64) -> u64 {
@@ -214,6 +190,12 @@ pub fn protocol_version() -> String {
     format!("{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}")
 }
 
+/// The value of the constant `name` (`surface::CONSTANTS`), or nothing.
+#[napi]
+pub fn constant(name: String) -> Option<f64> {
+    surface::constant(&name).map(|v| v as f64)
+}
+
 /// The name of library status `code` (e.g. `PEER_TERMINATED`), or nothing.
 #[napi]
 pub fn status_name(code: i32) -> Option<&'static str> {
@@ -244,80 +226,17 @@ fn segment_view(env: &Env, segment: Arc<Segment>) -> Option<Unknown<'static>> {
 // ---------------------------------------------------------------------------------------------
 // Client
 
-/// How a connect ended: a client handle, or a negative status and its sentence.
-#[napi(object)]
-#[derive(Debug)]
-pub struct Connected {
-    /// The client's handle (0 on failure).
-    pub handle: u32,
-    /// 0, or the failure's status.
-    pub status: i32,
-    /// The failure's sentence.
-    pub message: String,
-}
-
-impl Connected {
-    /// Holds a connected client in [`CLIENTS`] (on the JavaScript thread that will use it).
-    fn from(connected: Result<ClientHandle, Error>) -> Connected {
-        let held = connected.and_then(|h| {
-            let h = Arc::new(h);
-            CLIENTS.insert(h.clone()).inspect_err(|_| h.close())
-        });
-        match held {
-            Ok(handle) => Connected {
-                handle,
-                status: 0,
-                message: String::new(),
-            },
-            Err(e) => Connected {
-                handle: 0,
-                status: e.status().code(),
-                message: e.to_string(),
-            },
-        }
-    }
-}
-
-/// What settles a connect's Promise, on the JavaScript thread.
-type Settle = Box<dyn FnOnce(Env) -> napi::Result<Connected> + Send>;
-
-/// Connects to `ic_id` (`dir` empty: the default; `spin_ns` negative: the default); `id`
-/// names the client in hub events. Returns a Promise of a [`Connected`].
-///
-/// The connect runs on a thread of its own, not on libuv's pool: it waits for the server's
-/// `open`, which may need that pool (a server of this process whose `open` reads a file), and
-/// a pool of four filled with waiting connects would deadlock it until the hello times out.
+/// Starts a connect to `ic_id` (`dir` empty: the default; `spin_ns` negative: the default);
+/// `id` names the client in hub events, and its end arrives as a connected event with the
+/// client's handle, or the failure. 0, or the failure of a connect that could not start.
 #[napi]
-pub fn client_connect(
-    env: &Env,
-    ic_id: String,
-    dir: String,
-    spin_ns: f64,
-    id_: f64,
-) -> napi::Result<Object<'_>> {
-    let (deferred, promise) = env.create_deferred::<Connected, Settle>()?;
-    let (spin, id) = (spin(spin_ns), id(id_));
-    let (hand, take) = std::sync::mpsc::channel::<JsDeferred<Connected, Settle>>();
-    let spawned = std::thread::Builder::new()
-        .name("shmcall-connect".into())
-        .spawn(move || {
-            let Ok(deferred) = take.recv() else { return };
-            let connected = ClientHandle::connect(&ic_id, &dir, spin, id);
-            let settle: Settle = Box::new(move |_env| Ok(Connected::from(connected)));
-            deferred.resolve(settle);
-        });
-    match spawned {
-        // The thread is running and waits for nothing else.
-        Ok(_) => hand
-            .send(deferred)
-            .map_err(|_| napi::Error::from_reason("the connect thread ended before it began"))?,
-        Err(e) => {
-            let failed = Error::new(Status::Io, format!("cannot start a connect thread: {e}"));
-            let settle: Settle = Box::new(move |_env| Ok(Connected::from(Err(failed))));
-            deferred.resolve(settle);
-        }
-    }
-    Ok(promise)
+pub fn client_connect(ic_id: String, dir: String, spin_ns: f64, id_: f64) -> i32 {
+    done(surface::client_connect(
+        &ic_id,
+        &dir,
+        spin(spin_ns),
+        id(id_),
+    ))
 }
 
 /// A view of the client's segment, which stays mapped while the view is reachable.
@@ -414,7 +333,7 @@ pub fn ticket_free(ticket: u32) -> i32 {
 /// Closes the client and frees its handle.
 #[napi]
 pub fn client_free(client_: u32) -> i32 {
-    done(CLIENTS.remove(client_).map(|c| c.close()))
+    done(surface::client_free(client_))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -424,11 +343,8 @@ pub fn client_free(client_: u32) -> i32 {
 #[napi]
 pub fn server_serve(ic_id: String, dir: String, spin_ns: f64, id_: f64) -> i32 {
     done(
-        ServerHandle::serve(&ic_id, &dir, spin(spin_ns), id(id_)).and_then(|s| {
-            let s = Arc::new(s);
-            let handle = SERVERS.insert(s.clone()).inspect_err(|_| s.close())?;
-            with_scratch(|w| w[BEGUN] = handle)
-        }),
+        surface::server_serve(&ic_id, &dir, spin(spin_ns), id(id_))
+            .and_then(|handle| with_scratch(|w| w[BEGUN] = handle)),
     )
 }
 
@@ -497,7 +413,7 @@ pub fn command_read_input(command: u32, mut input: Uint8ArraySlice<'_>) -> i32 {
 /// Stops the server and frees its handle.
 #[napi]
 pub fn server_free(server_: u32) -> i32 {
-    done(SERVERS.remove(server_).map(|s| s.close()))
+    done(surface::server_free(server_))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -548,10 +464,11 @@ pub fn hub_spent() -> i32 {
     i32::from(HUB.spent())
 }
 
-/// Waits up to `wait_ns` for events, then arms the doorbell: 1 idle, 0 events, 2 spent.
+/// Polls the connections up to `wait_ns` for events, then arms them and the doorbell:
+/// 1 idle, 0 events, 2 spent.
 #[napi]
 pub fn hub_idle(wait_ns: u32) -> i32 {
-    idle_code(HUB.idle(Duration::from_nanos(wait_ns.into())))
+    HUB.idle(Duration::from_nanos(wait_ns.into())).code()
 }
 
 /// Makes `ring` the hub's doorbell: it is called (on the event loop, with no arguments) when

@@ -3,34 +3,45 @@
 //! [`crate::napi`] (Node.js). Each surface only converts arguments and results; the rules live
 //! here once, so a Deno peer and a Node peer behave the same.
 //!
-//! - Clients and servers are [`ClientHandle`]s and [`ServerHandle`]s, whose `id` names them in
-//!   hub events.
-//! - Tickets and commands are named by `u32` handles ([`crate::handles`]): a stale or forged
-//!   one is refused, never dereferenced.
-//! - Events reach JavaScript through the process-wide [`HUB`]: the completions of asynchronous
-//!   commands and every open, exec and close of a server, one [`HubEvent`] at a time.
+//! - Clients, servers, tickets, commands and segment references are named by `u32` handles
+//!   ([`crate::handles`]), one scheme for both runtimes: a stale or forged one is refused,
+//!   never dereferenced.
+//! - Events reach JavaScript through the process-wide [`HUB`], the owner of every connection
+//!   JavaScript makes: the end of a connect, the completions of asynchronous commands and every
+//!   open, exec and close of a server, one [`HubEvent`] at a time.
 //! - A failure is an [`Error`]; a surface records it with [`fail`], which keeps its sentence for
 //!   [`last_error`] on this thread and returns its status code.
+//! - The numbers both sides must agree on (event kinds and words, scratch words, flags, idle
+//!   codes, counters) are in [`CONSTANTS`], which JavaScript's test compares with its own.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::client::{Answer, Client, ConnectOptions, Ticket};
 use crate::handles::Handles;
-use crate::hub::{Event, HUB};
-use crate::segment::Segment;
-use crate::server::{Command, ConnInfo, Handler, ServeOptions, Server};
-use crate::slot::{Area, Mode};
-use crate::stats;
-use crate::status::{Error, Status};
+use crate::hub::{self, Event, HUB};
+use shmcall_core::client::{Answer, Client, ConnectOptions, Ticket};
+use shmcall_core::segment::{MAX_AREA, Segment};
+use shmcall_core::server::{Command, ConnInfo, Handler, Opening, ServeOptions, Server};
+use shmcall_core::slot::{Area, FLAG_INLINE, FLAG_STATS, FLAG_WORKER, Mode};
+use shmcall_core::stats;
+use shmcall_core::status::{Error, Status};
 
+/// Clients by handle; a call clones the `Arc` out of the table, so a close meanwhile cannot
+/// free a client under a call that is running.
+static CLIENTS: Handles<Arc<ClientHandle>> = Handles::new("client");
+/// Servers by handle.
+static SERVERS: Handles<Arc<ServerHandle>> = Handles::new("server");
 /// Tickets given out by `begin` and by completion events, by handle.
 static TICKETS: Handles<Ticket> = Handles::new("ticket");
 /// Commands given out by exec events, by handle.
 static COMMANDS: Handles<Box<Command>> = Handles::new("command");
+/// Segments kept mapped for views JavaScript holds (Deno's; Node's views hold them
+/// themselves), by handle.
+static SEGMENTS: Handles<Arc<Segment>> = Handles::new("segment");
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -79,13 +90,12 @@ fn mode(m: u32) -> Result<Mode, Error> {
     Mode::from_flags(m).ok_or_else(|| {
         Error::new(
             Status::InvalidArgument,
-            format!("mode {m} is not 0, 1 or 2"),
+            format!("mode {m} is not 0, 1, 2 or 4"),
         )
     })
 }
 
-/// The endpoint arguments `connect` and `serve` share: the socket directory (empty: the
-/// default) and the spin budget (`None`: the default).
+/// The socket directory argument of `connect` and `serve`: empty means the default.
 fn endpoint_dir(dir: &str) -> Option<PathBuf> {
     (!dir.is_empty()).then(|| PathBuf::from(dir))
 }
@@ -93,17 +103,33 @@ fn endpoint_dir(dir: &str) -> Option<PathBuf> {
 /// The socket directory `dir` names (empty: the default one), as the core resolves it for
 /// clients and servers: created if missing, and checked to be the owner's only.
 pub fn socket_dir(dir: &str) -> Result<String, Error> {
-    let access = crate::endpoint::Access {
+    let access = shmcall_core::endpoint::Access {
         shared: false,
         owners: &[],
     };
-    let path = crate::endpoint::socket_dir(endpoint_dir(dir).as_deref(), access)?;
+    let path = shmcall_core::endpoint::socket_dir(endpoint_dir(dir).as_deref(), access)?;
     path.into_os_string().into_string().map_err(|p| {
         Error::new(
             Status::InvalidArgument,
             format!("the socket directory {} is not UTF-8", p.to_string_lossy()),
         )
     })
+}
+
+/// The longest spin a JavaScript caller can ask for (`MAX_SPIN_MICROS` in src/validate.ts).
+pub const MAX_SPIN_NS: u64 = 1_000_000_000;
+
+// ---------------------------------------------------------------------------------------------
+// Segments
+
+/// Keeps `segment` mapped until [`segment_release`] of the returned handle.
+pub fn segment_hold(segment: Arc<Segment>) -> Result<u32, Error> {
+    SEGMENTS.insert(segment)
+}
+
+/// Lets go of a segment held by [`segment_hold`]: it is unmapped once nothing else holds it.
+pub fn segment_release(handle: u32) -> Result<(), Error> {
+    SEGMENTS.remove(handle).map(drop)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -116,36 +142,56 @@ pub struct ClientHandle {
     id: u64,
 }
 
-impl ClientHandle {
-    /// Connects to `ic_id` (`dir` empty: the default socket directory; `spin` `None`: the
-    /// default budget). JavaScript pops the client's answers itself while it waits for
-    /// events, so the client is also registered as one of the hub's pollers.
-    pub fn connect(
-        ic_id: &str,
-        dir: &str,
-        spin: Option<Duration>,
-        id: u64,
-    ) -> Result<ClientHandle, Error> {
-        guard(|| {
-            let defaults = ConnectOptions::default();
-            let options = ConnectOptions {
-                socket_dir: endpoint_dir(dir),
-                spin: spin.unwrap_or(defaults.spin),
-                ..defaults
-            };
-            let client = Client::connect(ic_id, &options)?;
-            HUB.add_poller(id, client.poller());
-            Ok(ClientHandle { client, id })
-        })
-    }
+/// The client behind `handle`.
+pub fn client(handle: u32) -> Result<Arc<ClientHandle>, Error> {
+    CLIENTS.with(handle, |c| c.clone())
+}
 
+/// Starts a connect to `ic_id` (`dir` empty: the default socket directory; `spin` `None`: the
+/// default budget). Its end reaches the hub as a connected event for `id`: the client's handle,
+/// or the failure. Fails at once when it cannot even start (no server, a bad ic id…).
+pub fn client_connect(
+    ic_id: &str,
+    dir: &str,
+    spin: Option<Duration>,
+    id: u64,
+) -> Result<(), Error> {
+    guard(|| {
+        let defaults = ConnectOptions::default();
+        let options = ConnectOptions {
+            socket_dir: endpoint_dir(dir),
+            spin: spin.unwrap_or(defaults.spin),
+            owner: Some(hub::owner()),
+            ..defaults
+        };
+        Client::connect_with(ic_id, &options, move |result| {
+            HUB.push(Event::Connected {
+                client: id,
+                result: result.map(Box::new),
+            });
+        })
+    })
+}
+
+/// Closes a client and frees its handle: outstanding commands fail with CLOSED (their
+/// completions still reach the hub).
+pub fn client_free(handle: u32) -> Result<(), Error> {
+    guard(|| {
+        let c = CLIENTS.remove(handle)?;
+        c.client.close();
+        Ok(())
+    })
+}
+
+impl ClientHandle {
     /// The client's segment (areas of slot tickets lie inside it).
     pub fn segment(&self) -> Arc<Segment> {
         self.client.segment()
     }
 
     /// Takes a slot (or backup buffers) for a command; returns the ticket's handle and where
-    /// it went ([`Begun`]). `mode_flags`: 0 the server's default, 1 inline, 2 worker.
+    /// it went ([`Begun`]). `mode_flags`: 0 the server's default, 1 inline, 2 worker, 4 a
+    /// request for the server's counters.
     pub fn begin_at(
         &self,
         code: u32,
@@ -228,13 +274,6 @@ impl ClientHandle {
         self.client.stats().snapshot(0, &mut out);
         out
     }
-
-    /// Closes the client: outstanding commands fail with CLOSED (their completions still
-    /// reach the hub). Idempotent.
-    pub fn close(&self) {
-        HUB.remove_poller(self.id);
-        self.client.close();
-    }
 }
 
 /// The answer of a finished ticket and its output area's first byte.
@@ -287,55 +326,66 @@ fn too_long(what: &str, len: usize, into: &str, cap: usize) -> Error {
     )
 }
 
+/// Where [`ClientHandle::begin_at`] put a command: its areas' offsets in the segment and its
+/// slot, or [`Begun::BACKUP`]'s `u32::MAX` for all three on the backup path (whose buffers
+/// [`ticket_write_input`] and [`ticket_read_output`] reach).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Begun {
+    /// The input area's offset.
+    pub input: u32,
+    /// The output area's offset.
+    pub output: u32,
+    /// The slot's index, for [`ClientHandle::withdraw`].
+    pub slot: u32,
+}
+
+impl Begun {
+    /// A command on the backup path.
+    pub const BACKUP: Begun = Begun {
+        input: u32::MAX,
+        output: u32::MAX,
+        slot: u32::MAX,
+    };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Server
 
-/// Answers to opens, by connection, waiting for their `open` call to take them.
-#[derive(Debug, Default)]
-struct OpenedState {
-    answers: Vec<(u64, Result<(), Error>)>,
-    closing: bool,
-}
+/// Opens waiting for JavaScript's answer, by connection; `None` once the server closed.
+type Openings = Mutex<Option<HashMap<u64, Opening<()>>>>;
 
-#[derive(Debug, Default)]
-struct Opened {
-    state: Mutex<OpenedState>,
-    changed: Condvar,
-}
-
-/// Hands every handler call to the hub (so to JavaScript), and makes `open` wait for its
-/// answer so that the client is connected only after `open` ran.
+/// Hands every handler call to the hub (so to JavaScript): `open` waits in [`Openings`] for
+/// JavaScript's answer, so that the client is connected only after `open` ran.
 struct Queueing {
     id: u64,
-    opened: Arc<Opened>,
+    openings: Arc<Openings>,
 }
 
 impl Handler for Queueing {
     type Context = ();
 
-    fn open(&self, conn: &ConnInfo) -> Result<(), Error> {
+    fn open(&self, _conn: &ConnInfo) -> Result<(), Error> {
+        unreachable!("the server calls `begin_open`")
+    }
+
+    fn begin_open(&self, conn: &ConnInfo, opening: Opening<()>) {
+        {
+            let mut openings = lock(&self.openings);
+            let Some(waiting) = openings.as_mut() else {
+                // Gone for this client, as a server that exited is.
+                drop(openings);
+                opening.answer(Err(Error::new(
+                    Status::PeerTerminated,
+                    "the server closed while this client connected",
+                )));
+                return;
+            };
+            waiting.insert(conn.id, opening);
+        }
         HUB.push(Event::Open {
             server: self.id,
             conn: *conn,
         });
-        let mut q = lock(&self.opened.state);
-        loop {
-            if let Some(i) = q.answers.iter().position(|(id, _)| *id == conn.id) {
-                return q.answers.swap_remove(i).1;
-            }
-            if q.closing {
-                // Gone for this client, as a server that exited is.
-                return Err(Error::new(
-                    Status::PeerTerminated,
-                    "the server closed while this client connected",
-                ));
-            }
-            q = self
-                .opened
-                .changed
-                .wait(q)
-                .unwrap_or_else(|p| p.into_inner());
-        }
     }
 
     fn exec(&self, command: Command, conn: &ConnInfo, _: &()) {
@@ -360,80 +410,74 @@ impl Handler for Queueing {
     }
 }
 
-/// Where [`ClientHandle::begin_at`] put a command: its areas' offsets in the segment and its
-/// slot, or [`Begun::BACKUP`]'s `u32::MAX` for all three on the backup path (whose buffers
-/// [`ticket_write_input`] and [`ticket_read_output`] reach).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Begun {
-    /// The input area's offset.
-    pub input: u32,
-    /// The output area's offset.
-    pub output: u32,
-    /// The slot's index, for [`ClientHandle::withdraw`].
-    pub slot: u32,
-}
-
-impl Begun {
-    /// A command on the backup path.
-    pub const BACKUP: Begun = Begun {
-        input: u32::MAX,
-        output: u32::MAX,
-        slot: u32::MAX,
-    };
-}
-
 /// A server; `id` is JavaScript's name for it in hub events.
 #[derive(Debug)]
 pub struct ServerHandle {
-    id: u64,
     server: Mutex<Server>,
-    opened: Arc<Opened>,
+    openings: Arc<Openings>,
+}
+
+impl std::fmt::Debug for Queueing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queueing").field("id", &self.id).finish()
+    }
+}
+
+/// The server behind `handle`.
+pub fn server(handle: u32) -> Result<Arc<ServerHandle>, Error> {
+    SERVERS.with(handle, |s| s.clone())
+}
+
+/// Serves `ic_id` (`dir` and `spin` as for [`client_connect`]); its opens, commands and closes
+/// reach the hub, named by `id`. Returns the server's handle.
+pub fn server_serve(ic_id: &str, dir: &str, spin: Option<Duration>, id: u64) -> Result<u32, Error> {
+    guard(|| {
+        let openings: Arc<Openings> = Arc::new(Mutex::new(Some(HashMap::new())));
+        let defaults = ServeOptions::default();
+        let options = ServeOptions {
+            socket_dir: endpoint_dir(dir),
+            spin: spin.unwrap_or(defaults.spin),
+            owner: Some(hub::owner()),
+            ..defaults
+        };
+        let handler = Queueing {
+            id,
+            openings: openings.clone(),
+        };
+        let server = Server::serve(ic_id, handler, options)?;
+        let h = Arc::new(ServerHandle {
+            server: Mutex::new(server),
+            openings,
+        });
+        SERVERS.insert(h.clone()).inspect_err(|_| h.close())
+    })
+}
+
+/// Stops a server and frees its handle: no new clients; connections end, their commands still
+/// in the hub are answered when JavaScript finishes them (or HANDLER_FAILED if it drops them).
+pub fn server_free(handle: u32) -> Result<(), Error> {
+    guard(|| {
+        let s = SERVERS.remove(handle)?;
+        s.close();
+        Ok(())
+    })
 }
 
 impl ServerHandle {
-    /// Serves `ic_id` (`dir` and `spin` as for [`ClientHandle::connect`]); its opens, commands
-    /// and closes reach the hub, named by `id`.
-    pub fn serve(
-        ic_id: &str,
-        dir: &str,
-        spin: Option<Duration>,
-        id: u64,
-    ) -> Result<ServerHandle, Error> {
-        guard(|| {
-            let opened = Arc::new(Opened::default());
-            let defaults = ServeOptions::default();
-            let options = ServeOptions {
-                socket_dir: endpoint_dir(dir),
-                spin: spin.unwrap_or(defaults.spin),
-                ..defaults
-            };
-            let handler = Queueing {
-                id,
-                opened: opened.clone(),
-            };
-            let server = Server::serve(ic_id, handler, options)?;
-            // JavaScript pops this server's rings itself while it waits for events.
-            HUB.add_poller(id, server.poller());
-            Ok(ServerHandle {
-                id,
-                server: Mutex::new(server),
-                opened,
-            })
-        })
-    }
-
     /// Answers an open: `status` 0 accepts the client; a negative library status refuses it
     /// with that status.
     pub fn opened(&self, connection: u64, status: i32) {
-        let answer = match status {
+        let opening = lock(&self.openings)
+            .as_mut()
+            .and_then(|w| w.remove(&connection));
+        let Some(opening) = opening else { return };
+        opening.answer(match status {
             0 => Ok(()),
             s => Err(Error::new(
                 Status::from_code(s).unwrap_or(Status::HandlerFailed),
                 "the server's open handler refused the connection",
             )),
-        };
-        lock(&self.opened.state).answers.push((connection, answer));
-        self.opened.changed.notify_all();
+        });
     }
 
     /// Records the pool's size and whether the server quiesces, for its counters' readers.
@@ -449,12 +493,16 @@ impl ServerHandle {
         out
     }
 
-    /// Stops the server: no new clients; connections end, their commands still in the hub are
-    /// answered when JavaScript finishes them. Idempotent.
-    pub fn close(&self) {
-        lock(&self.opened.state).closing = true;
-        self.opened.changed.notify_all();
-        HUB.remove_poller(self.id);
+    /// Stops the server: opens still waiting for JavaScript are refused, connections end.
+    /// Idempotent.
+    fn close(&self) {
+        let waiting = lock(&self.openings).take();
+        for (_, opening) in waiting.into_iter().flatten() {
+            opening.answer(Err(Error::new(
+                Status::PeerTerminated,
+                "the server closed while this client connected",
+            )));
+        }
         lock(&self.server).close();
     }
 }
@@ -515,22 +563,24 @@ pub const EVENT_OPEN: u32 = 2;
 pub const EVENT_EXEC: u32 = 3;
 /// A connection ended after its commands drained.
 pub const EVENT_CLOSE: u32 = 4;
+/// A connect ended: `handle` is the client's (`code` 0), or `code` the failure's status.
+pub const EVENT_CONNECTED: u32 = 5;
 
-/// One hub event as JavaScript reads it. `#[repr(C)]`, 80 bytes (offsets in
-/// `src/native.ts`); fields a kind does not use are zero.
+/// One hub event as JavaScript reads it. `#[repr(C)]`, 80 bytes, read as 20 `u32` words (the
+/// `EVENT_WORD_*` entries of [`CONSTANTS`]); fields a kind does not use are zero.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct HubEvent {
     /// One of the `EVENT_*` kinds.
     pub kind: u32,
-    /// Exec: the operation code. Completion: the status (negative: a library failure, whose
-    /// sentence [`last_error`] returns).
+    /// Exec: the operation code. Completion and connected: the status (negative: a library
+    /// failure, whose sentence [`last_error`] returns).
     pub code: i32,
-    /// The client's id (completion) or the server's (open, exec, close).
+    /// The client's id (completion, connected) or the server's (open, exec, close).
     pub owner: u64,
     /// Completion: JavaScript's token. Open, exec, close: the connection.
     pub token: u64,
-    /// Completion: the ticket's handle. Exec: the command's handle.
+    /// Completion: the ticket's handle. Exec: the command's handle. Connected: the client's.
     pub handle: u64,
     /// The input area.
     pub input: *mut u8,
@@ -577,8 +627,8 @@ impl HubEvent {
     };
 }
 
-/// Takes the next event off the hub, if any. A completion's library failure is recorded as
-/// this thread's last failure (its code is the event's `code`).
+/// Takes the next event off the hub, if any. A completion's or a connect's library failure is
+/// recorded as this thread's last failure (its code is the event's `code`).
 pub fn hub_next() -> Result<Option<HubEvent>, Error> {
     guard(|| {
         let Some(next) = HUB.next() else {
@@ -607,6 +657,21 @@ pub fn hub_next() -> Result<Option<HubEvent>, Error> {
                     Err(err) => e.code = fail(err),
                 }
                 e.handle = u64::from(TICKETS.insert(*ticket)?);
+            }
+            Event::Connected { client, result } => {
+                e.kind = EVENT_CONNECTED;
+                e.owner = client;
+                let held = result.and_then(|c| {
+                    let h = Arc::new(ClientHandle {
+                        client: *c,
+                        id: client,
+                    });
+                    CLIENTS.insert(h.clone()).inspect_err(|_| h.client.close())
+                });
+                match held {
+                    Ok(handle) => e.handle = u64::from(handle),
+                    Err(err) => e.code = fail(err),
+                }
             }
             Event::Open { server, conn } => {
                 e.kind = EVENT_OPEN;
@@ -658,4 +723,133 @@ pub fn hub_claim() -> Result<(), Error> {
             "shmcall serves one JavaScript thread per process at a time: another thread (a Worker?) has clients or servers open",
         )
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The numbers both sides agree on
+
+/// Words of Node's scratch: the hub event (20 words), then the results of the other calls.
+pub const SCRATCH_WORDS: usize = 32;
+/// Node's scratch: `clientBeginAt` writes the ticket, then the input and output offsets and
+/// the slot, from this word; `serverServe` the server's handle.
+pub const SCRATCH_BEGUN: usize = 20;
+/// Node's scratch: `clientCall` writes the server's status, then the output length, here.
+pub const SCRATCH_ANSWER: usize = 24;
+
+/// Every number JavaScript must agree on with the library, by name: `src/native.ts` and
+/// `node/addon.ts` hold their own copies for speed, and a test compares them with these
+/// (through `shmcall_constant` and Node's `constant`).
+pub const CONSTANTS: &[(&str, i64)] = &[
+    ("EVENT_COMPLETION", EVENT_COMPLETION as i64),
+    ("EVENT_OPEN", EVENT_OPEN as i64),
+    ("EVENT_EXEC", EVENT_EXEC as i64),
+    ("EVENT_CLOSE", EVENT_CLOSE as i64),
+    ("EVENT_CONNECTED", EVENT_CONNECTED as i64),
+    // The 32-bit words of a `HubEvent`.
+    ("EVENT_WORDS", (std::mem::size_of::<HubEvent>() / 4) as i64),
+    (
+        "EVENT_WORD_KIND",
+        (std::mem::offset_of!(HubEvent, kind) / 4) as i64,
+    ),
+    (
+        "EVENT_WORD_CODE",
+        (std::mem::offset_of!(HubEvent, code) / 4) as i64,
+    ),
+    (
+        "EVENT_WORD_OWNER",
+        (std::mem::offset_of!(HubEvent, owner) / 4) as i64,
+    ),
+    (
+        "EVENT_WORD_TOKEN",
+        (std::mem::offset_of!(HubEvent, token) / 4) as i64,
+    ),
+    (
+        "EVENT_WORD_HANDLE",
+        (std::mem::offset_of!(HubEvent, handle) / 4) as i64,
+    ),
+    (
+        "EVENT_WORD_IN_SEGMENT",
+        (std::mem::offset_of!(HubEvent, in_segment) / 4) as i64,
+    ),
+    (
+        "EVENT_WORD_INPUT_OFFSET",
+        (std::mem::offset_of!(HubEvent, input_offset) / 4) as i64,
+    ),
+    (
+        "EVENT_WORD_OUTPUT_OFFSET",
+        (std::mem::offset_of!(HubEvent, output_offset) / 4) as i64,
+    ),
+    (
+        "EVENT_WORD_INPUT_LEN",
+        (std::mem::offset_of!(HubEvent, input_len) / 4) as i64,
+    ),
+    (
+        "EVENT_WORD_OUTPUT_LEN",
+        (std::mem::offset_of!(HubEvent, output_len) / 4) as i64,
+    ),
+    (
+        "EVENT_WORD_PID",
+        (std::mem::offset_of!(HubEvent, pid) / 4) as i64,
+    ),
+    (
+        "EVENT_WORD_UID",
+        (std::mem::offset_of!(HubEvent, uid) / 4) as i64,
+    ),
+    ("SCRATCH_WORDS", SCRATCH_WORDS as i64),
+    ("SCRATCH_BEGUN", SCRATCH_BEGUN as i64),
+    ("SCRATCH_ANSWER", SCRATCH_ANSWER as i64),
+    ("IDLE_EVENTS", 0),
+    ("IDLE_IDLE", 1),
+    ("IDLE_SPENT", 2),
+    ("FLAG_INLINE", FLAG_INLINE as i64),
+    ("FLAG_WORKER", FLAG_WORKER as i64),
+    ("FLAG_STATS", FLAG_STATS as i64),
+    ("NOWHERE", u32::MAX as i64),
+    ("MAX_AREA", MAX_AREA as i64),
+    ("MAX_SPIN_NS", MAX_SPIN_NS as i64),
+    ("STATS_COMMANDS", stats::word::COMMANDS as i64),
+    ("STATS_FINISHED", stats::word::FINISHED as i64),
+    ("STATS_BYTES_IN", stats::word::BYTES_IN as i64),
+    ("STATS_BYTES_OUT", stats::word::BYTES_OUT as i64),
+    ("STATS_BACKUP", stats::word::BACKUP as i64),
+    ("STATS_TIMED", stats::word::TIMED as i64),
+    ("STATS_P50", stats::word::P50 as i64),
+    ("STATS_P90", stats::word::P90 as i64),
+    ("STATS_P99", stats::word::P99 as i64),
+    ("STATS_MAX", stats::word::MAX as i64),
+    ("STATS_CONNECTIONS", stats::word::CONNECTIONS as i64),
+    ("STATS_WORKERS", stats::word::WORKERS as i64),
+    ("STATS_QUIESCING", stats::word::QUIESCING as i64),
+    ("STATS_FAILURES", stats::word::FAILURES as i64),
+    ("STATS_LEN", stats::word::LEN as i64),
+];
+
+/// The value of the constant `name` (see [`CONSTANTS`]), if there is one.
+pub fn constant(name: &str) -> Option<i64> {
+    CONSTANTS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_codes_of_the_table_are_the_hubs() {
+        use crate::hub::Idle;
+        assert_eq!(
+            constant("IDLE_EVENTS"),
+            Some(i64::from(Idle::Events.code()))
+        );
+        assert_eq!(constant("IDLE_IDLE"), Some(i64::from(Idle::Idle.code())));
+        assert_eq!(constant("IDLE_SPENT"), Some(i64::from(Idle::Spent.code())));
+        assert_eq!(constant("no such constant"), None);
+    }
+
+    #[test]
+    fn every_constant_has_one_name() {
+        let mut names: Vec<_> = CONSTANTS.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CONSTANTS.len());
+    }
 }

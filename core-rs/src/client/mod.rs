@@ -1,0 +1,458 @@
+//! The client: connects to an ic id, creates the connection's segment, and issues commands
+//! synchronously (the calling thread waits) or asynchronously (a completion runs later, on the
+//! connection's owner: see [`crate::owner`]).
+//!
+//! - [`conn`]: the connection — slots, who pops the SC ring, how a command ends;
+//! - [`connect`]: the handshake, driven by the reactor;
+//! - [`ticket`]: one command from `begin` to its answer, and the callbacks around it.
+
+mod conn;
+mod connect;
+mod ticket;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use conn::{Conn, DONE, OWNED, PushWaker, SUBMITTED, lock};
+pub use ticket::{Answer, Call, Callbacks, Copying, Output, Ticket};
+use ticket::{Backup, Completion, Kind};
+
+use crate::owner::{Owner, Runner};
+use crate::segment::{Geometry, MAX_AREA, PROTOCOL_MAJOR, Segment, SlotRef};
+use crate::slot::{Mode, Request};
+use crate::stats::Stats;
+use crate::status::{Error, Status};
+use crate::wire;
+
+/// How a client connects.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// The shape of the connection's segment.
+    pub geometry: Geometry,
+    /// How long a waiting thread spins before it sleeps.
+    pub spin: Duration,
+    /// Bound on the handshake.
+    pub handshake_timeout: Duration,
+    /// Server user ids accepted besides this process's own.
+    pub allow_server_uids: Vec<u32>,
+    /// The socket directory; `None` means the default (see [`crate::endpoint`]).
+    pub socket_dir: Option<std::path::PathBuf>,
+    /// The thread that runs the client's completions and pops its answers while asynchronous
+    /// commands are out; `None` means the process's [`Runner`].
+    pub owner: Option<Arc<dyn Owner>>,
+    /// The protocol major announced in the hello. Only tests change it, to provoke a mismatch.
+    #[doc(hidden)]
+    pub protocol_major: u16,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> ConnectOptions {
+        ConnectOptions {
+            geometry: Geometry::default(),
+            spin: Duration::from_micros(50),
+            handshake_timeout: Duration::from_secs(5),
+            allow_server_uids: Vec::new(),
+            socket_dir: None,
+            owner: None,
+            protocol_major: PROTOCOL_MAJOR,
+        }
+    }
+}
+
+/// A connection to a server.
+pub struct Client {
+    conn: Arc<Conn>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("ic_id", &self.conn.ic_id)
+            .field("ended", &self.conn.ended.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+fn owner_of(options: &ConnectOptions) -> Result<Arc<dyn Owner>, Error> {
+    match &options.owner {
+        Some(o) => Ok(o.clone()),
+        None => Ok(Runner::get()?),
+    }
+}
+
+impl Client {
+    /// Connects to the server of `ic_id`: creates the segment, sends it with the hello, and
+    /// returns once the server accepted (its `open` has run). The calling thread waits.
+    pub fn connect(ic_id: &str, options: &ConnectOptions) -> Result<Client, Error> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        connect::Connecting::start(
+            ic_id,
+            options,
+            owner_of(options)?,
+            true,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )?;
+        // The reactor always answers by the handshake's deadline; the margin only covers a
+        // machine too starved to run it.
+        let wait = options
+            .handshake_timeout
+            .saturating_add(Duration::from_secs(5));
+        rx.recv_timeout(wait).unwrap_or_else(|_| {
+            Err(Error::new(
+                Status::Io,
+                format!("the connect to '{ic_id}' got no answer within {wait:?}"),
+            ))
+        })
+    }
+
+    /// Connects without waiting: `done` gets the client (or the failure) once the server
+    /// accepted, on the library's I/O thread — it must not block. Fails at once, without
+    /// calling `done`, when the connect cannot even start (no server listens, a bad ic id…).
+    pub fn connect_with(
+        ic_id: &str,
+        options: &ConnectOptions,
+        done: impl FnOnce(Result<Client, Error>) + Send + 'static,
+    ) -> Result<(), Error> {
+        connect::Connecting::start(ic_id, options, owner_of(options)?, false, Box::new(done))
+    }
+
+    /// The ic id this client is connected to.
+    pub fn ic_id(&self) -> &str {
+        &self.conn.ic_id
+    }
+
+    /// The segment's mapping: first byte and length. It stays mapped while this client, any
+    /// ticket of it, or a holder of [`Client::segment`] exists.
+    pub fn segment_mapping(&self) -> (*mut u8, usize) {
+        self.conn.segment.mapping()
+    }
+
+    /// The segment, for a caller that must keep it mapped longer than the client (views of it
+    /// handed to JavaScript).
+    pub fn segment(&self) -> Arc<Segment> {
+        self.conn.segment.clone()
+    }
+
+    /// This connection's counters (see [`Stats::snapshot`]).
+    pub fn stats(&self) -> &Stats {
+        &self.conn.stats
+    }
+
+    /// Whether the connection ended (closed here, server gone, or protocol broken).
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_ended()
+    }
+
+    /// The server's process id.
+    pub fn server_pid(&self) -> i32 {
+        self.conn.server_pid
+    }
+
+    /// Takes a slot (or, when none fits or is free, prepares the backup path) for a command of
+    /// `input_len` input bytes and `output_cap` output bytes.
+    pub fn begin(
+        &self,
+        code: u32,
+        input_len: usize,
+        output_cap: usize,
+        mode: Mode,
+    ) -> Result<Ticket, Error> {
+        for (name, v) in [("input length", input_len), ("output length", output_cap)] {
+            if v > MAX_AREA as usize {
+                return Err(Error::new(
+                    Status::InvalidArgument,
+                    format!("{name} {v} exceeds the maximum of {MAX_AREA} bytes"),
+                ));
+            }
+        }
+        let conn = &self.conn;
+        if conn.is_ended() {
+            return Err(conn.error_for(conn.ended.load(Ordering::SeqCst)));
+        }
+        let (input_len, output_cap) = (input_len as u32, output_cap as u32);
+        let layout = conn.segment.layout();
+        let taken = layout.classes.iter().enumerate().find_map(|(c, cl)| {
+            let fits =
+                input_len <= cl.class.input_capacity && output_cap <= cl.class.output_capacity;
+            if fits {
+                lock(&conn.free[c]).pop()
+            } else {
+                None
+            }
+        });
+        let kind = match taken {
+            Some(index) => {
+                let st = &conn.slots[index as usize];
+                st.state.store(OWNED, Ordering::Relaxed);
+                st.generation.fetch_add(1, Ordering::Relaxed);
+                st.output_cap.store(output_cap, Ordering::Relaxed);
+                Kind::Slot(layout.slot(index))
+            }
+            None => Kind::Backup {
+                input: vec![0; input_len as usize],
+                output: vec![0; output_cap as usize],
+                record: Arc::new(Backup::new(
+                    conn.next_token.fetch_add(1, Ordering::Relaxed),
+                    output_cap,
+                )),
+            },
+        };
+        Ok(Ticket {
+            conn: conn.clone(),
+            code,
+            flags: mode.flags(),
+            input_len,
+            output_cap,
+            kind,
+            submitted: false,
+        })
+    }
+
+    /// Publishes a slot's request and pushes it on the CS ring.
+    fn submit_slot(&self, slot: SlotRef, request: Request, asynchronous: bool) {
+        let conn = &self.conn;
+        let st = &conn.slots[slot.index as usize];
+        conn.segment.header(slot).write_request(&request);
+        st.asynchronous.store(asynchronous, Ordering::Relaxed);
+        // Relaxed: read back by `complete_slot` after the SeqCst state store below.
+        st.sent_at.store(
+            conn.stats.start(request.input_len, false),
+            Ordering::Relaxed,
+        );
+        if asynchronous {
+            // SeqCst: see `Conn::give_up_role`.
+            conn.async_out.fetch_add(1, Ordering::SeqCst);
+        }
+        // SeqCst: see `Conn::end`.
+        st.state.store(SUBMITTED, Ordering::SeqCst);
+        if conn.is_ended() {
+            conn.complete_slot(slot.index, st, conn.ended.load(Ordering::SeqCst), 0);
+            return;
+        }
+        if conn
+            .cs
+            .try_push(slot.offset, &PushWaker(&conn.link))
+            .is_err()
+        {
+            // A cell per slot, and each slot in one ring at a time: only a server that
+            // published a read position it never reached leaves no cell.
+            let _ = conn.violation(
+                "the CS ring is full, which a server that follows the protocol never causes".into(),
+            );
+        }
+    }
+
+    /// Registers a backup command and queues its frame.
+    fn submit_backup(&self, record: &Arc<Backup>, frame: Vec<u8>, input_len: u32) {
+        let conn = &self.conn;
+        record
+            .sent_at
+            .store(conn.stats.start(input_len, true), Ordering::Relaxed);
+        record.state.store(SUBMITTED, Ordering::SeqCst);
+        lock(&conn.backups).insert(record.token, record.clone());
+        // The same ordering argument as for slots: `end` drains the map after setting `ended`;
+        // a frame the link refuses (it ended meanwhile) completes the command here.
+        if conn.is_ended() || conn.link.send(frame).is_err() {
+            lock(&conn.backups).remove(&record.token);
+            let status = match conn.ended.load(Ordering::SeqCst) {
+                0 => Status::PeerTerminated.code(),
+                s => s,
+            };
+            conn.complete_backup(record.clone(), status, Vec::new());
+        }
+    }
+
+    fn request(ticket: &Ticket, slot: SlotRef, conn: &Conn) -> Request {
+        Request {
+            code: ticket.code,
+            flags: ticket.flags,
+            input_len: ticket.input_len,
+            output_cap: ticket.output_cap,
+            generation: conn.slots[slot.index as usize]
+                .generation
+                .load(Ordering::Relaxed),
+        }
+    }
+
+    /// Refuses a synchronous call that would wait for its own thread: one made on the thread
+    /// that runs this process's handlers, to a server of this same process.
+    fn check_not_waiting_for_itself(&self) -> Result<(), Error> {
+        let conn = &self.conn;
+        if conn.server_pid == std::process::id() as i32 && conn.owner.is_current() {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                format!(
+                    "Cannot call '{}' synchronously from the thread that runs this process's handlers: its server is in this process and would need this thread to answer; call it asynchronously",
+                    conn.ic_id
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends the command and waits on this thread for its answer. The ticket's areas then hold
+    /// the input and the output.
+    pub fn call(&self, ticket: &mut Ticket) -> Result<Answer, Error> {
+        self.check_own(ticket)?;
+        self.check_not_waiting_for_itself()?;
+        ticket.mark_submitted();
+        let conn = &self.conn;
+        match &ticket.kind {
+            Kind::Slot(slot) => {
+                let slot = *slot;
+                self.submit_slot(slot, Self::request(ticket, slot, conn), false);
+                let st = &conn.slots[slot.index as usize];
+                let done = || st.state.load(Ordering::Acquire) == DONE;
+                while !done() {
+                    if conn.try_take_role() {
+                        conn.consume_until(done);
+                        conn.give_up_role();
+                        continue;
+                    }
+                    conn.waiters
+                        .wait_until(conn.spin, || done() || conn.role_is_free());
+                }
+            }
+            Kind::Backup { input, record, .. } => {
+                let frame = wire::encode_exec(
+                    record.token,
+                    ticket.code,
+                    ticket.flags,
+                    ticket.output_cap,
+                    input,
+                );
+                self.submit_backup(record, frame, ticket.input_len);
+                conn.waiters
+                    .wait_until(conn.spin, || record.state.load(Ordering::Acquire) == DONE);
+            }
+        }
+        ticket.answer()
+    }
+
+    /// Sends the command and returns at once; `completion` runs on the client's owner with the
+    /// finished ticket (also when the connection ends first).
+    pub fn call_async(
+        &self,
+        mut ticket: Ticket,
+        completion: impl FnOnce(Ticket) + Send + 'static,
+    ) -> Result<(), Error> {
+        self.check_own(&ticket)?;
+        ticket.mark_submitted();
+        let conn = self.conn.clone();
+        let completion: Completion = Box::new(completion);
+        // The completion is parked before the command is sent, so the answer always finds it.
+        match &ticket.kind {
+            Kind::Slot(slot) => {
+                let slot = *slot;
+                let request = Self::request(&ticket, slot, &conn);
+                *lock(&conn.slots[slot.index as usize].pending) = Some((ticket, completion));
+                self.submit_slot(slot, request, true);
+                // The owner pops the answers (unless a synchronous caller does).
+                conn.wake_owner();
+            }
+            Kind::Backup { input, record, .. } => {
+                let frame = wire::encode_exec(
+                    record.token,
+                    ticket.code,
+                    ticket.flags,
+                    ticket.output_cap,
+                    input,
+                );
+                let record = record.clone();
+                let input_len = ticket.input_len;
+                record.asynchronous.store(true, Ordering::Relaxed);
+                conn.async_out.fetch_add(1, Ordering::SeqCst);
+                *lock(&record.pending) = Some((ticket, completion));
+                self.submit_backup(&record, frame, input_len);
+            }
+        }
+        Ok(())
+    }
+
+    /// Withdraws the asynchronous command in slot `index` if the server has not taken it yet;
+    /// returns whether it did. The command then never runs: the server answers it
+    /// `CANCELLED` when it reaches it, and its completion runs then, as for any answer (the
+    /// slot stays the server's until that answer comes back). False when it was taken, has
+    /// finished, or travels the backup path (no slot).
+    ///
+    /// The caller must hold the command's ticket unanswered (the C surface's callers hold its
+    /// completion): the slot cannot then be reused meanwhile, so `index` names this command.
+    pub fn withdraw(&self, index: u32) -> bool {
+        let conn = &self.conn;
+        let Some(st) = conn.slots.get(index as usize) else {
+            return false;
+        };
+        if conn.is_ended() || st.state.load(Ordering::Acquire) != SUBMITTED {
+            return false;
+        }
+        let slot = conn.segment.layout().slot(index);
+        conn.segment.header(slot).withdraw()
+    }
+
+    fn check_own(&self, ticket: &Ticket) -> Result<(), Error> {
+        if !Arc::ptr_eq(&ticket.conn, &self.conn) {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                "the ticket belongs to another client",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Issues one command synchronously: the callbacks run on this thread around the call.
+    /// Library failures are errors; the server's own statuses are in the [`Output`].
+    pub fn execute(&self, call: &Call<'_>, callbacks: &mut dyn Callbacks) -> Result<Output, Error> {
+        let input_len = call.input_area_len()?;
+        let mut ticket = self.begin(call.code, input_len, call.output_len, call.mode)?;
+        callbacks.input_prepare(&mut ticket.input(), call.input);
+        callbacks.output_prepare(&mut ticket.output());
+        let answer = self.call(&mut ticket)?;
+        Ok(ticket.finish(answer, callbacks))
+    }
+
+    /// Issues one command asynchronously: the prepare callbacks run now, the post callbacks
+    /// and `completion` later on the client's owner.
+    pub fn execute_async(
+        &self,
+        call: &Call<'_>,
+        mut callbacks: impl Callbacks + Send + 'static,
+        completion: impl FnOnce(Result<Output, Error>) + Send + 'static,
+    ) -> Result<(), Error> {
+        let input_len = call.input_area_len()?;
+        let mut ticket = self.begin(call.code, input_len, call.output_len, call.mode)?;
+        callbacks.input_prepare(&mut ticket.input(), call.input);
+        callbacks.output_prepare(&mut ticket.output());
+        self.call_async(ticket, move |mut t| {
+            let result = t.answer().map(|a| t.finish(a, &mut callbacks));
+            completion(result);
+        })
+    }
+
+    /// Ends the connection: commands still outstanding fail with [`Status::Closed`], the server
+    /// sees the client go. The completions of asynchronous commands have run when it returns
+    /// (on the owner; here, when this thread is the owner). Idempotent.
+    pub fn close(&self) {
+        let conn = &self.conn;
+        conn.end(Error::new(
+            Status::Closed,
+            format!("the client of '{}' was closed", conn.ic_id),
+        ));
+        if conn.owner.is_current() {
+            conn.run_ready();
+            return;
+        }
+        conn.wake_owner();
+        conn.waiters
+            .wait_until(crate::ring::Spin(Duration::ZERO), || conn.settled());
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
