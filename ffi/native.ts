@@ -145,7 +145,10 @@ export const denoNative: Native = {
   clientConnect(icId, dir, spinNs, id) {
     const [ic, icLen] = text(icId);
     const [d, dLen] = text(dir ?? "");
-    check(library().shmcall_client_connect(ic, icLen, d, dLen, spin(spinNs), BigInt(id)));
+    const rc = check(
+      library().shmcall_client_connect(ic, icLen, d, dLen, spin(spinNs), BigInt(id), outU32),
+    );
+    return rc === OK ? asHandle(outU32[0]!) : undefined;
   },
 
   clientSegment(client) {
@@ -207,10 +210,21 @@ export const denoNative: Native = {
     check(library().shmcall_client_free(client));
   },
 
-  serverServe(icId, dir, spinNs, id) {
+  serverServe(icId, dir, spinNs, id, asksOpen) {
     const [ic, icLen] = text(icId);
     const [d, dLen] = text(dir ?? "");
-    check(library().shmcall_server_serve(ic, icLen, d, dLen, spin(spinNs), BigInt(id), outU32));
+    check(
+      library().shmcall_server_serve(
+        ic,
+        icLen,
+        d,
+        dLen,
+        spin(spinNs),
+        BigInt(id),
+        asksOpen ? 1 : 0,
+        outU32,
+      ),
+    );
     return asHandle(outU32[0]!);
   },
 

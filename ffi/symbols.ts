@@ -26,7 +26,8 @@ export const symbols = {
       "buffer", // const uint8_t* dir (may be empty)
       "usize", //  size_t dir_len
       "u64", //    uint64_t spin_ns (UINT64_MAX: default)
-      "u64", //    uint64_t id (names the client in hub events: its end comes as CONNECTED)
+      "u64", //    uint64_t id (names the client in hub events: its end may come as CONNECTED)
+      "buffer", // uint32_t* out (the client's handle, when connected at once)
     ],
     result: "i32",
   },
@@ -90,6 +91,7 @@ export const symbols = {
       "usize", //  size_t dir_len
       "u64", //    uint64_t spin_ns (UINT64_MAX: default)
       "u64", //    uint64_t id (names the server in hub events)
+      "u32", //    uint32_t asks_open (1: a client waits for JavaScript's answer to its open)
       "buffer", // uint32_t* out (the server's handle)
     ],
     result: "i32",

@@ -35,7 +35,7 @@ export interface Addon {
   ticketFree(ticket: number): number;
   clientFree(client: number): number;
 
-  serverServe(icId: string, dir: string, spinNs: number, id: number): number;
+  serverServe(icId: string, dir: string, spinNs: number, id: number, asksOpen: boolean): number;
   serverOpened(server: number, connection: number, status: number): number;
   serverStats(server: number, into: Float64Array): number;
   serverNote(server: number, workers: number, quiescing: boolean): number;

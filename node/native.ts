@@ -62,7 +62,8 @@ export const nodeNative: Native = {
   constant: (name) => addon.constant(name) ?? undefined,
 
   clientConnect(icId, dir, spinNs, id) {
-    check(addon.clientConnect(icId, dir ?? "", spinNs, id));
+    const rc = check(addon.clientConnect(icId, dir ?? "", spinNs, id));
+    return rc === OK ? asHandle(words[SCRATCH.BEGUN]!) : undefined;
   },
 
   clientSegment: (client) => mapping(addon.clientSegment(client)),
@@ -115,8 +116,8 @@ export const nodeNative: Native = {
     check(addon.clientFree(client));
   },
 
-  serverServe(icId, dir, spinNs, id) {
-    check(addon.serverServe(icId, dir ?? "", spinNs, id));
+  serverServe(icId, dir, spinNs, id, asksOpen) {
+    check(addon.serverServe(icId, dir ?? "", spinNs, id, asksOpen));
     return asHandle(words[SCRATCH.BEGUN]!);
   },
 

@@ -640,8 +640,7 @@ export async function connect(icId: string, options: ConnectOptions = {}): Promi
   });
   hub.hold();
   try {
-    native.clientConnect(icId, options.socketDir, spin, id);
-    const handle = await connected;
+    const handle = native.clientConnect(icId, options.socketDir, spin, id) ?? await connected;
     try {
       return new Client(icId, options.socketDir, id, handle);
     } catch (e) {

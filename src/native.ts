@@ -215,11 +215,17 @@ export interface Native {
   constant(name: string): number | undefined;
 
   /**
-   * Starts a connect (the library's I/O thread drives it, so a server of this process runs
-   * `open` meanwhile); its end comes as a {@linkcode EVENT}`.CONNECTED` hub event for `id`, with
-   * the client's handle. Throws when the connect cannot even start.
+   * Connects: the client's handle when the server answered at once (within a millisecond);
+   * otherwise `undefined`, and the connect's end comes as a {@linkcode EVENT}`.CONNECTED` hub
+   * event for `id` (the library's I/O thread waits for it, so a server of this process runs
+   * `open` meanwhile). Throws when the connect cannot even start or was refused at once.
    */
-  clientConnect(icId: string, dir: string | undefined, spinNs: number, id: number): void;
+  clientConnect(
+    icId: string,
+    dir: string | undefined,
+    spinNs: number,
+    id: number,
+  ): Handle | undefined;
   /** The client's segment, mapped for as long as the returned view is reachable. */
   clientSegment(client: Handle): Mapping;
   /** Takes a slot (or backup buffers) for a command; returns the ticket, its areas' offsets are in {@linkcode Native.begunAt}. */
@@ -251,8 +257,18 @@ export interface Native {
   /** Closes the connection and frees the handle. */
   clientFree(client: Handle): void;
 
-  /** Serves; `id` names the server in hub events. */
-  serverServe(icId: string, dir: string | undefined, spinNs: number, id: number): Handle;
+  /**
+   * Serves; `id` names the server in hub events. `asksOpen`: a client is welcome only once
+   * {@linkcode Native.serverOpened} answered its open event; without, at once (its open event
+   * only tells).
+   */
+  serverServe(
+    icId: string,
+    dir: string | undefined,
+    spinNs: number,
+    id: number,
+    asksOpen: boolean,
+  ): Handle;
   /** Answers an open: 0 accepts, a negative status refuses. */
   serverOpened(server: Handle, conn: number, status: number): void;
   /** Copies the server's counters into `into` (positions in {@linkcode STATS}). */

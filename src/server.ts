@@ -145,7 +145,13 @@ export class Server<C = unknown> {
       const spin = options.spinMicros === undefined && pool !== undefined
         ? 0
         : spinNanos(options.spinMicros);
-      this.#handle = native.serverServe(icId, options.socketDir, spin, this.#id);
+      this.#handle = native.serverServe(
+        icId,
+        options.socketDir,
+        spin,
+        this.#id,
+        handlers.open !== undefined,
+      );
     } catch (e) {
       hub.unregister(this.#id);
       throw e;
@@ -175,6 +181,17 @@ export class Server<C = unknown> {
   }
 
   #open(token: number, info: ConnInfo): void {
+    if (this.#handlers.open === undefined) {
+      // The library welcomed the client already (there is no `open` to run): this only tells.
+      this.#connections.set(token, {
+        info,
+        context: undefined as C,
+        segment: undefined,
+        pending: 0,
+        closeWhenDrained: false,
+      });
+      return;
+    }
     if (this.#quiescing) {
       native.serverOpened(this.#handle!, token, Status.SERVER_QUIESCING);
       return;

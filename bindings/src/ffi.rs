@@ -231,14 +231,16 @@ pub extern "C" fn shmcall_segment_release(segment: u32) -> i32 {
 // ---------------------------------------------------------------------------------------------
 // Client
 
-/// Starts a connect to `ic_id`. `dir` (may be empty) overrides the socket directory; `spin_ns`
-/// is the spin budget before sleeping (`u64::MAX` keeps the default); `id` names the client in
-/// hub events: its end arrives as an [`EVENT_CONNECTED`] with the client's handle (or the
-/// failure). Returns a failure at once when the connect cannot even start (no server listens,
-/// a bad ic id...).
+/// Connects to `ic_id`. `dir` (may be empty) overrides the socket directory; `spin_ns` is the
+/// spin budget before sleeping (`u64::MAX` keeps the default); `id` names the client in hub
+/// events. Returns [`OK`] with the client's handle in `out` when the server answered within
+/// `surface::CONNECT_WAIT`; or [`EMPTY`], and the connect's end arrives as an
+/// [`EVENT_CONNECTED`] with the client's handle (or the failure); or a failure at once (no
+/// server listens, a bad ic id, a refusal...).
 ///
 /// # Safety
-/// `ic_id` and `dir` are valid for their lengths (or null with length 0).
+/// `ic_id` and `dir` are valid for their lengths (or null with length 0); `out` is null or
+/// valid for a write.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shmcall_client_connect(
     ic_id: *const u8,
@@ -247,16 +249,26 @@ pub unsafe extern "C" fn shmcall_client_connect(
     dir_len: usize,
     spin_ns: u64,
     id: u64,
+    out: *mut u32,
 ) -> i32 {
     // SAFETY: forwarded contract.
-    done(unsafe {
+    let connected = unsafe {
         endpoint(
             (ic_id, ic_id_len),
             (dir, dir_len),
             spin_ns,
             |ic, dir, spin| surface::client_connect(ic, dir, spin, id),
         )
-    })
+    };
+    match connected {
+        Ok(Some(handle)) => {
+            // SAFETY: `out` is null or valid for a write.
+            unsafe { put(out, handle) };
+            OK
+        }
+        Ok(None) => EMPTY,
+        Err(e) => fail(e),
+    }
 }
 
 /// Holds the client's segment mapped (until [`shmcall_segment_release`] of `out`), with its
@@ -540,7 +552,8 @@ pub extern "C" fn shmcall_ticket_free(ticket: u32) -> i32 {
 // Server
 
 /// Serves `ic_id`; its opens, commands and closes reach the hub, named by `id`; `out` receives
-/// the server's handle.
+/// the server's handle. `asks_open` 1: a client is welcome only once JavaScript answered its
+/// open event ([`shmcall_server_opened`]); 0: at once (the open event needs no answer).
 ///
 /// # Safety
 /// `ic_id` and `dir` are valid for their lengths (or null with length 0); `out` is valid for a
@@ -553,6 +566,7 @@ pub unsafe extern "C" fn shmcall_server_serve(
     dir_len: usize,
     spin_ns: u64,
     id: u64,
+    asks_open: u32,
     out: *mut u32,
 ) -> i32 {
     if out.is_null() {
@@ -564,7 +578,7 @@ pub unsafe extern "C" fn shmcall_server_serve(
             (ic_id, ic_id_len),
             (dir, dir_len),
             spin_ns,
-            |ic, dir, spin| surface::server_serve(ic, dir, spin, id),
+            |ic, dir, spin| surface::server_serve(ic, dir, spin, id, asks_open != 0),
         )
     };
     match served {

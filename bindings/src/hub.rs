@@ -183,7 +183,15 @@ impl Owner for Hub {
     fn wake(&self, member: Arc<dyn Member>) {
         if self.active.wake(member) {
             self.arrived.notify();
-            self.ring_if_idle();
+        }
+        // Also when it was queued already: it may have been offered to a JavaScript thread
+        // that went idle since.
+        self.ring_if_idle();
+    }
+
+    fn offer(&self, member: Arc<dyn Member>) {
+        if self.active.wake(member) {
+            self.arrived.notify();
         }
     }
 
@@ -231,6 +239,14 @@ impl Hub {
         self.len.fetch_add(1, Ordering::SeqCst);
         self.arrived.notify();
         self.ring_if_idle();
+    }
+
+    /// Queues an event that needs no prompt answer: it wakes a JavaScript thread that polls,
+    /// but does not ring the doorbell of one that went idle (the next ring brings it).
+    pub fn push_quiet(&self, event: Event) {
+        lock(&self.events).push_back(event);
+        self.len.fetch_add(1, Ordering::SeqCst);
+        self.arrived.notify();
     }
 
     fn ring_if_idle(&self) {
@@ -285,15 +301,16 @@ impl Hub {
         self.len.load(Ordering::SeqCst) > 0 || self.active.has_woken()
     }
 
-    /// JavaScript drained the queue and is about to go idle. First, for up to `wait` (and no
-    /// later than the drain's deadline), it polls its active members — popping their rings
-    /// itself, so that a command or an answer reaches JavaScript with no thread hop — or, with
-    /// none active, sleeps until something arrives. Then it arms the members and the doorbell.
+    /// JavaScript drained the queue and is about to go idle. For up to `wait` (and no later
+    /// than the drain's deadline) it first waits here for more, so that back-to-back work is
+    /// taken without a doorbell: it polls its active members — popping their rings itself, so
+    /// that a command or an answer reaches JavaScript with no thread hop — for as long as their
+    /// spin budget; then it arms them (their next push wakes the reactor, which wakes this
+    /// thread through a futex) and sleeps for the rest of `wait`, spending no CPU. Then it goes
+    /// idle: the doorbell is armed.
     ///
     /// When the drain's budget runs out first, it answers [`Idle::Spent`] whether or not
-    /// events are waiting: JavaScript hands its event loop a turn and comes back, its members
-    /// still active meanwhile (arming them would only make a stream of commands wake the
-    /// reactor, to be taken back a moment later).
+    /// events are waiting: JavaScript hands its event loop a turn and comes back.
     pub fn idle(&self, wait: Duration) -> Idle {
         let now = Instant::now();
         // Relaxed: written by this same thread (`drain_begin`).
@@ -301,9 +318,12 @@ impl Hub {
         let budget_left = (deadline != 0)
             .then(|| Duration::from_nanos(deadline.saturating_sub(nanos_since_epoch(now))));
         let until = now + budget_left.map_or(wait, |b| b.min(wait));
+        let mut last_work = now;
         loop {
             self.active.gather();
-            self.active.poll();
+            if self.active.poll() {
+                last_work = Instant::now();
+            }
             if self.len.load(Ordering::SeqCst) > 0 {
                 return if self.spent() {
                     Idle::Spent
@@ -315,17 +335,20 @@ impl Hub {
             if now >= until {
                 break;
             }
-            if self.active.is_empty() && !self.active.has_woken() {
-                // Nothing to poll: sleep (not spin) until something arrives, leaving the cores
-                // to the threads that work; a push or a wake ends the sleep in microseconds.
-                self.arrived.wait_until_for(
-                    Spin(Duration::from_micros(2)),
-                    Some(until - now),
-                    || self.pending(),
-                );
-            } else {
-                std::hint::spin_loop();
+            if self.active.has_woken() {
+                continue;
             }
+            if !self.active.is_empty() && now < last_work + self.active.spin() {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Nothing within the spin: hand the rings to the reactor and sleep until it (or a
+            // push) wakes this thread, or the wait ends.
+            if !self.active.arm() {
+                continue;
+            }
+            self.arrived
+                .wait_until_for(Spin(Duration::ZERO), Some(until - now), || self.pending());
         }
         if budget_left.is_some_and(|b| b < wait) && self.spent() {
             return Idle::Spent;

@@ -226,17 +226,17 @@ fn segment_view(env: &Env, segment: Arc<Segment>) -> Option<Unknown<'static>> {
 // ---------------------------------------------------------------------------------------------
 // Client
 
-/// Starts a connect to `ic_id` (`dir` empty: the default; `spin_ns` negative: the default);
-/// `id` names the client in hub events, and its end arrives as a connected event with the
-/// client's handle, or the failure. 0, or the failure of a connect that could not start.
+/// Connects to `ic_id` (`dir` empty: the default; `spin_ns` negative: the default); `id` names
+/// the client in hub events. 0 with the client's handle in the scratch (`BEGUN`) when the
+/// server answered at once; 1 when the connect goes on, and its end arrives as a connected
+/// event; or the failure of a connect that could not start or was refused at once.
 #[napi]
 pub fn client_connect(ic_id: String, dir: String, spin_ns: f64, id_: f64) -> i32 {
-    done(surface::client_connect(
-        &ic_id,
-        &dir,
-        spin(spin_ns),
-        id(id_),
-    ))
+    match surface::client_connect(&ic_id, &dir, spin(spin_ns), id(id_)) {
+        Ok(Some(handle)) => done(with_scratch(|s| s[BEGUN] = handle)),
+        Ok(None) => 1,
+        Err(e) => fail(e),
+    }
 }
 
 /// A view of the client's segment, which stays mapped while the view is reachable.
@@ -341,9 +341,9 @@ pub fn client_free(client_: u32) -> i32 {
 
 /// Serves `ic_id` (arguments as for [`client_connect`]); the handle goes to the scratch.
 #[napi]
-pub fn server_serve(ic_id: String, dir: String, spin_ns: f64, id_: f64) -> i32 {
+pub fn server_serve(ic_id: String, dir: String, spin_ns: f64, id_: f64, asks_open: bool) -> i32 {
     done(
-        surface::server_serve(&ic_id, &dir, spin(spin_ns), id(id_))
+        surface::server_serve(&ic_id, &dir, spin(spin_ns), id(id_), asks_open)
             .and_then(|handle| with_scratch(|w| w[BEGUN] = handle)),
     )
 }

@@ -18,6 +18,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -140,22 +141,47 @@ pub fn segment_release(handle: u32) -> Result<(), Error> {
 pub struct ClientHandle {
     client: Client,
     id: u64,
+    /// Set when its handle is freed: a thread's cached lookup then refuses it too.
+    freed: AtomicBool,
+}
+
+thread_local! {
+    /// The client this thread looked up last, by handle: a command makes two calls on one
+    /// client, and a JavaScript thread usually works one client at a time, so most lookups
+    /// take neither the table's lock nor a reference count.
+    static LAST_CLIENT: RefCell<Option<(u32, Arc<ClientHandle>)>> = const { RefCell::new(None) };
 }
 
 /// The client behind `handle`.
 pub fn client(handle: u32) -> Result<Arc<ClientHandle>, Error> {
-    CLIENTS.with(handle, |c| c.clone())
+    let cached = LAST_CLIENT.with(|last| match &*last.borrow() {
+        Some((h, c)) if *h == handle && !c.freed.load(Ordering::Acquire) => Some(c.clone()),
+        _ => None,
+    });
+    if let Some(c) = cached {
+        return Ok(c);
+    }
+    let c = CLIENTS.with(handle, |c| c.clone())?;
+    LAST_CLIENT.with(|last| *last.borrow_mut() = Some((handle, c.clone())));
+    Ok(c)
 }
 
-/// Starts a connect to `ic_id` (`dir` empty: the default socket directory; `spin` `None`: the
-/// default budget). Its end reaches the hub as a connected event for `id`: the client's handle,
-/// or the failure. Fails at once when it cannot even start (no server, a bad ic id…).
+/// How long a connect from JavaScript waits on its own thread for the server's answer before
+/// it lets the I/O thread wait (and JavaScript go on): a server that answers at once (one with
+/// no `open` to run) is answered within it, and costs no thread a wake-up.
+pub const CONNECT_WAIT: Duration = Duration::from_millis(1);
+
+/// Connects to `ic_id` (`dir` empty: the default socket directory; `spin` `None`: the default
+/// budget); `id` names the client in hub events. Returns the client's handle when the server
+/// answered within [`CONNECT_WAIT`]; otherwise `None`, and the connect's end reaches the hub
+/// later as a connected event for `id`: the client's handle, or the failure. Fails at once when
+/// the connect cannot even start (no server, a bad ic id…) or was refused at once.
 pub fn client_connect(
     ic_id: &str,
     dir: &str,
     spin: Option<Duration>,
     id: u64,
-) -> Result<(), Error> {
+) -> Result<Option<u32>, Error> {
     guard(|| {
         let defaults = ConnectOptions::default();
         let options = ConnectOptions {
@@ -164,13 +190,24 @@ pub fn client_connect(
             owner: Some(hub::owner()),
             ..defaults
         };
-        Client::connect_with(ic_id, &options, move |result| {
+        let connected = Client::connect_with(ic_id, &options, CONNECT_WAIT, move |result| {
             HUB.push(Event::Connected {
                 client: id,
                 result: result.map(Box::new),
             });
-        })
+        })?;
+        connected.map(|c| hold_client(c, id)).transpose()
     })
+}
+
+/// Holds a connected client in [`CLIENTS`]; its handle.
+fn hold_client(client: Client, id: u64) -> Result<u32, Error> {
+    let h = Arc::new(ClientHandle {
+        client,
+        id,
+        freed: AtomicBool::new(false),
+    });
+    CLIENTS.insert(h.clone()).inspect_err(|_| h.client.close())
 }
 
 /// Closes a client and frees its handle: outstanding commands fail with CLOSED (their
@@ -178,6 +215,14 @@ pub fn client_connect(
 pub fn client_free(handle: u32) -> Result<(), Error> {
     guard(|| {
         let c = CLIENTS.remove(handle)?;
+        // Release: a cached lookup that sees it freed refuses the handle (Acquire there).
+        c.freed.store(true, Ordering::Release);
+        LAST_CLIENT.with(|last| {
+            let mut last = last.borrow_mut();
+            if last.as_ref().is_some_and(|(h, _)| *h == handle) {
+                *last = None;
+            }
+        });
         c.client.close();
         Ok(())
     })
@@ -355,10 +400,16 @@ impl Begun {
 type Openings = Mutex<Option<HashMap<u64, Opening<()>>>>;
 
 /// Hands every handler call to the hub (so to JavaScript): `open` waits in [`Openings`] for
-/// JavaScript's answer, so that the client is connected only after `open` ran.
+/// JavaScript's answer, so that the client is connected only after `open` ran — unless the
+/// server's JavaScript has no `open` of its own (`asks_open` false): a client is then welcome
+/// as soon as its hello passed, and JavaScript learns of it from an open event that needs no
+/// answer.
 struct Queueing {
     id: u64,
+    asks_open: bool,
     openings: Arc<Openings>,
+    /// Set while the server quiesces: new clients are refused with `SERVER_QUIESCING`.
+    quiescing: Arc<AtomicBool>,
 }
 
 impl Handler for Queueing {
@@ -366,6 +417,30 @@ impl Handler for Queueing {
 
     fn open(&self, _conn: &ConnInfo) -> Result<(), Error> {
         unreachable!("the server calls `begin_open`")
+    }
+
+    fn open_at_once(&self, conn: &ConnInfo) -> Option<Result<(), Error>> {
+        if self.asks_open {
+            return None;
+        }
+        if lock(&self.openings).is_none() {
+            return Some(Err(Error::new(
+                Status::PeerTerminated,
+                "the server closed while this client connected",
+            )));
+        }
+        if self.quiescing.load(Ordering::SeqCst) {
+            return Some(Err(Error::new(
+                Status::ServerQuiescing,
+                "the server is quiescing: it takes no new clients",
+            )));
+        }
+        // No answer is awaited: JavaScript may learn of the client when it next wakes.
+        HUB.push_quiet(Event::Open {
+            server: self.id,
+            conn: *conn,
+        });
+        Some(Ok(()))
     }
 
     fn begin_open(&self, conn: &ConnInfo, opening: Opening<()>) {
@@ -415,6 +490,7 @@ impl Handler for Queueing {
 pub struct ServerHandle {
     server: Mutex<Server>,
     openings: Arc<Openings>,
+    quiescing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Queueing {
@@ -429,10 +505,18 @@ pub fn server(handle: u32) -> Result<Arc<ServerHandle>, Error> {
 }
 
 /// Serves `ic_id` (`dir` and `spin` as for [`client_connect`]); its opens, commands and closes
-/// reach the hub, named by `id`. Returns the server's handle.
-pub fn server_serve(ic_id: &str, dir: &str, spin: Option<Duration>, id: u64) -> Result<u32, Error> {
+/// reach the hub, named by `id`. `asks_open`: whether JavaScript has an `open` to run before a
+/// client is welcome. Returns the server's handle.
+pub fn server_serve(
+    ic_id: &str,
+    dir: &str,
+    spin: Option<Duration>,
+    id: u64,
+    asks_open: bool,
+) -> Result<u32, Error> {
     guard(|| {
         let openings: Arc<Openings> = Arc::new(Mutex::new(Some(HashMap::new())));
+        let quiescing = Arc::new(AtomicBool::new(false));
         let defaults = ServeOptions::default();
         let options = ServeOptions {
             socket_dir: endpoint_dir(dir),
@@ -442,12 +526,15 @@ pub fn server_serve(ic_id: &str, dir: &str, spin: Option<Duration>, id: u64) -> 
         };
         let handler = Queueing {
             id,
+            asks_open,
             openings: openings.clone(),
+            quiescing: quiescing.clone(),
         };
         let server = Server::serve(ic_id, handler, options)?;
         let h = Arc::new(ServerHandle {
             server: Mutex::new(server),
             openings,
+            quiescing,
         });
         SERVERS.insert(h.clone()).inspect_err(|_| h.close())
     })
@@ -480,8 +567,10 @@ impl ServerHandle {
         });
     }
 
-    /// Records the pool's size and whether the server quiesces, for its counters' readers.
+    /// Records the pool's size and whether the server quiesces, for its counters' readers and
+    /// for the clients that connect from now on.
     pub fn note(&self, workers: u32, quiescing: bool) {
+        self.quiescing.store(quiescing, Ordering::SeqCst);
         lock(&self.server).stats().note(workers, quiescing);
     }
 
@@ -661,13 +750,7 @@ pub fn hub_next() -> Result<Option<HubEvent>, Error> {
             Event::Connected { client, result } => {
                 e.kind = EVENT_CONNECTED;
                 e.owner = client;
-                let held = result.and_then(|c| {
-                    let h = Arc::new(ClientHandle {
-                        client: *c,
-                        id: client,
-                    });
-                    CLIENTS.insert(h.clone()).inspect_err(|_| h.client.close())
-                });
+                let held = result.and_then(|c| hold_client(*c, client));
                 match held {
                     Ok(handle) => e.handle = u64::from(handle),
                     Err(err) => e.code = fail(err),

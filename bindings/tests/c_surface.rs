@@ -60,11 +60,12 @@ fn last_error() -> String {
     String::from_utf8(buf).unwrap()
 }
 
-/// Connects through the C surface and waits for the connected event; the client's handle, or
-/// the failure's status (at once, or from the event).
+/// Connects through the C surface, waiting for the connected event when the answer did not come
+/// at once; the client's handle, or the failure's status (at once, or from the event).
 fn connect(dir: &TempDir, ic_id: &str, id: u64) -> Result<u32, i32> {
     let d = dir.path().to_str().unwrap();
-    // SAFETY: the strings are valid for their lengths.
+    let mut handle = 0u32;
+    // SAFETY: the strings are valid for their lengths, `handle` for a write.
     let rc = unsafe {
         shmcall_client_connect(
             ic_id.as_ptr(),
@@ -73,10 +74,13 @@ fn connect(dir: &TempDir, ic_id: &str, id: u64) -> Result<u32, i32> {
             d.len(),
             u64::MAX,
             id,
+            &mut handle,
         )
     };
-    if rc != OK {
-        return Err(rc);
+    match rc {
+        OK => return Ok(handle),
+        EMPTY => {}
+        failed => return Err(failed),
     }
     let e = next_event();
     assert_eq!((e.kind, e.owner), (EVENT_CONNECTED, id));
@@ -365,6 +369,7 @@ fn a_c_server_hands_out_open_exec_and_close_in_order() {
                 d.len(),
                 u64::MAX,
                 21,
+                1,
                 &mut server,
             )
         },

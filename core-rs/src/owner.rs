@@ -14,7 +14,7 @@
 //! owner of 10,000 connections polls only those that had work lately.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,12 @@ pub trait Member: Send + Sync + 'static {
 pub trait Owner: Send + Sync + fmt::Debug + 'static {
     /// `member` has work: the owner polls it soon. Any thread; never blocks.
     fn wake(&self, member: Arc<dyn Member>);
+    /// `member` may soon have work: an owner that is awake polls it, one that sleeps need not
+    /// wake for it (its rings are armed, so its work wakes the owner when it comes). By
+    /// default the same as [`Owner::wake`].
+    fn offer(&self, member: Arc<dyn Member>) {
+        self.wake(member);
+    }
     /// Whether the caller runs on the owner's thread.
     fn is_current(&self) -> bool;
 }
@@ -54,6 +60,10 @@ pub struct Active {
     woken: Mutex<Vec<Arc<dyn Member>>>,
     woken_len: AtomicUsize,
     list: Mutex<Vec<Arc<dyn Member>>>,
+    /// The active set's size and its longest spin budget (ns), kept beside the list so that an
+    /// owner spinning on them takes no lock.
+    count: AtomicUsize,
+    spin_ns: AtomicU64,
 }
 
 impl fmt::Debug for Active {
@@ -85,7 +95,21 @@ impl Active {
 
     /// Whether no member is active (woken ones aside).
     pub fn is_empty(&self) -> bool {
-        lock(&self.list).is_empty()
+        self.count.load(Ordering::Relaxed) == 0
+    }
+
+    /// Records the set's size and longest spin budget (called with the list at hand).
+    fn note(&self, list: &[Arc<dyn Member>]) {
+        self.count.store(list.len(), Ordering::Relaxed);
+        let spin = list
+            .iter()
+            .map(|m| m.spin())
+            .max()
+            .unwrap_or(Duration::ZERO);
+        self.spin_ns.store(
+            u64::try_from(spin.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Moves the woken members to the active set.
@@ -97,7 +121,9 @@ impl Active {
         // wakes allocates nothing.
         let mut woken = lock(&self.woken);
         self.woken_len.fetch_sub(woken.len(), Ordering::SeqCst);
-        lock(&self.list).extend(woken.drain(..));
+        let mut list = lock(&self.list);
+        list.extend(woken.drain(..));
+        self.note(&list);
     }
 
     /// Polls every active member once; returns whether any did something. Members woken while
@@ -117,23 +143,24 @@ impl Active {
     /// Puts `list` back as the active set, with whatever was added meanwhile.
     fn put_back(&self, list: &mut Vec<Arc<dyn Member>>) {
         let mut l = lock(&self.list);
+        let added = !l.is_empty();
         list.append(&mut l);
         std::mem::swap(&mut *l, list);
+        if added {
+            self.note(&l);
+        }
     }
 
     /// The longest spin budget of the active members.
     pub fn spin(&self) -> Duration {
-        lock(&self.list)
-            .iter()
-            .map(|m| m.spin())
-            .max()
-            .unwrap_or(Duration::ZERO)
+        Duration::from_nanos(self.spin_ns.load(Ordering::Relaxed))
     }
 
     /// Arms every active member (see [`Member::arm`]) and drops the armed ones from the set;
     /// returns whether the set is empty and nothing was woken meanwhile, so the owner may sleep.
     pub fn arm(&self) -> bool {
         let mut list = std::mem::take(&mut *lock(&self.list));
+        let before = list.len();
         list.retain(|m| {
             // SeqCst, before the member arms its rings: a wake that comes after the arming
             // (a WAKE frame sent because the ring was WATCHED) finds the flag clear and queues
@@ -145,8 +172,11 @@ impl Active {
             // Work is there: keep it, unless a wake queued it meanwhile (it comes back then).
             !m.queued().swap(true, Ordering::SeqCst)
         });
+        if list.len() != before {
+            self.note(&list);
+        }
         self.put_back(&mut list);
-        lock(&self.list).is_empty() && !self.has_woken()
+        self.is_empty() && !self.has_woken()
     }
 }
 

@@ -82,7 +82,14 @@ fn clients_scribbling_on_their_segments_lose_only_their_own_connections() {
     let good = Arc::new(Client::connect("hostile-cli", &dir.connect_options()).unwrap());
     let bystander = Bystander::start(&good, rng.next());
     let mut crashed = 0;
-    for _ in 0..trials() {
+    // An attacker that first scribbles on the server's sleep flag is never looked at again (its
+    // connection stalls until it dies): such trials notice no violation. The trials go on, up
+    // to five times as many, until one did, so that the server's checks are sure to be met.
+    let mut trial = 0;
+    while trial < trials()
+        || (tallied.counts.lock().unwrap().refused.is_empty() && trial < 5 * trials())
+    {
+        trial += 1;
         let seed = rng.next().to_string();
         let mut peer = Peer::start(
             "hostile",
@@ -117,8 +124,7 @@ fn clients_scribbling_on_their_segments_lose_only_their_own_connections() {
     println!("attacker's own library gave up {crashed} times; server's reasons: {reasons:#?}");
     assert!(
         !counts.refused.is_empty(),
-        "{} hostile clients and not one violation noticed",
-        trials()
+        "{trial} hostile clients and not one violation noticed"
     );
     drop(counts);
     // The server serves on, on every path.
@@ -228,6 +234,24 @@ fn echo_call() -> shmcall_core::Call<'static> {
     }
 }
 
+/// Waits (bounded) until thread `tid` of this process sleeps in `futex_waitv` (system call
+/// 449 on x86-64), as `/proc` shows it: a flag it announced is not yet a sleep.
+fn until_asleep(tid: i32) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let syscall =
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).unwrap_or_default();
+        if syscall.split_whitespace().next() == Some("449") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "thread {tid} never slept: {syscall}"
+        );
+        std::thread::yield_now();
+    }
+}
+
 /// How long a stalled command is watched not to finish.
 const STALL: Duration = Duration::from_millis(300);
 
@@ -238,6 +262,9 @@ fn a_server_that_leaves_its_client_asleep_stalls_only_that_call_and_a_close_ends
     let dir = TempDir::new("sleeper");
     let (answered_tx, answered) = std::sync::mpsc::channel();
     let answered_tx = std::sync::Mutex::new(answered_tx);
+    // The caller's thread id, so that the handler can tell when it sleeps in the kernel.
+    let caller_tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let tid = caller_tid.clone();
     // The handler of "sleeper" rewrites its client's sleep flag while the client sleeps on it,
     // then answers: its push finds no one to wake, as a hostile server's would.
     let sleeper = handlers(
@@ -246,6 +273,7 @@ fn a_server_that_leaves_its_client_asleep_stalls_only_that_call_and_a_close_ends
             let segment = command.segment().unwrap();
             let sc = flag(&segment, segment.layout().sc_ring);
             until_flag(sc, PARKED, "the client parks");
+            until_asleep(tid.load(Ordering::SeqCst));
             sc.store(AWAKE, Ordering::SeqCst);
             let (input, mut output) = command.areas();
             let mut buf = [0u8; 4];
@@ -269,6 +297,7 @@ fn a_server_that_leaves_its_client_asleep_stalls_only_that_call_and_a_close_ends
     let caller = {
         let client = client.clone();
         std::thread::spawn(move || {
+            caller_tid.store(nix::unistd::gettid().as_raw(), Ordering::SeqCst);
             let _ = result_tx.send(client.execute(&echo_call(), &mut Copying));
         })
     };
@@ -363,4 +392,61 @@ fn a_client_that_keeps_the_servers_flag_awake_stalls_only_its_own_commands() {
 /// An echo/checksum server handler (the load's).
 fn load_handler() -> impl shmcall_core::Handler<Context = ()> {
     shmcall_core::handlers(|_| Ok(()), |c, _, _: &()| load::answer(c), |_, _| {})
+}
+
+#[test]
+fn a_client_that_writes_garbage_on_its_ring_is_dropped_with_the_entry_named() {
+    use shmcall_core::Copying;
+    let dir = TempDir::new("garbage");
+    let tallied = Arc::new(Tallied::default());
+    let mut server =
+        Server::serve("garbage", Counting(tallied.clone()), dir.serve_options()).unwrap();
+    let hostile = Client::connect("garbage", &dir.connect_options()).unwrap();
+    let segment = hostile.segment();
+    let layout = segment.layout();
+    // One honest command: both sides are at the ring's position 1 after it.
+    assert_eq!(
+        hostile.execute(&echo_call(), &mut Copying).unwrap().output,
+        b"ping"
+    );
+    until_flag(
+        flag(&segment, layout.cs_ring),
+        shmcall_core::ring::WATCHED,
+        "the server arms",
+    );
+    // No slot starts at this offset. It goes in the cell after the one the next push takes,
+    // so the server pops it right after that command.
+    let cell = layout.cs_ring as usize + shmcall_core::ring::RingHeader::SIZE + 2 * 4;
+    // SAFETY: the third cell of the CS ring is a 4-aligned word inside the mapping, which
+    // `segment` keeps alive; both processes only use atomics on it.
+    unsafe { std::sync::atomic::AtomicU32::from_ptr(segment.mapping().0.add(cell).cast()) }
+        .store(0x000d_ead0, Ordering::SeqCst);
+    // The command that wakes the server may still be answered; the next one finds the
+    // connection dropped (the client may also notice first that the server read past what it
+    // pushed: the garbage was its own).
+    let err = (0..2)
+        .find_map(|_| hostile.execute(&echo_call(), &mut Copying).err())
+        .expect("the connection is dropped");
+    assert_eq!(err.status(), Status::ProtocolViolation, "{err}");
+    let deadline = Instant::now() + WAIT;
+    let mut counts = tallied.counts.lock().unwrap();
+    while !counts.refused.iter().any(|r| r.contains("0xdead0")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "the server names the entry: {:?}",
+            counts.refused
+        );
+        counts = tallied.changed.wait_timeout(counts, left).unwrap().0;
+    }
+    drop(counts);
+    // Everyone else is served.
+    let good = Client::connect("garbage", &dir.connect_options()).unwrap();
+    assert_eq!(
+        good.execute(&echo_call(), &mut Copying).unwrap().output,
+        b"ping"
+    );
+    good.close();
+    hostile.close();
+    server.close();
 }

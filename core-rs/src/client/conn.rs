@@ -86,6 +86,8 @@ pub(crate) struct Conn {
     pub(crate) endpoint: Endpoint,
     /// The server's process id (from the socket's credentials).
     pub(crate) server_pid: i32,
+    /// Whether the server is in this process (its handlers may run on this process's threads).
+    pub(crate) in_this_process: bool,
     /// Commands, bytes, failures and round trips of this connection.
     pub(crate) stats: Stats,
     pub(crate) segment: Arc<Segment>,
@@ -174,6 +176,7 @@ impl Conn {
             ic_id: p.ic_id,
             endpoint: p.endpoint,
             server_pid: p.server_pid,
+            in_this_process: p.server_pid == std::process::id() as i32,
             stats: Stats::default(),
             cs: p.segment.cs_ring(),
             sc: p.segment.sc_ring(),

@@ -1,12 +1,14 @@
-//! Connecting: the client's half of the handshake, driven by the reactor so that no thread
-//! waits for it.
+//! Connecting: the client's half of the handshake.
 //!
 //! The caller's thread connects the socket, checks the server's credentials, creates the
-//! segment and sends the hello with its memfd; the reactor then waits for the welcome (or a
-//! refusal) by the handshake's deadline, makes the connection and hands it to `done` — on its
-//! own thread, so `done` must not block (a blocking [`crate::Client::connect`] waits for it on
-//! a channel). A server whose backlog is full answers the connect with `EAGAIN`: it is tried
-//! again every millisecond until the deadline.
+//! segment and sends the hello with its memfd, then waits on the socket for the welcome (or a
+//! refusal) for a short while of its own: a server that answers at once — one with no `open` to
+//! run, or a quick one — costs no other thread a wake-up. When the answer takes longer, the
+//! reactor takes the handshake over and waits for it by the handshake's deadline, and hands the
+//! connection (or the failure) to `done` — on its own thread, so `done` must not block (a
+//! blocking [`crate::Client::connect`] waits inline for the whole handshake instead). A server
+//! whose backlog is full answers the connect with `EAGAIN`: the reactor tries it again every
+//! millisecond until the deadline.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -27,17 +29,21 @@ use crate::reactor::{self, Reactor, Source, Token};
 use crate::ring::Spin;
 use crate::segment::{PROTOCOL_MINOR, Segment};
 use crate::status::{Error, Status};
-use crate::wire::{self, Message};
+use crate::wire::{self, Message, WireError};
 
-/// What a connect ends with, called once (on the reactor's thread, or the caller's).
+/// What a connect ends with, called once (on the reactor's thread).
 pub(crate) type Done = Box<dyn FnOnce(Result<Client, Error>) + Send>;
 
 /// How often a connect refused for a full backlog is tried again.
 const RETRY: Duration = Duration::from_millis(1);
 
+/// No reactor registration (yet).
+const NO_TOKEN: u64 = 0;
+
 enum Step {
-    /// The socket is not connected yet: the server's backlog was full.
-    Queued(OwnedFd),
+    /// The socket is not connected yet (the server's backlog was full): the socket, and the
+    /// segment made for the hello, with its memfd.
+    Queued(OwnedFd, Option<(Segment, OwnedFd)>),
     /// The hello went; the welcome is awaited.
     Sent {
         stream: UnixStream,
@@ -47,6 +53,12 @@ enum Step {
     },
     /// Done, one way or the other.
     Over,
+}
+
+/// What [`Connecting::attempt`] got to.
+enum Attempt {
+    Queued,
+    Sent,
 }
 
 /// One connect on its way; see the module doc.
@@ -95,23 +107,40 @@ fn connect_error(ic_id: &str, endpoint: &Endpoint, e: Errno) -> Error {
     }
 }
 
+/// Waits until `fd` is readable (or its peer's end came), or `timeout` passes.
+fn wait_readable(fd: std::os::fd::RawFd, timeout: Duration) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: one valid pollfd and a valid timespec, both alive for the call; no signal mask.
+    unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+}
+
 impl Connecting {
-    /// Starts a connect; `done` gets the client or the failure. Fails at once (without calling
-    /// `done`) when it cannot even start: a bad ic id, no server, an unsafe directory...
+    /// Starts a connect. Returns the client when the server answered within `wait` (on this
+    /// thread); otherwise `Ok(None)`, and `done` gets the client or the failure later. Fails at
+    /// once (without calling `done`) when it cannot even start — a bad ic id, no server, an
+    /// unsafe directory — or when the server refused within `wait`.
     pub(crate) fn start(
         ic_id: &str,
         options: &ConnectOptions,
         owner: Arc<dyn Owner>,
+        wait: Duration,
         blocking: bool,
         done: Done,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Client>, Error> {
         let access = crate::endpoint::Access {
             shared: false,
             owners: &options.allow_server_uids,
         };
         let endpoint = Endpoint::for_ic_id(ic_id, options.socket_dir.as_deref(), access)?;
         options.geometry.layout()?;
-        let reactor = Reactor::get()?;
         let fd = socket(
             AddressFamily::Unix,
             SockType::Stream,
@@ -119,6 +148,9 @@ impl Connecting {
             None,
         )
         .map_err(|e| Error::io("cannot create a socket", e))?;
+        // The segment is made before the connect, so that the hello follows the connect at
+        // once: the server's reactor then finds it as it accepts.
+        let made = Segment::create(&options.geometry, ic_id, options.protocol_major)?;
         let this = Arc::new(Connecting {
             ic_id: ic_id.to_string(),
             options: options.clone(),
@@ -126,40 +158,100 @@ impl Connecting {
             owner,
             blocking,
             deadline: reactor::after(options.handshake_timeout),
-            step: Mutex::new(Step::Queued(fd)),
+            step: Mutex::new(Step::Queued(fd, Some(made))),
             done: Mutex::new(Some(done)),
-            token: AtomicU64::new(0),
+            token: AtomicU64::new(NO_TOKEN),
         });
-        let token = reactor.enlist(this.clone())?;
-        this.token.store(token, Ordering::Release);
-        match this.attempt(reactor, token) {
-            Ok(()) => {
-                reactor.deadline(token, this.deadline);
-                Ok(())
+        let fail = |e: Error| {
+            lock(&this.done).take();
+            *lock(&this.step) = Step::Over;
+            e
+        };
+        match this.attempt().map_err(fail)? {
+            Attempt::Queued => {
+                this.hand_over(None).map_err(fail)?;
+                return Ok(None);
             }
-            Err(e) => {
-                reactor.remove(token, -1);
-                *lock(&this.step) = Step::Over;
-                lock(&this.done).take();
-                Err(e)
+            Attempt::Sent => {}
+        }
+        // A server of this process may need this very thread to answer (its `open` runs on
+        // its owner): then the reactor waits, not this thread.
+        let own_server = match &*lock(&this.step) {
+            Step::Sent { server, .. } => server.pid == std::process::id() as i32,
+            _ => false,
+        };
+        let wait = if own_server && !blocking && this.owner.is_current() {
+            Duration::ZERO
+        } else {
+            wait.min(options.handshake_timeout)
+        };
+        if let Some(answer) = this.wait_inline(Instant::now() + wait) {
+            lock(&this.done).take();
+            return answer.map(Some);
+        }
+        let fd = match &*lock(&this.step) {
+            Step::Sent { stream, .. } => Some(stream.as_raw_fd()),
+            _ => None,
+        };
+        this.hand_over(fd).map_err(fail)?;
+        Ok(None)
+    }
+
+    /// Gives the connect to the reactor: it watches `fd` (the sent hello's socket), or tries a
+    /// queued one again soon, and ends the connect at the handshake's deadline.
+    fn hand_over(self: &Arc<Self>, fd: Option<std::os::fd::RawFd>) -> Result<(), Error> {
+        let reactor = Reactor::get()?;
+        let token = reactor.enlist(self.clone())?;
+        self.token.store(token, Ordering::Release);
+        if let Some(fd) = fd
+            && let Err(e) = reactor.watch(token, fd, reactor::READ)
+        {
+            reactor.remove(token, -1);
+            return Err(e);
+        }
+        if fd.is_none() {
+            reactor.deadline(token, Instant::now() + RETRY);
+        }
+        reactor.deadline(token, self.deadline);
+        Ok(())
+    }
+
+    /// Reads the answer to the hello on this thread until `until`: `Some` once it came (the
+    /// client or why not), `None` if it did not come in time.
+    fn wait_inline(&self, until: Instant) -> Option<Result<Client, Error>> {
+        loop {
+            let (read, fd) = {
+                let mut step = lock(&self.step);
+                let Step::Sent { stream, reader, .. } = &mut *step else {
+                    return None;
+                };
+                let mut budget = usize::MAX;
+                (reader.read(&mut &*stream, &mut budget), stream.as_raw_fd())
+            };
+            match read {
+                Ok(Some(answer)) => return Some(self.made(answer)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(self.handshake_error(e))),
             }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            wait_readable(fd, left);
         }
     }
 
-    /// Connects the socket and sends the hello, or (backlog full) tries again in a moment.
-    fn attempt(&self, reactor: &Reactor, token: Token) -> Result<(), Error> {
+    /// Connects the socket and sends the hello; or finds the server's backlog full.
+    fn attempt(&self) -> Result<Attempt, Error> {
         let mut step = lock(&self.step);
-        let Step::Queued(fd) = &*step else {
-            return Ok(());
+        let Step::Queued(fd, _) = &*step else {
+            return Ok(Attempt::Sent);
         };
         let addr = UnixAddr::new(&self.endpoint.socket)
             .map_err(|e| Error::io("the socket path does not fit a Unix address", e))?;
         match connect(fd.as_raw_fd(), &addr) {
             Ok(()) => {}
-            Err(Errno::EAGAIN) if Instant::now() < self.deadline => {
-                reactor.deadline(token, Instant::now() + RETRY);
-                return Ok(());
-            }
+            Err(Errno::EAGAIN) if Instant::now() < self.deadline => return Ok(Attempt::Queued),
             Err(Errno::EAGAIN) => {
                 return Err(Error::new(
                     Status::Io,
@@ -171,16 +263,16 @@ impl Connecting {
             }
             Err(e) => return Err(connect_error(&self.ic_id, &self.endpoint, e)),
         }
-        let Step::Queued(fd) = std::mem::replace(&mut *step, Step::Over) else {
+        let Step::Queued(fd, made) = std::mem::replace(&mut *step, Step::Over) else {
             unreachable!("checked above");
         };
         let stream = UnixStream::from(fd);
+        let (segment, memfd) = match made {
+            Some(made) => made,
+            None => self.segment()?,
+        };
+        // The server's credentials are checked before the segment goes to it.
         let server = self.check(&stream)?;
-        let (segment, memfd) = Segment::create(
-            &self.options.geometry,
-            &self.ic_id,
-            self.options.protocol_major,
-        )?;
         let hello = wire::encode(&Message::Hello {
             major: self.options.protocol_major,
             minor: PROTOCOL_MINOR,
@@ -190,14 +282,22 @@ impl Connecting {
         channel::send_with_fd(&stream, &hello, memfd.as_fd())?;
         // The server has its own descriptor now; the mapping is all this side needs.
         drop(memfd);
-        reactor.watch(token, stream.as_raw_fd(), reactor::READ)?;
         *step = Step::Sent {
             stream,
             segment,
             server,
             reader: wire::Reader::default(),
         };
-        Ok(())
+        Ok(Attempt::Sent)
+    }
+
+    /// A new segment of the connect's geometry, and its memfd for the hello.
+    fn segment(&self) -> Result<(Segment, OwnedFd), Error> {
+        Segment::create(
+            &self.options.geometry,
+            &self.ic_id,
+            self.options.protocol_major,
+        )
     }
 
     /// The server's credentials, if this client may use it.
@@ -226,11 +326,27 @@ impl Connecting {
         Ok(server)
     }
 
-    /// Ends the connect with `result` (once).
+    fn handshake_error(&self, e: WireError) -> Error {
+        match e {
+            WireError::Closed => Error::new(
+                Status::PeerTerminated,
+                format!(
+                    "the server of '{}' closed the connection during the handshake",
+                    self.ic_id
+                ),
+            ),
+            other => Error::from(other),
+        }
+    }
+
+    /// Ends a connect the reactor took over with `result` (once).
     fn finish(&self, result: Result<Client, Error>) {
         *lock(&self.step) = Step::Over;
-        if let Ok(r) = Reactor::get() {
-            r.remove(self.token.load(Ordering::Acquire), -1);
+        let token = self.token.load(Ordering::Acquire);
+        if token != NO_TOKEN
+            && let Ok(r) = Reactor::get()
+        {
+            r.remove(token, -1);
         }
         let done = lock(&self.done).take();
         match done {
@@ -239,12 +355,8 @@ impl Connecting {
         }
     }
 
-    fn fail(&self, e: Error) {
-        self.finish(Err(e));
-    }
-
-    /// The answer to the hello arrived: make the connection.
-    fn answered(&self, answer: Message) {
+    /// The answer to the hello arrived: the connection, or why not.
+    fn made(&self, answer: Message) -> Result<Client, Error> {
         let Step::Sent {
             stream,
             segment,
@@ -252,7 +364,7 @@ impl Connecting {
             ..
         } = std::mem::replace(&mut *lock(&self.step), Step::Over)
         else {
-            return;
+            return Err(Error::new(Status::Io, "the handshake ended twice"));
         };
         let ic_id = &self.ic_id;
         let major = self.options.protocol_major;
@@ -261,7 +373,7 @@ impl Connecting {
             Message::Welcome {
                 major: m, minor, ..
             } => {
-                return self.fail(Error::new(
+                return Err(Error::new(
                     Status::VersionMismatch,
                     format!(
                         "the server of '{ic_id}' speaks protocol {m}.{minor} and this client speaks {major}.{PROTOCOL_MINOR}: majors must match"
@@ -269,36 +381,38 @@ impl Connecting {
                 ));
             }
             Message::Refuse { status, reason } => {
-                return self.fail(Error::new(
+                return Err(Error::new(
                     Status::from_code(status).unwrap_or(Status::ProtocolViolation),
                     reason,
                 ));
             }
             _ => {
-                return self.fail(Error::new(
+                return Err(Error::new(
                     Status::ProtocolViolation,
                     format!("the server of '{ic_id}' answered the hello with an unexpected frame"),
                 ));
             }
         }
-        // The reactor forgets the handshake's registration; the connection registers anew.
-        if let Ok(r) = Reactor::get() {
-            r.remove(self.token.load(Ordering::Acquire), stream.as_raw_fd());
+        // The reactor forgets the handshake's registration (if it had one); the connection
+        // registers anew.
+        let token = self.token.swap(NO_TOKEN, Ordering::AcqRel);
+        if token != NO_TOKEN
+            && let Ok(r) = Reactor::get()
+        {
+            r.remove(token, stream.as_raw_fd());
         }
-        let made = Link::new(stream, None).and_then(|link| {
-            let conn = Conn::new(Parts {
-                ic_id: ic_id.clone(),
-                endpoint: self.endpoint.clone(),
-                server_pid: server.pid,
-                segment,
-                spin: Spin(self.options.spin),
-                link,
-                owner: self.owner.clone(),
-            });
-            conn.link.register(conn.clone())?;
-            Ok(Client { conn })
+        let link = Link::new(stream, None)?;
+        let conn = Conn::new(Parts {
+            ic_id: ic_id.clone(),
+            endpoint: self.endpoint.clone(),
+            server_pid: server.pid,
+            segment,
+            spin: Spin(self.options.spin),
+            link,
+            owner: self.owner.clone(),
         });
-        self.finish(made);
+        conn.link.register(conn.clone())?;
+        Ok(Client { conn })
     }
 }
 
@@ -315,37 +429,50 @@ impl Source for Connecting {
             let mut budget = usize::MAX;
             reader.read(&mut &*stream, &mut budget)
         };
-        let ic_id = &self.ic_id;
         match read {
-            Ok(Some(answer)) => self.answered(answer),
+            Ok(Some(answer)) => {
+                let made = self.made(answer);
+                self.finish(made);
+            }
             Ok(None) => {}
-            Err(wire::WireError::Closed) => self.fail(Error::new(
-                Status::PeerTerminated,
-                format!("the server of '{ic_id}' closed the connection during the handshake"),
-            )),
-            Err(e) => self.fail(Error::from(e)),
+            Err(e) => self.finish(Err(self.handshake_error(e))),
         }
     }
 
     fn expired(self: Arc<Self>) {
-        let queued = matches!(&*lock(&self.step), Step::Queued(_));
+        let queued = matches!(&*lock(&self.step), Step::Queued(..));
         if queued {
             let Ok(reactor) = Reactor::get() else { return };
-            let token = self.token.load(Ordering::Acquire);
-            if let Err(e) = self.attempt(reactor, token) {
-                self.fail(e);
+            match self.attempt() {
+                Ok(Attempt::Queued) => reactor.deadline(self.token(), Instant::now() + RETRY),
+                Ok(Attempt::Sent) => {
+                    let fd = match &*lock(&self.step) {
+                        Step::Sent { stream, .. } => stream.as_raw_fd(),
+                        _ => return,
+                    };
+                    if let Err(e) = reactor.watch(self.token(), fd, reactor::READ) {
+                        self.finish(Err(e));
+                    }
+                }
+                Err(e) => self.finish(Err(e)),
             }
             return;
         }
         let sent = matches!(&*lock(&self.step), Step::Sent { .. });
         if sent && Instant::now() >= self.deadline {
-            self.fail(Error::new(
+            self.finish(Err(Error::new(
                 Status::Io,
                 format!(
                     "'{}' did not answer the hello within {:?}",
                     self.ic_id, self.options.handshake_timeout
                 ),
-            ));
+            )));
         }
+    }
+}
+
+impl Connecting {
+    fn token(&self) -> Token {
+        self.token.load(Ordering::Acquire)
     }
 }

@@ -84,40 +84,47 @@ fn owner_of(options: &ConnectOptions) -> Result<Arc<dyn Owner>, Error> {
 
 impl Client {
     /// Connects to the server of `ic_id`: creates the segment, sends it with the hello, and
-    /// returns once the server accepted (its `open` has run). The calling thread waits.
+    /// returns once the server accepted (its `open` has run). The calling thread waits, up to
+    /// the handshake's timeout.
     pub fn connect(ic_id: &str, options: &ConnectOptions) -> Result<Client, Error> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let done = connect::Connecting::start(
+            ic_id,
+            options,
+            owner_of(options)?,
+            options.handshake_timeout,
+            true,
+            Box::new(drop),
+        )?;
+        done.ok_or_else(|| {
+            Error::new(
+                Status::Io,
+                format!(
+                    "'{ic_id}' did not answer the hello within {:?}",
+                    options.handshake_timeout
+                ),
+            )
+        })
+    }
+
+    /// Connects without waiting long: returns the client when the server answers within
+    /// `wait` (this thread waits that long at most); otherwise `Ok(None)`, and `done` gets the
+    /// client (or the failure) once the server answered, on the library's I/O thread — it must
+    /// not block. Fails at once, without calling `done`, when the connect cannot even start (no
+    /// server listens, a bad ic id…) or the server refused within `wait`.
+    pub fn connect_with(
+        ic_id: &str,
+        options: &ConnectOptions,
+        wait: Duration,
+        done: impl FnOnce(Result<Client, Error>) + Send + 'static,
+    ) -> Result<Option<Client>, Error> {
         connect::Connecting::start(
             ic_id,
             options,
             owner_of(options)?,
-            true,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        )?;
-        // The reactor always answers by the handshake's deadline; the margin only covers a
-        // machine too starved to run it.
-        let wait = options
-            .handshake_timeout
-            .saturating_add(Duration::from_secs(5));
-        rx.recv_timeout(wait).unwrap_or_else(|_| {
-            Err(Error::new(
-                Status::Io,
-                format!("the connect to '{ic_id}' got no answer within {wait:?}"),
-            ))
-        })
-    }
-
-    /// Connects without waiting: `done` gets the client (or the failure) once the server
-    /// accepted, on the library's I/O thread — it must not block. Fails at once, without
-    /// calling `done`, when the connect cannot even start (no server listens, a bad ic id…).
-    pub fn connect_with(
-        ic_id: &str,
-        options: &ConnectOptions,
-        done: impl FnOnce(Result<Client, Error>) + Send + 'static,
-    ) -> Result<(), Error> {
-        connect::Connecting::start(ic_id, options, owner_of(options)?, false, Box::new(done))
+            wait,
+            false,
+            Box::new(done),
+        )
     }
 
     /// The ic id this client is connected to.
@@ -282,7 +289,7 @@ impl Client {
     /// that runs this process's handlers, to a server of this same process.
     fn check_not_waiting_for_itself(&self) -> Result<(), Error> {
         let conn = &self.conn;
-        if conn.server_pid == std::process::id() as i32 && conn.owner.is_current() {
+        if conn.in_this_process && conn.owner.is_current() {
             return Err(Error::new(
                 Status::InvalidArgument,
                 format!(

@@ -188,6 +188,8 @@ impl<H: Handler> Handshake<H> {
             h.insert(token, fd);
         });
         reactor.deadline(token, reactor::after(shared.options.handshake_timeout));
+        // A client sends its hello with its connect: it is usually here already.
+        this.ready(reactor::READ);
     }
 
     /// Stops watching the socket and takes it.
@@ -268,8 +270,12 @@ impl<H: Handler> Handshake<H> {
         if self.shared.closing.load(Ordering::SeqCst) {
             peer.conn.end();
         }
-        // The owner asks `open` (or lets go of it, if it ended meanwhile).
-        self.shared.owner.wake(peer);
+        match self.shared.handler.open_at_once(&self.info) {
+            // Answered here: the client is welcome (or refused) with no wait for the owner.
+            Some(result) => peer.opened(result),
+            // The owner asks `open` (or lets go of it, if it ended meanwhile).
+            None => self.shared.owner.wake(peer),
+        }
         Ok(())
     }
 }

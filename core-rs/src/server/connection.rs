@@ -17,8 +17,8 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use super::command::{Body, Command};
@@ -197,21 +197,25 @@ fn spoken_minor(client: u16) -> u16 {
     client.min(PROTOCOL_MINOR)
 }
 
-/// Where a peer is in its life.
-enum State<C> {
-    /// The handshake is done; `open` has not been asked yet (`false`) or has not answered.
-    Opening(bool),
-    /// `open` accepted: the connection's context.
-    Open(Arc<C>),
-    /// The owner let go of it (ended after `open`, or refused): nothing more to do.
-    Released,
-}
+// Where a peer is in its life (`Peer::phase`).
+/// The handshake is done; `open` has not been asked yet.
+const OPENING: u8 = 0;
+/// `open` was asked and has not answered.
+const ASKED: u8 = 1;
+/// `open` accepted: the context is set.
+const OPEN: u8 = 2;
+/// The owner let go of it (ended after `open`, or refused): nothing more to do.
+const RELEASED: u8 = 3;
 
 /// One connection as its owner and the reactor see it.
 pub(crate) struct Peer<H: Handler> {
     pub(crate) conn: Arc<Connection>,
     shared: Arc<Shared<H>>,
-    state: Mutex<State<H::Context>>,
+    /// One of [`OPENING`], [`ASKED`], [`OPEN`], [`RELEASED`]. Release stores, Acquire loads:
+    /// the context set before [`OPEN`] is seen by whoever sees [`OPEN`].
+    phase: AtomicU8,
+    /// `open`'s value, once it accepted.
+    context: OnceLock<Arc<H::Context>>,
     /// Backup commands the reactor read, for the owner to run.
     inbox: Mutex<VecDeque<Command>>,
     inbox_len: AtomicUsize,
@@ -264,7 +268,8 @@ impl<H: Handler> Peer<H> {
                     stats: shared.stats.clone(),
                 }),
                 shared: shared.clone(),
-                state: Mutex::new(State::Opening(false)),
+                phase: AtomicU8::new(OPENING),
+                context: OnceLock::new(),
                 inbox: Mutex::new(VecDeque::new()),
                 inbox_len: AtomicUsize::new(0),
                 spin: Spin(shared.options.spin),
@@ -291,7 +296,7 @@ impl<H: Handler> Peer<H> {
     }
 
     /// `open` answered: the client is welcome (or refused), from whatever thread answered.
-    fn opened(&self, result: Result<H::Context, Error>) {
+    pub(crate) fn opened(&self, result: Result<H::Context, Error>) {
         let conn = &self.conn;
         let context = match result {
             Ok(c) => Arc::new(c),
@@ -301,7 +306,7 @@ impl<H: Handler> Peer<H> {
                     reason: e.message().to_string(),
                 }));
                 conn.end();
-                *lock(&self.state) = State::Released;
+                self.phase.store(RELEASED, Ordering::Release);
                 self.shared.forget(conn.info.id);
                 let _ = catch_unwind(AssertUnwindSafe(|| {
                     self.shared.handler.refused(Some(&conn.info), &e)
@@ -315,19 +320,28 @@ impl<H: Handler> Peer<H> {
                 let _ = catch_unwind(AssertUnwindSafe(|| shared.handler.close(&info, &context)));
             }));
         }
-        *lock(&self.state) = State::Open(context);
+        let _ = self.context.set(context);
+        self.phase.store(OPEN, Ordering::Release);
         if self.shared.closing.load(Ordering::SeqCst) {
             // `open` ran, so `close` runs too, once the owner lets go.
             conn.end();
         } else {
+            // The ring is handed to the reactor before the client may push on it, and the
+            // connection offered to the owner: an owner that is awake polls it (its first
+            // command then needs no wake-up), one that sleeps is woken by its first push.
+            conn.cs.watch();
             let welcome = wire::encode(&Message::Welcome {
                 major: PROTOCOL_MAJOR,
                 minor: self.minor,
                 connection: conn.info.id,
             });
-            if conn.link.send(welcome).is_err() {
-                conn.end();
+            if conn.link.send(welcome).is_ok() {
+                if let Some(me) = self.me.upgrade() {
+                    self.shared.owner.offer(me);
+                }
+                return;
             }
+            conn.end();
         }
         (conn.wake)();
     }
@@ -335,16 +349,16 @@ impl<H: Handler> Peer<H> {
     /// The owner lets go of an ended connection: its base hold (so `close` runs once the
     /// commands in progress are done), and its place among the server's connections.
     fn let_go(&self) {
-        *lock(&self.state) = State::Released;
-        let dropped: Vec<Command> = lock(&self.inbox).drain(..).collect();
-        self.inbox_len.store(0, Ordering::SeqCst);
-        drop(dropped);
+        // SeqCst: see `received`.
+        self.phase.store(RELEASED, Ordering::SeqCst);
+        self.drop_inbox();
         self.shared.forget(self.conn.info.id);
         self.conn.release();
     }
 
-    /// Takes up to `batch` commands off the CS ring, then every backup command the reactor
-    /// read, and runs them (or hands them to the pool); returns whether it took any.
+    /// Takes up to `batch` commands off the CS ring (fewer once the client broke the
+    /// protocol), then every backup command the reactor read, and runs them (or hands them to
+    /// the pool); returns whether it took any.
     fn take_waiting(&self, context: &Context<H>, batch: usize) -> bool {
         let mut did = false;
         for _ in 0..batch {
@@ -485,7 +499,22 @@ impl<H: Handler> Peer<H> {
         };
         lock(&self.inbox).push_back(command);
         self.inbox_len.fetch_add(1, Ordering::SeqCst);
+        // The owner may have let go of the connection (it ended meanwhile) before this
+        // command reached the inbox, and would never look at it again: whoever comes last
+        // empties it, so that no command holds the connection (and its `close`) forever.
+        // SeqCst, paired with the owner's store of RELEASED before it empties the inbox.
+        if self.phase.load(Ordering::SeqCst) == RELEASED {
+            self.drop_inbox();
+        }
         (conn.wake)();
+    }
+
+    /// Drops every backup command still waiting in the inbox: each answers HANDLER_FAILED,
+    /// which no one hears on an ended connection, and lets go of the connection.
+    fn drop_inbox(&self) {
+        let dropped: Vec<Command> = lock(&self.inbox).drain(..).collect();
+        self.inbox_len.fetch_sub(dropped.len(), Ordering::SeqCst);
+        drop(dropped);
     }
 
     fn on_frame(&self, message: Message) -> Result<(), String> {
@@ -567,54 +596,46 @@ impl<H: Handler> Source for Peer<H> {
 impl<H: Handler> Member for Peer<H> {
     fn poll(&self) -> bool {
         let conn = &self.conn;
-        let context = {
-            let mut state = lock(&self.state);
-            match &*state {
-                State::Released => return false,
-                State::Opening(true) => return false,
-                State::Opening(false) => {
-                    if conn.ended() {
-                        // Gone before `open` was asked: no `open`, so no `close`.
-                        *state = State::Released;
-                        drop(state);
-                        self.shared.forget(conn.info.id);
-                        return true;
-                    }
-                    *state = State::Opening(true);
-                    drop(state);
+        let context = match self.phase.load(Ordering::Acquire) {
+            OPEN => self.context.get().expect("an open peer has its context"),
+            OPENING => {
+                if conn.ended() {
+                    // Gone before `open` was asked: no `open`, so no `close`.
+                    self.phase.store(RELEASED, Ordering::Release);
+                    self.shared.forget(conn.info.id);
+                } else {
+                    self.phase.store(ASKED, Ordering::Release);
                     self.ask_open();
-                    return true;
                 }
-                State::Open(context) => context.clone(),
+                return true;
             }
+            _ => return false,
         };
         if conn.ended() {
             // Commands the client sent before it went (or before the server closed) still
             // run, as those already taken do; a client that broke the protocol gets nothing
             // more of its ring run.
+            // Bounded by the ring's size: a client that goes on writing its ring after the end
+            // (a hostile one) cannot keep the owner here.
             if !conn.violated() {
-                while self.take_waiting(&context, usize::MAX) {}
+                self.take_waiting(context, conn.cs.capacity() as usize);
             }
             self.let_go();
             return true;
         }
         conn.cs.unwatch();
-        self.take_waiting(&context, POLL_BATCH)
+        self.take_waiting(context, POLL_BATCH)
     }
 
     fn arm(&self) -> bool {
         if self.inbox_len.load(Ordering::SeqCst) > 0 {
             return false;
         }
-        let open = match &*lock(&self.state) {
-            State::Opening(asked) => return *asked,
-            State::Released => return true,
-            State::Open(_) => true,
-        };
-        if self.conn.ended() {
-            return false;
+        match self.phase.load(Ordering::Acquire) {
+            OPENING => false,
+            OPEN => !self.conn.ended() && self.conn.cs.watch(),
+            _ => true,
         }
-        !open || self.conn.cs.watch()
     }
 
     fn spin(&self) -> Duration {

@@ -45,6 +45,14 @@ pub trait Handler: Send + Sync + 'static {
         opening.answer(self.open(conn));
     }
 
+    /// Answers `open` at once, on the library's I/O thread, when it can do so without running
+    /// user code (a binding whose user gave no `open`): `Some` accepts or refuses the client
+    /// right after its hello, with no wait for the owner; `None` (the default) asks
+    /// [`Handler::begin_open`] on the owner. It must not block.
+    fn open_at_once(&self, _conn: &ConnInfo) -> Option<Result<Self::Context, Error>> {
+        None
+    }
+
     /// Runs one command. Answer it with [`Command::finish`], now or later from any thread; a
     /// command dropped unanswered, or a panic, answers [`Status::HandlerFailed`].
     fn exec(&self, command: Command, conn: &ConnInfo, context: &Self::Context);
