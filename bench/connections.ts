@@ -8,64 +8,15 @@
 
 import { connect } from "../mod.ts";
 import { clock, sample, summarize, type Summary } from "./percentiles.ts";
+import type { CycleRow, IdleRow } from "./report.ts";
 import { Peer } from "../tests/peers/spawn.ts";
-import { SocketEcho } from "./socket_client.ts";
+import { connectUnix, SocketEcho } from "./socket_client.ts";
+import { idleCpu, threadNames } from "../tests/peers/proc.ts";
 
 const here = (file: string) => decodeURIComponent(new URL(file, import.meta.url).pathname);
 
-/** One active connection's 64-byte round trips beside `idle` idle ones, and the server's cost. */
-export interface IdleRow {
-  /** `shm`: shmcall (sync); `socket`: the Deno Unix-socket server. */
-  kind: "shm" | "socket";
-  idle: number;
-  /** The active connection's round trips (µs). */
-  summary: Summary;
-  /** Threads of the server process, and those of them that are shmcall's own (`shmcall-*`). */
-  threads: number;
-  libraryThreads: number;
-  /** CPU the idle server used over the measured seconds, in cores (user + system). */
-  idleCpu: number;
-  /** How long the idle connections took to open, in ms. */
-  connectMs: number;
-}
-
-/** Connect → one 64-byte command → close, per second. */
-export interface CycleRow {
-  kind: "shm" | "socket";
-  perSecond: number;
-  /** Each cycle's time (µs). */
-  summary: Summary;
-}
-
-/** Clock ticks per second of `/proc/<pid>/stat`'s times (`getconf CLK_TCK`, 100 on Linux). */
-const TICKS = 100;
-
-/** User and system CPU of process `pid` so far, in seconds. */
-function cpuSeconds(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  // The fields after the command name (which may hold spaces) start after its ')'.
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-  return (Number(f[11]) + Number(f[12])) / TICKS;
-}
-
-/** The names of process `pid`'s threads. */
-function threadNames(pid: number): string[] {
-  return [...Deno.readDirSync(`/proc/${pid}/task`)].map((t) =>
-    Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/comm`).trim()
-  );
-}
-
-/** The CPU (in cores) process `pid` uses over `seconds` while nothing is asked of it. */
-async function idleCpu(pid: number, seconds: number): Promise<number> {
-  const before = cpuSeconds(pid);
-  const start = clock();
-  await new Promise((r) => setTimeout(r, seconds * 1000));
-  return (cpuSeconds(pid) - before) / ((clock() - start) / 1000);
-}
-
 /**
- * For each count of idle connections, an idler process (`bench/peers/idler.ts`) holds that
+ * For each count of idle connections, an idler process (`tests/peers/idler.ts`) holds that
  * many against a fresh server process, and this process measures one active connection's
  * synchronous 64-byte round trips beside them; the server's threads and its CPU while
  * everything is idle are read from /proc. Once for shmcall (`examples/echo_server.ts`), once
@@ -92,7 +43,7 @@ export async function idleConnections(
       const idler = idle === 0 ? undefined : await Peer.start(Deno.execPath(), [
         "run",
         "-A",
-        here("./peers/idler.ts"),
+        here("../tests/peers/idler.ts"),
         kind,
         kind === "shm" ? "idle" : socketPath,
         dir,
@@ -125,39 +76,64 @@ export async function idleConnections(
   return rows;
 }
 
+/** Rounds an active connection's round trips are measured in (see {@linkcode rounds}). */
+const ROUNDS = 5;
+
+/**
+ * `samples` round trips in {@linkcode ROUNDS} rounds, after as many thrown away (a fresh
+ * server compiles and optimizes its paths over the first tens of thousands of commands, and
+ * takes the events of the connections just opened): the summary of every round trip, with the
+ * median of the rounds' p50 and p99. A machine shared with others stalls now and then for
+ * reasons of its own; a median of rounds keeps one stall from deciding a row.
+ */
+async function rounds(
+  samples: number,
+  run: (i: number) => void | Promise<void>,
+): Promise<Summary> {
+  await sample(samples, 0, run);
+  const all: Float64Array[] = [];
+  for (let r = 0; r < ROUNDS; r++) all.push(await sample(Math.ceil(samples / ROUNDS), 0, run));
+  const each = all.map((a) => summarize(a));
+  const median = (xs: number[]) => xs.sort((a, b) => a - b)[xs.length >> 1]!;
+  const whole = new Float64Array(all.reduce((n, a) => n + a.length, 0));
+  all.reduce((at, a) => (whole.set(a, at), at + a.length), 0);
+  return {
+    ...summarize(whole),
+    p50: median(each.map((x) => x.p50)),
+    p99: median(each.map((x) => x.p99)),
+  };
+}
+
 async function activeShm(dir: string, samples: number): Promise<Summary> {
   using client = await connect("idle", { socketDir: dir });
   const input = new Uint8Array(64);
   const output = new Uint8Array(64);
-  const run = (i: number) => {
+  return await rounds(samples, (i: number) => {
     input[0] = i & 0xff;
     client.execute(1, { input, output });
     if (output[0] !== (i & 0xff)) throw new Error("idle scenario: a wrong echo");
-  };
-  await sample(samples / 4, 0, run);
-  return summarize(await sample(samples, 0, run));
+  });
 }
 
 async function activeSocket(path: string, samples: number): Promise<Summary> {
-  const conn = await Deno.connect({ transport: "unix", path });
+  const conn = await connectUnix(path);
   try {
     const socket = new SocketEcho(conn, 64);
-    const run = async (i: number) => {
+    return await rounds(samples, async (i: number) => {
       socket.body[0] = i & 0xff;
       await socket.roundTrip();
       if (socket.echo[0] !== (i & 0xff)) throw new Error("idle scenario: a wrong echo");
-    };
-    await sample(samples / 4, 0, run);
-    return summarize(await sample(samples, 0, run));
+    });
   } finally {
     conn.close();
   }
 }
 
 /**
- * Connect → one synchronous 64-byte command → close, as many times as fit in `seconds`,
- * against the shmcall server `icId` in `dir` and the socket server at `socketPath`; each
- * kind after a warm-up of a tenth as long.
+ * Connect → one synchronous 64-byte command → close, one after another, against the shmcall
+ * server `icId` in `dir` and the socket server at `socketPath`: after a warm-up of each, rounds
+ * of a second that alternate between the two kinds (so that the machine's drift falls on both
+ * alike) until `seconds` of each ran. A kind's rate is the median of its rounds' rates.
  */
 export async function connectCycles(
   icId: string,
@@ -187,17 +163,22 @@ export async function connectCycles(
       conn.close();
     }
   };
-  const rows: CycleRow[] = [];
-  for (const [kind, cycle] of [["shm", shm], ["socket", socket]] as const) {
-    await timed(cycle, seconds / 10);
-    const times = await timed(cycle, seconds);
-    rows.push({
-      kind,
-      perSecond: times.length / seconds,
-      summary: summarize(Float64Array.from(times)),
-    });
+  const kinds = [["shm", shm], ["socket", socket]] as const;
+  for (const [, cycle] of kinds) await timed(cycle, 0.5);
+  const rates: Record<string, number[]> = { shm: [], socket: [] };
+  const times: Record<string, number[]> = { shm: [], socket: [] };
+  for (let round = 0; round < Math.max(1, Math.round(seconds)); round++) {
+    for (const [kind, cycle] of round % 2 === 0 ? kinds : [...kinds].reverse()) {
+      const t = await timed(cycle, 1);
+      rates[kind]!.push(t.length);
+      times[kind]!.push(...t);
+    }
   }
-  return rows;
+  return kinds.map(([kind]) => ({
+    kind,
+    perSecond: rates[kind]!.sort((a, b) => a - b)[rates[kind]!.length >> 1]!,
+    summary: summarize(Float64Array.from(times[kind]!)),
+  }));
 }
 
 /** Runs `cycle` one after another for `seconds`; each one's time (ms). */

@@ -114,6 +114,30 @@ function perCommand(y: SyscallRow): number {
   return y.calls / Math.max(1, y.commands);
 }
 
+/** One active connection's sync 64-byte round trips beside `idle` idle ones, and the server's cost. */
+export interface IdleRow {
+  /** `shm`: shmcall (sync); `socket`: the Deno Unix-socket server. */
+  kind: "shm" | "socket";
+  idle: number;
+  /** The active connection's round trips (µs). */
+  summary: Summary;
+  /** Threads of the server process, and those of them that are shmcall's own (`shmcall-*`). */
+  threads: number;
+  libraryThreads: number;
+  /** CPU the idle server used over the measured seconds, in cores (user + system). */
+  idleCpu: number;
+  /** How long the idle connections took to open, in ms. */
+  connectMs: number;
+}
+
+/** Connect → one 64-byte command → close, one after another. */
+export interface CycleRow {
+  kind: "shm" | "socket";
+  perSecond: number;
+  /** Each cycle's time (µs). */
+  summary: Summary;
+}
+
 /** Everything one run measured. */
 export interface Results {
   /** Filling 1 MiB and copying it once, in one process (µs): a zero-copy echo's least work. */
@@ -129,6 +153,10 @@ export interface Results {
   pool: PoolRow[];
   poolSetup?: PoolSetup;
   rust: RustRow[];
+  /** The idle-connection scenario (`bench/connections.ts`; empty when not run). */
+  idle: IdleRow[];
+  /** Connect → command → close (empty when not run). */
+  cycles: CycleRow[];
   /** How long the run took. */
   seconds: number;
   /** A quick run (fewer samples): printed, not written to the README. */
@@ -253,6 +281,8 @@ export function markdown(r: Results): string {
     out.push(`| ${l.scenario} | ${l.perSecond.toFixed(0)} | ${f2(l.p50)} | ${f2(l.p99)} |`);
   }
   if (r.pool.length > 0) out.push("", ...poolTable(r));
+  if (r.idle.length > 0) out.push("", ...idleTable(r));
+  if (r.cycles.length > 0) out.push("", ...cycleTable(r));
   if (r.rust.length > 0) {
     out.push("");
     out.push("### The floor: Rust ↔ Rust, 64 B (`cargo bench --bench roundtrip`)");
@@ -332,6 +362,59 @@ function poolTable(r: Results): string[] {
       `Meanwhile the machine's other processes used ${
         setup.others.toFixed(2)
       } CPU on average (this machine is shared).`,
+    );
+  }
+  return out;
+}
+
+const serverName = (kind: "shm" | "socket") =>
+  kind === "shm" ? "shmcall (Deno server, sync client)" : "Deno Unix-socket server";
+
+/** The idle-connection table: one active connection's round trips beside idle ones. */
+function idleTable(r: Results): string[] {
+  const out = [
+    "### Idle connections: one active connection's 64 B round trips beside idle ones, and what the idle server costs",
+    "",
+    "| server | idle connections | active p50 µs | active p99 µs | p99 × none idle | server threads (library's) | idle server CPU, % of a core | opening the idle ones |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
+  ];
+  for (const x of r.idle) {
+    const none = r.idle.find((b) => b.kind === x.kind && b.idle === 0);
+    const times = none === undefined ? "—" : ratio(x.summary.p99 / none.summary.p99);
+    const threads = x.kind === "shm" ? `${x.threads} (${x.libraryThreads})` : `${x.threads}`;
+    const opening = x.idle === 0 ? "—" : `${(x.connectMs / 1000).toFixed(2)} s`;
+    out.push(
+      `| ${serverName(x.kind)} | ${x.idle} | ${f2(x.summary.p50)} | ${
+        f2(x.summary.p99)
+      } | ${times} | ${threads} | ${(x.idleCpu * 100).toFixed(2)} | ${opening} |`,
+    );
+  }
+  out.push("");
+  out.push(
+    "The idle connections come from another process (`tests/peers/idler.ts`), opened 64 at a time; the server's threads and CPU are read from `/proc` while nothing is asked of it. The active connection's p50 and p99 are the medians of 5 rounds' (after as many round trips thrown away), so that one stall of this shared machine does not decide a row.",
+  );
+  return out;
+}
+
+/** The connect table: connect → one command → close, one after another. */
+function cycleTable(r: Results): string[] {
+  const socket = r.cycles.find((c) => c.kind === "socket");
+  const out = [
+    "### Connect → one 64 B command → close, one after another",
+    "",
+    "Rounds of a second alternate between the two servers; cycles/s is the median of a server's rounds, p50 and p99 those of every cycle.",
+    "",
+    "| server | cycles/s | p50 µs | p99 µs | × the socket |",
+    "|---|---:|---:|---:|---:|",
+  ];
+  for (const c of r.cycles) {
+    const times = c.kind === "socket" || socket === undefined
+      ? "—"
+      : `**${ratio(c.perSecond / socket.perSecond)}**`;
+    out.push(
+      `| ${serverName(c.kind)} | ${c.perSecond.toFixed(0)} | ${f2(c.summary.p50)} | ${
+        f2(c.summary.p99)
+      } | ${times} |`,
     );
   }
   return out;
@@ -457,11 +540,55 @@ function targets(r: Results): Target[] {
       met: undefined,
     });
   }
+  list.push(...connectionTargets(r));
   list.push({
     name: "heap allocations per command in the Rust hot path: 0 (`core-rs/tests/allocations.rs`)",
     measured: r.noAllocations ? "0 in 40 000" : "some (the test failed)",
     met: r.noAllocations,
   });
+  return list;
+}
+
+/** The targets of the idle-connection and connect scenarios. */
+function connectionTargets(r: Results): Target[] {
+  const most = Math.max(0, ...r.idle.filter((x) => x.kind === "shm").map((x) => x.idle));
+  const none = r.idle.find((x) => x.kind === "shm" && x.idle === 0);
+  const busiest = r.idle.find((x) => x.kind === "shm" && x.idle === most);
+  const p99Name =
+    `one active connection's sync p99 beside ${most} idle ones: ≤ 2× its p99 with none`;
+  const threadsName = `library threads in a server holding ${most} connections: ≤ 4`;
+  const cpuName = `an idle server holding ${most} connections: ≤ 1% of a core`;
+  const list: Target[] = busiest === undefined || none === undefined || most === 0
+    ? [{ name: "idle connections: not run", measured: "not run", met: undefined }]
+    : [
+      {
+        name: p99Name,
+        measured: ratio(busiest.summary.p99 / none.summary.p99),
+        met: busiest.summary.p99 <= 2 * none.summary.p99,
+      },
+      {
+        name: threadsName,
+        measured: `${busiest.libraryThreads}`,
+        met: busiest.libraryThreads <= 4,
+      },
+      {
+        name: cpuName,
+        measured: `${(busiest.idleCpu * 100).toFixed(2)}%`,
+        met: busiest.idleCpu <= 0.01,
+      },
+    ];
+  const shm = r.cycles.find((c) => c.kind === "shm");
+  const socket = r.cycles.find((c) => c.kind === "socket");
+  const cycleName = "connect → command → close: ≥ 5,000 a second";
+  list.push(
+    shm === undefined ? { name: cycleName, measured: "not run", met: undefined } : {
+      name: cycleName,
+      measured: `${shm.perSecond.toFixed(0)}/s${
+        socket === undefined ? "" : ` (the socket: ${socket.perSecond.toFixed(0)}/s)`
+      }`,
+      met: shm.perSecond >= 5000,
+    },
+  );
   return list;
 }
 

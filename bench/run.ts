@@ -15,6 +15,7 @@ import { clock, sample, summarize, type Summary } from "./percentiles.ts";
 import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";
 import { SocketEcho } from "./socket_client.ts";
 import { IN_FLIGHT, poolBench } from "./pool.ts";
+import { connectCycles, idleConnections } from "./connections.ts";
 import {
   ASYNC,
   type LatencyRow,
@@ -418,7 +419,7 @@ async function perfWindow(pids: number[]) {
  */
 async function allocations(): Promise<boolean> {
   const out = await new Deno.Command("cargo", {
-    args: ["test", "--release", "--locked", "-p", "shmcall", "--test", "allocations"],
+    args: ["test", "--release", "--locked", "-p", "shmcall-core", "--test", "allocations"],
     cwd: here(".."),
     stdout: "piped",
     stderr: "piped",
@@ -433,7 +434,7 @@ async function rustFloor(): Promise<RustRow[]> {
   try {
     const samples = QUICK ? "2000" : "20000";
     const status = await new Deno.Command("cargo", {
-      args: ["bench", "--locked", "-p", "shmcall", "--bench", "roundtrip"],
+      args: ["bench", "--locked", "-p", "shmcall-core", "--bench", "roundtrip"],
       cwd: here(".."),
       env: { SHMCALL_BENCH_JSON: path, SHMCALL_BENCH_SAMPLES: samples },
       stdout: "inherit",
@@ -524,6 +525,16 @@ async function main() {
   console.error("worker pool: CPU-bound and echo handlers, inline and in pools of 1 and 2");
   const pool = await poolBench(dir.path, QUICK);
 
+  console.error("connect → one command → close");
+  const cycles = await connectCycles("bench", dir.path, socketPath, QUICK ? 2 : 7);
+  console.error("idle connections beside an active one");
+  const idle = await idleConnections(
+    dir.path,
+    QUICK ? [0, 1000] : [0, 1000, 10_000],
+    QUICK ? 2_000 : 20_000,
+    2,
+  );
+
   console.error("heap allocations per command in the Rust hot path");
   const noAllocations = await allocations();
   console.error("system calls per command");
@@ -545,6 +556,8 @@ async function main() {
       others: pool.others,
     },
     rust,
+    idle,
+    cycles,
     seconds: (Date.now() - started) / 1000,
     quick: QUICK,
   };

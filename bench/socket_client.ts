@@ -5,6 +5,23 @@
  * @module
  */
 
+/**
+ * A Unix socket to `path`, tried again (every millisecond, for up to 10 s) while the server's
+ * listen backlog is full: a non-blocking connect then fails with EAGAIN, where a TCP one would
+ * wait, and a server that accepts one connection per turn of its event loop falls behind
+ * connects that come 64 at a time.
+ */
+export async function connectUnix(path: string): Promise<Deno.UnixConn> {
+  for (let tries = 0;; tries++) {
+    try {
+      return await Deno.connect({ transport: "unix", path });
+    } catch (e) {
+      if (!(e instanceof Deno.errors.WouldBlock) || tries === 10_000) throw e;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+}
+
 /** One connection's request frame and room for its echo, of `size` bytes each. */
 export class SocketEcho {
   /** The whole request: the length, then the body. */

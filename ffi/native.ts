@@ -65,8 +65,9 @@ function pointer(value: bigint): Deno.PointerObject {
 const asHandle = (n: number) => n as Handle;
 const spin = (ns: number) => ns < 0 ? DEFAULT_SPIN : BigInt(ns);
 
-// A segment is released when the last view over it becomes unreachable: every area handed to
-// user code is a subarray of one view per segment, so they share its ArrayBuffer.
+// A segment is released when its view is (Mapping.release), or else when the view becomes
+// unreachable: every area handed to user code is a subarray of one view per segment, so they
+// share its ArrayBuffer.
 const segments = new FinalizationRegistry<number>((handle) => {
   library().shmcall_segment_release(handle);
 });
@@ -80,8 +81,13 @@ function mapping(): Mapping {
   );
   const token = {};
   segments.register(view.buffer, handle, token);
-  return new Mapping(view, () => {
-    if (segments.unregister(token)) library().shmcall_segment_release(handle);
+  return new Mapping(view, (buffer) => {
+    if (!segments.unregister(token)) return;
+    // A buffer user code transferred still points into the segment, and nothing tells when
+    // it dies: the segment stays mapped for the life of the process rather than dangle.
+    if (buffer === undefined) return;
+    buffer.transfer(0);
+    library().shmcall_segment_release(handle);
   });
 }
 

@@ -19,6 +19,8 @@ export interface Addon {
 
   clientConnect(icId: string, dir: string, spinNs: number, id: number): number;
   clientSegment(client: number): ArrayBuffer | null;
+  /** Detaches a segment's view, so that its finalizer lets the segment go without a collection. */
+  detach(buffer: ArrayBuffer): boolean;
   clientBeginAt(
     client: number,
     code: number,

@@ -43,7 +43,12 @@ function mapping(buffer: ArrayBuffer | null): Mapping {
   if (buffer === null) {
     throw new IpcError(addon.lastStatus(), addon.lastError());
   }
-  return new Mapping(new Uint8Array(buffer));
+  // The finalizer of an external buffer lets the segment go once no buffer shares its memory:
+  // at once after the detach, or, when user code transferred the memory to another buffer,
+  // when that one is collected.
+  return new Mapping(new Uint8Array(buffer), (view) => {
+    if (view !== undefined) addon.detach(view);
+  });
 }
 
 const asHandle = (n: number) => n as Handle;

@@ -103,7 +103,6 @@ interface Pending {
   unwatch: (() => void) | undefined;
 }
 
-
 /** The longest `timeout` a command may have, in ms (that of `setTimeout`). */
 const MAX_TIMEOUT = 0x7fff_ffff;
 
@@ -213,21 +212,23 @@ function checkCancellation(o: ExecuteOptions<unknown>): void {
 export class Client {
   #handle: Handle | null;
   readonly #id: number;
-  readonly #segment: Mapping;
+  /** The segment's view, made on the first command that has its areas there. */
+  #segment: Mapping | undefined;
   readonly #pending = new Map<number, Pending>();
   #nextToken = 1;
   readonly #icId: string;
-  readonly #endpoint: string;
+  /** The server's key in `hub.served`, made on first need (it resolves a path). */
+  #endpoint: string | undefined;
+  readonly #socketDir: string | undefined;
   /** The counters' last snapshot (kept at close, so that `stats()` still answers). */
   readonly #stats = new Float64Array(STATS.LEN);
 
   /** @internal Use {@linkcode connect}. */
   constructor(icId: string, socketDir: string | undefined, id: number, handle: Handle) {
     this.#icId = icId;
-    this.#endpoint = hub.endpointKey(icId, socketDir);
+    this.#socketDir = socketDir;
     this.#id = id;
     this.#handle = handle;
-    this.#segment = native.clientSegment(handle);
     hub.adopt(id, this);
   }
 
@@ -341,7 +342,13 @@ export class Client {
       input = new Uint8Array(inputLength);
       output = new Uint8Array(outputLength);
     } else {
-      const segment = this.#segment;
+      let segment: Mapping;
+      try {
+        segment = this.#segment ??= native.clientSegment(handle);
+      } catch (e) {
+        native.ticketFree(ticket);
+        throw e;
+      }
       const inputArea = segment.at(inputAt, inputLength);
       const outputArea = segment.at(outputAt, outputLength);
       if (inputArea === undefined || outputArea === undefined) {
@@ -363,7 +370,10 @@ export class Client {
       throw e;
     }
     if (o.completion === undefined) {
-      if (hub.served.size !== 0 && hub.served.has(this.#endpoint)) {
+      if (
+        hub.served.size !== 0 &&
+        hub.served.has(this.#endpoint ??= hub.endpointKey(this.#icId, this.#socketDir))
+      ) {
         native.ticketFree(ticket);
         // The server's handlers run on this very thread, which would be blocked waiting.
         throw new IpcError(
@@ -532,8 +542,14 @@ export class Client {
     this.#stats.set(this.#snapshot(handle));
     this.#handle = null;
     native.clientFree(handle);
-    if (this.#pending.size === 0) hub.unregister(this.#id);
+    if (this.#pending.size === 0) this.#gone();
     else this.#unregisterWhenSettled();
+  }
+
+  /** Nothing of this client runs any more: the hub forgets it, and its segment goes at once. */
+  #gone(): void {
+    hub.unregister(this.#id);
+    this.#segment?.release();
   }
 
   #unregisterWhenSettled(): void {
@@ -550,7 +566,7 @@ export class Client {
         };
       })
     );
-    void Promise.all(all).then(() => hub.unregister(this.#id));
+    void Promise.all(all).then(() => this.#gone());
   }
 
   /**

@@ -158,25 +158,41 @@ export function eventView(words: Uint32Array): HubEventView {
 }
 
 /**
- * One view over a whole segment, which the runtime keeps mapped while the view is reachable.
- * Every area handed to user code is a subarray of it, so they share its `ArrayBuffer`.
+ * One view over a whole segment, which the runtime keeps mapped while the view is reachable —
+ * or until {@linkcode Mapping.release}. Every area handed to user code is a subarray of it, so
+ * they share its `ArrayBuffer`.
  */
 export class Mapping {
   readonly view: Uint8Array;
-  readonly #release: (() => void) | undefined;
+  #release: ((buffer: ArrayBuffer | undefined) => void) | undefined;
 
-  /** `release`, if given, unmaps the segment at once (else: when the view is collected). */
-  constructor(view: Uint8Array, release?: () => void) {
+  /**
+   * `release` detaches the view's `buffer` and lets the segment go at once. It gets
+   * `undefined` when someone else detached the buffer already: user code may transfer an
+   * area's buffer, which moves the memory to another `ArrayBuffer` that still points into the
+   * segment, so the segment must then stay mapped for as long as that one lives.
+   */
+  constructor(view: Uint8Array, release: (buffer: ArrayBuffer | undefined) => void) {
     this.view = view;
     this.#release = release;
   }
 
   /**
-   * Gives the segment back now rather than when the view is collected: for a thread about to
-   * end (a pool worker), whose collector would never run. No view of it may be used after.
+   * Gives the segment back now rather than at a garbage collection: every view of it becomes
+   * empty, so none can reach unmapped memory. For a connection that closed (a view per
+   * connection would otherwise hold its mapping, and count as external memory that drives the
+   * collector, until a collection), and for a thread about to end (a pool worker), whose
+   * collector would never run. Idempotent.
    */
   release(): void {
-    this.#release?.();
+    const release = this.#release;
+    if (release === undefined) return;
+    this.#release = undefined;
+    this.#views.clear();
+    const buffer = this.view.buffer as ArrayBuffer;
+    // A segment is never empty, so an empty buffer is a detached one (Node 20 has no
+    // `ArrayBuffer.prototype.detached`).
+    release(buffer.byteLength === 0 ? undefined : buffer);
   }
 
   /**

@@ -84,7 +84,6 @@ interface Connection<C> {
   closeWhenDrained: boolean;
 }
 
-
 /**
  * A running server. Create one with {@linkcode serve}.
  *
@@ -344,6 +343,8 @@ export class Server<C = unknown> {
 
   #runClose(conn: Connection<C>): void {
     this.#closing.delete(conn.info.id);
+    // Its commands have drained: no view of its segment is in use any more.
+    conn.segment?.release();
     this.#pool?.connectionClosed(conn.info.id);
     this.#callClose(conn.info, conn.context);
   }

@@ -77,6 +77,8 @@ export function runWorker(parent: Parent, load: (module: string) => Promise<unkn
         conns.set(m.conn.id, { info: m.conn, context: m.context, segment: undefined });
         return;
       case "close":
+        // Sent once the connection's commands drained: no view of its segment is in use.
+        conns.get(m.conn)?.segment?.release();
         conns.delete(m.conn);
         return;
       case "stop":

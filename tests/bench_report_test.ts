@@ -78,6 +78,48 @@ function results(): Results {
       { tool: "perf stat", commands: 1_000_000, calls: 100, top: "" },
     ],
     noAllocations: true,
+    idle: [
+      {
+        kind: "shm",
+        idle: 0,
+        summary: summary(2),
+        threads: 8,
+        libraryThreads: 1,
+        idleCpu: 0,
+        connectMs: 0,
+      },
+      {
+        kind: "shm",
+        idle: 10_000,
+        summary: summary(2.5),
+        threads: 8,
+        libraryThreads: 1,
+        idleCpu: 0.004,
+        connectMs: 4_000,
+      },
+      {
+        kind: "socket",
+        idle: 0,
+        summary: summary(30),
+        threads: 6,
+        libraryThreads: 0,
+        idleCpu: 0,
+        connectMs: 0,
+      },
+      {
+        kind: "socket",
+        idle: 10_000,
+        summary: summary(40),
+        threads: 6,
+        libraryThreads: 0,
+        idleCpu: 0.02,
+        connectMs: 2_500,
+      },
+    ],
+    cycles: [
+      { kind: "shm", perSecond: 4_000, summary: summary(240) },
+      { kind: "socket", perSecond: 8_000, summary: summary(120) },
+    ],
     seconds: 1,
     quick: true,
   };
@@ -210,4 +252,37 @@ Deno.test("the bench report judges the pool's gain below its aim, and says when 
   assert.match(row(md, target)!, /\| not run \| — \|$/);
   assert.equal(row(md, "… the ceiling of that ratio: the same work"), undefined);
   assert.ok(!md.includes("### Worker pool"), "no pool table");
+});
+
+Deno.test("the bench report shows idle connections and connect cycles, and judges their targets", () => {
+  const md = markdown(results());
+  const row = (start: string) => md.split("\n").find((l) => l.startsWith(`| ${start}`));
+  // p99 beside 10,000 idle against none: 5 / 4.
+  assert.match(row("one active connection's sync p99 beside 10000 idle")!, /\| 1\.3× \| yes \|$/);
+  assert.match(row("library threads in a server holding 10000")!, /\| 1 \| yes \|$/);
+  assert.match(row("an idle server holding 10000 connections")!, /\| 0\.40% \| yes \|$/);
+  assert.match(
+    row("connect → command → close")!,
+    /\| 4000\/s \(the socket: 8000\/s\) \| \*\*no\*\* \|$/,
+  );
+  assert.match(
+    md,
+    /\| shmcall \(Deno server, sync client\) \| 10000 \| 2\.50 \| 5\.00 \| 1\.3× \| 8 \(1\) \| 0\.40 \| 4\.00 s \|/,
+  );
+  assert.match(
+    md,
+    /\| Deno Unix-socket server \| 10000 \| 40\.00 \| 80\.00 \| 1\.3× \| 6 \| 2\.00 \| 2\.50 s \|/,
+  );
+  assert.match(
+    md,
+    /\| shmcall \(Deno server, sync client\) \| 4000 \| 240\.00 \| 480\.00 \| \*\*0\.5×\*\* \|/,
+  );
+  // Without the scenarios, their targets say so rather than pass.
+  const r = results();
+  r.idle = [];
+  r.cycles = [];
+  const bare = markdown(r);
+  assert.doesNotMatch(bare, /### Idle connections/);
+  assert.match(bare, /\| idle connections: not run \| not run \| — \|/);
+  assert.match(bare, /\| connect → command → close: ≥ 5,000 a second \| not run \| — \|/);
 });

@@ -253,6 +253,71 @@ Deno.test("signal and timeout need an async call, and a bad timeout is refused, 
   assert.equal(client.stats().commands, 0, "nothing was sent");
 });
 
+// ---- mappings ----
+
+Deno.test("a closed connection gives its segment back at once: areas kept from callbacks become empty, on both sides", async () => {
+  using dir = tempSocketDir();
+  let serverInput: Uint8Array | undefined;
+  const closed = signal<number>();
+  await using _server = await serve("give-back", {
+    exec({ input, output }) {
+      serverInput = input;
+      output.set(input);
+      return { length: input.length };
+    },
+    // Runs after the connection's segment was given back: the view kept above is empty.
+    close: () => closed.resolve(serverInput?.length ?? -1),
+  }, { socketDir: dir.path });
+  const client = await connect("give-back", { socketDir: dir.path });
+  let kept: Uint8Array | undefined;
+  await within(
+    "an echo",
+    client.execute(1, {
+      input: text("kept"),
+      outputLength: 4,
+      outputPost: (area) => {
+        kept = area;
+        return area.slice();
+      },
+      completion: done,
+    }),
+  );
+  assert.equal(kept?.length, 4);
+  assert.equal(serverInput?.length, 4);
+  client.close();
+  assert.equal(kept!.length, 0, "the client's kept area is empty after close");
+  assert.equal(kept![0], undefined);
+  assert.equal(await within("the server's close", closed.promise), 0);
+});
+
+Deno.test("a segment whose memory user code moved to another buffer stays mapped after close", async () => {
+  using dir = tempSocketDir();
+  await using _server = await serve("moved", {
+    exec: ({ output }) => ({ length: output.length }),
+  }, { socketDir: dir.path });
+  const client = await connect("moved", { socketDir: dir.path });
+  let moved: ArrayBuffer | undefined;
+  await within(
+    "a command",
+    client.execute(1, {
+      input: text("move"),
+      outputLength: 4,
+      inputPrepare: (area, input) => {
+        area.set(input!);
+        moved = (area.buffer as ArrayBuffer).transfer();
+      },
+      completion: done,
+    }).catch(() => {}),
+  );
+  client.close();
+  // The moved buffer still points into the segment, which the close left mapped: it reads
+  // and writes (a dangling one would kill this process).
+  assert.ok(moved !== undefined && moved.byteLength > 0);
+  const view = new Uint8Array(moved!);
+  view[0] = 7;
+  assert.equal(view[0], 7);
+});
+
 // ---- stats ----
 
 Deno.test("stats() count commands, bytes, backup, failures and latency on both sides, and survive close", async () => {

@@ -26,8 +26,8 @@ use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use shmcall_core::channel::Event as Arrival;
-use shmcall_core::owner::{Active, Member, Owner};
-use shmcall_core::ring::Spin;
+use shmcall_core::owner::{Active, Coarse, Member, Owner};
+use shmcall_core::ring::{Polite, Spin};
 use shmcall_core::server::{Command, ConnInfo};
 use shmcall_core::{Client, Error, Ticket};
 
@@ -198,6 +198,10 @@ impl Owner for Hub {
     fn is_current(&self) -> bool {
         self.owner.load(Ordering::Acquire) == thread_token()
     }
+
+    fn forget(&self, member: &Arc<dyn Member>) {
+        self.active.forget(member);
+    }
 }
 
 impl Hub {
@@ -304,10 +308,10 @@ impl Hub {
     /// JavaScript drained the queue and is about to go idle. For up to `wait` (and no later
     /// than the drain's deadline) it first waits here for more, so that back-to-back work is
     /// taken without a doorbell: it polls its active members — popping their rings itself, so
-    /// that a command or an answer reaches JavaScript with no thread hop — for as long as their
-    /// spin budget; then it arms them (their next push wakes the reactor, which wakes this
-    /// thread through a futex) and sleeps for the rest of `wait`, spending no CPU. Then it goes
-    /// idle: the doorbell is armed.
+    /// that a command or an answer reaches JavaScript with no thread hop — each until it had
+    /// no work for its spin budget, when it is armed (its next push wakes the reactor, which
+    /// wakes this thread through a futex); with none left, it sleeps for the rest of `wait`,
+    /// spending no CPU. Then it goes idle: the doorbell is armed.
     ///
     /// When the drain's budget runs out first, it answers [`Idle::Spent`] whether or not
     /// events are waiting: JavaScript hands its event loop a turn and comes back.
@@ -318,11 +322,13 @@ impl Hub {
         let budget_left = (deadline != 0)
             .then(|| Duration::from_nanos(deadline.saturating_sub(nanos_since_epoch(now))));
         let until = now + budget_left.map_or(wait, |b| b.min(wait));
-        let mut last_work = now;
+        let mut clock = Coarse::at(now);
+        let mut polite = Polite::new(now);
         loop {
             self.active.gather();
-            if self.active.poll() {
-                last_work = Instant::now();
+            let now = clock.now();
+            if self.active.poll(now) {
+                polite = Polite::new(now);
             }
             if self.len.load(Ordering::SeqCst) > 0 {
                 return if self.spent() {
@@ -331,24 +337,31 @@ impl Hub {
                     Idle::Events
                 };
             }
-            let now = Instant::now();
             if now >= until {
                 break;
             }
             if self.active.has_woken() {
                 continue;
             }
-            if !self.active.is_empty() && now < last_work + self.active.spin() {
+            // Members leave the set once idle for their spin (`Active::poll`).
+            if !self.active.is_empty() {
                 std::hint::spin_loop();
+                if !self.active.exchanging() {
+                    polite.tick(now);
+                }
                 continue;
             }
-            // Nothing within the spin: hand the rings to the reactor and sleep until it (or a
-            // push) wakes this thread, or the wait ends.
+            // Every ring is with the reactor: sleep until it (or a push) wakes this thread, or
+            // the wait ends.
             if !self.active.arm() {
                 continue;
             }
-            self.arrived
-                .wait_until_for(Spin(Duration::ZERO), Some(until - now), || self.pending());
+            self.arrived.wait_until_for(
+                Spin(Duration::ZERO),
+                Some(until.saturating_duration_since(now)),
+                || self.pending(),
+            );
+            clock.fresh();
         }
         if budget_left.is_some_and(|b| b < wait) && self.spent() {
             return Idle::Spent;
@@ -360,7 +373,7 @@ impl Hub {
             if self.active.arm() {
                 break;
             }
-            self.active.poll();
+            self.active.poll(Instant::now());
             rounds += 1;
             if self.len.load(Ordering::SeqCst) > 0 || rounds == ARM_ROUNDS {
                 return Idle::Events;
@@ -380,7 +393,7 @@ impl Hub {
     /// call's caller that waits for its answer does not come here).
     pub fn poll(&self) -> bool {
         self.active.gather();
-        self.active.poll()
+        self.active.poll(Instant::now())
     }
 
     /// Installs (or removes) the doorbell.

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use napi::bindgen_prelude::{Float64Array, Function, Uint8ArraySlice, Unknown};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
-use napi::{Env, sys};
+use napi::{Env, JsValue, sys};
 use napi_derive::napi;
 
 use crate::hub::HUB;
@@ -209,7 +209,18 @@ pub fn socket_dir(dir: String) -> Option<String> {
     surface::socket_dir(&dir).map_err(fail).ok()
 }
 
-/// A view of `segment`, which keeps it mapped until the view is collected.
+/// Detaches `buffer`, a view [`client_segment`] or [`command_segment`] made: every array over it
+/// becomes empty, and the runtime runs its finalizer — which lets go of the segment — as soon
+/// as no other buffer shares its memory, rather than at a garbage collection. False if it
+/// could not (it is not an `ArrayBuffer`, or was detached already).
+#[napi]
+pub fn detach(env: Env, buffer: Unknown<'_>) -> bool {
+    // SAFETY: `env` is this call's environment and `buffer` a value of it; Node-API checks
+    // that it is a detachable ArrayBuffer and fails otherwise.
+    unsafe { sys::napi_detach_arraybuffer(env.raw(), buffer.raw()) == sys::Status::napi_ok }
+}
+
+/// A view of `segment`, which keeps it mapped until the view is collected or detached.
 fn segment_view(env: &Env, segment: Arc<Segment>) -> Option<Unknown<'static>> {
     let (base, len) = segment.mapping();
     // SAFETY: the mapping stays valid while the `Arc` lives, which the finalizer drops; each

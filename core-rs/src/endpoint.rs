@@ -67,17 +67,6 @@ pub fn socket_dir(chosen: Option<&Path>, access: Access<'_>) -> Result<PathBuf, 
             _ => PathBuf::from(format!("/tmp/shmcall-{}", nix::unistd::geteuid())),
         },
     };
-    let mode = if access.shared { 0o711 } else { 0o700 };
-    match DirBuilder::new().mode(mode).create(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => {
-            return Err(Error::io(
-                &format!("cannot create the socket directory {}", dir.display()),
-                e,
-            ));
-        }
-    }
     let inspect = || {
         fs::symlink_metadata(&dir).map_err(|e| {
             Error::io(
@@ -86,7 +75,31 @@ pub fn socket_dir(chosen: Option<&Path>, access: Access<'_>) -> Result<PathBuf, 
             )
         })
     };
-    let mut meta = inspect()?;
+    // Looked at first: it is there on every connect but the first, and a look is one system
+    // call where a create that fails and a look are two.
+    let mut meta = match fs::symlink_metadata(&dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mode = if access.shared { 0o711 } else { 0o700 };
+            match DirBuilder::new().mode(mode).create(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        &format!("cannot create the socket directory {}", dir.display()),
+                        e,
+                    ));
+                }
+            }
+            inspect()?
+        }
+        Err(e) => {
+            return Err(Error::io(
+                &format!("cannot inspect the socket directory {}", dir.display()),
+                e,
+            ));
+        }
+    };
     let uid = nix::unistd::geteuid().as_raw();
     if access.shared && meta.is_dir() && meta.uid() == uid && meta.mode() & 0o777 == 0o700 {
         // Our own private directory, opened for traversal only: the umask may also have

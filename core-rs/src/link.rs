@@ -94,11 +94,9 @@ fn write_some(fd: RawFd, bytes: &[u8]) -> std::io::Result<Wrote> {
 }
 
 impl Link {
-    /// A link over `stream` (made non-blocking here); see [`Link::register`].
+    /// A link over `stream`, which must be non-blocking already (both ends make their sockets
+    /// so: `socket` and `accept4` with `SOCK_NONBLOCK`); see [`Link::register`].
     pub fn new(stream: UnixStream, send_timeout: Option<Duration>) -> Result<Link, Error> {
-        stream
-            .set_nonblocking(true)
-            .map_err(|e| Error::io("cannot make the control socket non-blocking", e))?;
         Ok(Link {
             stream,
             out: Mutex::new(Outbox {
@@ -292,13 +290,15 @@ impl Link {
         }
         out.closed = true;
         out.frames.clear();
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        // Out of the reactor first: the shutdown below ends this side's reads too, and the
+        // reactor would otherwise wake for an end this side made itself.
         let token = self.token.swap(UNREGISTERED, Ordering::AcqRel);
         if token != UNREGISTERED
             && let Ok(r) = Reactor::get()
         {
             r.remove(token, self.fd());
         }
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 
     /// Whether [`Link::shutdown`] ran.

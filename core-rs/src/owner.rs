@@ -7,19 +7,20 @@
 //! thread per process started on first use, owns those of Rust callers.
 //!
 //! A connection is a [`Member`] of its owner. The owner polls the members that have work — its
-//! **active** set, [`Active`] — and when they stay idle for their spin budget, it **arms** them
-//! ([`Member::arm`]: their rings are [`crate::ring::WATCHED`]) and sleeps. The reactor wakes a
+//! **active** set, [`Active`] — and a member that stays idle for its spin budget is **armed**
+//! ([`Member::arm`]: its rings are [`crate::ring::WATCHED`]) and leaves the set; with the set
+//! empty, the owner sleeps. The reactor wakes a
 //! member ([`Owner::wake`]) when a WAKE frame, a backup frame or the connection's end arrives,
 //! which puts it back in the active set. Idle connections are in no list and cost nothing: an
 //! owner of 10,000 connections polls only those that had work lately.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use crate::channel::Event;
-use crate::ring::Spin;
+use crate::ring::{Polite, Spin};
 use crate::status::Error;
 
 /// A connection (or anything else) that an owner polls.
@@ -33,6 +34,11 @@ pub trait Member: Send + Sync + 'static {
     fn spin(&self) -> Duration;
     /// Whether it is in its owner's active set or queued for it (the owner's bookkeeping).
     fn queued(&self) -> &AtomicBool;
+    /// Whether it will never have work again (its connection ended and its last work ran): the
+    /// owner drops it at once rather than after its spin.
+    fn done(&self) -> bool {
+        false
+    }
 }
 
 /// The thread that runs its members' work.
@@ -47,29 +53,101 @@ pub trait Owner: Send + Sync + fmt::Debug + 'static {
     }
     /// Whether the caller runs on the owner's thread.
     fn is_current(&self) -> bool;
+    /// `member` is done (closed on the owner's thread): the owner lets go of it now, so that
+    /// its connection's resources go with the last handle, even while the owner never idles
+    /// (a loop of connects, commands and closes). Called on the owner's thread; by default
+    /// nothing (the owner drops it on its next poll).
+    fn forget(&self, member: &Arc<dyn Member>) {
+        let _ = member;
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A clock read once every few turns of a spinning loop: such a loop looks at the time on
+/// every turn, and a reading costs 25 to 60 ns in a virtual machine — a quarter of a spinning
+/// JavaScript thread's time, profiled with `perf`. Deadlines checked against it are late by a
+/// few turns (about a microsecond), which budgets of tens of microseconds do not notice.
+#[derive(Debug)]
+pub struct Coarse {
+    now: Instant,
+    turns: u32,
+}
+
+/// Turns between two readings of a [`Coarse`] clock.
+const TURNS_PER_READING: u32 = 16;
+
+impl Coarse {
+    /// A clock read just now.
+    pub fn new() -> Coarse {
+        Coarse::at(Instant::now())
+    }
+
+    /// A clock read at `now`.
+    pub fn at(now: Instant) -> Coarse {
+        Coarse { now, turns: 0 }
+    }
+
+    /// The time, read again once every [`TURNS_PER_READING`] calls.
+    #[inline]
+    pub fn now(&mut self) -> Instant {
+        self.turns += 1;
+        if self.turns == TURNS_PER_READING {
+            self.turns = 0;
+            self.now = Instant::now();
+        }
+        self.now
+    }
+
+    /// The time, read now.
+    #[inline]
+    pub fn fresh(&mut self) -> Instant {
+        self.turns = 0;
+        self.now = Instant::now();
+        self.now
+    }
+}
+
+impl Default for Coarse {
+    fn default() -> Self {
+        Coarse::new()
+    }
+}
+
+/// An active member, with when it last had work and how long it may idle before it is armed.
+struct Entry {
+    member: Arc<dyn Member>,
+    last_work: Instant,
+    spin: Duration,
+    /// Polls that found work since it joined the set.
+    works: u32,
+}
+
 /// The members an owner polls, and those woken for it. Used on the owner's thread, but for
 /// [`Active::wake`], which any thread may call.
+///
+/// Each member keeps its own spin: one that had no work for [`Member::spin`] is armed and
+/// leaves the set while the others stay, so an owner whose one connection is busy beside
+/// thousands that connected and went quiet polls that one alone.
 #[derive(Default)]
 pub struct Active {
     woken: Mutex<Vec<Arc<dyn Member>>>,
     woken_len: AtomicUsize,
-    list: Mutex<Vec<Arc<dyn Member>>>,
-    /// The active set's size and its longest spin budget (ns), kept beside the list so that an
-    /// owner spinning on them takes no lock.
+    list: Mutex<Vec<Entry>>,
+    /// The active set's size, kept beside the list so that an owner spinning on it takes no
+    /// lock.
     count: AtomicUsize,
-    spin_ns: AtomicU64,
+    /// Whether a member of the set found work twice or more since it joined (see
+    /// [`Active::exchanging`]).
+    exchanging: AtomicBool,
 }
 
 impl fmt::Debug for Active {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Active")
-            .field("active", &lock(&self.list).len())
+            .field("active", &self.count.load(Ordering::Relaxed))
             .field("woken", &self.woken_len.load(Ordering::Relaxed))
             .finish()
     }
@@ -79,7 +157,7 @@ impl Active {
     /// Queues `member` for the owner unless it is active or queued already; returns whether
     /// it was queued now (the owner may need waking).
     pub fn wake(&self, member: Arc<dyn Member>) -> bool {
-        // SeqCst: pairs with the store in `arm` (see there).
+        // SeqCst: pairs with the store in `arm_one` (see there).
         if member.queued().swap(true, Ordering::SeqCst) {
             return false;
         }
@@ -98,84 +176,117 @@ impl Active {
         self.count.load(Ordering::Relaxed) == 0
     }
 
-    /// Records the set's size and longest spin budget (called with the list at hand).
-    fn note(&self, list: &[Arc<dyn Member>]) {
-        self.count.store(list.len(), Ordering::Relaxed);
-        let spin = list
-            .iter()
-            .map(|m| m.spin())
-            .max()
-            .unwrap_or(Duration::ZERO);
-        self.spin_ns.store(
-            u64::try_from(spin.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Moves the woken members to the active set.
+    /// Moves the woken members to the active set, each with a whole spin ahead: their work is
+    /// near.
     pub fn gather(&self) {
         if !self.has_woken() {
             return;
         }
+        let now = Instant::now();
         // Drained rather than taken: both vectors keep their capacity, so a steady stream of
         // wakes allocates nothing.
         let mut woken = lock(&self.woken);
         self.woken_len.fetch_sub(woken.len(), Ordering::SeqCst);
         let mut list = lock(&self.list);
-        list.extend(woken.drain(..));
-        self.note(&list);
+        list.extend(woken.drain(..).map(|member| Entry {
+            spin: member.spin(),
+            member,
+            last_work: now,
+            works: 0,
+        }));
+        self.count.store(list.len(), Ordering::Relaxed);
     }
 
-    /// Polls every active member once; returns whether any did something. Members woken while
-    /// it runs are polled on the next call.
-    pub fn poll(&self) -> bool {
-        // Out of the lock while they run: a member's work (user code) may close things, which
-        // may poll members itself.
-        let mut list = std::mem::take(&mut *lock(&self.list));
-        let mut progress = false;
-        for m in &list {
-            progress |= m.poll();
+    /// Polls every active member once; arms those that had no work for their spin (they
+    /// leave the set). Returns whether any did something. Members woken while it runs are
+    /// polled on the next call.
+    /// `now` is a recent reading of the clock (see [`Coarse`]).
+    ///
+    /// The set stays locked while its members run: their work never polls an owner (it queues
+    /// events, completes tickets, wakes members through [`Active::wake`], which takes another
+    /// lock), and a user's code that closes a client from a completion reaches
+    /// [`Active::forget`], which leaves a set it finds locked to this poll (the member is done,
+    /// so the poll drops it). One lock per turn, not two: a spinning owner takes it millions of
+    /// times a second.
+    pub fn poll(&self, now: Instant) -> bool {
+        if self.is_empty() {
+            return false;
         }
-        self.put_back(&mut list);
+        let mut list = lock(&self.list);
+        let mut progress = false;
+        let mut exchanging = false;
+        list.retain_mut(|e| {
+            if e.member.poll() {
+                e.last_work = now;
+                e.works = e.works.saturating_add(1);
+                exchanging |= e.works >= 2;
+                progress = true;
+                return true;
+            }
+            let waits = !e.member.done() && now.saturating_duration_since(e.last_work) < e.spin;
+            exchanging |= waits && e.works >= 2;
+            waits || !Self::arm_one(&*e.member)
+        });
+        self.count.store(list.len(), Ordering::Relaxed);
+        self.exchanging.store(exchanging, Ordering::Relaxed);
         progress
     }
 
-    /// Puts `list` back as the active set, with whatever was added meanwhile.
-    fn put_back(&self, list: &mut Vec<Arc<dyn Member>>) {
-        let mut l = lock(&self.list);
-        let added = !l.is_empty();
-        list.append(&mut l);
-        std::mem::swap(&mut *l, list);
-        if added {
-            self.note(&l);
-        }
+    /// Whether a member of the set found work twice or more since it joined: a pair that
+    /// answers back and forth, whose next work is microseconds away. An owner that spins for
+    /// such a set keeps its CPU (a yield there costs a pair that shares one CPU a turn of the
+    /// scheduler per message: traced at 15 µs a turn); one that spins on a guess — a member
+    /// that had one command, whose client may be about to close — gives its CPU away now and
+    /// then ([`crate::ring::Polite`]), since the thread that has the next step to take (its
+    /// own reactor, the peer) may be waiting for that very CPU.
+    pub fn exchanging(&self) -> bool {
+        self.exchanging.load(Ordering::Relaxed)
     }
 
-    /// The longest spin budget of the active members.
-    pub fn spin(&self) -> Duration {
-        Duration::from_nanos(self.spin_ns.load(Ordering::Relaxed))
+    /// Arms `member`; returns whether it leaves the active set: it armed, or it has work but
+    /// a wake queued it meanwhile (it comes back through the woken list).
+    fn arm_one(member: &dyn Member) -> bool {
+        // SeqCst, before the member arms its rings: a wake that comes after the arming (a WAKE
+        // frame sent because the ring was WATCHED) finds the flag clear and queues the member
+        // again; one that came before finds it set and is taken care of below.
+        member.queued().store(false, Ordering::SeqCst);
+        if member.arm() {
+            return true;
+        }
+        // Work is there: keep it, unless a wake queued it meanwhile.
+        member.queued().swap(true, Ordering::SeqCst)
+    }
+
+    /// Drops `member` from the set and from the woken ones (see [`Owner::forget`]); its
+    /// `queued` flag stays set, so that no late wake queues it again.
+    pub fn forget(&self, member: &Arc<dyn Member>) {
+        let same = |m: &Arc<dyn Member>| std::ptr::addr_eq(Arc::as_ptr(m), Arc::as_ptr(member));
+        {
+            let mut woken = lock(&self.woken);
+            let before = woken.len();
+            woken.retain(|m| !same(m));
+            self.woken_len
+                .fetch_sub(before - woken.len(), Ordering::SeqCst);
+        }
+        // Locked only by a poll of this very thread, under way (see `poll`): it drops the
+        // member, which is done, itself.
+        let mut list = match self.list.try_lock() {
+            Ok(list) => list,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        list.retain(|e| !same(&e.member));
+        self.count.store(list.len(), Ordering::Relaxed);
     }
 
     /// Arms every active member (see [`Member::arm`]) and drops the armed ones from the set;
     /// returns whether the set is empty and nothing was woken meanwhile, so the owner may sleep.
     pub fn arm(&self) -> bool {
-        let mut list = std::mem::take(&mut *lock(&self.list));
-        let before = list.len();
-        list.retain(|m| {
-            // SeqCst, before the member arms its rings: a wake that comes after the arming
-            // (a WAKE frame sent because the ring was WATCHED) finds the flag clear and queues
-            // the member again; one that came before finds it set and is taken care of below.
-            m.queued().store(false, Ordering::SeqCst);
-            if m.arm() {
-                return false;
-            }
-            // Work is there: keep it, unless a wake queued it meanwhile (it comes back then).
-            !m.queued().swap(true, Ordering::SeqCst)
-        });
-        if list.len() != before {
-            self.note(&list);
+        {
+            let mut list = lock(&self.list);
+            list.retain(|e| !Self::arm_one(&*e.member));
+            self.count.store(list.len(), Ordering::Relaxed);
         }
-        self.put_back(&mut list);
         self.is_empty() && !self.has_woken()
     }
 }
@@ -223,18 +334,21 @@ impl Runner {
     }
 
     fn run(&self) {
-        let mut last = Instant::now();
+        let mut clock = Coarse::new();
+        let mut polite = Polite::new(clock.now());
         loop {
             self.active.gather();
-            if self.active.poll() {
-                last = Instant::now();
+            let now = clock.now();
+            if self.active.poll(now) || self.active.has_woken() {
+                polite = Polite::new(now);
                 continue;
             }
-            if self.active.has_woken() {
-                continue;
-            }
-            if last.elapsed() < self.active.spin() {
+            // Members leave the set once idle for their spin (`Active::poll`).
+            if !self.active.is_empty() {
                 std::hint::spin_loop();
+                if !self.active.exchanging() {
+                    polite.tick(now);
+                }
                 continue;
             }
             if !self.active.arm() {
@@ -242,7 +356,7 @@ impl Runner {
             }
             self.bell
                 .wait_until(Spin(Duration::ZERO), || self.active.has_woken());
-            last = Instant::now();
+            polite = Polite::new(clock.fresh());
         }
     }
 }
@@ -256,5 +370,9 @@ impl Owner for Runner {
 
     fn is_current(&self) -> bool {
         self.thread.get() == Some(&std::thread::current().id())
+    }
+
+    fn forget(&self, member: &Arc<dyn Member>) {
+        self.active.forget(member);
     }
 }

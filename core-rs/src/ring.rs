@@ -124,6 +124,10 @@ pub trait Park {
     /// Sleeps while `*flag == PARKED` and the epoch is still `epoch`; may return early for any
     /// reason.
     fn park(&self, flag: &AtomicU32, epoch: u32);
+    /// Whether the spin before the sleep gives its CPU away now and then ([`Polite`]).
+    fn polite(&self) -> bool {
+        false
+    }
 }
 
 /// Why a blocking ring operation returned without a value.
@@ -145,7 +149,13 @@ pub struct Spin(pub Duration);
 impl Spin {
     /// Spin `budget`, checking `ready` on every iteration; `Some` as soon as it yields a value.
     #[inline]
-    pub fn run<T>(self, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+    pub fn run<T>(self, ready: impl FnMut() -> Option<T>) -> Option<T> {
+        self.run_as(false, ready)
+    }
+
+    /// As [`Spin::run`], giving the CPU away now and then (see [`Polite`]) when `polite`.
+    #[inline]
+    pub fn run_as<T>(self, polite: bool, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
         if let Some(v) = ready() {
             return Some(v);
         }
@@ -153,6 +163,7 @@ impl Spin {
             return None;
         }
         let start = Instant::now();
+        let mut manners = Polite::new(start);
         loop {
             // Reading the clock costs tens of nanoseconds; check it once per 64 polls.
             for _ in 0..64 {
@@ -161,9 +172,50 @@ impl Spin {
                     return Some(v);
                 }
             }
-            if start.elapsed() >= self.0 {
+            let now = Instant::now();
+            if now.saturating_duration_since(start) >= self.0 {
                 return None;
             }
+            if polite {
+                manners.tick(now);
+            }
+        }
+    }
+}
+
+/// How long a spin runs before it first gives its CPU away: past the answers of a busy pair,
+/// which come within a few microseconds.
+const YIELD_AFTER: Duration = Duration::from_micros(10);
+/// How often a longer spin gives its CPU away.
+const YIELD_EVERY: Duration = Duration::from_micros(5);
+
+/// Makes a spin give its CPU away now and then (`sched_yield`). The scheduler tends to wake a
+/// thread on its waker's CPU, so the peer a spinner waits for — the other process's thread
+/// that is to answer, this process's reactor — is often runnable on the spinner's own CPU
+/// while another CPU idles: a spin that never yields then delays the very work it waits for
+/// by a scheduling slice (on 2 cores, traced with `perf sched`: two processes' JavaScript
+/// threads took turns on one CPU, each waiting up to 100 µs for the other's spin). A yield
+/// with no one else runnable returns at once.
+#[derive(Debug)]
+pub struct Polite {
+    next: Instant,
+}
+
+impl Polite {
+    /// A spin that began at `start`.
+    #[inline]
+    pub fn new(start: Instant) -> Polite {
+        Polite {
+            next: start + YIELD_AFTER,
+        }
+    }
+
+    /// The spin goes on at `now`: yields the CPU when it is time.
+    #[inline]
+    pub fn tick(&mut self, now: Instant) {
+        if now >= self.next {
+            std::thread::yield_now();
+            self.next = Instant::now() + YIELD_EVERY;
         }
     }
 }
@@ -355,7 +407,7 @@ impl Ring {
     ) -> Result<u32, Stopped> {
         let flag = &self.header().reader;
         loop {
-            if let Some(v) = spin.run(|| self.try_pop()) {
+            if let Some(v) = spin.run_as(park.polite(), || self.try_pop()) {
                 return Ok(v);
             }
             // Read before the last look at `stop`: an interrupt that comes after the look

@@ -136,11 +136,14 @@ impl Stats {
         now_ns()
     }
 
-    /// The command started at `started` ended with `status` and `output` bytes. Only answers
-    /// with a status >= 0 are timed: a failure's time says nothing about round trips.
+    /// The command started at `started` ended with `status` and `output` bytes; returns how long
+    /// it took (ns). Only answers with a status >= 0 are timed: a failure's time says nothing
+    /// about round trips.
     #[inline]
-    pub fn finish(&self, started: u64, status: i32, output: u32) {
-        self.finish_after(now_ns().saturating_sub(started), status, output);
+    pub fn finish(&self, started: u64, status: i32, output: u32) -> u64 {
+        let ns = now_ns().saturating_sub(started);
+        self.finish_after(ns, status, output);
+        ns
     }
 
     /// [`Stats::finish`] of a command that took `ns`.

@@ -624,6 +624,51 @@ mod tests {
             status: -2,
             output: vec![4; 10],
         }));
+        round_trip(Message::Wake);
+        assert_eq!(encode(&Message::Wake), WAKE);
+    }
+
+    #[test]
+    fn a_wake_frame_that_announces_a_payload_is_refused_before_reading_it() {
+        let mut frame = WAKE.to_vec();
+        frame[4] = 1;
+        frame.push(0);
+        assert!(matches!(refused(&frame), WireError::Oversized(1)));
+    }
+
+    #[test]
+    fn the_reader_returns_wake_frames_as_their_bytes_trickle_in_and_none_in_between() {
+        let bytes: Vec<u8> = [WAKE, WAKE].concat();
+        // A stream that gives one byte per read, then would block.
+        struct Trickle<'a>(&'a [u8], bool);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.1 = !self.1;
+                if !self.1 {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let Some((&b, rest)) = self.0.split_first() else {
+                    return Ok(0);
+                };
+                buf[0] = b;
+                self.0 = rest;
+                Ok(1)
+            }
+        }
+        let mut stream = Trickle(&bytes, false);
+        let mut reader = Reader::default();
+        let mut got = Vec::new();
+        for _ in 0..4 * bytes.len() {
+            let mut budget = usize::MAX;
+            match reader.read(&mut stream, &mut budget) {
+                Ok(Some(m)) => got.push(m),
+                Ok(None) => {}
+                Err(WireError::Closed) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(got, vec![Message::Wake, Message::Wake]);
+        assert!(reader.at_boundary());
     }
 
     #[test]

@@ -237,11 +237,26 @@ fn echo_call() -> shmcall_core::Call<'static> {
 /// Waits (bounded) until thread `tid` of this process sleeps in `futex_waitv` (system call
 /// 449 on x86-64), as `/proc` shows it: a flag it announced is not yet a sleep.
 fn until_asleep(tid: i32) {
+    until_in_syscall(tid, "449");
+}
+
+/// The id of this process's thread named `name`.
+fn thread_named(name: &str) -> i32 {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| t.ok())
+        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|n| n.trim() == name))
+        .and_then(|t| t.file_name().to_str()?.parse().ok())
+        .unwrap_or_else(|| panic!("no thread named {name}"))
+}
+
+/// Waits (bounded) until thread `tid` of this process sleeps in system call `nr`.
+fn until_in_syscall(tid: i32, nr: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
         let syscall =
             std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).unwrap_or_default();
-        if syscall.split_whitespace().next() == Some("449") {
+        if syscall.split_whitespace().next() == Some(nr) {
             return;
         }
         assert!(
@@ -345,7 +360,11 @@ fn a_client_that_keeps_the_servers_flag_awake_stalls_only_its_own_commands() {
     let segment = hostile.segment();
     let cs = flag(&segment, segment.layout().cs_ring);
     // The server's owner went idle and watches the ring through the socket; the hostile
-    // client tells it "awake", so that its own pushes wake no one.
+    // client tells it "awake", so that its own pushes wake no one. The flag is WATCHED from
+    // the welcome on, before the owner polled the new connection once: wait until the owner
+    // (the runner) sleeps in `futex` (system call 202), when nothing polls the ring any more.
+    until_flag(cs, WATCHED, "the server arms the ring");
+    until_in_syscall(thread_named("shmcall-run"), "202");
     until_flag(cs, WATCHED, "the server arms the ring");
     cs.store(AWAKE, Ordering::SeqCst);
     let (done_tx, done) = std::sync::mpsc::channel();

@@ -124,6 +124,7 @@ fn any_message() -> impl Strategy<Value = Message> {
                 output,
             })
         ),
+        Just(Message::Wake),
     ]
 }
 

@@ -17,6 +17,9 @@
 //! shmcall-peer hostile-serve <ic-id> [--dir D] [--seed S]
 //!                                   (a server that echoes and checksums while it scribbles on
 //!                                    each client's segment, and answers bad lengths)
+//! shmcall-peer many   <ic-id> [--dir D] --hold N     (opens N connections one after another,
+//!                                                     prints `held N threads T`, then holds
+//!                                                     them idle until stdin closes)
 //! shmcall-peer socket-echo <socket-path>             (echoes u32-LE-length-prefixed frames)
 //! ```
 //!
@@ -427,6 +430,26 @@ fn main() {
                 tally.wrong.lock().unwrap()
             ));
             client.close();
+        }
+        "many" => {
+            let options = ConnectOptions {
+                socket_dir: args.dir.clone(),
+                ..ConnectOptions::default()
+            };
+            let held: Vec<Client> = (0..args.hold)
+                .map(|_| {
+                    Client::connect(&args.ic_id, &options).unwrap_or_else(|e| {
+                        say(&format!("error {} {}", e.status(), e.message()));
+                        std::process::exit(3);
+                    })
+                })
+                .collect();
+            let threads = std::fs::read_dir("/proc/self/task")
+                .map(|d| d.count())
+                .unwrap_or(0);
+            say(&format!("held {} threads {threads}", held.len()));
+            until_stdin_closes();
+            drop(held);
         }
         "hostile" => hostile_client(&args),
         "hostile-serve" => hostile_serve(

@@ -103,6 +103,9 @@ pub(crate) struct Conn {
     /// The word of this process a parked consumer sleeps on besides the ring's flag: `end`
     /// changes it, which no peer can prevent.
     epoch: AtomicU32,
+    /// How the last answers came: up by one per answer within [`QUICK`] of its command (to
+    /// [`QUICK_MAX`]), down by two per slower one; see [`Conn::consume_until`].
+    quick: AtomicU32,
     /// 0 while the connection is open, else the status it ended with.
     pub(crate) ended: AtomicI32,
     end_error: Mutex<Option<Error>>,
@@ -136,8 +139,9 @@ impl Waker for PushWaker<'_> {
     }
 }
 
-/// A synchronous caller's sleep on the SC ring: the ring's flag, and the connection's epoch.
-struct ConnPark<'a>(&'a AtomicU32);
+/// A synchronous caller's sleep on the SC ring: the ring's flag, and the connection's epoch;
+/// and whether its spin before sleeping is polite.
+struct ConnPark<'a>(&'a AtomicU32, bool);
 
 impl Park for ConnPark<'_> {
     fn epoch(&self) -> u32 {
@@ -147,7 +151,20 @@ impl Park for ConnPark<'_> {
     fn park(&self, flag: &AtomicU32, epoch: u32) {
         futex::wait_either(flag, ring::PARKED, self.0, epoch, None);
     }
+    fn polite(&self) -> bool {
+        self.1
+    }
 }
+
+/// An answer that comes within this (ns) of its command's sending: the pair answers back and
+/// forth at full speed, and a caller's spin keeps its CPU (see [`crate::ring::Polite`]).
+const QUICK: u64 = 10_000;
+/// Where the count of quick answers stops: a long run of them outweighs a few slow ones (a
+/// collection in the server, a scheduling hiccup), so that a busy pair does not start yielding
+/// at the first, and a connection whose answers come slowly turns polite within a few.
+const QUICK_MAX: u32 = 8;
+/// Below this count of quick answers, a caller's spin is polite.
+const QUICK_ENOUGH: u32 = 2;
 
 /// What [`Conn::new`] needs.
 pub(crate) struct Parts {
@@ -189,6 +206,7 @@ impl Conn {
             consumer: AtomicBool::new(false),
             waiters: Event::new(),
             epoch: AtomicU32::new(0),
+            quick: AtomicU32::new(0),
             ended: AtomicI32::new(0),
             end_error: Mutex::new(None),
             link: p.link,
@@ -206,7 +224,7 @@ impl Conn {
         })
     }
 
-    fn me(&self) -> Option<Arc<Conn>> {
+    pub(crate) fn me(&self) -> Option<Arc<Conn>> {
         self.me.upgrade()
     }
 
@@ -271,6 +289,10 @@ impl Conn {
     /// dying server still holds its lock (it closes its files one by one as it exits), the
     /// reactor looks again every 100 µs, up to 2 s, instead of waiting.
     fn died(&self) {
+        if self.is_ended() {
+            // This side ended it (a close, a violation): the socket's end is its own doing.
+            return;
+        }
         let gone = || {
             Error::new(
                 Status::PeerTerminated,
@@ -317,8 +339,18 @@ impl Conn {
         // Read before DONE is published: from then on the owner may free the slot and another
         // command may take it, with another `asynchronous`.
         let asynchronous = st.asynchronous.load(Ordering::Relaxed);
-        self.stats
+        let took = self
+            .stats
             .finish(st.sent_at.load(Ordering::Relaxed), status, len);
+        // Relaxed: a hint for the next caller's spin, ordered by nothing (racing updates lose a
+        // step, which a hint can afford).
+        let q = self.quick.load(Ordering::Relaxed);
+        let q = if took < QUICK {
+            (q + 1).min(QUICK_MAX)
+        } else {
+            q.saturating_sub(2)
+        };
+        self.quick.store(q, Ordering::Relaxed);
         st.status.store(status, Ordering::Relaxed);
         st.output_len.store(len, Ordering::Relaxed);
         // Release: a thread that sees DONE sees the result above.
@@ -453,7 +485,10 @@ impl Conn {
     /// Pops and dispatches SC entries until `done()`, the connection ends, or a violation.
     /// The caller holds the consumer role.
     pub(crate) fn consume_until(&self, done: impl Fn() -> bool) {
-        let park = ConnPark(&self.epoch);
+        // Polite unless the answers have been coming at once: a busy pair keeps its CPUs, and a
+        // caller that waits on a server that may need this very CPU gives it away now and then.
+        let polite = self.quick.load(Ordering::Relaxed) < QUICK_ENOUGH;
+        let park = ConnPark(&self.epoch, polite);
         while !done() {
             match self
                 .sc
@@ -636,5 +671,9 @@ impl Member for Conn {
 
     fn queued(&self) -> &AtomicBool {
         &self.queued
+    }
+
+    fn done(&self) -> bool {
+        self.is_ended() && self.ready_len.load(Ordering::SeqCst) == 0
     }
 }

@@ -19,7 +19,7 @@ use conn::{Conn, DONE, OWNED, PushWaker, SUBMITTED, lock};
 pub use ticket::{Answer, Call, Callbacks, Copying, Output, Ticket};
 use ticket::{Backup, Completion, Kind};
 
-use crate::owner::{Owner, Runner};
+use crate::owner::{Member, Owner, Runner};
 use crate::segment::{Geometry, MAX_AREA, PROTOCOL_MAJOR, Segment, SlotRef};
 use crate::slot::{Mode, Request};
 use crate::stats::Stats;
@@ -450,6 +450,10 @@ impl Client {
         ));
         if conn.owner.is_current() {
             conn.run_ready();
+            if let Some(me) = conn.me() {
+                let me: Arc<dyn Member> = me;
+                conn.owner.forget(&me);
+            }
             return;
         }
         conn.wake_owner();

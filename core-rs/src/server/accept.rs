@@ -24,6 +24,9 @@ use crate::wire::{self, Message, WireError};
 /// Clients one readiness of the listener accepts before the reactor looks at other sources.
 const ACCEPT_BATCH: usize = 64;
 
+/// A handshake's token before the reactor watches its socket (its hello came whole at once).
+const UNWATCHED: u64 = 0;
+
 /// The listening socket of a server.
 pub(crate) struct Listener<H: Handler> {
     pub(crate) socket: UnixListener,
@@ -167,7 +170,6 @@ impl<H: Handler> Handshake<H> {
             );
             return refuse(shared, &stream, Some(&info), err);
         }
-        let Ok(reactor) = Reactor::get() else { return };
         let fd = stream.as_raw_fd();
         let this = Arc::new(Handshake {
             shared: shared.clone(),
@@ -178,8 +180,16 @@ impl<H: Handler> Handshake<H> {
                 fds: Vec::new(),
                 over: false,
             }),
-            token: AtomicU64::new(0),
+            token: AtomicU64::new(UNWATCHED),
         });
+        // A client sends its hello with its connect: it is usually here already, and then the
+        // socket goes to the reactor once, as the peer's.
+        this.clone().ready(reactor::READ);
+        if lock(&this.progress).over {
+            return;
+        }
+        // Level-triggered: bytes that came since the read above are reported at once.
+        let Ok(reactor) = Reactor::get() else { return };
         let Ok(token) = reactor.add(fd, reactor::READ, this.clone()) else {
             return;
         };
@@ -188,19 +198,19 @@ impl<H: Handler> Handshake<H> {
             h.insert(token, fd);
         });
         reactor.deadline(token, reactor::after(shared.options.handshake_timeout));
-        // A client sends its hello with its connect: it is usually here already.
-        this.ready(reactor::READ);
     }
 
     /// Stops watching the socket and takes it.
     fn take(&self) -> Option<UnixStream> {
         let stream = lock(&self.stream).take()?;
         let token = self.token.load(Ordering::Acquire);
-        self.shared.handshakes(|h| {
-            h.remove(&token);
-        });
-        if let Ok(r) = Reactor::get() {
-            r.remove(token, stream.as_raw_fd());
+        if token != UNWATCHED {
+            self.shared.handshakes(|h| {
+                h.remove(&token);
+            });
+            if let Ok(r) = Reactor::get() {
+                r.remove(token, stream.as_raw_fd());
+            }
         }
         Some(stream)
     }

@@ -645,4 +645,8 @@ impl<H: Handler> Member for Peer<H> {
     fn queued(&self) -> &AtomicBool {
         &self.queued
     }
+
+    fn done(&self) -> bool {
+        self.phase.load(Ordering::Acquire) == RELEASED && self.inbox_len.load(Ordering::SeqCst) == 0
+    }
 }

@@ -1,6 +1,6 @@
 /**
  * Holds idle connections for the bench suite's idle-connection scenario:
- * `deno run -A bench/peers/idler.ts <shm|socket> <target> <socket-dir> <count>`. It opens
+ * `deno run -A tests/peers/idler.ts <shm|socket> <target> <socket-dir> <count>`. It opens
  * `count` connections — shmcall clients of the ic id `target`, or Unix sockets to the path
  * `target` — 64 connects at a time (after it printed `ready`), prints one JSON line
  * (`{"connected": n, "ms": t}`), then holds them, sending nothing, until its stdin closes.
@@ -9,6 +9,7 @@
  */
 
 import { connect } from "../../mod.ts";
+import { connectUnix } from "../../bench/socket_client.ts";
 
 const [kind, target, dir, countArg] = Deno.args;
 const count = Number(countArg);
@@ -24,9 +25,7 @@ const opener = async () => {
   while (next < count) {
     next++;
     held.push(
-      kind === "shm"
-        ? await connect(target, { socketDir: dir })
-        : await Deno.connect({ transport: "unix", path: target }),
+      kind === "shm" ? await connect(target, { socketDir: dir }) : await connectUnix(target),
     );
   }
 };
