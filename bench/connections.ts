@@ -7,10 +7,10 @@
  */
 
 import { connect } from "../mod.ts";
-import { clock, sample, summarize, type Summary } from "./percentiles.ts";
+import { clock, summarize, type Summary } from "./percentiles.ts";
 import type { CycleRow, IdleRow } from "./report.ts";
 import { Peer } from "../tests/peers/spawn.ts";
-import { connectUnix, SocketEcho } from "./socket_client.ts";
+import { SocketEcho } from "./socket_client.ts";
 import { idleCpu, threadNames } from "../tests/peers/proc.ts";
 
 const here = (file: string) => decodeURIComponent(new URL(file, import.meta.url).pathname);
@@ -54,9 +54,12 @@ export async function idleConnections(
           const opened = JSON.parse(await idler.expect("{", 120_000)) as { ms: number };
           connectMs = opened.ms;
         }
-        const summary = kind === "shm"
-          ? await activeShm(dir, samples)
-          : await activeSocket(socketPath, samples);
+        const summary = await activeClient(
+          kind,
+          kind === "shm" ? "idle" : socketPath,
+          dir,
+          samples,
+        );
         const cpu = await idleCpu(server.pid, idleSeconds);
         const names = threadNames(server.pid);
         rows.push({
@@ -76,57 +79,22 @@ export async function idleConnections(
   return rows;
 }
 
-/** Rounds an active connection's round trips are measured in (see {@linkcode rounds}). */
-const ROUNDS = 5;
-
 /**
- * `samples` round trips in {@linkcode ROUNDS} rounds, after as many thrown away (a fresh
- * server compiles and optimizes its paths over the first tens of thousands of commands, and
- * takes the events of the connections just opened): the summary of every round trip, with the
- * median of the rounds' p50 and p99. A machine shared with others stalls now and then for
- * reasons of its own; a median of rounds keeps one stall from deciding a row.
+ * One active connection's 64-byte round trips, from a fresh process
+ * (`bench/peers/active_client.ts`): the harness's own heap, grown by every scenario before,
+ * must not stall the connection it measures.
  */
-async function rounds(
-  samples: number,
-  run: (i: number) => void | Promise<void>,
-): Promise<Summary> {
-  await sample(samples, 0, run);
-  const all: Float64Array[] = [];
-  for (let r = 0; r < ROUNDS; r++) all.push(await sample(Math.ceil(samples / ROUNDS), 0, run));
-  const each = all.map((a) => summarize(a));
-  const median = (xs: number[]) => xs.sort((a, b) => a - b)[xs.length >> 1]!;
-  const whole = new Float64Array(all.reduce((n, a) => n + a.length, 0));
-  all.reduce((at, a) => (whole.set(a, at), at + a.length), 0);
-  return {
-    ...summarize(whole),
-    p50: median(each.map((x) => x.p50)),
-    p99: median(each.map((x) => x.p99)),
-  };
-}
-
-async function activeShm(dir: string, samples: number): Promise<Summary> {
-  using client = await connect("idle", { socketDir: dir });
-  const input = new Uint8Array(64);
-  const output = new Uint8Array(64);
-  return await rounds(samples, (i: number) => {
-    input[0] = i & 0xff;
-    client.execute(1, { input, output });
-    if (output[0] !== (i & 0xff)) throw new Error("idle scenario: a wrong echo");
-  });
-}
-
-async function activeSocket(path: string, samples: number): Promise<Summary> {
-  const conn = await connectUnix(path);
-  try {
-    const socket = new SocketEcho(conn, 64);
-    return await rounds(samples, async (i: number) => {
-      socket.body[0] = i & 0xff;
-      await socket.roundTrip();
-      if (socket.echo[0] !== (i & 0xff)) throw new Error("idle scenario: a wrong echo");
-    });
-  } finally {
-    conn.close();
-  }
+async function activeClient(kind: "shm" | "socket", target: string, dir: string, samples: number) {
+  await using client = await Peer.start(Deno.execPath(), [
+    "run",
+    "-A",
+    here("./peers/active_client.ts"),
+    kind,
+    target,
+    dir,
+    String(samples),
+  ], 30_000);
+  return JSON.parse(await client.expect("{", 120_000)) as Summary;
 }
 
 /**

@@ -97,6 +97,32 @@ export async function sample(
   return out;
 }
 
+/**
+ * `samples` round trips in `rounds` rounds, after as many thrown away (a fresh server compiles
+ * and optimizes its paths over the first tens of thousands of commands): the summary of every
+ * round trip, with the median of the rounds' p50 and p99. A machine shared with others stalls
+ * now and then for reasons of its own; a median of rounds keeps one stall from deciding a
+ * figure.
+ */
+export async function rounds(
+  samples: number,
+  roundTrip: (i: number) => void | Promise<void>,
+  count = 5,
+): Promise<Summary> {
+  await sample(samples, 0, roundTrip);
+  const all: Float64Array[] = [];
+  for (let r = 0; r < count; r++) all.push(await sample(Math.ceil(samples / count), 0, roundTrip));
+  const median = (xs: number[]) => xs.sort((a, b) => a - b)[xs.length >> 1]!;
+  const each = all.map((a) => summarize(a));
+  const whole = new Float64Array(all.reduce((n, a) => n + a.length, 0));
+  all.reduce((at, a) => (whole.set(a, at), at + a.length), 0);
+  return {
+    ...summarize(whole),
+    p50: median(each.map((x) => x.p50)),
+    p99: median(each.map((x) => x.p99)),
+  };
+}
+
 /** A Markdown table of summaries, with the median's ratio to `baseline`'s. */
 export function table(rows: [string, Summary][], baseline: string): string {
   const base = rows.find(([name]) => name === baseline)?.[1];

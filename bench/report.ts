@@ -391,7 +391,7 @@ function idleTable(r: Results): string[] {
   }
   out.push("");
   out.push(
-    "The idle connections come from another process (`tests/peers/idler.ts`), opened 64 at a time; the server's threads and CPU are read from `/proc` while nothing is asked of it. The active connection's p50 and p99 are the medians of 5 rounds' (after as many round trips thrown away), so that one stall of this shared machine does not decide a row.",
+    "The idle connections come from another process (`tests/peers/idler.ts`), opened 64 at a time, and the active one from a fresh process of its own (`bench/peers/active_client.ts`); the server's threads and CPU are read from `/proc` while nothing is asked of it. The active connection's p50 and p99 are the medians of 5 rounds' (after as many round trips thrown away), so that one stall of this shared machine does not decide a row.",
   );
   return out;
 }

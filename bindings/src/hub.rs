@@ -189,10 +189,14 @@ impl Owner for Hub {
         self.ring_if_idle();
     }
 
-    fn offer(&self, member: Arc<dyn Member>) {
+    fn offer(&self, member: Arc<dyn Member>) -> bool {
         if self.active.wake(member) {
             self.arrived.notify();
         }
+        // SeqCst, after the member was queued (its SeqCst count): the waker's half of the idle
+        // handshake (module doc). JavaScript that is not idle gathers it before it goes idle;
+        // JavaScript that went idle before the member was queued does not look until a ring.
+        !self.idle.load(Ordering::SeqCst)
     }
 
     fn is_current(&self) -> bool {

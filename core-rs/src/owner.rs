@@ -45,11 +45,13 @@ pub trait Member: Send + Sync + 'static {
 pub trait Owner: Send + Sync + fmt::Debug + 'static {
     /// `member` has work: the owner polls it soon. Any thread; never blocks.
     fn wake(&self, member: Arc<dyn Member>);
-    /// `member` may soon have work: an owner that is awake polls it, one that sleeps need not
-    /// wake for it (its rings are armed, so its work wakes the owner when it comes). By
-    /// default the same as [`Owner::wake`].
-    fn offer(&self, member: Arc<dyn Member>) {
+    /// `member` may soon have work: an owner that is awake polls it, one that went idle need
+    /// not wake for it. Returns whether the owner is sure to poll it (then its rings may stay
+    /// [`crate::ring::AWAKE`] until the owner arms it); when not, the caller arms them, so that
+    /// its work wakes the owner when it comes. By default the same as [`Owner::wake`] (true).
+    fn offer(&self, member: Arc<dyn Member>) -> bool {
         self.wake(member);
+        true
     }
     /// Whether the caller runs on the owner's thread.
     fn is_current(&self) -> bool;

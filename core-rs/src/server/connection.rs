@@ -326,18 +326,22 @@ impl<H: Handler> Peer<H> {
             // `open` ran, so `close` runs too, once the owner lets go.
             conn.end();
         } else {
-            // The ring is handed to the reactor before the client may push on it, and the
-            // connection offered to the owner: an owner that is awake polls it (its first
-            // command then needs no wake-up), one that sleeps is woken by its first push.
-            conn.cs.watch();
+            // The connection is offered to the owner: an owner that is awake polls it, so the
+            // client's first command needs no wake-up (its ring stays AWAKE, as the segment came,
+            // until the owner arms it); for one that went idle the ring goes to the reactor.
+            // `watch` looks at the ring after it announces WATCHED: a command the client pushed
+            // while the ring was still AWAKE is found there, and wakes the owner.
             let welcome = wire::encode(&Message::Welcome {
                 major: PROTOCOL_MAJOR,
                 minor: self.minor,
                 connection: conn.info.id,
             });
             if conn.link.send(welcome).is_ok() {
-                if let Some(me) = self.me.upgrade() {
-                    self.shared.owner.offer(me);
+                if let Some(me) = self.me.upgrade()
+                    && !self.shared.owner.offer(me.clone())
+                    && !conn.cs.watch()
+                {
+                    self.shared.owner.wake(me);
                 }
                 return;
             }
