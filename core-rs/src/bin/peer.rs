@@ -21,6 +21,9 @@
 //!                                                     prints `held N threads T`, then holds
 //!                                                     them idle until stdin closes)
 //! shmcall-peer socket-echo <socket-path>             (echoes u32-LE-length-prefixed frames)
+//! shmcall-peer cycles <ic-id> [--dir D] [--millis T] (connect → one 64 B echo → close, one after
+//!                                    another for T ms; prints the rate and each phase's p50 and
+//!                                    p90 in µs)
 //! ```
 //!
 //! The server prints one line per event on stdout (`ready`, `open <conn>`, `close <conn>`,
@@ -333,6 +336,55 @@ fn until_stdin_closes() {
     }
 }
 
+/// Connect → one 64-byte echo → close, one after another: the rate and each phase's times.
+fn cycles(args: &Args) {
+    let options = ConnectOptions {
+        socket_dir: args.dir.clone(),
+        ..ConnectOptions::default()
+    };
+    let input = [7u8; 64];
+    let until = Instant::now() + Duration::from_millis(args.millis.unwrap_or(3_000));
+    let mut phases: [Vec<Duration>; 3] = Default::default();
+    let start = Instant::now();
+    while Instant::now() < until {
+        let t0 = Instant::now();
+        let client = Client::connect(&args.ic_id, &options).unwrap_or_else(|e| {
+            say(&format!("error {} {}", e.status(), e.message()));
+            std::process::exit(3);
+        });
+        let t1 = Instant::now();
+        let call = Call {
+            code: 1,
+            input: &input,
+            output_len: 64,
+            ..Call::default()
+        };
+        let out = client.execute(&call, &mut Copying).expect("execute");
+        assert_eq!(out.status, 0);
+        let t2 = Instant::now();
+        client.close();
+        drop(client);
+        let t3 = Instant::now();
+        for (p, d) in phases.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2]) {
+            p.push(d);
+        }
+    }
+    let n = phases[0].len();
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let at = |p: &mut Vec<Duration>, q: f64| {
+        p.sort();
+        p[((p.len() as f64 * q) as usize).min(p.len() - 1)].as_secs_f64() * 1e6
+    };
+    let mut line = format!("cycles {n} rate {rate:.0}/s");
+    for (name, p) in ["connect", "execute", "close"]
+        .iter()
+        .zip(phases.iter_mut())
+    {
+        line += &format!(" {name} {:.1} {:.1}", at(p, 0.5), at(p, 0.9));
+    }
+    say(&line);
+}
+
 fn main() {
     // A handler panic is part of the tests; keep stderr quiet about it.
     std::panic::set_hook(Box::new(|_| {}));
@@ -451,6 +503,7 @@ fn main() {
             until_stdin_closes();
             drop(held);
         }
+        "cycles" => cycles(&args),
         "hostile" => hostile_client(&args),
         "hostile-serve" => hostile_serve(
             &args,

@@ -120,6 +120,8 @@ pub(crate) struct Conn {
     running: AtomicUsize,
     pub(crate) owner: Arc<dyn Owner>,
     queued: AtomicBool,
+    /// See [`Member::paired`].
+    paired: AtomicBool,
     reader: Mutex<wire::Reader>,
     /// Set once the server's end closed while its lock was still held: until when to wait
     /// for it (see [`Conn::died`]).
@@ -218,6 +220,7 @@ impl Conn {
             running: AtomicUsize::new(0),
             owner: p.owner,
             queued: AtomicBool::new(false),
+            paired: AtomicBool::new(false),
             reader: Mutex::new(wire::Reader::default()),
             death: Mutex::new(None),
             me: me.clone(),
@@ -671,6 +674,10 @@ impl Member for Conn {
 
     fn queued(&self) -> &AtomicBool {
         &self.queued
+    }
+
+    fn paired(&self) -> &AtomicBool {
+        &self.paired
     }
 
     fn done(&self) -> bool {

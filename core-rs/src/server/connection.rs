@@ -221,6 +221,8 @@ pub(crate) struct Peer<H: Handler> {
     inbox_len: AtomicUsize,
     spin: Spin,
     queued: AtomicBool,
+    /// See [`Member::paired`].
+    paired: AtomicBool,
     reader: Mutex<wire::Reader>,
     /// The protocol minor both sides speak: the lower of the two.
     minor: u16,
@@ -274,6 +276,7 @@ impl<H: Handler> Peer<H> {
                 inbox_len: AtomicUsize::new(0),
                 spin: Spin(shared.options.spin),
                 queued: AtomicBool::new(false),
+                paired: AtomicBool::new(false),
                 reader: Mutex::new(wire::Reader::default()),
                 minor: spoken_minor(minor),
                 me: me.clone(),
@@ -648,6 +651,10 @@ impl<H: Handler> Member for Peer<H> {
 
     fn queued(&self) -> &AtomicBool {
         &self.queued
+    }
+
+    fn paired(&self) -> &AtomicBool {
+        &self.paired
     }
 
     fn done(&self) -> bool {
