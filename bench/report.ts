@@ -46,6 +46,10 @@ export interface ThroughputRow {
   socket: number;
   /** Promises awaited per second with no IPC at all: the ceiling of any Promise-per-command API. */
   promiseFloor: number;
+  /** CPU per command (µs, all threads, from /proc) of the client and the server, if measured. */
+  shmCpu?: { client: number; server: number };
+  /** The same per request for the socket's client and server. */
+  socketCpu?: { client: number; server: number };
 }
 
 /** Four clients at once against one server: total round trips per second. */
@@ -256,19 +260,23 @@ export function markdown(r: Results): string {
   out.push("### Pipelined throughput, 64 B, asynchronous");
   out.push("");
   out.push(
-    "| in flight | shmcall commands/s | Unix socket requests/s (writes batched) | ratio | Promises/s with no IPC (ceiling) |",
+    "| in flight | shmcall commands/s | Unix socket requests/s (writes batched) | ratio | Promises/s with no IPC (ceiling) | CPU µs per command, client / server: shmcall | … the socket |",
   );
-  out.push("|---:|---:|---:|---:|---:|");
+  out.push("|---:|---:|---:|---:|---:|---:|---:|");
+  const cpu = (c: { client: number; server: number } | undefined) =>
+    c === undefined ? "—" : `${f2(c.client)} / ${f2(c.server)}`;
   for (const t of r.throughput) {
     out.push(
       `| ${t.inFlight} | ${t.shm.toFixed(0)} | ${t.socket.toFixed(0)} | **${
         ratio(t.shm / t.socket)
-      }** | ${t.promiseFloor.toFixed(0)} (${ratio(t.promiseFloor / t.socket)} the socket) |`,
+      }** | ${t.promiseFloor.toFixed(0)} (${ratio(t.promiseFloor / t.socket)} the socket) | ${
+        cpu(t.shmCpu)
+      } | ${cpu(t.socketCpu)} |`,
     );
   }
   out.push("");
   out.push(
-    "The last column is the most any API returning a Promise per command can do in this Deno: workers awaiting Promises that resolve at once.",
+    "The Promises column is the most any API returning a Promise per command can do in this Deno: workers awaiting Promises that resolve at once. CPU is every thread's user and system time from `/proc` (10 ms ticks) over the measured run; a side that waits for work by spinning counts its spin.",
   );
   out.push("");
   out.push("### Four client processes against one server, synchronous 64 B");

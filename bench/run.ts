@@ -16,6 +16,7 @@ import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";
 import { SocketEcho } from "./socket_client.ts";
 import { IN_FLIGHT, poolBench } from "./pool.ts";
 import { connectCycles, idleConnections } from "./connections.ts";
+import { cpuSeconds } from "../tests/peers/proc.ts";
 import {
   ASYNC,
   type LatencyRow,
@@ -148,6 +149,28 @@ function shmAsync(client: Client, size: number): Promise<Float64Array> {
     await client.execute(ECHO, { input, output, completion });
     checkMark(output, i & 0xff, `async ${size} B`);
   });
+}
+
+/**
+ * Runs `f` (which answers a rate of `count` operations) and measures the CPU this process
+ * and the server `serverPid` spent meanwhile, all threads, from /proc: µs per operation.
+ */
+async function withCpu(
+  serverPid: number,
+  count: number,
+  f: () => Promise<number>,
+): Promise<{ rate: number; cpu: { client: number; server: number } }> {
+  const client0 = cpuSeconds(Deno.pid);
+  const server0 = cpuSeconds(serverPid);
+  const rate = await f();
+  const perOp = (s: number) => s / count * 1e6;
+  return {
+    rate,
+    cpu: {
+      client: perOp(cpuSeconds(Deno.pid) - client0),
+      server: perOp(cpuSeconds(serverPid) - server0),
+    },
+  };
 }
 
 /** Commands per second with `inFlight` asynchronous 64-byte commands outstanding. */
@@ -458,14 +481,14 @@ async function main() {
   const rust = await rustFloor();
   using dir = tempSocketDir();
   const socketPath = `${dir.path}/socket.sock`;
-  await using _shmServer = await Peer.start(Deno.execPath(), [
+  await using shmServer = await Peer.start(Deno.execPath(), [
     "run",
     "-A",
     here("../examples/echo_server.ts"),
     "bench",
     dir.path,
   ]);
-  await using _socketServer = await Peer.start(Deno.execPath(), [
+  await using socketServer = await Peer.start(Deno.execPath(), [
     "run",
     "-A",
     here("./peers/socket_server.ts"),
@@ -507,11 +530,19 @@ async function main() {
       await shmPipelined(client, inFlight, total / 10);
       await socketPipelined(socketPath, inFlight, total / 10);
       await promiseFloor(inFlight, total);
+      const shm = await withCpu(shmServer.pid, total, () => shmPipelined(client, inFlight, total));
+      const socket = await withCpu(
+        socketServer.pid,
+        total,
+        () => socketPipelined(socketPath, inFlight, total),
+      );
       throughput.push({
         inFlight,
-        shm: await shmPipelined(client, inFlight, total),
-        socket: await socketPipelined(socketPath, inFlight, total),
+        shm: shm.rate,
+        socket: socket.rate,
         promiseFloor: await promiseFloor(inFlight, total * 5),
+        shmCpu: shm.cpu,
+        socketCpu: socket.cpu,
       });
     }
   }

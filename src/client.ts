@@ -103,6 +103,69 @@ interface Pending {
   unwatch: (() => void) | undefined;
 }
 
+/**
+ * The asynchronous commands of a client between `submit` and their completion, by token. A
+ * command on a slot has the slot's index as its token — a slot holds one command at a time,
+ * until its completion frees it — and is kept in an array; one on the backup path has a token
+ * from {@linkcode BACKUP_TOKENS} on and is kept in a map. An array indexed by slot allocates
+ * nothing per command, where a map's sets and deletes cost some 200 bytes of garbage each
+ * (measured here: a pending map made a pipelined command allocate 780 bytes).
+ */
+class PendingTable {
+  readonly #bySlot: (Pending | undefined)[] = [];
+  readonly #backup = new Map<number, Pending>();
+  #size = 0;
+
+  get size(): number {
+    return this.#size;
+  }
+
+  get(token: number): Pending | undefined {
+    return token < BACKUP_TOKENS ? this.#bySlot[token] : this.#backup.get(token);
+  }
+
+  set(token: number, p: Pending): void {
+    if (token < BACKUP_TOKENS) {
+      // Filled up to the index first, so that the array stays packed.
+      while (this.#bySlot.length < token) this.#bySlot.push(undefined);
+      this.#bySlot[token] = p;
+    } else {
+      this.#backup.set(token, p);
+    }
+    this.#size++;
+  }
+
+  delete(token: number): void {
+    if (token < BACKUP_TOKENS) {
+      if (this.#bySlot[token] === undefined) return;
+      this.#bySlot[token] = undefined;
+    } else if (!this.#backup.delete(token)) {
+      return;
+    }
+    this.#size--;
+  }
+
+  values(): Pending[] {
+    const all = this.#bySlot.filter((p) => p !== undefined);
+    return all.concat([...this.#backup.values()]);
+  }
+}
+
+let capturedResolve: ((r: ExecuteResult) => void) | undefined;
+let capturedReject: ((e: unknown) => void) | undefined;
+
+/** The executor of every command's Promise: it leaves the resolvers where `#issue` takes them. */
+function captureResolvers(
+  resolve: (r: ExecuteResult) => void,
+  reject: (e: unknown) => void,
+): void {
+  capturedResolve = resolve;
+  capturedReject = reject;
+}
+
+/** The first token of commands on the backup path (below it: slot indexes). */
+const BACKUP_TOKENS = 2 ** 32;
+
 /** The longest `timeout` a command may have, in ms (that of `setTimeout`). */
 const MAX_TIMEOUT = 0x7fff_ffff;
 
@@ -214,7 +277,7 @@ export class Client {
   readonly #id: number;
   /** The segment's view, made on the first command that has its areas there. */
   #segment: Mapping | undefined;
-  readonly #pending = new Map<number, Pending>();
+  readonly #pending = new PendingTable();
   #nextToken = 1;
   readonly #icId: string;
   /** The server's key in `hub.served`, made on first need (it resolves a path). */
@@ -388,30 +451,34 @@ export class Client {
         native.ticketFree(ticket);
       }
     }
-    const token = this.#nextToken++;
-    return new Promise<ExecuteResult>((resolve, reject) => {
-      try {
-        native.clientSubmit(handle, ticket, token);
-      } catch (e) {
-        // Not sent (the connection is gone): `completion` still runs, as for any failure.
-        failed(o, e instanceof IpcError ? e.status : Status.HANDLER_FAILED);
-        reject(e);
-        return;
-      }
-      const p: Pending = {
-        input,
-        output,
-        backup,
-        slot,
-        options: o,
-        resolve,
-        reject,
-        unwatch: undefined,
-      };
-      this.#pending.set(token, p);
-      hub.hold();
-      if (o.signal !== undefined || o.timeout !== undefined) this.#watch(token, p);
-    });
+    const token = backup ? BACKUP_TOKENS + this.#nextToken++ : slot;
+    // One executor for every command, which hands its resolvers out: a closure over this
+    // call's variables would be one more allocation per command.
+    const promise = new Promise<ExecuteResult>(captureResolvers);
+    const resolve = capturedResolve!;
+    const reject = capturedReject!;
+    try {
+      native.clientSubmit(handle, ticket, token);
+    } catch (e) {
+      // Not sent (the connection is gone): `completion` still runs, as for any failure.
+      failed(o, e instanceof IpcError ? e.status : Status.HANDLER_FAILED);
+      reject(e);
+      return promise;
+    }
+    const p: Pending = {
+      input,
+      output,
+      backup,
+      slot,
+      options: o,
+      resolve,
+      reject,
+      unwatch: undefined,
+    };
+    this.#pending.set(token, p);
+    hub.hold();
+    if (o.signal !== undefined || o.timeout !== undefined) this.#watch(token, p);
+    return promise;
   }
 
   /** Withdraws the command of `token` when its signal aborts or its timeout passes. */

@@ -279,19 +279,29 @@ let chained = false;
 function chainAfterTurn(): void {
   if (chained) return;
   chained = true;
-  // The reaction that issues the next command is a few microtask ticks away (each `await`
-  // in the caller's chain adds one): look again on later ticks until something is live.
-  const tick = (ticks: number) => {
-    if (live === 0 && ticks < CHAIN_TICKS) {
-      queueMicrotask(() => tick(ticks + 1));
-      return;
-    }
-    chained = false;
-    const found = goIdle();
-    if (found === IDLE.SPENT) drainLater();
-    else if (found === IDLE.EVENTS) drainOn();
-  };
-  queueMicrotask(() => tick(0));
+  chainTicks = 0;
+  queueMicrotask(chainTick);
+}
+
+/** Microtask ticks the current chain waited (see {@linkcode chainTick}). */
+let chainTicks = 0;
+
+/**
+ * One tick of a chain. The reaction that issues the next command is a few microtask ticks
+ * away (each `await` in the caller's chain adds one): it looks again on later ticks until
+ * something is live. One function for every tick, not a closure each: a drain per command
+ * would otherwise make garbage per command.
+ */
+function chainTick(): void {
+  if (live === 0 && chainTicks < CHAIN_TICKS) {
+    chainTicks++;
+    queueMicrotask(chainTick);
+    return;
+  }
+  chained = false;
+  const found = goIdle();
+  if (found === IDLE.SPENT) drainLater();
+  else if (found === IDLE.EVENTS) drainOn();
 }
 
 /** Microtask ticks a chain waits for the next command to be issued. */

@@ -40,7 +40,14 @@ function results(): Results {
       { scenario: NODE_SOCKET, size: 1 << 20, summary: summary(800) },
       { scenario: NODE_SYNC, size: 1 << 20, summary: summary(100) },
     ],
-    throughput: [{ inFlight: 64, shm: 2_000_000, socket: 1_000_000, promiseFloor: 8_000_000 }],
+    throughput: [{
+      inFlight: 64,
+      shm: 2_000_000,
+      socket: 1_000_000,
+      promiseFloor: 8_000_000,
+      shmCpu: { client: 0.4, server: 0.35 },
+      socketCpu: { client: 1.25, server: 2 },
+    }],
     memoryFloor: 40,
     load: [],
     pool: [
@@ -133,6 +140,11 @@ Deno.test("the bench report judges each target by its ratio to the baseline of t
   assert.match(row("1 MiB round trip")!, /\| 6\.0× \| yes \|$/);
   assert.match(row("pipelined, 64 B, 64 in flight")!, /\| 2\.0× \| \*\*no\*\* \|$/);
   assert.match(row("… the ceiling of that ratio: Promises")!, /\| 8\.0× \| — \|$/);
+  // The pipelined table shows each side's CPU per command, shmcall's and the socket's.
+  assert.match(
+    md,
+    /\| 64 \| 2000000 \| 1000000 \| \*\*2\.0×\*\* \| 8000000 \(8\.0× the socket\) \| 0\.40 \/ 0\.35 \| 1\.25 \/ 2\.00 \|/,
+  );
   assert.match(row("… the ceiling of that ratio: the socket")!, /\| 7\.5× \(40\.00 µs\) \| — \|$/);
   assert.match(row("Rust core, both sleeping")!, /\| 1\.6× \| \*\*no\*\* \|$/);
   // Judged by strace, which the target names; perf's unperturbed count is shown beside it.

@@ -83,6 +83,19 @@ Deno.test("an aborted async command the server has not taken is withdrawn: CANCE
     assert.equal((await within("the command not aborted", kept)).status, 4);
     assert.equal(await counted(client), 1, "only the command not aborted ran");
     assert.equal(client.stats().failures.CANCELLED, 5);
+    // The withdrawn commands' slots serve again (a command on a slot is known by its slot):
+    // each later command gets its own answer, and once.
+    const statuses: number[] = [];
+    const later = Array.from({ length: 30 }, (_, i) =>
+      client.execute(COUNT, {
+        input: text("x".repeat(i + 1)),
+        completion: (r) => statuses.push(r.status),
+      }).then((r) => r.status));
+    assert.deepEqual(
+      await within("the later commands", Promise.all(later)),
+      Array.from({ length: 30 }, (_, i) => i + 1),
+    );
+    assert.deepEqual(statuses.sort((x, y) => x - y), Array.from({ length: 30 }, (_, i) => i + 1));
   } finally {
     client.close();
     await peer.kill();
