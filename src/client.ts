@@ -283,6 +283,9 @@ export class Client {
   /** The server's key in `hub.served`, made on first need (it resolves a path). */
   #endpoint: string | undefined;
   readonly #socketDir: string | undefined;
+  /** The output length and output of the last synchronous command (see `execute`). */
+  #answered = 0;
+  #answeredOutput: Uint8Array = new Uint8Array(0);
   /** The counters' last snapshot (kept at close, so that `stats()` still answers). */
   readonly #stats = new Float64Array(STATS.LEN);
 
@@ -342,7 +345,12 @@ export class Client {
     const o = options as ExecuteOptions<unknown>;
     checkOptions(code, o);
     const mode = o.inline === undefined ? 0 : o.inline ? 1 : 2;
-    if (o.completion === undefined) return this.#issue(code, o, mode);
+    if (o.completion === undefined) {
+      // The result is made here, in a function small enough to be inlined where it is
+      // called: a caller that only reads its fields then allocates nothing for it.
+      const status = this.#issue(code, o, mode) as number;
+      return { status, length: this.#answered, output: this.#answeredOutput };
+    }
     return this.#issueAsync(code, o, mode);
   }
 
@@ -383,7 +391,7 @@ export class Client {
     code: number,
     o: ExecuteOptions<unknown>,
     mode: number,
-  ): ExecuteResult | Promise<ExecuteResult> {
+  ): number | Promise<ExecuteResult> {
     const inputLength = checkedInput;
     const outputLength = checkedOutput;
     const handle = this.#open();
@@ -446,7 +454,10 @@ export class Client {
       }
       try {
         const status = native.clientCall(handle, ticket);
-        return this.#finish(o, ticket, input, output, backup, status, native.callLength());
+        const length = native.callLength();
+        this.#answeredOutput = this.#finish(o, ticket, input, output, backup, length);
+        this.#answered = length;
+        return status;
       } finally {
         native.ticketFree(ticket);
       }
@@ -533,9 +544,8 @@ export class Client {
     input: Uint8Array,
     output: Uint8Array,
     backup: boolean,
-    status: number,
     length: number,
-  ): ExecuteResult {
+  ): Uint8Array {
     if (backup) native.ticketReadOutput(ticket, output);
     // Whole arrays where the lengths agree: a subarray per command is garbage to collect.
     const area = length === output.length ? output : output.subarray(0, length);
@@ -550,7 +560,7 @@ export class Client {
     } else {
       made = area.slice();
     }
-    return { status, length, output: made };
+    return made;
   }
 
   /** @internal A completion from the hub. */
@@ -576,15 +586,12 @@ export class Client {
     }
     let result: ExecuteResult;
     try {
-      result = this.#finish(
-        p.options,
-        ticket,
-        p.input,
-        p.output,
-        p.backup,
+      const length = native.event.outputLength;
+      result = {
         status,
-        native.event.outputLength,
-      );
+        length,
+        output: this.#finish(p.options, ticket, p.input, p.output, p.backup, length),
+      };
     } catch (e) {
       p.reject(e);
       return;

@@ -17,6 +17,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -50,12 +51,23 @@ const BELL: u64 = 0;
 struct Entry {
     generation: u32,
     source: Option<Arc<dyn Source>>,
+    /// The descriptor watched for it, once [`Reactor::watch`] added one.
+    fd: Option<RawFd>,
 }
 
 #[derive(Default)]
 struct Table {
     entries: Vec<Entry>,
     free: Vec<u32>,
+}
+
+impl Table {
+    /// `token`'s entry, if it is live.
+    fn live(&mut self, token: Token) -> Option<&mut Entry> {
+        self.entries
+            .get_mut((token & 0xffff_ffff) as usize)
+            .filter(|e| u64::from(e.generation) == token >> 32 && e.source.is_some())
+    }
 }
 
 /// See the module doc.
@@ -185,6 +197,7 @@ impl Reactor {
                 t.entries.push(Entry {
                     generation: 0,
                     source: None,
+                    fd: None,
                 });
                 i
             }
@@ -192,12 +205,17 @@ impl Reactor {
         let e = &mut t.entries[index as usize];
         e.generation = e.generation.checked_add(1).unwrap_or(1);
         e.source = Some(source);
+        e.fd = None;
         Ok(u64::from(e.generation) << 32 | u64::from(index))
     }
 
     /// Watches `fd` for `interest` on behalf of an enlisted `token`.
     pub fn watch(&self, token: Token, fd: RawFd, interest: u32) -> Result<(), Error> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, interest, token)
+        self.ctl(libc::EPOLL_CTL_ADD, fd, interest, token)?;
+        if let Some(e) = lock(&self.table).live(token) {
+            e.fd = Some(fd);
+        }
+        Ok(())
     }
 
     /// Stops watching `fd` but keeps `token` for its deadlines (a source that waits for
@@ -222,16 +240,31 @@ impl Reactor {
 
     /// Frees `token`'s entry; returns whether it was live.
     fn forget(&self, token: Token) -> bool {
+        self.forget_watched(token).is_some()
+    }
+
+    /// Frees `token`'s entry; if it was live, returns the descriptor watched for it (if any).
+    fn forget_watched(&self, token: Token) -> Option<Option<RawFd>> {
         let mut t = lock(&self.table);
-        let index = (token & 0xffff_ffff) as u32;
-        match t.entries.get_mut(index as usize) {
-            Some(e) if u64::from(e.generation) == token >> 32 && e.source.is_some() => {
-                e.source = None;
-                t.free.push(index);
-                true
-            }
-            _ => false,
+        let e = t.live(token)?;
+        e.source = None;
+        let fd = e.fd.take();
+        t.free.push((token & 0xffff_ffff) as u32);
+        Some(fd)
+    }
+
+    /// Runs a source's code; a panic there (a bug) costs that source, not the thread every
+    /// connection of the process depends on: it is no longer watched, and the process serves on.
+    fn contain(&self, token: Token, what: &str, f: impl FnOnce()) {
+        if catch_unwind(AssertUnwindSafe(f)).is_ok() {
+            return;
         }
+        if let Some(Some(fd)) = self.forget_watched(token) {
+            let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, token);
+        }
+        eprintln!(
+            "shmcall: a bug: the I/O thread caught a panic in {what}, above, and stopped watching that source; the process serves on"
+        );
     }
 
     fn source(&self, token: Token) -> Option<Arc<dyn Source>> {
@@ -289,7 +322,7 @@ impl Reactor {
             };
             let Some(token) = due else { return };
             if let Some(source) = self.source(token) {
-                source.expired();
+                self.contain(token, "a deadline", || source.expired());
             }
         }
     }
@@ -326,7 +359,7 @@ impl Reactor {
                     continue;
                 }
                 if let Some(source) = self.source(token) {
-                    source.ready(bits);
+                    self.contain(token, "a descriptor's readiness", || source.ready(bits));
                 }
             }
             self.fire_deadlines();
@@ -359,6 +392,45 @@ mod tests {
         fn expired(self: Arc<Self>) {
             let _ = lock(&self.seen).send((0, true));
         }
+    }
+
+    struct Panicky;
+
+    impl Source for Panicky {
+        fn ready(self: Arc<Self>, _: u32) {
+            panic!("a source with a bug");
+        }
+    }
+
+    #[test]
+    fn a_source_that_panics_is_dropped_and_the_reactor_serves_on() {
+        let r = Reactor::get().unwrap();
+        let (bad, mut bad_peer) = UnixStream::pair().unwrap();
+        let bad_token = r.add(bad.as_raw_fd(), READ, Arc::new(Panicky)).unwrap();
+        bad_peer.write_all(b"x").unwrap();
+        // The panicking source is dropped (and its descriptor no longer watched, so its unread
+        // byte does not keep the reactor busy)...
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while r.source(bad_token).is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "the panicking source was not dropped"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // ...and the reactor's thread still serves others.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let (tx, rx) = channel();
+        let probe = Arc::new(Probe {
+            seen: Mutex::new(tx),
+        });
+        let token = r.add(a.as_raw_fd(), READ, probe).unwrap();
+        b.write_all(b"y").unwrap();
+        let (events, _) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("served after a panic");
+        assert!(events & libc::EPOLLIN as u32 != 0);
+        r.remove(token, a.as_raw_fd());
     }
 
     #[test]

@@ -276,7 +276,8 @@ impl Reader {
                 if *budget == 0 {
                     return Ok(None);
                 }
-                let end = payload.len().min(self.body_got + *budget);
+                // Saturating: an unbounded budget is `usize::MAX`, and the body may be half read.
+                let end = payload.len().min(self.body_got.saturating_add(*budget));
                 match r.read(&mut payload[self.body_got..end]) {
                     Ok(0) => return Err(WireError::Truncated),
                     Ok(n) => {
@@ -636,26 +637,27 @@ mod tests {
         assert!(matches!(refused(&frame), WireError::Oversized(1)));
     }
 
-    #[test]
-    fn the_reader_returns_wake_frames_as_their_bytes_trickle_in_and_none_in_between() {
-        let bytes: Vec<u8> = [WAKE, WAKE].concat();
-        // A stream that gives one byte per read, then would block.
-        struct Trickle<'a>(&'a [u8], bool);
-        impl Read for Trickle<'_> {
-            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                self.1 = !self.1;
-                if !self.1 {
-                    return Err(io::ErrorKind::WouldBlock.into());
-                }
-                let Some((&b, rest)) = self.0.split_first() else {
-                    return Ok(0);
-                };
-                buf[0] = b;
-                self.0 = rest;
-                Ok(1)
+    /// A stream that gives one byte per read, then would block.
+    struct Trickle<'a>(&'a [u8], bool);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.1 = !self.1;
+            if !self.1 {
+                return Err(io::ErrorKind::WouldBlock.into());
             }
+            let Some((&b, rest)) = self.0.split_first() else {
+                return Ok(0);
+            };
+            buf[0] = b;
+            self.0 = rest;
+            Ok(1)
         }
-        let mut stream = Trickle(&bytes, false);
+    }
+
+    /// Every message `bytes` holds, read a byte at a time with an unbounded budget.
+    fn trickled(bytes: &[u8]) -> (Vec<Message>, Reader) {
+        let mut stream = Trickle(bytes, false);
         let mut reader = Reader::default();
         let mut got = Vec::new();
         for _ in 0..4 * bytes.len() {
@@ -667,7 +669,22 @@ mod tests {
                 Err(e) => panic!("{e:?}"),
             }
         }
+        (got, reader)
+    }
+
+    #[test]
+    fn the_reader_returns_wake_frames_as_their_bytes_trickle_in_and_none_in_between() {
+        let (got, reader) = trickled(&[WAKE, WAKE].concat());
         assert_eq!(got, vec![Message::Wake, Message::Wake]);
+        assert!(reader.at_boundary());
+    }
+
+    #[test]
+    fn a_payload_that_trickles_in_is_read_whole_with_an_unbounded_budget() {
+        // A body read in several parts once overflowed `body_got + budget` and panicked the
+        // reactor's thread, which left every connection of the process unwatched.
+        let (got, reader) = trickled(&[encode(&hello()), WAKE.to_vec()].concat());
+        assert_eq!(got, vec![hello(), Message::Wake]);
         assert!(reader.at_boundary());
     }
 
