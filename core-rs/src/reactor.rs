@@ -379,7 +379,7 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::unix::net::UnixStream;
-    use std::sync::mpsc::{Sender, channel};
+    use std::sync::mpsc::{Receiver, Sender, channel};
 
     struct Probe {
         seen: Mutex<Sender<(u32, bool)>>,
@@ -419,13 +419,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         // ...and the reactor's thread still serves others.
-        let (a, mut b) = UnixStream::pair().unwrap();
-        let (tx, rx) = channel();
-        let probe = Arc::new(Probe {
-            seen: Mutex::new(tx),
-        });
-        let token = r.add(a.as_raw_fd(), READ, probe).unwrap();
-        b.write_all(b"y").unwrap();
+        let ((a, _b), token, rx) = probed(r, b"y");
         let (events, _) = rx
             .recv_timeout(Duration::from_secs(5))
             .expect("served after a panic");
@@ -433,16 +427,25 @@ mod tests {
         r.remove(token, a.as_raw_fd());
     }
 
-    #[test]
-    fn a_source_hears_of_its_descriptor_and_its_deadline_until_removed() {
-        let r = Reactor::get().unwrap();
+    /// A socket pair whose first end a [`Probe`] watches, with `bytes` already sent to it: the
+    /// pair, the token, and what the probe hears.
+    type Probed = ((UnixStream, UnixStream), Token, Receiver<(u32, bool)>);
+
+    fn probed(r: &Reactor, bytes: &[u8]) -> Probed {
         let (a, mut b) = UnixStream::pair().unwrap();
         let (tx, rx) = channel();
         let probe = Arc::new(Probe {
             seen: Mutex::new(tx),
         });
         let token = r.add(a.as_raw_fd(), READ, probe).unwrap();
-        b.write_all(b"x").unwrap();
+        b.write_all(bytes).unwrap();
+        ((a, b), token, rx)
+    }
+
+    #[test]
+    fn a_source_hears_of_its_descriptor_and_its_deadline_until_removed() {
+        let r = Reactor::get().unwrap();
+        let ((a, b), token, rx) = probed(r, b"x");
         let (events, timer) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert!(!timer && events & libc::EPOLLIN as u32 != 0);
         r.modify(token, a.as_raw_fd(), HANGUP);
