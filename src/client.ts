@@ -163,6 +163,9 @@ function captureResolvers(
   capturedReject = reject;
 }
 
+/** The output of no command. */
+const NO_OUTPUT = new Uint8Array(0);
+
 /** The first token of commands on the backup path (below it: slot indexes). */
 const BACKUP_TOKENS = 2 ** 32;
 
@@ -285,7 +288,7 @@ export class Client {
   readonly #socketDir: string | undefined;
   /** The output length and output of the last synchronous command (see `execute`). */
   #answered = 0;
-  #answeredOutput: Uint8Array = new Uint8Array(0);
+  #answeredOutput: Uint8Array = NO_OUTPUT;
   /** The counters' last snapshot (kept at close, so that `stats()` still answers). */
   readonly #stats = new Float64Array(STATS.LEN);
 
@@ -349,7 +352,10 @@ export class Client {
       // The result is made here, in a function small enough to be inlined where it is
       // called: a caller that only reads its fields then allocates nothing for it.
       const status = this.#issue(code, o, mode) as number;
-      return { status, length: this.#answered, output: this.#answeredOutput };
+      const output = this.#answeredOutput;
+      // Not kept past this call: it may be a large array of the caller's.
+      this.#answeredOutput = NO_OUTPUT;
+      return { status, length: this.#answered, output };
     }
     return this.#issueAsync(code, o, mode);
   }
