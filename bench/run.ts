@@ -227,6 +227,47 @@ function memoryFloor(size: number): number {
   return runs.sort()[runs.length >> 1]!;
 }
 
+/**
+ * Synchronous 1 MiB round trips without `output`: the library makes the result's array each
+ * time (after as many thrown away).
+ */
+function shmNoOutput(client: Client, size: number): Promise<Float64Array> {
+  const input = new Uint8Array(size);
+  return sample(samplesFor(size), warmupFor(size), (i) => {
+    input.fill(i & 0xff);
+    const r = client.execute(ECHO, { input, outputLength: size });
+    checkMark(r.output, i & 0xff, `no output ${size} B`);
+  });
+}
+
+/**
+ * What a fresh copy of a `size`-byte array costs in one process beyond a copy into an array
+ * kept from call to call (p50 µs each, the difference): the least a call without `output` adds
+ * to one with it, which copies the answer into the caller's array instead.
+ */
+function freshArray(size: number): number {
+  const source = new Uint8Array(size).fill(1);
+  const into = new Uint8Array(size);
+  const p50 = (copy: () => Uint8Array) => {
+    const runs = new Float64Array(QUICK ? 50 : 300);
+    let kept = 0;
+    for (let i = -20; i < runs.length; i++) {
+      const start = clock();
+      const made = copy();
+      if (i >= 0) runs[i] = (clock() - start) * 1000;
+      kept += made[size - 1]!;
+    }
+    if (kept === 0) throw new Error("the copies did not happen");
+    return runs.sort()[runs.length >> 1]!;
+  };
+  const fresh = p50(() => source.slice());
+  const kept = p50(() => {
+    into.set(source);
+    return into;
+  });
+  return Math.max(0, fresh - kept);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Several clients at once (bench/peers/load_client.ts), and Node's IPC channel
 
@@ -495,6 +536,7 @@ async function main() {
     socketPath,
   ]);
   const latency: LatencyRow[] = [];
+  let noOutput: Results["noOutput"];
   {
     using client = await connect("bench", { socketDir: dir.path });
     // A first pass at 64 B, thrown away: every function on the way is compiled and optimized
@@ -517,6 +559,11 @@ async function main() {
       });
       latency.push({ scenario: ASYNC, size, summary: summarize(await shmAsync(client, size)) });
     }
+    console.error("1 MiB without output");
+    noOutput = {
+      summary: summarize(await shmNoOutput(client, 1 << 20)),
+      freshArray: freshArray(1 << 20),
+    };
   }
   console.error("Node ↔ Node: Node's IPC channel, a Node Unix socket, shmcall");
   latency.push(...await nodePeers());
@@ -573,6 +620,7 @@ async function main() {
 
   const results: Results = {
     memoryFloor: memoryFloor(1 << 20),
+    noOutput,
     syscalls: sys,
     noAllocations,
     latency,

@@ -298,3 +298,18 @@ Deno.test("the bench report shows idle connections and connect cycles, and judge
   assert.match(bare, /\| idle connections: not run \| not run \| — \|/);
   assert.match(bare, /\| connect → command → close: ≥ 5,000 a second \| not run \| — \|/);
 });
+
+Deno.test("1 MiB without output is judged against 1 MiB with output of the same run, beside its least", () => {
+  const r = results();
+  r.latency.push({ scenario: SYNC, size: 1 << 20, summary: summary(80) });
+  r.noOutput = { summary: summary(140), freshArray: 40 };
+  const md = markdown(r);
+  const row = (target: string) => md.split("\n").find((l) => l.startsWith(`| ${target}`));
+  assert.match(
+    row("1 MiB sync round trip without output")!,
+    /\| 1\.8× \(140\.00 µs\) \| \*\*no\*\* \|$/,
+  );
+  assert.match(row("… the least that ratio can be")!, /\| 1\.5× \(40\.00 µs\) \| — \|$/);
+  // Not run: no row.
+  assert.equal(markdown(results()).includes("without output"), false);
+});
