@@ -179,16 +179,21 @@ export class Server<C = unknown> {
     }
   }
 
+  /** A client is welcome: its connection, with the context its `open` made. */
+  #admit(token: number, info: ConnInfo, context: C): void {
+    this.#connections.set(token, {
+      info,
+      context,
+      segment: undefined,
+      pending: 0,
+      closeWhenDrained: false,
+    });
+  }
+
   #open(token: number, info: ConnInfo): void {
     if (this.#handlers.open === undefined) {
       // The library welcomed the client already (there is no `open` to run): this only tells.
-      this.#connections.set(token, {
-        info,
-        context: undefined as C,
-        segment: undefined,
-        pending: 0,
-        closeWhenDrained: false,
-      });
+      this.#admit(token, info, undefined as C);
       return;
     }
     if (this.#quiescing) {
@@ -204,13 +209,7 @@ export class Server<C = unknown> {
         this.#callClose(info, context);
         return;
       }
-      this.#connections.set(token, {
-        info,
-        context,
-        segment: undefined,
-        pending: 0,
-        closeWhenDrained: false,
-      });
+      this.#admit(token, info, context);
       native.serverOpened(handle, token, 0);
     };
     const refuse = () => {

@@ -242,10 +242,7 @@ impl Hub {
 
     /// Queues an event and rings the doorbell if JavaScript is idle.
     pub fn push(&self, event: Event) {
-        lock(&self.events).push_back(event);
-        // SeqCst: the waker's half of the idle handshake (module doc).
-        self.len.fetch_add(1, Ordering::SeqCst);
-        self.arrived.notify();
+        self.push_quiet(event);
         self.ring_if_idle();
     }
 
@@ -253,6 +250,7 @@ impl Hub {
     /// but does not ring the doorbell of one that went idle (the next ring brings it).
     pub fn push_quiet(&self, event: Event) {
         lock(&self.events).push_back(event);
+        // SeqCst: the waker's half of the idle handshake (module doc).
         self.len.fetch_add(1, Ordering::SeqCst);
         self.arrived.notify();
     }
@@ -349,10 +347,7 @@ impl Hub {
             }
             // Members leave the set once idle for their spin (`Active::poll`).
             if !self.active.is_empty() {
-                std::hint::spin_loop();
-                if !self.active.exchanging() {
-                    polite.tick(now);
-                }
+                self.active.spin_turn(&mut polite, now);
                 continue;
             }
             // Every ring is with the reactor: sleep until it (or a push) wakes this thread, or

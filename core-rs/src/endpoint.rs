@@ -67,14 +67,13 @@ pub fn socket_dir(chosen: Option<&Path>, access: Access<'_>) -> Result<PathBuf, 
             _ => PathBuf::from(format!("/tmp/shmcall-{}", nix::unistd::geteuid())),
         },
     };
-    let inspect = || {
-        fs::symlink_metadata(&dir).map_err(|e| {
-            Error::io(
-                &format!("cannot inspect the socket directory {}", dir.display()),
-                e,
-            )
-        })
+    let cannot_inspect = |e| {
+        Error::io(
+            &format!("cannot inspect the socket directory {}", dir.display()),
+            e,
+        )
     };
+    let inspect = || fs::symlink_metadata(&dir).map_err(cannot_inspect);
     // Looked at first: it is there on every connect but the first, and a look is one system
     // call where a create that fails and a look are two.
     let mut meta = match fs::symlink_metadata(&dir) {
@@ -93,12 +92,7 @@ pub fn socket_dir(chosen: Option<&Path>, access: Access<'_>) -> Result<PathBuf, 
             }
             inspect()?
         }
-        Err(e) => {
-            return Err(Error::io(
-                &format!("cannot inspect the socket directory {}", dir.display()),
-                e,
-            ));
-        }
+        Err(e) => return Err(cannot_inspect(e)),
     };
     let uid = nix::unistd::geteuid().as_raw();
     if access.shared && meta.is_dir() && meta.uid() == uid && meta.mode() & 0o777 == 0o700 {

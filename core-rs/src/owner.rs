@@ -274,6 +274,17 @@ impl Active {
         self.exchanging.load(Ordering::Relaxed)
     }
 
+    /// One turn of an owner's spin on its set, at `now`: it gives the CPU away now and then
+    /// (`polite`), unless a pair in the set answers back and forth (see
+    /// [`Active::exchanging`]).
+    #[inline]
+    pub fn spin_turn(&self, polite: &mut Polite, now: Instant) {
+        std::hint::spin_loop();
+        if !self.exchanging() {
+            polite.tick(now);
+        }
+    }
+
     /// Arms `member`; returns whether it leaves the active set: it armed, or it has work but
     /// a wake queued it meanwhile (it comes back through the woken list).
     fn arm_one(member: &dyn Member) -> bool {
@@ -376,10 +387,7 @@ impl Runner {
             }
             // Members leave the set once idle for their spin (`Active::poll`).
             if !self.active.is_empty() {
-                std::hint::spin_loop();
-                if !self.active.exchanging() {
-                    polite.tick(now);
-                }
+                self.active.spin_turn(&mut polite, now);
                 continue;
             }
             if !self.active.arm() {

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Counting, Peer, TempDir, WAIT, trials};
+use common::{Counting, Peer, TempDir, trials};
 use shmcall_core::{Call, Client, Copying, Server};
 use std::sync::Arc;
 
@@ -43,13 +43,10 @@ fn until_counted(
     n: usize,
     counted: impl Fn(&common::Counts) -> usize,
 ) {
-    let deadline = Instant::now() + WAIT;
-    let mut counts = tallied.counts.lock().unwrap();
-    while counted(&counts) < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "only {} of {n} {what}", counted(&counts));
-        counts = tallied.changed.wait_timeout(counts, left).unwrap().0;
-    }
+    drop(tallied.until(
+        |c| counted(c) >= n,
+        |c| format!("only {} of {n} {what}", counted(c)),
+    ));
 }
 
 #[test]

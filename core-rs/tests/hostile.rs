@@ -106,13 +106,10 @@ fn clients_scribbling_on_their_segments_lose_only_their_own_connections() {
     }
     bystander.finish();
     // Every hostile connection ended, its close ran once, and violations were named.
-    let deadline = Instant::now() + WAIT;
-    let mut counts = tallied.counts.lock().unwrap();
-    while counts.closed.len() + 1 < counts.opened.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "hostile connections still open");
-        counts = tallied.changed.wait_timeout(counts, left).unwrap().0;
-    }
+    let counts = tallied.until(
+        |c| c.closed.len() + 1 >= c.opened.len(),
+        |_| "hostile connections still open".into(),
+    );
     assert!(counts.closed.values().all(|n| *n == 1), "a close ran twice");
     let mut reasons = BTreeMap::new();
     for r in &counts.refused {
@@ -392,17 +389,10 @@ fn a_client_that_keeps_the_servers_flag_awake_stalls_only_its_own_commands() {
         .expect("the close completed the command");
     assert_eq!(r.unwrap_err().status(), Status::Closed);
     good.close();
-    let deadline = Instant::now() + WAIT;
-    let mut counts = tallied.counts.lock().unwrap();
-    while counts.closed.len() < 2 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "connections still open: {:?}",
-            counts.closed
-        );
-        counts = tallied.changed.wait_timeout(counts, left).unwrap().0;
-    }
+    let counts = tallied.until(
+        |c| c.closed.len() >= 2,
+        |c| format!("connections still open: {:?}", c.closed),
+    );
     assert!(counts.closed.values().all(|n| *n == 1), "a close ran twice");
     drop(counts);
     server.close();
@@ -447,17 +437,10 @@ fn a_client_that_writes_garbage_on_its_ring_is_dropped_with_the_entry_named() {
         .find_map(|_| hostile.execute(&echo_call(), &mut Copying).err())
         .expect("the connection is dropped");
     assert_eq!(err.status(), Status::ProtocolViolation, "{err}");
-    let deadline = Instant::now() + WAIT;
-    let mut counts = tallied.counts.lock().unwrap();
-    while !counts.refused.iter().any(|r| r.contains("0xdead0")) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "the server names the entry: {:?}",
-            counts.refused
-        );
-        counts = tallied.changed.wait_timeout(counts, left).unwrap().0;
-    }
+    let counts = tallied.until(
+        |c| c.refused.iter().any(|r| r.contains("0xdead0")),
+        |c| format!("the server names the entry: {:?}", c.refused),
+    );
     drop(counts);
     // Everyone else is served.
     let good = Client::connect("garbage", &dir.connect_options()).unwrap();

@@ -49,7 +49,7 @@ const NO_TOKEN: u64 = 0;
 enum Step {
     /// The socket is not connected yet (the server's backlog was full): the socket, and the
     /// segment made for the hello, with its memfd.
-    Queued(OwnedFd, Option<(Segment, OwnedFd)>),
+    Queued(OwnedFd, (Segment, OwnedFd)),
     /// The hello went; the welcome is awaited.
     Sent {
         stream: UnixStream,
@@ -164,7 +164,7 @@ impl Connecting {
             owner,
             blocking,
             deadline: reactor::after(options.handshake_timeout),
-            step: Mutex::new(Step::Queued(fd, Some(made))),
+            step: Mutex::new(Step::Queued(fd, made)),
             done: Mutex::new(Some(done)),
             token: AtomicU64::new(NO_TOKEN),
         });
@@ -282,10 +282,7 @@ impl Connecting {
             unreachable!("checked above");
         };
         let stream = UnixStream::from(fd);
-        let (segment, memfd) = match made {
-            Some(made) => made,
-            None => self.segment()?,
-        };
+        let (segment, memfd) = made;
         // The server's credentials are checked before the segment goes to it.
         let server = self.check(&stream)?;
         let hello = wire::encode(&Message::Hello {
@@ -304,15 +301,6 @@ impl Connecting {
             reader: wire::Reader::default(),
         };
         Ok(Attempt::Sent)
-    }
-
-    /// A new segment of the connect's geometry, and its memfd for the hello.
-    fn segment(&self) -> Result<(Segment, OwnedFd), Error> {
-        Segment::create(
-            &self.options.geometry,
-            &self.ic_id,
-            self.options.protocol_major,
-        )
     }
 
     /// The server's credentials, if this client may use it.

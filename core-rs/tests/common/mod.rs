@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use shmcall_core::{ConnInfo, ConnectOptions, Error, Geometry, Handler, ServeOptions};
@@ -282,6 +282,25 @@ pub struct Counts {
 pub struct Tallied {
     pub counts: Mutex<Counts>,
     pub changed: Condvar,
+}
+
+impl Tallied {
+    /// Waits (up to [`WAIT`]) until `done` holds of the counts, and returns them locked;
+    /// panics with `why` of the counts if it does not.
+    pub fn until(
+        &self,
+        done: impl Fn(&Counts) -> bool,
+        why: impl Fn(&Counts) -> String,
+    ) -> MutexGuard<'_, Counts> {
+        let deadline = Instant::now() + WAIT;
+        let mut counts = self.counts.lock().unwrap();
+        while !done(&counts) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "{}", why(&counts));
+            counts = self.changed.wait_timeout(counts, left).unwrap().0;
+        }
+        counts
+    }
 }
 
 /// The server's handler: the peers' echo and checksum, counting connections in a `Tallied`
