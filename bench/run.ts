@@ -193,7 +193,7 @@ async function shmPipelined(client: Client, inFlight: number, total: number): Pr
 /**
  * The most any Promise-per-command API can do here: `inFlight` workers awaiting Promises that
  * resolve at once, with no IPC at all (per second). `execute` with a completion returns a
- * Promise (SPEC.md), so pipelined shmcall cannot exceed this.
+ * Promise (the API's contract), so pipelined shmcall cannot exceed this.
  */
 async function promiseFloor(inFlight: number, total: number): Promise<number> {
   let issued = 0;

@@ -101,8 +101,8 @@ let doorbellAddon: { setDoorbell?: (ring: () => void) => void } | undefined;
 /**
  * The Node-API doorbell: the core library is loaded a second time, as an addon, with
  * `process.dlopen` (the same `.so`, so the same hub), and rings a threadsafe function only
- * when this thread said it is idle (FACTS.md: ~2 µs, against tens for a `nonblocking` call
- * per event). Where that is unavailable, or `SHMCALL_DOORBELL=wait`, a single interruptible
+ * when this thread said it is idle (measured on these machines: ~2 µs, against tens for a
+ * `nonblocking` call per event). Where that is unavailable, or `SHMCALL_DOORBELL=wait`, a single interruptible
  * `nonblocking` wait stands in.
  */
 function installDoorbell(ring: () => void): Doorbell {

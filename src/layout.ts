@@ -1,5 +1,5 @@
 /**
- * The list layout of SPEC.md §6: a list header, then `count` entries of the same shape, each
+ * The list layout (README.md, "Structured areas"): a list header, then `count` entries of the same shape, each
  * its metadata bytes then its data bytes — structured input and output areas without a
  * serialization library. Every integer is a little-endian u32:
  *

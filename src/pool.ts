@@ -1,5 +1,5 @@
 /**
- * A server's worker pool (SPEC.md §5): workers — Web Workers in Deno, `worker_threads` in
+ * A server's worker pool (README.md, "A worker pool"): workers — Web Workers in Deno, `worker_threads` in
  * Node — that each load the handler module and run the commands handed to them. The core's
  * command handles are process-wide, so a worker reads the areas and answers the command
  * itself, through its own binding of the same library; only the handle and where the areas

@@ -333,7 +333,7 @@ export class Server<C = unknown> {
     const conn = this.#connections.get(token);
     if (conn === undefined) return;
     this.#connections.delete(token);
-    // `close` runs after the connection's commands have drained (SPEC.md §3).
+    // `close` runs after the connection's commands have drained.
     if (conn.pending > 0) {
       conn.closeWhenDrained = true;
       this.#closing.set(token, conn);
@@ -357,7 +357,7 @@ export class Server<C = unknown> {
   }
 
   /**
-   * Stops taking work, for a restart or an upgrade without failed work (SPEC.md §7): from now
+   * Stops taking work, for a restart or an upgrade without failed work (README.md, `quiesce()`): from now
    * on new commands are answered `SERVER_QUIESCING` without running (their clients may send
    * them again, to this server's successor) and new clients are refused with it. Resolves once
    * every command already taken has been answered. Commands waiting for a pool worker when it

@@ -53,7 +53,7 @@ Deno.test("execute() with completion returns a Promise, calls completion with th
   assert.equal(str(r.output), "later");
 });
 
-Deno.test("callbacks run in the order of SPEC.md §3 across both processes", async () => {
+Deno.test("callbacks run in their documented order across both processes", async () => {
   using dir = tempSocketDir();
   const log = `${dir.path}/events.log`;
   const event = (what: string) => Deno.writeTextFileSync(log, `${what}\n`, { append: true });
@@ -87,7 +87,7 @@ Deno.test("callbacks run in the order of SPEC.md §3 across both processes", asy
   ]);
 });
 
-Deno.test("omitted callbacks take the defaults of SPEC.md §2", async () => {
+Deno.test("omitted callbacks take their documented defaults", async () => {
   using dir = tempSocketDir();
   await using _server = await denoServer("defaults", dir.path);
   using client = await connect("defaults", { socketDir: dir.path });

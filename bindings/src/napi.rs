@@ -17,8 +17,8 @@
 //!
 //! The doorbell: JavaScript registers a function, which becomes a Node-API threadsafe
 //! function; a library thread that queues an event while JavaScript is idle calls it, which
-//! queues one call of that function on the event loop without waiting for it (FACTS.md: the
-//! fast way to wake an event loop). The threadsafe function is weak (unreferenced): it never
+//! queues one call of that function on the event loop without waiting for it (measured as
+//! the fast way to wake an event loop). The threadsafe function is weak (unreferenced): it never
 //! keeps the process alive by itself.
 
 use std::cell::Cell;

@@ -1,4 +1,4 @@
-//! The control channel under hostile traffic, and who may reach it (SPEC.md §4 and §9): a real
+//! The control channel under hostile traffic, and who may reach it (docs/protocol.md): a real
 //! `Server` runs in this process and is spoken to through raw Unix sockets, so that frames and
 //! descriptors no `Client` would send can be sent, and the server's descriptors counted.
 

@@ -1,4 +1,4 @@
-//! Exhaustion (SPEC.md §4, backup path): eight clients at once, each with far more commands in
+//! Exhaustion (docs/protocol.md, the backup path): eight clients at once, each with far more commands in
 //! flight than its segment has slots, some larger than any slot. Every command must complete
 //! correctly, exactly once, counted on both sides.
 

@@ -1,4 +1,4 @@
-//! Fault trials (SPEC.md §4, peer death): peers killed with SIGKILL at random points, a
+//! Fault trials (docs/architecture.md, peer death): peers killed with SIGKILL at random points, a
 //! hundred times each way, while they run a mixed load of every size and both modes
 //! (`common/load.rs`). The survivor must never hang, end every outstanding command with a
 //! library status, run `close` once per connection, serve on, leave no file behind, and leak
@@ -126,7 +126,7 @@ fn echo(client: &Client, size: usize) -> Result<Vec<u8>, Error> {
     Ok(out.output)
 }
 
-/// What "noticed at once" must mean for a peer killed outright (SPEC.md §4: no timeouts, no
+/// What "noticed at once" must mean for a peer killed outright (docs/architecture.md: no timeouts, no
 /// heartbeats): well under a second.
 const DETECTION: Duration = Duration::from_millis(500);
 

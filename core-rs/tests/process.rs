@@ -1,4 +1,5 @@
-//! Client and server in separate processes: the behaviours of SPEC.md §2–§4 and §9.
+//! Client and server in separate processes: the API's behaviours, the protocol
+//! (docs/protocol.md), peer death and who may connect.
 
 mod common;
 

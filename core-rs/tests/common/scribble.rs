@@ -2,7 +2,7 @@
 //! lawfully — stray bytes anywhere, ring cells holding offsets out of range, misaligned or
 //! pushed twice, ring positions and sleep flags jumped, slot headers rewritten (lengths beyond
 //! the areas, unknown flags, stale generations) while the other side may be reading them.
-//! Every write is a whole atomic store, as SPEC.md assumes of a peer, so the attacker itself
+//! Every write is a whole atomic store, as docs/protocol.md assumes of a peer, so the attacker itself
 //! stays within Rust's rules.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
