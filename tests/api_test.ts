@@ -460,6 +460,26 @@ Deno.test("a second JavaScript thread (a Worker) is refused clearly", async () =
   }
 });
 
+Deno.test("a Worker may use the library once this thread closed everything of its own", async () => {
+  using dir = tempSocketDir();
+  // This thread keeps its claim for a few microtask ticks after its last close (so that a loop
+  // of connect and close does not claim the hub each time), and must let go after them.
+  const server = await serve("main-thread", { exec: () => {} }, { socketDir: dir.path });
+  const client = await connect("main-thread", { socketDir: dir.path });
+  client.close();
+  await server.close();
+  const worker = new Worker(new URL("./peers/worker.ts", import.meta.url).href, { type: "module" });
+  const answer = new Promise<string>((resolve) => {
+    worker.onmessage = (e: MessageEvent<string>) => resolve(e.data);
+  });
+  worker.postMessage(dir.path);
+  try {
+    assert.equal(await within("the worker's answer", answer), "served");
+  } finally {
+    worker.terminate();
+  }
+});
+
 Deno.test("a flood of large async commands to a server of this same thread completes", async () => {
   using dir = tempSocketDir();
   await using _server = await serve("flood-self", {
