@@ -421,7 +421,9 @@ export class Client {
     } else {
       let segment: Mapping;
       try {
-        segment = this.#segment ??= native.clientSegment(handle);
+        segment = this.#segment === undefined || this.#segment.detached
+          ? this.#remap(handle)
+          : this.#segment;
       } catch (e) {
         native.ticketFree(ticket);
         throw e;
@@ -441,6 +443,11 @@ export class Client {
       if (o.inputPrepare) o.inputPrepare(input, o.input);
       else if (o.input) input.set(o.input);
       o.outputPrepare?.(output, o.output);
+      if (input.length !== inputLength || output.length !== outputLength) {
+        throw new TypeError(
+          `a prepare callback detached the memory of an area (ArrayBuffer.prototype.transfer, structuredClone or postMessage with a transfer list): the command to '${this.#icId}' was not sent; copy the bytes instead`,
+        );
+      }
       if (backup) native.ticketWriteInput(ticket, input);
     } catch (e) {
       native.ticketFree(ticket);
@@ -536,6 +543,12 @@ export class Client {
     );
   }
 
+  /** Views the segment (again, after user code detached the last view: Mapping.detached). */
+  #remap(handle: Handle): Mapping {
+    this.#segment?.release();
+    return this.#segment = native.clientSegment(handle);
+  }
+
   #open(): Handle {
     if (this.#handle === null) {
       throw new IpcError(Status.CLOSED, `the client of '${this.#icId}' is closed`);
@@ -552,6 +565,12 @@ export class Client {
     backup: boolean,
     length: number,
   ): Uint8Array {
+    if (length > output.length) {
+      // Only a detached area is shorter than the length the core checked against it.
+      throw new TypeError(
+        `user code detached the memory of a command's output area (ArrayBuffer.prototype.transfer, structuredClone or postMessage with a transfer list) before its answer came: the output of that command to '${this.#icId}' is lost`,
+      );
+    }
     if (backup) native.ticketReadOutput(ticket, output);
     // Whole arrays where the lengths agree: a subarray per command is garbage to collect.
     const area = length === output.length ? output : output.subarray(0, length);

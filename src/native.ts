@@ -196,6 +196,17 @@ export class Mapping {
   }
 
   /**
+   * Whether user code detached the view's buffer: `transfer()`, `structuredClone` or
+   * `postMessage` with a transfer list, on any area (they all share it). The memory then
+   * belongs to the buffer it went to, and stays mapped for it ({@linkcode Mapping.release});
+   * the owner of this view releases it and views the segment again.
+   */
+  get detached(): boolean {
+    // A segment is never empty, and a detached view has length 0.
+    return this.view.length === 0;
+  }
+
+  /**
    * Views made, by offset: a slot's areas come back command after command, usually with the
    * same lengths, and a view made once spares an allocation (and the garbage collections it
    * leads to) per command. A view is of shared memory either way, so handing out the same

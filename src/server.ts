@@ -268,7 +268,11 @@ export class Server<C = unknown> {
     if (!native.commandTake(command)) return;
     let cmd: ServerCommand | undefined;
     try {
-      if (e.inSegment) conn.segment ??= native.commandSegment(command);
+      if (e.inSegment && (conn.segment === undefined || conn.segment.detached)) {
+        // First use, or a handler detached the last view (Mapping.detached).
+        conn.segment?.release();
+        conn.segment = native.commandSegment(command);
+      }
       cmd = commandOf(command, e.code >>> 0, e, conn.segment);
     } catch {
       // The runtime could not view the segment: the command fails, the server goes on.

@@ -97,7 +97,11 @@ export function runWorker(parent: Parent, load: (module: string) => Promise<unkn
         let cmd;
         try {
           if (conn !== undefined && job.inSegment) {
-            conn.segment ??= native.commandSegment(job.command);
+            if (conn.segment === undefined || conn.segment.detached) {
+              // First use, or a handler detached the last view (Mapping.detached).
+              conn.segment?.release();
+              conn.segment = native.commandSegment(job.command);
+            }
           }
           cmd = conn && exec && commandOf(job.command, job.code, job, conn.segment);
         } catch {

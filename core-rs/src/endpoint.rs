@@ -26,6 +26,11 @@ pub const DIR_ENV: &str = "SHMCALL_DIR";
 /// Longest socket path `sockaddr_un` can hold (108 bytes including the terminating NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
+/// A shortened socket name keeps this many characters of a long ic id…
+const SHORT_PREFIX: usize = 32;
+/// …followed by `~` and 16 hex digits of a hash of the whole id.
+const SHORT_SUFFIX: usize = 17;
+
 /// Checks an ic id: 1 to 100 characters of `[A-Za-z0-9._-]`.
 pub fn validate_ic_id(ic_id: &str) -> Result<(), Error> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
@@ -57,7 +62,13 @@ pub struct Access<'a> {
 /// created if missing, and checked to be writable by its owner only and, unless `access` says
 /// otherwise, reachable by its owner only.
 pub fn socket_dir(chosen: Option<&Path>, access: Access<'_>) -> Result<PathBuf, Error> {
-    let dir = match chosen
+    prepare_dir(dir_path(chosen), access)
+}
+
+/// The socket directory's path — `chosen` if given, else the default described in the module
+/// doc — without touching the file system.
+fn dir_path(chosen: Option<&Path>) -> PathBuf {
+    match chosen
         .map(|d| d.as_os_str().to_owned())
         .or_else(|| std::env::var_os(DIR_ENV))
     {
@@ -66,7 +77,11 @@ pub fn socket_dir(chosen: Option<&Path>, access: Access<'_>) -> Result<PathBuf, 
             Some(d) if !d.is_empty() => Path::new(&d).join("shmcall"),
             _ => PathBuf::from(format!("/tmp/shmcall-{}", nix::unistd::geteuid())),
         },
-    };
+    }
+}
+
+/// Creates the directory `dir` if missing and checks it (see [`socket_dir`]).
+fn prepare_dir(dir: PathBuf, access: Access<'_>) -> Result<PathBuf, Error> {
     let cannot_inspect = |e| {
         Error::io(
             &format!("cannot inspect the socket directory {}", dir.display()),
@@ -158,21 +173,31 @@ impl Endpoint {
     /// carries the whole id, which the server checks.
     pub fn in_dir(dir: &Path, ic_id: &str) -> Result<Endpoint, Error> {
         validate_ic_id(ic_id)?;
-        let dir_len = dir.as_os_str().len();
+        let fits =
+            |name: &str| dir.as_os_str().len() + 1 + name.len() + ".sock".len() <= MAX_SOCKET_PATH;
         let mut name = ic_id.to_string();
-        if dir_len + 1 + name.len() + ".sock".len() > MAX_SOCKET_PATH {
-            name = format!("{}~{:016x}", &ic_id[..32], fnv1a64(ic_id.as_bytes()));
+        // Only an id longer than its shortened form gains by it (ic ids are ASCII: checked
+        // above, so the cut falls between characters).
+        if !fits(&name) && ic_id.len() > SHORT_PREFIX + SHORT_SUFFIX {
+            name = format!(
+                "{}~{:016x}",
+                &ic_id[..SHORT_PREFIX],
+                fnv1a64(ic_id.as_bytes())
+            );
         }
-        let socket = dir.join(format!("{name}.sock"));
-        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        if !fits(&name) {
+            let socket = dir.join(format!("{name}.sock"));
+            let room = MAX_SOCKET_PATH.saturating_sub(1 + name.len() + ".sock".len());
             return Err(Error::new(
                 Status::InvalidArgument,
                 format!(
-                    "socket directory {} is too long for a Unix socket path; set {DIR_ENV} to a shorter one",
-                    dir.display()
+                    "the socket path {} is {} bytes, and a Unix socket address holds at most {MAX_SOCKET_PATH}: use a socket directory of at most {room} bytes for ic id '{ic_id}' (the socketDir option or {DIR_ENV})",
+                    socket.display(),
+                    socket.as_os_str().len()
                 ),
             ));
         }
+        let socket = dir.join(format!("{name}.sock"));
         Ok(Endpoint {
             ic_id: ic_id.to_string(),
             lock: dir.join(format!("{name}.lock")),
@@ -186,8 +211,12 @@ impl Endpoint {
         dir: Option<&Path>,
         access: Access<'_>,
     ) -> Result<Endpoint, Error> {
-        validate_ic_id(ic_id)?;
-        Endpoint::in_dir(&socket_dir(dir, access)?, ic_id)
+        // The path is checked before the directory is made: one that cannot serve is not left
+        // behind.
+        let dir = dir_path(dir);
+        let endpoint = Endpoint::in_dir(&dir, ic_id)?;
+        prepare_dir(dir, access)?;
+        Ok(endpoint)
     }
 
     /// Takes the server lock, or says which live server holds it.
@@ -422,5 +451,41 @@ mod tests {
             Endpoint::in_dir(dir, "kv").unwrap().socket,
             dir.join("kv.sock")
         );
+    }
+
+    #[test]
+    fn a_socket_directory_too_long_for_any_name_is_refused_naming_the_path_and_limit() {
+        // Every id length around the shortened form's: none may panic, and each either fits
+        // or is refused with the path and the room there is.
+        for dir_len in [60, 80, 90, 100, 105, 106, 120, 300] {
+            let dir = PathBuf::from(format!("/{}", "d".repeat(dir_len - 1)));
+            for id_len in [1, 5, 31, 32, 33, 48, 49, 50, 100] {
+                let id = "i".repeat(id_len);
+                match Endpoint::in_dir(&dir, &id) {
+                    Ok(e) => assert!(e.socket.as_os_str().len() <= MAX_SOCKET_PATH),
+                    Err(e) => {
+                        assert_eq!(e.status(), Status::InvalidArgument);
+                        let m = e.message();
+                        assert!(m.contains(&dir.display().to_string()), "{m}");
+                        assert!(m.contains("at most 107"), "{m}");
+                        assert!(m.contains(&format!("'{id}'")), "{m}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_socket_directory_that_cannot_serve_is_not_made() {
+        let dir = std::env::temp_dir().join(format!(
+            "shmcall-long-{}-{}",
+            std::process::id(),
+            "d".repeat(100)
+        ));
+        let err = Endpoint::for_ic_id("kv", Some(&dir), Access::default()).unwrap_err();
+        let made = dir.exists();
+        let _ = fs::remove_dir(&dir);
+        assert_eq!(err.status(), Status::InvalidArgument);
+        assert!(!made, "{} was made", dir.display());
     }
 }
