@@ -2,8 +2,9 @@
  * Withdrawing commands with `signal` and `timeout`. The server (another process,
  * tests/peers/gate.ts) runs one command that holds its thread until we release it; commands
  * sent meanwhile wait, not yet taken, and can be withdrawn: they settle `CANCELLED` at once and
- * never run. The holding command was taken before its signal aborted and its timeout passed,
- * so neither has any effect on it: it runs to its end.
+ * never run. The holding command was taken before its signal aborted, which has no effect on
+ * it, and before its timeout passed, which fails it `TIMED_OUT`: it may have run (here it is
+ * still running), and its answer, when the server is released, is discarded.
  *
  * `deno run -A examples/cancel.ts`
  *
@@ -27,28 +28,30 @@ try {
   // timeout passes.
   const release = `${dir.path}/release`;
   const holdAbort = new AbortController();
-  const hold = client.execute(BLOCK, {
+  // (Each outcome is taken at once: a Promise that rejects before anyone awaits it is an
+  // unhandled rejection.)
+  const hold = outcome(client.execute(BLOCK, {
     input: new TextEncoder().encode(release),
     signal: holdAbort.signal,
     timeout: 50,
     completion,
-  });
+  }));
   await server.expect("blocked");
 
   // Not taken: the server's thread is busy, so these wait in line. The third one's timeout is
   // long enough: it is taken once the server is free, and runs.
   const abort = new AbortController();
-  const bySignal = client.execute(COUNT, { signal: abort.signal, completion });
-  const byTimeout = client.execute(COUNT, { timeout: 50, completion });
-  const waits = client.execute(COUNT, { timeout: 60_000, completion });
+  const bySignal = outcome(client.execute(COUNT, { signal: abort.signal, completion }));
+  const byTimeout = outcome(client.execute(COUNT, { timeout: 50, completion }));
+  const waits = outcome(client.execute(COUNT, { timeout: 60_000, completion }));
 
   abort.abort("not needed any more");
   holdAbort.abort("too late");
-  console.log(`signal:  ${await outcome(bySignal)}`); // at once, the server still blocked
-  console.log(`timeout: ${await outcome(byTimeout)}`); // 50 ms later, the server still blocked
-  Deno.writeTextFileSync(release, ""); // let the server go on
-  console.log(`taken:   ${await outcome(hold)}`);
-  console.log(`waited:  ${await outcome(waits)}`);
+  console.log(`signal:  ${await bySignal}`); // at once, the server still blocked
+  console.log(`timeout: ${await byTimeout}`); // 50 ms later, the server still blocked
+  console.log(`taken:   ${await hold}`); // TIMED_OUT, the server still blocked
+  Deno.writeTextFileSync(release, ""); // let the server go on: the held answer is discarded
+  console.log(`waited:  ${await waits}`);
 
   const ran = client.execute(COUNTED).status; // the server counts the COUNT commands it ran
   const { commands, failures } = client.stats();

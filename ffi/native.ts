@@ -187,8 +187,8 @@ export const denoNative: Native = {
     check(library().shmcall_ticket_read_output(ticket, into, BigInt(into.length)));
   },
 
-  clientCall(client, ticket) {
-    check(library().shmcall_client_call(client, ticket, outI32, outU32));
+  clientCall(client, ticket, timeoutMs) {
+    check(library().shmcall_client_call(client, ticket, timeoutMs, outI32, outU32));
     return outI32[0]!;
   },
 
@@ -234,8 +234,9 @@ export const denoNative: Native = {
     return asHandle(outU32[0]!);
   },
 
-  serverOpened(server, conn, status) {
-    check(library().shmcall_server_opened(server, BigInt(conn), status));
+  serverOpened(server, conn, status, reason) {
+    const [r, rLen] = text(reason);
+    check(library().shmcall_server_opened(server, BigInt(conn), status, r, rLen));
   },
 
   serverStats(server, into) {
@@ -274,9 +275,8 @@ export const denoNative: Native = {
     check(library().shmcall_server_free(server));
   },
 
-  hubClaim() {
-    check(library().shmcall_hub_claim());
-  },
+  hubClaim: () => check(library().shmcall_hub_claim()),
+  hubBells: () => library().shmcall_hub_bells(),
 
   hubUnclaim() {
     library().shmcall_hub_unclaim();

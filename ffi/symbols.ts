@@ -55,9 +55,9 @@ export const symbols = {
     parameters: ["u32", "buffer", "buffer"],
     result: "i32",
   },
-  // int32_t shmcall_client_call(uint32_t client, uint32_t ticket, int32_t* status, uint32_t* length)
+  // int32_t shmcall_client_call(uint32_t client, uint32_t ticket, double timeout_ms, int32_t* status, uint32_t* length)
   shmcall_client_call: {
-    parameters: ["u32", "u32", "buffer", "buffer"],
+    parameters: ["u32", "u32", "f64", "buffer", "buffer"],
     result: "i32",
   },
   // int32_t shmcall_client_submit(uint32_t client, uint32_t ticket, uint64_t token)
@@ -96,9 +96,9 @@ export const symbols = {
     ],
     result: "i32",
   },
-  // int32_t shmcall_server_opened(uint32_t server, uint64_t connection, int32_t status)
+  // int32_t shmcall_server_opened(uint32_t server, uint64_t connection, int32_t status, const uint8_t* reason, size_t reason_len)
   shmcall_server_opened: {
-    parameters: ["u32", "u64", "i32"],
+    parameters: ["u32", "u64", "i32", "buffer", "usize"],
     result: "i32",
   },
   // int32_t shmcall_server_stats(uint32_t server, double* out, size_t len)
@@ -123,8 +123,11 @@ export const symbols = {
   // int32_t shmcall_server_free(uint32_t server)
   shmcall_server_free: { parameters: ["u32"], result: "i32" },
 
-  // int32_t shmcall_hub_claim(void): this thread drains the hub (one JavaScript thread)
+  // int32_t shmcall_hub_claim(void): this thread drains the hub (one JavaScript thread);
+  // returns the doorbells installed so far, as shmcall_hub_bells
   shmcall_hub_claim: { parameters: [], result: "i32" },
+  // int32_t shmcall_hub_bells(void): how many doorbells were installed so far
+  shmcall_hub_bells: { parameters: [], result: "i32" },
   // int32_t shmcall_hub_unclaim(void): this thread has no client or server left
   shmcall_hub_unclaim: { parameters: [], result: "i32" },
   // uint64_t shmcall_hub_new_id(void): an id unique in the process

@@ -30,7 +30,7 @@ export interface Addon {
   ): number;
   ticketWriteInput(ticket: number, input: Uint8Array): number;
   ticketReadOutput(ticket: number, output: Uint8Array): number;
-  clientCall(client: number, ticket: number): number;
+  clientCall(client: number, ticket: number, timeoutMs: number): number;
   clientSubmit(client: number, ticket: number, token: number): number;
   clientWithdraw(client: number, slot: number): number;
   clientStats(client: number, into: Float64Array): number;
@@ -38,7 +38,7 @@ export interface Addon {
   clientFree(client: number): number;
 
   serverServe(icId: string, dir: string, spinNs: number, id: number, asksOpen: boolean): number;
-  serverOpened(server: number, connection: number, status: number): number;
+  serverOpened(server: number, connection: number, status: number, reason: string): number;
   serverStats(server: number, into: Float64Array): number;
   serverNote(server: number, workers: number, quiescing: boolean): number;
   commandTake(command: number): number;
@@ -54,6 +54,7 @@ export interface Addon {
 
   hubNext(): number;
   hubClaim(): number;
+  hubBells(): number;
   hubUnclaim(): void;
   hubNewId(): number;
   hubDrain(budgetNs: number): void;

@@ -96,8 +96,8 @@ export const nodeNative: Native = {
     check(addon.ticketReadOutput(ticket, into));
   },
 
-  clientCall(client, ticket) {
-    check(addon.clientCall(client, ticket));
+  clientCall(client, ticket, timeoutMs) {
+    check(addon.clientCall(client, ticket, timeoutMs));
     return ints[SCRATCH.ANSWER]!;
   },
 
@@ -126,8 +126,8 @@ export const nodeNative: Native = {
     return asHandle(words[SCRATCH.BEGUN]!);
   },
 
-  serverOpened(server, conn, status) {
-    check(addon.serverOpened(server, conn, status));
+  serverOpened(server, conn, status, reason) {
+    check(addon.serverOpened(server, conn, status, reason));
   },
 
   serverStats(server, into) {
@@ -154,9 +154,8 @@ export const nodeNative: Native = {
     check(addon.serverFree(server));
   },
 
-  hubClaim() {
-    check(addon.hubClaim());
-  },
+  hubClaim: () => check(addon.hubClaim()),
+  hubBells: () => addon.hubBells(),
 
   hubUnclaim: () => addon.hubUnclaim(),
   hubNewId: () => addon.hubNewId(),

@@ -9,7 +9,7 @@ import * as hub from "./hub.ts";
 import { EVENT, FLAG, type Handle, type Mapping, native, NOWHERE, STATS } from "./native.ts";
 import { readServerStats, readStats, type ServerStats, type Stats } from "./stats.ts";
 import { Status } from "./status.ts";
-import { checkIcId, checkSocketDir, spinNanos } from "./validate.ts";
+import { checkIcId, checkOptionsObject, checkSocketDir, shown, spinNanos } from "./validate.ts";
 
 /** Largest input or output area a command may have, in bytes (64 MiB). */
 export const MAX_AREA = 64 << 20;
@@ -20,6 +20,11 @@ export interface ConnectOptions {
   socketDir?: string;
   /** How long a waiting thread spins before it sleeps, in microseconds (default 50). */
   spinMicros?: number;
+  /**
+   * The {@linkcode ExecuteOptions.timeout} of every command of this client that gives none,
+   * in milliseconds (default: none).
+   */
+  timeout?: number;
 }
 
 /** A command's result. */
@@ -68,20 +73,25 @@ export interface ExecuteOptions<C = unknown> {
   inline?: boolean;
   /**
    * Withdraws the command when it aborts, if the server has not taken it yet (asynchronous
-   * calls only). See {@linkcode ExecuteOptions.timeout} for what "taken" means.
+   * calls only): `completion` gets `CANCELLED` and the Promise rejects with an
+   * {@linkcode IpcError} of status `CANCELLED` at once. Once the server took it, an abort
+   * has no effect. See {@linkcode ExecuteOptions.timeout} for what "taken" means.
    */
   signal?: AbortSignal;
   /**
-   * Withdraws the command if the server has not taken it within this many milliseconds
-   * (asynchronous calls only): a deadline for the command to start, not to finish.
+   * A deadline on the whole wait, in milliseconds, for synchronous and asynchronous calls
+   * alike (default: the client's, from {@linkcode ConnectOptions.timeout}, else none). When it
+   * passes:
    *
-   * A withdrawn command never runs: `completion` gets `CANCELLED` and the Promise rejects
-   * with an {@linkcode IpcError} of status `CANCELLED` at once. The server takes a command
-   * when its `exec` is about to run it (inline) or it hands it to a worker; from then on,
-   * neither `signal` nor `timeout` has any effect: the command runs to its end and the
-   * Promise settles with its result. A command on the backup path (no free slot fits it)
-   * cannot be withdrawn, nor one sent to a server that speaks protocol 1.0. So a result
-   * other than `CANCELLED` always means the command ran.
+   * - a command the server has not taken is withdrawn: it never runs, and the call fails
+   *   `CANCELLED`;
+   * - a taken one fails `TIMED_OUT`: it may have run, or may still be running. Its answer,
+   *   when it comes, is discarded, and its slot serves again only then: a late answer never
+   *   reaches a later command.
+   *
+   * The server takes a command when its `exec` is about to run it (inline) or it hands it
+   * to a worker. A command on the backup path (no free slot fits it) is taken as it is sent.
+   * So `CANCELLED` always means the command did not run; any other failure may not.
    */
   timeout?: number;
 }
@@ -182,28 +192,58 @@ let checkedOutput = 0;
 
 function checkCallback(name: Callback, f: unknown): void {
   if (f !== undefined && typeof f !== "function") {
-    throw new TypeError(`${name} must be a function, received ${typeof f}`);
+    throw new TypeError(`${name} must be a function, received ${shown(f)}`);
   }
 }
 
 function checkLength(name: string, value: number): void {
   if (!Number.isInteger(value) || value < 0 || value > MAX_AREA) {
-    throw new RangeError(`${name} must be an integer from 0 to ${MAX_AREA}, received ${value}`);
+    throw new RangeError(
+      `${name} must be an integer from 0 to ${MAX_AREA}, received ${shown(value)}`,
+    );
+  }
+}
+
+/** Throws unless `array` is undefined or a Uint8Array whose memory is still there. */
+function checkArray(name: string, array: unknown): void {
+  if (array === undefined) return;
+  if (!(array instanceof Uint8Array)) {
+    throw new TypeError(`${name} must be a Uint8Array, received ${shown(array)}`);
+  }
+  // Only an empty array may be detached: the look is paid for empty ones alone.
+  if (array.length === 0 && isDetached(array.buffer)) {
+    throw new TypeError(
+      `${name} is detached: its memory was transferred (transfer(), structuredClone or postMessage with a transfer list); pass an array whose memory you still hold`,
+    );
+  }
+}
+
+/** Whether `buffer` was detached (Node 20 has no `ArrayBuffer.prototype.detached`). */
+function isDetached(buffer: ArrayBufferLike): boolean {
+  if (buffer.byteLength !== 0) return false;
+  const detached = (buffer as { detached?: boolean }).detached;
+  if (detached !== undefined) return detached;
+  try {
+    new Uint8Array(buffer);
+    return false;
+  } catch {
+    return true;
   }
 }
 
 /** Checks a command's arguments; the areas' lengths go to `checkedInput`/`checkedOutput`. */
 function checkOptions(code: unknown, o: ExecuteOptions<unknown>): void {
   if (typeof code !== "number" || !Number.isInteger(code) || code < 0 || code > 0xffff_ffff) {
-    throw new RangeError(`code must be an integer from 0 to 4294967295, received ${String(code)}`);
+    throw new RangeError(`code must be an integer from 0 to 4294967295, received ${shown(code)}`);
+  }
+  if (typeof o !== "object" || o === null) {
+    throw new TypeError(
+      `the options of execute must be an object (or omitted), received ${shown(o)}`,
+    );
   }
   const { input, output } = o;
-  if (input !== undefined && !(input instanceof Uint8Array)) {
-    throw new TypeError(`input must be a Uint8Array, received ${typeof input}`);
-  }
-  if (output !== undefined && !(output instanceof Uint8Array)) {
-    throw new TypeError(`output must be a Uint8Array, received ${typeof output}`);
-  }
+  checkArray("input", input);
+  checkArray("output", output);
   // One by one, not in a loop over names: a keyed lookup is several times slower.
   checkCallback("inputPrepare", o.inputPrepare);
   checkCallback("outputPrepare", o.outputPrepare);
@@ -211,7 +251,7 @@ function checkOptions(code: unknown, o: ExecuteOptions<unknown>): void {
   checkCallback("outputPost", o.outputPost);
   checkCallback("completion", o.completion);
   if (o.inline !== undefined && typeof o.inline !== "boolean") {
-    throw new TypeError(`inline must be a boolean, received ${typeof o.inline}`);
+    throw new TypeError(`inline must be a boolean, received ${shown(o.inline)}`);
   }
   if (o.signal !== undefined || o.timeout !== undefined) checkCancellation(o);
   const inputLength = o.inputLength ?? input?.length ?? 0;
@@ -231,24 +271,28 @@ function checkOptions(code: unknown, o: ExecuteOptions<unknown>): void {
 }
 
 function checkCancellation(o: ExecuteOptions<unknown>): void {
-  const { signal, timeout } = o;
+  const { signal } = o;
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new TypeError(`signal must be an AbortSignal, received ${typeof signal}`);
+    throw new TypeError(`signal must be an AbortSignal, received ${shown(signal)}`);
   }
+  checkTimeout("timeout", o.timeout);
+  if (signal !== undefined && o.completion === undefined) {
+    throw new TypeError(
+      "signal needs an asynchronous call (pass completion): nothing can abort a synchronous call while its thread waits (give it a timeout)",
+    );
+  }
+}
+
+/** Checks a timeout option named `name`: undefined, or milliseconds in (0, MAX_TIMEOUT]. */
+function checkTimeout(name: string, timeout: unknown): void {
   if (
     timeout !== undefined &&
     (typeof timeout !== "number" || !(timeout > 0) || timeout > MAX_TIMEOUT)
   ) {
     throw new RangeError(
-      `timeout must be a number of milliseconds from 0 (excluded) to ${MAX_TIMEOUT}, received ${
-        String(timeout)
+      `${name} must be a number of milliseconds from 0 (excluded) to ${MAX_TIMEOUT}, received ${
+        shown(timeout)
       }`,
-    );
-  }
-  if (o.completion === undefined) {
-    const name = signal !== undefined ? "signal" : "timeout";
-    throw new TypeError(
-      `${name} needs an asynchronous call (pass completion): a synchronous call cannot be withdrawn while its thread waits`,
     );
   }
 }
@@ -286,6 +330,8 @@ export class Client {
   /** The server's key in `hub.served`, made on first need (it resolves a path). */
   #endpoint: string | undefined;
   readonly #socketDir: string | undefined;
+  /** The `timeout` of commands that give none ({@linkcode ConnectOptions.timeout}). */
+  readonly #timeout: number | undefined;
   /** The output length and output of the last synchronous command (see `execute`). */
   #answered = 0;
   #answeredOutput: Uint8Array = NO_OUTPUT;
@@ -293,9 +339,16 @@ export class Client {
   readonly #stats = new Float64Array(STATS.LEN);
 
   /** @internal Use {@linkcode connect}. */
-  constructor(icId: string, socketDir: string | undefined, id: number, handle: Handle) {
+  constructor(
+    icId: string,
+    socketDir: string | undefined,
+    timeout: number | undefined,
+    id: number,
+    handle: Handle,
+  ) {
     this.#icId = icId;
     this.#socketDir = socketDir;
+    this.#timeout = timeout;
     this.#id = id;
     this.#handle = handle;
     hub.adopt(id, this);
@@ -443,6 +496,13 @@ export class Client {
       if (o.inputPrepare) o.inputPrepare(input, o.input);
       else if (o.input) input.set(o.input);
       o.outputPrepare?.(output, o.output);
+      if (this.#handle !== handle) {
+        // A callback closed this very client: the command goes nowhere.
+        throw new IpcError(
+          Status.CLOSED,
+          `the client of '${this.#icId}' was closed by a prepare callback of this command, which was not sent`,
+        );
+      }
       if (input.length !== inputLength || output.length !== outputLength) {
         throw new TypeError(
           `a prepare callback detached the memory of an area (ArrayBuffer.prototype.transfer, structuredClone or postMessage with a transfer list): the command to '${this.#icId}' was not sent; copy the bytes instead`,
@@ -466,7 +526,7 @@ export class Client {
         );
       }
       try {
-        const status = native.clientCall(handle, ticket);
+        const status = native.clientCall(handle, ticket, o.timeout ?? this.#timeout ?? 0);
         const length = native.callLength();
         this.#answeredOutput = this.#finish(o, ticket, input, output, backup, length);
         this.#answered = length;
@@ -501,24 +561,35 @@ export class Client {
     };
     this.#pending.set(token, p);
     hub.hold();
-    if (o.signal !== undefined || o.timeout !== undefined) this.#watch(token, p);
+    if (o.signal !== undefined || o.timeout !== undefined || this.#timeout !== undefined) {
+      this.#watch(token, p);
+    }
     return promise;
   }
 
-  /** Withdraws the command of `token` when its signal aborts or its timeout passes. */
+  /**
+   * Withdraws the command of `token` when its signal aborts or its timeout passes; fails it
+   * `TIMED_OUT` when its timeout passes after the server took it.
+   */
   #watch(token: number, p: Pending): void {
-    const { signal, timeout } = p.options;
+    const { signal } = p.options;
+    const timeout = p.options.timeout ?? this.#timeout;
     const withdraw = (timedOut: number | undefined) => {
       const handle = this.#handle;
       if (this.#pending.get(token) !== p || handle === null) return;
-      if (p.slot === NOWHERE || !native.clientWithdraw(handle, p.slot)) return;
-      // It will never run. The slot stays the server's until it answers CANCELLED; that
-      // completion finds no pending command and only frees the ticket.
+      const withdrawn = p.slot !== NOWHERE && native.clientWithdraw(handle, p.slot);
+      // An abort after the server took the command changes nothing; a deadline fails it.
+      if (!withdrawn && timedOut === undefined) return;
+      // Either way its answer is still to come: that completion finds no pending command and
+      // only frees the ticket, and with it the slot (never reused before).
       this.#pending.delete(token);
       p.unwatch?.();
       hub.release();
-      const error = this.#cancelled(signal, timedOut);
-      failed(p.options, Status.CANCELLED);
+      const error = withdrawn ? this.#cancelled(signal, timedOut) : new IpcError(
+        Status.TIMED_OUT,
+        `a command to '${this.#icId}' had no answer within its timeout of ${timedOut} ms: the server took it, so it may have run; its answer will be discarded`,
+      );
+      failed(p.options, error.status);
       p.reject(error);
     };
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -738,7 +809,9 @@ function failed(o: ExecuteOptions<unknown>, status: number): void {
  */
 export async function connect(icId: string, options: ConnectOptions = {}): Promise<Client> {
   checkIcId(icId);
+  checkOptionsObject("connect", options);
   checkSocketDir(options.socketDir);
+  checkTimeout("the timeout of connect", options.timeout);
   const spin = spinNanos(options.spinMicros);
   // The id is taken before connecting so that the core can name this client in its events:
   // the library's I/O thread drives the connect, and its end comes as a hub event (a server of
@@ -757,7 +830,7 @@ export async function connect(icId: string, options: ConnectOptions = {}): Promi
   try {
     const handle = native.clientConnect(icId, options.socketDir, spin, id) ?? await connected;
     try {
-      return new Client(icId, options.socketDir, id, handle);
+      return new Client(icId, options.socketDir, options.timeout, id, handle);
     } catch (e) {
       native.clientFree(handle);
       throw e;

@@ -7,6 +7,7 @@
 
 import { type Mapping, native } from "./native.ts";
 import { Status } from "./status.ts";
+import { shown } from "./validate.ts";
 
 /** Who a connection is with. */
 export interface ConnInfo {
@@ -51,6 +52,20 @@ export type Exec<C> = (
 export interface Answerer<T> {
   /** Answers `command` (copying `from` into its output area first, when given), once. */
   answer(tag: T, command: number, status: number, length: number, from: Uint8Array | null): void;
+  /**
+   * `exec` failed with `error` (it threw, rejected, or answered nonsense): reports it and
+   * answers `command` with `status` once. `output` is the command's output area, where a
+   * reason for the client may go (`from` as for `answer`).
+   */
+  failed(
+    tag: T,
+    command: number,
+    status: number,
+    code: number,
+    error: unknown,
+    output: Uint8Array,
+    from: Uint8Array | null,
+  ): void;
   /** `exec` returned a Promise: its reactions need the event loop. */
   async(): void;
 }
@@ -114,16 +129,18 @@ export function runExec<C, T>(
   to: Answerer<T>,
   tag: T,
 ): void {
+  // Before `exec` runs: it may detach the area's memory.
+  const capacity = cmd.output.length;
   let r: ExecResult | void | Promise<ExecResult | void>;
   try {
     r = exec(cmd, conn, context);
-  } catch {
-    to.answer(tag, command, Status.HANDLER_FAILED, 0, null);
+  } catch (e) {
+    to.failed(tag, command, Status.HANDLER_FAILED, cmd.code, e, cmd.output, backup);
     return;
   }
   if (!(r instanceof Promise)) {
     // The common case, with no closure made: answered before anything else runs.
-    settle(r, command, backup, to, tag);
+    settle(r, cmd, capacity, command, backup, to, tag);
     return;
   }
   to.async();
@@ -132,28 +149,65 @@ export function runExec<C, T>(
   const ok = (r: ExecResult | void) => {
     if (answered) return;
     answered = true;
-    settle(r, command, backup, to, tag);
+    settle(r, cmd, capacity, command, backup, to, tag);
   };
-  const fail = () => {
+  const fail = (e: unknown) => {
     if (answered) return;
     answered = true;
-    to.answer(tag, command, Status.HANDLER_FAILED, 0, null);
+    to.failed(tag, command, Status.HANDLER_FAILED, cmd.code, e, cmd.output, backup);
   };
   r.then(ok, fail).catch(fail);
 }
 
-/** Answers with what `exec` returned, if it makes sense, else with HANDLER_FAILED. */
+/** Answers with what `exec` returned, if it makes sense, else fails it saying why. */
 function settle<T>(
   r: ExecResult | void,
+  cmd: ServerCommand,
+  capacity: number,
   command: number,
   backup: Uint8Array | null,
   to: Answerer<T>,
   tag: T,
 ): void {
-  const status = r?.status ?? 0;
-  const length = r?.length ?? 0;
-  const valid = Number.isInteger(status) && status >= 0 && status <= I32_MAX &&
-    Number.isInteger(length) && length >= 0 && length <= U32_MAX;
-  if (valid) to.answer(tag, command, status, length, backup);
-  else to.answer(tag, command, Status.HANDLER_FAILED, 0, null);
+  const status = (r as ExecResult | undefined)?.status ?? 0;
+  const length = (r as ExecResult | undefined)?.length ?? 0;
+  let why: Error | undefined;
+  if (r !== undefined && (typeof r !== "object" || r === null)) {
+    why = new TypeError(`exec returned ${shown(r)}: it must return { status, length } or nothing`);
+  } else if (!Number.isInteger(status) || status < 0 || status > I32_MAX) {
+    why = new RangeError(
+      `exec answered status ${
+        shown(status)
+      }: a status is an integer from 0 to ${I32_MAX} (the negative ones are the library's)`,
+    );
+  } else if (!Number.isInteger(length) || length < 0 || length > U32_MAX) {
+    why = new RangeError(
+      `exec answered length ${shown(length)}: a length is an integer from 0 to ${U32_MAX}`,
+    );
+  } else if (length > capacity) {
+    const error = new RangeError(
+      `exec answered ${length} output bytes for an output area of ${capacity}`,
+    );
+    to.failed(tag, command, Status.OUTPUT_OVERFLOW, cmd.code, error, cmd.output, backup);
+    return;
+  }
+  if (why === undefined) to.answer(tag, command, status, length, backup);
+  else to.failed(tag, command, Status.HANDLER_FAILED, cmd.code, why, cmd.output, backup);
+}
+
+/** What a client is told of `error` (`exposeErrors`): its name and message. */
+export function reasonOf(error: unknown): string {
+  if (error instanceof Error) return `${error.name}: ${error.message}`;
+  return `thrown: ${shown(error)}`;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Writes `reason` into a failed command's output area, as much as fits (whole characters);
+ * returns the bytes written (0 when the area is empty or its memory was detached).
+ */
+export function writeReason(output: Uint8Array, reason: string): number {
+  if (output.length === 0) return 0;
+  return encoder.encodeInto(reason, output).written;
 }

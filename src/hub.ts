@@ -38,6 +38,8 @@ let live = 0;
  */
 let keepalive: ReturnType<typeof setInterval> | undefined;
 let doorbell: Doorbell | undefined;
+/** The process's count of doorbells installed, just after this thread installed its own. */
+let bellsAtInstall = -1;
 let waiting = false;
 
 /**
@@ -134,10 +136,14 @@ export function endpointKey(icId: string, socketDir: string | undefined): string
 export function register(owner: Owner | undefined): number {
   if (!claimed) {
     // Throws while another JavaScript thread has clients or servers open.
-    native.hubClaim();
+    const bells = native.hubClaim();
     claimed = true;
-    // At each claim, as another thread may have replaced the doorbell since.
-    doorbell = native.installDoorbell(drain);
+    // The doorbell this thread installed serves again unless another thread installed one
+    // since: making one costs about as much as the rest of a connect's JavaScript.
+    if (doorbell === undefined || bells !== bellsAtInstall) {
+      doorbell = native.installDoorbell(drain);
+      bellsAtInstall = native.hubBells();
+    }
   }
   const id = native.hubNewId();
   registered++;
@@ -153,7 +159,15 @@ export function adopt(id: number, owner: Owner): void {
 /** Forgets an owner: its later events are cleaned up without it. */
 export function unregister(id: number): void {
   owners.delete(id);
-  if (--registered === 0) letGo();
+  if (--registered === 0) {
+    if (claimed) {
+      // Nothing of this thread is left: another thread (the next test file's, a Worker) may
+      // take turns at once.
+      claimed = false;
+      native.hubUnclaim();
+    }
+    if (live === 0) letGo();
+  }
 }
 
 /** Something needs the process to stay alive until the matching {@linkcode release}. */
@@ -175,19 +189,17 @@ export function release(): void {
 }
 
 /**
- * Microtask ticks for which this thread keeps its claim on the hub, its doorbell and its
- * keep-alive timer after its last client or server closed. A loop of connect → command →
- * close registers again within a few ticks (each `await` between the close and the next
- * connect is one), and would otherwise claim the hub, install the doorbell and make and clear
- * a timer on every cycle (8% of a Deno client's CPU per cycle, profiled). Nothing lingers
- * past them: a test that closed everything leaves no timer behind, and another thread may
- * claim the hub once they ran.
+ * Microtask ticks for which this thread keeps its keep-alive timer after its last client or
+ * server closed. A loop of connect → command → close registers again within a few ticks (each
+ * `await` between the close and the next connect is one), and would otherwise make and clear a
+ * timer on every cycle. Nothing lingers past them: a test that closed everything leaves no timer
+ * behind (and a thread that ends meanwhile takes its timers with it).
  */
 const LINGER_TICKS = 16;
 let lingering = false;
 let lingerTicks = 0;
 
-/** Nothing of this thread is registered: lets go of the hub after {@linkcode LINGER_TICKS}. */
+/** Nothing of this thread is registered or live: drops the timer after {@linkcode LINGER_TICKS}. */
 function letGo(): void {
   lingerTicks = 0;
   if (lingering) return;
@@ -197,7 +209,7 @@ function letGo(): void {
 
 /** One tick of {@linkcode letGo}: one function for every tick, no closure per close. */
 function lingerTick(): void {
-  if (registered > 0) {
+  if (registered > 0 || live > 0) {
     lingering = false;
     return;
   }
@@ -206,12 +218,7 @@ function lingerTick(): void {
     return;
   }
   lingering = false;
-  if (claimed) {
-    // Nothing of this thread is left: let another thread (the next test file's) take turns.
-    claimed = false;
-    native.hubUnclaim();
-  }
-  if (live === 0) dropKeepalive();
+  dropKeepalive();
 }
 
 /** Clears the keep-alive timer once nothing of this thread is left (nothing lingers after). */

@@ -269,8 +269,12 @@ export interface Native {
   ticketWriteInput(ticket: number, input: Uint8Array): void;
   /** Copies a finished backup-path ticket's output into `into` (`into.length` bytes at most). */
   ticketReadOutput(ticket: number, into: Uint8Array): void;
-  /** Sends and waits inside this call; returns the server's status ({@linkcode Native.callLength} the output length). */
-  clientCall(client: Handle, ticket: number): number;
+  /**
+   * Sends and waits inside this call, for at most `timeoutMs` when it is positive (then
+   * `CANCELLED` if the server had not taken it, else `TIMED_OUT`); returns the server's status
+   * ({@linkcode Native.callLength} the output length).
+   */
+  clientCall(client: Handle, ticket: number, timeoutMs: number): number;
   /** The output length of the last {@linkcode Native.clientCall}. */
   callLength(): number;
   /** Sends; the finished ticket comes back as a hub completion with `token`. */
@@ -296,8 +300,8 @@ export interface Native {
     id: number,
     asksOpen: boolean,
   ): Handle;
-  /** Answers an open: 0 accepts, a negative status refuses. */
-  serverOpened(server: Handle, conn: number, status: number): void;
+  /** Answers an open: 0 accepts, a negative status refuses (`reason`, may be empty, for the client). */
+  serverOpened(server: Handle, conn: number, status: number, reason: string): void;
   /** Copies the server's counters into `into` (positions in {@linkcode STATS}). */
   serverStats(server: Handle, into: Float64Array): void;
   /** Records the pool's size and whether the server quiesces, which its counters report. */
@@ -314,7 +318,9 @@ export interface Native {
   serverFree(server: Handle): void;
 
   /** Makes this thread the one that drains the hub; throws while another thread has objects. */
-  hubClaim(): void;
+  hubClaim(): number;
+  /** How many doorbells were installed in the process so far (see {@linkcode Native.hubClaim}). */
+  hubBells(): number;
   /** This thread has no client or server left: another may claim the hub. */
   hubUnclaim(): void;
   /** An id for a client or server, unique in the process. */

@@ -33,7 +33,7 @@ export interface Job extends Areas {
 /** What the server tells a worker. */
 export type ToWorker =
   /** Load `module`; `stop` holds one `Int32` the pool sets to 1 when it stops. */
-  | { kind: "load"; module: string; stop: SharedArrayBuffer }
+  | { kind: "load"; module: string; stop: SharedArrayBuffer; expose: boolean }
   | { kind: "open"; conn: ConnInfo; context: unknown }
   /** Run job `id` (a number of the pool's, not the command's handle). */
   | { kind: "exec"; id: number; job: Job }
@@ -44,18 +44,34 @@ export type ToWorker =
 export type FromWorker =
   | { kind: "ready" }
   | { kind: "failed"; message: string }
-  | { kind: "done"; id: number }
+  /** Job `id` is answered; `error` is why its `exec` failed, if it did. */
+  | { kind: "done"; id: number; error?: WorkerError }
   /** It answered every command it held and gave its segments back. */
   | { kind: "stopped" }
   /** It is ending by itself (it called `close()`). */
   | { kind: "exiting" };
 
+/** A worker's `exec` failure, as it crosses to the server (an error may not be cloneable). */
+export interface WorkerError {
+  name: string;
+  message: string;
+  stack: string | undefined;
+}
+
+/** The failure a worker reported, as an `Error` again. */
+export function revived(e: WorkerError): Error {
+  const error = new Error(e.message);
+  error.name = e.name;
+  if (e.stack !== undefined) error.stack = e.stack;
+  return error;
+}
+
 /** The server, as the pool sees it. */
 export interface PoolHost {
   /** The connection's info and the context its `open` returned, while it is open. */
   connection(conn: number): { info: ConnInfo; context: unknown } | undefined;
-  /** A job ended: answered, withdrawn, or failed. Once per job. */
-  finished(job: Job): void;
+  /** A job ended: answered, withdrawn, or failed (`error`: why its `exec` failed). Once per job. */
+  finished(job: Job, error?: Error): void;
 }
 
 /** Commands one worker holds at once: two, so that it never waits for the next one's message. */
@@ -92,6 +108,8 @@ interface Member {
 export class Pool {
   readonly size: number;
   readonly #module: string;
+  /** Whether workers write a failed `exec`'s reason for its client (`exposeErrors`). */
+  readonly #expose: boolean;
   readonly #host: PoolHost;
   readonly #members: Member[] = [];
   /** Workers still loading the module: stopped by `close`. */
@@ -103,9 +121,10 @@ export class Pool {
   /** Workers that ended by themselves since a command was last answered: see `#lost`. */
   #lostInARow = 0;
 
-  private constructor(size: number, module: string, host: PoolHost) {
+  private constructor(size: number, module: string, expose: boolean, host: PoolHost) {
     this.size = size;
     this.#module = module;
+    this.#expose = expose;
     this.#host = host;
   }
 
@@ -116,10 +135,11 @@ export class Pool {
   static async start(
     size: number,
     module: string,
+    expose: boolean,
     host: PoolHost,
     timeoutMs = POOL_LOAD_MS,
   ): Promise<Pool> {
-    const pool = new Pool(size, module, host);
+    const pool = new Pool(size, module, expose, host);
     try {
       await Promise.all(Array.from({ length: size }, () => pool.#spawn(timeoutMs)));
     } catch (e) {
@@ -161,7 +181,7 @@ export class Pool {
         if (member.gone && message.kind !== "done") return;
         switch (message.kind) {
           case "done":
-            return this.#done(member, message.id);
+            return this.#done(member, message.id, message.error);
           case "stopped":
             return member.stopped?.();
           case "exiting":
@@ -181,7 +201,12 @@ export class Pool {
       port.onError((error) => ended(`it failed: ${error}`));
       port.onExit(() => ended("it exited"));
       port.post(
-        { kind: "load", module: this.#module, stop: member.stopFlag.buffer } satisfies ToWorker,
+        {
+          kind: "load",
+          module: this.#module,
+          stop: member.stopFlag.buffer,
+          expose: this.#expose,
+        } satisfies ToWorker,
       );
     });
   }
@@ -253,12 +278,12 @@ export class Pool {
     member.port.post({ kind: "exec", id, job } satisfies ToWorker);
   }
 
-  #done(member: Member, id: number): void {
+  #done(member: Member, id: number, error: WorkerError | undefined): void {
     const job = member.busy.get(id);
     if (job === undefined || member.gone) return;
     member.busy.delete(id);
     this.#lostInARow = 0;
-    this.#host.finished(job);
+    this.#host.finished(job, error === undefined ? undefined : revived(error));
     this.#pump();
   }
 

@@ -11,15 +11,17 @@ import {
   type ConnInfo,
   type Exec,
   type ExecResult,
+  reasonOf,
   runExec,
   type ServerCommand,
+  writeReason,
 } from "./exec.ts";
 import * as hub from "./hub.ts";
 import { EVENT, FLAG, type Handle, type Mapping, native, STATS } from "./native.ts";
 import { type Job, Pool, type PoolHost } from "./pool.ts";
 import { readServerStats, type ServerStats } from "./stats.ts";
 import { Status } from "./status.ts";
-import { checkIcId, checkSocketDir, spinNanos } from "./validate.ts";
+import { checkIcId, checkOptionsObject, checkSocketDir, shown, spinNanos } from "./validate.ts";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 
@@ -68,6 +70,21 @@ export interface ServeOptions {
    * command runs inline.
    */
   inline?: boolean;
+  /**
+   * Called with each failure of a handler in place of the default report, which writes it to
+   * standard error (the ic id, the connection, the operation code, and the error with its
+   * stack): an `exec` that threw, rejected or answered nonsense — inline or in a pool worker
+   * — with its command's `{ code }`, and an `open` or `close` that threw or rejected, with
+   * `undefined`. What `onError` itself throws is written to standard error.
+   */
+  onError?: (error: unknown, conn: ConnInfo, command: { code: number } | undefined) => void;
+  /**
+   * Whether clients learn why a handler failed (default false: a message may hold what a client
+   * should not see). When true, a failed command's `HANDLER_FAILED` carries the error's name
+   * and message in its output area, as much as its capacity holds, and the client's
+   * `IpcError` shows it; a client refused by a failing `open` sees it in `connect`'s error.
+   */
+  exposeErrors?: boolean;
 }
 
 /** The most workers a pool may have. */
@@ -116,12 +133,45 @@ export class Server<C = unknown> {
   /** Resolves `quiesce()` once nothing is in progress. */
   #quiesced: (() => void) | undefined;
   readonly #stats = new Float64Array(STATS.LEN);
+  readonly #onError: ServeOptions["onError"];
+  readonly #exposeErrors: boolean;
   /** How the inline path answers: through `#answer`, with the connection as the tag. */
   readonly #answerer: Answerer<Connection<C>> = {
     answer: (conn, command, status, length, from) =>
       this.#answer(conn, command, status, length, from),
+    failed: (conn, command, status, code, error, output, from) => {
+      this.#report(error, conn.info, { code }, "exec");
+      const length = status === Status.HANDLER_FAILED && this.#exposeErrors
+        ? writeReason(output, reasonOf(error))
+        : 0;
+      this.#answer(conn, command, status, length, from);
+    },
     async: hub.needTurn,
   };
+
+  /** Reports the failure of a handler: to `onError`, else to standard error. */
+  #report(
+    error: unknown,
+    conn: ConnInfo,
+    command: { code: number } | undefined,
+    handler: string,
+  ): void {
+    const onError = this.#onError;
+    if (onError !== undefined) {
+      try {
+        onError(error, conn, command);
+        return;
+      } catch (thrown) {
+        console.error(`shmcall: the onError of '${this.#icId}' threw:`, thrown);
+      }
+    }
+    console.error(
+      `shmcall: the ${handler} handler of '${this.#icId}' failed on connection ${conn.id} (pid ${conn.pid})${
+        command === undefined ? "" : `, operation code ${command.code}`
+      }:`,
+      error,
+    );
+  }
 
   /** @internal Use {@linkcode serve}; `pool` is running already, and `host` its view of this server. */
   constructor(
@@ -133,10 +183,18 @@ export class Server<C = unknown> {
   ) {
     this.#icId = icId;
     this.#handlers = handlers;
+    this.#onError = options.onError;
+    this.#exposeErrors = options.exposeErrors === true;
     this.#inline = options.inline ?? pool === undefined;
     this.#pool = pool;
     host.connection = (conn) => this.#connections.get(conn);
-    host.finished = (job) => this.#finished(job.conn);
+    host.finished = (job, error) => {
+      if (error !== undefined) {
+        const info = (this.#connections.get(job.conn) ?? this.#closing.get(job.conn))?.info;
+        if (info !== undefined) this.#report(error, info, { code: job.code }, "exec (pool)");
+      }
+      this.#finished(job.conn);
+    };
     this.#id = hub.register(this);
     try {
       // A server with a pool leaves the cores to its workers: its connections' threads sleep
@@ -197,7 +255,7 @@ export class Server<C = unknown> {
       return;
     }
     if (this.#quiescing) {
-      native.serverOpened(this.#handle!, token, Status.SERVER_QUIESCING);
+      native.serverOpened(this.#handle!, token, Status.SERVER_QUIESCING, "");
       return;
     }
     const accept = (context: C) => {
@@ -205,15 +263,18 @@ export class Server<C = unknown> {
       if (handle === null || this.#quiescing) {
         // `open` ran but the client is turned away (the server closed or began quiescing
         // while `open` settled): its `close` runs now, once per `open` as always.
-        if (handle !== null) native.serverOpened(handle, token, Status.SERVER_QUIESCING);
+        if (handle !== null) native.serverOpened(handle, token, Status.SERVER_QUIESCING, "");
         this.#callClose(info, context);
         return;
       }
       this.#admit(token, info, context);
-      native.serverOpened(handle, token, 0);
+      native.serverOpened(handle, token, 0, "");
     };
-    const refuse = () => {
-      if (this.#handle !== null) native.serverOpened(this.#handle, token, Status.HANDLER_FAILED);
+    const refuse = (error: unknown) => {
+      this.#report(error, info, undefined, "open");
+      if (this.#handle === null) return;
+      const reason = this.#exposeErrors ? reasonOf(error) : "";
+      native.serverOpened(this.#handle, token, Status.HANDLER_FAILED, reason);
     };
     try {
       const made = this.#handlers.open?.(info) as C | Promise<C>;
@@ -221,8 +282,8 @@ export class Server<C = unknown> {
         hub.needTurn();
         made.then(accept, refuse);
       } else accept(made);
-    } catch {
-      refuse();
+    } catch (e) {
+      refuse(e);
     }
   }
 
@@ -354,9 +415,11 @@ export class Server<C = unknown> {
 
   #callClose(info: ConnInfo, context: C): void {
     try {
-      this.#handlers.close?.(info, context);
-    } catch {
+      const done = this.#handlers.close?.(info, context) as unknown;
+      if (done instanceof Promise) done.catch((e) => this.#report(e, info, undefined, "close"));
+    } catch (e) {
       // A failing close handler must not take the event loop with it.
+      this.#report(e, info, undefined, "close");
     }
   }
 
@@ -487,26 +550,36 @@ export async function serve<C = unknown>(
   options: ServeOptions = {},
 ): Promise<Server<C>> {
   checkIcId(icId);
+  checkOptionsObject("serve", options);
   checkSocketDir(options.socketDir);
   spinNanos(options.spinMicros);
   if (typeof handlers !== "object" || handlers === null) {
-    throw new TypeError(
-      `handlers must be an object, received ${handlers === null ? "null" : typeof handlers}`,
-    );
+    throw new TypeError(`handlers must be an object, received ${shown(handlers)}`);
   }
   if (typeof handlers.exec !== "function") {
-    throw new TypeError(`handlers.exec must be a function, received ${typeof handlers.exec}`);
+    throw new TypeError(`handlers.exec must be a function, received ${shown(handlers.exec)}`);
   }
   for (const name of ["open", "close"] as const) {
     const f = handlers[name];
     if (f !== undefined && typeof f !== "function") {
-      throw new TypeError(`handlers.${name} must be a function, received ${typeof f}`);
+      throw new TypeError(`handlers.${name} must be a function, received ${shown(f)}`);
     }
+  }
+  if (options.onError !== undefined && typeof options.onError !== "function") {
+    throw new TypeError(`onError must be a function, received ${shown(options.onError)}`);
+  }
+  if (options.exposeErrors !== undefined && typeof options.exposeErrors !== "boolean") {
+    throw new TypeError(`exposeErrors must be a boolean, received ${shown(options.exposeErrors)}`);
   }
   const module = checkPool(options);
   // The pool runs before the first client can connect: no command meant for it runs inline.
   const host: PoolHost = { connection: () => undefined, finished: () => {} };
-  const pool = module === undefined ? undefined : await Pool.start(options.workers!, module, host);
+  const pool = module === undefined ? undefined : await Pool.start(
+    options.workers!,
+    module,
+    options.exposeErrors === true,
+    host,
+  );
   try {
     return new Server(icId, handlers, options, pool, host);
   } catch (e) {
@@ -520,11 +593,11 @@ function checkPool(options: ServeOptions): string | undefined {
   const { workers = 0, module, inline } = options;
   if (!Number.isInteger(workers) || workers < 0 || workers > MAX_WORKERS) {
     throw new RangeError(
-      `workers must be an integer from 0 to ${MAX_WORKERS}, received ${String(workers)}`,
+      `workers must be an integer from 0 to ${MAX_WORKERS}, received ${shown(workers)}`,
     );
   }
   if (inline !== undefined && typeof inline !== "boolean") {
-    throw new TypeError(`inline must be a boolean, received ${typeof inline}`);
+    throw new TypeError(`inline must be a boolean, received ${shown(inline)}`);
   }
   if (workers === 0) {
     if (module !== undefined) {

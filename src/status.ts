@@ -45,6 +45,11 @@ export const Status = {
   INVALID_ARGUMENT: -13,
   /** An operating-system call failed. */
   IO_ERROR: -14,
+  /**
+   * The command's `timeout` passed after the server took it: it may have run. Its answer,
+   * when it comes, is discarded.
+   */
+  TIMED_OUT: -15,
 } as const;
 
 /** The name of a library status, such as `"PEER_TERMINATED"`. */

@@ -8,7 +8,16 @@
  * @module
  */
 
-import { type Answerer, backupOf, commandOf, type ConnInfo, type Exec, runExec } from "./exec.ts";
+import {
+  type Answerer,
+  backupOf,
+  commandOf,
+  type ConnInfo,
+  type Exec,
+  reasonOf,
+  runExec,
+  writeReason,
+} from "./exec.ts";
 import { type Mapping, native } from "./native.ts";
 import type { FromWorker, ToWorker } from "./pool.ts";
 import { Status } from "./status.ts";
@@ -34,6 +43,8 @@ export function runWorker(parent: Parent, load: (module: string) => Promise<unkn
   /** `exec` calls running (async ones included). */
   let running = 0;
   let stopping = false;
+  /** Whether a failed `exec`'s reason goes to its client (the server's `exposeErrors`). */
+  let expose = false;
   /** Gives every segment back (nothing runs that could use a view) and says so. */
   const stop = () => {
     for (const conn of conns.values()) conn.segment?.release();
@@ -51,12 +62,30 @@ export function runWorker(parent: Parent, load: (module: string) => Promise<unkn
         if (stopping && running === 0) stop();
       }
     },
+    failed(id, command, status, _code, error, output, from) {
+      running--;
+      try {
+        const length = status === Status.HANDLER_FAILED && expose
+          ? writeReason(output, reasonOf(error))
+          : 0;
+        native.commandFinish(command, status, length, from);
+      } finally {
+        // The server reports it (its `onError` lives there): as plain strings, since an error
+        // may not be cloneable.
+        const e = error instanceof Error
+          ? { name: error.name, message: error.message, stack: error.stack }
+          : { name: "Error", message: `thrown: ${String(error)}`, stack: undefined };
+        parent.post({ kind: "done", id, error: e });
+        if (stopping && running === 0) stop();
+      }
+    },
     async() {},
   };
   parent.onMessage((m) => {
     switch (m.kind) {
       case "load":
         stopFlag = new Int32Array(m.stop);
+        expose = m.expose;
         load(m.module).then(
           (mod) => {
             const f = (mod as { exec?: unknown } | undefined)?.exec;

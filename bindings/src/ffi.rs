@@ -424,8 +424,9 @@ pub unsafe extern "C" fn shmcall_ticket_read_output(ticket: u32, dst: *mut u8, c
     done(surface::ticket_read_output(ticket, unsafe { bytes_mut(dst, cap) }).map(drop))
 }
 
-/// Sends the command and waits on this thread for the answer: `status` and `length` are the
-/// server's; a library failure is the return value.
+/// Sends the command and waits on this thread for the answer, for at most `timeout_ms` when it
+/// is positive (then `CANCELLED` if the server had not taken it, else `TIMED_OUT`): `status`
+/// and `length` are the server's; a library failure is the return value.
 ///
 /// # Safety
 /// The out pointers are null or valid for writes.
@@ -433,10 +434,11 @@ pub unsafe extern "C" fn shmcall_ticket_read_output(ticket: u32, dst: *mut u8, c
 pub unsafe extern "C" fn shmcall_client_call(
     client: u32,
     ticket: u32,
+    timeout_ms: f64,
     status: *mut i32,
     length: *mut u32,
 ) -> i32 {
-    match surface::client(client).and_then(|c| c.call(ticket)) {
+    match surface::client(client).and_then(|c| c.call(ticket, timeout_ms)) {
         Ok(a) => {
             // SAFETY: out pointers are null or valid for writes.
             unsafe {
@@ -592,10 +594,21 @@ pub unsafe extern "C" fn shmcall_server_serve(
 }
 
 /// Answers an open: `status` 0 accepts the client; a negative library status refuses it with
-/// that status.
+/// that status, and `reason` (UTF-8, may be empty) for the client's error.
+///
+/// # Safety
+/// `reason` is valid for `reason_len` bytes (or null with length 0).
 #[unsafe(no_mangle)]
-pub extern "C" fn shmcall_server_opened(server: u32, connection: u64, status: i32) -> i32 {
-    done(surface::server(server).map(|s| s.opened(connection, status)))
+pub unsafe extern "C" fn shmcall_server_opened(
+    server: u32,
+    connection: u64,
+    status: i32,
+    reason: *const u8,
+    reason_len: usize,
+) -> i32 {
+    // SAFETY: forwarded contract.
+    let reason = unsafe { text(reason, reason_len, "reason") };
+    done(reason.and_then(|r| surface::server(server).map(|s| s.opened(connection, status, r))))
 }
 
 /// Takes a command to run it: returns 1, or 0 when its client withdrew it first (it is then
@@ -694,10 +707,18 @@ pub unsafe extern "C" fn shmcall_hub_next(event: *mut HubEvent) -> i32 {
 }
 
 /// Makes the calling thread the one JavaScript thread that drains the hub; refuses, with
-/// INVALID_ARGUMENT, while another thread has clients or servers open.
+/// INVALID_ARGUMENT, while another thread has clients or servers open. Returns how many
+/// doorbells were installed so far (>= 0), as [`shmcall_hub_bells`].
 #[unsafe(no_mangle)]
 pub extern "C" fn shmcall_hub_claim() -> i32 {
-    done(surface::hub_claim())
+    surface::hub_claim().unwrap_or_else(fail)
+}
+
+/// How many doorbells were installed so far (>= 0): a thread that installed one sees whether
+/// it is still the hub's.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_hub_bells() -> i32 {
+    surface::hub_bells()
 }
 
 /// The calling thread has no client or server left; another thread may claim the hub.

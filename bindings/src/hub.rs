@@ -94,6 +94,8 @@ pub struct Hub {
     len: AtomicUsize,
     idle: AtomicBool,
     bell: Mutex<Option<Bell>>,
+    /// Doorbells installed so far ([`Hub::bells`]).
+    bells: std::sync::atomic::AtomicU32,
     /// Fallback doorbell: wakes [`Hub::wait`].
     rung: Condvar,
     /// Wakes JavaScript while it waits briefly in [`Hub::idle`].
@@ -157,6 +159,7 @@ pub static HUB: LazyLock<Arc<Hub>> = LazyLock::new(|| {
         len: AtomicUsize::new(0),
         idle: AtomicBool::new(true),
         bell: Mutex::new(None),
+        bells: std::sync::atomic::AtomicU32::new(0),
         rung: Condvar::new(),
         arrived: Arrival::new(),
         active: Active::default(),
@@ -397,7 +400,18 @@ impl Hub {
 
     /// Installs (or removes) the doorbell.
     pub fn set_bell(&self, bell: Option<Bell>) {
-        *lock(&self.bell) = bell;
+        let mut b = lock(&self.bell);
+        *b = bell;
+        // Under the lock, so that the count names the doorbell installed last.
+        self.bells.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many doorbells were installed so far: a JavaScript thread that claims the hub again
+    /// keeps the doorbell it installed when this count has not moved since (no other thread
+    /// installed one meanwhile).
+    pub fn bells(&self) -> u32 {
+        let _b = lock(&self.bell);
+        self.bells.load(Ordering::Relaxed)
     }
 
     /// The fallback doorbell: sleeps until an event is queued, [`Hub::interrupt`] is called,

@@ -294,9 +294,9 @@ pub fn ticket_read_output(ticket: u32, mut output: Uint8ArraySlice<'_>) -> i32 {
 /// Sends and waits on this thread; the server's status and the output length go to the
 /// scratch.
 #[napi]
-pub fn client_call(client_: u32, ticket: u32) -> i32 {
+pub fn client_call(client_: u32, ticket: u32, timeout_ms: f64) -> i32 {
     done(client(client_).and_then(|c| {
-        let a = c.call(ticket)?;
+        let a = c.call(ticket, timeout_ms)?;
         with_scratch(|s| {
             s[ANSWER] = a.status as u32;
             s[ANSWER + 1] = a.length;
@@ -361,8 +361,8 @@ pub fn server_serve(ic_id: String, dir: String, spin_ns: f64, id_: f64, asks_ope
 
 /// Answers an open: 0 accepts, a negative status refuses.
 #[napi]
-pub fn server_opened(server_: u32, connection: f64, status: i32) -> i32 {
-    done(server(server_).map(|s| s.opened(connection as u64, status)))
+pub fn server_opened(server_: u32, connection: f64, status: i32, reason: String) -> i32 {
+    done(server(server_).map(|s| s.opened(connection as u64, status, &reason)))
 }
 
 /// Writes a server's counters into `out`, as `clientStats` does.
@@ -445,10 +445,17 @@ pub fn hub_next() -> i32 {
     }
 }
 
-/// Makes this thread the one that drains the hub; refuses while another has objects.
+/// Makes this thread the one that drains the hub; refuses while another has objects. Returns
+/// how many doorbells were installed so far (>= 0).
 #[napi]
 pub fn hub_claim() -> i32 {
-    done(surface::hub_claim())
+    surface::hub_claim().unwrap_or_else(fail)
+}
+
+/// How many doorbells were installed so far (>= 0).
+#[napi]
+pub fn hub_bells() -> i32 {
+    surface::hub_bells()
 }
 
 /// This thread has no client or server left.

@@ -280,12 +280,14 @@ impl ClientHandle {
         })
     }
 
-    /// Sends the command of `ticket` and waits on this thread for the server's answer.
-    pub fn call(&self, ticket: u32) -> Result<Answer, Error> {
+    /// Sends the command of `ticket` and waits on this thread for the server's answer, for at
+    /// most `timeout_ms` when it is positive ([`shmcall_core::Client::call_within`]).
+    pub fn call(&self, ticket: u32, timeout_ms: f64) -> Result<Answer, Error> {
+        let timeout = timeout(timeout_ms)?;
         guard(|| {
             // Out of the table while the call waits, so that the table's lock is not held.
             let mut t = TICKETS.lend(ticket)?;
-            let answered = self.client.call(&mut t);
+            let answered = self.client.call_within(&mut t, timeout);
             TICKETS.give_back(ticket, t);
             answered
         })
@@ -355,6 +357,17 @@ pub fn ticket_read_output(ticket: u32, dst: &mut [u8]) -> Result<usize, Error> {
 /// Frees a ticket (and gives its slot back).
 pub fn ticket_free(ticket: u32) -> Result<(), Error> {
     guard(|| TICKETS.remove(ticket).map(drop))
+}
+
+/// A command's timeout from milliseconds: none for 0 or less; refused when not finite.
+fn timeout(ms: f64) -> Result<Option<Duration>, Error> {
+    if ms.is_nan() || ms.is_infinite() {
+        return Err(Error::new(
+            Status::InvalidArgument,
+            format!("a timeout must be a finite number of milliseconds, received {ms}"),
+        ));
+    }
+    Ok((ms > 0.0).then(|| Duration::from_secs_f64(ms / 1e3)))
 }
 
 /// Copies the start of `area` into `dst`, as much as both hold; returns the bytes copied.
@@ -553,7 +566,7 @@ pub fn server_free(handle: u32) -> Result<(), Error> {
 impl ServerHandle {
     /// Answers an open: `status` 0 accepts the client; a negative library status refuses it
     /// with that status.
-    pub fn opened(&self, connection: u64, status: i32) {
+    pub fn opened(&self, connection: u64, status: i32, reason: &str) {
         let opening = lock(&self.openings)
             .as_mut()
             .and_then(|w| w.remove(&connection));
@@ -562,7 +575,11 @@ impl ServerHandle {
             0 => Ok(()),
             s => Err(Error::new(
                 Status::from_code(s).unwrap_or(Status::HandlerFailed),
-                "the server's open handler refused the connection",
+                if reason.is_empty() {
+                    "the server's open handler refused the connection".to_string()
+                } else {
+                    format!("the server's open handler refused the connection: {reason}")
+                },
             )),
         });
     }
@@ -798,14 +815,21 @@ pub fn hub_next() -> Result<Option<HubEvent>, Error> {
 }
 
 /// Makes the calling thread the one JavaScript thread that drains the hub; refuses while
-/// another thread has clients or servers open.
-pub fn hub_claim() -> Result<(), Error> {
+/// another thread has clients or servers open. Returns how many doorbells were installed so
+/// far (below 2^31; see [`hub::Hub::bells`]).
+pub fn hub_claim() -> Result<i32, Error> {
     HUB.claim().map_err(|_| {
         Error::new(
             Status::InvalidArgument,
             "shmcall serves one JavaScript thread per process at a time: another thread (a Worker?) has clients or servers open",
         )
-    })
+    })?;
+    Ok(hub_bells())
+}
+
+/// How many doorbells were installed so far, below 2^31 (see [`hub::Hub::bells`]).
+pub fn hub_bells() -> i32 {
+    (HUB.bells() & 0x7fff_ffff) as i32
 }
 
 // ---------------------------------------------------------------------------------------------

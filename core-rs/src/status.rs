@@ -38,11 +38,14 @@ pub enum Status {
     InvalidArgument = -13,
     /// An operating-system call failed.
     Io = -14,
+    /// The command's deadline passed after the server took it: it may have run. Its answer,
+    /// when it comes, is discarded. Local to the client: no server sends it.
+    TimedOut = -15,
 }
 
 impl Status {
     /// Every library status, in code order.
-    pub const ALL: [Status; 14] = [
+    pub const ALL: [Status; 15] = [
         Status::PeerTerminated,
         Status::HandlerFailed,
         Status::InvalidCommand,
@@ -57,6 +60,7 @@ impl Status {
         Status::PermissionDenied,
         Status::InvalidArgument,
         Status::Io,
+        Status::TimedOut,
     ];
 
     /// The status's code, as carried in slot headers, frames and C return values.
@@ -87,6 +91,7 @@ impl Status {
             Status::PermissionDenied => "PERMISSION_DENIED",
             Status::InvalidArgument => "INVALID_ARGUMENT",
             Status::Io => "IO_ERROR",
+            Status::TimedOut => "TIMED_OUT",
         }
     }
 }

@@ -433,6 +433,55 @@ fn with_every_slot_taken_a_command_completes_over_the_backup_path() {
 }
 
 #[test]
+fn a_call_past_its_timeout_fails_timed_out_and_its_late_answer_frees_its_slot_only() {
+    const LATE: u32 = 6; // echo after 200 ms
+    let dir = TempDir::new("late");
+    let _server = Peer::server(&dir, "late", &[]);
+    let client = Client::connect("late", &dir.connect_options_with(tiny_geometry())).unwrap();
+    let started = std::time::Instant::now();
+    let err = client
+        .execute(
+            &Call {
+                code: LATE,
+                input: b"late",
+                output_len: 10,
+                timeout: Some(std::time::Duration::from_millis(50)),
+                ..Call::default()
+            },
+            &mut Copying,
+        )
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(err.status(), Status::TimedOut, "{err:?}");
+    assert!(err.message().contains("may have run"), "{err:?}");
+    assert!(
+        waited >= std::time::Duration::from_millis(50) && waited < WAIT,
+        "waited {waited:?}"
+    );
+    // The small slot is still the server's: the next small command takes another way, and
+    // gets its own answer, not the late one.
+    let out = client
+        .execute(
+            &Call {
+                code: ECHO,
+                input: b"next",
+                output_len: 10,
+                ..Call::default()
+            },
+            &mut Copying,
+        )
+        .unwrap();
+    assert_eq!(out.output, b"next");
+    // That call popped the late answer too (the server runs handlers inline, one at a time,
+    // so it came first): the slot serves again.
+    let t = client.begin(ECHO, 10, 10, Mode::Default).unwrap();
+    assert!(
+        !t.is_backup(),
+        "the timed-out command's slot was not given back"
+    );
+}
+
+#[test]
 fn a_command_larger_than_any_slot_completes_over_the_backup_path() {
     let dir = TempDir::new("oversize");
     let _server = Peer::server(&dir, "oversize", &[]);

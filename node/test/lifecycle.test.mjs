@@ -55,11 +55,20 @@ test("Node: a pool of worker_threads runs the commands sent to it, inline ones s
       const deadline = Date.now() + 10_000;
       let seen = new Set();
       while (seen.size < 2 && Date.now() < deadline) {
-        const batch = await Promise.all(Array.from({ length: 8 }, () => async(client, 1)));
+        const batch = await Promise.all(
+          Array.from({ length: 8 }, () => async(client, 1)),
+        );
         seen = new Set(batch.map(text));
       }
-      assert.equal(seen.size, 2, "the pool did not get its second worker back within 10 s");
-      assert.ok([...seen].some((t) => !threads.has(t)), "no new worker thread serves");
+      assert.equal(
+        seen.size,
+        2,
+        "the pool did not get its second worker back within 10 s",
+      );
+      assert.ok(
+        [...seen].some((t) => !threads.has(t)),
+        "no new worker thread serves",
+      );
       await server.quiesce();
     } finally {
       client.close();
@@ -127,7 +136,11 @@ test("Node: counters, locally and asked of the server; quiesce answers SERVER_QU
       assert.ok(
         local.latency.p50 > 0 && local.latency.p50 <= local.latency.p99,
       );
-      assert.equal(socketDir(dir.path), dir.path, "the core resolves the same directory");
+      assert.equal(
+        socketDir(dir.path),
+        dir.path,
+        "the core resolves the same directory",
+      );
       const remote = await client.serverStats();
       assert.equal(
         remote.commands,

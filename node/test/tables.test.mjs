@@ -54,8 +54,16 @@ test("Node: a closed client gives its segment back at once: areas kept from call
       });
       assert.equal(kept.length, 4);
       client.close();
-      assert.equal(kept.length, 0, "the client's kept area is empty after close");
-      assert.equal(await serverClosed, 0, "the server's kept input is empty once it closed");
+      assert.equal(
+        kept.length,
+        0,
+        "the client's kept area is empty after close",
+      );
+      assert.equal(
+        await serverClosed,
+        0,
+        "the server's kept input is empty once it closed",
+      );
     } finally {
       await server.close();
     }

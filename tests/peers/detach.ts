@@ -17,7 +17,7 @@ const STEAL = 9;
 const server = await serve("detach", {
   exec({ code, input, output }) {
     if (code === STEAL) {
-      taken.push(output.buffer.transfer());
+      taken.push((output.buffer as ArrayBuffer).transfer());
       return { length: 0 };
     }
     output.set(input);
@@ -38,7 +38,7 @@ await say("prepare detaches", () =>
     input,
     outputLength: 8,
     completion,
-    inputPrepare: (area) => void taken.push(area.buffer.transfer()),
+    inputPrepare: (area) => void taken.push((area.buffer as ArrayBuffer).transfer()),
   }));
 await say("next", () => client.execute(1, { input, outputLength: 8, completion }));
 await say("exec detaches", () => client.execute(STEAL, { input, outputLength: 8, completion }));

@@ -17,6 +17,9 @@ export const PEER_BIN = decodeURIComponent(
 export class Peer {
   readonly #child: Deno.ChildProcess;
   readonly #pump: Promise<void>;
+  readonly #errPump: Promise<void>;
+  /** What the peer wrote to standard error, when started with `stderr: true`. */
+  stderr = "";
   #read = 0;
   #ended = false;
   #wake: (() => void) | undefined;
@@ -24,8 +27,15 @@ export class Peer {
   /** Every line the peer printed so far. */
   readonly seen: string[] = [];
 
-  private constructor(child: Deno.ChildProcess) {
+  private constructor(child: Deno.ChildProcess, stderr: boolean) {
     this.#child = child;
+    this.#errPump = stderr
+      ? (async () => {
+        for await (const text of child.stderr.pipeThrough(new TextDecoderStream())) {
+          this.stderr += text;
+        }
+      })()
+      : Promise.resolve();
     this.#pump = (async () => {
       const lines = child.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(
         new LineSplitter(),
@@ -39,15 +49,23 @@ export class Peer {
     })();
   }
 
-  /** Starts `command args` and waits (bounded) for it to print `ready`. */
-  static async start(command: string, args: string[], timeoutMs = 10_000): Promise<Peer> {
+  /**
+   * Starts `command args` and waits (bounded) for it to print `ready`; with `stderr`, keeps
+   * what it writes to standard error in {@linkcode Peer.stderr} (else it goes to ours).
+   */
+  static async start(
+    command: string,
+    args: string[],
+    timeoutMs = 10_000,
+    stderr = false,
+  ): Promise<Peer> {
     const child = new Deno.Command(command, {
       args,
       stdin: "piped",
       stdout: "piped",
-      stderr: "inherit",
+      stderr: stderr ? "piped" : "inherit",
     }).spawn();
-    const peer = new Peer(child);
+    const peer = new Peer(child, stderr);
     try {
       await peer.expect("ready", timeoutMs);
     } catch (e) {
@@ -107,6 +125,7 @@ export class Peer {
     await this.#child.stdin.close().catch(() => {});
     await this.#child.status;
     await this.#pump;
+    await this.#errPump;
   }
 
   /** Alias of {@linkcode Peer.kill} for `await using`. */

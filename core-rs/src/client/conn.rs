@@ -23,7 +23,10 @@
 //! `FREE` (on the free list) → `OWNED` (a caller prepares it) → `SUBMITTED` (its offset went on
 //! the CS ring) → `COMPLETING` (one thread won the right to record its result) → `DONE` → `FREE`.
 //! The answer from the ring and the connection's end race for `SUBMITTED → COMPLETING`; the
-//! compare-and-swap makes exactly one of them deliver.
+//! compare-and-swap makes exactly one of them deliver. A caller whose deadline passes lets its
+//! ticket go with the slot `SUBMITTED → ABANDONED`, racing the answer the same way; the answer
+//! of an abandoned slot frees it (`ABANDONED → FREE`), so a late answer never reaches a later
+//! command: the slot is not reused before it came back.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -53,6 +56,9 @@ pub(crate) const SUBMITTED: u32 = 2;
 pub(crate) const COMPLETING: u32 = 3;
 /// Its result is recorded.
 pub(crate) const DONE: u32 = 4;
+/// Its caller let its ticket go while the server still held it (the caller's deadline passed):
+/// its answer, when it comes, is discarded and frees it ([`Conn::dispatch`]).
+pub(crate) const ABANDONED: u32 = 5;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -143,7 +149,7 @@ impl Waker for PushWaker<'_> {
 
 /// A synchronous caller's sleep on the SC ring: the ring's flag, and the connection's epoch;
 /// and whether its spin before sleeping is polite.
-struct ConnPark<'a>(&'a AtomicU32, bool);
+struct ConnPark<'a>(&'a AtomicU32, bool, Option<Instant>);
 
 impl Park for ConnPark<'_> {
     fn epoch(&self) -> u32 {
@@ -151,7 +157,8 @@ impl Park for ConnPark<'_> {
         self.0.load(Ordering::Acquire)
     }
     fn park(&self, flag: &AtomicU32, epoch: u32) {
-        futex::wait_either(flag, ring::PARKED, self.0, epoch, None);
+        let left = self.2.map(|d| d.saturating_duration_since(Instant::now()));
+        futex::wait_either(flag, ring::PARKED, self.0, epoch, left);
     }
     fn polite(&self) -> bool {
         self.1
@@ -412,7 +419,7 @@ impl Conn {
         let st = &self.slots[slot.index as usize];
         // Read once; the server can rewrite the header at any time.
         let reply = self.segment.header(slot).read_reply();
-        if st.state.load(Ordering::Acquire) != SUBMITTED {
+        if !matches!(st.state.load(Ordering::Acquire), SUBMITTED | ABANDONED) {
             if self.is_ended() {
                 return Ok(());
             }
@@ -441,7 +448,24 @@ impl Conn {
                 slot.index, reply.status
             ));
         }
-        self.complete_slot(slot.index, st, reply.status, reply.output_len);
+        if !self.complete_slot(slot.index, st, reply.status, reply.output_len) {
+            // Its caller let it go (a deadline): the answer is discarded and frees the slot.
+            // AcqRel: after the server's writes to the slot (the ring's acquire above) and
+            // before the next owner's (the free list's lock).
+            if st
+                .state
+                .compare_exchange(ABANDONED, FREE, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                // Counted now, as it was in flight until now.
+                self.stats.finish(
+                    st.sent_at.load(Ordering::Relaxed),
+                    reply.status,
+                    reply.output_len,
+                );
+                lock(&self.free[slot.class]).push(slot.index);
+            }
+        }
         Ok(())
     }
 
@@ -487,15 +511,16 @@ impl Conn {
 
     /// Pops and dispatches SC entries until `done()`, the connection ends, or a violation.
     /// The caller holds the consumer role.
-    pub(crate) fn consume_until(&self, done: impl Fn() -> bool) {
+    pub(crate) fn consume_until(&self, done: impl Fn() -> bool, deadline: Option<Instant>) {
         // Polite unless the answers have been coming at once: a busy pair keeps its CPUs, and a
         // caller that waits on a server that may need this very CPU gives it away now and then.
         let polite = self.quick.load(Ordering::Relaxed) < QUICK_ENOUGH;
-        let park = ConnPark(&self.epoch, polite);
+        let park = ConnPark(&self.epoch, polite, deadline);
+        let passed = || deadline.is_some_and(|d| Instant::now() >= d);
         while !done() {
             match self
                 .sc
-                .pop_blocking(self.spin, &park, || self.is_ended() || done())
+                .pop_blocking(self.spin, &park, || self.is_ended() || done() || passed())
             {
                 Ok(offset) => {
                     if self.dispatch(offset).is_err() {

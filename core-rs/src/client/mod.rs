@@ -13,7 +13,7 @@ mod ticket;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use conn::{Conn, DONE, OWNED, PushWaker, SUBMITTED, lock};
 pub use ticket::{Answer, Call, Callbacks, Copying, Output, Ticket};
@@ -304,8 +304,23 @@ impl Client {
     /// Sends the command and waits on this thread for its answer. The ticket's areas then hold
     /// the input and the output.
     pub fn call(&self, ticket: &mut Ticket) -> Result<Answer, Error> {
+        self.call_within(ticket, None)
+    }
+
+    /// [`Client::call`] with a deadline on the whole wait, when `timeout` is given. When it
+    /// passes, a command the server has not taken is withdrawn — it never runs, and the call
+    /// fails [`Status::Cancelled`] — and a taken one fails [`Status::TimedOut`]: it may have
+    /// run. Either way the server still holds its slot; dropping the ticket hands the slot to
+    /// the answer, which is discarded and frees it when it comes.
+    pub fn call_within(
+        &self,
+        ticket: &mut Ticket,
+        timeout: Option<Duration>,
+    ) -> Result<Answer, Error> {
         self.check_own(ticket)?;
         self.check_not_waiting_for_itself()?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let left = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
         ticket.mark_submitted();
         let conn = &self.conn;
         match &ticket.kind {
@@ -315,13 +330,23 @@ impl Client {
                 let st = &conn.slots[slot.index as usize];
                 let done = || st.state.load(Ordering::Acquire) == DONE;
                 while !done() {
+                    if left().is_some_and(|l| l.is_zero()) {
+                        if self.withdraw(slot.index) {
+                            return Err(self.late(timeout, false));
+                        }
+                        if done() {
+                            // Answered (or failed by the connection's end) just now.
+                            break;
+                        }
+                        return Err(self.late(timeout, true));
+                    }
                     if conn.try_take_role() {
-                        conn.consume_until(done);
+                        conn.consume_until(done, deadline);
                         conn.give_up_role();
                         continue;
                     }
                     conn.waiters
-                        .wait_until(conn.spin, || done() || conn.role_is_free());
+                        .wait_until_for(conn.spin, left(), || done() || conn.role_is_free());
                 }
             }
             Kind::Backup { input, record, .. } => {
@@ -333,11 +358,36 @@ impl Client {
                     input,
                 );
                 self.submit_backup(record, frame, ticket.input_len);
-                conn.waiters
-                    .wait_until(conn.spin, || record.state.load(Ordering::Acquire) == DONE);
+                let done = || record.state.load(Ordering::Acquire) == DONE;
+                // The backup path cannot withdraw: the command is the server's once sent.
+                if !conn.waiters.wait_until_for(conn.spin, left(), done) {
+                    return Err(self.late(timeout, true));
+                }
             }
         }
         ticket.answer()
+    }
+
+    /// The failure of a command whose `timeout` passed: taken by the server or withdrawn.
+    #[cold]
+    fn late(&self, timeout: Option<Duration>, taken: bool) -> Error {
+        let ms = timeout.unwrap_or_default().as_secs_f64() * 1e3;
+        let ic_id = &self.conn.ic_id;
+        if taken {
+            Error::new(
+                Status::TimedOut,
+                format!(
+                    "a command to '{ic_id}' had no answer within its timeout of {ms} ms: the server took it, so it may have run; its answer will be discarded"
+                ),
+            )
+        } else {
+            Error::new(
+                Status::Cancelled,
+                format!(
+                    "a command to '{ic_id}' was withdrawn before the server took it: the server did not take it within its timeout of {ms} ms"
+                ),
+            )
+        }
     }
 
     /// Sends the command and returns at once; `completion` runs on the client's owner with the
@@ -417,7 +467,7 @@ impl Client {
         let mut ticket = self.begin(call.code, input_len, call.output_len, call.mode)?;
         callbacks.input_prepare(&mut ticket.input(), call.input);
         callbacks.output_prepare(&mut ticket.output());
-        let answer = self.call(&mut ticket)?;
+        let answer = self.call_within(&mut ticket, call.timeout)?;
         Ok(ticket.finish(answer, callbacks))
     }
 

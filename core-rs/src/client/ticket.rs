@@ -7,10 +7,13 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
-use super::conn::{Conn, DONE, FREE, OWNED, lock};
+use super::conn::{ABANDONED, COMPLETING, Conn, DONE, FREE, OWNED, SUBMITTED, lock};
 use crate::segment::SlotRef;
 use crate::slot::Area;
 use crate::status::{Error, Status};
+
+/// The most bytes of a server's reason a client shows in its error.
+const MAX_REASON: u32 = 1024;
 
 /// A command's answer: the server's status and how many output bytes it wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,9 +159,36 @@ impl Ticket {
             length.load(Ordering::Relaxed),
         );
         if status < 0 {
-            return Err(self.conn.error_for(status));
+            let error = self.conn.error_for(status);
+            if status == Status::HandlerFailed.code() && length > 0 {
+                // A server that exposes its errors says why in the output area.
+                let reason = self.reason(length);
+                return Err(Error::new(
+                    error.status(),
+                    format!("{}: {reason}", error.message()),
+                ));
+            }
+            return Err(error);
         }
         Ok(Answer { status, length })
+    }
+
+    /// The reason a failed command's server gave in its output area (`length` bytes, checked
+    /// against the capacity when the answer came): text from the peer, shown lossily and cut to
+    /// [`MAX_REASON`] bytes, control characters replaced.
+    fn reason(&self, length: u32) -> String {
+        let n = length.min(MAX_REASON);
+        let bytes = match &self.kind {
+            Kind::Slot(slot) => self.conn.segment.output(*slot, n).to_vec(),
+            Kind::Backup { record, .. } => lock(&record.output)
+                .as_ref()
+                .map(|o| o[..o.len().min(n as usize)].to_vec())
+                .unwrap_or_default(),
+        };
+        String::from_utf8_lossy(&bytes)
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
     }
 
     pub(crate) fn finish(&mut self, answer: Answer, callbacks: &mut dyn Callbacks) -> Output {
@@ -176,11 +206,29 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let Kind::Slot(slot) = self.kind else { return };
         let st = &self.conn.slots[slot.index as usize];
-        // A slot still SUBMITTED is the server's: it is never reused (that only happens to a
-        // ticket dropped by a panic mid-call, and the slot is then lost to this connection).
-        if matches!(st.state.load(Ordering::Acquire), OWNED | DONE) {
-            st.state.store(FREE, Ordering::Relaxed);
-            lock(&self.conn.free[slot.class]).push(slot.index);
+        loop {
+            match st.state.load(Ordering::Acquire) {
+                OWNED | DONE => {
+                    st.state.store(FREE, Ordering::Relaxed);
+                    lock(&self.conn.free[slot.class]).push(slot.index);
+                    return;
+                }
+                // The server holds it (its caller's deadline passed, or a panic mid-call): its
+                // answer frees it (`Conn::dispatch`). AcqRel, racing the answer's
+                // `SUBMITTED → COMPLETING`: exactly one of the two wins.
+                SUBMITTED => {
+                    if st
+                        .state
+                        .compare_exchange(SUBMITTED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+                // The answer is being recorded: DONE follows within instructions.
+                COMPLETING => std::hint::spin_loop(),
+                _ => return,
+            }
         }
     }
 }
@@ -198,6 +246,8 @@ pub struct Call<'a> {
     pub output_len: usize,
     /// Where the server runs it.
     pub mode: crate::slot::Mode,
+    /// A deadline on the whole wait ([`crate::Client::call_within`]); `None`: none.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Call<'_> {

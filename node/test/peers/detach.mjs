@@ -38,9 +38,18 @@ await say("prepare detaches", () =>
     completion,
     inputPrepare: (area) => void taken.push(steal(area.buffer)),
   }));
-await say("next", () => client.execute(1, { input, outputLength: 8, completion }));
-await say("exec detaches", () => client.execute(STEAL, { input, outputLength: 8, completion }));
-await say("after", () => client.execute(1, { input, outputLength: 8, completion }));
+await say(
+  "next",
+  () => client.execute(1, { input, outputLength: 8, completion }),
+);
+await say(
+  "exec detaches",
+  () => client.execute(STEAL, { input, outputLength: 8, completion }),
+);
+await say(
+  "after",
+  () => client.execute(1, { input, outputLength: 8, completion }),
+);
 client.close();
 await server.close();
 globalThis.gc();

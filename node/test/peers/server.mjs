@@ -3,7 +3,9 @@
 // Prints `ready`, then `open <conn>` and `close <conn>`; serves until its standard input ends.
 // Operation codes, as the other test peers': 1 echo; 3 hold (never answers); 4 throw;
 // 7 echo with the user status 42;
-// 6 echo after 100 ms (async); 8 kill this process with SIGKILL 50 ms later (unanswered).
+// 6 echo after 100 ms (async); 8 kill this process with SIGKILL 50 ms later (unanswered);
+// 9 print `busy`, then echo after keeping this thread busy for 300 ms (so that no other command
+// is taken meanwhile).
 import process from "node:process";
 import { serve, stdinEnds } from "./api.mjs";
 
@@ -39,6 +41,14 @@ const server = await serve(icId, {
       case 8:
         setTimeout(() => process.kill(process.pid, "SIGKILL"), 50);
         return new Promise(() => {});
+      case 9: {
+        console.log("busy"); // written at once to a pipe on Linux, in Node and Deno alike
+        const until = performance.now() + 300;
+        while (
+          performance.now() < until
+        ) { /* busy: nothing else is taken meanwhile */ }
+        return echo(input, output);
+      }
       default:
         return { status: 0, length: 0 };
     }

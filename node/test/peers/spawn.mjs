@@ -30,12 +30,20 @@ export class Peer {
   #buffer = "";
   /** Every line the peer printed so far. */
   seen = [];
+  /** What it wrote to standard error, when started with `{ stderr: true }`. */
+  stderr = "";
   /** Set once the process ended: `{ code, signal }`. */
   exit;
   #exited;
 
-  constructor(command, args) {
-    this.#child = spawn(command, args, { stdio: ["pipe", "pipe", "inherit"] });
+  constructor(command, args, options = {}) {
+    this.#child = spawn(command, args, {
+      stdio: ["pipe", "pipe", options.stderr ? "pipe" : "inherit"],
+    });
+    if (options.stderr) {
+      this.#child.stderr.setEncoding("utf8");
+      this.#child.stderr.on("data", (chunk) => this.stderr += chunk);
+    }
     this.#child.stdout.setEncoding("utf8");
     this.#child.stdout.on("data", (chunk) => {
       this.#buffer += chunk;
@@ -59,8 +67,8 @@ export class Peer {
   }
 
   /** Starts a peer and waits (bounded) for its `ready` line. */
-  static async start(command, args, timeoutMs = 15_000) {
-    const peer = new Peer(command, args);
+  static async start(command, args, timeoutMs = 15_000, options = {}) {
+    const peer = new Peer(command, args, options);
     try {
       await peer.expect("ready", timeoutMs);
     } catch (e) {
