@@ -510,7 +510,9 @@ mod tests {
                 PARKED,
                 &self.epoch,
                 epoch,
-                Some(Duration::from_secs(5)),
+                // Short, so that a test's deadline (its `stop`) is looked at soon after a
+                // wake-up that never comes.
+                Some(Duration::from_millis(50)),
             );
         }
     }
@@ -538,6 +540,13 @@ mod tests {
         producer: Ring,
         consumer: Ring,
         local: Local,
+    }
+
+    /// A wait's `stop` that ends it 10 s from now: a test fails rather than hangs when a
+    /// wake-up is lost.
+    fn bounded() -> impl Fn() -> bool + Send + 'static {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        move || Instant::now() > deadline
     }
 
     fn pair(capacity: u32) -> Arc<Pair> {
@@ -601,11 +610,12 @@ mod tests {
             })
             .collect();
         let mut next = [1u32; WRITERS as usize];
+        let stop = bounded();
         for _ in 0..WRITERS * PER_WRITER {
             let v = p
                 .consumer
-                .pop_blocking(Spin(Duration::from_micros(5)), &p.local, || false)
-                .unwrap();
+                .pop_blocking(Spin(Duration::from_micros(5)), &p.local, &stop)
+                .expect("an entry within 10 s: a wake-up was lost");
             let (w, seq) = ((v >> 24) as usize, v & 0xff_ffff);
             assert_eq!(seq, next[w], "writer {w} out of order");
             next[w] += 1;
@@ -626,14 +636,16 @@ mod tests {
             thread::spawn(move || {
                 let v = p
                     .consumer
-                    .pop_blocking(NO_SPIN, &p.local, || false)
-                    .unwrap();
+                    .pop_blocking(NO_SPIN, &p.local, bounded())
+                    .expect("the entry within 10 s: its wake-up was lost");
                 popped.store(true, Ordering::SeqCst);
                 v
             })
         };
         // The reader is blocked, not merely slow: wait until it announced its sleep.
+        let late = bounded();
         while p.mem.flag().load(Ordering::SeqCst) != PARKED {
+            assert!(!late(), "the reader never parked");
             thread::yield_now();
         }
         assert!(!popped.load(Ordering::SeqCst));
@@ -645,39 +657,38 @@ mod tests {
     #[test]
     fn a_sleeping_reader_is_always_woken() {
         // Ping-pong over two rings with no spinning, so both sides go to sleep on every entry:
-        // a single lost wake-up would stall one side until the 5 s park timeout, which the time
-        // bound below turns into a failure.
+        // a lost wake-up stalls one side, and the deadline (every wait's `stop`) turns that
+        // into a failure within seconds.
         let ping = pair(2);
         let pong = pair(2);
         const ROUNDS: u32 = 20_000;
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(4);
+        let late = move || Instant::now() > deadline;
+        let lost = move |side: &str, i: u32| {
+            format!(
+                "a wake-up was lost: the {side} still waited at round {i} of {ROUNDS} after {:?}",
+                start.elapsed()
+            )
+        };
         let echo = {
             let (ping, pong) = (ping.clone(), pong.clone());
             thread::spawn(move || {
-                for _ in 0..ROUNDS {
-                    let v = ping
-                        .consumer
-                        .pop_blocking(NO_SPIN, &ping.local, || false)
-                        .unwrap();
+                for i in 1..=ROUNDS {
+                    let Ok(v) = ping.consumer.pop_blocking(NO_SPIN, &ping.local, late) else {
+                        return Err(lost("echo", i));
+                    };
                     pong.producer.try_push(v, &pong.local).unwrap();
                 }
+                Ok(())
             })
         };
-        let start = Instant::now();
         for i in 1..=ROUNDS {
             ping.producer.try_push(i, &ping.local).unwrap();
-            assert_eq!(
-                pong.consumer
-                    .pop_blocking(NO_SPIN, &pong.local, || false)
-                    .unwrap(),
-                i
-            );
+            let got = pong.consumer.pop_blocking(NO_SPIN, &pong.local, late);
+            assert_eq!(got, Ok(i), "{}", lost("caller", i));
         }
-        echo.join().unwrap();
-        assert!(
-            start.elapsed() < Duration::from_secs(4),
-            "a wake-up was lost: {ROUNDS} round trips took {:?}",
-            start.elapsed()
-        );
+        echo.join().unwrap().unwrap();
     }
 
     #[test]

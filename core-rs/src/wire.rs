@@ -732,6 +732,30 @@ mod tests {
     }
 
     #[test]
+    fn an_oversized_reply_is_refused_before_its_payload_is_read() {
+        let mut b = encode_reply(7, 0, b"");
+        b[4..8].copy_from_slice(&(MAX_PAYLOAD + 1).to_le_bytes());
+        assert!(
+            matches!(refused(&b[..HEADER_LEN]), WireError::Oversized(n) if n == MAX_PAYLOAD + 1)
+        );
+        // The ceiling itself is allowed: a reply of the largest area and its fields.
+        let mut at_ceiling = encode_reply(7, 0, b"");
+        at_ceiling[4..8].copy_from_slice(&MAX_PAYLOAD.to_le_bytes());
+        assert!(!matches!(
+            refused(&at_ceiling[..HEADER_LEN]),
+            WireError::Oversized(_)
+        ));
+    }
+
+    #[test]
+    fn a_reply_whose_output_length_disagrees_with_the_frame_is_refused() {
+        let mut b = encode_reply(7, 0, b"abcd");
+        // Claim 5 bytes of output while the frame carries 4.
+        b[HEADER_LEN + 12..HEADER_LEN + 16].copy_from_slice(&5u32.to_le_bytes());
+        assert!(matches!(refused(&b), WireError::Malformed(m) if m.contains("output length")));
+    }
+
+    #[test]
     fn a_handshake_frame_may_not_announce_a_large_payload() {
         let mut b = encode(&hello());
         b[4..8].copy_from_slice(&4096u32.to_le_bytes());

@@ -48,13 +48,24 @@ static ALLOCATOR: Counting = Counting;
 
 const ECHO: u32 = 1;
 
+/// Far more than any round trip takes, far less than the test may run.
+const SLOW: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `n` echoes of `input`, read back into `output` (both the same length).
 fn round_trips(client: &Client, n: usize, input: &[u8], output: &mut [u8]) {
     let size = input.len();
     for i in 0..n {
         let mut ticket = client.begin(ECHO, size, size, Mode::Default).unwrap();
         ticket.input().write(input);
-        let answer = client.call(&mut ticket).unwrap();
+        let started = std::time::Instant::now();
+        let answer = client.call_within(&mut ticket, Some(SLOW)).unwrap();
+        // An answer found only when the deadline woke the caller was there all along: its
+        // wake-up was lost (the test fails in seconds rather than crawl through 10 000 of them).
+        assert!(
+            started.elapsed() < SLOW,
+            "round trip {i} took {:?}: a wake-up was lost",
+            started.elapsed()
+        );
         assert_eq!(
             (answer.status, answer.length as usize),
             (0, size),

@@ -203,11 +203,30 @@ fn a_server_scribbling_on_the_segment_cannot_crash_or_hang_its_clients() {
 
 /// The sleep flag of the ring at `ring` (an offset in `segment`).
 fn flag(segment: &shmcall_core::segment::Segment, ring: u32) -> &std::sync::atomic::AtomicU32 {
-    let at = ring as usize + shmcall_core::ring::RingHeader::FLAG;
-    assert!(at + 4 <= segment.mapping().1);
-    // SAFETY: `at` is 4-aligned (ring headers are 64-aligned) and inside the mapping, which
-    // `segment` keeps alive; both processes only use atomics on it.
+    word(
+        segment,
+        ring as usize + shmcall_core::ring::RingHeader::FLAG,
+    )
+}
+
+/// The 4-byte word at offset `at` of `segment`.
+fn word(segment: &shmcall_core::segment::Segment, at: usize) -> &std::sync::atomic::AtomicU32 {
+    assert!(at % 4 == 0 && at + 4 <= segment.mapping().1);
+    // SAFETY: `at` is 4-aligned and inside the mapping, which `segment` keeps alive; both
+    // processes only use atomics on the segment's words.
     unsafe { std::sync::atomic::AtomicU32::from_ptr(segment.mapping().0.add(at).cast()) }
+}
+
+/// The `i`th cell of the ring at `ring` (an offset in `segment`).
+fn cell(
+    segment: &shmcall_core::segment::Segment,
+    ring: u32,
+    i: usize,
+) -> &std::sync::atomic::AtomicU32 {
+    word(
+        segment,
+        ring as usize + shmcall_core::ring::RingHeader::SIZE + 4 * i,
+    )
 }
 
 /// Waits (bounded) until `flag` reads `value`.
@@ -425,11 +444,7 @@ fn a_client_that_writes_garbage_on_its_ring_is_dropped_with_the_entry_named() {
     );
     // No slot starts at this offset. It goes in the cell after the one the next push takes,
     // so the server pops it right after that command.
-    let cell = layout.cs_ring as usize + shmcall_core::ring::RingHeader::SIZE + 2 * 4;
-    // SAFETY: the third cell of the CS ring is a 4-aligned word inside the mapping, which
-    // `segment` keeps alive; both processes only use atomics on it.
-    unsafe { std::sync::atomic::AtomicU32::from_ptr(segment.mapping().0.add(cell).cast()) }
-        .store(0x000d_ead0, Ordering::SeqCst);
+    cell(&segment, layout.cs_ring, 2).store(0x000d_ead0, Ordering::SeqCst);
     // The command that wakes the server may still be answered; the next one finds the
     // connection dropped (the client may also notice first that the server read past what it
     // pushed: the garbage was its own).
@@ -450,5 +465,142 @@ fn a_client_that_writes_garbage_on_its_ring_is_dropped_with_the_entry_named() {
     );
     good.close();
     hostile.close();
+    server.close();
+}
+
+#[test]
+fn a_client_that_asks_for_more_output_than_its_slot_holds_is_dropped_with_the_sizes_named() {
+    use shmcall_core::Copying;
+    let dir = TempDir::new("outcap");
+    let tallied = Arc::new(Tallied::default());
+    let mut server =
+        Server::serve("outcap", Counting(tallied.clone()), dir.serve_options()).unwrap();
+    let hostile = Client::connect("outcap", &dir.connect_options()).unwrap();
+    let segment = hostile.segment();
+    let layout = segment.layout();
+    assert_eq!(
+        hostile.execute(&echo_call(), &mut Copying).unwrap().output,
+        b"ping"
+    );
+    until_flag(
+        flag(&segment, layout.cs_ring),
+        shmcall_core::ring::WATCHED,
+        "the server arms",
+    );
+    // A slot this client never used, its request written by hand (docs/protocol.md, "Slots"):
+    // 4 bytes of input, and one byte more output than its class holds.
+    let slot = layout.slot(200);
+    let cap = layout.classes[slot.class].class.output_capacity;
+    let header = slot.offset as usize;
+    for (field, value) in [
+        (0, load::ECHO),
+        (4, 0),
+        (8, 4),
+        (12, cap + 1),
+        (16, 1),
+        (32, 1),
+    ] {
+        word(&segment, header + field).store(value, Ordering::SeqCst);
+    }
+    // In the cell after the one the next push takes: the server pops it right after.
+    cell(&segment, layout.cs_ring, 2).store(slot.offset, Ordering::SeqCst);
+    let err = (0..2)
+        .find_map(|_| hostile.execute(&echo_call(), &mut Copying).err())
+        .expect("the connection is dropped");
+    assert_eq!(err.status(), Status::ProtocolViolation, "{err}");
+    let why = format!(
+        "slot 200 asks for 4 input and {} output bytes but holds",
+        cap + 1
+    );
+    drop(tallied.until(
+        |c| c.refused.iter().any(|r| r.contains(&why)),
+        |c| format!("the server names the sizes: {:?}", c.refused),
+    ));
+    hostile.close();
+    server.close();
+}
+
+#[test]
+fn a_server_that_answers_more_output_than_asked_for_is_dropped_with_the_sizes_named() {
+    use shmcall_core::ring::{Ring, RingHeader, Waker};
+    use shmcall_core::{Call, Copying};
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::mpsc::channel;
+
+    /// Wakes the client as a server's push would: a futex wake of a parked reader.
+    struct Futex;
+    impl Waker for Futex {
+        fn unpark(&self, flag: &AtomicU32) {
+            shmcall_core::futex::wake(flag, u32::MAX, shmcall_core::futex::Scope::Shared);
+        }
+        fn signal(&self) {
+            panic!("a synchronous caller parks on its ring; it does not watch the socket");
+        }
+    }
+
+    let dir = TempDir::new("outlen");
+    // The handler keeps each command, unanswered: the test answers in its place.
+    let (taken, held) = channel();
+    let taken = Mutex::new(taken);
+    let handler = shmcall_core::handlers(
+        |_| Ok(()),
+        move |c, _, _: &()| taken.lock().unwrap().send(c).unwrap(),
+        |_, _| {},
+    );
+    let mut server = Server::serve("outlen", handler, dir.serve_options()).unwrap();
+    let client = Arc::new(Client::connect("outlen", &dir.connect_options()).unwrap());
+    let segment = client.segment();
+    let layout = *segment.layout();
+    let call = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            let call = Call {
+                code: load::ECHO,
+                input: b"ping",
+                output_len: 4,
+                timeout: Some(WAIT),
+                ..Call::default()
+            };
+            client.execute(&call, &mut Copying)
+        })
+    };
+    let command = held
+        .recv_timeout(WAIT)
+        .expect("the server takes the command");
+    // The taken slot is the only one whose claim word says TAKEN (3).
+    let slot = (0..layout.slot_count())
+        .map(|i| layout.slot(i))
+        .find(|s| word(&segment, s.offset as usize + 32).load(Ordering::SeqCst) == 3)
+        .expect("the taken slot");
+    let header = slot.offset as usize;
+    let generation = word(&segment, header + 16).load(Ordering::SeqCst);
+    // Status 0, 5 output bytes for a capacity of 4, this command's generation.
+    for (field, value) in [(20, 0), (24, 5), (28, generation)] {
+        word(&segment, header + field).store(value, Ordering::SeqCst);
+    }
+    let base = segment.mapping().0;
+    // SAFETY: the SC ring's header and cells lie inside the mapping, which `segment` keeps
+    // alive until after the ring is dropped; every access to them is atomic.
+    let sc = unsafe {
+        Ring::from_raw(
+            base.add(layout.sc_ring as usize).cast::<RingHeader>(),
+            base.add(layout.sc_ring as usize + RingHeader::SIZE)
+                .cast::<AtomicU32>(),
+            layout.geometry.ring_capacity,
+        )
+    };
+    sc.try_push(slot.offset, &Futex).unwrap();
+    let err = within("the call", move || call.join().unwrap()).unwrap_err();
+    assert_eq!(err.status(), Status::ProtocolViolation, "{err}");
+    assert!(
+        err.message().contains(&format!(
+            "slot {} reports 5 output bytes, beyond its capacity of 4",
+            slot.index
+        )),
+        "{err}"
+    );
+    drop(command);
+    client.close();
     server.close();
 }

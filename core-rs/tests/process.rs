@@ -23,6 +23,15 @@ const PANIC: u32 = 4;
 const OVERFLOW: u32 = 5;
 const BAD_STATUS: u32 = 7;
 
+/// A call with no more than [`WAIT`] for its answer: a test fails rather than hangs when an
+/// answer or a wake-up is lost.
+fn bounded() -> Call<'static> {
+    Call {
+        timeout: Some(WAIT),
+        ..Call::default()
+    }
+}
+
 fn connect(dir: &TempDir, ic_id: &str) -> Client {
     Client::connect(ic_id, &dir.connect_options()).expect("connect")
 }
@@ -39,7 +48,7 @@ fn a_command_makes_a_round_trip_through_shared_memory() {
                 code: ECHO,
                 input: &input,
                 output_len: 64,
-                ..Call::default()
+                ..bounded()
             },
             &mut Copying,
         )
@@ -53,7 +62,7 @@ fn a_command_makes_a_round_trip_through_shared_memory() {
                 code: CHECKSUM,
                 input: &input,
                 output_len: 8,
-                ..Call::default()
+                ..bounded()
             },
             &mut Copying,
         )
@@ -112,7 +121,7 @@ fn callbacks_run_in_the_order_of_spec_section_3_across_both_processes() {
         code: ECHO,
         input: b"order",
         output_len: 8,
-        ..Call::default()
+        ..bounded()
     };
     let sync = client
         .execute(&call, &mut Logged { log: log.clone() })
@@ -171,7 +180,7 @@ fn default_callbacks_copy_the_input_in_and_the_output_out() {
                 input: b"abc",
                 input_len: Some(6),
                 output_len: 6,
-                ..Call::default()
+                ..bounded()
             },
             &mut Peek(&mut seen),
         )
@@ -189,7 +198,7 @@ fn default_callbacks_copy_the_input_in_and_the_output_out() {
                 input: b"abcdef",
                 input_len: Some(3),
                 output_len: 6,
-                ..Call::default()
+                ..bounded()
             },
             &mut Copying,
         )
@@ -229,10 +238,17 @@ fn ten_thousand_commands_sync_and_async_come_back_with_their_checksums() {
             input: &input,
             output_len: 8,
             mode,
-            ..Call::default()
+            ..bounded()
         };
         if i % 2 == 0 {
+            let started = std::time::Instant::now();
             let out = client.execute(&call, &mut Copying).unwrap();
+            // Answered only when its deadline woke the caller: the wake-up was lost.
+            assert!(
+                started.elapsed() < WAIT,
+                "command {i} took {:?}",
+                started.elapsed()
+            );
             assert_eq!(
                 (out.status, out.output.as_slice()),
                 (7, &sum.to_le_bytes()[..]),
@@ -287,7 +303,7 @@ fn a_server_killed_with_commands_outstanding_fails_each_with_peer_terminated() {
                     } else {
                         Mode::Inline
                     },
-                    ..Call::default()
+                    ..bounded()
                 },
                 Copying,
                 move |r| tx.send(r).unwrap(),
@@ -302,7 +318,7 @@ fn a_server_killed_with_commands_outstanding_fails_each_with_peer_terminated() {
                     code: HOLD,
                     input: b"sync",
                     output_len: 16,
-                    ..Call::default()
+                    ..bounded()
                 },
                 &mut Copying,
             )
@@ -326,7 +342,7 @@ fn a_server_killed_with_commands_outstanding_fails_each_with_peer_terminated() {
                 code: ECHO,
                 input: b"x",
                 output_len: 1,
-                ..Call::default()
+                ..bounded()
             },
             &mut Copying,
         )
@@ -364,7 +380,7 @@ fn a_client_killed_mid_command_is_drained_closed_once_and_the_server_serves_on()
                 code: ECHO,
                 input: b"still here",
                 output_len: 16,
-                ..Call::default()
+                ..bounded()
             },
             &mut Copying,
         )
@@ -404,7 +420,7 @@ fn with_every_slot_taken_a_command_completes_over_the_backup_path() {
     let mut t = client.begin(ECHO, 10, 10, Mode::Default).unwrap();
     assert!(t.is_backup(), "no slot was free, so the backup path");
     t.input().write(b"0123456789");
-    let answer = client.call(&mut t).unwrap();
+    let answer = client.call_within(&mut t, Some(WAIT)).unwrap();
     assert_eq!((answer.status, answer.length), (0, 10));
     assert_eq!(t.output().to_vec(), b"0123456789");
     // Asynchronously as well, with the same results through the callbacks.
@@ -415,7 +431,7 @@ fn with_every_slot_taken_a_command_completes_over_the_backup_path() {
                 code: CHECKSUM,
                 input: b"backup",
                 output_len: 8,
-                ..Call::default()
+                ..bounded()
             },
             Copying,
             move |r| tx.send(r).unwrap(),
@@ -446,7 +462,7 @@ fn a_call_past_its_timeout_fails_timed_out_and_its_late_answer_frees_its_slot_on
                 input: b"late",
                 output_len: 10,
                 timeout: Some(std::time::Duration::from_millis(50)),
-                ..Call::default()
+                ..bounded()
             },
             &mut Copying,
         )
@@ -466,7 +482,7 @@ fn a_call_past_its_timeout_fails_timed_out_and_its_late_answer_frees_its_slot_on
                 code: ECHO,
                 input: b"next",
                 output_len: 10,
-                ..Call::default()
+                ..bounded()
             },
             &mut Copying,
         )
@@ -498,7 +514,7 @@ fn a_command_larger_than_any_slot_completes_over_the_backup_path() {
                 code: ECHO,
                 input: &input,
                 output_len: input.len(),
-                ..Call::default()
+                ..bounded()
             },
             &mut Copying,
         )
@@ -518,7 +534,7 @@ fn a_failing_handler_fails_only_its_command() {
                 &Call {
                     code: PANIC,
                     mode,
-                    ..Call::default()
+                    ..bounded()
                 },
                 &mut Copying,
             )
@@ -530,7 +546,7 @@ fn a_failing_handler_fails_only_its_command() {
             &Call {
                 code: OVERFLOW,
                 output_len: 4,
-                ..Call::default()
+                ..bounded()
             },
             &mut Copying,
         )
@@ -541,7 +557,7 @@ fn a_failing_handler_fails_only_its_command() {
         .execute(
             &Call {
                 code: BAD_STATUS,
-                ..Call::default()
+                ..bounded()
             },
             &mut Copying,
         )
@@ -553,7 +569,7 @@ fn a_failing_handler_fails_only_its_command() {
                 code: ECHO,
                 input: b"ok",
                 output_len: 2,
-                ..Call::default()
+                ..bounded()
             },
             &mut Copying,
         )
@@ -719,7 +735,7 @@ fn a_server_that_dies_in_the_middle_of_a_reply_fails_the_command_with_peer_termi
             code: ECHO,
             input: &input,
             output_len: 16,
-            ..Call::default()
+            ..bounded()
         };
         client.execute(&call, &mut Copying).unwrap_err()
     });
@@ -736,7 +752,7 @@ fn a_panicking_completion_does_not_stop_later_completions() {
         code: ECHO,
         input: b"x",
         output_len: 1,
-        ..Call::default()
+        ..bounded()
     };
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
@@ -772,7 +788,7 @@ fn a_client_that_fills_the_sc_ring_loses_its_connection_and_no_one_else_does() {
         code: ECHO,
         input: b"x",
         output_len: 1,
-        ..Call::default()
+        ..bounded()
     };
     let err = within("the tampering client's command", {
         let client = Arc::new(client);
@@ -781,7 +797,7 @@ fn a_client_that_fills_the_sc_ring_loses_its_connection_and_no_one_else_does() {
                 code: ECHO,
                 input: b"x",
                 output_len: 1,
-                ..Call::default()
+                ..bounded()
             };
             client.execute(&call, &mut Copying).map(|_| ())
         }
