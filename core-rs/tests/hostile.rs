@@ -211,7 +211,7 @@ fn flag(segment: &shmcall_core::segment::Segment, ring: u32) -> &std::sync::atom
 
 /// The 4-byte word at offset `at` of `segment`.
 fn word(segment: &shmcall_core::segment::Segment, at: usize) -> &std::sync::atomic::AtomicU32 {
-    assert!(at % 4 == 0 && at + 4 <= segment.mapping().1);
+    assert!(at.is_multiple_of(4) && at + 4 <= segment.mapping().1);
     // SAFETY: `at` is 4-aligned and inside the mapping, which `segment` keeps alive; both
     // processes only use atomics on the segment's words.
     unsafe { std::sync::atomic::AtomicU32::from_ptr(segment.mapping().0.add(at).cast()) }
