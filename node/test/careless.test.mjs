@@ -77,3 +77,61 @@ test("Node: a socket directory too long for a socket path fails naming the path 
     base.remove();
   }
 });
+
+test("Node: bad arguments get errors that name the argument and show the value as it is", async () => {
+  const dir = tempSocketDir();
+  const server = await serve("node-args", { exec: () => {} }, {
+    socketDir: dir.path,
+  });
+  const client = await connect("node-args", { socketDir: dir.path });
+  try {
+    const bad = (f, type, message) =>
+      assert.throws(f, (e) => e instanceof type && message.test(e.message));
+    bad(
+      () => client.execute(1, null),
+      TypeError,
+      /options of execute must be an object .*received null$/,
+    );
+    bad(
+      () => client.execute(1, "x"),
+      TypeError,
+      /options of execute must be an object .*received "x"$/,
+    );
+    bad(
+      () => client.execute("1"),
+      RangeError,
+      /^code must be an integer .*received "1"$/,
+    );
+    const gone = new Uint8Array(4);
+    structuredClone(gone.buffer, { transfer: [gone.buffer] });
+    bad(
+      () => client.execute(1, { input: gone }),
+      TypeError,
+      /^input is detached/,
+    );
+    await assert.rejects(
+      connect("node-args", null),
+      /options of connect must be an object .*received null$/,
+    );
+    await assert.rejects(
+      serve("x", { exec: () => {} }, null),
+      /options of serve must be an object .*received null$/,
+    );
+    // A client closed by its own command's prepare callback.
+    const closing = await connect("node-args", { socketDir: dir.path });
+    const error = await closing.execute(1, {
+      inputLength: 4,
+      inputPrepare: () => closing.close(),
+      completion: () => {},
+    }).then(() => undefined, (e) => e);
+    assert.ok(
+      error instanceof IpcError && error.status === Status.CLOSED,
+      String(error),
+    );
+    assert.match(error.message, /closed by a prepare callback of this command/);
+  } finally {
+    client.close();
+    await server.close();
+    dir.remove();
+  }
+});
