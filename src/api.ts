@@ -6,7 +6,13 @@
  */
 
 export { Client, connect } from "./client.ts";
-export type { Completion, ConnectOptions, ExecuteOptions, ExecuteResult } from "./client.ts";
+export type {
+  Completion,
+  ConnectOptions,
+  ExecuteOptions,
+  ExecuteResult,
+  ReconnectOptions,
+} from "./client.ts";
 export { MAX_WORKERS, serve, Server } from "./server.ts";
 export type { ConnInfo, ExecResult, Handlers, ServeOptions, ServerCommand } from "./server.ts";
 export type { Exec } from "./exec.ts";
