@@ -422,71 +422,89 @@ fn load_handler() -> impl shmcall_core::Handler<Context = ()> {
     shmcall_core::handlers(|_| Ok(()), |c, _, _: &()| load::answer(c), |_, _| {})
 }
 
-#[test]
-fn a_client_that_writes_garbage_on_its_ring_is_dropped_with_the_entry_named() {
+/// A server of `name` and a hostile client of it that made one honest command and waited for
+/// the server to arm its ring: both sides are at the CS ring's position 1, so an entry the client
+/// writes into cell 2 is popped right after its next command.
+struct Armed {
+    tallied: Arc<Tallied>,
+    server: Server,
+    hostile: Client,
+    segment: Arc<shmcall_core::segment::Segment>,
+    // Last: the socket directory outlives the server and client above.
+    dir: TempDir,
+}
+
+fn armed(name: &str) -> Armed {
     use shmcall_core::Copying;
-    let dir = TempDir::new("garbage");
+    let dir = TempDir::new(name);
     let tallied = Arc::new(Tallied::default());
-    let mut server =
-        Server::serve("garbage", Counting(tallied.clone()), dir.serve_options()).unwrap();
-    let hostile = Client::connect("garbage", &dir.connect_options()).unwrap();
+    let server = Server::serve(name, Counting(tallied.clone()), dir.serve_options()).unwrap();
+    let hostile = Client::connect(name, &dir.connect_options()).unwrap();
     let segment = hostile.segment();
-    let layout = segment.layout();
-    // One honest command: both sides are at the ring's position 1 after it.
     assert_eq!(
         hostile.execute(&echo_call(), &mut Copying).unwrap().output,
         b"ping"
     );
     until_flag(
-        flag(&segment, layout.cs_ring),
+        flag(&segment, segment.layout().cs_ring),
         shmcall_core::ring::WATCHED,
         "the server arms",
     );
-    // No slot starts at this offset. It goes in the cell after the one the next push takes,
-    // so the server pops it right after that command.
-    cell(&segment, layout.cs_ring, 2).store(0x000d_ead0, Ordering::SeqCst);
-    // The command that wakes the server may still be answered; the next one finds the
-    // connection dropped (the client may also notice first that the server read past what it
-    // pushed: the garbage was its own).
-    let err = (0..2)
-        .find_map(|_| hostile.execute(&echo_call(), &mut Copying).err())
-        .expect("the connection is dropped");
-    assert_eq!(err.status(), Status::ProtocolViolation, "{err}");
-    let counts = tallied.until(
-        |c| c.refused.iter().any(|r| r.contains("0xdead0")),
-        |c| format!("the server names the entry: {:?}", c.refused),
-    );
-    drop(counts);
+    Armed {
+        tallied,
+        server,
+        hostile,
+        segment,
+        dir,
+    }
+}
+
+impl Armed {
+    /// Writes `entry` into the CS ring's cell 2 and sends a command: the server pops the entry
+    /// right after it, drops the connection (the client's next command fails
+    /// `PROTOCOL_VIOLATION`) and names the violation with `why`.
+    fn smuggle(&self, entry: u32, why: &str) {
+        use shmcall_core::Copying;
+        cell(&self.segment, self.segment.layout().cs_ring, 2).store(entry, Ordering::SeqCst);
+        // The command that wakes the server may still be answered; the next one finds the
+        // connection dropped (the client may also notice first that the server read past what
+        // it pushed: the entry was its own).
+        let err = (0..2)
+            .find_map(|_| self.hostile.execute(&echo_call(), &mut Copying).err())
+            .expect("the connection is dropped");
+        assert_eq!(err.status(), Status::ProtocolViolation, "{err}");
+        drop(self.tallied.until(
+            |c| c.refused.iter().any(|r| r.contains(why)),
+            |c| format!("the server names it ({why}): {:?}", c.refused),
+        ));
+    }
+
+    fn close(mut self) {
+        self.hostile.close();
+        self.server.close();
+    }
+}
+
+#[test]
+fn a_client_that_writes_garbage_on_its_ring_is_dropped_with_the_entry_named() {
+    use shmcall_core::Copying;
+    let a = armed("garbage");
+    // No slot starts at this offset.
+    a.smuggle(0x000d_ead0, "0xdead0");
     // Everyone else is served.
-    let good = Client::connect("garbage", &dir.connect_options()).unwrap();
+    let good = Client::connect("garbage", &a.dir.connect_options()).unwrap();
     assert_eq!(
         good.execute(&echo_call(), &mut Copying).unwrap().output,
         b"ping"
     );
     good.close();
-    hostile.close();
-    server.close();
+    a.close();
 }
 
 #[test]
 fn a_client_that_asks_for_more_output_than_its_slot_holds_is_dropped_with_the_sizes_named() {
-    use shmcall_core::Copying;
-    let dir = TempDir::new("outcap");
-    let tallied = Arc::new(Tallied::default());
-    let mut server =
-        Server::serve("outcap", Counting(tallied.clone()), dir.serve_options()).unwrap();
-    let hostile = Client::connect("outcap", &dir.connect_options()).unwrap();
-    let segment = hostile.segment();
-    let layout = segment.layout();
-    assert_eq!(
-        hostile.execute(&echo_call(), &mut Copying).unwrap().output,
-        b"ping"
-    );
-    until_flag(
-        flag(&segment, layout.cs_ring),
-        shmcall_core::ring::WATCHED,
-        "the server arms",
-    );
+    let a = armed("outcap");
+    let layout = a.segment.layout();
     // A slot this client never used, its request written by hand (docs/protocol.md, "Slots"):
     // 4 bytes of input, and one byte more output than its class holds.
     let slot = layout.slot(200);
@@ -500,24 +518,14 @@ fn a_client_that_asks_for_more_output_than_its_slot_holds_is_dropped_with_the_si
         (16, 1),
         (32, 1),
     ] {
-        word(&segment, header + field).store(value, Ordering::SeqCst);
+        word(&a.segment, header + field).store(value, Ordering::SeqCst);
     }
-    // In the cell after the one the next push takes: the server pops it right after.
-    cell(&segment, layout.cs_ring, 2).store(slot.offset, Ordering::SeqCst);
-    let err = (0..2)
-        .find_map(|_| hostile.execute(&echo_call(), &mut Copying).err())
-        .expect("the connection is dropped");
-    assert_eq!(err.status(), Status::ProtocolViolation, "{err}");
     let why = format!(
         "slot 200 asks for 4 input and {} output bytes but holds",
         cap + 1
     );
-    drop(tallied.until(
-        |c| c.refused.iter().any(|r| r.contains(&why)),
-        |c| format!("the server names the sizes: {:?}", c.refused),
-    ));
-    hostile.close();
-    server.close();
+    a.smuggle(slot.offset, &why);
+    a.close();
 }
 
 #[test]
