@@ -11,26 +11,21 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { isIpcError } from "./peers/assertions.ts";
 import { connect, serve, Status } from "../mod.ts";
-import { tempSocketDir } from "./peers/spawn.ts";
+import { runDeno, tempSocketDir } from "./peers/spawn.ts";
 
-const DETACH = decodeURIComponent(new URL("./peers/detach.ts", import.meta.url).pathname);
+// The peer of the Node tests: it runs in Deno as well (node/test/peers/api.mjs picks the API).
+const DETACH = decodeURIComponent(
+  new URL("../node/test/peers/detach.mjs", import.meta.url).pathname,
+);
 
 Deno.test("user code that detaches an area's memory cannot crash the process, and client and server carry on", async () => {
   using dir = tempSocketDir();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--v8-flags=--expose-gc", DETACH, dir.path],
-    stdout: "piped",
+  const out = await runDeno(["run", "-A", "--v8-flags=--expose-gc", DETACH, dir.path], {
+    timeoutMs: 20_000,
     stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-  let out;
-  try {
-    out = await child.output();
-  } finally {
-    clearTimeout(timer);
-  }
-  const said = new TextDecoder().decode(out.stdout);
-  const why = `${said}\n${new TextDecoder().decode(out.stderr)}`;
+  });
+  const said = out.stdout;
+  const why = `${said}\n${out.stderr}`;
   assert.equal(out.signal, null, `killed by a signal:\n${why}`);
   assert.equal(out.code, 0, why);
   assert.match(

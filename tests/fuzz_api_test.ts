@@ -9,7 +9,7 @@
 
 import "./setup.ts";
 import assert from "node:assert/strict";
-import { Peer, tempSocketDir } from "./peers/spawn.ts";
+import { Peer, runDeno, tempSocketDir } from "./peers/spawn.ts";
 
 const FUZZ = decodeURIComponent(new URL("./peers/fuzz_api.ts", import.meta.url).pathname);
 const SERVER = decodeURIComponent(new URL("./peers/server.ts", import.meta.url).pathname);
@@ -25,22 +25,12 @@ Deno.test("random arguments and callbacks thrown at connect, execute and serve c
   );
   const ms = Number(Deno.env.get("SHMCALL_FUZZ_API_MS") ?? 3_000);
   const seed = Number(Deno.env.get("SHMCALL_FUZZ_API_SEED") ?? (Math.random() * 2 ** 32) >>> 0);
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", FUZZ, dir.path, "remote", String(seed), String(ms)],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), ms + 30_000);
-  let out;
-  try {
-    out = await child.output();
-  } finally {
-    clearTimeout(timer);
-  }
-  const said = new TextDecoder().decode(out.stdout);
-  const why = `seed ${seed} (SHMCALL_FUZZ_API_SEED repeats it):\n${said}\n${
-    new TextDecoder().decode(out.stderr)
-  }`;
+  const out = await runDeno(
+    ["run", "-A", FUZZ, dir.path, "remote", String(seed), String(ms)],
+    { timeoutMs: ms + 30_000, stderr: "piped" },
+  );
+  const said = out.stdout;
+  const why = `seed ${seed} (SHMCALL_FUZZ_API_SEED repeats it):\n${said}\n${out.stderr}`;
   assert.equal(
     out.signal,
     null,

@@ -160,16 +160,34 @@ export async function runScript(
   env: Record<string, string> = {},
   timeoutMs = 15_000,
 ): Promise<{ code: number; stdout: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", script],
-    env,
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
+  const { code, stdout } = await runDeno(["run", "-A", script], { env, timeoutMs });
+  return { code, stdout };
+}
+
+/**
+ * Runs `deno <args>` to its end, killing it with SIGKILL after `timeoutMs`: its exit code,
+ * the signal that ended it (a crash, or the bound), its stdout, and its stderr when `stderr`
+ * is `"piped"` (else it goes to ours).
+ */
+export async function runDeno(
+  args: string[],
+  { env = {}, timeoutMs = 15_000, stderr = "inherit" }: {
+    env?: Record<string, string>;
+    timeoutMs?: number;
+    stderr?: "piped" | "inherit";
+  } = {},
+): Promise<{ code: number; signal: Deno.Signal | null; stdout: string; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), { args, env, stdout: "piped", stderr }).spawn();
   const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
   try {
-    const { code, stdout } = await child.output();
-    return { code, stdout: new TextDecoder().decode(stdout) };
+    const out = await child.output();
+    const text = new TextDecoder();
+    return {
+      code: out.code,
+      signal: out.signal,
+      stdout: text.decode(out.stdout),
+      stderr: stderr === "piped" ? text.decode(out.stderr) : "",
+    };
   } finally {
     clearTimeout(timer);
   }
