@@ -258,9 +258,6 @@ impl Conn {
         }
         let why = match s {
             Status::HandlerFailed => "the server's handler failed for this command".to_string(),
-            Status::OutputOverflow => {
-                "the server wrote more output than the output capacity".to_string()
-            }
             Status::InvalidCommand => "the server refused the command as malformed".to_string(),
             other => format!("the server answered {other}"),
         };

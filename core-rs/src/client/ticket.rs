@@ -159,18 +159,18 @@ impl Ticket {
             length.load(Ordering::Relaxed),
         );
         if status < 0 {
-            let error = self.conn.error_for(status);
             if status == Status::OutputOverflow.code() {
                 // The capacity is this command's own: the user can tell which `outputLength`
                 // was too small (the server's report says how many bytes its handler wanted).
                 return Err(Error::new(
-                    error.status(),
+                    Status::OutputOverflow,
                     format!(
                         "'{}': the server's handler answered more output than this command's output area holds ({} bytes)",
                         self.conn.ic_id, self.output_cap
                     ),
                 ));
             }
+            let error = self.conn.error_for(status);
             if status == Status::HandlerFailed.code() && length > 0 {
                 // A server that exposes its errors says why in the output area.
                 let reason = self.reason(length);
