@@ -54,13 +54,15 @@ export interface Answerer<T> {
   answer(tag: T, command: number, status: number, length: number, from: Uint8Array | null): void;
   /**
    * `exec` failed with `error` (it threw, rejected, or answered nonsense): reports it and
-   * answers `command` with `status` once. `output` is the command's output area, where a
+   * answers `command` with `status` once (through {@linkcode failedLength}). `wanted` is the
+   * length an overflowing `exec` answered; `output` is the command's output area, where a
    * reason for the client may go (`from` as for `answer`).
    */
   failed(
     tag: T,
     command: number,
     status: number,
+    wanted: number,
     code: number,
     error: unknown,
     output: Uint8Array,
@@ -135,7 +137,7 @@ export function runExec<C, T>(
   try {
     r = exec(cmd, conn, context);
   } catch (e) {
-    to.failed(tag, command, Status.HANDLER_FAILED, cmd.code, e, cmd.output, backup);
+    to.failed(tag, command, Status.HANDLER_FAILED, 0, cmd.code, e, cmd.output, backup);
     return;
   }
   if (!(r instanceof Promise)) {
@@ -154,7 +156,7 @@ export function runExec<C, T>(
   const fail = (e: unknown) => {
     if (answered) return;
     answered = true;
-    to.failed(tag, command, Status.HANDLER_FAILED, cmd.code, e, cmd.output, backup);
+    to.failed(tag, command, Status.HANDLER_FAILED, 0, cmd.code, e, cmd.output, backup);
   };
   r.then(ok, fail).catch(fail);
 }
@@ -188,17 +190,34 @@ function settle<T>(
     const error = new RangeError(
       `exec answered ${length} output bytes for an output area of ${capacity}`,
     );
-    to.failed(tag, command, Status.OUTPUT_OVERFLOW, cmd.code, error, cmd.output, backup);
+    to.failed(tag, command, Status.OUTPUT_OVERFLOW, length, cmd.code, error, cmd.output, backup);
     return;
   }
   if (why === undefined) to.answer(tag, command, status, length, backup);
-  else to.failed(tag, command, Status.HANDLER_FAILED, cmd.code, why, cmd.output, backup);
+  else to.failed(tag, command, Status.HANDLER_FAILED, 0, cmd.code, why, cmd.output, backup);
 }
 
 /** What a client is told of `error` (`exposeErrors`): its name and message. */
 export function reasonOf(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`;
   return `thrown: ${shown(error)}`;
+}
+
+/**
+ * The length a failed command is answered with: for `OUTPUT_OVERFLOW` the bytes `exec`
+ * wanted (the core tells the client), for `HANDLER_FAILED` with `expose` the reason written
+ * into `output`, else 0.
+ */
+export function failedLength(
+  status: number,
+  wanted: number,
+  error: unknown,
+  output: Uint8Array,
+  expose: boolean,
+): number {
+  if (status === Status.OUTPUT_OVERFLOW) return wanted;
+  if (status === Status.HANDLER_FAILED && expose) return writeReason(output, reasonOf(error));
+  return 0;
 }
 
 const encoder = new TextEncoder();

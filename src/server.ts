@@ -11,10 +11,10 @@ import {
   type ConnInfo,
   type Exec,
   type ExecResult,
+  failedLength,
   reasonOf,
   runExec,
   type ServerCommand,
-  writeReason,
 } from "./exec.ts";
 import * as hub from "./hub.ts";
 import { EVENT, FLAG, type Handle, type Mapping, native, STATS } from "./native.ts";
@@ -139,11 +139,9 @@ export class Server<C = unknown> {
   readonly #answerer: Answerer<Connection<C>> = {
     answer: (conn, command, status, length, from) =>
       this.#answer(conn, command, status, length, from),
-    failed: (conn, command, status, code, error, output, from) => {
+    failed: (conn, command, status, wanted, code, error, output, from) => {
       this.#report(error, conn.info, { code }, "exec");
-      const length = status === Status.HANDLER_FAILED && this.#exposeErrors
-        ? writeReason(output, reasonOf(error))
-        : 0;
+      const length = failedLength(status, wanted, error, output, this.#exposeErrors);
       this.#answer(conn, command, status, length, from);
     },
     async: hub.needTurn,

@@ -14,9 +14,8 @@ import {
   commandOf,
   type ConnInfo,
   type Exec,
-  reasonOf,
+  failedLength,
   runExec,
-  writeReason,
 } from "./exec.ts";
 import { type Mapping, native } from "./native.ts";
 import type { FromWorker, ToWorker } from "./pool.ts";
@@ -62,12 +61,10 @@ export function runWorker(parent: Parent, load: (module: string) => Promise<unkn
         if (stopping && running === 0) stop();
       }
     },
-    failed(id, command, status, _code, error, output, from) {
+    failed(id, command, status, wanted, _code, error, output, from) {
       running--;
       try {
-        const length = status === Status.HANDLER_FAILED && expose
-          ? writeReason(output, reasonOf(error))
-          : 0;
+        const length = failedLength(status, wanted, error, output, expose);
         native.commandFinish(command, status, length, from);
       } finally {
         // The server reports it (its `onError` lives there): as plain strings, since an error

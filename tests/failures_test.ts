@@ -85,7 +85,7 @@ Deno.test("answers that are not a status and a length are reported naming the va
   assert.equal(overflow.status, Status.OUTPUT_OVERFLOW);
   assert.match(
     overflow.message,
-    /answered more output than this command's output area holds \(64 bytes\)/,
+    /answered 300 bytes of output for an output area of 64 bytes/,
   );
   await reported(server, "RangeError: exec answered 300 output bytes for an output area of 64");
 });
@@ -147,10 +147,11 @@ Deno.test("onError replaces the default report, for exec, open and close failure
   assert.equal(server.stderr, "", "the default report ran too");
 });
 
-Deno.test("a pool worker's failures reach the server's onError with their stack", async () => {
+Deno.test("a pool worker's failures reach the server's onError with their stack; an overflow says how many bytes", async () => {
   using dir = tempSocketDir();
   const seen: { error: unknown; code: number | undefined }[] = [];
   const reportedOne = Promise.withResolvers<void>();
+  const reportedTwo = Promise.withResolvers<void>();
   await using _server = await serve("pool-failure", { exec: () => {} }, {
     socketDir: dir.path,
     workers: 1,
@@ -158,7 +159,7 @@ Deno.test("a pool worker's failures reach the server's onError with their stack"
     exposeErrors: true,
     onError: (error, _conn, command) => {
       seen.push({ error, code: command?.code });
-      reportedOne.resolve();
+      (seen.length === 1 ? reportedOne : reportedTwo).resolve();
     },
   });
   using client = await connect("pool-failure", { socketDir: dir.path });
@@ -171,4 +172,12 @@ Deno.test("a pool worker's failures reach the server's onError with their stack"
   const error = seen[0]!.error as Error;
   assert.equal(error.message, "the pool handler throws");
   assert.match(error.stack ?? "", /pool_handler\.ts/);
+  // An overflow in a worker tells the client how many bytes were wanted, as inline.
+  const overflow = await failure(() =>
+    client.execute(8, { outputLength: 16, completion: () => {} })
+  );
+  assert.equal(overflow.status, Status.OUTPUT_OVERFLOW);
+  assert.match(overflow.message, /answered 17 bytes of output for an output area of 16 bytes/);
+  await within("the second report", reportedTwo.promise);
+  assert.match((seen[1]!.error as Error).message, /exec answered 17 output bytes/);
 });

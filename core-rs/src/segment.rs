@@ -46,7 +46,9 @@ pub const PROTOCOL_MAJOR: u16 = 2;
 ///
 /// - 0: the claim word of the slot header, through which a client withdraws a command the
 ///   server has not taken (see [`crate::slot::SlotHeader::take`]).
-pub const PROTOCOL_MINOR: u16 = 0;
+/// - 1: an `OUTPUT_OVERFLOW` answer says how many output bytes the handler wanted: in the slot's
+///   `output_len` (beyond `output_cap`), or as a 4-byte body of the backup path's REPLY.
+pub const PROTOCOL_MINOR: u16 = 1;
 /// The first bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SHMCALL\0";
 

@@ -528,8 +528,10 @@ fn a_client_that_asks_for_more_output_than_its_slot_holds_is_dropped_with_the_si
     a.close();
 }
 
-#[test]
-fn a_server_that_answers_more_output_than_asked_for_is_dropped_with_the_sizes_named() {
+/// Runs one echo of 4 output bytes that the test answers in the server's place, writing
+/// `status` and `output_len` into the slot header; returns the client's error and the slot's
+/// index.
+fn answered_by_hand(name: &str, status: i32, output_len: u32) -> (shmcall_core::Error, u32) {
     use shmcall_core::ring::{Ring, RingHeader, Waker};
     use shmcall_core::{Call, Copying};
     use std::sync::Mutex;
@@ -547,7 +549,7 @@ fn a_server_that_answers_more_output_than_asked_for_is_dropped_with_the_sizes_na
         }
     }
 
-    let dir = TempDir::new("outlen");
+    let dir = TempDir::new(name);
     // The handler keeps each command, unanswered: the test answers in its place.
     let (taken, held) = channel();
     let taken = Mutex::new(taken);
@@ -556,8 +558,8 @@ fn a_server_that_answers_more_output_than_asked_for_is_dropped_with_the_sizes_na
         move |c, _, _: &()| taken.lock().unwrap().send(c).unwrap(),
         |_, _| {},
     );
-    let mut server = Server::serve("outlen", handler, dir.serve_options()).unwrap();
-    let client = Arc::new(Client::connect("outlen", &dir.connect_options()).unwrap());
+    let mut server = Server::serve(name, handler, dir.serve_options()).unwrap();
+    let client = Arc::new(Client::connect(name, &dir.connect_options()).unwrap());
     let segment = client.segment();
     let layout = *segment.layout();
     let call = {
@@ -583,8 +585,7 @@ fn a_server_that_answers_more_output_than_asked_for_is_dropped_with_the_sizes_na
         .expect("the taken slot");
     let header = slot.offset as usize;
     let generation = word(&segment, header + 16).load(Ordering::SeqCst);
-    // Status 0, 5 output bytes for a capacity of 4, this command's generation.
-    for (field, value) in [(20, 0), (24, 5), (28, generation)] {
+    for (field, value) in [(20, status as u32), (24, output_len), (28, generation)] {
         word(&segment, header + field).store(value, Ordering::SeqCst);
     }
     let base = segment.mapping().0;
@@ -600,15 +601,32 @@ fn a_server_that_answers_more_output_than_asked_for_is_dropped_with_the_sizes_na
     };
     sc.try_push(slot.offset, &Futex).unwrap();
     let err = within("the call", move || call.join().unwrap()).unwrap_err();
-    assert_eq!(err.status(), Status::ProtocolViolation, "{err}");
-    assert!(
-        err.message().contains(&format!(
-            "slot {} reports 5 output bytes, beyond its capacity of 4",
-            slot.index
-        )),
-        "{err}"
-    );
     drop(command);
     client.close();
     server.close();
+    (err, slot.index)
+}
+
+#[test]
+fn a_server_that_answers_more_output_than_asked_for_is_dropped_with_the_sizes_named() {
+    let (err, slot) = answered_by_hand("outlen", 0, 5);
+    assert_eq!(err.status(), Status::ProtocolViolation, "{err}");
+    assert!(
+        err.message().contains(&format!(
+            "slot {slot} reports 5 output bytes, beyond its capacity of 4"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_overflow_answer_names_the_bytes_wanted_beyond_the_capacity() {
+    // Protocol 2.1: on OUTPUT_OVERFLOW, `output_len` is what the handler wanted.
+    let (err, _) = answered_by_hand("wanted", Status::OutputOverflow.code(), 5);
+    assert_eq!(err.status(), Status::OutputOverflow, "{err}");
+    assert!(
+        err.message()
+            .ends_with("answered 5 bytes of output for an output area of 4 bytes"),
+        "{err}"
+    );
 }

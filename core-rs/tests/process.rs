@@ -521,6 +521,29 @@ fn a_command_larger_than_any_slot_completes_over_the_backup_path() {
         .unwrap();
     assert_eq!(out.length as usize, input.len());
     assert_eq!(out.output, input);
+    // An overflow there says how many bytes were wanted too (a REPLY's 4-byte body).
+    overflows_saying_how_much(&client, 100_000);
+}
+
+/// An OVERFLOW command of `output_len` output bytes (its handler answers one more) fails
+/// `OUTPUT_OVERFLOW` saying how many bytes were wanted.
+fn overflows_saying_how_much(client: &Client, output_len: usize) {
+    let err = client
+        .execute(
+            &Call {
+                code: OVERFLOW,
+                output_len,
+                ..bounded()
+            },
+            &mut Copying,
+        )
+        .unwrap_err();
+    assert_eq!(err.status(), Status::OutputOverflow);
+    let wanted = format!(
+        "answered {} bytes of output for an output area of {output_len} bytes",
+        output_len + 1
+    );
+    assert!(err.message().ends_with(&wanted), "{err}");
 }
 
 #[test]
@@ -541,17 +564,7 @@ fn a_failing_handler_fails_only_its_command() {
             .unwrap_err();
         assert_eq!(err.status(), Status::HandlerFailed);
     }
-    let err = client
-        .execute(
-            &Call {
-                code: OVERFLOW,
-                output_len: 4,
-                ..bounded()
-            },
-            &mut Copying,
-        )
-        .unwrap_err();
-    assert_eq!(err.status(), Status::OutputOverflow);
+    overflows_saying_how_much(&client, 4);
     // A status that is no library status is the handler's failure, not a broken protocol.
     let err = client
         .execute(
@@ -698,15 +711,18 @@ fn connecting_to_a_killed_servers_socket_removes_its_files_and_says_not_found() 
     assert_eq!(dir.entries(), ["stale.lock", "stale.sock"]);
 }
 
-#[test]
-fn a_server_that_dies_in_the_middle_of_a_reply_fails_the_command_with_peer_terminated() {
+/// A server of our own making on `name`: it welcomes the client, takes one backup command and
+/// writes what `reply` makes of it, then closes its socket. Returns the client's answer to a
+/// command larger than any slot (so that it goes over the control channel), 16 output bytes.
+fn scripted_reply(
+    name: &str,
+    reply: impl FnOnce(shmcall_core::wire::Exec) -> Vec<u8> + Send + 'static,
+) -> Result<shmcall_core::Output, shmcall_core::Error> {
     use shmcall_core::wire::{self, Message};
     use std::io::Write;
-    // A server of our own making: it welcomes the client, takes one backup command, writes
-    // half of its reply and dies (its socket closes), as a server killed mid-write does.
-    let dir = TempDir::new("halfreply");
-    let listener =
-        std::os::unix::net::UnixListener::bind(dir.path().join("halfreply.sock")).expect("listen");
+    let dir = TempDir::new(name);
+    let listener = std::os::unix::net::UnixListener::bind(dir.path().join(format!("{name}.sock")))
+        .expect("listen");
     let server = std::thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap();
         // A plain read: the segment's descriptor that came with the hello is closed unseen.
@@ -724,12 +740,10 @@ fn a_server_that_dies_in_the_middle_of_a_reply_fails_the_command_with_peer_termi
             Message::Exec(exec) => exec,
             other => panic!("expected a backup command, got {other:?}"),
         };
-        let reply = wire::encode_reply(exec.token, 0, &exec.input[..16]);
-        (&stream).write_all(&reply[..reply.len() / 2]).unwrap();
+        (&stream).write_all(&reply(exec)).unwrap();
     });
-    let client = connect(&dir, "halfreply");
-    let err = within("the command", move || {
-        // Larger than any slot: it goes over the control channel.
+    let client = connect(&dir, name);
+    let result = within("the command", move || {
         let input = vec![7u8; 3 << 20];
         let call = Call {
             code: ECHO,
@@ -737,10 +751,58 @@ fn a_server_that_dies_in_the_middle_of_a_reply_fails_the_command_with_peer_termi
             output_len: 16,
             ..bounded()
         };
-        client.execute(&call, &mut Copying).unwrap_err()
+        client.execute(&call, &mut Copying)
     });
-    assert_eq!(err.status(), Status::PeerTerminated, "{err}");
     server.join().unwrap();
+    result
+}
+
+#[test]
+fn a_server_that_dies_in_the_middle_of_a_reply_fails_the_command_with_peer_terminated() {
+    let err = scripted_reply("halfreply", |exec| {
+        let reply = shmcall_core::wire::encode_reply(exec.token, 0, &exec.input[..16]);
+        reply[..reply.len() / 2].to_vec()
+    })
+    .unwrap_err();
+    assert_eq!(err.status(), Status::PeerTerminated, "{err}");
+}
+
+#[test]
+fn a_backup_reply_beyond_its_capacity_or_a_malformed_overflow_is_a_protocol_violation() {
+    let overflow = Status::OutputOverflow.code();
+    // (server, reply status, reply output bytes, the client's status, what its error says).
+    // OUTPUT_OVERFLOW's body is the bytes wanted, 4 bytes (protocol 2.1), or nothing (2.0).
+    let cases = [
+        (
+            "longreply",
+            0,
+            17,
+            Status::ProtocolViolation,
+            "sent 17 output bytes for a capacity of 16",
+        ),
+        (
+            "badoverflow",
+            overflow,
+            5,
+            Status::ProtocolViolation,
+            "sent an OUTPUT_OVERFLOW answer of 5 bytes (4 at most)",
+        ),
+        (
+            "oldoverflow",
+            overflow,
+            0,
+            Status::OutputOverflow,
+            "answered more output for an output area of 16 bytes",
+        ),
+    ];
+    for (name, status, len, expected, says) in cases {
+        let err = scripted_reply(name, move |exec| {
+            shmcall_core::wire::encode_reply(exec.token, status, &exec.input[..len])
+        })
+        .unwrap_err();
+        assert_eq!(err.status(), expected, "{err}");
+        assert!(err.message().ends_with(says), "{err}");
+    }
 }
 
 #[test]

@@ -221,6 +221,11 @@ fn the_server_answers_a_request_for_its_counters_itself() {
     let mut small = client.begin(0, 0, 8, Mode::Stats).unwrap();
     let err = client.call(&mut small).unwrap_err();
     assert_eq!(err.status(), Status::OutputOverflow, "{err}");
+    let wanted = format!(
+        "{} bytes of output for an output area of 8 bytes",
+        word::LEN * 8
+    );
+    assert!(err.message().ends_with(&wanted), "{err}");
     drop(small);
     let (_, rx) = send(&client, WORK, b"x");
     assert!(rx.recv_timeout(WAIT).unwrap().answer().is_ok());

@@ -81,3 +81,63 @@ test("Node: onError replaces the report, and exposeErrors tells the client why",
     dir.remove();
   }
 });
+
+test("Node: open and close failures reach onError, and an overflow says how many bytes were wanted", async () => {
+  const dir = tempSocketDir();
+  const seen = [];
+  let opens = 0;
+  let closed;
+  const closeReported = new Promise((resolve) => closed = resolve);
+  const server = await serve("node-hooks", {
+    open: () => {
+      if (++opens === 2) throw new RangeError("open refuses the second");
+      return {};
+    },
+    exec: ({ output }) => ({ length: output.length + 44 }),
+    close: () => {
+      throw new Error("close throws");
+    },
+  }, {
+    socketDir: dir.path,
+    onError: (error, conn, command) => {
+      seen.push({ error, conn, command });
+      if (error.message === "close throws") closed();
+    },
+  });
+  let client;
+  try {
+    client = await connect("node-hooks", { socketDir: dir.path });
+    const overflow = await failure(
+      client.execute(1, { outputLength: 20, completion: () => {} }),
+    );
+    assert.equal(overflow.status, Status.OUTPUT_OVERFLOW);
+    assert.match(overflow.message, /answered 64 bytes of output for an output area of 20 bytes/);
+    assert.match(seen[0].error.message, /exec answered 64 output bytes for an output area of 20/);
+    assert.deepEqual(seen[0].command, { code: 1 });
+
+    const refused = await connect("node-hooks", { socketDir: dir.path }).then(
+      () => undefined,
+      (e) => e,
+    );
+    assert.ok(refused instanceof IpcError, String(refused));
+    assert.equal(refused.status, Status.HANDLER_FAILED);
+    assert.equal(seen[1].error.message, "open refuses the second");
+    assert.equal(seen[1].command, undefined);
+
+    client.close();
+    client = undefined;
+    await Promise.race([
+      closeReported,
+      new Promise((_, reject) =>
+        setTimeout(() => reject(new Error("close was not reported within 10 s")), 10_000).unref()
+      ),
+    ]);
+    assert.equal(seen[2].error.message, "close throws");
+    assert.equal(seen[2].command, undefined);
+    assert.equal(typeof seen[2].conn.id, "number");
+  } finally {
+    client?.close();
+    await server.close();
+    dir.remove();
+  }
+});

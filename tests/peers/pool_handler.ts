@@ -7,7 +7,8 @@
  * in `gate[0]`, waits (at most 10 s) until `gate[1 + i]` (i: the input's first u32) is set, then
  * outputs the worker id, status 1 (released) or 2 (timed out); 5 bump — increments the
  * context's `n` in this worker, answers it as status; 6 exit — the worker calls `close()` and never
- * answers; 7 — the same with `Deno.exit()`.
+ * answers; 7 — the same with `Deno.exit()`; 8 overflow — answers one byte more than its output
+ * area holds.
  *
  * @module
  */
@@ -21,6 +22,7 @@ export const HOLD = 4;
 export const BUMP = 5;
 export const EXIT = 6;
 export const DENO_EXIT = 7;
+export const OVERFLOW = 8;
 
 /** This worker's id. */
 const WORKER = crypto.randomUUID();
@@ -48,6 +50,8 @@ export async function exec(
       return put(output, JSON.stringify({ worker: WORKER, context }));
     case THROW:
       throw new Error("the pool handler throws");
+    case OVERFLOW:
+      return { length: output.length + 1 };
     case INVERT: {
       const n = Math.min(input.length, output.length);
       for (let i = 0; i < n; i++) output[i] = input[i]! ^ 0xff;

@@ -283,7 +283,7 @@ impl Conn {
         }
         let backups: Vec<_> = lock(&self.backups).drain().map(|(_, b)| b).collect();
         for b in backups {
-            self.complete_backup(b, code, Vec::new());
+            self.complete_backup(b, code, Vec::new(), 0);
         }
         self.interrupt();
         self.waiters.notify();
@@ -370,7 +370,9 @@ impl Conn {
         true
     }
 
-    pub(crate) fn complete_backup(&self, b: Arc<Backup>, status: i32, output: Vec<u8>) {
+    /// Completes a backup-path command: `len` is `output`'s length, or for an overflow the
+    /// bytes its handler wanted.
+    pub(crate) fn complete_backup(&self, b: Arc<Backup>, status: i32, output: Vec<u8>, len: u32) {
         if b.state
             .compare_exchange(SUBMITTED, COMPLETING, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -378,13 +380,10 @@ impl Conn {
             return;
         }
         let asynchronous = b.asynchronous.load(Ordering::Relaxed);
-        self.stats.finish(
-            b.sent_at.load(Ordering::Relaxed),
-            status,
-            output.len() as u32,
-        );
+        self.stats
+            .finish(b.sent_at.load(Ordering::Relaxed), status, len);
         b.status.store(status, Ordering::Relaxed);
-        b.output_len.store(output.len() as u32, Ordering::Relaxed);
+        b.output_len.store(len, Ordering::Relaxed);
         *lock(&b.output) = Some(output);
         b.state.store(DONE, Ordering::Release);
         if asynchronous {
@@ -433,7 +432,8 @@ impl Conn {
             ));
         }
         let cap = st.output_cap.load(Ordering::Relaxed);
-        if reply.output_len > cap {
+        // An overflow's length is the bytes its handler wanted (2.1), beyond the capacity.
+        if reply.output_len > cap && reply.status != Status::OutputOverflow.code() {
             return self.violation(format!(
                 "slot {} reports {} output bytes, beyond its capacity of {cap}",
                 slot.index, reply.output_len,
@@ -558,6 +558,15 @@ impl Conn {
             && self.async_out.load(Ordering::SeqCst) == 0
     }
 
+    /// The error of a server that broke the protocol: "the server of '<id>' <what>".
+    #[cold]
+    fn broken(&self, what: String) -> Error {
+        Error::new(
+            Status::ProtocolViolation,
+            format!("the server of '{}' {what}", self.ic_id),
+        )
+    }
+
     fn on_frame(&self, message: Message) -> Result<(), Error> {
         match message {
             Message::Wake => {
@@ -565,46 +574,56 @@ impl Conn {
                 Ok(())
             }
             Message::Reply(reply) => {
-                let Some(b) = lock(&self.backups).remove(&reply.token) else {
-                    return Err(Error::new(
-                        Status::ProtocolViolation,
-                        format!(
-                            "the server of '{}' answered unknown backup command {}",
-                            self.ic_id, reply.token
-                        ),
-                    ));
+                // The record stays in the table until the reply is found sound: a violation
+                // ends the connection, which fails it (and every other) with the reason.
+                let mut backups = lock(&self.backups);
+                let Some(cap) = backups.get(&reply.token).map(|b| b.output_cap) else {
+                    return Err(
+                        self.broken(format!("answered unknown backup command {}", reply.token))
+                    );
                 };
-                if reply.output.len() > b.output_cap as usize {
-                    return Err(Error::new(
-                        Status::ProtocolViolation,
-                        format!(
-                            "the server of '{}' sent {} output bytes for a capacity of {}",
-                            self.ic_id,
-                            reply.output.len(),
-                            b.output_cap
-                        ),
-                    ));
-                }
-                if reply.status < 0 && Status::from_code(reply.status).is_none() {
-                    return Err(Error::new(
-                        Status::ProtocolViolation,
-                        format!(
-                            "the server of '{}' sent unknown library status {}",
-                            self.ic_id, reply.status
-                        ),
-                    ));
-                }
-                self.complete_backup(b, reply.status, reply.output);
+                let len = if reply.status == Status::OutputOverflow.code() {
+                    // No output; the body says how many bytes the handler wanted (2.1), if
+                    // anything.
+                    match reply.output[..] {
+                        [] => 0,
+                        [a, b, c, d] => u32::from_le_bytes([a, b, c, d]),
+                        _ => {
+                            return Err(self.broken(format!(
+                                "sent an OUTPUT_OVERFLOW answer of {} bytes (4 at most)",
+                                reply.output.len()
+                            )));
+                        }
+                    }
+                } else if reply.output.len() > cap as usize {
+                    return Err(self.broken(format!(
+                        "sent {} output bytes for a capacity of {cap}",
+                        reply.output.len()
+                    )));
+                } else if reply.status < 0 && Status::from_code(reply.status).is_none() {
+                    return Err(
+                        self.broken(format!("sent unknown library status {}", reply.status))
+                    );
+                } else {
+                    reply.output.len() as u32
+                };
+                let b = backups
+                    .remove(&reply.token)
+                    .expect("found above, under the same lock");
+                drop(backups);
+                let output = if reply.status == Status::OutputOverflow.code() {
+                    Vec::new()
+                } else {
+                    reply.output
+                };
+                self.complete_backup(b, reply.status, output, len);
                 Ok(())
             }
             Message::Refuse { status, reason } => Err(Error::new(
                 Status::from_code(status).unwrap_or(Status::ProtocolViolation),
                 reason,
             )),
-            _ => Err(Error::new(
-                Status::ProtocolViolation,
-                format!("the server of '{}' sent an unexpected frame", self.ic_id),
-            )),
+            _ => Err(self.broken("sent an unexpected frame".to_string())),
         }
     }
 }

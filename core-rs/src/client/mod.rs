@@ -269,7 +269,7 @@ impl Client {
                 0 => Status::PeerTerminated.code(),
                 s => s,
             };
-            conn.complete_backup(record.clone(), status, Vec::new());
+            conn.complete_backup(record.clone(), status, Vec::new(), 0);
         }
     }
 

@@ -160,12 +160,17 @@ impl Ticket {
         );
         if status < 0 {
             if status == Status::OutputOverflow.code() {
-                // The capacity is this command's own: the user can tell which `outputLength`
-                // was too small (the server's report says how many bytes its handler wanted).
+                // `length` is how many bytes the handler wanted (protocol 2.1; 0 if unsaid), an
+                // untrusted figure shown as it is: only a message is made of it.
+                let wanted = if length > 0 {
+                    format!("{length} bytes of output")
+                } else {
+                    "more output".to_string()
+                };
                 return Err(Error::new(
                     Status::OutputOverflow,
                     format!(
-                        "'{}': the server's handler answered more output than this command's output area holds ({} bytes)",
+                        "'{}': the server's handler answered {wanted} for an output area of {} bytes",
                         self.conn.ic_id, self.output_cap
                     ),
                 ));

@@ -121,7 +121,7 @@ impl Command {
 
     /// Answers the command: `status` (the server's own, >= 0, or a library status) and the
     /// number of output bytes written. A length beyond the capacity answers
-    /// [`Status::OutputOverflow`] instead.
+    /// [`Status::OutputOverflow`] instead, telling the client that length.
     pub fn finish(mut self, status: i32, len: usize) {
         self.answer(status, len);
     }
@@ -155,7 +155,10 @@ impl Command {
             return;
         }
         self.answered = true;
+        // An overflow's length is how many bytes were wanted (protocol 2.1); no output goes.
+        let mut wanted = 0;
         let (status, len) = if len > self.output_capacity() {
+            wanted = len;
             (Status::OutputOverflow.code(), 0)
         } else if status < 0 && Status::from_code(status).is_none() {
             // The client would take an unknown library status for a broken protocol and drop
@@ -170,9 +173,14 @@ impl Command {
         }
         match &mut self.body {
             Body::Slot { slot, request } => {
+                let output_len = if wanted > 0 && conn.minor >= 1 {
+                    u32::try_from(wanted).unwrap_or(u32::MAX)
+                } else {
+                    len
+                };
                 conn.segment.header(*slot).write_reply(&Reply {
                     status,
-                    output_len: len,
+                    output_len,
                     generation: request.generation,
                 });
                 // The client may push this slot again only after it pops our answer, so the
@@ -182,7 +190,11 @@ impl Command {
             }
             Body::Backup { token, output, .. } => {
                 if !conn.ended() {
-                    let frame = wire::encode_reply(*token, status, &output[..len as usize]);
+                    let frame = if wanted > 0 {
+                        wire::encode_reply(*token, status, &conn.overflow_body(wanted))
+                    } else {
+                        wire::encode_reply(*token, status, &output[..len as usize])
+                    };
                     if let Err(e) = conn.link.send(frame) {
                         conn.violation(format!("cannot send an answer: {}", e.message()), false);
                     }

@@ -89,6 +89,8 @@ pub(crate) struct Connection {
     backups: Mutex<BackupLoad>,
     /// The server's counters.
     pub(crate) stats: Arc<Stats>,
+    /// The protocol minor both sides speak: the lower of the two.
+    pub(crate) minor: u16,
 }
 
 /// Wakes the client after an SC push, as its sleep flag asks.
@@ -104,6 +106,19 @@ impl Waker for AnswerWaker<'_> {
 }
 
 impl Connection {
+    /// The body of a backup-path `OUTPUT_OVERFLOW` answer: how many bytes were `wanted`, as a
+    /// little-endian `u32` (saturated) for a client of minor 1 or later, nothing before.
+    pub(crate) fn overflow_body(&self, wanted: usize) -> Vec<u8> {
+        if self.minor >= 1 {
+            u32::try_from(wanted)
+                .unwrap_or(u32::MAX)
+                .to_le_bytes()
+                .to_vec()
+        } else {
+            Vec::new()
+        }
+    }
+
     #[inline]
     pub(crate) fn ended(&self) -> bool {
         self.ended.load(Ordering::Acquire)
@@ -192,7 +207,6 @@ impl Connection {
 }
 
 /// The minor both sides speak: the lower of the client's and ours.
-#[allow(clippy::unnecessary_min_or_max)] // PROTOCOL_MINOR is 0 today; the rule is for later ones.
 fn spoken_minor(client: u16) -> u16 {
     client.min(PROTOCOL_MINOR)
 }
@@ -224,8 +238,6 @@ pub(crate) struct Peer<H: Handler> {
     /// See [`Member::paired`].
     paired: AtomicBool,
     reader: Mutex<wire::Reader>,
-    /// The protocol minor both sides speak: the lower of the two.
-    minor: u16,
     me: Weak<Peer<H>>,
 }
 
@@ -268,6 +280,7 @@ impl<H: Handler> Peer<H> {
                     }),
                     backups: Mutex::new(BackupLoad::default()),
                     stats: shared.stats.clone(),
+                    minor: spoken_minor(minor),
                 }),
                 shared: shared.clone(),
                 phase: AtomicU8::new(OPENING),
@@ -278,7 +291,6 @@ impl<H: Handler> Peer<H> {
                 queued: AtomicBool::new(false),
                 paired: AtomicBool::new(false),
                 reader: Mutex::new(wire::Reader::default()),
-                minor: spoken_minor(minor),
                 me: me.clone(),
             }
         })
@@ -336,7 +348,7 @@ impl<H: Handler> Peer<H> {
             // while the ring was still AWAKE is found there, and wakes the owner.
             let welcome = wire::encode(&Message::Welcome {
                 major: PROTOCOL_MAJOR,
-                minor: self.minor,
+                minor: conn.minor,
                 connection: conn.info.id,
             });
             if conn.link.send(welcome).is_ok() {
@@ -461,11 +473,10 @@ impl<H: Handler> Peer<H> {
             body: Body::Slot { slot, request },
         };
         let bytes = self.shared.stats_bytes();
-        if command.output_capacity() < bytes.len() {
-            command.fail(Status::OutputOverflow);
-            return;
+        if command.output_capacity() >= bytes.len() {
+            command.output().write(&bytes);
         }
-        command.output().write(&bytes);
+        // Beyond the capacity, `finish` answers OUTPUT_OVERFLOW saying how much was wanted.
         command.finish(0, bytes.len());
     }
 
@@ -476,7 +487,8 @@ impl<H: Handler> Peer<H> {
             // A request for the counters that found no free slot: answered here.
             let bytes = self.shared.stats_bytes();
             let frame = if (exec.output_cap as usize) < bytes.len() {
-                wire::encode_reply(exec.token, Status::OutputOverflow.code(), &[])
+                let wanted = conn.overflow_body(bytes.len());
+                wire::encode_reply(exec.token, Status::OutputOverflow.code(), &wanted)
             } else {
                 wire::encode_reply(exec.token, 0, &bytes)
             };
