@@ -30,6 +30,7 @@ pub mod server;
 pub mod slot;
 pub mod stats;
 pub mod status;
+mod warm;
 pub mod wire;
 
 /// The atomics of the ring ([`ring`]): std's here; the loom model (`tests/loom_ring.rs`)
@@ -40,7 +41,10 @@ pub(crate) mod sync {
     }
 }
 
-pub use client::{Answer, Call, Callbacks, Client, ConnectOptions, Copying, Output, Ticket};
+pub use client::{
+    Answer, Call, Callbacks, Client, ConnectOptions, Copying, Output, Ticket,
+    release_warm_segments, warm_segments_kept, warm_segments_reused,
+};
 pub use owner::{Member, Owner, Runner};
 pub use segment::{Geometry, PROTOCOL_MAJOR, PROTOCOL_MINOR, SlotClass};
 pub use server::{Command, ConnInfo, Handler, Handlers, Opening, ServeOptions, Server, handlers};

@@ -23,8 +23,9 @@
 
 use std::fmt;
 use std::fs::File;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
@@ -34,6 +35,7 @@ use nix::sys::stat::{SFlag, fstat};
 use crate::ring::{Ring, RingHeader};
 use crate::slot::{Area, HEADER_SIZE, SlotHeader};
 use crate::status::{Error, Status};
+use crate::warm::Shelf;
 
 /// The protocol's major version: peers with different majors refuse each other.
 ///
@@ -48,7 +50,9 @@ pub const PROTOCOL_MAJOR: u16 = 2;
 ///   server has not taken (see [`crate::slot::SlotHeader::take`]).
 /// - 1: an `OUTPUT_OVERFLOW` answer says how many output bytes the handler wanted: in the slot's
 ///   `output_len` (beyond `output_cap`), or as a 4-byte body of the backup path's REPLY.
-pub const PROTOCOL_MINOR: u16 = 1;
+/// - 2: the server marks a segment released ([`RELEASED_AT`]) when it lets go of it, and a
+///   client may use it again for its next connection to the same server process.
+pub const PROTOCOL_MINOR: u16 = 2;
 /// The first bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SHMCALL\0";
 
@@ -362,11 +366,74 @@ impl From<AttachError> for Error {
     }
 }
 
+/// Offset in the segment header of the **released** word: the server stores 1 there when it
+/// lets go of the segment (its last holder dropped it, just before it unmaps it), after which
+/// it never touches the segment again. A client may then use the segment for its next
+/// connection to the same server process (protocol 2.2; [`crate::client`]'s warm segments).
+pub const RELEASED_AT: usize = 128;
+const _: () = assert!(std::mem::size_of::<SegmentHeader>() <= RELEASED_AT);
+
+/// What becomes of a segment's mapping when its last holder lets go of it.
+enum Afterlife {
+    /// Unmapped.
+    Unmap,
+    /// The server's side: marked released for its client, then kept a while in case the
+    /// segment comes back (its client's next connection), keyed by its file.
+    Release(FileId),
+    /// Handed on (the client's warm segments) instead of unmapped.
+    Keep(Box<dyn FnOnce(MmapRaw, Layout) + Send + Sync>),
+}
+
 /// A mapped segment. Both sides hold one; the mapping lives as long as the last holder. The
-/// memfd itself is not kept: once mapped, the mapping is all either side needs.
+/// memfd itself is not kept by the segment: once mapped, the mapping is all either side needs
+/// (a client that may use the segment again keeps it beside, see [`Segment::keep`]).
 pub struct Segment {
-    map: MmapRaw,
+    map: ManuallyDrop<MmapRaw>,
     layout: Layout,
+    afterlife: Afterlife,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: `drop` runs once and `self.map` is not used after this line.
+        let map = unsafe { ManuallyDrop::take(&mut self.map) };
+        match std::mem::replace(&mut self.afterlife, Afterlife::Unmap) {
+            Afterlife::Unmap => {}
+            Afterlife::Release(file) => {
+                // Release: the server's last writes to the segment (its last answers) come
+                // before the word, for the client that reads it with Acquire
+                // (`Segment::reuse`) before it uses the segment again.
+                released_word(&map).store(1, Ordering::Release);
+                MAPPED.put(file, map, self.layout);
+            }
+            Afterlife::Keep(keep) => keep(map, self.layout),
+        }
+    }
+}
+
+/// Which file a memfd is: while a mapping of it lives, no other file has the same pair.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+/// The server's mappings of segments whose connections ended, for when a segment comes back
+/// with its client's next connection: mapping it again would cost a new mapping, its page
+/// faults and another unmap.
+static MAPPED: Shelf<FileId> = Shelf::new();
+
+/// How many segments this process, as a server, found mapped already (kept from their last
+/// connection) so far.
+pub fn mappings_reused() -> u64 {
+    MAPPED.reused()
+}
+
+/// The released word of a mapping at least [`SEGMENT_HEADER_SIZE`] bytes long.
+fn released_word(map: &MmapRaw) -> &AtomicU32 {
+    // SAFETY: RELEASED_AT + 4 is inside the header, inside the mapping, and 4-aligned (the
+    // mapping is page-aligned); the word is only ever accessed atomically, by both processes.
+    unsafe { &*map.as_mut_ptr().add(RELEASED_AT).cast::<AtomicU32>() }
 }
 
 impl fmt::Debug for Segment {
@@ -416,7 +483,10 @@ impl Segment {
         // after it) and page-aligned; no one else has the segment yet, so a plain write is fine.
         unsafe { std::ptr::write(map.as_mut_ptr().cast::<SegmentHeader>(), header) };
         // The memfd starts zeroed, which is exactly an empty ring and idle sleep flags.
-        Ok((Segment { map, layout }, OwnedFd::from(file)))
+        Ok((
+            Segment::over(map, layout, Afterlife::Unmap),
+            OwnedFd::from(file),
+        ))
     }
 
     /// Server: validates a segment a client sent and maps it. `geometry` is the one the hello
@@ -450,11 +520,23 @@ impl Segment {
                 actual,
             });
         }
-        let file = File::from(fd);
-        let map = MmapOptions::new()
-            .len(layout.size as usize)
-            .map_raw(&file)
-            .map_err(|e| AttachError::Os(e.to_string()))?;
+        // The same file as a mapping this side kept (the client's last connection had it):
+        // that mapping is as good as a new one, with its pages already mapped.
+        let file_id = FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        };
+        let kept = MAPPED.take(
+            |k, l| *k == file_id && *l == layout,
+            |_, map, _| Ok::<_, MmapRaw>(map),
+        );
+        let map = match kept {
+            Some(map) => map,
+            None => MmapOptions::new()
+                .len(layout.size as usize)
+                .map_raw(&File::from(fd))
+                .map_err(|e| AttachError::Os(e.to_string()))?,
+        };
         // SAFETY: the mapping is `layout.size` bytes, more than the header, and page-aligned.
         // The client may change the header concurrently; `read_volatile` takes one copy of
         // plain integers, every bit pattern of which is a valid `SegmentHeader`.
@@ -477,7 +559,52 @@ impl Segment {
         if !same {
             return Err(AttachError::GeometryMismatch);
         }
-        Ok(Segment { map, layout })
+        Ok(Segment::over(map, layout, Afterlife::Release(file_id)))
+    }
+
+    fn over(map: MmapRaw, layout: Layout, afterlife: Afterlife) -> Segment {
+        Segment {
+            map: ManuallyDrop::new(map),
+            layout,
+            afterlife,
+        }
+    }
+
+    /// Client: when the last holder lets go of this segment, `keep` gets its mapping instead
+    /// of it being unmapped.
+    pub fn keep(&mut self, keep: impl FnOnce(MmapRaw, Layout) + Send + Sync + 'static) {
+        self.afterlife = Afterlife::Keep(Box::new(keep));
+    }
+
+    /// Client: a segment kept by [`Segment::keep`], made fresh for a new connection — both
+    /// rings emptied, their sleep flags idle, the released word cleared — as long as its server
+    /// released it; else `Err` gives the mapping back. The mapping must be of `layout`.
+    pub fn reuse(map: MmapRaw, layout: Layout) -> Result<Segment, MmapRaw> {
+        // Acquire: pairs with the server's Release store (`Drop`): its writes are all done.
+        if released_word(&map).load(Ordering::Acquire) != 1 {
+            return Err(map);
+        }
+        let segment = Segment::over(map, layout, Afterlife::Unmap);
+        let words = RingHeader::SIZE / 4 + layout.geometry.ring_capacity as usize;
+        for ring in [layout.cs_ring, layout.sc_ring] {
+            for i in 0..words {
+                segment
+                    .word(ring as usize + 4 * i)
+                    .store(0, Ordering::Relaxed);
+            }
+        }
+        // Relaxed above and here: the segment goes to the server with the hello, a sendmsg,
+        // which orders these stores before anything the server does with it.
+        released_word(&segment.map).store(0, Ordering::Relaxed);
+        Ok(segment)
+    }
+
+    /// The shared word at byte `at` of the segment, a multiple of 4 below its size.
+    fn word(&self, at: usize) -> &AtomicU32 {
+        assert!(at.is_multiple_of(4) && at + 4 <= self.layout.size as usize);
+        // SAFETY: in bounds and aligned (checked above; the mapping is page-aligned); shared
+        // words are only accessed atomically.
+        unsafe { &*self.map.as_mut_ptr().add(at).cast::<AtomicU32>() }
     }
 
     /// The layout, computed locally from the validated geometry.

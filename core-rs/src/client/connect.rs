@@ -20,14 +20,14 @@ use nix::errno::Errno;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 
 use super::conn::{Conn, Parts, lock};
-use super::{Client, ConnectOptions};
+use super::{Client, ConnectOptions, warm};
 use crate::channel::{self, Credentials};
 use crate::endpoint::Endpoint;
 use crate::link::Link;
 use crate::owner::Owner;
 use crate::reactor::{self, Reactor, Source, Token};
 use crate::ring::{Polite, Spin};
-use crate::segment::{PROTOCOL_MINOR, Segment};
+use crate::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment};
 use crate::status::{Error, Status};
 use crate::wire::{self, Message, WireError};
 
@@ -48,8 +48,8 @@ const NO_TOKEN: u64 = 0;
 
 enum Step {
     /// The socket is not connected yet (the server's backlog was full): the socket, and the
-    /// segment made for the hello, with its memfd.
-    Queued(OwnedFd, (Segment, OwnedFd)),
+    /// segment made for the hello, with its memfd (none yet when a warm one may do).
+    Queued(OwnedFd, Option<(Segment, OwnedFd)>),
     /// The hello went; the welcome is awaited.
     Sent {
         stream: UnixStream,
@@ -155,8 +155,19 @@ impl Connecting {
         )
         .map_err(|e| Error::io("cannot create a socket", e))?;
         // The segment is made before the connect, so that the hello follows the connect at
-        // once: the server's reactor then finds it as it accepts.
-        let made = Segment::create(&options.geometry, ic_id, options.protocol_major)?;
+        // once: the server's reactor then finds it as it accepts. A warm one (`warm`) can only
+        // be chosen once the server's process is known, after the connect.
+        let made = if options.protocol_major == PROTOCOL_MAJOR
+            && warm::may_have(&endpoint.socket, &options.geometry.layout()?)
+        {
+            None
+        } else {
+            Some(Segment::create(
+                &options.geometry,
+                ic_id,
+                options.protocol_major,
+            )?)
+        };
         let this = Arc::new(Connecting {
             ic_id: ic_id.to_string(),
             options: options.clone(),
@@ -282,9 +293,16 @@ impl Connecting {
             unreachable!("checked above");
         };
         let stream = UnixStream::from(fd);
-        let (segment, memfd) = made;
         // The server's credentials are checked before the segment goes to it.
         let server = self.check(&stream)?;
+        let socket = &self.endpoint.socket;
+        let (mut segment, memfd) = match made {
+            Some(made) => made,
+            None => match warm::take(socket, server.pid, &self.options.geometry.layout()?) {
+                Some(warm) => warm,
+                None => Segment::create(&self.options.geometry, &self.ic_id, PROTOCOL_MAJOR)?,
+            },
+        };
         let hello = wire::encode(&Message::Hello {
             major: self.options.protocol_major,
             minor: PROTOCOL_MINOR,
@@ -292,8 +310,10 @@ impl Connecting {
             geometry: self.options.geometry,
         });
         channel::send_with_fd(&stream, &hello, memfd.as_fd())?;
-        // The server has its own descriptor now; the mapping is all this side needs.
-        drop(memfd);
+        if self.options.protocol_major == PROTOCOL_MAJOR {
+            // For this process's next connection to the same server, once this one is over.
+            warm::keep(&mut segment, memfd, socket, server.pid);
+        }
         *step = Step::Sent {
             stream,
             segment,

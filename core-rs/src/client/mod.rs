@@ -9,6 +9,7 @@
 mod conn;
 mod connect;
 mod ticket;
+mod warm;
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,6 +19,9 @@ use std::time::{Duration, Instant};
 use conn::{Conn, DONE, OWNED, PushWaker, SUBMITTED, lock};
 pub use ticket::{Answer, Call, Callbacks, Copying, Output, Ticket};
 use ticket::{Backup, Completion, Kind};
+pub use warm::{
+    kept as warm_segments_kept, release as release_warm_segments, reused as warm_segments_reused,
+};
 
 use crate::owner::{Member, Owner, Runner};
 use crate::segment::{Geometry, MAX_AREA, PROTOCOL_MAJOR, Segment, SlotRef};
