@@ -23,10 +23,10 @@ function failing(icId: string, dir: string, ...flags: string[]): Promise<Peer> {
   return Peer.start(Deno.execPath(), ["run", "-A", FAILING, icId, dir, ...flags], 10_000, true);
 }
 
-/** The IpcError of a command, synchronous (`sync`) or not. */
+/** The IpcError of a command, synchronous or not (bounded: a lost wake-up fails the test). */
 async function failure(run: () => unknown): Promise<IpcError> {
   try {
-    await run();
+    await within("the command's failure", (async () => await run())());
   } catch (e) {
     assert.ok(e instanceof IpcError, String(e));
     return e;

@@ -152,21 +152,7 @@ impl fmt::Debug for Hub {
 }
 
 /// The hub of this process.
-pub static HUB: LazyLock<Arc<Hub>> = LazyLock::new(|| {
-    Arc::new(Hub {
-        owner: AtomicU64::new(0),
-        events: Mutex::new(VecDeque::new()),
-        len: AtomicUsize::new(0),
-        idle: AtomicBool::new(true),
-        bell: Mutex::new(None),
-        bells: std::sync::atomic::AtomicU32::new(0),
-        rung: Condvar::new(),
-        arrived: Arrival::new(),
-        active: Active::default(),
-        interrupted: AtomicBool::new(false),
-        drain_deadline: AtomicU64::new(0),
-    })
-});
+pub static HUB: LazyLock<Arc<Hub>> = LazyLock::new(|| Arc::new(Hub::new()));
 
 /// The hub as the owner of the connections JavaScript makes.
 pub fn owner() -> Arc<dyn Owner> {
@@ -212,6 +198,22 @@ impl Owner for Hub {
 }
 
 impl Hub {
+    fn new() -> Hub {
+        Hub {
+            owner: AtomicU64::new(0),
+            events: Mutex::new(VecDeque::new()),
+            len: AtomicUsize::new(0),
+            idle: AtomicBool::new(true),
+            bell: Mutex::new(None),
+            bells: std::sync::atomic::AtomicU32::new(0),
+            rung: Condvar::new(),
+            arrived: Arrival::new(),
+            active: Active::default(),
+            interrupted: AtomicBool::new(false),
+            drain_deadline: AtomicU64::new(0),
+        }
+    }
+
     /// Makes the calling thread the one that drains the hub, while it has clients or servers:
     /// the doorbell is one, and a second thread draining at the same time (a Web Worker)
     /// would take the first one's events. Threads may take turns (Deno's test runner runs each
@@ -444,5 +446,57 @@ impl Hub {
     /// Whether no event is queued.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection whose last arming, as JavaScript goes idle, races an event pushed from
+    /// another thread: the push comes while JavaScript is not idle yet, so it rings nothing.
+    struct PushesWhileArming {
+        hub: Arc<Hub>,
+        queued: AtomicBool,
+        paired: AtomicBool,
+    }
+
+    impl Member for PushesWhileArming {
+        fn poll(&self) -> bool {
+            false
+        }
+        fn arm(&self) -> bool {
+            self.hub.push(Event::Close { server: 1, conn: 1 });
+            true
+        }
+        fn spin(&self) -> Duration {
+            // Never armed by a poll: only by the arming that goes idle.
+            Duration::from_secs(3600)
+        }
+        fn queued(&self) -> &AtomicBool {
+            &self.queued
+        }
+        fn paired(&self) -> &AtomicBool {
+            &self.paired
+        }
+    }
+
+    #[test]
+    fn an_event_that_comes_as_javascript_goes_idle_is_drained_rather_than_left_unrung() {
+        let hub = Arc::new(Hub::new());
+        // JavaScript is draining.
+        hub.idle.store(false, Ordering::SeqCst);
+        let member = Arc::new(PushesWhileArming {
+            hub: hub.clone(),
+            queued: AtomicBool::new(false),
+            paired: AtomicBool::new(false),
+        });
+        assert!(hub.active.wake(member));
+        assert_eq!(
+            hub.idle(Duration::ZERO),
+            Idle::Events,
+            "JavaScript went idle with an event queued and no ring to come"
+        );
+        assert!(matches!(hub.next(), Some(Event::Close { .. })));
     }
 }

@@ -525,4 +525,66 @@ mod tests {
         assert!(!active.poll(at));
         assert!(active.is_empty());
     }
+
+    /// A member that is woken while it arms (as a WAKE frame sent because its ring just became
+    /// WATCHED would wake it), with no work of its own.
+    struct WokenWhileArming {
+        active: Arc<Active>,
+        me: std::sync::Weak<WokenWhileArming>,
+        queued: AtomicBool,
+        paired: AtomicBool,
+    }
+
+    impl Member for WokenWhileArming {
+        fn poll(&self) -> bool {
+            false
+        }
+        fn arm(&self) -> bool {
+            if let Some(me) = self.me.upgrade() {
+                self.active.wake(me);
+            }
+            true
+        }
+        fn spin(&self) -> Duration {
+            Duration::ZERO
+        }
+        fn queued(&self) -> &AtomicBool {
+            &self.queued
+        }
+        fn paired(&self) -> &AtomicBool {
+            &self.paired
+        }
+    }
+
+    #[test]
+    fn a_wake_that_comes_while_a_member_arms_is_not_lost() {
+        let active = Arc::new(Active::default());
+        let m = Arc::new_cyclic(|me| WokenWhileArming {
+            active: active.clone(),
+            me: me.clone(),
+            queued: AtomicBool::new(false),
+            paired: AtomicBool::new(false),
+        });
+        assert!(active.wake(m.clone()));
+        active.gather();
+        assert!(
+            !active.arm(),
+            "the owner may not sleep: the member was woken as it armed"
+        );
+        assert!(active.has_woken(), "the wake queued the member again");
+    }
+
+    #[test]
+    fn a_member_forgotten_before_its_owner_gathered_it_leaves_nothing_woken() {
+        let active = Active::default();
+        let m = Scripted::new(SPIN);
+        assert!(active.wake(m.clone()));
+        let m: Arc<dyn Member> = m;
+        active.forget(&m);
+        assert!(
+            !active.has_woken(),
+            "a forgotten member still counts as woken"
+        );
+        assert!(active.arm(), "nothing keeps the owner awake");
+    }
 }

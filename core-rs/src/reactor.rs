@@ -443,6 +443,35 @@ mod tests {
     }
 
     #[test]
+    fn a_deadline_set_from_another_thread_cuts_the_reactors_sleep_short() {
+        // A reactor of its own: no other test's deadline wakes it.
+        let r = Reactor::start().unwrap();
+        let (tx, rx) = channel();
+        let probe = |tx| {
+            Arc::new(Probe {
+                seen: Mutex::new(tx),
+            })
+        };
+        let far = r.enlist(probe(tx.clone())).unwrap();
+        r.deadline(far, Instant::now() + Duration::from_secs(60));
+        // Acquire: pairs with the reactor's Release store before it sleeps.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while r.sleeps_until.load(Ordering::Acquire) == u64::MAX {
+            assert!(
+                Instant::now() < deadline,
+                "the reactor never slept toward its deadline"
+            );
+            std::thread::yield_now();
+        }
+        let near = r.enlist(probe(tx)).unwrap();
+        r.deadline(near, Instant::now() + Duration::from_millis(20));
+        let (_, timer) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a nearer deadline set from this thread fires, not the far one's 60 s later");
+        assert!(timer);
+    }
+
+    #[test]
     fn a_source_hears_of_its_descriptor_and_its_deadline_until_removed() {
         let r = Reactor::get().unwrap();
         let ((a, b), token, rx) = probed(r, b"x");

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Counting, Peer, TempDir, trials};
+use common::{Counting, Peer, TempDir, WAIT, trials};
 use shmcall_core::{Call, Client, Copying, Server};
 use std::sync::Arc;
 
@@ -62,6 +62,8 @@ fn a_server_holds_many_idle_connections_on_the_threads_it_had_and_at_no_cpu() {
             code: 1,
             input: b"beside",
             output_len: 6,
+            // A lost wake-up fails the test rather than hanging it.
+            timeout: Some(WAIT),
             ..Call::default()
         };
         let answer = client.execute(&call, &mut Copying).unwrap();

@@ -118,6 +118,8 @@ fn echo(client: &Client, size: usize) -> Result<Vec<u8>, Error> {
             code: ECHO,
             input: &input,
             output_len: size,
+            // A lost wake-up or an unflushed frame fails the trial rather than hanging it.
+            timeout: Some(WAIT),
             ..Call::default()
         },
         &mut Copying,
