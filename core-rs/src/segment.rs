@@ -367,9 +367,10 @@ impl From<AttachError> for Error {
 }
 
 /// Offset in the segment header of the **released** word: the server stores 1 there when it
-/// lets go of the segment (its last holder dropped it, just before it unmaps it), after which
-/// it never touches the segment again. A client may then use the segment for its next
-/// connection to the same server process (protocol 2.2; [`crate::client`]'s warm segments).
+/// lets go of the segment (its last holder dropped it), after which it never touches the
+/// segment again — it may keep its mapping a moment, unused, in case the same file comes back
+/// with a hello. A client may then use the segment for its next connection to the same server
+/// process (protocol 2.2; [`crate::client`]'s warm segments).
 pub const RELEASED_AT: usize = 128;
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() <= RELEASED_AT);
 
@@ -578,8 +579,10 @@ impl Segment {
 
     /// Client: a segment kept by [`Segment::keep`], made fresh for a new connection — both
     /// rings emptied, their sleep flags idle, the released word cleared — as long as its server
-    /// released it; else `Err` gives the mapping back. The mapping must be of `layout`.
-    pub fn reuse(map: MmapRaw, layout: Layout) -> Result<Segment, MmapRaw> {
+    /// released it; else `Err` gives the mapping back. The mapping must be one that a
+    /// [`Segment`] of `layout` gave to its `keep` (not public: a mapping of another size would
+    /// let the ring reset write past it).
+    pub(crate) fn reuse(map: MmapRaw, layout: Layout) -> Result<Segment, MmapRaw> {
         // Acquire: pairs with the server's Release store (`Drop`): its writes are all done.
         if released_word(&map).load(Ordering::Acquire) != 1 {
             return Err(map);
