@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::load::fnv1a64;
 use common::{Peer, TempDir, WAIT, within};
@@ -544,6 +545,59 @@ fn overflows_saying_how_much(client: &Client, output_len: usize) {
         output_len + 1
     );
     assert!(err.message().ends_with(&wanted), "{err}");
+}
+
+#[test]
+fn a_client_that_dies_while_the_server_stopped_reading_it_is_noticed_at_once() {
+    // The handler holds every command: the slots fill, then backup commands pile up until the
+    // server stops reading the connection (its backup budget); only the socket's hang-up can
+    // then tell the client's end.
+    let dir = TempDir::new("hangup");
+    let (held, taken) = channel();
+    let held = Mutex::new(held);
+    let handler = shmcall_core::handlers(
+        |_| Ok(()),
+        move |c, _, _: &()| held.lock().unwrap().send(c).unwrap(),
+        |_, _| {},
+    );
+    let mut server = Server::serve("hangup", handler, dir.serve_options()).unwrap();
+    let client = Client::connect("hangup", &dir.connect_options_with(tiny_geometry())).unwrap();
+    let mut commands = Vec::new();
+    // 2 slots, then 64 backup commands, the budget; the ones beyond stay unread.
+    for _ in 0..2 + 64 + 4 {
+        client
+            .execute_async(
+                &Call {
+                    code: ECHO,
+                    input: b"held",
+                    output_len: 4,
+                    ..Call::default()
+                },
+                Copying,
+                |_| {},
+            )
+            .unwrap();
+    }
+    for _ in 0..2 + 64 {
+        commands.push(
+            taken
+                .recv_timeout(WAIT)
+                .expect("the server takes the command"),
+        );
+    }
+    assert!(commands.iter().any(|c| c.is_backup()));
+    assert!(!commands[0].client_gone());
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !commands[0].client_gone() {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not notice within 2 s that its client is gone"
+        );
+        std::thread::yield_now();
+    }
+    drop(commands);
+    server.close();
 }
 
 #[test]

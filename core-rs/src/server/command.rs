@@ -69,6 +69,13 @@ impl Command {
         }
     }
 
+    /// Whether its connection ended — the client closed, died or broke the protocol — so that
+    /// no one waits for the answer any more: a long handler may stop early (it still answers,
+    /// or drops the command, and the answer is discarded).
+    pub fn client_gone(&self) -> bool {
+        self.conn.ended()
+    }
+
     /// Whether it came over the backup path rather than shared memory.
     pub fn is_backup(&self) -> bool {
         matches!(self.body, Body::Backup { .. })
