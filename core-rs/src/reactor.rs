@@ -245,11 +245,17 @@ impl Reactor {
 
     /// Frees `token`'s entry; if it was live, returns the descriptor watched for it (if any).
     fn forget_watched(&self, token: Token) -> Option<Option<RawFd>> {
-        let mut t = lock(&self.table);
-        let e = t.live(token)?;
-        e.source = None;
-        let fd = e.fd.take();
-        t.free.push((token & 0xffff_ffff) as u32);
+        let (source, fd) = {
+            let mut t = lock(&self.table);
+            let e = t.live(token)?;
+            let source = e.source.take();
+            let fd = e.fd.take();
+            t.free.push((token & 0xffff_ffff) as u32);
+            (source, fd)
+        };
+        // Dropped outside the lock: the last holder of a connection lets its segment go, which
+        // may set a deadline or enlist here (`crate::warm`).
+        drop(source);
         Some(fd)
     }
 
