@@ -99,6 +99,7 @@ impl<K: Send + 'static> Shelf<K> {
             } = items.remove(i);
             match reuse(&mut key, map, layout) {
                 Ok(t) => {
+                    // Relaxed: a count for diagnostics and tests; it orders nothing.
                     self.reused.fetch_add(1, Ordering::Relaxed);
                     return Some(t);
                 }

@@ -34,6 +34,7 @@ struct Held(Option<OwnedFd>);
 impl Held {
     /// Holds `fd`, unless [`HELD_MAX`] are held already.
     fn new(fd: OwnedFd) -> Option<Held> {
+        // Relaxed: a count that bounds how many are held; it orders nothing else.
         HELD.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
             (n < HELD_MAX).then_some(n + 1)
         })
@@ -49,6 +50,7 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
+        // Relaxed: as in `new`.
         HELD.fetch_sub(1, Ordering::Relaxed);
     }
 }
