@@ -427,6 +427,8 @@ mod tests {
         spin: Duration,
         queued: AtomicBool,
         paired: AtomicBool,
+        /// Whether it says it will never have work again.
+        done: AtomicBool,
     }
 
     impl Scripted {
@@ -436,6 +438,7 @@ mod tests {
                 spin,
                 queued: AtomicBool::new(false),
                 paired: AtomicBool::new(false),
+                done: AtomicBool::new(false),
             })
         }
     }
@@ -457,6 +460,9 @@ mod tests {
         }
         fn paired(&self) -> &AtomicBool {
             &self.paired
+        }
+        fn done(&self) -> bool {
+            self.done.load(Ordering::Relaxed)
         }
     }
 
@@ -515,6 +521,19 @@ mod tests {
         assert!(!active.poll(at + SPIN));
         assert!(active.is_empty());
         assert!(!m.paired.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_member_that_is_done_leaves_at_once_within_its_spin() {
+        let active = Active::default();
+        let m = Scripted::new(SPIN);
+        let at = join_and_work(&active, &m, 1);
+        m.done.store(true, Ordering::Relaxed);
+        assert!(!active.poll(at));
+        assert!(
+            active.is_empty(),
+            "a done member is not polled for the rest of its spin"
+        );
     }
 
     #[test]
