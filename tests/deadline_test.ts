@@ -9,7 +9,7 @@
 import "./setup.ts";
 import assert from "node:assert/strict";
 import { type Client, connect, IpcError, Status } from "../mod.ts";
-import { within } from "./peers/assertions.ts";
+import { failure, within } from "./peers/assertions.ts";
 import { Peer, tempSocketDir } from "./peers/spawn.ts";
 
 const ECHO = 1;
@@ -28,15 +28,10 @@ function server(icId: string, dir: string, ...flags: string[]): Promise<Peer> {
 const str = (b: Uint8Array) => new TextDecoder().decode(b);
 
 /** The IpcError `f` threw (or its Promise rejected with), and how long it took (ms). */
-async function failure(f: () => unknown): Promise<{ error: IpcError; ms: number }> {
+async function timedFailure(f: () => unknown): Promise<{ error: IpcError; ms: number }> {
   const start = performance.now();
-  try {
-    await f();
-  } catch (error) {
-    assert.ok(error instanceof IpcError, String(error));
-    return { error, ms: performance.now() - start };
-  }
-  throw new assert.AssertionError({ message: "the call did not fail" });
+  const error = await failure(f);
+  return { error, ms: performance.now() - start };
 }
 
 /** Echoes `s` synchronously and checks the answer is its own. */
@@ -49,7 +44,7 @@ Deno.test("a timeout ends a synchronous or asynchronous wait on a stuck server w
   using dir = tempSocketDir();
   await using _server = await server("stuck", dir.path);
   using client = await connect("stuck", { socketDir: dir.path });
-  const sync = await failure(() => client.execute(HOLD, { timeout: 100 }));
+  const sync = await timedFailure(() => client.execute(HOLD, { timeout: 100 }));
   assert.equal(sync.error.status, Status.TIMED_OUT);
   assert.match(
     sync.error.message,
@@ -57,7 +52,7 @@ Deno.test("a timeout ends a synchronous or asynchronous wait on a stuck server w
   );
   assert.ok(sync.ms >= 99 && sync.ms < 5_000, `the wait took ${sync.ms} ms`);
   const completions: number[] = [];
-  const asynchronous = await failure(() =>
+  const asynchronous = await timedFailure(() =>
     client.execute(HOLD, { timeout: 100, completion: (r) => completions.push(r.status) })
   );
   assert.equal(asynchronous.error.status, Status.TIMED_OUT);
@@ -80,13 +75,13 @@ Deno.test("connect's timeout applies to every command that gives none", async ()
   using dir = tempSocketDir();
   await using _server = await server("default", dir.path);
   using client = await connect("default", { socketDir: dir.path, timeout: 80 });
-  assert.equal((await failure(() => client.execute(HOLD))).error.status, Status.TIMED_OUT);
+  assert.equal((await timedFailure(() => client.execute(HOLD))).error.status, Status.TIMED_OUT);
   assert.equal(
-    (await failure(() => client.execute(HOLD, { completion: () => {} }))).error.status,
+    (await timedFailure(() => client.execute(HOLD, { completion: () => {} }))).error.status,
     Status.TIMED_OUT,
   );
   // A command's own timeout wins.
-  const own = await failure(() => client.execute(HOLD, { timeout: 300 }));
+  const own = await timedFailure(() => client.execute(HOLD, { timeout: 300 }));
   assert.ok(own.ms >= 299, `the command's own timeout was not used: ${own.ms} ms`);
   await assert.rejects(connect("default", { socketDir: dir.path, timeout: -1 }), RangeError);
 });
@@ -103,8 +98,8 @@ Deno.test("a late answer never reaches a later command, and its slot serves agai
     // Synchronous ones first (their slots come back through the late answer alone), then
     // asynchronous ones (whose late completions must find nothing to settle).
     const late = i < LOST
-      ? failure(() => client.execute(LATE, options))
-      : failure(() => client.execute(LATE, { ...options, completion: () => {} }));
+      ? timedFailure(() => client.execute(LATE, options))
+      : timedFailure(() => client.execute(LATE, { ...options, completion: () => {} }));
     // Taken and timed out, or (on a slow draw) not yet taken within 1 ms and withdrawn: the
     // answer is to come either way.
     const status: number = (await late).error.status;
@@ -142,7 +137,7 @@ Deno.test("a command the server has not taken when its timeout passes is withdra
       () => client.execute(CHECKSUM, { ...never, completion: () => {} }),
     ]
   ) {
-    const f = await failure(call);
+    const f = await timedFailure(call);
     assert.equal(f.error.status, Status.CANCELLED);
     assert.match(
       f.error.message,

@@ -8,7 +8,7 @@
 import "./setup.ts";
 import assert from "node:assert/strict";
 import { connect, IpcError, serve, Status } from "../mod.ts";
-import { within } from "./peers/assertions.ts";
+import { failure, within } from "./peers/assertions.ts";
 import { Peer, tempSocketDir } from "./peers/spawn.ts";
 
 const FAILING = decodeURIComponent(new URL("./peers/failing.ts", import.meta.url).pathname);
@@ -21,17 +21,6 @@ const OVERFLOW = 12;
 /** The failing server peer, its standard error kept. */
 function failing(icId: string, dir: string, ...flags: string[]): Promise<Peer> {
   return Peer.start(Deno.execPath(), ["run", "-A", FAILING, icId, dir, ...flags], 10_000, true);
-}
-
-/** The IpcError of a command, synchronous or not (bounded: a lost wake-up fails the test). */
-async function failure(run: () => unknown): Promise<IpcError> {
-  try {
-    await within("the command's failure", (async () => await run())());
-  } catch (e) {
-    assert.ok(e instanceof IpcError, String(e));
-    return e;
-  }
-  throw new assert.AssertionError({ message: "the command did not fail" });
 }
 
 /** Waits (bounded) until `peer` wrote `text` to standard error. */

@@ -538,9 +538,7 @@ fn a_client_that_asks_for_more_output_than_its_slot_holds_is_dropped_with_the_si
 fn answered_by_hand(name: &str, status: i32, output_len: u32) -> (shmcall_core::Error, u32) {
     use shmcall_core::ring::{Ring, RingHeader, Waker};
     use shmcall_core::{Call, Copying};
-    use std::sync::Mutex;
     use std::sync::atomic::AtomicU32;
-    use std::sync::mpsc::channel;
 
     /// Wakes the client as a server's push would: a futex wake of a parked reader.
     struct Futex;
@@ -555,13 +553,7 @@ fn answered_by_hand(name: &str, status: i32, output_len: u32) -> (shmcall_core::
 
     let dir = TempDir::new(name);
     // The handler keeps each command, unanswered: the test answers in its place.
-    let (taken, held) = channel();
-    let taken = Mutex::new(taken);
-    let handler = shmcall_core::handlers(
-        |_| Ok(()),
-        move |c, _, _: &()| taken.lock().unwrap().send(c).unwrap(),
-        |_, _| {},
-    );
+    let (handler, held) = common::keeping();
     let mut server = Server::serve(name, handler, dir.serve_options()).unwrap();
     let client = Arc::new(Client::connect(name, &dir.connect_options()).unwrap());
     let segment = client.segment();

@@ -553,13 +553,7 @@ fn a_client_that_dies_while_the_server_stopped_reading_it_is_noticed_at_once() {
     // server stops reading the connection (its backup budget); only the socket's hang-up can
     // then tell the client's end.
     let dir = TempDir::new("hangup");
-    let (held, taken) = channel();
-    let held = Mutex::new(held);
-    let handler = shmcall_core::handlers(
-        |_| Ok(()),
-        move |c, _, _: &()| held.lock().unwrap().send(c).unwrap(),
-        |_, _| {},
-    );
+    let (handler, taken) = common::keeping();
     let mut server = Server::serve("hangup", handler, dir.serve_options()).unwrap();
     let client = Client::connect("hangup", &dir.connect_options_with(tiny_geometry())).unwrap();
     let mut commands = Vec::new();

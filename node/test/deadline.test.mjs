@@ -3,7 +3,8 @@
 // taken one fails `TIMED_OUT`, and the client carries on.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { connect, IpcError, Status } from "../dist/node/index.js";
+import { connect, Status } from "../dist/node/index.js";
+import { failure } from "./peers/assertions.mjs";
 import { Peer, peerCommand, tempSocketDir } from "./peers/spawn.mjs";
 
 const ECHO = 1;
@@ -13,15 +14,10 @@ const text = (s) => new TextEncoder().encode(s);
 const str = (b) => new TextDecoder().decode(b);
 
 /** The IpcError `f` threw (or its Promise rejected with), and how long it took (ms). */
-async function failure(f) {
+async function timedFailure(f) {
   const start = performance.now();
-  try {
-    await f();
-  } catch (error) {
-    assert.ok(error instanceof IpcError, String(error));
-    return { error, ms: performance.now() - start };
-  }
-  assert.fail("the call did not fail");
+  const error = await failure(f);
+  return { error, ms: performance.now() - start };
 }
 
 for (const runtime of ["node", "deno"]) {
@@ -40,7 +36,7 @@ for (const runtime of ["node", "deno"]) {
           () => client.execute(HOLD, { timeout: 100, completion: () => {} }),
         ]
       ) {
-        const { error, ms } = await failure(call);
+        const { error, ms } = await timedFailure(call);
         assert.equal(error.status, Status.TIMED_OUT);
         assert.match(error.message, /the server took it, so it may have run/);
         assert.ok(ms >= 99 && ms < 5_000, `the wait took ${ms} ms`);
@@ -59,7 +55,7 @@ for (const runtime of ["node", "deno"]) {
         completion: () => {},
       });
       await server.expect("busy");
-      const never = await failure(() =>
+      const never = await timedFailure(() =>
         client.execute(ECHO, {
           input: text("never"),
           outputLength: 8,
@@ -75,7 +71,7 @@ for (const runtime of ["node", "deno"]) {
       });
       try {
         assert.equal(
-          (await failure(() => dflt.execute(HOLD))).error.status,
+          (await timedFailure(() => dflt.execute(HOLD))).error.status,
           Status.TIMED_OUT,
         );
       } finally {

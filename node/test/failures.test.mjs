@@ -3,16 +3,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { connect, IpcError, serve, Status } from "../dist/node/index.js";
+import { failure } from "./peers/assertions.mjs";
 import { Peer, peerCommand, tempSocketDir } from "./peers/spawn.mjs";
 
 const THROW = 4;
-
-/** The IpcError a command rejects with. */
-async function failure(promise) {
-  const e = await promise.then(() => undefined, (e) => e);
-  assert.ok(e instanceof IpcError, String(e));
-  return e;
-}
 
 test("Node: a server reports a handler failure to standard error by default, and its client learns only HANDLER_FAILED", async () => {
   const dir = tempSocketDir();
@@ -24,8 +18,8 @@ test("Node: a server reports a handler failure to standard error by default, and
   let client;
   try {
     client = await connect("node-report", { socketDir: dir.path });
-    const e = await failure(
-      client.execute(THROW, { outputLength: 256, completion: () => {} }),
+    const e = await failure(() =>
+      client.execute(THROW, { outputLength: 256, completion: () => {} })
     );
     assert.equal(e.status, Status.HANDLER_FAILED);
     assert.doesNotMatch(e.message, /the handler throws/);
@@ -63,8 +57,8 @@ test("Node: onError replaces the report, and exposeErrors tells the client why",
   });
   const client = await connect("node-expose", { socketDir: dir.path });
   try {
-    const e = await failure(
-      client.execute(THROW, { outputLength: 64, completion: () => {} }),
+    const e = await failure(() =>
+      client.execute(THROW, { outputLength: 64, completion: () => {} })
     );
     assert.equal(e.status, Status.HANDLER_FAILED);
     assert.match(
@@ -107,12 +101,18 @@ test("Node: open and close failures reach onError, and an overflow says how many
   let client;
   try {
     client = await connect("node-hooks", { socketDir: dir.path });
-    const overflow = await failure(
-      client.execute(1, { outputLength: 20, completion: () => {} }),
+    const overflow = await failure(() =>
+      client.execute(1, { outputLength: 20, completion: () => {} })
     );
     assert.equal(overflow.status, Status.OUTPUT_OVERFLOW);
-    assert.match(overflow.message, /answered 64 bytes of output for an output area of 20 bytes/);
-    assert.match(seen[0].error.message, /exec answered 64 output bytes for an output area of 20/);
+    assert.match(
+      overflow.message,
+      /answered 64 bytes of output for an output area of 20 bytes/,
+    );
+    assert.match(
+      seen[0].error.message,
+      /exec answered 64 output bytes for an output area of 20/,
+    );
     assert.deepEqual(seen[0].command, { code: 1 });
 
     const refused = await connect("node-hooks", { socketDir: dir.path }).then(
@@ -129,7 +129,10 @@ test("Node: open and close failures reach onError, and an overflow says how many
     await Promise.race([
       closeReported,
       new Promise((_, reject) =>
-        setTimeout(() => reject(new Error("close was not reported within 10 s")), 10_000).unref()
+        setTimeout(
+          () => reject(new Error("close was not reported within 10 s")),
+          10_000,
+        ).unref()
       ),
     ]);
     assert.equal(seen[2].error.message, "close throws");

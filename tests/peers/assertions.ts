@@ -1,5 +1,6 @@
 /**
- * Assertions the test files share: a bounded wait, and a matcher of library failures.
+ * Assertions the test files share: a bounded wait, a command's failure, and a matcher of library
+ * failures.
  *
  * @module
  */
@@ -18,6 +19,20 @@ export async function within<T>(what: string, promise: Promise<T>, ms = 10_000):
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * The {@linkcode IpcError} that `run` threw, or its Promise rejected with — bounded by
+ * {@linkcode within}, so that a lost wake-up fails the test instead of hanging it.
+ */
+export async function failure(run: () => unknown): Promise<IpcError> {
+  try {
+    await within("the command's failure", (async () => await run())());
+  } catch (e) {
+    assert.ok(e instanceof IpcError, String(e));
+    return e;
+  }
+  throw new assert.AssertionError({ message: "the command did not fail" });
 }
 
 /** For `assert.throws`/`rejects`: the error is an {@linkcode IpcError} of `status`. */

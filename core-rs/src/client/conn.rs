@@ -468,10 +468,7 @@ impl Conn {
 
     #[cold]
     pub(crate) fn violation(&self, why: String) -> Result<(), ()> {
-        self.end(Error::new(
-            Status::ProtocolViolation,
-            format!("the server of '{}' broke the protocol: {why}", self.ic_id),
-        ));
+        self.end(self.broken(format!("broke the protocol: {why}")));
         Err(())
     }
 
@@ -656,10 +653,7 @@ impl Source for Conn {
                     drop(reader);
                     return self.died();
                 }
-                Err(e) => Error::new(
-                    Status::ProtocolViolation,
-                    format!("the server of '{}' broke the protocol: {e}", self.ic_id),
-                ),
+                Err(e) => self.broken(format!("broke the protocol: {e}")),
             };
             drop(reader);
             return self.end(failed);

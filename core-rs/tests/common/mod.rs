@@ -354,3 +354,16 @@ impl Handler for Counting {
         self.changed.notify_all();
     }
 }
+
+/// A handler that keeps every command, unanswered, for the test to hold or answer in its place:
+/// they come out of the receiver.
+pub fn keeping() -> (impl Handler<Context = ()>, Receiver<shmcall_core::Command>) {
+    let (tx, rx) = channel();
+    let tx = Mutex::new(tx);
+    let handler = shmcall_core::handlers(
+        |_| Ok(()),
+        move |c, _, _: &()| tx.lock().unwrap().send(c).unwrap(),
+        |_, _| {},
+    );
+    (handler, rx)
+}
