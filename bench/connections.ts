@@ -54,7 +54,7 @@ export async function idleConnections(
           const opened = JSON.parse(await idler.expect("{", 120_000)) as { ms: number };
           connectMs = opened.ms;
         }
-        const summary = await activeClient(
+        const summary = await activeClients(
           kind,
           kind === "shm" ? "idle" : socketPath,
           dir,
@@ -77,6 +77,37 @@ export async function idleConnections(
     }
   }
   return rows;
+}
+
+/** How many fresh active-client processes measure each row of the idle scenario. */
+const ACTIVE_PROCESSES = 3;
+
+/**
+ * {@linkcode activeClient} in {@linkcode ACTIVE_PROCESSES} processes one after another: each
+ * percentile is the median of theirs. A tail of a few microseconds on this shared machine moves
+ * by 2–3× from one process to the next with nothing else changed (measured beside 10,000 idle
+ * connections and beside none alike), so one process's p99 decided a row by chance.
+ */
+async function activeClients(
+  kind: "shm" | "socket",
+  target: string,
+  dir: string,
+  samples: number,
+): Promise<Summary> {
+  const runs: Summary[] = [];
+  for (let i = 0; i < ACTIVE_PROCESSES; i++) {
+    runs.push(await activeClient(kind, target, dir, samples));
+  }
+  const median = (pick: (s: Summary) => number) =>
+    runs.map(pick).sort((a, b) => a - b)[runs.length >> 1]!;
+  return {
+    n: runs.reduce((n, r) => n + r.n, 0),
+    p50: median((r) => r.p50),
+    p99: median((r) => r.p99),
+    p999: median((r) => r.p999),
+    max: Math.max(...runs.map((r) => r.max)),
+    mean: median((r) => r.mean),
+  };
 }
 
 /**

@@ -405,7 +405,7 @@ function idleTable(r: Results): string[] {
   }
   out.push("");
   out.push(
-    "The idle connections come from another process (`tests/peers/idler.ts`), opened 64 at a time, and the active one from a fresh process of its own (`bench/peers/active_client.ts`); the server's threads and CPU are read from `/proc` while nothing is asked of it. The active connection's p50 and p99 are the medians of 5 rounds' (after as many round trips thrown away), so that one stall of this shared machine does not decide a row.",
+    "The idle connections come from another process (`tests/peers/idler.ts`), opened 64 at a time, and the active one from 3 fresh processes of their own, one after another (`bench/peers/active_client.ts`); the server's threads and CPU are read from `/proc` while nothing is asked of it. Each process's p50 and p99 are the medians of its 5 rounds' (after as many round trips thrown away), and the row's are the medians of the 3 processes', so that one stall of this shared machine does not decide a row.",
   );
   return out;
 }

@@ -43,7 +43,7 @@ pub(crate) mod sync {
 
 pub use client::{
     Answer, Call, Callbacks, Client, ConnectOptions, Copying, Output, Ticket,
-    release_warm_segments, warm_segments_kept, warm_segments_reused,
+    release_warm_segments, warm_connections_reused, warm_segments_kept, warm_segments_reused,
 };
 pub use owner::{Member, Owner, Runner};
 pub use segment::{Geometry, PROTOCOL_MAJOR, PROTOCOL_MINOR, SlotClass};

@@ -301,6 +301,37 @@ impl Link {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 
+    /// Closes the link as [`Link::shutdown`] does, but leaves the socket open for another use:
+    /// writes `last` (a whole frame) now and returns a descriptor of the socket of its own.
+    /// `None` — and the link untouched — when that cannot be done cleanly: the link is closed, or
+    /// frames wait in its outbox (`last` would come after them, or be lost with them), or the
+    /// socket does not take `last` whole at once. A frame written in part leaves the stream
+    /// unusable for anything else, so the link is then shut down as usual.
+    pub fn hand_off(&self, last: &[u8]) -> Option<UnixStream> {
+        let mut out = lock(&self.out);
+        if out.closed || !out.frames.is_empty() {
+            return None;
+        }
+        let other = self.stream.try_clone().ok()?;
+        match write_some(self.fd(), last) {
+            Ok(Wrote::All) => {}
+            Ok(Wrote::Part(0)) | Err(_) => return None,
+            Ok(Wrote::Part(_)) => {
+                drop(out);
+                self.shutdown();
+                return None;
+            }
+        }
+        out.closed = true;
+        let token = self.token.swap(UNREGISTERED, Ordering::AcqRel);
+        if token != UNREGISTERED
+            && let Ok(r) = Reactor::get()
+        {
+            r.remove(token, self.fd());
+        }
+        Some(other)
+    }
+
     /// Whether [`Link::shutdown`] ran.
     pub fn is_closed(&self) -> bool {
         lock(&self.out).closed

@@ -52,7 +52,10 @@ pub const PROTOCOL_MAJOR: u16 = 2;
 ///   `output_len` (beyond `output_cap`), or as a 4-byte body of the backup path's REPLY.
 /// - 2: the server marks a segment released ([`RELEASED_AT`]) when it lets go of it, and a
 ///   client may use it again for its next connection to the same server process.
-pub const PROTOCOL_MINOR: u16 = 2;
+/// - 3: a client that closes may say BYE on the control socket instead of closing it, and send
+///   its next hello on that same socket (a warm connection; docs/protocol.md, "Using a
+///   connection again").
+pub const PROTOCOL_MINOR: u16 = 3;
 /// The first bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SHMCALL\0";
 

@@ -31,6 +31,7 @@ const KIND_REFUSE: u8 = 3;
 const KIND_EXEC: u8 = 4;
 const KIND_REPLY: u8 = 5;
 const KIND_WAKE: u8 = 6;
+const KIND_BYE: u8 = 7;
 
 /// A backup-path command: the whole command travels in the frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +95,9 @@ pub enum Message {
     Reply(Reply),
     /// Either way: a ring whose consumer is [`crate::ring::WATCHED`] has an entry.
     Wake,
+    /// Client → server (protocol 2.3): the client closed this connection and keeps the socket
+    /// for a later hello of its own ([`crate::client`], "warm connections").
+    Bye,
 }
 
 /// Why a frame was refused. Each malformation has its own variant.
@@ -186,7 +190,7 @@ impl FrameHeader {
             return Err(WireError::BadMagic(magic));
         }
         let kind = bytes[2];
-        if !(KIND_HELLO..=KIND_WAKE).contains(&kind) {
+        if !(KIND_HELLO..=KIND_BYE).contains(&kind) {
             return Err(WireError::UnknownKind(kind));
         }
         let len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
@@ -196,7 +200,7 @@ impl FrameHeader {
             KIND_HELLO => 8 + 2 + 2 + 1 + MAX_IC_ID as u32 + 4 + 12 * CLASSES as u32,
             KIND_WELCOME => 12,
             KIND_REFUSE => 6 + MAX_REASON as u32,
-            KIND_WAKE => 0,
+            KIND_WAKE | KIND_BYE => 0,
             _ => MAX_PAYLOAD,
         };
         if len > max {
@@ -468,6 +472,10 @@ fn parse(kind: u8, buf: Vec<u8>) -> Result<Message, WireError> {
             t.end()?;
             Ok(Message::Wake)
         }
+        KIND_BYE => {
+            t.end()?;
+            Ok(Message::Bye)
+        }
         _ => Err(WireError::UnknownKind(kind)),
     }
 }
@@ -548,8 +556,15 @@ pub fn encode(m: &Message) -> Vec<u8> {
         Message::Exec(e) => encode_exec(e.token, e.code, e.flags, e.output_cap, &e.input),
         Message::Reply(r) => encode_reply(r.token, r.status, &r.output),
         Message::Wake => WAKE.to_vec(),
+        Message::Bye => BYE.to_vec(),
     }
 }
+
+/// The BYE frame: a header with no payload.
+pub const BYE: [u8; HEADER_LEN] = {
+    let m = FRAME_MAGIC.to_le_bytes();
+    [m[0], m[1], KIND_BYE, 0, 0, 0, 0, 0]
+};
 
 /// The WAKE frame: a header with no payload.
 pub const WAKE: [u8; HEADER_LEN] = {
@@ -627,6 +642,8 @@ mod tests {
         }));
         round_trip(Message::Wake);
         assert_eq!(encode(&Message::Wake), WAKE);
+        round_trip(Message::Bye);
+        assert_eq!(encode(&Message::Bye), BYE);
     }
 
     #[test]

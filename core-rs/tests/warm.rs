@@ -1,6 +1,8 @@
 //! Warm segments (docs/protocol.md, "Ending"): a client that connects to the same server
 //! process again uses its last segment once the server released it — never before, and never
-//! for another server process.
+//! for another server process. Warm connections ("Using a connection again"): the control
+//! socket of a connection closed with a BYE carries the next connect, which the server treats
+//! as a new client's.
 
 mod common;
 
@@ -13,7 +15,8 @@ use common::{Peer, TempDir, WAIT};
 use shmcall_core::segment::mappings_reused;
 use shmcall_core::stats::word;
 use shmcall_core::{
-    Call, Client, Copying, Server, release_warm_segments, warm_segments_kept, warm_segments_reused,
+    Call, Client, Command, ConnInfo, Copying, Error, Handler, Server, Status,
+    release_warm_segments, warm_connections_reused, warm_segments_kept, warm_segments_reused,
 };
 
 const ECHO: u32 = 1;
@@ -77,13 +80,24 @@ fn served(client: &Client, round: usize) {
 /// Connects, is served and closes until a connection used a warm segment (bounded); returns
 /// how many cycles it took.
 fn until_reused(dir: &TempDir, ic_id: &str) -> usize {
-    let before = warm_segments_reused();
+    until_counted(dir, ic_id, "a warm segment", warm_segments_reused, 1)
+}
+
+/// Connects, is served and closes until `more` connects used a parked socket (bounded); returns
+/// how many cycles it took.
+fn until_parked_reused(dir: &TempDir, ic_id: &str, more: u64) -> usize {
+    until_counted(dir, ic_id, "a parked socket", warm_connections_reused, more)
+}
+
+/// Connects, is served and closes until `count` grew by `more` (bounded by [`WAIT`]).
+fn until_counted(dir: &TempDir, ic_id: &str, what: &str, count: fn() -> u64, more: u64) -> usize {
+    let before = count();
     let deadline = Instant::now() + WAIT;
     let mut cycles = 0;
-    while warm_segments_reused() == before {
+    while count() < before + more {
         assert!(
             Instant::now() < deadline,
-            "no connection to '{ic_id}' used a warm segment in {cycles} cycles"
+            "{more} connections to '{ic_id}' did not use {what} in {cycles} cycles"
         );
         let client = connect(dir, ic_id);
         served(&client, cycles);
@@ -208,4 +222,180 @@ fn a_warm_segment_never_goes_to_another_server_process() {
         before,
         "a segment went to a process that never had it"
     );
+}
+
+/// A server's handler that counts what it is asked: the ids it opened and closed, and every
+/// refusal it hears of.
+#[derive(Clone, Default)]
+struct Counting(std::sync::Arc<Counts>);
+
+#[derive(Default)]
+struct Counts {
+    opened: Mutex<Vec<u64>>,
+    closed: Mutex<Vec<u64>>,
+    refused: Mutex<Vec<String>>,
+}
+
+impl std::ops::Deref for Counting {
+    type Target = Counts;
+    fn deref(&self) -> &Counts {
+        &self.0
+    }
+}
+
+impl Handler for Counting {
+    type Context = ();
+
+    fn open(&self, conn: &ConnInfo) -> Result<(), Error> {
+        self.opened.lock().unwrap().push(conn.id);
+        Ok(())
+    }
+
+    fn exec(&self, command: Command, _: &ConnInfo, _: &()) {
+        common::load::answer(command);
+    }
+
+    fn close(&self, conn: &ConnInfo, _: &()) {
+        self.closed.lock().unwrap().push(conn.id);
+    }
+
+    fn refused(&self, _: Option<&ConnInfo>, why: &Error) {
+        self.refused.lock().unwrap().push(why.to_string());
+    }
+}
+
+/// Waits (bounded) until `done` holds.
+fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_closed_connection_s_socket_carries_the_next_connect_as_a_new_client() {
+    let _one = alone();
+    let dir = TempDir::new("again");
+    let counting = Counting::default();
+    let mut server = Server::serve("again", counting.clone(), dir.serve_options()).unwrap();
+    let rounds = until_parked_reused(&dir, "again", 20);
+    // Every connect was a client of its own to the server: one `open` each, one `close` each
+    // once it went, each with an id of its own.
+    until("a close for every open", || {
+        counting.closed.lock().unwrap().len() == rounds
+    });
+    let mut opened = counting.opened.lock().unwrap().clone();
+    assert_eq!(opened.len(), rounds);
+    opened.sort_unstable();
+    opened.dedup();
+    assert_eq!(opened.len(), rounds, "an id was given twice");
+    // The parked sockets go as the client lets them go, without a word to the handler.
+    release_warm_segments();
+    server.close();
+    assert_eq!(*counting.refused.lock().unwrap(), Vec::<String>::new());
+    assert_eq!(counting.closed.lock().unwrap().len(), rounds);
+}
+
+#[test]
+fn a_parked_socket_whose_server_was_killed_is_not_used_and_the_connect_fails_as_usual() {
+    let _one = alone();
+    let dir = TempDir::new("killed");
+    let mut server = Peer::server(&dir, "killed", &[]);
+    until_parked_reused(&dir, "killed", 1);
+    server.kill();
+    let reused = warm_connections_reused();
+    let started = Instant::now();
+    let err = Client::connect("killed", &dir.connect_options()).unwrap_err();
+    assert_eq!(err.status(), Status::NotFound, "{err}");
+    assert!(
+        started.elapsed() < WAIT,
+        "the connect took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        warm_connections_reused(),
+        reused,
+        "a dead server's socket was used"
+    );
+}
+
+#[test]
+fn what_a_closed_connection_left_unread_on_its_socket_is_skipped_before_the_welcome() {
+    use shmcall_core::wire::{self, Message};
+    use std::io::Write;
+    let _one = alone();
+    let dir = TempDir::new("leftover");
+    let listener =
+        std::os::unix::net::UnixListener::bind(dir.path().join("leftover.sock")).expect("listen");
+    // A server of our own making: it welcomes a client, and on its BYE writes what a real one
+    // may have written before it read the BYE — a WAKE, a backup REPLY — then welcomes the next
+    // hello on that same socket, and says what came after the first BYE.
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut frames = Vec::new();
+        for connection in 1..=2 {
+            // A plain read: the segment's descriptor that came with the hello is closed unseen.
+            let hello = wire::read_message(&mut &stream).unwrap();
+            let Message::Hello { major, minor, .. } = hello else {
+                panic!("expected a hello, got {hello:?}")
+            };
+            assert_eq!(minor, shmcall_core::PROTOCOL_MINOR);
+            let welcome = Message::Welcome {
+                major,
+                minor,
+                connection,
+            };
+            (&stream).write_all(&wire::encode(&welcome)).unwrap();
+            let bye = wire::read_message(&mut &stream).unwrap();
+            assert_eq!(bye, Message::Bye);
+            frames.push(bye);
+            if connection == 1 {
+                (&stream).write_all(&wire::WAKE).unwrap();
+                (&stream)
+                    .write_all(&wire::encode_reply(99, 0, b"late"))
+                    .unwrap();
+            }
+        }
+        frames
+    });
+    let before = warm_connections_reused();
+    connect(&dir, "leftover").close();
+    // The released word is the server's to set; this one never maps the segment, so it is set
+    // here, as a real server does when it lets go: through the kept memfd, found in /proc.
+    until("the segment kept warm", || warm_segments_kept() == 1);
+    let segment_released = {
+        let mut found = false;
+        for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            let target = std::fs::read_link(e.path()).unwrap_or_default();
+            if target.to_string_lossy().contains("memfd:shmcall:leftover") {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(e.path())
+                    .unwrap();
+                let map = memmap2::MmapRaw::map_raw(&file).unwrap();
+                // SAFETY: the word at RELEASED_AT is inside the header, 4-aligned.
+                let word = unsafe {
+                    &*map
+                        .as_mut_ptr()
+                        .add(shmcall_core::segment::RELEASED_AT)
+                        .cast::<std::sync::atomic::AtomicU32>()
+                };
+                word.store(1, std::sync::atomic::Ordering::Release);
+                found = true;
+            }
+        }
+        found
+    };
+    assert!(segment_released, "no memfd of the warm segment was found");
+    let client = connect(&dir, "leftover");
+    assert_eq!(
+        warm_connections_reused(),
+        before + 1,
+        "the parked socket was not used"
+    );
+    client.close();
+    let frames = server.join().unwrap();
+    assert_eq!(frames, [Message::Bye, Message::Bye]);
 }

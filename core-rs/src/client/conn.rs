@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use super::ticket::{Backup, Completion, Ticket};
+use super::warm::Parking;
 use crate::channel::Event;
 use crate::endpoint::Endpoint;
 use crate::futex::{self, Scope};
@@ -132,6 +133,9 @@ pub(crate) struct Conn {
     /// Set once the server's end closed while its lock was still held: until when to wait
     /// for it (see [`Conn::died`]).
     death: Mutex<Option<Instant>>,
+    /// Where [`Conn::park`] leaves the control socket, when the server speaks BYE and the
+    /// segment is kept warm.
+    parking: Option<Parking>,
     me: Weak<Conn>,
 }
 
@@ -184,6 +188,8 @@ pub(crate) struct Parts {
     pub(crate) spin: Spin,
     pub(crate) link: Link,
     pub(crate) owner: Arc<dyn Owner>,
+    /// Where to park the control socket at a close; `None` when it is not to be parked.
+    pub(crate) parking: Option<Parking>,
 }
 
 impl Conn {
@@ -230,6 +236,7 @@ impl Conn {
             paired: AtomicBool::new(false),
             reader: Mutex::new(wire::Reader::default()),
             death: Mutex::new(None),
+            parking: p.parking,
             me: me.clone(),
         })
     }
@@ -262,6 +269,24 @@ impl Conn {
             other => format!("the server answered {other}"),
         };
         Error::new(s, format!("'{}': {why}", self.ic_id))
+    }
+
+    /// Says BYE and parks the control socket for this process's next connection to the same
+    /// server (see `warm`), instead of closing it: only while the connection is open, and when
+    /// the BYE goes whole at once. The caller ends the connection next; returns whether the
+    /// socket was parked.
+    pub(crate) fn park(&self) -> bool {
+        let Some(parking) = &self.parking else {
+            return false;
+        };
+        if self.is_ended() {
+            return false;
+        }
+        let Some(stream) = self.link.hand_off(&wire::BYE) else {
+            return false;
+        };
+        *lock(parking) = Some(stream);
+        true
     }
 
     /// Ends the connection with `err` and fails every outstanding command with its status.

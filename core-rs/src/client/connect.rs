@@ -20,7 +20,8 @@ use nix::errno::Errno;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 
 use super::conn::{Conn, Parts, lock};
-use super::{Client, ConnectOptions, warm};
+use super::warm::{self, Parking};
+use super::{Client, ConnectOptions};
 use crate::channel::{self, Credentials};
 use crate::endpoint::Endpoint;
 use crate::link::Link;
@@ -43,6 +44,12 @@ const RETRY: Duration = Duration::from_millis(1);
 /// that long is never much worse than sleeping, and usually spares the wake-up.
 const HANDSHAKE_SPIN: Duration = Duration::from_micros(100);
 
+/// Bytes one look at a warm connection's socket reads at most while it skips what the last
+/// connection left there.
+const SKIP_BUDGET: usize = 1 << 20;
+/// Frames one look skips at most (a WAKE has no body for the byte budget to count).
+const SKIP_FRAMES: usize = 256;
+
 /// No reactor registration (yet).
 const NO_TOKEN: u64 = 0;
 
@@ -56,6 +63,11 @@ enum Step {
         segment: Segment,
         server: Credentials,
         reader: wire::Reader,
+        /// Where the connection may park its socket as it closes (its segment is kept warm).
+        parking: Option<Parking>,
+        /// Whether the socket is a warm connection's: what its last connection left unread is
+        /// skipped, and a failure sends the connect the usual way instead.
+        reused: bool,
     },
     /// Done, one way or the other.
     Over,
@@ -146,7 +158,40 @@ impl Connecting {
             owners: &options.allow_server_uids,
         };
         let endpoint = Endpoint::for_ic_id(ic_id, options.socket_dir.as_deref(), access)?;
-        options.geometry.layout()?;
+        let layout = options.geometry.layout()?;
+        let this = Arc::new(Connecting {
+            ic_id: ic_id.to_string(),
+            options: options.clone(),
+            endpoint,
+            owner,
+            blocking,
+            deadline: reactor::after(options.handshake_timeout),
+            step: Mutex::new(Step::Over),
+            done: Mutex::new(Some(done)),
+            token: AtomicU64::new(NO_TOKEN),
+        });
+        let fail = |e: Error| {
+            lock(&this.done).take();
+            *lock(&this.step) = Step::Over;
+            e
+        };
+        // A warm connection first: its answer, if it came in time, is the connect's — unless it
+        // failed, and then the connect goes the usual way (what the server says to a new
+        // socket is what the caller must hear).
+        if options.protocol_major == PROTOCOL_MAJOR && this.again(&layout).map_err(fail)? {
+            match this.wait_inline(Instant::now() + this.inline_wait(wait)) {
+                Some(Ok(client)) => {
+                    lock(&this.done).take();
+                    return Ok(Some(client));
+                }
+                Some(Err(_)) => {}
+                None => {
+                    this.hand_over(this.sent_fd()).map_err(fail)?;
+                    return Ok(None);
+                }
+            }
+        }
+        let endpoint = &this.endpoint;
         let fd = socket(
             AddressFamily::Unix,
             SockType::Stream,
@@ -158,7 +203,7 @@ impl Connecting {
         // once: the server's reactor then finds it as it accepts. A warm one (`warm`) can only
         // be chosen once the server's process is known, after the connect.
         let made = if options.protocol_major == PROTOCOL_MAJOR
-            && warm::may_have(&endpoint.socket, &options.geometry.layout()?)
+            && warm::may_have(&endpoint.socket, &layout)
         {
             None
         } else {
@@ -168,22 +213,7 @@ impl Connecting {
                 options.protocol_major,
             )?)
         };
-        let this = Arc::new(Connecting {
-            ic_id: ic_id.to_string(),
-            options: options.clone(),
-            endpoint,
-            owner,
-            blocking,
-            deadline: reactor::after(options.handshake_timeout),
-            step: Mutex::new(Step::Queued(fd, made)),
-            done: Mutex::new(Some(done)),
-            token: AtomicU64::new(NO_TOKEN),
-        });
-        let fail = |e: Error| {
-            lock(&this.done).take();
-            *lock(&this.step) = Step::Over;
-            e
-        };
+        *lock(&this.step) = Step::Queued(fd, made);
         match this.attempt().map_err(fail)? {
             Attempt::Queued => {
                 this.hand_over(None).map_err(fail)?;
@@ -191,27 +221,101 @@ impl Connecting {
             }
             Attempt::Sent => {}
         }
-        // A server of this process may need this very thread to answer (its `open` runs on
-        // its owner): then the reactor waits, not this thread.
-        let own_server = match &*lock(&this.step) {
-            Step::Sent { server, .. } => server.pid == std::process::id() as i32,
-            _ => false,
-        };
-        let wait = if own_server && !blocking && this.owner.is_current() {
-            Duration::ZERO
-        } else {
-            wait.min(options.handshake_timeout)
-        };
-        if let Some(answer) = this.wait_inline(Instant::now() + wait) {
+        if let Some(answer) = this.wait_inline(Instant::now() + this.inline_wait(wait)) {
             lock(&this.done).take();
             return answer.map(Some);
         }
-        let fd = match &*lock(&this.step) {
+        this.hand_over(this.sent_fd()).map_err(fail)?;
+        Ok(None)
+    }
+
+    /// How long the caller's thread may wait for the answer to the hello, of the `wait` it
+    /// offered: none when a server of this process may need this very thread to answer (its
+    /// `open` runs on its owner) — then the reactor waits, not this thread.
+    fn inline_wait(&self, wait: Duration) -> Duration {
+        let own_server = match &*lock(&self.step) {
+            Step::Sent { server, .. } => server.pid == std::process::id() as i32,
+            _ => false,
+        };
+        if own_server && !self.blocking && self.owner.is_current() {
+            Duration::ZERO
+        } else {
+            wait.min(self.options.handshake_timeout)
+        }
+    }
+
+    /// The socket the hello went on, if it went.
+    fn sent_fd(&self) -> Option<std::os::fd::RawFd> {
+        match &*lock(&self.step) {
             Step::Sent { stream, .. } => Some(stream.as_raw_fd()),
             _ => None,
+        }
+    }
+
+    /// Sends the hello on a warm connection's socket, if this process has one for this server
+    /// (see `warm`); returns whether it did. A socket that would not take the hello is let go
+    /// (the server finds the connection ended); a server this client may no longer use is an
+    /// error, as it would be on a new socket.
+    fn again(&self, layout: &crate::segment::Layout) -> Result<bool, Error> {
+        let Some((mut segment, memfd, stream, server)) =
+            warm::take_parked(&self.endpoint.socket, layout)
+        else {
+            return Ok(false);
         };
-        this.hand_over(fd).map_err(fail)?;
+        self.check_server(&server)?;
+        if channel::send_with_fd(&stream, &self.hello(), memfd.as_fd()).is_err() {
+            return Ok(false);
+        }
+        let parking = warm::keep(&mut segment, memfd, &self.endpoint.socket, server);
+        *lock(&self.step) = Step::Sent {
+            stream,
+            segment,
+            server,
+            reader: wire::Reader::default(),
+            parking,
+            reused: true,
+        };
+        Ok(true)
+    }
+
+    fn hello(&self) -> Vec<u8> {
+        wire::encode(&Message::Hello {
+            major: self.options.protocol_major,
+            minor: PROTOCOL_MINOR,
+            ic_id: self.ic_id.clone(),
+            geometry: self.options.geometry,
+        })
+    }
+
+    /// Reads the answer to the hello from a step that sent it: `Ok(None)` until it is whole.
+    /// On a warm connection's socket, what its last connection left unread comes first — a
+    /// WAKE, a late backup REPLY — and is skipped (their lengths were checked as any frame's).
+    fn read_answer(&self) -> Result<Option<Message>, WireError> {
+        let mut step = lock(&self.step);
+        let Step::Sent {
+            stream,
+            reader,
+            reused,
+            ..
+        } = &mut *step
+        else {
+            return Ok(None);
+        };
+        // Bounded, so that a server that writes frames as fast as they are read cannot keep
+        // this thread here past its deadline: the caller comes back.
+        let mut budget = SKIP_BUDGET;
+        for _ in 0..SKIP_FRAMES {
+            match reader.read(&mut &*stream, &mut budget)? {
+                Some(Message::Wake | Message::Reply(_)) if *reused => {}
+                answer => return Ok(answer),
+            }
+        }
         Ok(None)
+    }
+
+    /// Whether the hello went on a warm connection's socket.
+    fn reused(&self) -> bool {
+        matches!(&*lock(&self.step), Step::Sent { reused: true, .. })
     }
 
     /// Gives the connect to the reactor: it watches `fd` (the sent hello's socket), or tries a
@@ -240,16 +344,9 @@ impl Connecting {
         let start = Instant::now();
         let spin_until = start + HANDSHAKE_SPIN;
         let mut polite = Polite::new(start);
+        let fd = self.sent_fd()?;
         loop {
-            let (read, fd) = {
-                let mut step = lock(&self.step);
-                let Step::Sent { stream, reader, .. } = &mut *step else {
-                    return None;
-                };
-                let mut budget = usize::MAX;
-                (reader.read(&mut &*stream, &mut budget), stream.as_raw_fd())
-            };
-            match read {
+            match self.read_answer() {
                 Ok(Some(answer)) => return Some(self.made(answer)),
                 Ok(None) => {}
                 Err(e) => return Some(Err(self.handshake_error(e))),
@@ -294,7 +391,8 @@ impl Connecting {
         };
         let stream = UnixStream::from(fd);
         // The server's credentials are checked before the segment goes to it.
-        let server = self.check(&stream)?;
+        let server = channel::peer_credentials(&stream)?;
+        self.check_server(&server)?;
         let socket = &self.endpoint.socket;
         let (mut segment, memfd) = match made {
             Some(made) => made,
@@ -303,29 +401,26 @@ impl Connecting {
                 None => Segment::create(&self.options.geometry, &self.ic_id, PROTOCOL_MAJOR)?,
             },
         };
-        let hello = wire::encode(&Message::Hello {
-            major: self.options.protocol_major,
-            minor: PROTOCOL_MINOR,
-            ic_id: self.ic_id.clone(),
-            geometry: self.options.geometry,
-        });
-        channel::send_with_fd(&stream, &hello, memfd.as_fd())?;
-        if self.options.protocol_major == PROTOCOL_MAJOR {
-            // For this process's next connection to the same server, once this one is over.
-            warm::keep(&mut segment, memfd, socket, server.pid);
-        }
+        channel::send_with_fd(&stream, &self.hello(), memfd.as_fd())?;
+        // For this process's next connection to the same server, once this one is over.
+        let parking = if self.options.protocol_major == PROTOCOL_MAJOR {
+            warm::keep(&mut segment, memfd, socket, server)
+        } else {
+            None
+        };
         *step = Step::Sent {
             stream,
             segment,
             server,
             reader: wire::Reader::default(),
+            parking,
+            reused: false,
         };
         Ok(Attempt::Sent)
     }
 
-    /// The server's credentials, if this client may use it.
-    fn check(&self, stream: &UnixStream) -> Result<Credentials, Error> {
-        let server = channel::peer_credentials(stream)?;
+    /// Whether this client may use the server of credentials `server`.
+    fn check_server(&self, server: &Credentials) -> Result<(), Error> {
         let me = nix::unistd::geteuid().as_raw();
         if server.uid != me && !self.options.allow_server_uids.contains(&server.uid) {
             return Err(Error::new(
@@ -346,7 +441,7 @@ impl Connecting {
                 ),
             ));
         }
-        Ok(server)
+        Ok(())
     }
 
     fn handshake_error(&self, e: WireError) -> Error {
@@ -384,6 +479,7 @@ impl Connecting {
             stream,
             segment,
             server,
+            parking,
             ..
         } = std::mem::replace(&mut *lock(&self.step), Step::Over)
         else {
@@ -391,8 +487,10 @@ impl Connecting {
         };
         let ic_id = &self.ic_id;
         let major = self.options.protocol_major;
-        match answer {
-            Message::Welcome { major: m, .. } if m == major => {}
+        let minor = match answer {
+            Message::Welcome {
+                major: m, minor, ..
+            } if m == major => minor,
             Message::Welcome {
                 major: m, minor, ..
             } => {
@@ -415,7 +513,7 @@ impl Connecting {
                     format!("the server of '{ic_id}' answered the hello with an unexpected frame"),
                 ));
             }
-        }
+        };
         // The reactor forgets the handshake's registration (if it had one); the connection
         // registers anew.
         let token = self.token.swap(NO_TOKEN, Ordering::AcqRel);
@@ -433,6 +531,8 @@ impl Connecting {
             spin: Spin(self.options.spin),
             link,
             owner: self.owner.clone(),
+            // A server that does not know BYE has its socket closed, as before.
+            parking: parking.filter(|_| minor >= 3),
         });
         conn.link.register(conn.clone())?;
         Ok(Client { conn })
@@ -444,21 +544,15 @@ impl Source for Connecting {
         if events & (reactor::READ | reactor::ENDED) == 0 {
             return;
         }
-        let read = {
-            let mut step = lock(&self.step);
-            let Step::Sent { stream, reader, .. } = &mut *step else {
-                return;
-            };
-            let mut budget = usize::MAX;
-            reader.read(&mut &*stream, &mut budget)
+        let reused = self.reused();
+        let made = match self.read_answer() {
+            Ok(Some(answer)) => self.made(answer),
+            Ok(None) => return,
+            Err(e) => Err(self.handshake_error(e)),
         };
-        match read {
-            Ok(Some(answer)) => {
-                let made = self.made(answer);
-                self.finish(made);
-            }
-            Ok(None) => {}
-            Err(e) => self.finish(Err(self.handshake_error(e))),
+        match made {
+            Err(_) if reused => self.afresh(),
+            made => self.finish(made),
         }
     }
 
@@ -497,5 +591,43 @@ impl Source for Connecting {
 impl Connecting {
     fn token(&self) -> Token {
         self.token.load(Ordering::Acquire)
+    }
+
+    /// A warm connection's hello failed, on the reactor's thread: the connect starts again on a
+    /// new socket, and its end goes to the same `done`.
+    fn afresh(&self) {
+        *lock(&self.step) = Step::Over;
+        let token = self.token.swap(NO_TOKEN, Ordering::AcqRel);
+        if token != NO_TOKEN
+            && let Ok(r) = Reactor::get()
+        {
+            r.remove(token, -1);
+        }
+        let Some(done) = lock(&self.done).take() else {
+            return;
+        };
+        let once = Arc::new(Mutex::new(Some(done)));
+        let later = once.clone();
+        let end = move |result: Result<Client, Error>| {
+            if let Some(done) = lock(&later).take() {
+                done(result);
+            }
+        };
+        let now = Connecting::start(
+            &self.ic_id,
+            &self.options,
+            self.owner.clone(),
+            Duration::ZERO,
+            false,
+            Box::new(end),
+        );
+        let result = match now {
+            Ok(None) => return,
+            Ok(Some(client)) => Ok(client),
+            Err(e) => Err(e),
+        };
+        if let Some(done) = lock(&once).take() {
+            done(result);
+        }
     }
 }

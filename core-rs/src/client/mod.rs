@@ -20,7 +20,8 @@ use conn::{Conn, DONE, OWNED, PushWaker, SUBMITTED, lock};
 pub use ticket::{Answer, Call, Callbacks, Copying, Output, Ticket};
 use ticket::{Backup, Completion, Kind};
 pub use warm::{
-    kept as warm_segments_kept, release as release_warm_segments, reused as warm_segments_reused,
+    connections_reused as warm_connections_reused, kept as warm_segments_kept,
+    release as release_warm_segments, reused as warm_segments_reused,
 };
 
 use crate::owner::{Member, Owner, Runner};
@@ -498,6 +499,9 @@ impl Client {
     /// (on the owner; here, when this thread is the owner). Idempotent.
     pub fn close(&self) {
         let conn = &self.conn;
+        // A server of protocol 2.3 hears BYE, and the socket stays for this process's next
+        // connection to it (`warm`); the end below then leaves the socket alone.
+        conn.park();
         conn.end(Error::new(
             Status::Closed,
             format!("the client of '{}' was closed", conn.ic_id),

@@ -140,16 +140,32 @@ struct Progress {
 }
 
 /// One client between `accept` and its hello's verdict.
+///
+/// A **parked** handshake is the socket of a connection its client closed with a BYE (protocol
+/// 2.3), waiting for that client's next hello: until its first byte comes it is no client yet, so
+/// the socket's end or the handshake's deadline let it go quietly — no refusal, no `refused`.
+/// From the first byte on, it is any client's handshake.
 pub(crate) struct Handshake<H: Handler> {
     shared: Arc<Shared<H>>,
     stream: Mutex<Option<UnixStream>>,
     info: ConnInfo,
     progress: Mutex<Progress>,
     token: AtomicU64,
+    parked: bool,
 }
 
 impl<H: Handler> Handshake<H> {
+    /// Waits on `stream`, the socket of a connection that ended with a BYE, for its client's next
+    /// hello (see the type's doc).
+    pub(crate) fn parked(shared: &Arc<Shared<H>>, stream: UnixStream) {
+        Self::begin(shared, stream, true);
+    }
+
     fn start(shared: &Arc<Shared<H>>, stream: UnixStream) {
+        Self::begin(shared, stream, false);
+    }
+
+    fn begin(shared: &Arc<Shared<H>>, stream: UnixStream, parked: bool) {
         let creds = match channel::peer_credentials(&stream) {
             Ok(c) => c,
             Err(e) => return refuse(shared, &stream, None, e),
@@ -181,6 +197,7 @@ impl<H: Handler> Handshake<H> {
                 over: false,
             }),
             token: AtomicU64::new(UNWATCHED),
+            parked,
         });
         // A client sends its hello with its connect: it is usually here already, and then the
         // socket goes to the reactor once, as the peer's.
@@ -218,6 +235,18 @@ impl<H: Handler> Handshake<H> {
     fn fail(&self, err: Error) {
         if let Some(stream) = self.take() {
             refuse(&self.shared, &stream, Some(&self.info), err);
+        }
+    }
+
+    /// Whether this is a parked handshake that no byte came to yet.
+    fn idle_parked(&self) -> bool {
+        self.parked && lock(&self.progress).reader.at_boundary()
+    }
+
+    /// Lets a parked socket go without a word: its client did not come back.
+    fn let_go(&self) {
+        if let Some(stream) = self.take() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
         }
     }
 
@@ -332,6 +361,7 @@ impl<H: Handler> Source for Handshake<H> {
                     self.fail(e);
                 }
             }
+            Err(WireError::Closed) if self.idle_parked() => self.let_go(),
             Err(WireError::Closed) => self.fail(Error::new(
                 Status::PeerTerminated,
                 "the client closed the connection during the handshake",
@@ -345,7 +375,12 @@ impl<H: Handler> Source for Handshake<H> {
             let mut p = lock(&self.progress);
             std::mem::replace(&mut p.over, true)
         };
-        if !over {
+        if over {
+            return;
+        }
+        if self.idle_parked() {
+            self.let_go();
+        } else {
             self.fail(Error::from(WireError::TimedOut));
         }
     }

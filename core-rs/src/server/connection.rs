@@ -536,6 +536,21 @@ impl<H: Handler> Peer<H> {
         drop(dropped);
     }
 
+    /// The client closed this connection with a BYE: it ends as if the client had gone (its
+    /// commands already sent still run, `close` runs once they are done), and its socket waits
+    /// for the client's next hello, as a new client's would (see `accept`, "parked"). A socket
+    /// that cannot be handed off cleanly — answers still queued for it — is closed instead.
+    fn bye(&self) {
+        let conn = &self.conn;
+        let stream = conn.link.hand_off(&[]);
+        conn.end();
+        if let Some(stream) = stream
+            && !self.shared.closing.load(Ordering::SeqCst)
+        {
+            super::accept::Handshake::parked(&self.shared, stream);
+        }
+    }
+
     fn on_frame(&self, message: Message) -> Result<(), String> {
         match message {
             Message::Exec(exec) => {
@@ -576,6 +591,11 @@ impl<H: Handler> Source for Peer<H> {
         let mut reader = lock(&self.reader);
         loop {
             match reader.read(&mut conn.link.stream(), &mut budget) {
+                Ok(Some(Message::Bye)) => {
+                    drop(reader);
+                    self.bye();
+                    return;
+                }
                 Ok(Some(message)) => {
                     if let Err(why) = self.on_frame(message) {
                         drop(reader);

@@ -336,6 +336,7 @@ pub(crate) fn kind_name(m: &Message) -> &'static str {
         Message::Exec(_) => "exec",
         Message::Reply(_) => "reply",
         Message::Wake => "wake",
+        Message::Bye => "bye",
     }
 }
 
