@@ -176,14 +176,14 @@ impl Input<'_> {
 /// The largest payload a frame of `kind` may announce, from the payload formats: hello = segment
 /// magic, major, minor, id length, id, ring capacity, three u32 per class; welcome = major, minor,
 /// connection; refuse = status, reason length, reason; exec and reply carry an area; wake
-/// (protocol 2.0) carries nothing.
+/// (protocol 2.0) and bye (2.3) carry nothing.
 pub fn payload_ceiling(kind: u8) -> Option<usize> {
     match kind {
         1 => Some(8 + 2 + 2 + 1 + MAX_IC_ID + 4 + 12 * CLASSES),
         2 => Some(2 + 2 + 8),
         3 => Some(4 + 2 + MAX_REASON),
         4 | 5 => Some(MAX_PAYLOAD as usize),
-        6 => Some(0),
+        6 | 7 => Some(0),
         _ => None,
     }
 }
