@@ -231,6 +231,8 @@ struct Counting(std::sync::Arc<Counts>);
 
 #[derive(Default)]
 struct Counts {
+    /// While set, `open` refuses every client.
+    refusing: std::sync::atomic::AtomicBool,
     opened: Mutex<Vec<u64>>,
     closed: Mutex<Vec<u64>>,
     refused: Mutex<Vec<String>>,
@@ -248,6 +250,9 @@ impl Handler for Counting {
 
     fn open(&self, conn: &ConnInfo) -> Result<(), Error> {
         self.opened.lock().unwrap().push(conn.id);
+        if self.refusing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::new(Status::PermissionDenied, "not now"));
+        }
         Ok(())
     }
 
@@ -335,18 +340,7 @@ fn what_a_closed_connection_left_unread_on_its_socket_is_skipped_before_the_welc
         let (stream, _) = listener.accept().unwrap();
         let mut frames = Vec::new();
         for connection in 1..=2 {
-            // A plain read: the segment's descriptor that came with the hello is closed unseen.
-            let hello = wire::read_message(&mut &stream).unwrap();
-            let Message::Hello { major, minor, .. } = hello else {
-                panic!("expected a hello, got {hello:?}")
-            };
-            assert_eq!(minor, shmcall_core::PROTOCOL_MINOR);
-            let welcome = Message::Welcome {
-                major,
-                minor,
-                connection,
-            };
-            (&stream).write_all(&wire::encode(&welcome)).unwrap();
+            welcome(&stream, connection);
             let bye = wire::read_message(&mut &stream).unwrap();
             assert_eq!(bye, Message::Bye);
             frames.push(bye);
@@ -361,34 +355,8 @@ fn what_a_closed_connection_left_unread_on_its_socket_is_skipped_before_the_welc
     });
     let before = warm_connections_reused();
     connect(&dir, "leftover").close();
-    // The released word is the server's to set; this one never maps the segment, so it is set
-    // here, as a real server does when it lets go: through the kept memfd, found in /proc.
     until("the segment kept warm", || warm_segments_kept() == 1);
-    let segment_released = {
-        let mut found = false;
-        for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-            let target = std::fs::read_link(e.path()).unwrap_or_default();
-            if target.to_string_lossy().contains("memfd:shmcall:leftover") {
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(e.path())
-                    .unwrap();
-                let map = memmap2::MmapRaw::map_raw(&file).unwrap();
-                // SAFETY: the word at RELEASED_AT is inside the header, 4-aligned.
-                let word = unsafe {
-                    &*map
-                        .as_mut_ptr()
-                        .add(shmcall_core::segment::RELEASED_AT)
-                        .cast::<std::sync::atomic::AtomicU32>()
-                };
-                word.store(1, std::sync::atomic::Ordering::Release);
-                found = true;
-            }
-        }
-        found
-    };
-    assert!(segment_released, "no memfd of the warm segment was found");
+    release_by_hand("leftover");
     let client = connect(&dir, "leftover");
     assert_eq!(
         warm_connections_reused(),
@@ -398,4 +366,149 @@ fn what_a_closed_connection_left_unread_on_its_socket_is_skipped_before_the_welc
     client.close();
     let frames = server.join().unwrap();
     assert_eq!(frames, [Message::Bye, Message::Bye]);
+}
+
+#[test]
+fn a_refusal_on_a_parked_socket_is_the_connect_s_answer_told_once() {
+    let _one = alone();
+    let dir = TempDir::new("refusing");
+    let counting = Counting::default();
+    let mut server = Server::serve("refusing", counting.clone(), dir.serve_options()).unwrap();
+    until_parked_reused(&dir, "refusing", 1);
+    for _ in 0..4 {
+        connect(&dir, "refusing").close();
+    }
+    counting
+        .refusing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // Handed to the reactor at once (no wait on this thread). The server refuses the hello on a
+    // parked socket as it would on a new one: that is the answer, told once, after one `open`.
+    // Until a parked socket whose segment the server released was there to use.
+    let mut tried = 0;
+    loop {
+        let reused = warm_connections_reused();
+        let opened = counting.opened.lock().unwrap().len();
+        let (tx, rx) = channel();
+        let now = Client::connect_with(
+            "refusing",
+            &dir.connect_options(),
+            Duration::ZERO,
+            move |r| tx.send(r.map(|_| ())).unwrap(),
+        );
+        let err = match now {
+            Ok(None) => rx
+                .recv_timeout(WAIT)
+                .expect("the connect ended")
+                .unwrap_err(),
+            Ok(Some(_)) => panic!("a refusing server welcomed a client"),
+            Err(e) => e,
+        };
+        assert_eq!(err.status(), Status::PermissionDenied, "{err}");
+        assert!(rx.try_recv().is_err(), "the connect's end was told twice");
+        assert_eq!(counting.opened.lock().unwrap().len(), opened + 1);
+        if warm_connections_reused() > reused {
+            break;
+        }
+        tried += 1;
+        assert!(tried < 4, "no refused connect used a parked socket");
+    }
+    release_warm_segments();
+    server.close();
+}
+
+/// Marks the warm segments of `ic_id` released, as a server does when it lets go of one: for the
+/// scripted servers, which never map a segment. Through the kept memfds, found in /proc.
+fn release_by_hand(ic_id: &str) {
+    let mut found = false;
+    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let target = std::fs::read_link(e.path()).unwrap_or_default();
+        if !target
+            .to_string_lossy()
+            .contains(&format!("memfd:shmcall:{ic_id}"))
+        {
+            continue;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(e.path())
+            .unwrap();
+        let map = memmap2::MmapRaw::map_raw(&file).unwrap();
+        // SAFETY: the word at RELEASED_AT is inside the header, 4-aligned, and the mapping
+        // lives until the end of this block.
+        let word = unsafe {
+            &*map
+                .as_mut_ptr()
+                .add(shmcall_core::segment::RELEASED_AT)
+                .cast::<std::sync::atomic::AtomicU32>()
+        };
+        word.store(1, std::sync::atomic::Ordering::Release);
+        found = true;
+    }
+    assert!(found, "no memfd of a warm segment of '{ic_id}' was found");
+}
+
+#[test]
+fn a_parked_socket_lost_before_its_answer_sends_the_connect_the_usual_way() {
+    use shmcall_core::wire::{self, Message};
+    let _one = alone();
+    let dir = TempDir::new("lost");
+    let listener =
+        std::os::unix::net::UnixListener::bind(dir.path().join("lost.sock")).expect("listen");
+    // A server of our own making: it welcomes a client and reads its BYE; the hello that comes
+    // next on that socket it drops unanswered, closing the socket; then it welcomes a client on
+    // a new socket.
+    let server = std::thread::spawn(move || {
+        let (first, _) = listener.accept().unwrap();
+        welcome(&first, 1);
+        assert_eq!(wire::read_message(&mut &first).unwrap(), Message::Bye);
+        let again = wire::read_message(&mut &first).unwrap();
+        assert!(matches!(again, Message::Hello { .. }), "{again:?}");
+        drop(first);
+        let (second, _) = listener.accept().unwrap();
+        welcome(&second, 2);
+        second
+    });
+    connect(&dir, "lost").close();
+    until("the segment kept warm", || warm_segments_kept() == 1);
+    release_by_hand("lost");
+    let before = warm_connections_reused();
+    let (tx, rx) = channel();
+    // Handed to the reactor at once, so that the reactor finds the socket lost.
+    let now = Client::connect_with("lost", &dir.connect_options(), Duration::ZERO, move |r| {
+        tx.send(r.map(|c| c.server_pid())).unwrap()
+    })
+    .unwrap();
+    let pid = match now {
+        Some(client) => client.server_pid(),
+        None => rx
+            .recv_timeout(WAIT)
+            .expect("the connect ended")
+            .expect("connected"),
+    };
+    assert_eq!(pid, std::process::id() as i32);
+    assert_eq!(
+        warm_connections_reused(),
+        before + 1,
+        "the parked socket was not tried"
+    );
+    let _second = server.join().unwrap();
+}
+
+/// A scripted server's side of a handshake on `stream`: reads a hello of this protocol (a plain
+/// read: the segment's descriptor that came with it is closed unseen) and welcomes it.
+fn welcome(stream: &std::os::unix::net::UnixStream, connection: u64) {
+    use shmcall_core::wire::{self, Message};
+    use std::io::Write;
+    let hello = wire::read_message(&mut &*stream).unwrap();
+    let Message::Hello { major, minor, .. } = hello else {
+        panic!("expected a hello, got {hello:?}")
+    };
+    assert_eq!(minor, shmcall_core::PROTOCOL_MINOR);
+    let welcome = Message::Welcome {
+        major,
+        minor,
+        connection,
+    };
+    (&*stream).write_all(&wire::encode(&welcome)).unwrap();
 }

@@ -144,7 +144,8 @@ impl Connecting {
     /// Starts a connect. Returns the client when the server answered within `wait` (on this
     /// thread); otherwise `Ok(None)`, and `done` gets the client or the failure later. Fails at
     /// once (without calling `done`) when it cannot even start — a bad ic id, no server, an
-    /// unsafe directory — or when the server refused within `wait`.
+    /// unsafe directory — or when the server refused within `wait`. The hello goes on a parked
+    /// socket first when `parked` allows it and there is one (see `warm`).
     pub(crate) fn start(
         ic_id: &str,
         options: &ConnectOptions,
@@ -152,6 +153,7 @@ impl Connecting {
         wait: Duration,
         blocking: bool,
         done: Done,
+        parked: bool,
     ) -> Result<Option<Client>, Error> {
         let access = crate::endpoint::Access {
             shared: false,
@@ -175,16 +177,20 @@ impl Connecting {
             *lock(&this.step) = Step::Over;
             e
         };
-        // A warm connection first: its answer, if it came in time, is the connect's — unless it
-        // failed, and then the connect goes the usual way (what the server says to a new
-        // socket is what the caller must hear).
-        if options.protocol_major == PROTOCOL_MAJOR && this.again(&layout).map_err(fail)? {
+        // A warm connection first. The server's answer on it — a welcome or a refusal — is the
+        // connect's, as a new socket's would be; a socket lost meanwhile (the server went, or
+        // let it go) sends the connect the usual way.
+        if parked
+            && options.protocol_major == PROTOCOL_MAJOR
+            && this.again(&layout).map_err(fail)?
+        {
             match this.wait_inline(Instant::now() + this.inline_wait(wait)) {
-                Some(Ok(client)) => {
+                // `made` ran (the step is over): the server answered.
+                Some(answer) if !this.is_sent() => {
                     lock(&this.done).take();
-                    return Ok(Some(client));
+                    return answer.map(Some);
                 }
-                Some(Err(_)) => {}
+                Some(_) => {}
                 None => {
                     this.hand_over(this.sent_fd()).map_err(fail)?;
                     return Ok(None);
@@ -316,6 +322,11 @@ impl Connecting {
     /// Whether the hello went on a warm connection's socket.
     fn reused(&self) -> bool {
         matches!(&*lock(&self.step), Step::Sent { reused: true, .. })
+    }
+
+    /// Whether the hello went and its answer is still to come.
+    fn is_sent(&self) -> bool {
+        matches!(&*lock(&self.step), Step::Sent { .. })
     }
 
     /// Gives the connect to the reactor: it watches `fd` (the sent hello's socket), or tries a
@@ -545,14 +556,15 @@ impl Source for Connecting {
             return;
         }
         let reused = self.reused();
-        let made = match self.read_answer() {
-            Ok(Some(answer)) => self.made(answer),
-            Ok(None) => return,
-            Err(e) => Err(self.handshake_error(e)),
-        };
-        match made {
+        match self.read_answer() {
+            Ok(Some(answer)) => {
+                let made = self.made(answer);
+                self.finish(made);
+            }
+            Ok(None) => {}
+            // A warm connection's socket lost before the answer: the usual way.
             Err(_) if reused => self.afresh(),
-            made => self.finish(made),
+            Err(e) => self.finish(Err(self.handshake_error(e))),
         }
     }
 
@@ -593,8 +605,8 @@ impl Connecting {
         self.token.load(Ordering::Acquire)
     }
 
-    /// A warm connection's hello failed, on the reactor's thread: the connect starts again on a
-    /// new socket, and its end goes to the same `done`.
+    /// A warm connection's socket was lost before the answer to its hello, on the reactor's
+    /// thread: the connect starts again on a new socket, and its end goes to the same `done`.
     fn afresh(&self) {
         *lock(&self.step) = Step::Over;
         let token = self.token.swap(NO_TOKEN, Ordering::AcqRel);
@@ -620,6 +632,7 @@ impl Connecting {
             Duration::ZERO,
             false,
             Box::new(end),
+            false,
         );
         let result = match now {
             Ok(None) => return,

@@ -99,6 +99,7 @@ impl Client {
             options.handshake_timeout,
             true,
             Box::new(drop),
+            true,
         )?;
         done.ok_or_else(|| {
             Error::new(
@@ -129,6 +130,7 @@ impl Client {
             wait,
             false,
             Box::new(done),
+            true,
         )
     }
 
