@@ -571,10 +571,71 @@ function targets(r: Results): Target[] {
     });
   }
   list.push(...connectionTargets(r));
+  list.push(...throughputTargets(r));
   list.push({
     name: "heap allocations per command in the Rust hot path: 0 (`core-rs/tests/allocations.rs`)",
     measured: r.noAllocations ? "0 in 40 000" : "some (the test failed)",
     met: r.noAllocations,
+  });
+  return list;
+}
+
+/** A target whose scenario did not run. */
+function notRun(name: string): Target {
+  return { name, measured: "not run", met: undefined };
+}
+
+/**
+ * Issue 15's targets — the JavaScript data path and the worker pool at the transport's speed —
+ * from the pipelined, pool and latency scenarios of the same run.
+ */
+function throughputTargets(r: Results): Target[] {
+  const list: Target[] = [];
+  for (const [inFlight, aim] of [[64, 2], [256, 1]] as const) {
+    const name = `pipelined 64 B, ${inFlight} in flight: ≥ ${aim}× the batched socket`;
+    const t = r.throughput.find((x) => x.inFlight === inFlight);
+    list.push(
+      t === undefined
+        ? notRun(name)
+        : { name, measured: ratio(t.shm / t.socket), met: t.shm / t.socket >= aim },
+    );
+  }
+  const cpu = r.throughput.find((x) => x.inFlight === 64)?.shmCpu;
+  const cpuName =
+    "CPU per command, 64 in flight, client / server (all threads, from /proc): ≤ 0.3 µs each";
+  list.push(
+    cpu === undefined ? notRun(cpuName) : {
+      name: cpuName,
+      measured: `${f2(cpu.client)} / ${f2(cpu.server)} µs`,
+      met: cpu.client <= 0.3 && cpu.server <= 0.3,
+    },
+  );
+  const hop = r.pool.find((p) => p.handler === "echo" && p.workers === 1)?.one;
+  const hopName = "pool hop, 64 B echo, one worker, one in flight: p50 ≤ 10 µs";
+  list.push(
+    hop === undefined
+      ? notRun(hopName)
+      : { name: hopName, measured: `${f2(hop.p50)} µs`, met: hop.p50 <= 10 },
+  );
+  const gain = poolGain(r, 2);
+  const gainName = "CPU-bound 0.5 ms handler, a pool of 2 workers on 2 cores: ≥ 1.8× inline";
+  list.push(
+    gain === undefined
+      ? notRun(gainName)
+      : { name: gainName, measured: ratio(gain), met: gain >= 1.8 },
+  );
+  const sync = find(r, SYNC, 64);
+  const syncName = "sync 64 B with `output` given: p99 ≤ 5 µs";
+  list.push(
+    sync === undefined
+      ? notRun(syncName)
+      : { name: syncName, measured: `${f2(sync.p99)} µs`, met: sync.p99 <= 5 },
+  );
+  // No scenario measures it yet: said, rather than left out.
+  list.push({
+    name: "Node ↔ Node pipelined, 64 in flight: ≥ 2× the batched Node socket",
+    measured: "not run (no scenario yet)",
+    met: undefined,
   });
   return list;
 }

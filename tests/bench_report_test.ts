@@ -313,3 +313,43 @@ Deno.test("1 MiB without output is judged against 1 MiB with output of the same 
   // Not run: no row.
   assert.equal(markdown(results()).includes("without output"), false);
 });
+
+Deno.test("the bench report judges the throughput targets of issue 15 from the same run", () => {
+  const r = results();
+  const row = (md: string, start: string) => md.split("\n").find((l) => l.startsWith(`| ${start}`));
+  let md = markdown(r);
+  // 2,000,000 against the socket's 1,000,000 at 64 in flight; nothing measured at 256.
+  assert.match(row(md, "pipelined 64 B, 64 in flight: ≥ 2×")!, /\| 2\.0× \| yes \|$/);
+  assert.match(row(md, "pipelined 64 B, 256 in flight: ≥ 1×")!, /\| not run \| — \|$/);
+  assert.match(row(md, "CPU per command, 64 in flight")!, /\| 0\.40 \/ 0\.35 µs \| \*\*no\*\* \|$/);
+  // The fixture's pool has no echo with one worker; its CPU-bound pool of 2 is 3400 / 2000.
+  assert.match(row(md, "pool hop, 64 B echo, one worker")!, /\| not run \| — \|$/);
+  assert.match(row(md, "CPU-bound 0.5 ms handler, a pool of 2")!, /\| 1\.7× \| \*\*no\*\* \|$/);
+  // Sync 64 B: p99 3.0 µs in the fixture (twice its p50).
+  assert.match(row(md, "sync 64 B with `output` given: p99 ≤ 5 µs")!, /\| 3\.00 µs \| yes \|$/);
+  assert.match(row(md, "Node ↔ Node pipelined")!, /\| not run \(no scenario yet\) \| — \|$/);
+  r.throughput.push({
+    inFlight: 256,
+    shm: 900_000,
+    socket: 1_000_000,
+    promiseFloor: 8_000_000,
+    shmCpu: { client: 0.2, server: 0.25 },
+  });
+  r.throughput[0]!.shmCpu = { client: 0.3, server: 0.2 };
+  r.throughput[0]!.shm = 1_900_000;
+  r.pool.push({
+    handler: "echo",
+    workers: 1,
+    perSecond: 50_000,
+    low: 40_000,
+    high: 60_000,
+    p50: 30,
+    p99: 90,
+    one: { p50: 9.5, p99: 30 },
+  });
+  md = markdown(r);
+  assert.match(row(md, "pipelined 64 B, 64 in flight: ≥ 2×")!, /\| 1\.9× \| \*\*no\*\* \|$/);
+  assert.match(row(md, "pipelined 64 B, 256 in flight: ≥ 1×")!, /\| 0\.9× \| \*\*no\*\* \|$/);
+  assert.match(row(md, "CPU per command, 64 in flight")!, /\| 0\.30 \/ 0\.20 µs \| yes \|$/);
+  assert.match(row(md, "pool hop, 64 B echo, one worker")!, /\| 9\.50 µs \| yes \|$/);
+});
