@@ -14,12 +14,13 @@
 //! the hello as a new client's. Anything left to read on the socket from the closed connection
 //! (a WAKE, a late backup REPLY) comes before the answer to the hello, and is skipped.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::conn::lock;
 use crate::channel::Credentials;
 use crate::segment::{Layout, Segment};
 use crate::warm::Shelf;
@@ -141,7 +142,7 @@ fn still_open(stream: &UnixStream) -> bool {
     // MSG_PEEK leaves what it finds for the real read.
     let n = unsafe {
         libc::recv(
-            std::os::fd::AsRawFd::as_raw_fd(stream),
+            stream.as_raw_fd(),
             byte.as_mut_ptr().cast(),
             1,
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
@@ -157,23 +158,18 @@ pub(crate) fn take_parked(
     layout: &Layout,
 ) -> Option<(Segment, OwnedFd, UnixStream, Credentials)> {
     // A socket whose server went (exited, killed) reads end-of-file: not worth a hello.
-    let parked = |k: &Key| {
-        k.parked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(still_open)
-    };
+    let parked = |k: &Key| lock(&k.parked).as_ref().is_some_and(still_open);
     let taken = SHELF.take(
         |k, l| k.socket == socket && l == layout && parked(k),
         |k, map, layout| {
             let segment = Segment::reuse(map, layout)?;
-            let stream = k.parked.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let stream = lock(&k.parked).take();
             Ok((segment, k.memfd.take(), stream, k.server))
         },
     )?;
     let (segment, memfd, stream, server) = taken;
+    let stream = stream?;
     // Relaxed: as in `connections_reused`.
     PARKED_REUSED.fetch_add(1, Ordering::Relaxed);
-    Some((segment, memfd, stream?, server))
+    Some((segment, memfd, stream, server))
 }
