@@ -10,14 +10,14 @@ import { native } from "./native.ts";
  * The protocol version the loaded core speaks, as `"major.minor"`. Peers whose majors differ
  * refuse each other; minors may differ.
  *
- * @returns The version, such as `"2.2"`.
+ * @returns The version, such as `"2.3"`.
  * @throws {Error} When the core library cannot be loaded; the message lists every path tried.
  *
  * @example
  * ```ts
  * import { protocolVersion } from "../mod.ts";
  *
- * console.log(protocolVersion()); // "2.2"
+ * console.log(protocolVersion()); // "2.3"
  * ```
  */
 export function protocolVersion(): string {
