@@ -208,6 +208,31 @@ export const denoNative: Native = {
     check(library().shmcall_client_stats(client, into, BigInt(into.length)));
   },
 
+  nowNs() {
+    return library().shmcall_now_ns();
+  },
+
+  clientLend(client, into) {
+    check(library().shmcall_client_lend(client, into, BigInt(into.length)));
+  },
+
+  clientLaneWake(client) {
+    check(library().shmcall_client_lane_wake(client));
+  },
+
+  clientLaneWait(client, timeoutMs) {
+    return check(library().shmcall_client_lane_wait(client, timeoutMs)) === 1;
+  },
+
+  clientLaneViolation(client, why) {
+    const [w, wLen] = text(why);
+    check(library().shmcall_client_lane_violation(client, w, wLen));
+  },
+
+  clientLaneCount(client, report) {
+    check(library().shmcall_client_lane_count(client, report, BigInt(report.length)));
+  },
+
   ticketFree(ticket) {
     check(library().shmcall_ticket_free(ticket));
   },
@@ -216,7 +241,7 @@ export const denoNative: Native = {
     check(library().shmcall_client_free(client));
   },
 
-  serverServe(icId, dir, spinNs, id, asksOpen) {
+  serverServe(icId, dir, spinNs, id, asksOpen, lanes) {
     const [ic, icLen] = text(icId);
     const [d, dLen] = text(dir ?? "");
     check(
@@ -227,7 +252,7 @@ export const denoNative: Native = {
         dLen,
         spin(spinNs),
         BigInt(id),
-        asksOpen ? 1 : 0,
+        (asksOpen ? 1 : 0) | (lanes ? 2 : 0),
         outU32,
       ),
     );
@@ -269,6 +294,32 @@ export const denoNative: Native = {
 
   commandReadInput(command, into) {
     check(library().shmcall_command_read_input(command, into, BigInt(into.length)));
+  },
+
+  serverLaneLayout(server, conn, into) {
+    check(library().shmcall_server_lane_layout(server, BigInt(conn), into, BigInt(into.length)));
+  },
+
+  serverLaneSegment(server, conn) {
+    check(library().shmcall_server_lane_segment(server, BigInt(conn), out64[0], out64[1], outU32));
+    return mapping();
+  },
+
+  serverLaneWake(server, conn) {
+    check(library().shmcall_server_lane_wake(server, BigInt(conn)));
+  },
+
+  serverLaneViolation(server, conn, why) {
+    const [w, wLen] = text(why);
+    check(library().shmcall_server_lane_violation(server, BigInt(conn), w, wLen));
+  },
+
+  serverLaneRelease(server, conn) {
+    check(library().shmcall_server_lane_release(server, BigInt(conn)));
+  },
+
+  serverLaneCount(server, report) {
+    check(library().shmcall_server_lane_count(server, report, BigInt(report.length)));
   },
 
   serverFree(server) {

@@ -67,6 +67,36 @@ export const symbols = {
   },
   // int32_t shmcall_client_withdraw(uint32_t client, uint32_t slot): 1 withdrawn, 0 not
   shmcall_client_withdraw: { parameters: ["u32", "u32"], result: "i32" },
+  // int32_t shmcall_server_lane_layout(uint32_t server, uint64_t conn, uint32_t* out, size_t len)
+  shmcall_server_lane_layout: { parameters: ["u32", "u64", "buffer", "usize"], result: "i32" },
+  // int32_t shmcall_server_lane_segment(uint32_t server, uint64_t conn, uint8_t** base, size_t* len, uint32_t* out)
+  shmcall_server_lane_segment: {
+    parameters: ["u32", "u64", "buffer", "buffer", "buffer"],
+    result: "i32",
+  },
+  // int32_t shmcall_server_lane_wake(uint32_t server, uint64_t conn)
+  shmcall_server_lane_wake: { parameters: ["u32", "u64"], result: "i32" },
+  // int32_t shmcall_server_lane_violation(uint32_t server, uint64_t conn, const uint8_t* why, size_t len)
+  shmcall_server_lane_violation: {
+    parameters: ["u32", "u64", "buffer", "usize"],
+    result: "i32",
+  },
+  // int32_t shmcall_server_lane_release(uint32_t server, uint64_t conn)
+  shmcall_server_lane_release: { parameters: ["u32", "u64"], result: "i32" },
+  // int32_t shmcall_server_lane_count(uint32_t server, const double* report, size_t len)
+  shmcall_server_lane_count: { parameters: ["u32", "buffer", "usize"], result: "i32" },
+  // double shmcall_now_ns(void)
+  shmcall_now_ns: { parameters: [], result: "f64" },
+  // int32_t shmcall_client_lend(uint32_t client, uint32_t* out, size_t len)
+  shmcall_client_lend: { parameters: ["u32", "buffer", "usize"], result: "i32" },
+  // int32_t shmcall_client_lane_wake(uint32_t client)
+  shmcall_client_lane_wake: { parameters: ["u32"], result: "i32" },
+  // int32_t shmcall_client_lane_wait(uint32_t client, double timeout_ms): 1 an answer, 0 none
+  shmcall_client_lane_wait: { parameters: ["u32", "f64"], result: "i32" },
+  // int32_t shmcall_client_lane_violation(uint32_t client, const uint8_t* why, size_t len)
+  shmcall_client_lane_violation: { parameters: ["u32", "buffer", "usize"], result: "i32" },
+  // int32_t shmcall_client_lane_count(uint32_t client, const double* report, size_t len)
+  shmcall_client_lane_count: { parameters: ["u32", "buffer", "usize"], result: "i32" },
   // int32_t shmcall_client_stats(uint32_t client, double* out, size_t len)
   shmcall_client_stats: { parameters: ["u32", "buffer", "usize"], result: "i32" },
   // int32_t shmcall_ticket_answer(uint32_t ticket, int32_t* status, uint32_t* length, uint8_t** output)

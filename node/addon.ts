@@ -34,10 +34,29 @@ export interface Addon {
   clientSubmit(client: number, ticket: number, token: number): number;
   clientWithdraw(client: number, slot: number): number;
   clientStats(client: number, into: Float64Array): number;
+  nowNs(): number;
+  clientLend(client: number, into: Uint32Array): number;
+  clientLaneWake(client: number): number;
+  clientLaneWait(client: number, timeoutMs: number): number;
+  clientLaneViolation(client: number, why: string): number;
+  clientLaneCount(client: number, report: Float64Array): number;
   ticketFree(ticket: number): number;
   clientFree(client: number): number;
 
-  serverServe(icId: string, dir: string, spinNs: number, id: number, asksOpen: boolean): number;
+  serverServe(
+    icId: string,
+    dir: string,
+    spinNs: number,
+    id: number,
+    asksOpen: boolean,
+    lanes: boolean,
+  ): number;
+  serverLaneLayout(server: number, conn: number, into: Uint32Array): number;
+  serverLaneSegment(server: number, conn: number): ArrayBuffer | null;
+  serverLaneWake(server: number, conn: number): number;
+  serverLaneViolation(server: number, conn: number, why: string): number;
+  serverLaneRelease(server: number, conn: number): number;
+  serverLaneCount(server: number, report: Float64Array): number;
   serverOpened(server: number, connection: number, status: number, reason: string): number;
   serverStats(server: number, into: Float64Array): number;
   serverNote(server: number, workers: number, quiescing: boolean): number;

@@ -109,6 +109,20 @@ export const nodeNative: Native = {
 
   clientWithdraw: (client, slot) => check(addon.clientWithdraw(client, slot)) === 1,
 
+  nowNs: () => addon.nowNs(),
+  clientLend(client, into) {
+    check(addon.clientLend(client, into));
+  },
+  clientLaneWake(client) {
+    check(addon.clientLaneWake(client));
+  },
+  clientLaneWait: (client, timeoutMs) => check(addon.clientLaneWait(client, timeoutMs)) === 1,
+  clientLaneViolation(client, why) {
+    check(addon.clientLaneViolation(client, why));
+  },
+  clientLaneCount(client, report) {
+    check(addon.clientLaneCount(client, report));
+  },
   clientStats(client, into) {
     check(addon.clientStats(client, into));
   },
@@ -121,8 +135,8 @@ export const nodeNative: Native = {
     check(addon.clientFree(client));
   },
 
-  serverServe(icId, dir, spinNs, id, asksOpen) {
-    check(addon.serverServe(icId, dir ?? "", spinNs, id, asksOpen));
+  serverServe(icId, dir, spinNs, id, asksOpen, lanes) {
+    check(addon.serverServe(icId, dir ?? "", spinNs, id, asksOpen, lanes));
     return asHandle(words[SCRATCH.BEGUN]!);
   },
 
@@ -145,6 +159,22 @@ export const nodeNative: Native = {
   },
 
   commandSegment: (command) => mapping(addon.commandSegment(command)),
+  serverLaneLayout(server, conn, into) {
+    check(addon.serverLaneLayout(server, conn, into));
+  },
+  serverLaneSegment: (server, conn) => mapping(addon.serverLaneSegment(server, conn)),
+  serverLaneWake(server, conn) {
+    check(addon.serverLaneWake(server, conn));
+  },
+  serverLaneViolation(server, conn, why) {
+    check(addon.serverLaneViolation(server, conn, why));
+  },
+  serverLaneRelease(server, conn) {
+    check(addon.serverLaneRelease(server, conn));
+  },
+  serverLaneCount(server, report) {
+    check(addon.serverLaneCount(server, report));
+  },
 
   commandReadInput(command, into) {
     check(addon.commandReadInput(command, into));

@@ -7,9 +7,10 @@
 import { clearTimeout as cancelLater, setTimeout as later } from "node:timers";
 import { IpcError } from "./errors.ts";
 import * as hub from "./hub.ts";
-import { EVENT, FLAG, type Handle, type Mapping, native, NOWHERE, STATS } from "./native.ts";
+import { Lane } from "./lane.ts";
+import { EVENT, FLAG, type Handle, LANE, type Mapping, native, NOWHERE, STATS } from "./native.ts";
 import { readServerStats, readStats, type ServerStats, type Stats } from "./stats.ts";
-import { Status } from "./status.ts";
+import { Status, statusName } from "./status.ts";
 import { checkIcId, checkOptionsObject, checkSocketDir, shown, spinNanos } from "./validate.ts";
 
 /** Largest input or output area a command may have, in bytes (64 MiB). */
@@ -159,6 +160,14 @@ class PendingTable {
     this.#bySlot.length = 0;
     this.#backup.clear();
     this.#size = 0;
+    return all;
+  }
+
+  /** Takes the commands out on slots out of the table; returns them. */
+  takeSlots(): Pending[] {
+    const all = this.#bySlot.filter((p) => p !== undefined);
+    this.#bySlot.length = 0;
+    this.#size -= all.length;
     return all;
   }
 
@@ -393,8 +402,23 @@ function checkTimeout(name: string, timeout: unknown): void {
 export class Client {
   #handle: Handle | null;
   #id: number;
-  /** The segment's view, made on the first command that has its areas there. */
+  /** The segment's view. */
   #segment: Mapping | undefined;
+  /**
+   * The connection's rings and slots, which this thread pushes and pops itself: made with the
+   * segment's view on the first command (a process may hold thousands of idle connections).
+   */
+  #lane: Lane | undefined;
+  /** Where the rings stood when the core lent them (positions of `LANE`). */
+  #lent: Uint32Array;
+  /**
+   * Answers a synchronous command's wait popped for asynchronous ones, as (slot, status,
+   * length) triples: their completions run at the next microtask, never inside the wait.
+   */
+  readonly #early: number[] = [];
+  #earlyScheduled = false;
+  /** Why the connection ended, once its lane heard of it. */
+  #ended: IpcError | undefined;
   readonly #pending = new PendingTable();
   #nextToken = 1;
   readonly #icId: string;
@@ -426,7 +450,22 @@ export class Client {
     this.#policy = reconnectPolicy(options.reconnect);
     this.#id = id;
     this.#handle = handle;
+    // Before any command: from now on the slots and rings are this thread's (src/lane.ts).
+    this.#lent = new Uint32Array(LANE.WORDS);
+    native.clientLend(handle, this.#lent);
     hub.adopt(id, this);
+  }
+
+  /** The lane, made on first use, with views of the segment (again, if user code detached them). */
+  #useLane(handle: Handle): Lane {
+    const lane = this.#lane;
+    if (lane === undefined) {
+      return this.#lane = new Lane(this.#remap(handle), this.#lent, (why) => {
+        if (this.#handle !== null) native.clientLaneViolation(this.#handle, why);
+      }, native.nowNs);
+    }
+    if (lane.detached) lane.view(this.#remap(handle));
+    return lane;
   }
 
   /** The ic id this client is connected to. */
@@ -534,6 +573,167 @@ export class Client {
       failed(o, Status.CANCELLED);
       return Promise.reject(this.#cancelled(o.signal, undefined));
     }
+    const lane = this.#useLane(handle);
+    const slot = this.#ended === undefined ? lane.take(inputLength, outputLength) : -1;
+    if (slot < 0) return this.#issueBackup(handle, code, o, mode);
+    const segment = this.#segment!;
+    const input = segment.at(lane.inputAt(slot), inputLength)!;
+    const output = segment.at(lane.outputAt(slot), outputLength)!;
+    try {
+      this.#prepare(o, handle, input, output, inputLength, outputLength);
+    } catch (e) {
+      lane.free(slot);
+      throw e;
+    }
+    if (o.completion === undefined) {
+      if (this.#servedHere()) {
+        lane.free(slot);
+        throw this.#waitingForItself();
+      }
+      if (lane.push(slot, code, mode, inputLength, outputLength)) native.clientLaneWake(handle);
+      return this.#wait(handle, o, slot, input, output, o.timeout ?? this.#timeout);
+    }
+    const promise = new Promise<ExecuteResult>(captureResolvers);
+    const p: Pending = {
+      input,
+      output,
+      backup: false,
+      slot,
+      options: o,
+      resolve: capturedResolve!,
+      reject: capturedReject!,
+      unwatch: undefined,
+    };
+    if (lane.push(slot, code, mode, inputLength, outputLength)) native.clientLaneWake(handle);
+    this.#pending.set(slot, p);
+    hub.hold();
+    if (o.signal !== undefined || o.timeout !== undefined || this.#timeout !== undefined) {
+      this.#watch(slot, p);
+    }
+    return promise;
+  }
+
+  /** Runs a command's prepare callbacks on its areas, and checks what they did. */
+  #prepare(
+    o: ExecuteOptions<unknown>,
+    handle: Handle,
+    input: Uint8Array,
+    output: Uint8Array,
+    inputLength: number,
+    outputLength: number,
+  ): void {
+    if (o.inputPrepare) o.inputPrepare(input, o.input);
+    else if (o.input) input.set(o.input);
+    o.outputPrepare?.(output, o.output);
+    if (this.#handle !== handle) {
+      // A callback closed this very client: the command goes nowhere.
+      throw new IpcError(
+        Status.CLOSED,
+        `the client of '${this.#icId}' was closed by a prepare callback of this command, which was not sent`,
+      );
+    }
+    if (input.length !== inputLength || output.length !== outputLength) {
+      throw new TypeError(
+        `a prepare callback detached the memory of an area (ArrayBuffer.prototype.transfer, structuredClone or postMessage with a transfer list): the command to '${this.#icId}' was not sent; copy the bytes instead`,
+      );
+    }
+  }
+
+  /** Whether this client's server is served by this very thread. */
+  #servedHere(): boolean {
+    return hub.served.size !== 0 &&
+      hub.served.has(this.#endpoint ??= hub.endpointKey(this.#icId, this.#socketDir));
+  }
+
+  #waitingForItself(): IpcError {
+    // The server's handlers run on this very thread, which would be blocked waiting.
+    return new IpcError(
+      Status.INVALID_ARGUMENT,
+      `Cannot execute synchronously on '${this.#icId}': it is served by this same thread, whose exec could never run while it waits; pass a completion`,
+    );
+  }
+
+  /**
+   * Waits on this thread for the answer of the synchronous command in `slot`: pops the lane
+   * (keeping other answers for their completions, at the next microtask) and, while it is
+   * empty, waits in the core. Returns the server's status; the output is made as `execute`
+   * returns it.
+   */
+  #wait(
+    handle: Handle,
+    o: ExecuteOptions<unknown>,
+    slot: number,
+    input: Uint8Array,
+    output: Uint8Array,
+    timeout: number | undefined,
+  ): number {
+    const lane = this.#lane!;
+    const deadline = timeout === undefined ? 0 : performance.now() + timeout;
+    while (true) {
+      const popped = lane.pop();
+      if (popped === slot) break;
+      if (popped >= 0) {
+        this.#keepEarly(popped, lane.status, lane.length);
+        continue;
+      }
+      // 0: no deadline, for the core as here.
+      const left = deadline === 0 ? 0 : deadline - performance.now();
+      let found = false;
+      try {
+        if (deadline === 0 || left > 0) found = native.clientLaneWait(handle, left);
+      } catch (e) {
+        // The connection ended: the slot goes with it.
+        lane.failed(slot, e instanceof IpcError ? e.status : Status.PEER_TERMINATED);
+        this.#lost(e);
+        throw e;
+      }
+      if (found) continue;
+      if (lane.withdraw(slot)) {
+        // Its answer, CANCELLED, is still to come: it finds no command and frees the slot.
+        throw this.#cancelled(undefined, timeout);
+      }
+      throw new IpcError(
+        Status.TIMED_OUT,
+        `a command to '${this.#icId}' had no answer within its timeout of ${timeout} ms: the server took it, so it may have run; its answer will be discarded`,
+      );
+    }
+    const status = lane.status;
+    const length = lane.length;
+    // Whatever else came is kept too: the core announced a watch again as the wait ended, which
+    // wakes this thread only for answers pushed after it.
+    let other: number;
+    while ((other = lane.pop()) >= 0) this.#keepEarly(other, lane.status, lane.length);
+    try {
+      if (status < 0) throw this.#answeredFailure(status, length, output);
+      this.#answeredOutput = this.#finish(o, 0, input, output, false, length);
+      this.#answered = length;
+      return status;
+    } finally {
+      lane.free(slot);
+      if (lane.counts.full) this.#report(handle);
+    }
+  }
+
+  /** Keeps an answer popped by a synchronous wait for its completion, at the next microtask. */
+  #keepEarly(slot: number, status: number, length: number): void {
+    this.#early.push(slot, status, length);
+    if (this.#earlyScheduled) return;
+    this.#earlyScheduled = true;
+    queueMicrotask(() => {
+      this.#earlyScheduled = false;
+      this.#drainLane();
+    });
+  }
+
+  /** A command on the backup path: its areas are the core's, copied in and out. */
+  #issueBackup(
+    handle: Handle,
+    code: number,
+    o: ExecuteOptions<unknown>,
+    mode: number,
+  ): number | Promise<ExecuteResult> {
+    const inputLength = checkedInput;
+    const outputLength = checkedOutput;
     let ticket: number;
     try {
       ticket = native.clientBegin(handle, code, inputLength, outputLength, mode);
@@ -541,75 +741,26 @@ export class Client {
       this.#lost(e);
       throw e;
     }
-    const inputAt = native.begunAt[0]!;
-    const outputAt = native.begunAt[1]!;
-    const slot = native.begunAt[2]!;
-    let input: Uint8Array;
-    let output: Uint8Array;
-    const backup = inputAt === NOWHERE;
-    if (backup) {
-      // The backup path: the core's buffers live only as long as the ticket, so user code
-      // gets arrays of its own, copied in before sending and out after the answer.
-      input = new Uint8Array(inputLength);
-      output = new Uint8Array(outputLength);
-    } else {
-      let segment: Mapping;
-      try {
-        segment = this.#segment === undefined || this.#segment.detached
-          ? this.#remap(handle)
-          : this.#segment;
-      } catch (e) {
-        native.ticketFree(ticket);
-        throw e;
-      }
-      const inputArea = segment.at(inputAt, inputLength);
-      const outputArea = segment.at(outputAt, outputLength);
-      if (inputArea === undefined || outputArea === undefined) {
-        native.ticketFree(ticket);
-        throw new Error(
-          `shmcall bug: the core placed areas at ${inputAt} and ${outputAt}, outside the segment`,
-        );
-      }
-      input = inputArea;
-      output = outputArea;
-    }
+    // The core's buffers live only as long as the ticket, so user code gets arrays of its own,
+    // copied in before sending and out after the answer.
+    const input = new Uint8Array(inputLength);
+    const output = new Uint8Array(outputLength);
     try {
-      if (o.inputPrepare) o.inputPrepare(input, o.input);
-      else if (o.input) input.set(o.input);
-      o.outputPrepare?.(output, o.output);
-      if (this.#handle !== handle) {
-        // A callback closed this very client: the command goes nowhere.
-        throw new IpcError(
-          Status.CLOSED,
-          `the client of '${this.#icId}' was closed by a prepare callback of this command, which was not sent`,
-        );
-      }
-      if (input.length !== inputLength || output.length !== outputLength) {
-        throw new TypeError(
-          `a prepare callback detached the memory of an area (ArrayBuffer.prototype.transfer, structuredClone or postMessage with a transfer list): the command to '${this.#icId}' was not sent; copy the bytes instead`,
-        );
-      }
-      if (backup) native.ticketWriteInput(ticket, input);
+      this.#prepare(o, handle, input, output, inputLength, outputLength);
+      native.ticketWriteInput(ticket, input);
     } catch (e) {
       native.ticketFree(ticket);
       throw e;
     }
     if (o.completion === undefined) {
-      if (
-        hub.served.size !== 0 &&
-        hub.served.has(this.#endpoint ??= hub.endpointKey(this.#icId, this.#socketDir))
-      ) {
+      if (this.#servedHere()) {
         native.ticketFree(ticket);
-        // The server's handlers run on this very thread, which would be blocked waiting.
-        throw new IpcError(
-          Status.INVALID_ARGUMENT,
-          `Cannot execute synchronously on '${this.#icId}': it is served by this same thread, whose exec could never run while it waits; pass a completion`,
-        );
+        throw this.#waitingForItself();
       }
       try {
         const status = native.clientCall(handle, ticket, o.timeout ?? this.#timeout ?? 0);
         const length = native.callLength();
-        this.#answeredOutput = this.#finish(o, ticket, input, output, backup, length);
+        this.#answeredOutput = this.#finish(o, ticket, input, output, true, length);
         this.#answered = length;
         return status;
       } catch (e) {
@@ -619,7 +770,7 @@ export class Client {
         native.ticketFree(ticket);
       }
     }
-    const token = backup ? BACKUP_TOKENS + this.#nextToken++ : slot;
+    const token = BACKUP_TOKENS + this.#nextToken++;
     // One executor for every command, which hands its resolvers out: a closure over this
     // call's variables would be one more allocation per command.
     const promise = new Promise<ExecuteResult>(captureResolvers);
@@ -637,8 +788,8 @@ export class Client {
     const p: Pending = {
       input,
       output,
-      backup,
-      slot,
+      backup: true,
+      slot: NOWHERE,
       options: o,
       resolve,
       reject,
@@ -653,6 +804,36 @@ export class Client {
   }
 
   /**
+   * The failure a server's library status makes: the wording of the core's own answers
+   * (core-rs/src/client/ticket.rs), for `status` with `length` output bytes in `output`.
+   */
+  #answeredFailure(status: number, length: number, output: Uint8Array): IpcError {
+    const id = `'${this.#icId}'`;
+    let why: string;
+    switch (status) {
+      case Status.OUTPUT_OVERFLOW: {
+        // How many bytes the handler wanted: the server's figure, only shown.
+        const wanted = length > 0 ? `${length} bytes of output` : "more output";
+        why =
+          `${id}: the server's handler answered ${wanted} for an output area of ${output.length} bytes`;
+        break;
+      }
+      case Status.HANDLER_FAILED:
+        why = `${id}: the server's handler failed for this command`;
+        // A server that exposes its errors says why in the output area.
+        if (length > 0 && length <= output.length) why += `: ${reason(output, length)}`;
+        break;
+      case Status.INVALID_COMMAND:
+        why = `${id}: the server refused the command as malformed`;
+        break;
+      default:
+        why = `${id}: the server answered ${statusName(status)}`;
+    }
+    // Worded as the core words its errors: the sentence, then the status's name.
+    return new IpcError(status, `${why} (${statusName(status)})`);
+  }
+
+  /**
    * Withdraws the command of `token` when its signal aborts or its timeout passes; fails it
    * `TIMED_OUT` when its timeout passes after the server took it.
    */
@@ -662,11 +843,11 @@ export class Client {
     const withdraw = (timedOut: number | undefined) => {
       const handle = this.#handle;
       if (this.#pending.get(token) !== p || handle === null) return;
-      const withdrawn = p.slot !== NOWHERE && native.clientWithdraw(handle, p.slot);
+      const withdrawn = p.slot !== NOWHERE && this.#lane!.withdraw(p.slot);
       // An abort after the server took the command changes nothing; a deadline fails it.
       if (!withdrawn && timedOut === undefined) return;
-      // Either way its answer is still to come: that completion finds no pending command and
-      // only frees the ticket, and with it the slot (never reused before).
+      // Either way its answer is still to come: it finds no pending command and only frees the
+      // ticket or the slot (never reused before).
       this.#pending.delete(token);
       p.unwatch?.();
       hub.release();
@@ -788,6 +969,12 @@ export class Client {
     hub.unregister(this.#id);
     this.#id = fresh.#id;
     this.#handle = fresh.#handle;
+    this.#segment = fresh.#segment;
+    this.#lane = fresh.#lane;
+    this.#lent = fresh.#lent;
+    this.#early.length = 0;
+    this.#ended = undefined;
+    fresh.#segment = undefined;
     // An empty shell now: nothing of it is left to close.
     fresh.#handle = null;
     this.#attempt = 0;
@@ -825,8 +1012,14 @@ export class Client {
     return made;
   }
 
-  /** @internal A completion from the hub. */
+  /** @internal An event from the hub: answers on the lane, or a backup command's completion. */
   onEvent(): void {
+    if (native.event.kind === EVENT.LANE) {
+      const code = native.event.code;
+      if (code < 0) this.#laneEnded(new IpcError(code, native.lastError()));
+      else this.#drainLane();
+      return;
+    }
     const token = native.event.token;
     const ticket = native.event.handle;
     const p = this.#pending.get(token);
@@ -869,6 +1062,96 @@ export class Client {
     }
   }
 
+  /** Delivers the answers a synchronous wait kept, then those on the lane. */
+  #drainLane(): void {
+    const early = this.#early;
+    if (early.length > 0) {
+      const kept = early.splice(0);
+      for (let i = 0; i < kept.length; i += 3) this.#answer(kept[i]!, kept[i + 1]!, kept[i + 2]!);
+    }
+    // No lane yet: no command was sent, so there is nothing to pop.
+    if (this.#handle === null || this.#lane === undefined) return;
+    let lane = this.#useLane(this.#handle);
+    let slot: number;
+    while ((slot = lane.pop()) >= 0) {
+      // A completion may close the client, or detach the segment's memory.
+      this.#answer(slot, lane.status, lane.length);
+      if (this.#handle === null) return;
+      lane = this.#useLane(this.#handle);
+    }
+    if (lane.counts.full && this.#handle !== null) this.#report(this.#handle);
+  }
+
+  /** Settles the asynchronous command in `slot` with its answer, and frees the slot. */
+  #answer(slot: number, status: number, length: number): void {
+    const p = this.#pending.get(slot);
+    if (p === undefined) {
+      // Withdrawn, timed out, or a synchronous command that gave up: only the slot is left.
+      this.#lane!.free(slot);
+      return;
+    }
+    this.#pending.delete(slot);
+    p.unwatch?.();
+    hub.release();
+    hub.needTurn();
+    let result: ExecuteResult;
+    try {
+      if (status < 0) {
+        const error = this.#answeredFailure(status, length, p.output);
+        failed(p.options, status);
+        p.reject(error);
+        return;
+      }
+      result = {
+        status,
+        length,
+        output: this.#finish(p.options, 0, p.input, p.output, false, length),
+      };
+    } catch (e) {
+      p.reject(e);
+      return;
+    } finally {
+      this.#lane!.free(slot);
+    }
+    try {
+      p.options.completion?.(result, p.options.context);
+      p.resolve(result);
+    } catch (e) {
+      p.reject(e);
+    }
+  }
+
+  /**
+   * The connection ended (`error` says why): the answers already on the lane are delivered,
+   * and the commands still out fail with `error`.
+   */
+  #laneEnded(error: IpcError): void {
+    if (this.#ended !== undefined) return;
+    this.#drainLane();
+    this.#ended = error;
+    this.#failLane(error);
+    this.#lost(error);
+  }
+
+  /** Fails every command out on the lane with `error` (their slots go with the connection). */
+  #failLane(error: IpcError): void {
+    for (const p of this.#pending.takeSlots()) {
+      p.unwatch?.();
+      hub.release();
+      this.#lane!.failed(p.slot, error.status);
+      failed(p.options, error.status);
+      p.reject(error);
+    }
+  }
+
+  /** Adds what the lane counted to the core's counters. */
+  #report(handle: Handle): void {
+    if (this.#lane === undefined) return;
+    const counts = this.#lane.counts.words;
+    native.clientLaneCount(handle, counts);
+    counts.fill(0);
+  }
+
   /**
    * Closes the connection: commands in flight fail with `CLOSED` (their Promises reject at
    * the next turn of the event loop). Idempotent.
@@ -882,8 +1165,16 @@ export class Client {
     this.#stats.set(this.#snapshot(handle));
     this.#handle = null;
     native.clientFree(handle);
-    if (this.#pending.size === 0) this.#gone();
-    else this.#unregisterWhenSettled();
+    if (this.#pending.size === 0) {
+      this.#gone();
+      return;
+    }
+    this.#unregisterWhenSettled();
+    // The lane's commands fail at the next microtask, as the core's do at the next event: user
+    // code in their completions does not run inside `close`.
+    this.#ended ??= new IpcError(Status.CLOSED, `the client of '${this.#icId}' was closed`);
+    const closed = this.#ended;
+    queueMicrotask(() => this.#failLane(closed));
   }
 
   /** Nothing of this client runs any more: the hub forgets it, and its segment goes at once. */
@@ -930,6 +1221,7 @@ export class Client {
   }
 
   #snapshot(handle: Handle): Float64Array {
+    this.#report(handle);
     native.clientStats(handle, this.#stats);
     return this.#stats;
   }
@@ -944,6 +1236,19 @@ export class Client {
     this.close();
     return Promise.resolve();
   }
+}
+
+/** Most bytes of a handler's failure that a client's error shows. */
+const MAX_REASON = 1024;
+const reasonDecoder = new TextDecoder();
+
+/**
+ * The reason a failed command's server gave in its output area: text from the peer, decoded
+ * lossily and cut to {@linkcode MAX_REASON} bytes, control characters replaced.
+ */
+function reason(output: Uint8Array, length: number): string {
+  const text = reasonDecoder.decode(output.subarray(0, Math.min(length, MAX_REASON)));
+  return text.replace(/\p{Cc}/gu, " ");
 }
 
 /** Runs `completion` for a command that failed with library status `status`. */

@@ -43,7 +43,71 @@ export const STATS = {
 } as const;
 
 /** Hub event kinds (`EVENT_*` in bindings/src/surface.rs). */
-export const EVENT = { COMPLETION: 1, OPEN: 2, EXEC: 3, CLOSE: 4, CONNECTED: 5 } as const;
+export const EVENT = {
+  COMPLETION: 1,
+  OPEN: 2,
+  EXEC: 3,
+  CLOSE: 4,
+  CONNECTED: 5,
+  LANE: 6,
+} as const;
+
+/**
+ * Where a lent connection's layout sits in the words {@linkcode Native.clientLend} writes
+ * (`LANE_*` in bindings/src/surface.rs). Each slot class takes `CLASS_WORDS` words from
+ * `CLASSES`: its first slot's offset, the stride between slots, the count, the input and output
+ * capacities, and its first slot's index.
+ */
+export const LANE = {
+  CS_RING: 0,
+  SC_RING: 1,
+  RING_CAPACITY: 2,
+  CS_POSITION: 3,
+  SC_POSITION: 4,
+  CLASSES: 5,
+  CLASS_WORDS: 6,
+  WORDS: 17,
+} as const;
+
+/**
+ * Where each figure sits in what a lane reports with {@linkcode Native.clientLaneCount}
+ * (`stats::lane` in core-rs/src/stats.rs): counts, failures by `-status`, then round-trip
+ * samples in ns.
+ */
+export const LANE_COUNT = {
+  COMMANDS: 0,
+  FINISHED: 1,
+  BYTES_IN: 2,
+  BYTES_OUT: 3,
+  FAILURES: 4,
+  SAMPLES: 20,
+  FIRST_SAMPLE: 21,
+  MAX_SAMPLES: 64,
+  LEN: 85,
+} as const;
+
+/** Byte offsets in a slot's 64-byte header (`slot::field` in core-rs/src/slot.rs). */
+export const SLOT = {
+  HEADER_SIZE: 64,
+  CODE: 0,
+  FLAGS: 4,
+  INPUT_LEN: 8,
+  OUTPUT_CAP: 12,
+  GENERATION: 16,
+  STATUS: 20,
+  OUTPUT_LEN: 24,
+  REPLY_GENERATION: 28,
+  CLAIM: 32,
+} as const;
+
+/** Values of a slot's claim word (`slot::CLAIM_*` in core-rs/src/slot.rs). */
+export const CLAIM = { PENDING: 1, CANCELLED: 2 } as const;
+
+/**
+ * A ring header's size and the byte offsets of its read position and sleep flag, and the flag's
+ * value when the consumer needs no wake (`RingHeader` and `ring::AWAKE` in core-rs/src/ring.rs).
+ */
+export const RING = { HEADER_SIZE: 128, READ: 0, FLAG: 4, AWAKE: 0 } as const;
 
 /** The 32-bit words of a hub event (`HubEvent` in bindings/src/surface.rs). */
 export const EVENT_WORD = {
@@ -283,6 +347,25 @@ export interface Native {
   clientWithdraw(client: Handle, slot: number): boolean;
   /** Copies the client's counters into `into` (positions in {@linkcode STATS}). */
   clientStats(client: Handle, into: Float64Array): void;
+  /** The library's monotonic clock, in ns (cheaper than `performance.now()` in Deno). */
+  nowNs(): number;
+  /**
+   * Lends the client's rings and slots to this thread, which pushes and pops them itself
+   * (`src/lane.ts`): writes the layout and where the rings stand into `into` (positions in
+   * {@linkcode LANE}). Answers to pop then come as {@linkcode EVENT}`.LANE` events.
+   */
+  clientLend(client: Handle, into: Uint32Array): void;
+  /** After a push onto a lent CS ring whose sleep flag was raised: wakes the server. */
+  clientLaneWake(client: Handle): void;
+  /**
+   * Waits on this thread for an answer to pop from a lent SC ring, at most `timeoutMs` when
+   * positive: true when one is there, false when the time ran out; throws the connection's end.
+   */
+  clientLaneWait(client: Handle, timeoutMs: number): boolean;
+  /** The server broke the protocol, as a lane found: ends the connection with `why`. */
+  clientLaneViolation(client: Handle, why: string): void;
+  /** Adds what a lane counted (positions in {@linkcode LANE_COUNT}) to the client's counters. */
+  clientLaneCount(client: Handle, report: Float64Array): void;
   /** Frees a ticket and gives its slot back. */
   ticketFree(ticket: number): void;
   /** Closes the connection and frees the handle. */
@@ -291,7 +374,8 @@ export interface Native {
   /**
    * Serves; `id` names the server in hub events. `asksOpen`: a client is welcome only once
    * {@linkcode Native.serverOpened} answered its open event; without, at once (its open event
-   * only tells).
+   * only tells). `lanes`: every connection is lent to this thread as it opens, which takes its
+   * slot commands itself (`ServerLane` in `src/lane.ts`; lane events name the connection).
    */
   serverServe(
     icId: string,
@@ -299,7 +383,20 @@ export interface Native {
     spinNs: number,
     id: number,
     asksOpen: boolean,
+    lanes: boolean,
   ): Handle;
+  /** The layout and ring positions of lent connection `conn` (positions in {@linkcode LANE}). */
+  serverLaneLayout(server: Handle, conn: number, into: Uint32Array): void;
+  /** A view of lent connection `conn`'s segment. */
+  serverLaneSegment(server: Handle, conn: number): Mapping;
+  /** After a push onto lent connection `conn`'s SC ring whose sleep flag was raised: wakes the client. */
+  serverLaneWake(server: Handle, conn: number): void;
+  /** The client of lent connection `conn` broke the protocol, as a lane found: drops it, saying `why`. */
+  serverLaneViolation(server: Handle, conn: number, why: string): void;
+  /** Gives lent connection `conn` back once every command taken on it was answered. */
+  serverLaneRelease(server: Handle, conn: number): void;
+  /** Adds what a server's lanes counted (positions in {@linkcode LANE_COUNT}). */
+  serverLaneCount(server: Handle, report: Float64Array): void;
   /** Answers an open: 0 accepts, a negative status refuses (`reason`, may be empty, for the client). */
   serverOpened(server: Handle, conn: number, status: number, reason: string): void;
   /** Copies the server's counters into `into` (positions in {@linkcode STATS}). */

@@ -17,7 +17,17 @@ import {
   type ServerCommand,
 } from "./exec.ts";
 import * as hub from "./hub.ts";
-import { EVENT, FLAG, type Handle, type Mapping, native, STATS } from "./native.ts";
+import { ServerLane } from "./lane.ts";
+import {
+  EVENT,
+  FLAG,
+  type Handle,
+  LANE,
+  LANE_COUNT,
+  type Mapping,
+  native,
+  STATS,
+} from "./native.ts";
 import { type Job, Pool, type PoolHost } from "./pool.ts";
 import { readServerStats, type ServerStats } from "./stats.ts";
 import { Status } from "./status.ts";
@@ -99,6 +109,15 @@ interface Connection<C> {
   pending: number;
   /** `close` is due once `pending` is 0 (the server was closed meanwhile). */
   closeWhenDrained: boolean;
+  /**
+   * The connection's rings, which this thread pops and pushes itself (src/lane.ts): made with
+   * the segment's view on its first lane event.
+   */
+  lane: ServerLane | undefined;
+  /** The connection ended: its lane's answers go nowhere, and it is given back once drained. */
+  laneEnded: boolean;
+  /** The lane was given back to the core. */
+  laneReleased: boolean;
 }
 
 /**
@@ -143,6 +162,16 @@ export class Server<C = unknown> {
       this.#report(error, conn.info, { code }, "exec");
       const length = failedLength(status, wanted, error, output, this.#exposeErrors);
       this.#answer(conn, command, status, length, from);
+    },
+    async: hub.needTurn,
+  };
+  /** How the lanes answer: into the slot, through `#answerLane`. */
+  readonly #laneAnswerer: Answerer<Connection<C>> = {
+    answer: (conn, slot, status, length) => this.#answerLane(conn, slot, status, length),
+    failed: (conn, slot, status, wanted, code, error, output) => {
+      this.#report(error, conn.info, { code }, "exec");
+      const length = failedLength(status, wanted, error, output, this.#exposeErrors);
+      this.#answerLane(conn, slot, status, length);
     },
     async: hub.needTurn,
   };
@@ -206,6 +235,9 @@ export class Server<C = unknown> {
         spin,
         this.#id,
         handlers.open !== undefined,
+        // A server with a pool leaves its commands to the core's path, which hands them to the
+        // workers; one without pops its rings itself.
+        pool === undefined,
       );
     } catch (e) {
       hub.unregister(this.#id);
@@ -232,6 +264,165 @@ export class Server<C = unknown> {
         return this.#exec(e.token);
       case EVENT.CLOSE:
         return this.#close(e.token);
+      case EVENT.LANE:
+        return this.#onLane(e.token, e.code);
+    }
+  }
+
+  /** Commands to take on connection `token`'s lane (`code` 0), or its end (`code` < 0). */
+  #onLane(token: number, code: number): void {
+    const handle = this.#handle;
+    const conn = this.#connections.get(token);
+    if (handle === null) return;
+    if (conn === undefined) {
+      // Never admitted here: nothing was taken on it, so it goes back at once.
+      if (code < 0) native.serverLaneRelease(handle, token);
+      return;
+    }
+    if (code < 0) conn.laneEnded = true;
+    // At the end too: what the client sent before it went still runs, as the core does.
+    this.#takeLane(handle, conn);
+    if (conn.laneEnded) this.#releaseWhenDrained(handle, conn);
+  }
+
+  /** Takes and runs every command waiting on `conn`'s lane. */
+  #takeLane(handle: Handle, conn: Connection<C>): void {
+    let lane = conn.lane;
+    if (lane === undefined) {
+      const words = new Uint32Array(LANE.WORDS);
+      native.serverLaneLayout(handle, conn.info.id, words);
+      conn.segment?.release();
+      conn.segment = native.serverLaneSegment(handle, conn.info.id);
+      const id = conn.info.id;
+      lane = conn.lane = new ServerLane(conn.segment, words, (why) => {
+        if (this.#handle !== null) native.serverLaneViolation(this.#handle, id, why);
+      }, native.nowNs);
+    }
+    let slot: number;
+    while (this.#viewLane(handle, conn, lane) && (slot = lane.next()) >= 0) {
+      this.#runLane(conn, lane, slot);
+      if (this.#handle === null) return;
+    }
+    // Counted once per batch: a request for the counters may come over the backup path, which
+    // the library answers without asking this thread.
+    this.#reportLane(handle, lane);
+  }
+
+  /** Views the segment again if user code detached the lane's views (an `exec` may); true. */
+  #viewLane(handle: Handle, conn: Connection<C>, lane: ServerLane): true {
+    if (lane.detached) {
+      conn.segment?.release();
+      conn.segment = native.serverLaneSegment(handle, conn.info.id);
+      lane.view(conn.segment);
+    }
+    return true;
+  }
+
+  /** Runs (or answers at once) the command just taken in `slot` of `conn`'s lane. */
+  #runLane(conn: Connection<C>, lane: ServerLane, slot: number): void {
+    const flags = lane.flags;
+    if (flags === FLAG.STATS) {
+      // A request for the server's counters, which the library answers: no handler sees it,
+      // and the counters do not count it.
+      this.#answerStats(conn, lane, slot);
+      return;
+    }
+    lane.count(slot);
+    conn.pending++;
+    this.#inProgress++;
+    if (!lane.claim(slot)) {
+      // Its client withdrew it first: it does not run.
+      return this.#answerLane(conn, slot, Status.CANCELLED, 0);
+    }
+    if (this.#quiescing) {
+      // It does not run, and the client may send it again elsewhere.
+      return this.#answerLane(conn, slot, Status.SERVER_QUIESCING, 0);
+    }
+    if (flags !== 0 && flags !== FLAG.INLINE && flags !== FLAG.WORKER) {
+      return this.#answerLane(conn, slot, Status.INVALID_COMMAND, 0);
+    }
+    const segment = conn.segment!;
+    const input = segment.at(lane.inputAt(slot), lane.inputLength);
+    const output = segment.at(lane.outputAt(slot), lane.outputCapacity);
+    if (input === undefined || output === undefined) {
+      return this.#answerLane(conn, slot, Status.HANDLER_FAILED, 0);
+    }
+    runExec(
+      this.#handlers.exec,
+      { code: lane.code, input, output },
+      conn.info,
+      conn.context,
+      slot,
+      null,
+      this.#laneAnswerer,
+      conn,
+    );
+  }
+
+  /** Answers a request for the server's counters in `slot`: its words, as little-endian doubles. */
+  #answerStats(conn: Connection<C>, lane: ServerLane, slot: number): void {
+    const handle = this.#handle!;
+    this.#reportLanes(handle);
+    native.serverStats(handle, this.#stats);
+    const bytes = new Uint8Array(
+      this.#stats.buffer,
+      this.#stats.byteOffset,
+      this.#stats.byteLength,
+    );
+    const output = conn.segment!.at(lane.outputAt(slot), lane.outputCapacity);
+    if (output !== undefined && output.length >= bytes.length) {
+      output.set(bytes);
+      this.#answerLane(conn, slot, 0, bytes.length, false);
+    } else {
+      // Says how many bytes it wanted, as the core does.
+      this.#answerLane(conn, slot, Status.OUTPUT_OVERFLOW, bytes.length, false);
+    }
+  }
+
+  /**
+   * Answers the command in `slot` of `conn`'s lane exactly once (or lets it go, when the
+   * connection ended), then gives the lane back if it ended and nothing more is out.
+   */
+  #answerLane(
+    conn: Connection<C>,
+    slot: number,
+    status: number,
+    length: number,
+    counted = true,
+  ): void {
+    const lane = conn.lane!;
+    const handle = this.#handle;
+    if (handle === null || conn.laneEnded) lane.drop(slot, status);
+    else if (this.#viewLane(handle, conn, lane) && lane.answer(slot, status, length)) {
+      native.serverLaneWake(handle, conn.info.id);
+    }
+    if (counted) this.#ended(conn);
+    if (handle !== null && conn.laneEnded) this.#releaseWhenDrained(handle, conn);
+  }
+
+  /** Gives `conn`'s lane back to the core once none of its commands is out. */
+  #releaseWhenDrained(handle: Handle, conn: Connection<C>): void {
+    if (conn.laneReleased || conn.lane?.holding) return;
+    conn.laneReleased = true;
+    if (conn.lane !== undefined) this.#reportLane(handle, conn.lane);
+    native.serverLaneRelease(handle, conn.info.id);
+  }
+
+  /** Adds what a lane counted to the server's counters. */
+  #reportLane(handle: Handle, lane: ServerLane): void {
+    const words = lane.counts.words;
+    if (words[LANE_COUNT.COMMANDS] === 0 && words[LANE_COUNT.FINISHED] === 0) return;
+    native.serverLaneCount(handle, words);
+    words.fill(0);
+  }
+
+  /** Adds what every lane counted to the server's counters. */
+  #reportLanes(handle: Handle): void {
+    for (const conn of this.#connections.values()) {
+      if (conn.lane !== undefined) this.#reportLane(handle, conn.lane);
+    }
+    for (const conn of this.#closing.values()) {
+      if (conn.lane !== undefined) this.#reportLane(handle, conn.lane);
     }
   }
 
@@ -243,6 +434,9 @@ export class Server<C = unknown> {
       segment: undefined,
       pending: 0,
       closeWhenDrained: false,
+      lane: undefined,
+      laneEnded: false,
+      laneReleased: false,
     });
   }
 
@@ -474,7 +668,10 @@ export class Server<C = unknown> {
    * {@linkcode Server.close}, those at the close.
    */
   stats(): ServerStats {
-    if (this.#handle !== null) native.serverStats(this.#handle, this.#stats);
+    if (this.#handle !== null) {
+      this.#reportLanes(this.#handle);
+      native.serverStats(this.#handle, this.#stats);
+    }
     return readServerStats(this.#stats);
   }
 
@@ -488,6 +685,7 @@ export class Server<C = unknown> {
     if (this.#handle !== null) {
       let stopped = Promise.resolve();
       const handle = this.#handle;
+      this.#reportLanes(handle);
       native.serverStats(handle, this.#stats);
       this.#handle = null;
       native.serverFree(handle);

@@ -11,7 +11,10 @@ import { Status, type StatusName } from "./status.ts";
 
 /** Round-trip times, in microseconds, to within 1/16 of each value (a log-linear histogram). */
 export interface Latency {
-  /** Commands timed: those answered with a status >= 0. */
+  /**
+   * Commands timed: those answered with a status >= 0 — on a Deno or Node client, each one sent
+   * while no other was out, and one in 32 of those sent while others were.
+   */
   count: number;
   /** Median. */
   p50: number;

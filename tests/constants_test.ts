@@ -1,7 +1,20 @@
 import "./setup.ts";
 import "../mod.ts";
 import assert from "node:assert/strict";
-import { EVENT, EVENT_WORD, FLAG, IDLE, native, NOWHERE, STATS } from "../src/native.ts";
+import {
+  CLAIM,
+  EVENT,
+  EVENT_WORD,
+  FLAG,
+  IDLE,
+  LANE,
+  LANE_COUNT,
+  native,
+  NOWHERE,
+  RING,
+  SLOT,
+  STATS,
+} from "../src/native.ts";
 import { MAX_AREA } from "../src/client.ts";
 import { MAX_SPIN_MICROS } from "../src/validate.ts";
 import { SCRATCH } from "../node/addon.ts";
@@ -36,6 +49,11 @@ Deno.test("the tables TypeScript keeps of the library's values are the library's
   agrees("FLAG_", FLAG);
   agrees("STATS_", STATS);
   agrees("SCRATCH_", SCRATCH);
+  agrees("LANE_", LANE);
+  agrees("LANE_COUNT_", LANE_COUNT);
+  agrees("SLOT_", SLOT);
+  agrees("CLAIM_", CLAIM);
+  agrees("RING_", RING);
   assert.equal(NOWHERE, library("NOWHERE"));
   assert.equal(MAX_AREA, library("MAX_AREA"));
   assert.equal(MAX_SPIN_MICROS * 1000, library("MAX_SPIN_NS"));

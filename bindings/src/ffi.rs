@@ -470,6 +470,78 @@ pub extern "C" fn shmcall_client_withdraw(client: u32, slot: u32) -> i32 {
     }
 }
 
+/// Lends the client's rings and slots to the caller, which pushes and pops them itself through
+/// its view of the segment: writes the segment's layout and where the rings stand to `out` as
+/// `len` words (the `LANE_*` positions of [`surface::CONSTANTS`]; `len` at least `LANE_WORDS`).
+/// From then on answers to pop reach the hub as lane events. Fails when a command is out.
+///
+/// # Safety
+/// `out` is null or valid for writes of `len` words.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_client_lend(client: u32, out: *mut u32, len: usize) -> i32 {
+    // SAFETY: forwarded contract.
+    unsafe { put_lane_words(out, len, || surface::client(client).and_then(|c| c.lend())) }
+}
+
+/// The library's monotonic clock, in nanoseconds since its first reading in this process: for
+/// JavaScript's lanes, which time commands with it (cheaper than `performance.now()` in Deno).
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_now_ns() -> f64 {
+    stats::now_ns() as f64
+}
+
+/// After a push onto a lent client's CS ring (and a full fence), wakes the server as its sleep
+/// flag asks.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_client_lane_wake(client: u32) -> i32 {
+    done(surface::client(client).map(|c| c.lane_wake()))
+}
+
+/// Waits until a lent client's SC ring has an answer to pop, for at most `timeout_ms` when
+/// positive: 1 when one is there, 0 when the time ran out, or the failure of the connection's
+/// end.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_client_lane_wait(client: u32, timeout_ms: f64) -> i32 {
+    match surface::client(client).and_then(|c| c.lane_wait(timeout_ms)) {
+        Ok(found) => i32::from(found),
+        Err(e) => fail(e),
+    }
+}
+
+/// A lent client's caller found the server breaking the protocol: ends the connection with
+/// `why` (UTF-8).
+///
+/// # Safety
+/// `why` is valid for `why_len` bytes (or null with length 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_client_lane_violation(
+    client: u32,
+    why: *const u8,
+    why_len: usize,
+) -> i32 {
+    // SAFETY: forwarded contract.
+    let why = unsafe { text(why, why_len, "why") };
+    done(why.and_then(|w| surface::client(client).map(|c| c.lane_violation(w))))
+}
+
+/// Adds what a lent client's caller counted: `len` doubles at the `LANE_COUNT_*` positions
+/// (`len` exactly `LANE_COUNT_LEN`).
+///
+/// # Safety
+/// `report` is null or valid for reads of `len` doubles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_client_lane_count(
+    client: u32,
+    report: *const f64,
+    len: usize,
+) -> i32 {
+    // SAFETY: forwarded contract.
+    match unsafe { lane_report(report, len) } {
+        Ok(copy) => done(surface::client(client).map(|c| c.lane_count(&copy))),
+        Err(rc) => rc,
+    }
+}
+
 /// Writes a client's counters to `out` as `len` doubles (at most [`stats::word::LEN`]; the
 /// positions are [`stats::word`]'s).
 ///
@@ -502,6 +574,45 @@ pub unsafe extern "C" fn shmcall_server_stats(server: u32, out: *mut f64, len: u
 #[unsafe(no_mangle)]
 pub extern "C" fn shmcall_server_note(server: u32, workers: u32, quiescing: u32) -> i32 {
     done(surface::server(server).map(|s| s.note(workers, quiescing != 0)))
+}
+
+/// A copy of what a lane counted, `len` doubles at `report`; the failure's code when they are
+/// not `LANE_COUNT_LEN` of them.
+///
+/// # Safety
+/// `report` is null or valid for reads of `len` doubles.
+unsafe fn lane_report(report: *const f64, len: usize) -> Result<[f64; stats::lane::LEN], i32> {
+    if report.is_null() || len != stats::lane::LEN {
+        return Err(invalid("report is null or not LANE_COUNT_LEN doubles long"));
+    }
+    // SAFETY: `report` is valid for `len == LEN` doubles (caller's contract); the copy leaves
+    // the caller's memory alone after it.
+    Ok(unsafe { std::ptr::read_unaligned(report.cast()) })
+}
+
+/// Copies the lane layout words that `words` makes to `out`, `len` words long; the failure's
+/// code when `out` is shorter than `LANE_WORDS` (then `words` does not run) or `words` failed.
+///
+/// # Safety
+/// `out` is null or valid for writes of `len` words.
+unsafe fn put_lane_words(
+    out: *mut u32,
+    len: usize,
+    words: impl FnOnce() -> Result<[u32; surface::LANE_WORDS], Error>,
+) -> i32 {
+    // Checked before `words` runs: a lend happens once, and its words must not be lost.
+    if out.is_null() || len < surface::LANE_WORDS {
+        return invalid("out is null or shorter than LANE_WORDS");
+    }
+    match words() {
+        Ok(words) => {
+            // SAFETY: `out` is valid for `len >= LANE_WORDS` words (caller's contract) and cannot
+            // overlap our local array.
+            unsafe { std::ptr::copy_nonoverlapping(words.as_ptr(), out, words.len()) };
+            OK
+        }
+        Err(e) => fail(e),
+    }
 }
 
 /// Copies a snapshot's first `len` words to `out`.
@@ -554,8 +665,10 @@ pub extern "C" fn shmcall_ticket_free(ticket: u32) -> i32 {
 // Server
 
 /// Serves `ic_id`; its opens, commands and closes reach the hub, named by `id`; `out` receives
-/// the server's handle. `asks_open` 1: a client is welcome only once JavaScript answered its
-/// open event ([`shmcall_server_opened`]); 0: at once (the open event needs no answer).
+/// the server's handle. `asks_open` bit 0 set: a client is welcome only once JavaScript answered
+/// its open event ([`shmcall_server_opened`]); clear: at once (the open event needs no answer).
+/// Bit 1 set: every connection is lent to the caller as it opens, which takes its slot commands
+/// itself (`shmcall_server_lane_*`; lane events name the connection).
 ///
 /// # Safety
 /// `ic_id` and `dir` are valid for their lengths (or null with length 0); `out` is valid for a
@@ -580,7 +693,9 @@ pub unsafe extern "C" fn shmcall_server_serve(
             (ic_id, ic_id_len),
             (dir, dir_len),
             spin_ns,
-            |ic, dir, spin| surface::server_serve(ic, dir, spin, id, asks_open != 0),
+            |ic, dir, spin| {
+                surface::server_serve(ic, dir, spin, id, asks_open & 1 != 0, asks_open & 2 != 0)
+            },
         )
     };
     match served {
@@ -590,6 +705,92 @@ pub unsafe extern "C" fn shmcall_server_serve(
             OK
         }
         Err(e) => fail(e),
+    }
+}
+
+/// Writes the layout and ring positions of a server's lent connection to `out` as `len` words
+/// (`LANE_WORDS` at least; see [`shmcall_client_lend`]).
+///
+/// # Safety
+/// `out` is null or valid for writes of `len` words.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_server_lane_layout(
+    server: u32,
+    connection: u64,
+    out: *mut u32,
+    len: usize,
+) -> i32 {
+    // SAFETY: forwarded contract.
+    unsafe {
+        put_lane_words(out, len, || {
+            surface::server(server).and_then(|s| s.lane_layout(connection))
+        })
+    }
+}
+
+/// Maps a server's lent connection's segment for the caller, as [`shmcall_command_segment`].
+///
+/// # Safety
+/// The out pointers are null or valid for writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_server_lane_segment(
+    server: u32,
+    connection: u64,
+    base: *mut *mut u8,
+    len: *mut usize,
+    out: *mut u32,
+) -> i32 {
+    match surface::server(server).and_then(|s| s.lane_segment(connection)) {
+        // SAFETY: forwarded contract.
+        Ok(segment) => unsafe { hold_segment(segment, base, len, out) },
+        Err(e) => fail(e),
+    }
+}
+
+/// After a push onto a lent connection's SC ring (and a full fence), wakes its client as its
+/// sleep flag asks.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_server_lane_wake(server: u32, connection: u64) -> i32 {
+    done(surface::server(server).and_then(|s| s.lane_wake(connection)))
+}
+
+/// The caller found the client of a lent connection breaking the protocol: drops the
+/// connection, telling the client `why` (UTF-8).
+///
+/// # Safety
+/// `why` is valid for `why_len` bytes (or null with length 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_server_lane_violation(
+    server: u32,
+    connection: u64,
+    why: *const u8,
+    why_len: usize,
+) -> i32 {
+    // SAFETY: forwarded contract.
+    let why = unsafe { text(why, why_len, "why") };
+    done(why.and_then(|w| surface::server(server).and_then(|s| s.lane_violation(connection, w))))
+}
+
+/// Gives a lent connection back: the caller answered every command it took.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_server_lane_release(server: u32, connection: u64) -> i32 {
+    done(surface::server(server).and_then(|s| s.lane_release(connection)))
+}
+
+/// Adds what a server's lanes counted, as [`shmcall_client_lane_count`].
+///
+/// # Safety
+/// `report` is null or valid for reads of `len` doubles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_server_lane_count(
+    server: u32,
+    report: *const f64,
+    len: usize,
+) -> i32 {
+    // SAFETY: forwarded contract.
+    match unsafe { lane_report(report, len) } {
+        Ok(copy) => done(surface::server(server).map(|s| s.lane_count(&copy))),
+        Err(rc) => rc,
     }
 }
 

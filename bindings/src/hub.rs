@@ -66,6 +66,17 @@ pub enum Event {
         /// The command, to finish.
         command: Box<Command>,
     },
+    /// A lent connection has entries to pop (`Ok`: JavaScript clears `due` as it takes the
+    /// event, so that later entries bring another), or it ended (its error): client `owner`'s
+    /// answers (`conn` 0), or server `owner`'s commands on connection `conn`.
+    Lane {
+        /// JavaScript's id of the client or server.
+        owner: u64,
+        /// The server's connection; 0 for a client.
+        conn: u64,
+        /// What to do.
+        result: Result<Arc<AtomicBool>, Error>,
+    },
     /// A connection of server `server` ended after draining.
     Close {
         /// JavaScript's id of the server.

@@ -25,7 +25,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use napi::bindgen_prelude::{Float64Array, Function, Uint8ArraySlice, Unknown};
+use napi::bindgen_prelude::{Float64Array, Function, Uint8ArraySlice, Uint32Array, Unknown};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{Env, JsValue, sys};
 use napi_derive::napi;
@@ -320,10 +320,79 @@ pub fn client_withdraw(client_: u32, slot: u32) -> i32 {
     }
 }
 
+/// Lends the client's rings and slots to JavaScript: the layout and ring positions go to `out`
+/// (`LANE_WORDS` words at least).
+#[napi]
+pub fn client_lend(client_: u32, mut out: Uint32Array) -> i32 {
+    done(put_lane_words(&mut out, || client(client_)?.lend()))
+}
+
+/// The library's monotonic clock in nanoseconds (see `shmcall_now_ns`).
+#[napi]
+pub fn now_ns() -> f64 {
+    stats::now_ns() as f64
+}
+
+/// Wakes the server after JavaScript's push onto a lent client's CS ring.
+#[napi]
+pub fn client_lane_wake(client_: u32) -> i32 {
+    done(client(client_).map(|c| c.lane_wake()))
+}
+
+/// Waits for an answer to pop: 1 there, 0 the time ran out, or the end's failure.
+#[napi]
+pub fn client_lane_wait(client_: u32, timeout_ms: f64) -> i32 {
+    match client(client_).and_then(|c| c.lane_wait(timeout_ms)) {
+        Ok(found) => i32::from(found),
+        Err(e) => fail(e),
+    }
+}
+
+/// JavaScript found the server breaking the protocol: ends the connection with `why`.
+#[napi]
+pub fn client_lane_violation(client_: u32, why: String) -> i32 {
+    done(client(client_).map(|c| c.lane_violation(&why)))
+}
+
+/// Adds what JavaScript counted (`LANE_COUNT_LEN` doubles).
+#[napi]
+pub fn client_lane_count(client_: u32, report: Float64Array) -> i32 {
+    done(lane_report(&report).and_then(|copy| client(client_).map(|c| c.lane_count(&copy))))
+}
+
 /// Writes a client's counters into `out` (at most its length; positions of `stats::word`).
 #[napi]
 pub fn client_stats(client_: u32, out: Float64Array) -> i32 {
     done(client(client_).map(|c| copy_words(&c.stats(), out)))
+}
+
+/// Copies the lane layout words `words` makes into `out`: checked first, as a lend happens once
+/// and its words must not be lost.
+fn put_lane_words(
+    out: &mut Uint32Array,
+    words: impl FnOnce() -> Result<[u32; surface::LANE_WORDS], Error>,
+) -> Result<(), Error> {
+    // SAFETY: JavaScript does not run during this call, and `out` is an array of
+    // `node/native.ts`'s own, so nothing else reads or writes it meanwhile.
+    let out = unsafe { out.as_mut() };
+    if out.len() < surface::LANE_WORDS {
+        return Err(Error::new(
+            Status::InvalidArgument,
+            "out is shorter than LANE_WORDS",
+        ));
+    }
+    out[..surface::LANE_WORDS].copy_from_slice(&words()?);
+    Ok(())
+}
+
+/// A copy of what a lane counted: `LANE_COUNT_LEN` doubles.
+fn lane_report(report: &Float64Array) -> Result<[f64; stats::lane::LEN], Error> {
+    <[f64; stats::lane::LEN]>::try_from(&report[..]).map_err(|_| {
+        Error::new(
+            Status::InvalidArgument,
+            "report is not LANE_COUNT_LEN doubles long",
+        )
+    })
 }
 
 /// Copies a snapshot into a JavaScript array, at most its length.
@@ -352,11 +421,63 @@ pub fn client_free(client_: u32) -> i32 {
 
 /// Serves `ic_id` (arguments as for [`client_connect`]); the handle goes to the scratch.
 #[napi]
-pub fn server_serve(ic_id: String, dir: String, spin_ns: f64, id_: f64, asks_open: bool) -> i32 {
+pub fn server_serve(
+    ic_id: String,
+    dir: String,
+    spin_ns: f64,
+    id_: f64,
+    asks_open: bool,
+    lanes: bool,
+) -> i32 {
     done(
-        surface::server_serve(&ic_id, &dir, spin(spin_ns), id(id_), asks_open)
+        surface::server_serve(&ic_id, &dir, spin(spin_ns), id(id_), asks_open, lanes)
             .and_then(|handle| with_scratch(|w| w[BEGUN] = handle)),
     )
+}
+
+/// The layout and ring positions of a server's lent connection, into `out` (`LANE_WORDS` at
+/// least).
+#[napi]
+pub fn server_lane_layout(server_: u32, connection: f64, mut out: Uint32Array) -> i32 {
+    done(put_lane_words(&mut out, || {
+        server(server_)?.lane_layout(connection as u64)
+    }))
+}
+
+/// A view of a server's lent connection's segment, kept mapped while the view is reachable.
+#[napi]
+pub fn server_lane_segment(env: Env, server_: u32, connection: f64) -> Option<Unknown<'static>> {
+    match server(server_).and_then(|s| s.lane_segment(connection as u64)) {
+        Ok(segment) => segment_view(&env, segment),
+        Err(e) => {
+            fail(e);
+            None
+        }
+    }
+}
+
+/// Wakes the client of a lent connection after JavaScript's push onto its SC ring.
+#[napi]
+pub fn server_lane_wake(server_: u32, connection: f64) -> i32 {
+    done(server(server_).and_then(|s| s.lane_wake(connection as u64)))
+}
+
+/// JavaScript found the client of a lent connection breaking the protocol.
+#[napi]
+pub fn server_lane_violation(server_: u32, connection: f64, why: String) -> i32 {
+    done(server(server_).and_then(|s| s.lane_violation(connection as u64, &why)))
+}
+
+/// JavaScript gives a lent connection back: it answered what it took.
+#[napi]
+pub fn server_lane_release(server_: u32, connection: f64) -> i32 {
+    done(server(server_).and_then(|s| s.lane_release(connection as u64)))
+}
+
+/// Adds what a server's lanes counted (`LANE_COUNT_LEN` doubles).
+#[napi]
+pub fn server_lane_count(server_: u32, report: Float64Array) -> i32 {
+    done(lane_report(&report).and_then(|copy| server(server_).map(|s| s.lane_count(&copy))))
 }
 
 /// Answers an open: 0 accepts, a negative status refuses.

@@ -25,9 +25,11 @@ use std::time::Duration;
 use crate::handles::Handles;
 use crate::hub::{self, Event, HUB};
 use shmcall_core::client::{Answer, Client, ConnectOptions, Ticket};
-use shmcall_core::segment::{MAX_AREA, Segment};
+use shmcall_core::owner::{LaneNotify, Lent};
+use shmcall_core::ring::{self, RingHeader};
+use shmcall_core::segment::{CLASSES, Layout, MAX_AREA, Segment};
 use shmcall_core::server::{Command, ConnInfo, Handler, Opening, ServeOptions, Server};
-use shmcall_core::slot::{Area, FLAG_INLINE, FLAG_STATS, FLAG_WORKER, Mode};
+use shmcall_core::slot::{self, Area, FLAG_INLINE, FLAG_STATS, FLAG_WORKER, HEADER_SIZE, Mode};
 use shmcall_core::stats;
 use shmcall_core::status::{Error, Status};
 
@@ -315,6 +317,55 @@ impl ClientHandle {
         self.client.withdraw(slot)
     }
 
+    /// Lends the connection's rings and slots to JavaScript ([`Client::lend`]): from now on
+    /// answers to pop reach the hub as lane events for this client. Returns the segment's
+    /// layout and where the rings stand, at the `LANE_*` positions.
+    pub fn lend(&self) -> Result<[u32; LANE_WORDS], Error> {
+        let client = self.id;
+        let due = Arc::new(AtomicBool::new(false));
+        guard(|| {
+            let lent = self.client.lend(move |result| match result {
+                // AcqRel: pairs with the Release clear in `hub_next`; one event at a time.
+                Ok(()) => {
+                    if !due.swap(true, Ordering::AcqRel) {
+                        HUB.push(Event::Lane {
+                            owner: client,
+                            conn: 0,
+                            result: Ok(due.clone()),
+                        });
+                    }
+                }
+                Err(e) => HUB.push(Event::Lane {
+                    owner: client,
+                    conn: 0,
+                    result: Err(e),
+                }),
+            })?;
+            Ok(lane_words(self.client.segment().layout(), lent))
+        })
+    }
+
+    /// Wakes the server after JavaScript's push, as its sleep flag asks ([`Client::lane_wake`]).
+    pub fn lane_wake(&self) {
+        self.client.lane_wake();
+    }
+
+    /// Waits for an answer to pop, at most `timeout_ms` when positive ([`Client::lane_wait`]).
+    pub fn lane_wait(&self, timeout_ms: f64) -> Result<bool, Error> {
+        let timeout = timeout(timeout_ms)?;
+        guard(|| self.client.lane_wait(timeout))
+    }
+
+    /// JavaScript found the server breaking the protocol: ends the connection with `why`.
+    pub fn lane_violation(&self, why: &str) {
+        self.client.lane_violation(why);
+    }
+
+    /// Adds what JavaScript counted, at the [`stats::lane`] positions ([`stats::Stats::add`]).
+    pub fn lane_count(&self, report: &[f64; stats::lane::LEN]) {
+        self.client.stats().add(report);
+    }
+
     /// This client's counters, at the [`stats::word`] positions.
     pub fn stats(&self) -> [f64; stats::word::LEN] {
         let mut out = [0.0; stats::word::LEN];
@@ -423,6 +474,8 @@ struct Queueing {
     openings: Arc<Openings>,
     /// Set while the server quiesces: new clients are refused with `SERVER_QUIESCING`.
     quiescing: Arc<AtomicBool>,
+    /// Whether JavaScript takes its connections' slot commands itself (`src/lane.ts`).
+    lanes: bool,
 }
 
 impl Handler for Queueing {
@@ -484,6 +537,31 @@ impl Handler for Queueing {
         });
     }
 
+    fn lane(&self, conn: &ConnInfo) -> Option<LaneNotify> {
+        if !self.lanes {
+            return None;
+        }
+        let (server, id) = (self.id, conn.id);
+        let due = Arc::new(AtomicBool::new(false));
+        Some(Box::new(move |result| match result {
+            // AcqRel: pairs with the Release clear in `hub_next`; one event at a time.
+            Ok(()) => {
+                if !due.swap(true, Ordering::AcqRel) {
+                    HUB.push(Event::Lane {
+                        owner: server,
+                        conn: id,
+                        result: Ok(due.clone()),
+                    });
+                }
+            }
+            Err(e) => HUB.push(Event::Lane {
+                owner: server,
+                conn: id,
+                result: Err(e),
+            }),
+        }))
+    }
+
     fn takes_commands(&self) -> bool {
         // JavaScript takes each command when it is about to run it (`command_take`), so that
         // one waiting in the hub or for a worker can still be withdrawn.
@@ -526,6 +604,7 @@ pub fn server_serve(
     spin: Option<Duration>,
     id: u64,
     asks_open: bool,
+    lanes: bool,
 ) -> Result<u32, Error> {
     guard(|| {
         let openings: Arc<Openings> = Arc::new(Mutex::new(Some(HashMap::new())));
@@ -542,6 +621,7 @@ pub fn server_serve(
             asks_open,
             openings: openings.clone(),
             quiescing: quiescing.clone(),
+            lanes,
         };
         let server = Server::serve(ic_id, handler, options)?;
         let h = Arc::new(ServerHandle {
@@ -582,6 +662,37 @@ impl ServerHandle {
                 },
             )),
         });
+    }
+
+    /// The layout and ring positions of lent connection `conn` (the `LANE_*` words).
+    pub fn lane_layout(&self, conn: u64) -> Result<[u32; LANE_WORDS], Error> {
+        let (layout, lent) = lock(&self.server).lane_layout(conn)?;
+        Ok(lane_words(&layout, lent))
+    }
+
+    /// Lent connection `conn`'s segment, for JavaScript's view.
+    pub fn lane_segment(&self, conn: u64) -> Result<Arc<Segment>, Error> {
+        lock(&self.server).lane_segment(conn)
+    }
+
+    /// Wakes the client of lent connection `conn` after JavaScript's push.
+    pub fn lane_wake(&self, conn: u64) -> Result<(), Error> {
+        lock(&self.server).lane_wake(conn)
+    }
+
+    /// JavaScript found the client of lent connection `conn` breaking the protocol.
+    pub fn lane_violation(&self, conn: u64, why: &str) -> Result<(), Error> {
+        lock(&self.server).lane_violation(conn, why)
+    }
+
+    /// JavaScript gives lent connection `conn` back: it answered what it took.
+    pub fn lane_release(&self, conn: u64) -> Result<(), Error> {
+        lock(&self.server).lane_release(conn)
+    }
+
+    /// Adds what JavaScript's lanes counted to the server's counters.
+    pub fn lane_count(&self, report: &[f64; stats::lane::LEN]) {
+        lock(&self.server).stats().add(report);
     }
 
     /// Records the pool's size and whether the server quiesces, for its counters' readers and
@@ -671,6 +782,48 @@ pub const EVENT_EXEC: u32 = 3;
 pub const EVENT_CLOSE: u32 = 4;
 /// A connect ended: `handle` is the client's (`code` 0), or `code` the failure's status.
 pub const EVENT_CONNECTED: u32 = 5;
+/// A lent client's answers are there to pop (`code` 0), or its connection ended (`code` the
+/// failure's status).
+pub const EVENT_LANE: u32 = 6;
+
+/// A lent connection's layout and ring positions as JavaScript reads them (the `LANE_*` words).
+fn lane_words(layout: &Layout, lent: Lent) -> [u32; LANE_WORDS] {
+    let mut w = [0u32; LANE_WORDS];
+    w[LANE_CS_RING] = layout.cs_ring;
+    w[LANE_SC_RING] = layout.sc_ring;
+    w[LANE_RING_CAPACITY] = layout.geometry.ring_capacity;
+    w[LANE_CS_POSITION] = lent.cs_position;
+    w[LANE_SC_POSITION] = lent.sc_position;
+    for (c, cl) in layout.classes.iter().enumerate() {
+        let at = LANE_CLASSES + c * LANE_CLASS_WORDS;
+        w[at] = cl.base;
+        w[at + 1] = cl.stride;
+        w[at + 2] = cl.class.count;
+        w[at + 3] = cl.class.input_capacity;
+        w[at + 4] = cl.class.output_capacity;
+        w[at + 5] = cl.first_index;
+    }
+    w
+}
+
+/// Where a lent connection's layout sits in [`ClientHandle::lend`]'s words: the CS ring header's
+/// offset in the segment (its cells follow it).
+pub const LANE_CS_RING: usize = 0;
+/// The SC ring header's offset.
+pub const LANE_SC_RING: usize = 1;
+/// Cells per ring.
+pub const LANE_RING_CAPACITY: usize = 2;
+/// The CS ring's next position to push.
+pub const LANE_CS_POSITION: usize = 3;
+/// The SC ring's next position to pop.
+pub const LANE_SC_POSITION: usize = 4;
+/// The first slot class: its first slot's offset, the stride between slots, the count, the
+/// input and output capacities, and its first slot's index; then the next class.
+pub const LANE_CLASSES: usize = 5;
+/// Words per slot class.
+pub const LANE_CLASS_WORDS: usize = 6;
+/// Words in all.
+pub const LANE_WORDS: usize = LANE_CLASSES + CLASSES * LANE_CLASS_WORDS;
 
 /// One hub event as JavaScript reads it. `#[repr(C)]`, 80 bytes, read as 20 `u32` words (the
 /// `EVENT_WORD_*` entries of [`CONSTANTS`]); fields a kind does not use are zero.
@@ -804,6 +957,21 @@ pub fn hub_next() -> Result<Option<HubEvent>, Error> {
                 }
                 e.handle = u64::from(COMMANDS.insert(command)?);
             }
+            Event::Lane {
+                owner,
+                conn,
+                result,
+            } => {
+                e.kind = EVENT_LANE;
+                e.owner = owner;
+                e.token = conn;
+                match result {
+                    // Release: pairs with the AcqRel swap in `ClientHandle::lend`'s notify:
+                    // answers that come after JavaScript took this event bring another.
+                    Ok(due) => due.store(false, Ordering::Release),
+                    Err(err) => e.code = fail(err),
+                }
+            }
             Event::Close { server, conn } => {
                 e.kind = EVENT_CLOSE;
                 e.owner = server;
@@ -852,6 +1020,43 @@ pub const CONSTANTS: &[(&str, i64)] = &[
     ("EVENT_EXEC", EVENT_EXEC as i64),
     ("EVENT_CLOSE", EVENT_CLOSE as i64),
     ("EVENT_CONNECTED", EVENT_CONNECTED as i64),
+    ("EVENT_LANE", EVENT_LANE as i64),
+    ("LANE_CS_RING", LANE_CS_RING as i64),
+    ("LANE_SC_RING", LANE_SC_RING as i64),
+    ("LANE_RING_CAPACITY", LANE_RING_CAPACITY as i64),
+    ("LANE_CS_POSITION", LANE_CS_POSITION as i64),
+    ("LANE_SC_POSITION", LANE_SC_POSITION as i64),
+    ("LANE_CLASSES", LANE_CLASSES as i64),
+    ("LANE_CLASS_WORDS", LANE_CLASS_WORDS as i64),
+    ("LANE_WORDS", LANE_WORDS as i64),
+    ("LANE_COUNT_COMMANDS", stats::lane::COMMANDS as i64),
+    ("LANE_COUNT_FINISHED", stats::lane::FINISHED as i64),
+    ("LANE_COUNT_BYTES_IN", stats::lane::BYTES_IN as i64),
+    ("LANE_COUNT_BYTES_OUT", stats::lane::BYTES_OUT as i64),
+    ("LANE_COUNT_FAILURES", stats::lane::FAILURES as i64),
+    ("LANE_COUNT_SAMPLES", stats::lane::SAMPLES as i64),
+    ("LANE_COUNT_FIRST_SAMPLE", stats::lane::FIRST_SAMPLE as i64),
+    ("LANE_COUNT_MAX_SAMPLES", stats::lane::MAX_SAMPLES as i64),
+    ("LANE_COUNT_LEN", stats::lane::LEN as i64),
+    ("SLOT_HEADER_SIZE", HEADER_SIZE as i64),
+    ("SLOT_CODE", slot::field::CODE as i64),
+    ("SLOT_FLAGS", slot::field::FLAGS as i64),
+    ("SLOT_INPUT_LEN", slot::field::INPUT_LEN as i64),
+    ("SLOT_OUTPUT_CAP", slot::field::OUTPUT_CAP as i64),
+    ("SLOT_GENERATION", slot::field::GENERATION as i64),
+    ("SLOT_STATUS", slot::field::STATUS as i64),
+    ("SLOT_OUTPUT_LEN", slot::field::OUTPUT_LEN as i64),
+    (
+        "SLOT_REPLY_GENERATION",
+        slot::field::REPLY_GENERATION as i64,
+    ),
+    ("SLOT_CLAIM", slot::field::CLAIM as i64),
+    ("CLAIM_PENDING", slot::CLAIM_PENDING as i64),
+    ("CLAIM_CANCELLED", slot::CLAIM_CANCELLED as i64),
+    ("RING_HEADER_SIZE", RingHeader::SIZE as i64),
+    ("RING_READ", RingHeader::READ as i64),
+    ("RING_FLAG", RingHeader::FLAG as i64),
+    ("RING_AWAKE", ring::AWAKE as i64),
     // The 32-bit words of a `HubEvent`.
     ("EVENT_WORDS", (std::mem::size_of::<HubEvent>() / 4) as i64),
     (

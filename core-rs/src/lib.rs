@@ -42,7 +42,7 @@ pub(crate) mod sync {
 }
 
 pub use client::{
-    Answer, Call, Callbacks, Client, ConnectOptions, Copying, Output, Ticket,
+    Answer, Call, Callbacks, Client, ConnectOptions, Copying, Lent, Output, Ticket,
     release_warm_segments, warm_connections_reused, warm_segments_kept, warm_segments_reused,
 };
 pub use owner::{Member, Owner, Runner};

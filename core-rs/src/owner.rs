@@ -67,6 +67,21 @@ pub trait Owner: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// How a connection lent to another consumer (JavaScript's lanes: `Client::lend`, and a
+/// server's [`crate::server::Handler::lane`]) tells it what to do, on the owner's thread: `Ok`
+/// when the ring it pops has entries — possibly again before it popped them — and once the
+/// connection's end, as an error.
+pub type LaneNotify = Box<dyn Fn(Result<(), Error>) + Send + Sync>;
+
+/// Where a lent connection's rings stood when it was lent: the consumer continues from there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lent {
+    /// The CS ring's next position: to push (a client), to pop (a server).
+    pub cs_position: u32,
+    /// The SC ring's next position: to pop (a client), to push (a server).
+    pub sc_position: u32,
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

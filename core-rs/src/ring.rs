@@ -348,9 +348,11 @@ impl Ring {
     }
 
     /// Wakes the consumer if its flag asks for it, once per announcement: the swap lets one
-    /// producer of a burst (or of several producer threads) do it.
+    /// producer of a burst (or of several producer threads) do it. [`Ring::try_push`] calls it;
+    /// a producer that pushes elsewhere (JavaScript, through its view of the segment) calls it
+    /// after its push and a full fence of its own, which SYNC POINT C needs.
     #[inline]
-    fn wake(&self, waker: &impl Waker) {
+    pub fn wake(&self, waker: &impl Waker) {
         let flag = &self.header().reader;
         // Relaxed: ordered after the cell store by the fence before the call; the swap is one
         // read-modify-write, so exactly one producer takes each announcement.
@@ -387,6 +389,26 @@ impl Ring {
         Some(value)
     }
 
+    /// Consumer side, when the consumer pops elsewhere (JavaScript, through its view of the
+    /// segment) and publishes its read position as this ring does: takes that position as this
+    /// handle's own, so that [`Ring::is_empty`], [`Ring::watch`] and
+    /// [`Ring::wait_entry`] look at the cell the consumer reads next. The position is in shared
+    /// memory, so a peer can rewrite it: a wrong one makes this side look at another cell
+    /// (masked, so inside the ring), which delays or hastens only this connection's wake-ups.
+    #[inline]
+    pub fn follow(&self) {
+        // Acquire: pairs with the consumer's Release store of its read position, so that the
+        // cells it cleared before are seen cleared.
+        let r = self.header().read.load(Ordering::Acquire);
+        self.position.store(r, Ordering::Relaxed);
+    }
+
+    /// This handle's private position: the next to reserve (producer) or to read (consumer).
+    #[inline]
+    pub fn position(&self) -> u32 {
+        self.position.load(Ordering::Relaxed)
+    }
+
     /// Consumer: whether the next cell is empty (a peek, without taking it).
     #[inline]
     pub fn is_empty(&self) -> bool {
@@ -405,24 +427,43 @@ impl Ring {
         park: &impl Park,
         stop: impl Fn() -> bool,
     ) -> Result<u32, Stopped> {
-        let flag = &self.header().reader;
         loop {
-            if let Some(v) = spin.run_as(park.polite(), || self.try_pop()) {
+            self.wait_entry(spin, park, &stop)?;
+            // The entry stays in its cell until this consumer pops it, so this finds it.
+            if let Some(v) = self.try_pop() {
                 return Ok(v);
             }
-            // Read before the last look at `stop`: an interrupt that comes after the look
-            // changes the epoch, and the sleep below then ends at once.
+        }
+    }
+
+    /// Consumer: waits as [`Ring::pop_blocking`] does, but leaves the entry in its cell (for
+    /// `pop_blocking`, or for a consumer that pops elsewhere: [`Ring::follow`]): returns once the
+    /// next cell holds an entry, spinning for `spin` and then sleeping ([`PARKED`]), or once
+    /// `stop()` is true.
+    pub fn wait_entry(
+        &self,
+        spin: Spin,
+        park: &impl Park,
+        stop: impl Fn() -> bool,
+    ) -> Result<(), Stopped> {
+        let flag = &self.header().reader;
+        let ready = || (!self.is_empty()).then_some(());
+        loop {
+            if spin.run_as(park.polite(), ready).is_some() {
+                return Ok(());
+            }
+            // As in `pop_blocking`: the epoch is read before the last look at `stop`.
             let epoch = park.epoch();
             if stop() {
                 flag.store(AWAKE, Ordering::Relaxed);
                 return Err(Stopped::Stopped);
             }
             flag.store(PARKED, Ordering::Relaxed);
-            // SYNC POINT C (pairs with the fence in `try_push`): see there.
+            // SYNC POINT C (pairs with the fence in `try_push`, or the producer's own): see there.
             fence(Ordering::SeqCst);
-            if let Some(v) = self.try_pop() {
+            if !self.is_empty() {
                 flag.store(AWAKE, Ordering::Relaxed);
-                return Ok(v);
+                return Ok(());
             }
             park.park(flag, epoch);
         }

@@ -83,6 +83,31 @@ pub const CLAIM_CANCELLED: u32 = 2;
 /// The server took the command: it runs to its end.
 pub const CLAIM_TAKEN: u32 = 3;
 
+/// Byte offsets of a slot header's fields, for a side that reads and writes them through a view
+/// of its own (JavaScript's lanes): the same words [`SlotHeader`]'s methods use.
+pub mod field {
+    use super::SlotHeader;
+    use std::mem::offset_of;
+    /// The operation code.
+    pub const CODE: usize = offset_of!(SlotHeader, code);
+    /// The mode flags.
+    pub const FLAGS: usize = offset_of!(SlotHeader, flags);
+    /// Bytes of input.
+    pub const INPUT_LEN: usize = offset_of!(SlotHeader, input_len);
+    /// Bytes of output the server may fill.
+    pub const OUTPUT_CAP: usize = offset_of!(SlotHeader, output_cap);
+    /// The request's generation.
+    pub const GENERATION: usize = offset_of!(SlotHeader, generation);
+    /// The answer's status.
+    pub const STATUS: usize = offset_of!(SlotHeader, status);
+    /// Bytes of output the server filled.
+    pub const OUTPUT_LEN: usize = offset_of!(SlotHeader, output_len);
+    /// The generation the answer echoes.
+    pub const REPLY_GENERATION: usize = offset_of!(SlotHeader, reply_generation);
+    /// The claim word.
+    pub const CLAIM: usize = offset_of!(SlotHeader, claim);
+}
+
 /// Size of a slot header in bytes; the input area follows it.
 pub const HEADER_SIZE: usize = std::mem::size_of::<SlotHeader>();
 const _: () = assert!(HEADER_SIZE == 64);

@@ -61,6 +61,29 @@ pub mod word {
     pub const LEN: usize = FAILURES + super::FAILURE_SLOTS;
 }
 
+/// Where each figure sits in what a lent connection's consumer counted ([`Stats::add`]): `f64`
+/// words, as JavaScript keeps them in a `Float64Array`.
+pub mod lane {
+    /// Commands sent.
+    pub const COMMANDS: usize = 0;
+    /// Commands answered or failed.
+    pub const FINISHED: usize = 1;
+    /// Input bytes sent.
+    pub const BYTES_IN: usize = 2;
+    /// Output bytes received with a status >= 0.
+    pub const BYTES_OUT: usize = 3;
+    /// The first of [`super::FAILURE_SLOTS`] failure counters, by `-status`.
+    pub const FAILURES: usize = 4;
+    /// How many round-trip samples follow.
+    pub const SAMPLES: usize = FAILURES + super::FAILURE_SLOTS;
+    /// The first round-trip sample, in ns (answers with a status >= 0).
+    pub const FIRST_SAMPLE: usize = SAMPLES + 1;
+    /// Most samples one report carries.
+    pub const MAX_SAMPLES: usize = 64;
+    /// Words in a report.
+    pub const LEN: usize = FIRST_SAMPLE + MAX_SAMPLES;
+}
+
 /// A monotonic clock in nanoseconds since the first call in this process.
 #[inline]
 pub fn now_ns() -> u64 {
@@ -160,6 +183,26 @@ impl Stats {
         }
     }
 
+    /// Adds what a lent connection's consumer counted since its last report, at the [`lane`]
+    /// positions. The consumer times a sample of its commands (a clock reading costs it more
+    /// than the rest of a command), so the histogram holds those samples. Words that are not
+    /// counts (negative, fractional, not finite) count as 0.
+    pub fn add(&self, report: &[f64; lane::LEN]) {
+        // `as` saturates: NaN and negative values become 0, huge ones u64::MAX.
+        let count = |at: usize| report[at].max(0.0) as u64;
+        self.commands.fetch_add(count(lane::COMMANDS), Relaxed);
+        self.finished.fetch_add(count(lane::FINISHED), Relaxed);
+        self.bytes_in.fetch_add(count(lane::BYTES_IN), Relaxed);
+        self.bytes_out.fetch_add(count(lane::BYTES_OUT), Relaxed);
+        for (i, f) in self.failures.iter().enumerate() {
+            f.fetch_add(count(lane::FAILURES + i), Relaxed);
+        }
+        let samples = (count(lane::SAMPLES) as usize).min(lane::MAX_SAMPLES);
+        for &ns in &report[lane::FIRST_SAMPLE..lane::FIRST_SAMPLE + samples] {
+            self.latency[bucket(ns.max(0.0) as u64)].fetch_add(1, Relaxed);
+        }
+    }
+
     /// Records what the server's owner knows and the core does not: its pool's size and
     /// whether it quiesces (reported in snapshots).
     pub fn note(&self, workers: u32, quiescing: bool) {
@@ -228,6 +271,33 @@ mod tests {
             assert!(b >= last, "bucket of {ns} went back from {last} to {b}");
             last = b;
         }
+    }
+
+    #[test]
+    fn a_lane_report_adds_its_counts_and_samples() {
+        let s = Stats::default();
+        let mut r = [0.0; lane::LEN];
+        r[lane::COMMANDS] = 10.0;
+        r[lane::FINISHED] = 9.0;
+        r[lane::BYTES_IN] = 640.0;
+        r[lane::BYTES_OUT] = 576.0;
+        r[lane::FAILURES + 2] = 1.0;
+        // Two samples, then a count beyond the report's room and garbage past it.
+        r[lane::SAMPLES] = 2.0;
+        r[lane::FIRST_SAMPLE] = 1_000.0;
+        r[lane::FIRST_SAMPLE + 1] = 3_000.0;
+        s.add(&r);
+        r[lane::COMMANDS] = f64::NAN;
+        r[lane::FINISHED] = -5.0;
+        r[lane::SAMPLES] = 1e9;
+        s.add(&r);
+        let mut out = [0.0; word::LEN];
+        s.snapshot(0, &mut out);
+        assert_eq!(out[word::COMMANDS], 10.0);
+        assert_eq!(out[word::FINISHED], 9.0);
+        assert_eq!(out[word::BYTES_IN], 1280.0);
+        assert_eq!(out[word::FAILURES + 2], 2.0);
+        assert_eq!(out[word::TIMED], 2.0 + lane::MAX_SAMPLES as f64);
     }
 
     #[test]

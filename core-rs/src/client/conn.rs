@@ -18,6 +18,17 @@
 //! owner's thread, never while a thread holds the role, so a completion may itself issue
 //! synchronous commands.
 //!
+//! # A connection lent to another consumer
+//!
+//! A client in JavaScript pushes and pops its rings itself, through its view of the segment
+//! ([`Conn::lend`]): its slots, their states and both ring positions are then JavaScript's, and
+//! this side keeps what is not per command — the control socket and the backup path, the
+//! connection's end, and waking. The owner's poll then only looks at the SC ring's next cell (at
+//! the read position JavaScript publishes) and tells JavaScript there is something to pop; its
+//! arming announces [`crate::ring::WATCHED`] the same way, so that an answer that comes while
+//! JavaScript is idle wakes it through the reactor. It tells JavaScript of the connection's
+//! end once.
+//!
 //! # Slot states
 //!
 //! `FREE` (on the free list) → `OWNED` (a caller prepares it) → `SUBMITTED` (its offset went on
@@ -30,7 +41,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use super::ticket::{Backup, Completion, Ticket};
@@ -39,7 +50,7 @@ use crate::channel::Event;
 use crate::endpoint::Endpoint;
 use crate::futex::{self, Scope};
 use crate::link::Link;
-use crate::owner::{Member, Owner};
+use crate::owner::{LaneNotify, Lent, Member, Owner};
 use crate::reactor::{self, Reactor, Source};
 use crate::ring::{self, Park, Ring, Spin, Waker};
 use crate::segment::{CLASSES, Segment};
@@ -136,6 +147,11 @@ pub(crate) struct Conn {
     /// Where [`Conn::park`] leaves the control socket, when the server speaks BYE and the
     /// segment is kept warm.
     parking: Option<Parking>,
+    /// Set once the connection is lent ([`Conn::lend`]): how to tell the consumer that the SC
+    /// ring has entries (`Ok`) or that the connection ended (its error).
+    lane: OnceLock<LaneNotify>,
+    /// Whether the lane's consumer was told of the end.
+    lane_told_end: AtomicBool,
     me: Weak<Conn>,
 }
 
@@ -237,6 +253,8 @@ impl Conn {
             reader: Mutex::new(wire::Reader::default()),
             death: Mutex::new(None),
             parking: p.parking,
+            lane: OnceLock::new(),
+            lane_told_end: AtomicBool::new(false),
             me: me.clone(),
         })
     }
@@ -528,6 +546,48 @@ impl Conn {
         self.waiters.notify();
     }
 
+    /// A lent connection's wait for its SC ring's next entry (see [`super::Client::lane_wait`]):
+    /// returns whether one is there, false once `stop()` held first.
+    ///
+    /// The wait uses the ring's sleep flag, which the owner may have left announcing
+    /// [`ring::WATCHED`] (the connection armed, out of the owner's active set). The announcement
+    /// is made again before returning, so that an answer pushed after the wait still wakes the
+    /// owner; the consumer pops everything there after this returns, which covers the answers
+    /// pushed before (the store-buffer argument of [`crate::ring`], with this fence and the
+    /// consumer's pops after it).
+    pub(crate) fn wait_lane_entry(
+        &self,
+        deadline: Option<Instant>,
+        stop: impl Fn() -> bool,
+    ) -> bool {
+        let polite = self.quick.load(Ordering::Relaxed) < QUICK_ENOUGH;
+        let park = ConnPark(&self.epoch, polite, deadline);
+        let started = Instant::now();
+        let flag = self.sc.flag();
+        // Relaxed: written by this thread (the owner's arm runs on it) or swapped by the server,
+        // whose swap comes with a wake of its own.
+        let watched = flag.load(Ordering::Relaxed) == ring::WATCHED;
+        let found = self.sc.wait_entry(self.spin, &park, stop).is_ok();
+        if watched {
+            flag.store(ring::WATCHED, Ordering::Relaxed);
+            // SYNC POINT C of the ring (pairs with the producer's fence after its push).
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+        if found {
+            // The same hint `complete_slot` keeps for slots of its own: whether answers come at
+            // once (measured here from the wait's start, the consumer having just pushed).
+            let quick = started.elapsed() < Duration::from_nanos(QUICK);
+            let q = self.quick.load(Ordering::Relaxed);
+            let q = if quick {
+                (q + 1).min(QUICK_MAX)
+            } else {
+                q.saturating_sub(2)
+            };
+            self.quick.store(q, Ordering::Relaxed);
+        }
+        found
+    }
+
     /// Pops and dispatches SC entries until `done()`, the connection ends, or a violation.
     /// The caller holds the consumer role.
     pub(crate) fn consume_until(&self, done: impl Fn() -> bool, deadline: Option<Instant>) {
@@ -549,6 +609,68 @@ impl Conn {
                 Err(_) => return,
             }
         }
+    }
+
+    /// Lends the rings and the slots to a consumer that pushes and pops them itself (see the
+    /// module doc); `notify` runs on the owner's thread. Only once, and only while no slot is in
+    /// use: the consumer starts with every slot free.
+    pub(crate) fn lend(&self, notify: LaneNotify) -> Result<Lent, Error> {
+        if self.is_ended() {
+            return Err(self.error_for(self.ended.load(Ordering::SeqCst)));
+        }
+        let busy = self
+            .slots
+            .iter()
+            .any(|st| st.state.load(Ordering::Acquire) != FREE);
+        if busy {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                format!(
+                    "the connection to '{}' has commands out: it cannot be lent",
+                    self.ic_id
+                ),
+            ));
+        }
+        self.lane.set(notify).map_err(|_| {
+            Error::new(
+                Status::InvalidArgument,
+                format!("the connection to '{}' is lent already", self.ic_id),
+            )
+        })?;
+        // The owner polls it from now on, until it is armed: the consumer's first answers are
+        // noticed whether or not it sleeps.
+        self.wake_owner();
+        Ok(Lent {
+            cs_position: self.cs.position(),
+            sc_position: self.sc.position(),
+        })
+    }
+
+    /// Whether the connection is lent ([`Conn::lend`]).
+    #[inline]
+    pub(crate) fn is_lent(&self) -> bool {
+        self.lane.get().is_some()
+    }
+
+    /// The owner's poll of a lent connection: tells the consumer of entries to pop, or of the
+    /// end; runs the backup path's completions. Returns whether there was anything.
+    fn poll_lane(&self, notify: &LaneNotify) -> bool {
+        if self.is_ended() {
+            // SeqCst: `done` and `arm` read it.
+            if !self.lane_told_end.swap(true, Ordering::SeqCst) {
+                notify(Err(self.error_for(self.ended.load(Ordering::SeqCst))));
+                return true;
+            }
+            return false;
+        }
+        // The owner looks at the ring now: the server need not signal.
+        self.sc.unwatch();
+        self.sc.follow();
+        if self.sc.is_empty() {
+            return false;
+        }
+        notify(Ok(()));
+        true
     }
 
     /// Runs every queued completion, on the calling thread (the owner's).
@@ -695,7 +817,12 @@ impl Source for Conn {
 impl Member for Conn {
     fn poll(&self) -> bool {
         let mut did = false;
-        if self.async_out.load(Ordering::SeqCst) > 0 && !self.is_ended() && self.try_take_role() {
+        if let Some(notify) = self.lane.get() {
+            did = self.poll_lane(notify);
+        } else if self.async_out.load(Ordering::SeqCst) > 0
+            && !self.is_ended()
+            && self.try_take_role()
+        {
             self.sc.unwatch();
             while let Some(offset) = self.sc.try_pop() {
                 did = true;
@@ -715,6 +842,14 @@ impl Member for Conn {
     fn arm(&self) -> bool {
         if self.ready_len.load(Ordering::SeqCst) > 0 {
             return false;
+        }
+        if self.lane.get().is_some() {
+            if self.is_ended() {
+                return self.lane_told_end.load(Ordering::SeqCst);
+            }
+            // Whatever JavaScript has out: an answer to a command it sent just now must wake it.
+            self.sc.follow();
+            return self.sc.watch();
         }
         if self.async_out.load(Ordering::SeqCst) == 0 || self.is_ended() {
             return true;
@@ -741,6 +876,8 @@ impl Member for Conn {
     }
 
     fn done(&self) -> bool {
-        self.is_ended() && self.ready_len.load(Ordering::SeqCst) == 0
+        self.is_ended()
+            && self.ready_len.load(Ordering::SeqCst) == 0
+            && (self.lane.get().is_none() || self.lane_told_end.load(Ordering::SeqCst))
     }
 }

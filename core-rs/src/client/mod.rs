@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+pub use crate::owner::Lent;
 use conn::{Conn, DONE, OWNED, PushWaker, SUBMITTED, lock};
 pub use ticket::{Answer, Call, Callbacks, Copying, Output, Ticket};
 use ticket::{Backup, Completion, Kind};
@@ -189,9 +190,12 @@ impl Client {
         }
         let (input_len, output_cap) = (input_len as u32, output_cap as u32);
         let layout = conn.segment.layout();
+        // A lent connection's slots are its consumer's: only the backup path is left here.
+        let lent = conn.is_lent();
         let taken = layout.classes.iter().enumerate().find_map(|(c, cl)| {
-            let fits =
-                input_len <= cl.class.input_capacity && output_cap <= cl.class.output_capacity;
+            let fits = !lent
+                && input_len <= cl.class.input_capacity
+                && output_cap <= cl.class.output_capacity;
             if fits {
                 lock(&conn.free[c]).pop()
             } else {
@@ -455,6 +459,66 @@ impl Client {
         }
         let slot = conn.segment.layout().slot(index);
         conn.segment.header(slot).withdraw()
+    }
+
+    /// Lends the connection's rings and slots to a consumer that pushes and pops them itself,
+    /// through its own view of the segment (the bindings' JavaScript lanes); returns where the
+    /// rings stand. From then on:
+    ///
+    /// - [`Client::begin`] hands out backup tickets only: every slot is the consumer's;
+    /// - `notify` runs on the client's owner with `Ok` when the SC ring's next cell (at the read
+    ///   position the consumer publishes) holds an entry — possibly again before the consumer
+    ///   popped it — and once with the error of the connection's end;
+    /// - the consumer wakes the server after its pushes ([`Client::lane_wake`]), may wait for
+    ///   an entry ([`Client::lane_wait`]), and reports what it counted ([`Stats::add`]).
+    ///
+    /// Fails when the connection ended, has a slot in use, or is lent already.
+    pub fn lend(
+        &self,
+        notify: impl Fn(Result<(), Error>) + Send + Sync + 'static,
+    ) -> Result<Lent, Error> {
+        self.conn.lend(Box::new(notify))
+    }
+
+    /// After a push onto a lent connection's CS ring and a full fence, wakes the server as its
+    /// sleep flag asks: a futex wake, or a WAKE frame. The consumer may call it only when it saw
+    /// the flag raised after its fence; calling it needlessly costs nothing more than a look.
+    pub fn lane_wake(&self) {
+        let conn = &self.conn;
+        conn.cs.wake(&PushWaker(&conn.link));
+    }
+
+    /// Waits on this thread until the next cell of a lent connection's SC ring holds an entry
+    /// (at the read position its consumer published), spinning first and then sleeping, for at
+    /// most `timeout`. Returns whether an entry is there; fails with the end's error once the
+    /// connection ended (entries popped before then are the consumer's to take first).
+    pub fn lane_wait(&self, timeout: Option<Duration>) -> Result<bool, Error> {
+        let conn = &self.conn;
+        if !conn.is_lent() {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                format!("the connection to '{}' is not lent", conn.ic_id),
+            ));
+        }
+        self.check_not_waiting_for_itself()?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let passed = || deadline.is_some_and(|d| Instant::now() >= d);
+        conn.sc.follow();
+        let waited = conn.wait_lane_entry(deadline, || conn.is_ended() || passed());
+        if waited {
+            return Ok(true);
+        }
+        if conn.is_ended() {
+            return Err(conn.error_for(conn.ended.load(Ordering::SeqCst)));
+        }
+        Ok(false)
+    }
+
+    /// A lent connection's consumer found the server breaking the protocol (an SC entry that
+    /// is no slot's, a reply beyond its capacity…): ends the connection with
+    /// [`Status::ProtocolViolation`] and `why`, as this side does for what it finds itself.
+    pub fn lane_violation(&self, why: &str) {
+        let _ = self.conn.violation(why.to_string());
     }
 
     fn check_own(&self, ticket: &Ticket) -> Result<(), Error> {

@@ -9,6 +9,13 @@
 //! commands the reactor read, whenever the peer is active; the reactor wakes it for WAKE
 //! frames, backup frames and the connection's end.
 //!
+//! A connection may be **lent** as it opens ([`super::Handler::lane`]): its consumer (a
+//! JavaScript thread) then pops the CS ring and pushes the SC ring itself. The owner's poll only
+//! looks at the CS ring's next cell, at the read position the consumer publishes, and tells it
+//! there are commands; its arming announces [`crate::ring::WATCHED`] there; backup commands
+//! still come to `exec`. The consumer holds the connection (a holder, below) until it answered
+//! what it took, and is told of the end once.
+//!
 //! When the client goes (end-of-file), breaks the protocol, or the server closes, the
 //! connection is marked ended; the owner then lets go of its base hold. Every command already
 //! taken still runs to its end (its answer is dropped), and `close` runs exactly once, when the
@@ -26,7 +33,7 @@ use super::handler::{ConnInfo, Context, Handler, Opening};
 use super::{Shared, dispatch};
 use crate::futex::{self, Scope};
 use crate::link::Link;
-use crate::owner::Member;
+use crate::owner::{LaneNotify, Member};
 use crate::reactor::{self, Source};
 use crate::ring::{Ring, Spin, Waker};
 use crate::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment, SlotRef};
@@ -136,6 +143,12 @@ impl Connection {
         }
     }
 
+    /// Wakes the client as its SC ring's sleep flag asks (after a push made elsewhere: a lent
+    /// connection's consumer).
+    pub(crate) fn wake_client(&self) {
+        self.sc.wake(&AnswerWaker(&self.link));
+    }
+
     /// Pushes an answered slot back to the client. Never waits: each slot is in at most one
     /// ring at a time and the ring has a cell per slot, so a full SC ring means the client
     /// tampered with its read position — waiting would let it hold this thread (the owner, a
@@ -238,6 +251,10 @@ pub(crate) struct Peer<H: Handler> {
     /// See [`Member::paired`].
     paired: AtomicBool,
     reader: Mutex<wire::Reader>,
+    /// Set when the connection is lent (see the module doc): how to tell its consumer.
+    lane: OnceLock<LaneNotify>,
+    /// Whether the lane's consumer was told of the end.
+    lane_told_end: AtomicBool,
     me: Weak<Peer<H>>,
 }
 
@@ -291,6 +308,8 @@ impl<H: Handler> Peer<H> {
                 queued: AtomicBool::new(false),
                 paired: AtomicBool::new(false),
                 reader: Mutex::new(wire::Reader::default()),
+                lane: OnceLock::new(),
+                lane_told_end: AtomicBool::new(false),
                 me: me.clone(),
             }
         })
@@ -336,6 +355,12 @@ impl<H: Handler> Peer<H> {
             }));
         }
         let _ = self.context.set(context);
+        if let Some(notify) = self.shared.handler.lane(&conn.info) {
+            // The consumer's hold, let go through `Server::lane_release`.
+            conn.hold();
+            self.shared.lend(conn.info.id, conn.clone());
+            let _ = self.lane.set(notify);
+        }
         self.phase.store(OPEN, Ordering::Release);
         if self.shared.closing.load(Ordering::SeqCst) {
             // `open` ran, so `close` runs too, once the owner lets go.
@@ -373,6 +398,35 @@ impl<H: Handler> Peer<H> {
         self.drop_inbox();
         self.shared.forget(self.conn.info.id);
         self.conn.release();
+    }
+
+    /// The owner's poll of a lent connection: runs the backup commands the reactor read, tells
+    /// the consumer of commands on the ring, or of the end (once; the consumer takes what the
+    /// client sent before it went, as the owner does for a connection of its own). Returns
+    /// whether there was anything.
+    fn poll_lane(&self, notify: &LaneNotify, context: &Context<H>) -> bool {
+        let conn = &self.conn;
+        // A client that broke the protocol gets nothing more run.
+        let did = !conn.violated() && self.take_waiting(context, 0);
+        if conn.ended() {
+            // SeqCst: read by `done` through `let_go`'s phase, and by nothing else.
+            if !self.lane_told_end.swap(true, Ordering::SeqCst) {
+                notify(Err(Error::new(
+                    Status::Closed,
+                    format!("connection {} ended", conn.info.id),
+                )));
+            }
+            self.let_go();
+            return true;
+        }
+        // The owner looks at the ring now: the client need not signal.
+        conn.cs.unwatch();
+        conn.cs.follow();
+        if conn.cs.is_empty() {
+            return did;
+        }
+        notify(Ok(()));
+        true
     }
 
     /// Takes up to `batch` commands off the CS ring (fewer once the client broke the
@@ -650,6 +704,9 @@ impl<H: Handler> Member for Peer<H> {
             }
             _ => return false,
         };
+        if let Some(notify) = self.lane.get() {
+            return self.poll_lane(notify, context);
+        }
         if conn.ended() {
             // Commands the client sent before it went (or before the server closed) still
             // run, as those already taken do; a client that broke the protocol gets nothing
@@ -672,6 +729,12 @@ impl<H: Handler> Member for Peer<H> {
         }
         match self.phase.load(Ordering::Acquire) {
             OPENING => false,
+            OPEN if self.lane.get().is_some() => {
+                !self.conn.ended() && {
+                    self.conn.cs.follow();
+                    self.conn.cs.watch()
+                }
+            }
             OPEN => !self.conn.ended() && self.conn.cs.watch(),
             _ => true,
         }

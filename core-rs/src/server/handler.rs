@@ -66,6 +66,16 @@ pub trait Handler: Send + Sync + 'static {
     /// I/O thread: it must not block.
     fn refused(&self, _peer: Option<&ConnInfo>, _why: &Error) {}
 
+    /// Whether the connection of `conn` is lent to a consumer that pops its CS ring and pushes
+    /// its SC ring itself (the JavaScript bindings' lanes): `Some` with how to tell it of
+    /// commands to take and of the end. Asked once, as the connection opens, before the client
+    /// is welcome. The consumer then takes, runs and answers the connection's slot commands
+    /// itself, and gives the connection back with [`crate::server::Server::lane_release`] once
+    /// it answered them; backup-path commands still come to `exec`. By default `None`.
+    fn lane(&self, _conn: &ConnInfo) -> Option<crate::owner::LaneNotify> {
+        None
+    }
+
     /// Whether `exec` takes its commands itself ([`Command::take`]), later than it receives
     /// them (a handler that queues them, as the JavaScript bindings do). By default the server
     /// takes each command just before `exec`: a withdrawn one never reaches it.

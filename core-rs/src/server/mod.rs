@@ -38,9 +38,10 @@ use pool::Pool;
 
 use crate::channel::Event;
 use crate::endpoint::{Endpoint, ServerLock};
-use crate::owner::{Member, Owner, Runner};
+use crate::owner::{Lent, Member, Owner, Runner};
 use crate::reactor::{self, Reactor, Token};
 use crate::ring::Spin;
+use crate::segment::{Layout, Segment};
 use crate::slot::Mode;
 use crate::stats::Stats;
 use crate::status::{Error, Status};
@@ -99,6 +100,8 @@ pub(crate) struct Shared<H: Handler> {
     pub(crate) owner: Arc<dyn Owner>,
     /// Open connections (and those whose `open` runs), by id.
     connections: Mutex<HashMap<u64, Arc<Peer<H>>>>,
+    /// Connections lent to a consumer ([`Handler::lane`]), until it gives them back.
+    lanes: Mutex<HashMap<u64, Arc<connection::Connection>>>,
     /// Handshakes in progress: their tokens and sockets, for `close` to end.
     handshakes: Mutex<HashMap<Token, RawFd>>,
     /// Notified when a connection leaves `connections`.
@@ -113,6 +116,11 @@ impl<H: Handler> Shared<H> {
     /// Adds a connection.
     pub(crate) fn remember(&self, id: u64, peer: Arc<Peer<H>>) {
         lock(&self.connections).insert(id, peer);
+    }
+
+    /// Keeps a lent connection for its consumer's calls.
+    pub(crate) fn lend(&self, id: u64, conn: Arc<connection::Connection>) {
+        lock(&self.lanes).insert(id, conn);
     }
 
     /// Removes a connection that ended (or was refused).
@@ -144,6 +152,8 @@ impl<H: Handler> Shared<H> {
 trait Serving: Send + Sync {
     fn close(&self);
     fn connections(&self) -> usize;
+    fn lane(&self, id: u64) -> Option<Arc<connection::Connection>>;
+    fn lane_release(&self, id: u64) -> Option<Arc<connection::Connection>>;
 }
 
 impl<H: Handler> Serving for Shared<H> {
@@ -193,6 +203,14 @@ impl<H: Handler> Serving for Shared<H> {
 
     fn connections(&self) -> usize {
         lock(&self.connections).len()
+    }
+
+    fn lane(&self, id: u64) -> Option<Arc<connection::Connection>> {
+        lock(&self.lanes).get(&id).cloned()
+    }
+
+    fn lane_release(&self, id: u64) -> Option<Arc<connection::Connection>> {
+        lock(&self.lanes).remove(&id)
     }
 }
 
@@ -261,6 +279,7 @@ impl Server {
             closing: AtomicBool::new(false),
             owner,
             connections: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::new()),
             handshakes: Mutex::new(HashMap::new()),
             gone: Event::new(),
             stats: stats.clone(),
@@ -313,6 +332,49 @@ impl Server {
         &self.stats
     }
 
+    /// The lent connection `id` ([`Handler::lane`]): its layout and where its rings stand.
+    pub fn lane_layout(&self, id: u64) -> Result<(Layout, Lent), Error> {
+        let conn = self.lent(id)?;
+        Ok((
+            *conn.segment.layout(),
+            Lent {
+                cs_position: conn.cs.position(),
+                sc_position: conn.sc.position(),
+            },
+        ))
+    }
+
+    /// The lent connection `id`'s segment, for its consumer's view.
+    pub fn lane_segment(&self, id: u64) -> Result<Arc<Segment>, Error> {
+        Ok(self.lent(id)?.segment.clone())
+    }
+
+    /// After the consumer's push onto the SC ring of lent connection `id` and a full fence,
+    /// wakes the client as its sleep flag asks.
+    pub fn lane_wake(&self, id: u64) -> Result<(), Error> {
+        self.lent(id)?.wake_client();
+        Ok(())
+    }
+
+    /// The consumer of lent connection `id` found the client breaking the protocol: drops the
+    /// connection, telling the client `why`, as the server does for what it finds itself.
+    pub fn lane_violation(&self, id: u64, why: &str) -> Result<(), Error> {
+        self.lent(id)?.violation(why.to_string(), true);
+        Ok(())
+    }
+
+    /// The consumer gives lent connection `id` back: it answered every command it took (the
+    /// connection's `close` may run once the rest let go). Once only.
+    pub fn lane_release(&self, id: u64) -> Result<(), Error> {
+        let conn = self.serving.lane_release(id).ok_or_else(|| not_lent(id))?;
+        conn.release();
+        Ok(())
+    }
+
+    fn lent(&self, id: u64) -> Result<Arc<connection::Connection>, Error> {
+        self.serving.lane(id).ok_or_else(|| not_lent(id))
+    }
+
     /// Stops taking clients, ends every connection (their commands in progress still finish,
     /// and their `close` runs once they did), stops the pool once it ran what it holds, and
     /// removes the socket. When it returns, every connection whose commands were all answered
@@ -320,6 +382,13 @@ impl Server {
     pub fn close(&mut self) {
         self.serving.close();
     }
+}
+
+fn not_lent(id: u64) -> Error {
+    Error::new(
+        Status::InvalidArgument,
+        format!("connection {id} is not lent (or was given back)"),
+    )
 }
 
 impl Drop for Server {

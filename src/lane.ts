@@ -1,0 +1,530 @@
+/**
+ * A client's lane: the connection's rings and slots, pushed and popped by this JavaScript thread
+ * through its view of the segment, with no call into the library per command.
+ *
+ * The core lends a connection once, before its first command (`Native.clientLend`): from then on
+ * its slots, their generations and both ring positions are this lane's, and the core keeps the
+ * rest — the control socket and the backup path, the connection's end, and waking. Per command:
+ *
+ * - a slot comes off a free list here (a typed array used as a stack, per slot class);
+ * - the request goes into the slot's header, and the slot's offset onto the CS ring with
+ *   `Atomics.store`, a sequentially consistent store: the full fence between the push and the
+ *   look at the server's sleep flag that the ring's wake-up handshake needs
+ *   (docs/architecture.md, "Sleep flags"). Only a raised flag costs a call
+ *   (`Native.clientLaneWake`);
+ * - the answer's offset comes off the SC ring the same way, and the reply fields are read once
+ *   from the slot's header.
+ *
+ * The core's owner loop looks at the SC ring's next cell, at the read position this lane
+ * publishes, and raises a lane event when it holds an answer; before the thread idles it arms
+ * the ring, so that the server's next answer wakes it through the reactor. A synchronous command
+ * waits in `Native.clientLaneWait`, which spins and then sleeps on the same cell.
+ *
+ * Everything read from the segment was written by the server, which may write anything at any
+ * time: offsets are checked against the layout, the reply against the slot's state, generation
+ * and capacity, and statuses against the library's; every index is masked or bounded before
+ * use. A check that fails ends the connection as a protocol violation (`clientLaneViolation`),
+ * as the core does for what it reads itself.
+ *
+ * @module
+ */
+
+import { CLAIM, LANE, LANE_COUNT, type Mapping, RING, SLOT } from "./native.ts";
+import { Status } from "./status.ts";
+
+/** Library statuses run from -1 to this. */
+const LOWEST_STATUS = -15;
+/**
+ * While other commands are out, one command in this many is timed: two clock readings cost
+ * about as much as the rest of a pipelined command. A command sent alone is always timed.
+ */
+const SAMPLE_EVERY = 32;
+/** The claim word's value once the server took the command (`slot::CLAIM_TAKEN`). */
+const CLAIM_TAKEN = 3;
+
+/** Where one slot class sits in the segment. */
+interface Class {
+  readonly base: number;
+  readonly stride: number;
+  readonly count: number;
+  readonly inputCapacity: number;
+  readonly outputCapacity: number;
+  readonly first: number;
+  /** The free slots' indexes (a client's); `top` of them are free. */
+  readonly free: Uint16Array;
+  top: number;
+}
+
+/** What a lane found wrong with the peer's writes: ends the connection with `why`. */
+export type Violation = (why: string) => void;
+
+/**
+ * What a lane counts for the core's counters (positions of `LANE_COUNT`): commands, bytes,
+ * failures, and a sample of round-trip times (see {@linkcode SAMPLE_EVERY}).
+ */
+class Counts {
+  readonly words = new Float64Array(LANE_COUNT.LEN);
+  #untilSample = SAMPLE_EVERY;
+  /** Commands out (started, not finished). */
+  #out = 0;
+  readonly #startedAt: Float64Array;
+  readonly #clock: () => number;
+
+  constructor(slots: number, clock: () => number) {
+    this.#startedAt = new Float64Array(slots);
+    this.#clock = clock;
+  }
+
+  /** A command of `inputLength` bytes started in `slot`. */
+  started(slot: number, inputLength: number): void {
+    const w = this.words;
+    w[LANE_COUNT.COMMANDS] = w[LANE_COUNT.COMMANDS]! + 1;
+    w[LANE_COUNT.BYTES_IN] = w[LANE_COUNT.BYTES_IN]! + inputLength;
+    if (this.#out++ === 0 || --this.#untilSample === 0) {
+      this.#untilSample = SAMPLE_EVERY;
+      this.#startedAt[slot] = this.#clock();
+    }
+  }
+
+  /** The command in `slot` ended with `status` and `length` output bytes. */
+  finished(slot: number, status: number, length: number): void {
+    const w = this.words;
+    this.#out--;
+    w[LANE_COUNT.FINISHED] = w[LANE_COUNT.FINISHED]! + 1;
+    const started = this.#startedAt[slot]!;
+    this.#startedAt[slot] = 0;
+    if (status < 0) {
+      w[LANE_COUNT.FAILURES - status] = w[LANE_COUNT.FAILURES - status]! + 1;
+      return;
+    }
+    w[LANE_COUNT.BYTES_OUT] = w[LANE_COUNT.BYTES_OUT]! + length;
+    const n = w[LANE_COUNT.SAMPLES]!;
+    if (started !== 0 && n < LANE_COUNT.MAX_SAMPLES) {
+      w[LANE_COUNT.FIRST_SAMPLE + n] = this.#clock() - started;
+      w[LANE_COUNT.SAMPLES] = n + 1;
+    }
+  }
+
+  /** Whether the room for samples is full: time to report. */
+  get full(): boolean {
+    return this.words[LANE_COUNT.SAMPLES] === LANE_COUNT.MAX_SAMPLES;
+  }
+}
+
+/**
+ * The rings and slots of one connection as one side sees them through its view of the segment:
+ * the layout, the word views, and what both sides check. See the module doc.
+ */
+abstract class Rings {
+  protected u32: Uint32Array = new Uint32Array(0);
+  protected i32: Int32Array = new Int32Array(0);
+  protected readonly classes: Class[] = [];
+  /** Word indexes of the rings' cells, read positions and sleep flags. */
+  protected readonly csCells: number;
+  protected readonly csRead: number;
+  protected readonly csFlag: number;
+  protected readonly scCells: number;
+  protected readonly scRead: number;
+  protected readonly scFlag: number;
+  protected readonly mask: number;
+  protected readonly capacity: number;
+  /** Per slot: whether it is out (1), and its generation and output capacity. */
+  protected readonly out: Uint8Array;
+  protected readonly generation: Uint32Array;
+  protected readonly outputCap: Uint32Array;
+  readonly #violation: Violation;
+  /** What this side counted since its last report. */
+  readonly counts: Counts;
+  /** Set once the peer broke the protocol: the lane pops nothing more. */
+  broken = false;
+
+  /**
+   * @param mapping The segment's view.
+   * @param words The layout and ring positions (positions of `LANE`).
+   * @param violation Ends the connection when the peer broke the protocol.
+   * @param clock A monotonic clock in ns, to time commands with.
+   */
+  constructor(mapping: Mapping, words: Uint32Array, violation: Violation, clock: () => number) {
+    this.view(mapping);
+    const capacity = words[LANE.RING_CAPACITY]!;
+    this.capacity = capacity;
+    this.mask = capacity - 1;
+    const cs = words[LANE.CS_RING]! / 4;
+    const sc = words[LANE.SC_RING]! / 4;
+    const header = RING.HEADER_SIZE / 4;
+    this.csCells = cs + header;
+    this.csRead = cs + RING.READ / 4;
+    this.csFlag = cs + RING.FLAG / 4;
+    this.scCells = sc + header;
+    this.scRead = sc + RING.READ / 4;
+    this.scFlag = sc + RING.FLAG / 4;
+    let slots = 0;
+    for (let at = LANE.CLASSES; at < LANE.WORDS; at += LANE.CLASS_WORDS) {
+      const count = words[at + 2]!;
+      const first = words[at + 5]!;
+      const free = new Uint16Array(count);
+      // The lowest indexes on top, handed out first.
+      for (let i = 0; i < count; i++) free[i] = first + count - 1 - i;
+      this.classes.push({
+        base: words[at]!,
+        stride: words[at + 1]!,
+        count,
+        inputCapacity: words[at + 3]!,
+        outputCapacity: words[at + 4]!,
+        first,
+        free,
+        top: count,
+      });
+      slots = Math.max(slots, first + count);
+    }
+    this.out = new Uint8Array(slots);
+    this.generation = new Uint32Array(slots);
+    this.outputCap = new Uint32Array(slots);
+    this.counts = new Counts(slots, clock);
+    this.#violation = violation;
+  }
+
+  /** (Re)makes the word views over the segment's view (after user code detached the last). */
+  view(mapping: Mapping): void {
+    const { buffer, byteOffset, byteLength } = mapping.view;
+    this.u32 = new Uint32Array(buffer, byteOffset, byteLength >>> 2);
+    this.i32 = new Int32Array(buffer, byteOffset, byteLength >>> 2);
+  }
+
+  /** Whether user code detached the segment's memory under the views. */
+  get detached(): boolean {
+    return this.u32.length === 0;
+  }
+
+  protected classOf(slot: number): Class {
+    const classes = this.classes;
+    for (let c = 0; c < classes.length; c++) {
+      const cl = classes[c]!;
+      if (slot >= cl.first && slot < cl.first + cl.count) return cl;
+    }
+    throw new RangeError(`shmcall bug: slot ${slot} is in no class`);
+  }
+
+  /** The segment offset of slot `slot`'s header. */
+  headerAt(slot: number): number {
+    const cl = this.classOf(slot);
+    return cl.base + (slot - cl.first) * cl.stride;
+  }
+
+  /** The segment offset of slot `slot`'s input area. */
+  inputAt(slot: number): number {
+    return this.headerAt(slot) + SLOT.HEADER_SIZE;
+  }
+
+  /** The segment offset of slot `slot`'s output area. */
+  outputAt(slot: number): number {
+    const cl = this.classOf(slot);
+    return cl.base + (slot - cl.first) * cl.stride + SLOT.HEADER_SIZE + cl.inputCapacity;
+  }
+
+  /** The slot at segment offset `offset`, or -1. */
+  protected locate(offset: number): number {
+    const classes = this.classes;
+    for (let c = 0; c < classes.length; c++) {
+      const cl = classes[c]!;
+      const rel = offset - cl.base;
+      if (rel < 0 || rel >= cl.count * cl.stride || rel % cl.stride !== 0) continue;
+      return cl.first + rel / cl.stride;
+    }
+    return -1;
+  }
+
+  /**
+   * Pushes `value` onto the ring whose cells start at word `cells`, at private position
+   * `position`, against the consumer's published read position at word `read`; returns whether
+   * the consumer's flag at word `flag` asks to be woken. -1, with the connection ended, when the
+   * ring is full: a cell per slot, so only a consumer that lied about its read position makes
+   * it so.
+   */
+  protected pushAt(
+    cells: number,
+    read: number,
+    flag: number,
+    position: number,
+    value: number,
+    ring: string,
+  ): number {
+    const u32 = this.u32;
+    // The consumer's read position is its own to write: a lie about it is its loss alone.
+    if (((position - Atomics.load(u32, read)) >>> 0) >= this.capacity) {
+      this.fail(`the ${ring} ring is full, which a peer that follows the protocol never causes`);
+      return -1;
+    }
+    // Sequentially consistent: what was written before is published with the cell, and the
+    // look at the flag below cannot come before it (the fence of the wake-up handshake).
+    Atomics.store(u32, cells + (position & this.mask), value);
+    return Atomics.load(u32, flag) !== RING.AWAKE ? 1 : 0;
+  }
+
+  /**
+   * Pops the ring whose cells start at word `cells` at private position `position`, publishing
+   * the next position at word `read`: the entry, or 0 when the cell is empty.
+   */
+  protected popAt(cells: number, read: number, position: number): number {
+    const u32 = this.u32;
+    const cell = cells + (position & this.mask);
+    const value = Atomics.load(u32, cell);
+    if (value === 0) return 0;
+    Atomics.store(u32, cell, 0);
+    // Publishes the read position: the cell is free for the producer again, and the core's
+    // owner looks at the next one.
+    Atomics.store(u32, read, (position + 1) >>> 0);
+    return value;
+  }
+
+  /** The peer broke the protocol: ends the connection saying `why`; the lane stops. */
+  protected fail(why: string): -1 {
+    if (!this.broken) {
+      this.broken = true;
+      this.#violation(why);
+    }
+    return -1;
+  }
+}
+
+/** A client's lane: see the module doc. */
+export class Lane extends Rings {
+  /** Private positions: the next to push, the next to pop. */
+  #csWrite: number;
+  #scNext: number;
+  /** The last popped answer's status and output length. */
+  status = 0;
+  length = 0;
+
+  constructor(mapping: Mapping, words: Uint32Array, violation: Violation, clock: () => number) {
+    super(mapping, words, violation, clock);
+    this.#csWrite = words[LANE.CS_POSITION]!;
+    this.#scNext = words[LANE.SC_POSITION]!;
+  }
+
+  /**
+   * Takes a free slot for a command of these sizes: its index, or -1 when no class fits or
+   * none of a fitting class is free (the command then takes the backup path).
+   */
+  take(inputLength: number, outputCapacity: number): number {
+    const classes = this.classes;
+    for (let c = 0; c < classes.length; c++) {
+      const cl = classes[c]!;
+      if (inputLength > cl.inputCapacity || outputCapacity > cl.outputCapacity) continue;
+      if (cl.top === 0) continue;
+      return cl.free[--cl.top]!;
+    }
+    return -1;
+  }
+
+  /** Gives slot `slot` back (never pushed, or its answer came). */
+  free(slot: number): void {
+    this.out[slot] = 0;
+    const cl = this.classOf(slot);
+    cl.free[cl.top++] = slot;
+  }
+
+  /**
+   * Writes the request into slot `slot`'s header and pushes the slot onto the CS ring; returns
+   * whether the server's sleep flag asks to be woken (the caller then calls
+   * `Native.clientLaneWake`). False, with the connection ended, when the ring is full, which a
+   * server that follows the protocol never causes.
+   */
+  push(
+    slot: number,
+    code: number,
+    flags: number,
+    inputLength: number,
+    outputCapacity: number,
+  ): boolean {
+    const u32 = this.u32;
+    const at = this.headerAt(slot);
+    const h = at >>> 2;
+    const generation = (this.generation[slot]! + 1) >>> 0;
+    this.generation[slot] = generation;
+    this.outputCap[slot] = outputCapacity;
+    this.out[slot] = 1;
+    u32[h + SLOT.CODE / 4] = code;
+    u32[h + SLOT.FLAGS / 4] = flags;
+    u32[h + SLOT.INPUT_LEN / 4] = inputLength;
+    u32[h + SLOT.OUTPUT_CAP / 4] = outputCapacity;
+    u32[h + SLOT.GENERATION / 4] = generation;
+    u32[h + SLOT.CLAIM / 4] = CLAIM.PENDING;
+    this.counts.started(slot, inputLength);
+    const wake = this.pushAt(this.csCells, this.csRead, this.csFlag, this.#csWrite, at, "CS");
+    if (wake >= 0) this.#csWrite = (this.#csWrite + 1) >>> 0;
+    return wake === 1;
+  }
+
+  /**
+   * Withdraws the command in slot `slot` unless the server took it already: one compare-and-swap
+   * of the claim word, against the server's swap. True when it did: the server then answers it
+   * `CANCELLED` without running it, and the slot stays out until that answer comes.
+   */
+  withdraw(slot: number): boolean {
+    if (this.out[slot] !== 1) return false;
+    const claim = (this.headerAt(slot) + SLOT.CLAIM) >>> 2;
+    return Atomics.compareExchange(this.u32, claim, CLAIM.PENDING, CLAIM.CANCELLED) ===
+      CLAIM.PENDING;
+  }
+
+  /**
+   * Pops the next answer: its slot, with {@linkcode Lane.status} and {@linkcode Lane.length} set
+   * and the slot still out (the caller frees it); -1 when the ring is empty, or when the server
+   * broke the protocol (the connection is then ended, and the lane pops nothing more).
+   */
+  pop(): number {
+    if (this.broken) return -1;
+    const offset = this.popAt(this.scCells, this.scRead, this.#scNext);
+    if (offset === 0) return -1;
+    this.#scNext = (this.#scNext + 1) >>> 0;
+    const slot = this.locate(offset);
+    if (slot < 0) return this.fail(`SC ring entry ${hex(offset)} is not the offset of a slot`);
+    if (this.out[slot] !== 1) {
+      return this.fail(`slot ${slot} came back while it was not outstanding`);
+    }
+    const h = offset >>> 2;
+    const status = this.i32[h + SLOT.STATUS / 4]!;
+    const length = this.u32[h + SLOT.OUTPUT_LEN / 4]!;
+    const generation = this.u32[h + SLOT.REPLY_GENERATION / 4]!;
+    const expected = this.generation[slot]!;
+    if (generation !== expected) {
+      return this.fail(
+        `slot ${slot} came back with generation ${generation} instead of ${expected}`,
+      );
+    }
+    const cap = this.outputCap[slot]!;
+    // An overflow's length is the bytes its handler wanted, beyond the capacity.
+    if (length > cap && status !== Status.OUTPUT_OVERFLOW) {
+      return this.fail(
+        `slot ${slot} reports ${length} output bytes, beyond its capacity of ${cap}`,
+      );
+    }
+    if (status < LOWEST_STATUS) {
+      return this.fail(`slot ${slot} carries unknown library status ${status}`);
+    }
+    this.status = status;
+    this.length = length;
+    this.counts.finished(slot, status, length);
+    return slot;
+  }
+
+  /** Counts a command that failed with library status `status` without an answer. */
+  failed(slot: number, status: number): void {
+    this.counts.finished(slot, status, 0);
+  }
+}
+
+/**
+ * A server's lane on one connection: it pops the CS ring and pushes the SC ring itself, as the
+ * client's lane does the other way round (see the module doc).
+ */
+export class ServerLane extends Rings {
+  /** Private positions: the next to pop, the next to push. */
+  #csNext: number;
+  #scWrite: number;
+  /** Per slot: whether its command counts in the server's counters (not a request for them). */
+  readonly #counted: Uint8Array;
+  /** The last taken command's request. */
+  code = 0;
+  flags = 0;
+  inputLength = 0;
+  outputCapacity = 0;
+
+  constructor(mapping: Mapping, words: Uint32Array, violation: Violation, clock: () => number) {
+    super(mapping, words, violation, clock);
+    this.#csNext = words[LANE.CS_POSITION]!;
+    this.#scWrite = words[LANE.SC_POSITION]!;
+    this.#counted = new Uint8Array(this.out.length);
+  }
+
+  /** Whether the server holds commands of this connection (taken, not answered). */
+  get holding(): boolean {
+    return this.out.indexOf(1) >= 0;
+  }
+
+  /**
+   * Takes the next command off the CS ring: its slot, with the request's fields set and the
+   * slot held until {@linkcode ServerLane.answer}; -1 when the ring is empty, or when the client
+   * broke the protocol (the connection is then dropped, and the lane takes nothing more).
+   */
+  next(): number {
+    if (this.broken) return -1;
+    const offset = this.popAt(this.csCells, this.csRead, this.#csNext);
+    if (offset === 0) return -1;
+    this.#csNext = (this.#csNext + 1) >>> 0;
+    const slot = this.locate(offset);
+    if (slot < 0) return this.fail(`CS ring entry ${hex(offset)} is not the offset of a slot`);
+    if (this.out[slot] === 1) {
+      return this.fail(`slot ${slot} was pushed while the server held it`);
+    }
+    // Read once: the client can change the header at any time from here on.
+    const h = offset >>> 2;
+    const u32 = this.u32;
+    const inputLength = u32[h + SLOT.INPUT_LEN / 4]!;
+    const outputCapacity = u32[h + SLOT.OUTPUT_CAP / 4]!;
+    const cl = this.classOf(slot);
+    if (inputLength > cl.inputCapacity || outputCapacity > cl.outputCapacity) {
+      return this.fail(
+        `slot ${slot} asks for ${inputLength} input and ${outputCapacity} output bytes but holds ${cl.inputCapacity} and ${cl.outputCapacity}`,
+      );
+    }
+    this.out[slot] = 1;
+    this.generation[slot] = u32[h + SLOT.GENERATION / 4]!;
+    this.outputCap[slot] = outputCapacity;
+    this.code = u32[h + SLOT.CODE / 4]!;
+    this.flags = u32[h + SLOT.FLAGS / 4]!;
+    this.inputLength = inputLength;
+    this.outputCapacity = outputCapacity;
+    return slot;
+  }
+
+  /** Counts the command in `slot` in the server's counters (all but requests for them). */
+  count(slot: number): void {
+    this.#counted[slot] = 1;
+    this.counts.started(slot, this.inputLength);
+  }
+
+  /**
+   * Takes the command in `slot` to run it, unless its client withdrew it first: one swap of the
+   * claim word against the client's compare-and-swap. False: answer it `CANCELLED`, unrun.
+   */
+  claim(slot: number): boolean {
+    const claim = (this.headerAt(slot) + SLOT.CLAIM) >>> 2;
+    return Atomics.exchange(this.u32, claim, CLAIM_TAKEN) !== CLAIM.CANCELLED;
+  }
+
+  /**
+   * Answers the command in `slot` (held, not answered yet): writes the reply and pushes the
+   * slot onto the SC ring; returns whether the client's sleep flag asks to be woken. `length`
+   * is the output's (for `OUTPUT_OVERFLOW`, the bytes wanted).
+   */
+  answer(slot: number, status: number, length: number): boolean {
+    const at = this.headerAt(slot);
+    const h = at >>> 2;
+    this.i32[h + SLOT.STATUS / 4] = status;
+    this.u32[h + SLOT.OUTPUT_LEN / 4] = length;
+    this.u32[h + SLOT.REPLY_GENERATION / 4] = this.generation[slot]!;
+    this.#finished(slot, status, length);
+    if (this.broken) return false;
+    const wake = this.pushAt(this.scCells, this.scRead, this.scFlag, this.#scWrite, at, "SC");
+    if (wake >= 0) this.#scWrite = (this.#scWrite + 1) >>> 0;
+    return wake === 1;
+  }
+
+  /** Lets go of the command in `slot` unanswered (the connection ended: no one is told). */
+  drop(slot: number, status: number): void {
+    this.#finished(slot, status, 0);
+  }
+
+  #finished(slot: number, status: number, length: number): void {
+    this.out[slot] = 0;
+    if (this.#counted[slot] === 0) return;
+    this.#counted[slot] = 0;
+    this.counts.finished(slot, status, status < 0 ? 0 : length);
+  }
+}
+
+function hex(n: number): string {
+  return `0x${n.toString(16)}`;
+}
