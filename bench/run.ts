@@ -25,6 +25,7 @@ import {
   NODE_IPC,
   NODE_SOCKET,
   NODE_SYNC,
+  type NodeThroughputRow,
   type Results,
   type RustRow,
   SOCKET,
@@ -333,6 +334,40 @@ async function nodeLines(script: string, size: number) {
   }
 }
 
+/** A Node peer's pipelined rate: `--pipelined <in-flight> <total>` of `script`. */
+async function nodeRate(script: string, inFlight: number, total: number): Promise<number> {
+  const child = new Deno.Command("node", {
+    args: [here(`./peers/${script}`), "--pipelined", String(inFlight), String(total)],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), 180_000);
+  try {
+    const out = await child.output();
+    if (!out.success) throw new Error(`${script} --pipelined failed (exit code ${out.code})`);
+    const line = new TextDecoder().decode(out.stdout).split("\n").find((l) => l.startsWith("{"));
+    if (line === undefined) throw new Error(`${script} --pipelined printed no result`);
+    return (JSON.parse(line) as { rate: number }).rate;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Node ↔ Node pipelined, 64 in flight: shmcall against a Node socket whose writes are batched. */
+async function nodePipelined(total: number): Promise<NodeThroughputRow[]> {
+  try {
+    Deno.statSync(NODE_PACKAGE);
+  } catch {
+    return [];
+  }
+  const inFlight = 64;
+  return [{
+    inFlight,
+    shm: await nodeRate("node_shmcall.mjs", inFlight, total),
+    socket: await nodeRate("node_socket.mjs", inFlight, total),
+  }];
+}
+
 /**
  * The Node table: Node's IPC channel, a Node Unix socket and shmcall between two Node processes,
  * each size in fresh processes so that each gets its sample count.
@@ -593,6 +628,8 @@ async function main() {
       });
     }
   }
+  console.error("Node ↔ Node pipelined throughput");
+  const nodeThroughput = await nodePipelined(QUICK ? 20_000 : 200_000);
 
   console.error("four clients");
   const load: LoadRow[] = [
@@ -625,6 +662,7 @@ async function main() {
     noAllocations,
     latency,
     throughput,
+    nodeThroughput,
     load,
     pool: pool.rows,
     poolSetup: {

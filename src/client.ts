@@ -576,9 +576,8 @@ export class Client {
     const lane = this.#useLane(handle);
     const slot = this.#ended === undefined ? lane.take(inputLength, outputLength) : -1;
     if (slot < 0) return this.#issueBackup(handle, code, o, mode);
-    const segment = this.#segment!;
-    const input = segment.at(lane.inputAt(slot), inputLength)!;
-    const output = segment.at(lane.outputAt(slot), outputLength)!;
+    const input = lane.input(slot, inputLength);
+    const output = lane.output(slot, outputLength);
     try {
       this.#prepare(o, handle, input, output, inputLength, outputLength);
     } catch (e) {

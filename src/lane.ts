@@ -118,6 +118,10 @@ class Counts {
 abstract class Rings {
   protected u32: Uint32Array = new Uint32Array(0);
   protected i32: Int32Array = new Int32Array(0);
+  #bytes: Uint8Array = new Uint8Array(0);
+  /** Per slot: the last view of its input and of its output area (made again when too long or short). */
+  #inputs: Uint8Array[] = [];
+  #outputs: Uint8Array[] = [];
   protected readonly classes: Class[] = [];
   /** Word indexes of the rings' cells, read positions and sleep flags. */
   protected readonly csCells: number;
@@ -189,6 +193,28 @@ abstract class Rings {
     const { buffer, byteOffset, byteLength } = mapping.view;
     this.u32 = new Uint32Array(buffer, byteOffset, byteLength >>> 2);
     this.i32 = new Int32Array(buffer, byteOffset, byteLength >>> 2);
+    this.#bytes = mapping.view;
+    this.#inputs = [];
+    this.#outputs = [];
+  }
+
+  /**
+   * A view of slot `slot`'s input area, `length` bytes long: the last one made for the slot
+   * when it has that length (a command allocates no view of its own), else a new one.
+   */
+  input(slot: number, length: number): Uint8Array {
+    const made = this.#inputs[slot];
+    if (made !== undefined && made.length === length) return made;
+    const at = this.inputAt(slot);
+    return this.#inputs[slot] = this.#bytes.subarray(at, at + length);
+  }
+
+  /** A view of slot `slot`'s output area, `length` bytes long, as {@linkcode Rings.input}. */
+  output(slot: number, length: number): Uint8Array {
+    const made = this.#outputs[slot];
+    if (made !== undefined && made.length === length) return made;
+    const at = this.outputAt(slot);
+    return this.#outputs[slot] = this.#bytes.subarray(at, at + length);
   }
 
   /** Whether user code detached the segment's memory under the views. */
@@ -250,15 +276,19 @@ abstract class Rings {
     ring: string,
   ): number {
     const u32 = this.u32;
-    // The consumer's read position is its own to write: a lie about it is its loss alone.
-    if (((position - Atomics.load(u32, read)) >>> 0) >= this.capacity) {
+    // The consumer's read position is its own to write: a lie about it is its loss alone. A
+    // plain load: a stale value only makes the ring look fuller than it is, and the consumer
+    // published it before it could have read the entries it covers.
+    if (((position - u32[read]!) >>> 0) >= this.capacity) {
       this.fail(`the ${ring} ring is full, which a peer that follows the protocol never causes`);
       return -1;
     }
-    // Sequentially consistent: what was written before is published with the cell, and the
-    // look at the flag below cannot come before it (the fence of the wake-up handshake).
+    // Sequentially consistent: what was written before (plain stores, which x86-64 keeps in
+    // order and V8 does not move past an atomic) is published with the cell, and the look at
+    // the flag below cannot come before it: this store is the full fence of the wake-up
+    // handshake (an `xchg`), so the flag's load after it may be plain.
     Atomics.store(u32, cells + (position & this.mask), value);
-    return Atomics.load(u32, flag) !== RING.AWAKE ? 1 : 0;
+    return u32[flag] !== RING.AWAKE ? 1 : 0;
   }
 
   /**
@@ -268,12 +298,13 @@ abstract class Rings {
   protected popAt(cells: number, read: number, position: number): number {
     const u32 = this.u32;
     const cell = cells + (position & this.mask);
+    // Atomic: the load that sees the producer's entry, and everything written before it.
     const value = Atomics.load(u32, cell);
     if (value === 0) return 0;
-    Atomics.store(u32, cell, 0);
-    // Publishes the read position: the cell is free for the producer again, and the core's
-    // owner looks at the next one.
-    Atomics.store(u32, read, (position + 1) >>> 0);
+    // Publishes the read position after clearing the cell (plain stores, kept in order): the
+    // cell is free for the producer again, and the core's owner looks at the next one.
+    u32[cell] = 0;
+    u32[read] = (position + 1) >>> 0;
     return value;
   }
 

@@ -341,15 +341,13 @@ export class Server<C = unknown> {
     if (flags !== 0 && flags !== FLAG.INLINE && flags !== FLAG.WORKER) {
       return this.#answerLane(conn, slot, Status.INVALID_COMMAND, 0);
     }
-    const segment = conn.segment!;
-    const input = segment.at(lane.inputAt(slot), lane.inputLength);
-    const output = segment.at(lane.outputAt(slot), lane.outputCapacity);
-    if (input === undefined || output === undefined) {
-      return this.#answerLane(conn, slot, Status.HANDLER_FAILED, 0);
-    }
     runExec(
       this.#handlers.exec,
-      { code: lane.code, input, output },
+      {
+        code: lane.code,
+        input: lane.input(slot, lane.inputLength),
+        output: lane.output(slot, lane.outputCapacity),
+      },
       conn.info,
       conn.context,
       slot,
@@ -369,8 +367,8 @@ export class Server<C = unknown> {
       this.#stats.byteOffset,
       this.#stats.byteLength,
     );
-    const output = conn.segment!.at(lane.outputAt(slot), lane.outputCapacity);
-    if (output !== undefined && output.length >= bytes.length) {
+    const output = lane.output(slot, lane.outputCapacity);
+    if (output.length >= bytes.length) {
       output.set(bytes);
       this.#answerLane(conn, slot, 0, bytes.length, false);
     } else {

@@ -327,7 +327,18 @@ Deno.test("the bench report judges the throughput targets of issue 15 from the s
   assert.match(row(md, "CPU-bound 0.5 ms handler, a pool of 2")!, /\| 1\.7× \| \*\*no\*\* \|$/);
   // Sync 64 B: p99 3.0 µs in the fixture (twice its p50).
   assert.match(row(md, "sync 64 B with `output` given: p99 ≤ 5 µs")!, /\| 3\.00 µs \| yes \|$/);
-  assert.match(row(md, "Node ↔ Node pipelined")!, /\| not run \(no scenario yet\) \| — \|$/);
+  assert.match(row(md, "Node ↔ Node pipelined")!, /\| not run \| — \|$/);
+  // Node ↔ Node: judged from its own row, and shown beside the Deno table.
+  r.nodeThroughput = [{ inFlight: 64, shm: 1_300_000, socket: 600_000 }];
+  md = markdown(r);
+  assert.match(row(md, "Node ↔ Node pipelined, 64 in flight")!, /\| 2\.2× \| yes \|$/);
+  assert.ok(
+    md.includes("Node ↔ Node, 64 in flight: shmcall 1300000 commands/s") && md.includes("**2.2×**"),
+  );
+  r.nodeThroughput = [{ inFlight: 64, shm: 1_000_000, socket: 600_000 }];
+  md = markdown(r);
+  assert.match(row(md, "Node ↔ Node pipelined, 64 in flight")!, /\| 1\.7× \| \*\*no\*\* \|$/);
+  delete r.nodeThroughput;
   r.throughput.push({
     inFlight: 256,
     shm: 900_000,

@@ -26,6 +26,23 @@ export function parseArgs(script) {
 }
 
 /**
+ * Reads `--pipelined <in-flight> <total>` from the command line, if that is what it holds: the
+ * pipelined mode of a peer, which prints one line `{"mode":"pipelined","inFlight","rate"}`
+ * (commands a second over `total` commands, `in-flight` at a time) instead of latencies.
+ *
+ * @returns {{ inFlight: number, total: number } | undefined}
+ */
+export function pipelinedArgs() {
+  if (process.argv[2] !== "--pipelined") return undefined;
+  const [inFlight, total] = process.argv.slice(3).map(Number);
+  if (!(Number.isInteger(inFlight) && inFlight > 0 && Number.isInteger(total) && total > 0)) {
+    console.error("usage: --pipelined <in-flight> <total>");
+    process.exit(2);
+  }
+  return { inFlight, total };
+}
+
+/**
  * Times `samples` sequential runs of `roundTrip` after `warmup` untimed ones. A run that
  * returns a Promise is awaited; one that does not is not (an `await` would add a microtask
  * turn to a synchronous call).

@@ -15,7 +15,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { parseArgs, sample, summaryLine, waitForLine, watchdog } from "./node_harness.mjs";
+import {
+  parseArgs,
+  pipelinedArgs,
+  sample,
+  summaryLine,
+  waitForLine,
+  watchdog,
+} from "./node_harness.mjs";
 
 const ECHO = 1;
 const IC_ID = "node-bench";
@@ -75,7 +82,10 @@ async function server(socketDir) {
 }
 
 async function main() {
-  const { samples, warmup, sizes } = parseArgs("node_shmcall.mjs");
+  const pipelined = pipelinedArgs();
+  const { samples, warmup, sizes } = pipelined === undefined
+    ? parseArgs("node_shmcall.mjs")
+    : { samples: 0, warmup: 0, sizes: [] };
   // Owner-only (mkdtemp's mode), as shmcall's socket directories must be.
   const dir = mkdtempSync(join(tmpdir(), "shmcall-node-bench-"));
   let finished = false;
@@ -114,6 +124,27 @@ async function main() {
   client = await connect(IC_ID, { socketDir: dir });
 
   const completion = () => {};
+  if (pipelined !== undefined) {
+    // Each of `inFlight` loops issues its next 64-byte command when its last one settled.
+    const run = async (total) => {
+      let issued = 0;
+      const loop = async () => {
+        const input = new Uint8Array(64).fill(3);
+        const output = new Uint8Array(64);
+        while (issued < total) {
+          issued++;
+          const r = await client.execute(ECHO, { input, output, completion });
+          if (r.length !== 64 || r.output[63] !== 3) fail("pipelined: the echo came back wrong");
+        }
+      };
+      const start = performance.now();
+      await Promise.all(Array.from({ length: pipelined.inFlight }, loop));
+      return total / ((performance.now() - start) / 1000);
+    };
+    await run(Math.ceil(pipelined.total / 10));
+    const rate = await run(pipelined.total);
+    console.log(JSON.stringify({ mode: "pipelined", inFlight: pipelined.inFlight, rate }));
+  }
   for (const size of sizes) {
     const input = new Uint8Array(size);
     const output = new Uint8Array(size);

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { parseArgs, sample, summaryLine, waitForLine } from "./node_harness.mjs";
+import { parseArgs, pipelinedArgs, sample, summaryLine, waitForLine } from "./node_harness.mjs";
 
 /** Refused above this: a corrupt length must not make either side allocate gigabytes. */
 const MAX_FRAME = 64 << 20;
@@ -122,7 +122,10 @@ if (process.argv[2] === "--serve") {
 }
 
 async function main() {
-  const { samples, warmup, sizes } = parseArgs("node_socket.mjs");
+  const pipelined = pipelinedArgs();
+  const { samples, warmup, sizes } = pipelined === undefined
+    ? parseArgs("node_socket.mjs")
+    : { samples: 0, warmup: 0, sizes: [] };
   const dir = mkdtempSync(join(tmpdir(), "shmcall-node-socket-"));
   const path = join(dir, "echo.sock");
   let finished = false;
@@ -167,14 +170,47 @@ async function main() {
     if (resolve === null) fail("an answer nobody asked for");
     else resolve(frame);
   });
-  socket.on("data", (chunk) => {
-    try {
-      frames.push(chunk);
-    } catch (e) {
-      fail(e.message);
-    }
-  });
-
+  if (pipelined !== undefined) {
+    // The batched baseline: as many 64-byte frames as answers came, sent in one write.
+    const { inFlight } = pipelined;
+    const frameLength = 4 + 64;
+    const frames = Buffer.alloc(frameLength * inFlight, 3);
+    for (let k = 0; k < inFlight; k++) frames.writeUInt32LE(64, k * frameLength);
+    const run = (total) =>
+      new Promise((resolve) => {
+        const start = performance.now();
+        let sent = Math.min(inFlight, total);
+        let bytesIn = 0;
+        let received = 0;
+        const onData = (chunk) => {
+          bytesIn += chunk.length;
+          const now = Math.floor(bytesIn / frameLength);
+          const more = Math.min(now - received, total - sent);
+          received = now;
+          if (more > 0) {
+            sent += more;
+            socket.write(frames.subarray(0, more * frameLength));
+          }
+          if (received >= total) {
+            socket.off("data", onData);
+            resolve(total / ((performance.now() - start) / 1000));
+          }
+        };
+        socket.on("data", onData);
+        socket.write(frames.subarray(0, sent * frameLength));
+      });
+    await run(Math.ceil(pipelined.total / 10));
+    const rate = await run(pipelined.total);
+    console.log(JSON.stringify({ mode: "pipelined", inFlight, rate }));
+  } else {
+    socket.on("data", (chunk) => {
+      try {
+        frames.push(chunk);
+      } catch (e) {
+        fail(e.message);
+      }
+    });
+  }
   for (const size of sizes) {
     // The whole request in one buffer, so that it goes out in one write.
     const request = Buffer.allocUnsafe(4 + size);
