@@ -309,26 +309,32 @@ async function fourClients(kind: "shm" | "socket", target: string, dir: string) 
 const NODE_PACKAGE = here("../node/dist/node/index.js");
 
 /**
- * Runs `node bench/peers/<script> <samples> <warmup> <size>` (the peer bounds its own waits;
- * this bounds the whole process too) and returns its JSON lines.
+ * Runs `node bench/peers/<script> <samples> <warmup> <size>` and returns its JSON lines.
  */
 async function nodeLines(script: string, size: number) {
+  const args = [String(samplesFor(size)), String(warmupFor(size)), String(size)];
+  return (await nodeJson(script, args, `for ${size} B`)) as (Summary & {
+    size: number;
+    mode?: "sync" | "async";
+  })[];
+}
+
+/**
+ * Runs `node bench/peers/<script> <args>` (the peer bounds its own waits; this bounds the whole
+ * process too) and returns its JSON lines; `what` names the run in a failure.
+ */
+async function nodeJson(script: string, args: string[], what: string): Promise<unknown[]> {
   const child = new Deno.Command("node", {
-    args: [
-      here(`./peers/${script}`),
-      String(samplesFor(size)),
-      String(warmupFor(size)),
-      String(size),
-    ],
+    args: [here(`./peers/${script}`), ...args],
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
   const timer = setTimeout(() => child.kill("SIGKILL"), 180_000);
   try {
     const out = await child.output();
-    if (!out.success) throw new Error(`${script} failed for ${size} B (exit code ${out.code})`);
+    if (!out.success) throw new Error(`${script} failed ${what} (exit code ${out.code})`);
     return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.startsWith("{"))
-      .map((l) => JSON.parse(l) as Summary & { size: number; mode?: "sync" | "async" });
+      .map((l) => JSON.parse(l));
   } finally {
     clearTimeout(timer);
   }
@@ -336,21 +342,10 @@ async function nodeLines(script: string, size: number) {
 
 /** A Node peer's pipelined rate: `--pipelined <in-flight> <total>` of `script`. */
 async function nodeRate(script: string, inFlight: number, total: number): Promise<number> {
-  const child = new Deno.Command("node", {
-    args: [here(`./peers/${script}`), "--pipelined", String(inFlight), String(total)],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 180_000);
-  try {
-    const out = await child.output();
-    if (!out.success) throw new Error(`${script} --pipelined failed (exit code ${out.code})`);
-    const line = new TextDecoder().decode(out.stdout).split("\n").find((l) => l.startsWith("{"));
-    if (line === undefined) throw new Error(`${script} --pipelined printed no result`);
-    return (JSON.parse(line) as { rate: number }).rate;
-  } finally {
-    clearTimeout(timer);
-  }
+  const what = `pipelined, ${inFlight} in flight`;
+  const [line] = await nodeJson(script, ["--pipelined", String(inFlight), String(total)], what);
+  if (line === undefined) throw new Error(`${script} printed no result ${what}`);
+  return (line as { rate: number }).rate;
 }
 
 /** Node ↔ Node pipelined, 64 in flight: shmcall against a Node socket whose writes are batched. */
