@@ -314,8 +314,16 @@ export const denoNative: Native = {
     check(library().shmcall_server_lane_violation(server, BigInt(conn), w, wLen));
   },
 
+  serverLaneHold(server, conn) {
+    check(library().shmcall_server_lane_hold(server, BigInt(conn)));
+  },
+
   serverLaneRelease(server, conn) {
     check(library().shmcall_server_lane_release(server, BigInt(conn)));
+  },
+
+  serverLaneDrained(server, conn) {
+    check(library().shmcall_server_lane_drained(server, BigInt(conn)));
   },
 
   serverLaneCount(server, report) {

@@ -81,8 +81,12 @@ export const symbols = {
     parameters: ["u32", "u64", "buffer", "usize"],
     result: "i32",
   },
+  // int32_t shmcall_server_lane_hold(uint32_t server, uint64_t conn)
+  shmcall_server_lane_hold: { parameters: ["u32", "u64"], result: "i32" },
   // int32_t shmcall_server_lane_release(uint32_t server, uint64_t conn)
   shmcall_server_lane_release: { parameters: ["u32", "u64"], result: "i32" },
+  // int32_t shmcall_server_lane_drained(uint32_t server, uint64_t conn)
+  shmcall_server_lane_drained: { parameters: ["u32", "u64"], result: "i32" },
   // int32_t shmcall_server_lane_count(uint32_t server, const double* report, size_t len)
   shmcall_server_lane_count: { parameters: ["u32", "buffer", "usize"], result: "i32" },
   // double shmcall_now_ns(void)

@@ -55,7 +55,9 @@ export interface Addon {
   serverLaneSegment(server: number, conn: number): ArrayBuffer | null;
   serverLaneWake(server: number, conn: number): number;
   serverLaneViolation(server: number, conn: number, why: string): number;
+  serverLaneHold(server: number, conn: number): number;
   serverLaneRelease(server: number, conn: number): number;
+  serverLaneDrained(server: number, conn: number): number;
   serverLaneCount(server: number, report: Float64Array): number;
   serverOpened(server: number, connection: number, status: number, reason: string): number;
   serverStats(server: number, into: Float64Array): number;

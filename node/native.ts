@@ -169,8 +169,14 @@ export const nodeNative: Native = {
   serverLaneViolation(server, conn, why) {
     check(addon.serverLaneViolation(server, conn, why));
   },
+  serverLaneHold(server, conn) {
+    check(addon.serverLaneHold(server, conn));
+  },
   serverLaneRelease(server, conn) {
     check(addon.serverLaneRelease(server, conn));
+  },
+  serverLaneDrained(server, conn) {
+    check(addon.serverLaneDrained(server, conn));
   },
   serverLaneCount(server, report) {
     check(addon.serverLaneCount(server, report));

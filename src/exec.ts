@@ -68,8 +68,8 @@ export interface Answerer<T> {
     output: Uint8Array,
     from: Uint8Array | null,
   ): void;
-  /** `exec` returned a Promise: its reactions need the event loop. */
-  async(): void;
+  /** `exec` returned a Promise for `command`: its reactions need the event loop. */
+  async(tag: T, command: number): void;
 }
 
 /** Where an exec event's command lies (the hub event's fields, or a pool job's). */
@@ -145,7 +145,7 @@ export function runExec<C, T>(
     settle(r, cmd, capacity, command, backup, to, tag);
     return;
   }
-  to.async();
+  to.async(tag, command);
   // Exactly once, whatever the Promise does: resolve, reject, or resolve with nonsense.
   let answered = false;
   const ok = (r: ExecResult | void) => {

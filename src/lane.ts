@@ -39,8 +39,62 @@ const LOWEST_STATUS = -15;
  * about as much as the rest of a pipelined command. A command sent alone is always timed.
  */
 const SAMPLE_EVERY = 32;
+/**
+ * Bits of a server's slot in `out`: 1 held (taken, not answered); counted in its counters (all
+ * but requests for them); kept past the turn that took it (an `exec` that answers later).
+ */
+const COUNTED = 2;
+const KEPT = 4;
 /** The claim word's value once the server took the command (`slot::CLAIM_TAKEN`). */
 const CLAIM_TAKEN = 3;
+
+/**
+ * Typed arrays cut from one buffer: making an array with a buffer of its own costs about 2 µs
+ * in Deno (measured), so a lane's dozen of them, one buffer each, cost 25 µs per connection.
+ */
+class Carve {
+  readonly #buffer: ArrayBuffer;
+  #at = 0;
+
+  constructor(bytes: number) {
+    this.#buffer = new ArrayBuffer(bytes);
+  }
+
+  /** The bytes `n` arrays of these sizes need, each aligned to 8. */
+  static size(...bytes: number[]): number {
+    return bytes.reduce((sum, b) => sum + align8(b), 0);
+  }
+
+  #take(bytes: number): number {
+    const at = this.#at;
+    this.#at += align8(bytes);
+    return at;
+  }
+
+  f64(n: number): Float64Array {
+    return new Float64Array(this.#buffer, this.#take(n * 8), n);
+  }
+
+  u32(n: number): Uint32Array {
+    return new Uint32Array(this.#buffer, this.#take(n * 4), n);
+  }
+
+  u16(n: number): Uint16Array {
+    return new Uint16Array(this.#buffer, this.#take(n * 2), n);
+  }
+
+  u8(n: number): Uint8Array {
+    return new Uint8Array(this.#buffer, this.#take(n), n);
+  }
+}
+
+function align8(bytes: number): number {
+  return (bytes + 7) & ~7;
+}
+
+const NO_WORDS = new Uint32Array(0);
+const NO_INTS = new Int32Array(0);
+const NO_BYTES = new Uint8Array(0);
 
 /** Where one slot class sits in the segment. */
 interface Class {
@@ -63,15 +117,21 @@ export type Violation = (why: string) => void;
  * failures, and a sample of round-trip times (see {@linkcode SAMPLE_EVERY}).
  */
 class Counts {
-  readonly words = new Float64Array(LANE_COUNT.LEN);
+  readonly words: Float64Array;
   #untilSample = SAMPLE_EVERY;
   /** Commands out (started, not finished). */
   #out = 0;
   readonly #startedAt: Float64Array;
   readonly #clock: () => number;
 
-  constructor(slots: number, clock: () => number) {
-    this.#startedAt = new Float64Array(slots);
+  /** The bytes of a {@linkcode Carve} its arrays need, for `slots` slots. */
+  static bytes(slots: number): number {
+    return Carve.size(LANE_COUNT.LEN * 8, slots * 8);
+  }
+
+  constructor(carve: Carve, slots: number, clock: () => number) {
+    this.words = carve.f64(LANE_COUNT.LEN);
+    this.#startedAt = carve.f64(slots);
     this.#clock = clock;
   }
 
@@ -116,9 +176,9 @@ class Counts {
  * the layout, the word views, and what both sides check. See the module doc.
  */
 abstract class Rings {
-  protected u32: Uint32Array = new Uint32Array(0);
-  protected i32: Int32Array = new Int32Array(0);
-  #bytes: Uint8Array = new Uint8Array(0);
+  protected u32: Uint32Array = NO_WORDS;
+  protected i32: Int32Array = NO_INTS;
+  #bytes: Uint8Array = NO_BYTES;
   /** Per slot: the last view of its input and of its output area (made again when too long or short). */
   #inputs: Uint8Array[] = [];
   #outputs: Uint8Array[] = [];
@@ -132,7 +192,7 @@ abstract class Rings {
   protected readonly scFlag: number;
   protected readonly mask: number;
   protected readonly capacity: number;
-  /** Per slot: whether it is out (1), and its generation and output capacity. */
+  /** Per slot: whether it is out (1; a server adds the bits of `COUNTED` and `KEPT`), its generation and output capacity. */
   protected readonly out: Uint8Array;
   protected readonly generation: Uint32Array;
   protected readonly outputCap: Uint32Array;
@@ -147,8 +207,15 @@ abstract class Rings {
    * @param words The layout and ring positions (positions of `LANE`).
    * @param violation Ends the connection when the peer broke the protocol.
    * @param clock A monotonic clock in ns, to time commands with.
+   * @param freeLists Whether to keep free lists of slots (a client's: it takes them).
    */
-  constructor(mapping: Mapping, words: Uint32Array, violation: Violation, clock: () => number) {
+  constructor(
+    mapping: Mapping,
+    words: Uint32Array,
+    violation: Violation,
+    clock: () => number,
+    freeLists: boolean,
+  ) {
     this.view(mapping);
     const capacity = words[LANE.RING_CAPACITY]!;
     this.capacity = capacity;
@@ -164,11 +231,17 @@ abstract class Rings {
     this.scFlag = sc + RING.FLAG / 4;
     let slots = 0;
     for (let at = LANE.CLASSES; at < LANE.WORDS; at += LANE.CLASS_WORDS) {
+      slots = Math.max(slots, words[at + 5]! + words[at + 2]!);
+    }
+    const carve = new Carve(
+      Carve.size(slots, slots * 4, slots * 4, freeLists ? slots * 2 : 0) + Counts.bytes(slots),
+    );
+    for (let at = LANE.CLASSES; at < LANE.WORDS; at += LANE.CLASS_WORDS) {
       const count = words[at + 2]!;
       const first = words[at + 5]!;
-      const free = new Uint16Array(count);
+      const free = carve.u16(freeLists ? count : 0);
       // The lowest indexes on top, handed out first.
-      for (let i = 0; i < count; i++) free[i] = first + count - 1 - i;
+      for (let i = 0; i < free.length; i++) free[i] = first + count - 1 - i;
       this.classes.push({
         base: words[at]!,
         stride: words[at + 1]!,
@@ -177,14 +250,13 @@ abstract class Rings {
         outputCapacity: words[at + 4]!,
         first,
         free,
-        top: count,
+        top: free.length,
       });
-      slots = Math.max(slots, first + count);
     }
-    this.out = new Uint8Array(slots);
-    this.generation = new Uint32Array(slots);
-    this.outputCap = new Uint32Array(slots);
-    this.counts = new Counts(slots, clock);
+    this.out = carve.u8(slots);
+    this.generation = carve.u32(slots);
+    this.outputCap = carve.u32(slots);
+    this.counts = new Counts(carve, slots, clock);
     this.#violation = violation;
   }
 
@@ -328,7 +400,7 @@ export class Lane extends Rings {
   length = 0;
 
   constructor(mapping: Mapping, words: Uint32Array, violation: Violation, clock: () => number) {
-    super(mapping, words, violation, clock);
+    super(mapping, words, violation, clock, true);
     this.#csWrite = words[LANE.CS_POSITION]!;
     this.#scNext = words[LANE.SC_POSITION]!;
   }
@@ -454,8 +526,6 @@ export class ServerLane extends Rings {
   /** Private positions: the next to pop, the next to push. */
   #csNext: number;
   #scWrite: number;
-  /** Per slot: whether its command counts in the server's counters (not a request for them). */
-  readonly #counted: Uint8Array;
   /** The last taken command's request. */
   code = 0;
   flags = 0;
@@ -463,15 +533,19 @@ export class ServerLane extends Rings {
   outputCapacity = 0;
 
   constructor(mapping: Mapping, words: Uint32Array, violation: Violation, clock: () => number) {
-    super(mapping, words, violation, clock);
+    super(mapping, words, violation, clock, false);
     this.#csNext = words[LANE.CS_POSITION]!;
     this.#scWrite = words[LANE.SC_POSITION]!;
-    this.#counted = new Uint8Array(this.out.length);
   }
 
-  /** Whether the server holds commands of this connection (taken, not answered). */
-  get holding(): boolean {
-    return this.out.indexOf(1) >= 0;
+  /** The command in `slot` is kept past the turn that took it (its `exec` answers later). */
+  keep(slot: number): void {
+    this.out[slot] = this.out[slot]! | KEPT;
+  }
+
+  /** Whether the command in `slot` was kept ({@linkcode ServerLane.keep}). */
+  kept(slot: number): boolean {
+    return (this.out[slot]! & KEPT) !== 0;
   }
 
   /**
@@ -486,7 +560,7 @@ export class ServerLane extends Rings {
     this.#csNext = (this.#csNext + 1) >>> 0;
     const slot = this.locate(offset);
     if (slot < 0) return this.fail(`CS ring entry ${hex(offset)} is not the offset of a slot`);
-    if (this.out[slot] === 1) {
+    if (this.out[slot] !== 0) {
       return this.fail(`slot ${slot} was pushed while the server held it`);
     }
     // Read once: the client can change the header at any time from here on.
@@ -512,7 +586,7 @@ export class ServerLane extends Rings {
 
   /** Counts the command in `slot` in the server's counters (all but requests for them). */
   count(slot: number): void {
-    this.#counted[slot] = 1;
+    this.out[slot] = this.out[slot]! | COUNTED;
     this.counts.started(slot, this.inputLength);
   }
 
@@ -549,10 +623,9 @@ export class ServerLane extends Rings {
   }
 
   #finished(slot: number, status: number, length: number): void {
+    const counted = (this.out[slot]! & COUNTED) !== 0;
     this.out[slot] = 0;
-    if (this.#counted[slot] === 0) return;
-    this.#counted[slot] = 0;
-    this.counts.finished(slot, status, status < 0 ? 0 : length);
+    if (counted) this.counts.finished(slot, status, status < 0 ? 0 : length);
   }
 }
 

@@ -389,12 +389,19 @@ export interface Native {
   serverLaneLayout(server: Handle, conn: number, into: Uint32Array): void;
   /** A view of lent connection `conn`'s segment. */
   serverLaneSegment(server: Handle, conn: number): Mapping;
-  /** After a push onto lent connection `conn`'s SC ring whose sleep flag was raised: wakes the client. */
+  /** After a push onto lent connection `conn`'s SC ring whose sleep flag was raised: wakes the client (nothing once it is gone). */
   serverLaneWake(server: Handle, conn: number): void;
   /** The client of lent connection `conn` broke the protocol, as a lane found: drops it, saying `why`. */
   serverLaneViolation(server: Handle, conn: number, why: string): void;
-  /** Gives lent connection `conn` back once every command taken on it was answered. */
+  /**
+   * Keeps a command of lent connection `conn` past this turn (an `exec` that answers later): the
+   * connection and its segment stay until the matching {@linkcode Native.serverLaneRelease}.
+   */
+  serverLaneHold(server: Handle, conn: number): void;
+  /** A command kept with {@linkcode Native.serverLaneHold} was answered. */
   serverLaneRelease(server: Handle, conn: number): void;
+  /** Lent connection `conn` ended, and this thread took what it had left. */
+  serverLaneDrained(server: Handle, conn: number): void;
   /** Adds what a server's lanes counted (positions in {@linkcode LANE_COUNT}). */
   serverLaneCount(server: Handle, report: Float64Array): void;
   /** Answers an open: 0 accepts, a negative status refuses (`reason`, may be empty, for the client). */

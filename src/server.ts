@@ -116,8 +116,6 @@ interface Connection<C> {
   lane: ServerLane | undefined;
   /** The connection ended: its lane's answers go nowhere, and it is given back once drained. */
   laneEnded: boolean;
-  /** The lane was given back to the core. */
-  laneReleased: boolean;
 }
 
 /**
@@ -163,7 +161,7 @@ export class Server<C = unknown> {
       const length = failedLength(status, wanted, error, output, this.#exposeErrors);
       this.#answer(conn, command, status, length, from);
     },
-    async: hub.needTurn,
+    async: () => hub.needTurn(),
   };
   /** How the lanes answer: into the slot, through `#answerLane`. */
   readonly #laneAnswerer: Answerer<Connection<C>> = {
@@ -173,7 +171,12 @@ export class Server<C = unknown> {
       const length = failedLength(status, wanted, error, output, this.#exposeErrors);
       this.#answerLane(conn, slot, status, length);
     },
-    async: hub.needTurn,
+    async: (conn, slot) => {
+      hub.needTurn();
+      // Kept past this turn: the core keeps the connection and its segment until the answer.
+      conn.lane!.keep(slot);
+      if (this.#handle !== null) native.serverLaneHold(this.#handle, conn.info.id);
+    },
   };
 
   /** Reports the failure of a handler: to `onError`, else to standard error. */
@@ -274,15 +277,14 @@ export class Server<C = unknown> {
     const handle = this.#handle;
     const conn = this.#connections.get(token);
     if (handle === null) return;
-    if (conn === undefined) {
-      // Never admitted here: nothing was taken on it, so it goes back at once.
-      if (code < 0) native.serverLaneRelease(handle, token);
-      return;
+    if (conn !== undefined) {
+      if (code < 0) conn.laneEnded = true;
+      // At the end too: what the client sent before it went still runs, as the core does.
+      this.#takeLane(handle, conn);
     }
-    if (code < 0) conn.laneEnded = true;
-    // At the end too: what the client sent before it went still runs, as the core does.
-    this.#takeLane(handle, conn);
-    if (conn.laneEnded) this.#releaseWhenDrained(handle, conn);
+    // Never admitted here, or taken what was left: the core lets go of it once the commands
+    // kept past their turn are answered.
+    if (code < 0) native.serverLaneDrained(handle, token);
   }
 
   /** Takes and runs every command waiting on `conn`'s lane. */
@@ -290,7 +292,12 @@ export class Server<C = unknown> {
     let lane = conn.lane;
     if (lane === undefined) {
       const words = new Uint32Array(LANE.WORDS);
-      native.serverLaneLayout(handle, conn.info.id, words);
+      try {
+        native.serverLaneLayout(handle, conn.info.id, words);
+      } catch {
+        // Gone already: it ended before its first command was taken, and nothing was left.
+        return;
+      }
       conn.segment?.release();
       conn.segment = native.serverLaneSegment(handle, conn.info.id);
       const id = conn.info.id;
@@ -390,20 +397,14 @@ export class Server<C = unknown> {
   ): void {
     const lane = conn.lane!;
     const handle = this.#handle;
+    const kept = lane.kept(slot);
     if (handle === null || conn.laneEnded) lane.drop(slot, status);
     else if (this.#viewLane(handle, conn, lane) && lane.answer(slot, status, length)) {
       native.serverLaneWake(handle, conn.info.id);
     }
+    // After its answer: the core may let go of the connection, and the client reuse the segment.
+    if (kept && handle !== null) native.serverLaneRelease(handle, conn.info.id);
     if (counted) this.#ended(conn);
-    if (handle !== null && conn.laneEnded) this.#releaseWhenDrained(handle, conn);
-  }
-
-  /** Gives `conn`'s lane back to the core once none of its commands is out. */
-  #releaseWhenDrained(handle: Handle, conn: Connection<C>): void {
-    if (conn.laneReleased || conn.lane?.holding) return;
-    conn.laneReleased = true;
-    if (conn.lane !== undefined) this.#reportLane(handle, conn.lane);
-    native.serverLaneRelease(handle, conn.info.id);
   }
 
   /** Adds what a lane counted to the server's counters. */
@@ -434,7 +435,6 @@ export class Server<C = unknown> {
       closeWhenDrained: false,
       lane: undefined,
       laneEnded: false,
-      laneReleased: false,
     });
   }
 

@@ -289,7 +289,8 @@ Deno.test("a server's lane takes requests in order, holds their slots, and answe
   assert.equal(lane.next(), 0);
   lane.count(0);
   assert.equal(lane.next(), -1);
-  assert.equal(lane.holding, true);
+  lane.keep(0);
+  assert.deepEqual([lane.kept(0), lane.kept(2)], [true, false], "kept past its turn: slot 0");
   assert.equal(lane.claim(0), true);
   assert.equal(lane.answer(0, 3, 11), false, "an awake client needs no wake");
   client.flag(2);
@@ -301,7 +302,7 @@ Deno.test("a server's lane takes requests in order, holds their slots, and answe
     length: 20,
     generation: 5,
   });
-  assert.equal(lane.holding, false);
+  assert.equal(lane.kept(0), false, "answered: no longer kept");
   assert.deepEqual(violations, []);
   const counts = lane.counts.words;
   assert.deepEqual(

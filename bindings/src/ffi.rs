@@ -751,7 +751,7 @@ pub unsafe extern "C" fn shmcall_server_lane_segment(
 /// sleep flag asks.
 #[unsafe(no_mangle)]
 pub extern "C" fn shmcall_server_lane_wake(server: u32, connection: u64) -> i32 {
-    done(surface::server(server).and_then(|s| s.lane_wake(connection)))
+    done(surface::server(server).map(|s| s.lane_wake(connection)))
 }
 
 /// The caller found the client of a lent connection breaking the protocol: drops the
@@ -768,13 +768,26 @@ pub unsafe extern "C" fn shmcall_server_lane_violation(
 ) -> i32 {
     // SAFETY: forwarded contract.
     let why = unsafe { text(why, why_len, "why") };
-    done(why.and_then(|w| surface::server(server).and_then(|s| s.lane_violation(connection, w))))
+    done(why.and_then(|w| surface::server(server).map(|s| s.lane_violation(connection, w))))
 }
 
-/// Gives a lent connection back: the caller answered every command it took.
+/// The caller keeps a command of a lent connection past its turn (an `exec` that answers
+/// later): the connection and its segment stay until [`shmcall_server_lane_release`].
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_server_lane_hold(server: u32, connection: u64) -> i32 {
+    done(surface::server(server).and_then(|s| s.lane_hold(connection)))
+}
+
+/// The caller answered a command of a lent connection that it kept.
 #[unsafe(no_mangle)]
 pub extern "C" fn shmcall_server_lane_release(server: u32, connection: u64) -> i32 {
     done(surface::server(server).and_then(|s| s.lane_release(connection)))
+}
+
+/// The caller, told that a lent connection ended, took what it had left.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_server_lane_drained(server: u32, connection: u64) -> i32 {
+    done(surface::server(server).map(|s| s.lane_drained(connection)))
 }
 
 /// Adds what a server's lanes counted, as [`shmcall_client_lane_count`].

@@ -459,19 +459,31 @@ pub fn server_lane_segment(env: Env, server_: u32, connection: f64) -> Option<Un
 /// Wakes the client of a lent connection after JavaScript's push onto its SC ring.
 #[napi]
 pub fn server_lane_wake(server_: u32, connection: f64) -> i32 {
-    done(server(server_).and_then(|s| s.lane_wake(connection as u64)))
+    done(server(server_).map(|s| s.lane_wake(connection as u64)))
 }
 
 /// JavaScript found the client of a lent connection breaking the protocol.
 #[napi]
 pub fn server_lane_violation(server_: u32, connection: f64, why: String) -> i32 {
-    done(server(server_).and_then(|s| s.lane_violation(connection as u64, &why)))
+    done(server(server_).map(|s| s.lane_violation(connection as u64, &why)))
 }
 
-/// JavaScript gives a lent connection back: it answered what it took.
+/// JavaScript keeps a command of a lent connection past its turn (an async `exec`).
+#[napi]
+pub fn server_lane_hold(server_: u32, connection: f64) -> i32 {
+    done(server(server_).and_then(|s| s.lane_hold(connection as u64)))
+}
+
+/// JavaScript answered a command of a lent connection that it kept.
 #[napi]
 pub fn server_lane_release(server_: u32, connection: f64) -> i32 {
     done(server(server_).and_then(|s| s.lane_release(connection as u64)))
+}
+
+/// JavaScript, told that a lent connection ended, took what it had left.
+#[napi]
+pub fn server_lane_drained(server_: u32, connection: f64) -> i32 {
+    done(server(server_).map(|s| s.lane_drained(connection as u64)))
 }
 
 /// Adds what a server's lanes counted (`LANE_COUNT_LEN` doubles).

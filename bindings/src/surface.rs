@@ -676,18 +676,28 @@ impl ServerHandle {
     }
 
     /// Wakes the client of lent connection `conn` after JavaScript's push.
-    pub fn lane_wake(&self, conn: u64) -> Result<(), Error> {
-        lock(&self.server).lane_wake(conn)
+    pub fn lane_wake(&self, conn: u64) {
+        lock(&self.server).lane_wake(conn);
     }
 
     /// JavaScript found the client of lent connection `conn` breaking the protocol.
-    pub fn lane_violation(&self, conn: u64, why: &str) -> Result<(), Error> {
-        lock(&self.server).lane_violation(conn, why)
+    pub fn lane_violation(&self, conn: u64, why: &str) {
+        lock(&self.server).lane_violation(conn, why);
     }
 
-    /// JavaScript gives lent connection `conn` back: it answered what it took.
+    /// JavaScript keeps a command of lent connection `conn` past its turn (an async `exec`).
+    pub fn lane_hold(&self, conn: u64) -> Result<(), Error> {
+        lock(&self.server).lane_hold(conn)
+    }
+
+    /// JavaScript answered a command of lent connection `conn` that it kept.
     pub fn lane_release(&self, conn: u64) -> Result<(), Error> {
         lock(&self.server).lane_release(conn)
+    }
+
+    /// JavaScript took what lent connection `conn` had left after its end.
+    pub fn lane_drained(&self, conn: u64) {
+        lock(&self.server).lane_drained(conn);
     }
 
     /// Adds what JavaScript's lanes counted to the server's counters.

@@ -13,8 +13,12 @@
 //! JavaScript thread) then pops the CS ring and pushes the SC ring itself. The owner's poll only
 //! looks at the CS ring's next cell, at the read position the consumer publishes, and tells it
 //! there are commands; its arming announces [`crate::ring::WATCHED`] there; backup commands
-//! still come to `exec`. The consumer holds the connection (a holder, below) until it answered
-//! what it took, and is told of the end once.
+//! still come to `exec`. A command the consumer answers within the turn that took it needs no
+//! hold: that turn runs on the owner's thread, which cannot let go of the connection meanwhile;
+//! one it keeps longer (an `exec` that answers later) holds the connection (a holder, below)
+//! until answered. Told of the end once, the consumer also holds the connection while it takes
+//! what the client sent before it went; otherwise the connection goes at once, so that its
+//! segment is released for the client's next connection.
 //!
 //! When the client goes (end-of-file), breaks the protocol, or the server closes, the
 //! connection is marked ended; the owner then lets go of its base hold. Every command already
@@ -356,8 +360,6 @@ impl<H: Handler> Peer<H> {
         }
         let _ = self.context.set(context);
         if let Some(notify) = self.shared.handler.lane(&conn.info) {
-            // The consumer's hold, let go through `Server::lane_release`.
-            conn.hold();
             self.shared.lend(conn.info.id, conn.clone());
             let _ = self.lane.set(notify);
         }
@@ -411,6 +413,13 @@ impl<H: Handler> Peer<H> {
         if conn.ended() {
             // SeqCst: read by `done` through `let_go`'s phase, and by nothing else.
             if !self.lane_told_end.swap(true, Ordering::SeqCst) {
+                // Commands the client sent before it went still run (not a violator's): the
+                // consumer holds the connection while it takes them. Otherwise the connection
+                // goes as soon as the commands the consumer kept are answered — often now, so
+                // that the client finds its segment released for its next connection.
+                conn.cs.follow();
+                let drain = !conn.violated() && !conn.cs.is_empty();
+                self.shared.lane_ended(conn.info.id, drain);
                 notify(Err(Error::new(
                     Status::Closed,
                     format!("connection {} ended", conn.info.id),

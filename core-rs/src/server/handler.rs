@@ -70,8 +70,9 @@ pub trait Handler: Send + Sync + 'static {
     /// its SC ring itself (the JavaScript bindings' lanes): `Some` with how to tell it of
     /// commands to take and of the end. Asked once, as the connection opens, before the client
     /// is welcome. The consumer then takes, runs and answers the connection's slot commands
-    /// itself, and gives the connection back with [`crate::server::Server::lane_release`] once
-    /// it answered them; backup-path commands still come to `exec`. By default `None`.
+    /// itself, holding the connection for those it keeps past its turn
+    /// ([`crate::server::Server::lane_hold`]); backup-path commands still come to `exec`. By
+    /// default `None`.
     fn lane(&self, _conn: &ConnInfo) -> Option<crate::owner::LaneNotify> {
         None
     }

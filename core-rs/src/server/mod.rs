@@ -100,8 +100,9 @@ pub(crate) struct Shared<H: Handler> {
     pub(crate) owner: Arc<dyn Owner>,
     /// Open connections (and those whose `open` runs), by id.
     connections: Mutex<HashMap<u64, Arc<Peer<H>>>>,
-    /// Connections lent to a consumer ([`Handler::lane`]), until it gives them back.
-    lanes: Mutex<HashMap<u64, Arc<connection::Connection>>>,
+    /// Connections lent to a consumer ([`Handler::lane`]), until they ended and it holds none
+    /// of their commands.
+    lanes: Mutex<HashMap<u64, LaneEntry>>,
     /// Handshakes in progress: their tokens and sockets, for `close` to end.
     handshakes: Mutex<HashMap<Token, RawFd>>,
     /// Notified when a connection leaves `connections`.
@@ -120,7 +121,38 @@ impl<H: Handler> Shared<H> {
 
     /// Keeps a lent connection for its consumer's calls.
     pub(crate) fn lend(&self, id: u64, conn: Arc<connection::Connection>) {
-        lock(&self.lanes).insert(id, conn);
+        lock(&self.lanes).insert(
+            id,
+            LaneEntry {
+                conn,
+                holds: 0,
+                ended: false,
+            },
+        );
+    }
+
+    /// Lent connection `id` ended: the consumer has `drain` more to take (commands the client
+    /// sent before it went), for which it holds the connection until [`Shared::lane_change`]
+    /// with `ended`; without, and with no command of it held, the consumer lets go of it now.
+    pub(crate) fn lane_ended(&self, id: u64, drain: bool) {
+        self.lane_change(id, |e| {
+            e.ended = true;
+            if drain {
+                e.holds += 1;
+                e.conn.hold();
+            }
+        });
+    }
+
+    /// Changes lent connection `id`'s entry; drops the entry once it ended and holds nothing.
+    fn lane_change(&self, id: u64, change: impl FnOnce(&mut LaneEntry)) -> Option<()> {
+        let mut lanes = lock(&self.lanes);
+        let entry = lanes.get_mut(&id)?;
+        change(entry);
+        if entry.ended && entry.holds == 0 {
+            lanes.remove(&id);
+        }
+        Some(())
     }
 
     /// Removes a connection that ended (or was refused).
@@ -153,7 +185,8 @@ trait Serving: Send + Sync {
     fn close(&self);
     fn connections(&self) -> usize;
     fn lane(&self, id: u64) -> Option<Arc<connection::Connection>>;
-    fn lane_release(&self, id: u64) -> Option<Arc<connection::Connection>>;
+    fn lane_hold(&self, id: u64, hold: bool) -> Option<()>;
+    fn lane_drained(&self, id: u64);
 }
 
 impl<H: Handler> Serving for Shared<H> {
@@ -206,11 +239,29 @@ impl<H: Handler> Serving for Shared<H> {
     }
 
     fn lane(&self, id: u64) -> Option<Arc<connection::Connection>> {
-        lock(&self.lanes).get(&id).cloned()
+        lock(&self.lanes).get(&id).map(|e| e.conn.clone())
     }
 
-    fn lane_release(&self, id: u64) -> Option<Arc<connection::Connection>> {
-        lock(&self.lanes).remove(&id)
+    fn lane_hold(&self, id: u64, hold: bool) -> Option<()> {
+        self.lane_change(id, |e| {
+            if hold {
+                e.holds += 1;
+                e.conn.hold();
+            } else if e.holds > 0 {
+                e.holds -= 1;
+                e.conn.release();
+            }
+        })
+    }
+
+    fn lane_drained(&self, id: u64) {
+        // The drain's hold, if `lane_ended` took one: the consumer took what was left.
+        let _ = self.lane_change(id, |e| {
+            if e.ended && e.holds > 0 {
+                e.holds -= 1;
+                e.conn.release();
+            }
+        });
     }
 }
 
@@ -351,24 +402,41 @@ impl Server {
 
     /// After the consumer's push onto the SC ring of lent connection `id` and a full fence,
     /// wakes the client as its sleep flag asks.
-    pub fn lane_wake(&self, id: u64) -> Result<(), Error> {
-        self.lent(id)?.wake_client();
-        Ok(())
+    /// Nothing when the connection is gone already (it ended, and nothing of it is held).
+    pub fn lane_wake(&self, id: u64) {
+        if let Some(conn) = self.serving.lane(id) {
+            conn.wake_client();
+        }
     }
 
     /// The consumer of lent connection `id` found the client breaking the protocol: drops the
     /// connection, telling the client `why`, as the server does for what it finds itself.
-    pub fn lane_violation(&self, id: u64, why: &str) -> Result<(), Error> {
-        self.lent(id)?.violation(why.to_string(), true);
-        Ok(())
+    /// Nothing when the connection is gone already.
+    pub fn lane_violation(&self, id: u64, why: &str) {
+        if let Some(conn) = self.serving.lane(id) {
+            conn.violation(why.to_string(), true);
+        }
     }
 
-    /// The consumer gives lent connection `id` back: it answered every command it took (the
-    /// connection's `close` may run once the rest let go). Once only.
+    /// The consumer of lent connection `id` keeps a command it took past this call (an `exec`
+    /// that answers later): the connection, and its segment, stay until the matching
+    /// [`Server::lane_release`]. A command answered within the consumer's turn needs none: the
+    /// owner, which runs that turn, cannot let go of the connection meanwhile.
+    pub fn lane_hold(&self, id: u64) -> Result<(), Error> {
+        self.serving.lane_hold(id, true).ok_or_else(|| not_lent(id))
+    }
+
+    /// The consumer answered a command it kept ([`Server::lane_hold`]).
     pub fn lane_release(&self, id: u64) -> Result<(), Error> {
-        let conn = self.serving.lane_release(id).ok_or_else(|| not_lent(id))?;
-        conn.release();
-        Ok(())
+        self.serving
+            .lane_hold(id, false)
+            .ok_or_else(|| not_lent(id))
+    }
+
+    /// The consumer took what lent connection `id` had left after its end (it was told of the
+    /// end): the connection goes once the commands it kept are answered. Any number of times.
+    pub fn lane_drained(&self, id: u64) {
+        self.serving.lane_drained(id);
     }
 
     fn lent(&self, id: u64) -> Result<Arc<connection::Connection>, Error> {
@@ -382,6 +450,15 @@ impl Server {
     pub fn close(&mut self) {
         self.serving.close();
     }
+}
+
+/// A lent connection as its consumer's calls find it.
+struct LaneEntry {
+    conn: Arc<connection::Connection>,
+    /// Holds the consumer has on the connection: commands it kept, and the drain after the end.
+    holds: usize,
+    /// Whether the connection ended (the consumer was told).
+    ended: bool,
 }
 
 fn not_lent(id: u64) -> Error {
