@@ -9,7 +9,7 @@
 
 import "./setup.ts";
 import assert from "node:assert/strict";
-import { type Client, connect, IpcError, Status } from "../mod.ts";
+import { type Client, connect, IpcError, serve, Status } from "../mod.ts";
 import { within } from "./peers/assertions.ts";
 import { Peer, PEER_BIN, tempSocketDir } from "./peers/spawn.ts";
 
@@ -206,4 +206,49 @@ Deno.test("a client that scribbles on its segment loses only its own connection 
   const seen = await pipeline(good, 500, 16);
   assert.deepEqual(seen.filter((n) => n !== 1), []);
   assert.equal(server.seen.includes("ready"), true);
+});
+
+Deno.test("an exec that answers after its client closed keeps the connection's segment: the client's next connection is not written by it", async () => {
+  using dir = tempSocketDir();
+  const LATE = 2;
+  let lateWrites = 0;
+  let late!: () => void;
+  const lateDone = new Promise<void>((r) => late = r);
+  await using _server = await serve("late", {
+    exec: ({ code, input, output }) => {
+      if (code !== LATE) {
+        output.set(input);
+        return { length: input.length };
+      }
+      return new Promise((resolve) =>
+        setTimeout(() => {
+          // Written after the client went: into this connection's segment, which must still be
+          // this connection's alone.
+          output.fill(0xee);
+          lateWrites++;
+          resolve({ length: output.length });
+          late();
+        }, 50)
+      );
+    },
+  }, { socketDir: dir.path });
+  const first = await connect("late", { socketDir: dir.path });
+  const held = first.execute(LATE, { input: new Uint8Array(8), outputLength: 64, completion() {} })
+    .catch((e) => e instanceof IpcError ? e.statusName : String(e));
+  // Taken by the server (its exec runs) before the close.
+  await within("an echo", first.execute(ECHO, { outputLength: 0, completion() {} }));
+  first.close();
+  assert.equal(await held, "CLOSED");
+  using second = await connect("late", { socketDir: dir.path });
+  let checked = 0;
+  while (lateWrites === 0 || checked < 200) {
+    const input = new Uint8Array(64).fill(checked & 0x7f);
+    const r = await within(
+      "an echo",
+      second.execute(ECHO, { input, outputLength: 64, completion() {} }),
+    );
+    assert.deepEqual(r.output, input, `echo ${checked} was written by another connection's exec`);
+    checked++;
+  }
+  await within("the late exec", lateDone);
 });
