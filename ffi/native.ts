@@ -220,6 +220,10 @@ export const denoNative: Native = {
     check(library().shmcall_client_lane_wake(client));
   },
 
+  clientLaneActivate(client) {
+    check(library().shmcall_client_lane_activate(client));
+  },
+
   clientLaneWait(client, timeoutMs) {
     return check(library().shmcall_client_lane_wait(client, timeoutMs)) === 1;
   },

@@ -116,6 +116,9 @@ export const nodeNative: Native = {
   clientLaneWake(client) {
     check(addon.clientLaneWake(client));
   },
+  clientLaneActivate(client) {
+    check(addon.clientLaneActivate(client));
+  },
   clientLaneWait: (client, timeoutMs) => check(addon.clientLaneWait(client, timeoutMs)) === 1,
   clientLaneViolation(client, why) {
     check(addon.clientLaneViolation(client, why));

@@ -604,6 +604,8 @@ export class Client {
       unwatch: undefined,
     };
     if (lane.push(slot, code, mode, inputLength, outputLength)) native.clientLaneWake(handle);
+    // The first command after a pause: the owner polls for its answer again.
+    if (lane.watched) native.clientLaneActivate(handle);
     this.#pending.set(slot, p);
     hub.hold();
     if (o.signal !== undefined || o.timeout !== undefined || this.#timeout !== undefined) {

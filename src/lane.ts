@@ -460,6 +460,14 @@ export class Lane extends Rings {
   }
 
   /**
+   * Whether the core's owner armed the SC ring (`WATCHED`): it stopped polling it, and an answer
+   * would come through a WAKE frame and the reactor.
+   */
+  get watched(): boolean {
+    return this.u32[this.scFlag] === RING.WATCHED;
+  }
+
+  /**
    * Withdraws the command in slot `slot` unless the server took it already: one compare-and-swap
    * of the claim word, against the server's swap. True when it did: the server then answers it
    * `CANCELLED` without running it, and the slot stays out until that answer comes.

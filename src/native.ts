@@ -105,9 +105,10 @@ export const CLAIM = { PENDING: 1, CANCELLED: 2 } as const;
 
 /**
  * A ring header's size and the byte offsets of its read position and sleep flag, and the flag's
- * value when the consumer needs no wake (`RingHeader` and `ring::AWAKE` in core-rs/src/ring.rs).
+ * values when the consumer needs no wake and when its process watches the control socket
+ * (`RingHeader`, `ring::AWAKE` and `ring::WATCHED` in core-rs/src/ring.rs).
  */
-export const RING = { HEADER_SIZE: 128, READ: 0, FLAG: 4, AWAKE: 0 } as const;
+export const RING = { HEADER_SIZE: 128, READ: 0, FLAG: 4, AWAKE: 0, WATCHED: 2 } as const;
 
 /** The 32-bit words of a hub event (`HubEvent` in bindings/src/surface.rs). */
 export const EVENT_WORD = {
@@ -357,6 +358,11 @@ export interface Native {
   clientLend(client: Handle, into: Uint32Array): void;
   /** After a push onto a lent CS ring whose sleep flag was raised: wakes the server. */
   clientLaneWake(client: Handle): void;
+  /**
+   * An asynchronous command went out while the lent SC ring was armed (`Lane.watched`): the
+   * core's owner polls it again, so that its answer needs no WAKE frame.
+   */
+  clientLaneActivate(client: Handle): void;
   /**
    * Waits on this thread for an answer to pop from a lent SC ring, at most `timeoutMs` when
    * positive: true when one is there, false when the time ran out; throws the connection's end.

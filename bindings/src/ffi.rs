@@ -497,6 +497,13 @@ pub extern "C" fn shmcall_client_lane_wake(client: u32) -> i32 {
     done(surface::client(client).map(|c| c.lane_wake()))
 }
 
+/// A lent client sent an asynchronous command while its SC ring was armed (`WATCHED`): its owner
+/// polls it again, so that the answer needs no WAKE frame.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_client_lane_activate(client: u32) -> i32 {
+    done(surface::client(client).map(|c| c.lane_activate()))
+}
+
 /// Waits until a lent client's SC ring has an answer to pop, for at most `timeout_ms` when
 /// positive: 1 when one is there, 0 when the time ran out, or the failure of the connection's
 /// end.

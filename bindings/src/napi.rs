@@ -339,6 +339,12 @@ pub fn client_lane_wake(client_: u32) -> i32 {
     done(client(client_).map(|c| c.lane_wake()))
 }
 
+/// A lent client sent an asynchronous command while its SC ring was armed: the owner polls it.
+#[napi]
+pub fn client_lane_activate(client_: u32) -> i32 {
+    done(client(client_).map(|c| c.lane_activate()))
+}
+
 /// Waits for an answer to pop: 1 there, 0 the time ran out, or the end's failure.
 #[napi]
 pub fn client_lane_wait(client_: u32, timeout_ms: f64) -> i32 {

@@ -350,6 +350,11 @@ impl ClientHandle {
         self.client.lane_wake();
     }
 
+    /// The owner polls the lent connection again ([`Client::lane_activate`]).
+    pub fn lane_activate(&self) {
+        self.client.lane_activate();
+    }
+
     /// Waits for an answer to pop, at most `timeout_ms` when positive ([`Client::lane_wait`]).
     pub fn lane_wait(&self, timeout_ms: f64) -> Result<bool, Error> {
         let timeout = timeout(timeout_ms)?;
@@ -1067,6 +1072,7 @@ pub const CONSTANTS: &[(&str, i64)] = &[
     ("RING_READ", RingHeader::READ as i64),
     ("RING_FLAG", RingHeader::FLAG as i64),
     ("RING_AWAKE", ring::AWAKE as i64),
+    ("RING_WATCHED", ring::WATCHED as i64),
     // The 32-bit words of a `HubEvent`.
     ("EVENT_WORDS", (std::mem::size_of::<HubEvent>() / 4) as i64),
     (

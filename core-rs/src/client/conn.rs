@@ -567,6 +567,10 @@ impl Conn {
         // Relaxed: written by this thread (the owner's arm runs on it) or swapped by the server,
         // whose swap comes with a wake of its own.
         let watched = flag.load(Ordering::Relaxed) == ring::WATCHED;
+        if watched {
+            // This thread looks at the ring now: the answer need not come as a WAKE frame.
+            flag.store(ring::AWAKE, Ordering::Relaxed);
+        }
         let found = self.sc.wait_entry(self.spin, &park, stop).is_ok();
         if watched {
             flag.store(ring::WATCHED, Ordering::Relaxed);

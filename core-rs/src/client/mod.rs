@@ -488,6 +488,15 @@ impl Client {
         conn.cs.wake(&PushWaker(&conn.link));
     }
 
+    /// A lent connection's consumer sent an asynchronous command while the SC ring was armed
+    /// ([`crate::ring::WATCHED`]: the owner stopped polling it): the owner polls it again, so
+    /// that the answer is taken there rather than through a WAKE frame and the reactor.
+    pub fn lane_activate(&self) {
+        let conn = &self.conn;
+        conn.sc.unwatch();
+        conn.wake_owner();
+    }
+
     /// Waits on this thread until the next cell of a lent connection's SC ring holds an entry
     /// (at the read position its consumer published), spinning first and then sleeping, for at
     /// most `timeout`. Returns whether an entry is there; fails with the end's error once the

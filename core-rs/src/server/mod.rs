@@ -126,6 +126,7 @@ impl<H: Handler> Shared<H> {
             LaneEntry {
                 conn,
                 holds: 0,
+                draining: false,
                 ended: false,
             },
         );
@@ -137,7 +138,8 @@ impl<H: Handler> Shared<H> {
     pub(crate) fn lane_ended(&self, id: u64, drain: bool) {
         self.lane_change(id, |e| {
             e.ended = true;
-            if drain {
+            if drain && !e.draining {
+                e.draining = true;
                 e.holds += 1;
                 e.conn.hold();
             }
@@ -257,7 +259,8 @@ impl<H: Handler> Serving for Shared<H> {
     fn lane_drained(&self, id: u64) {
         // The drain's hold, if `lane_ended` took one: the consumer took what was left.
         let _ = self.lane_change(id, |e| {
-            if e.ended && e.holds > 0 {
+            if e.draining {
+                e.draining = false;
                 e.holds -= 1;
                 e.conn.release();
             }
@@ -457,6 +460,8 @@ struct LaneEntry {
     conn: Arc<connection::Connection>,
     /// Holds the consumer has on the connection: commands it kept, and the drain after the end.
     holds: usize,
+    /// Whether one of `holds` is the drain's ([`Shared::lane_ended`]).
+    draining: bool,
     /// Whether the connection ended (the consumer was told).
     ended: bool,
 }
