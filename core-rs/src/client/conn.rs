@@ -571,11 +571,14 @@ impl Conn {
             // This thread looks at the ring now: the answer need not come as a WAKE frame.
             flag.store(ring::AWAKE, Ordering::Relaxed);
         }
-        let found = self.sc.wait_entry(self.spin, &park, stop).is_ok();
+        let mut found = self.sc.wait_entry(self.spin, &park, stop).is_ok();
         if watched {
             flag.store(ring::WATCHED, Ordering::Relaxed);
-            // SYNC POINT C of the ring (pairs with the producer's fence after its push).
+            // SYNC POINT C of the ring (pairs with the producer's fence after its push): an
+            // entry pushed before the announcement is seen by this look, and the consumer pops
+            // it; one pushed after it is signalled.
             std::sync::atomic::fence(Ordering::SeqCst);
+            found = found || !self.sc.is_empty();
         }
         if found {
             // The same hint `complete_slot` keeps for slots of its own: whether answers come at
