@@ -575,7 +575,7 @@ export class Client {
     }
     const lane = this.#useLane(handle);
     const slot = this.#ended === undefined ? lane.take(inputLength, outputLength) : -1;
-    if (slot < 0) return this.#issueBackup(handle, code, o, mode);
+    if (slot < 0) return this.#issueBackup(handle, code, o, mode, inputLength, outputLength);
     const input = lane.input(slot, inputLength);
     const output = lane.output(slot, outputLength);
     try {
@@ -689,14 +689,8 @@ export class Client {
         throw e;
       }
       if (found) continue;
-      if (lane.withdraw(slot)) {
-        // Its answer, CANCELLED, is still to come: it finds no command and frees the slot.
-        throw this.#cancelled(undefined, timeout);
-      }
-      throw new IpcError(
-        Status.TIMED_OUT,
-        `a command to '${this.#icId}' had no answer within its timeout of ${timeout} ms: the server took it, so it may have run; its answer will be discarded`,
-      );
+      // Either way its answer is still to come: it finds no command and frees the slot.
+      throw lane.withdraw(slot) ? this.#cancelled(undefined, timeout) : this.#timedOut(timeout!);
     }
     const status = lane.status;
     const length = lane.length;
@@ -732,9 +726,9 @@ export class Client {
     code: number,
     o: ExecuteOptions<unknown>,
     mode: number,
+    inputLength: number,
+    outputLength: number,
   ): number | Promise<ExecuteResult> {
-    const inputLength = checkedInput;
-    const outputLength = checkedOutput;
     let ticket: number;
     try {
       ticket = native.clientBegin(handle, code, inputLength, outputLength, mode);
@@ -852,10 +846,7 @@ export class Client {
       this.#pending.delete(token);
       p.unwatch?.();
       hub.release();
-      const error = withdrawn ? this.#cancelled(signal, timedOut) : new IpcError(
-        Status.TIMED_OUT,
-        `a command to '${this.#icId}' had no answer within its timeout of ${timedOut} ms: the server took it, so it may have run; its answer will be discarded`,
-      );
+      const error = withdrawn ? this.#cancelled(signal, timedOut) : this.#timedOut(timedOut!);
       failed(p.options, error.status);
       p.reject(error);
     };
@@ -869,6 +860,14 @@ export class Client {
     };
     // Aborted while the prepare callbacks ran, before the listener was there.
     if (signal?.aborted) withdraw(undefined);
+  }
+
+  /** The failure of a command the server took but did not answer within `timeout` ms. */
+  #timedOut(timeout: number): IpcError {
+    return new IpcError(
+      Status.TIMED_OUT,
+      `a command to '${this.#icId}' had no answer within its timeout of ${timeout} ms: the server took it, so it may have run; its answer will be discarded`,
+    );
   }
 
   #cancelled(signal: AbortSignal | undefined, timedOut: number | undefined): IpcError {
@@ -1147,10 +1146,7 @@ export class Client {
 
   /** Adds what the lane counted to the core's counters. */
   #report(handle: Handle): void {
-    if (this.#lane === undefined) return;
-    const counts = this.#lane.counts.words;
-    native.clientLaneCount(handle, counts);
-    counts.fill(0);
+    this.#lane?.counts.report((words) => native.clientLaneCount(handle, words));
   }
 
   /**

@@ -109,6 +109,31 @@ interface Class {
   top: number;
 }
 
+/**
+ * One ring as this side uses it: the word indexes of its cells, of the consumer's published read
+ * position and of its sleep flag, and this side's private position on it (the next to push, or
+ * to pop).
+ */
+interface RingWords {
+  readonly name: "CS" | "SC";
+  readonly cells: number;
+  readonly read: number;
+  readonly flag: number;
+  position: number;
+}
+
+/** The words of the ring whose header is at segment offset `at`, this side at `position`. */
+function ringWords(name: "CS" | "SC", at: number, position: number): RingWords {
+  const header = at / 4;
+  return {
+    name,
+    cells: header + RING.HEADER_SIZE / 4,
+    read: header + RING.READ / 4,
+    flag: header + RING.FLAG / 4,
+    position,
+  };
+}
+
 /** What a lane found wrong with the peer's writes: ends the connection with `why`. */
 export type Violation = (why: string) => void;
 
@@ -169,6 +194,14 @@ class Counts {
   get full(): boolean {
     return this.words[LANE_COUNT.SAMPLES] === LANE_COUNT.MAX_SAMPLES;
   }
+
+  /** Hands what was counted since the last report to `report` (nothing, if nothing), then starts over. */
+  report(report: (words: Float64Array) => void): void {
+    const words = this.words;
+    if (words[LANE_COUNT.COMMANDS] === 0 && words[LANE_COUNT.FINISHED] === 0) return;
+    report(words);
+    words.fill(0);
+  }
 }
 
 /**
@@ -183,13 +216,9 @@ abstract class Rings {
   #inputs: Uint8Array[] = [];
   #outputs: Uint8Array[] = [];
   protected readonly classes: Class[] = [];
-  /** Word indexes of the rings' cells, read positions and sleep flags. */
-  protected readonly csCells: number;
-  protected readonly csRead: number;
-  protected readonly csFlag: number;
-  protected readonly scCells: number;
-  protected readonly scRead: number;
-  protected readonly scFlag: number;
+  /** The two rings: a client pushes CS and pops SC, a server the other way round. */
+  protected readonly cs: RingWords;
+  protected readonly sc: RingWords;
   protected readonly mask: number;
   protected readonly capacity: number;
   /** Per slot: whether it is out (1; a server adds the bits of `COUNTED` and `KEPT`), its generation and output capacity. */
@@ -199,6 +228,8 @@ abstract class Rings {
   readonly #violation: Violation;
   /** What this side counted since its last report. */
   readonly counts: Counts;
+  /** The segment offset of the slot {@linkcode Rings.popSlot} popped last (its header's). */
+  protected popped = 0;
   /** Set once the peer broke the protocol: the lane pops nothing more. */
   broken = false;
 
@@ -220,15 +251,8 @@ abstract class Rings {
     const capacity = words[LANE.RING_CAPACITY]!;
     this.capacity = capacity;
     this.mask = capacity - 1;
-    const cs = words[LANE.CS_RING]! / 4;
-    const sc = words[LANE.SC_RING]! / 4;
-    const header = RING.HEADER_SIZE / 4;
-    this.csCells = cs + header;
-    this.csRead = cs + RING.READ / 4;
-    this.csFlag = cs + RING.FLAG / 4;
-    this.scCells = sc + header;
-    this.scRead = sc + RING.READ / 4;
-    this.scFlag = sc + RING.FLAG / 4;
+    this.cs = ringWords("CS", words[LANE.CS_RING]!, words[LANE.CS_POSITION]!);
+    this.sc = ringWords("SC", words[LANE.SC_RING]!, words[LANE.SC_POSITION]!);
     let slots = 0;
     for (let at = LANE.CLASSES; at < LANE.WORDS; at += LANE.CLASS_WORDS) {
       slots = Math.max(slots, words[at + 5]! + words[at + 2]!);
@@ -333,51 +357,55 @@ abstract class Rings {
   }
 
   /**
-   * Pushes `value` onto the ring whose cells start at word `cells`, at private position
-   * `position`, against the consumer's published read position at word `read`; returns whether
-   * the consumer's flag at word `flag` asks to be woken. -1, with the connection ended, when the
-   * ring is full: a cell per slot, so only a consumer that lied about its read position makes
-   * it so.
+   * Pushes the slot at segment offset `at` onto `ring` (the peer consumes it): returns whether
+   * the peer's sleep flag asks to be woken. False, with the connection ended, when the ring is
+   * full: a cell per slot, so only a peer that lied about its read position makes it so.
    */
-  protected pushAt(
-    cells: number,
-    read: number,
-    flag: number,
-    position: number,
-    value: number,
-    ring: string,
-  ): number {
+  protected pushSlot(ring: RingWords, at: number): boolean {
     const u32 = this.u32;
+    const position = ring.position;
     // The consumer's read position is its own to write: a lie about it is its loss alone. A
     // plain load: a stale value only makes the ring look fuller than it is, and the consumer
     // published it before it could have read the entries it covers.
-    if (((position - u32[read]!) >>> 0) >= this.capacity) {
-      this.fail(`the ${ring} ring is full, which a peer that follows the protocol never causes`);
-      return -1;
+    if (((position - u32[ring.read]!) >>> 0) >= this.capacity) {
+      this.fail(
+        `the ${ring.name} ring is full, which a peer that follows the protocol never causes`,
+      );
+      return false;
     }
+    ring.position = (position + 1) >>> 0;
     // Sequentially consistent: what was written before (plain stores, which x86-64 keeps in
     // order and V8 does not move past an atomic) is published with the cell, and the look at
     // the flag below cannot come before it: this store is the full fence of the wake-up
     // handshake (an `xchg`), so the flag's load after it may be plain.
-    Atomics.store(u32, cells + (position & this.mask), value);
-    return u32[flag] !== RING.AWAKE ? 1 : 0;
+    Atomics.store(u32, ring.cells + (position & this.mask), at);
+    return u32[ring.flag] !== RING.AWAKE;
   }
 
   /**
-   * Pops the ring whose cells start at word `cells` at private position `position`, publishing
-   * the next position at word `read`: the entry, or 0 when the cell is empty.
+   * Pops `ring` (the peer produces it), publishing the read position: the slot of the entry;
+   * -1 when the ring is empty, when the lane stopped, or when the entry is no slot's offset (the
+   * connection is then ended).
    */
-  protected popAt(cells: number, read: number, position: number): number {
+  protected popSlot(ring: RingWords): number {
+    if (this.broken) return -1;
     const u32 = this.u32;
-    const cell = cells + (position & this.mask);
+    const position = ring.position;
+    const cell = ring.cells + (position & this.mask);
     // Atomic: the load that sees the producer's entry, and everything written before it.
-    const value = Atomics.load(u32, cell);
-    if (value === 0) return 0;
+    const offset = Atomics.load(u32, cell);
+    if (offset === 0) return -1;
+    ring.position = (position + 1) >>> 0;
     // Publishes the read position after clearing the cell (plain stores, kept in order): the
     // cell is free for the producer again, and the core's owner looks at the next one.
     u32[cell] = 0;
-    u32[read] = (position + 1) >>> 0;
-    return value;
+    u32[ring.read] = ring.position;
+    const slot = this.locate(offset);
+    if (slot < 0) {
+      return this.fail(`${ring.name} ring entry ${hex(offset)} is not the offset of a slot`);
+    }
+    this.popped = offset;
+    return slot;
   }
 
   /** The peer broke the protocol: ends the connection saying `why`; the lane stops. */
@@ -392,17 +420,12 @@ abstract class Rings {
 
 /** A client's lane: see the module doc. */
 export class Lane extends Rings {
-  /** Private positions: the next to push, the next to pop. */
-  #csWrite: number;
-  #scNext: number;
   /** The last popped answer's status and output length. */
   status = 0;
   length = 0;
 
   constructor(mapping: Mapping, words: Uint32Array, violation: Violation, clock: () => number) {
     super(mapping, words, violation, clock, true);
-    this.#csWrite = words[LANE.CS_POSITION]!;
-    this.#scNext = words[LANE.SC_POSITION]!;
   }
 
   /**
@@ -454,9 +477,7 @@ export class Lane extends Rings {
     u32[h + SLOT.GENERATION / 4] = generation;
     u32[h + SLOT.CLAIM / 4] = CLAIM.PENDING;
     this.counts.started(slot, inputLength);
-    const wake = this.pushAt(this.csCells, this.csRead, this.csFlag, this.#csWrite, at, "CS");
-    if (wake >= 0) this.#csWrite = (this.#csWrite + 1) >>> 0;
-    return wake === 1;
+    return this.pushSlot(this.cs, at);
   }
 
   /**
@@ -464,7 +485,7 @@ export class Lane extends Rings {
    * would come through a WAKE frame and the reactor.
    */
   get watched(): boolean {
-    return this.u32[this.scFlag] === RING.WATCHED;
+    return this.u32[this.sc.flag] === RING.WATCHED;
   }
 
   /**
@@ -485,16 +506,12 @@ export class Lane extends Rings {
    * broke the protocol (the connection is then ended, and the lane pops nothing more).
    */
   pop(): number {
-    if (this.broken) return -1;
-    const offset = this.popAt(this.scCells, this.scRead, this.#scNext);
-    if (offset === 0) return -1;
-    this.#scNext = (this.#scNext + 1) >>> 0;
-    const slot = this.locate(offset);
-    if (slot < 0) return this.fail(`SC ring entry ${hex(offset)} is not the offset of a slot`);
+    const slot = this.popSlot(this.sc);
+    if (slot < 0) return -1;
     if (this.out[slot] !== 1) {
       return this.fail(`slot ${slot} came back while it was not outstanding`);
     }
-    const h = offset >>> 2;
+    const h = this.popped >>> 2;
     const status = this.i32[h + SLOT.STATUS / 4]!;
     const length = this.u32[h + SLOT.OUTPUT_LEN / 4]!;
     const generation = this.u32[h + SLOT.REPLY_GENERATION / 4]!;
@@ -531,9 +548,6 @@ export class Lane extends Rings {
  * client's lane does the other way round (see the module doc).
  */
 export class ServerLane extends Rings {
-  /** Private positions: the next to pop, the next to push. */
-  #csNext: number;
-  #scWrite: number;
   /** The last taken command's request. */
   code = 0;
   flags = 0;
@@ -542,8 +556,6 @@ export class ServerLane extends Rings {
 
   constructor(mapping: Mapping, words: Uint32Array, violation: Violation, clock: () => number) {
     super(mapping, words, violation, clock, false);
-    this.#csNext = words[LANE.CS_POSITION]!;
-    this.#scWrite = words[LANE.SC_POSITION]!;
   }
 
   /** The command in `slot` is kept past the turn that took it (its `exec` answers later). */
@@ -562,17 +574,13 @@ export class ServerLane extends Rings {
    * broke the protocol (the connection is then dropped, and the lane takes nothing more).
    */
   next(): number {
-    if (this.broken) return -1;
-    const offset = this.popAt(this.csCells, this.csRead, this.#csNext);
-    if (offset === 0) return -1;
-    this.#csNext = (this.#csNext + 1) >>> 0;
-    const slot = this.locate(offset);
-    if (slot < 0) return this.fail(`CS ring entry ${hex(offset)} is not the offset of a slot`);
+    const slot = this.popSlot(this.cs);
+    if (slot < 0) return -1;
     if (this.out[slot] !== 0) {
       return this.fail(`slot ${slot} was pushed while the server held it`);
     }
     // Read once: the client can change the header at any time from here on.
-    const h = offset >>> 2;
+    const h = this.popped >>> 2;
     const u32 = this.u32;
     const inputLength = u32[h + SLOT.INPUT_LEN / 4]!;
     const outputCapacity = u32[h + SLOT.OUTPUT_CAP / 4]!;
@@ -620,9 +628,7 @@ export class ServerLane extends Rings {
     this.u32[h + SLOT.REPLY_GENERATION / 4] = this.generation[slot]!;
     this.#finished(slot, status, length);
     if (this.broken) return false;
-    const wake = this.pushAt(this.scCells, this.scRead, this.scFlag, this.#scWrite, at, "SC");
-    if (wake >= 0) this.#scWrite = (this.#scWrite + 1) >>> 0;
-    return wake === 1;
+    return this.pushSlot(this.sc, at);
   }
 
   /** Lets go of the command in `slot` unanswered (the connection ended: no one is told). */

@@ -18,16 +18,7 @@ import {
 } from "./exec.ts";
 import * as hub from "./hub.ts";
 import { ServerLane } from "./lane.ts";
-import {
-  EVENT,
-  FLAG,
-  type Handle,
-  LANE,
-  LANE_COUNT,
-  type Mapping,
-  native,
-  STATS,
-} from "./native.ts";
+import { EVENT, FLAG, type Handle, LANE, type Mapping, native, STATS } from "./native.ts";
 import { type Job, Pool, type PoolHost } from "./pool.ts";
 import { readServerStats, type ServerStats } from "./stats.ts";
 import { Status } from "./status.ts";
@@ -114,7 +105,7 @@ interface Connection<C> {
    * the segment's view on its first lane event.
    */
   lane: ServerLane | undefined;
-  /** The connection ended: its lane's answers go nowhere, and it is given back once drained. */
+  /** The connection ended: its lane's answers go nowhere (the core is told once it took what was left). */
   laneEnded: boolean;
 }
 
@@ -298,15 +289,16 @@ export class Server<C = unknown> {
         // Gone already: it ended before its first command was taken, and nothing was left.
         return;
       }
-      conn.segment?.release();
-      conn.segment = native.serverLaneSegment(handle, conn.info.id);
       const id = conn.info.id;
-      lane = conn.lane = new ServerLane(conn.segment, words, (why) => {
+      lane = conn.lane = new ServerLane(this.#laneSegment(handle, conn), words, (why) => {
         if (this.#handle !== null) native.serverLaneViolation(this.#handle, id, why);
       }, native.nowNs);
     }
-    let slot: number;
-    while (this.#viewLane(handle, conn, lane) && (slot = lane.next()) >= 0) {
+    while (true) {
+      // An `exec` may have detached the views: made again before each take.
+      if (lane.detached) lane.view(this.#laneSegment(handle, conn));
+      const slot = lane.next();
+      if (slot < 0) break;
       this.#runLane(conn, lane, slot);
       if (this.#handle === null) return;
     }
@@ -315,14 +307,10 @@ export class Server<C = unknown> {
     this.#reportLane(handle, lane);
   }
 
-  /** Views the segment again if user code detached the lane's views (an `exec` may); true. */
-  #viewLane(handle: Handle, conn: Connection<C>, lane: ServerLane): true {
-    if (lane.detached) {
-      conn.segment?.release();
-      conn.segment = native.serverLaneSegment(handle, conn.info.id);
-      lane.view(conn.segment);
-    }
-    return true;
+  /** Views `conn`'s segment (again), letting go of the view it had. */
+  #laneSegment(handle: Handle, conn: Connection<C>): Mapping {
+    conn.segment?.release();
+    return conn.segment = native.serverLaneSegment(handle, conn.info.id);
   }
 
   /** Runs (or answers at once) the command just taken in `slot` of `conn`'s lane. */
@@ -386,7 +374,7 @@ export class Server<C = unknown> {
 
   /**
    * Answers the command in `slot` of `conn`'s lane exactly once (or lets it go, when the
-   * connection ended), then gives the lane back if it ended and nothing more is out.
+   * connection ended), then lets go of the core's hold when it was kept past its turn.
    */
   #answerLane(
     conn: Connection<C>,
@@ -399,8 +387,9 @@ export class Server<C = unknown> {
     const handle = this.#handle;
     const kept = lane.kept(slot);
     if (handle === null || conn.laneEnded) lane.drop(slot, status);
-    else if (this.#viewLane(handle, conn, lane) && lane.answer(slot, status, length)) {
-      native.serverLaneWake(handle, conn.info.id);
+    else {
+      if (lane.detached) lane.view(this.#laneSegment(handle, conn));
+      if (lane.answer(slot, status, length)) native.serverLaneWake(handle, conn.info.id);
     }
     // After its answer: the core may let go of the connection, and the client reuse the segment.
     if (kept && handle !== null) native.serverLaneRelease(handle, conn.info.id);
@@ -409,10 +398,7 @@ export class Server<C = unknown> {
 
   /** Adds what a lane counted to the server's counters. */
   #reportLane(handle: Handle, lane: ServerLane): void {
-    const words = lane.counts.words;
-    if (words[LANE_COUNT.COMMANDS] === 0 && words[LANE_COUNT.FINISHED] === 0) return;
-    native.serverLaneCount(handle, words);
-    words.fill(0);
+    lane.counts.report((words) => native.serverLaneCount(handle, words));
   }
 
   /** Adds what every lane counted to the server's counters. */
