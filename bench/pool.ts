@@ -202,6 +202,8 @@ export async function poolBench(
   const oneN = quick ? 1_000 : 10_000;
   const peers: Peer[] = [];
   const clients: Client[] = [];
+  /** One in flight is a latency figure: measured by clients with the default spin. */
+  const waiters: Client[] = [];
   const ceilingWorkers = [0, 1].map(() =>
     new Worker(new URL("./peers/work_worker.ts", import.meta.url).href, { type: "module" })
   );
@@ -218,6 +220,7 @@ export async function poolBench(
       // A throughput client of a CPU-bound server sleeps at once when it waits: on 2 cores its
       // default 50 µs spin per answer takes CPU the workers need (1.37× against 1.49× here).
       clients.push(await connect(icId, { socketDir: dir, spinMicros: 0 }));
+      waiters.push(await connect(icId, { socketDir: dir }));
     }
     const heavy = POOL_SIZES.map(() => ({ rates: [] as number[], times: [] as Float64Array[] }));
     const echo = POOL_SIZES.map(() => ({ rates: [] as number[], times: [] as Float64Array[] }));
@@ -226,10 +229,10 @@ export async function poolBench(
     let othersTicks = 0;
     let seconds = 0;
     // Warm-up, thrown away: every path compiled, every worker's module hot.
-    for (const client of clients) {
+    for (const [m, client] of clients.entries()) {
       await burst(client, WORK, Math.max(40, workTotal / 10));
       await burst(client, ECHO, echoTotal / 10);
-      await oneInFlight(client, oneN / 10);
+      await oneInFlight(waiters[m]!, oneN / 10);
     }
     await parallelWork(ceilingWorkers, 2, 20);
     for (let r = 0; r < rounds; r++) {
@@ -245,7 +248,7 @@ export async function poolBench(
         const e = await burst(client, ECHO, echoTotal);
         echo[m]!.rates.push(e.perSecond);
         echo[m]!.times.push(e.times);
-        single[m]!.push(await oneInFlight(client, oneN));
+        single[m]!.push(await oneInFlight(waiters[m]!, oneN));
       }
       const one = await parallelWork(ceilingWorkers, 1, workTotal / 4);
       ceilings.push(await parallelWork(ceilingWorkers, 2, workTotal / 2) / one);
@@ -282,7 +285,7 @@ export async function poolBench(
     };
   } finally {
     for (const w of ceilingWorkers) w.terminate();
-    for (const c of clients) c.close();
+    for (const c of [...clients, ...waiters]) c.close();
     await Promise.all(peers.map((p) => p.kill()));
   }
 }

@@ -56,14 +56,16 @@ let waiting = false;
 const IDLE_WAIT_NS = 200_000;
 
 /**
- * Commands of this thread's servers that pool workers run now. While there are any, a drain
- * goes idle at once instead of polling for {@linkcode IDLE_WAIT_NS}: the cores are the
- * workers' (measured on 2 cores: the poll after each command took 40% of one from a pool of
- * two), and a command arriving meanwhile costs one doorbell, small against a pool's work.
+ * Pools of this thread's servers whose commands wait for a worker (every worker holds all it
+ * may). While there are any, a drain goes idle at once instead of polling for
+ * {@linkcode IDLE_WAIT_NS}: the cores are the workers' (measured on 2 cores: the poll after each
+ * command took 40% of one from a pool of two), and only a worker's answer makes room for more.
+ * A pool with room leaves the poll on: the next command then reaches a worker without a
+ * doorbell.
  */
 let offloaded = 0;
 
-/** A command went to a pool worker (`+1`) or came back from one (`-1`). */
+/** A pool's commands began (`+1`) or ceased (`-1`) to wait for a worker. */
 export function offload(change: 1 | -1): void {
   offloaded += change;
 }

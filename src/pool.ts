@@ -20,6 +20,8 @@
  */
 
 import type { Areas, ConnInfo } from "./exec.ts";
+import { offload } from "./hub.ts";
+import { DEPTH, LOOP, Mailbox } from "./mailbox.ts";
 import { native, type WorkerPort } from "./native.ts";
 import { Status } from "./status.ts";
 
@@ -32,11 +34,11 @@ export interface Job extends Areas {
 
 /** What the server tells a worker. */
 export type ToWorker =
-  /** Load `module`; `stop` holds one `Int32` the pool sets to 1 when it stops. */
-  | { kind: "load"; module: string; stop: SharedArrayBuffer; expose: boolean }
+  /** Load `module`; its jobs come through the mailbox `box` (`mailbox.ts`). */
+  | { kind: "load"; module: string; box: SharedArrayBuffer; expose: boolean }
   | { kind: "open"; conn: ConnInfo; context: unknown }
-  /** Run job `id` (a number of the pool's, not the command's handle). */
-  | { kind: "exec"; id: number; job: Job }
+  /** A job is in the mailbox, and the worker was in its event loop. */
+  | { kind: "poke" }
   | { kind: "close"; conn: number }
   | { kind: "stop" };
 
@@ -44,8 +46,10 @@ export type ToWorker =
 export type FromWorker =
   | { kind: "ready" }
   | { kind: "failed"; message: string }
-  /** Job `id` is answered; `error` is why its `exec` failed, if it did. */
-  | { kind: "done"; id: number; error?: WorkerError }
+  /** Job `id` is answered, and its `exec` failed: `error` says why. */
+  | { kind: "done"; id: number; error: WorkerError }
+  /** Jobs answered are in the mailbox's done ring. */
+  | { kind: "reap" }
   /** It answered every command it held and gave its segments back. */
   | { kind: "stopped" }
   /** It is ending by itself (it called `close()`). */
@@ -74,9 +78,6 @@ export interface PoolHost {
   finished(job: Job, error?: Error): void;
 }
 
-/** Commands one worker holds at once: two, so that it never waits for the next one's message. */
-const DEPTH = 2;
-
 /** How long a stopping worker may take to finish what it runs and give its segments back. */
 const STOP_MS = 2_000;
 
@@ -96,8 +97,8 @@ interface Member {
   busy: Map<number, Job>;
   /** Connections whose context it has. */
   knows: Set<number>;
-  /** Set to 1 when the pool stops: the worker then answers what it has not begun `CLOSED`. */
-  stopFlag: Int32Array<SharedArrayBuffer>;
+  /** Its jobs, and the ids of those it answered (`mailbox.ts`). */
+  box: Mailbox;
   /** Set while it stops: its "stopped" ends the wait. */
   stopped?: (() => void) | undefined;
   /** Terminated, or known dead: its jobs were answered here. */
@@ -116,6 +117,8 @@ export class Pool {
   readonly #loading = new Set<() => void>();
   readonly #queue: Job[] = [];
   #head = 0;
+  /** Whether jobs wait in the queue for a worker (told to the hub: see `offload`). */
+  #waiting = false;
   #nextId = 1;
   #closed = false;
   /** Workers that ended by themselves since a command was last answered: see `#lost`. */
@@ -156,7 +159,7 @@ export class Pool {
       port,
       busy: new Map(),
       knows: new Set(),
-      stopFlag: new Int32Array(new SharedArrayBuffer(4)),
+      box: new Mailbox(),
       gone: false,
     };
     return new Promise<void>((resolve, reject) => {
@@ -182,6 +185,10 @@ export class Pool {
         switch (message.kind) {
           case "done":
             return this.#done(member, message.id, message.error);
+          case "reap":
+            member.box.reaped();
+            this.#reap(member);
+            return this.#pump();
           case "stopped":
             return member.stopped?.();
           case "exiting":
@@ -200,31 +207,56 @@ export class Pool {
       });
       port.onError((error) => ended(`it failed: ${error}`));
       port.onExit(() => ended("it exited"));
-      port.post(
-        {
-          kind: "load",
-          module: this.#module,
-          stop: member.stopFlag.buffer,
-          expose: this.#expose,
-        } satisfies ToWorker,
-      );
+      this.#post(member, {
+        kind: "load",
+        module: this.#module,
+        box: member.box.buffer,
+        expose: this.#expose,
+      });
     });
   }
 
   /** Hands a command to a worker, or queues it until one has room. */
   submit(job: Job): void {
     this.#queue.push(job);
+    // What the workers finished since: their room, without waiting for their "reap".
+    for (const m of this.#members) this.#reap(m);
     this.#pump();
   }
 
   /** Tells the workers that knew a connection that it ended. */
   connectionClosed(conn: number): void {
     for (const m of this.#members) {
-      if (m.knows.delete(conn)) m.port.post({ kind: "close", conn } satisfies ToWorker);
+      if (m.knows.delete(conn)) this.#post(m, { kind: "close", conn });
     }
   }
 
+  /** Posts a message with state to `member` (counted in its mailbox: see `mailbox.ts`). */
+  #post(member: Member, message: ToWorker): void {
+    member.port.post(message);
+    member.box.posted();
+  }
+
+  /** Ends the jobs `member` answered since the last look. */
+  #reap(member: Member): void {
+    member.box.reap((id) => this.#done(member, id, undefined));
+  }
+
   #pump(): void {
+    this.#fill();
+    this.#updateWaiting();
+  }
+
+  #updateWaiting(): void {
+    const waiting = this.#head < this.#queue.length;
+    if (waiting !== this.#waiting) {
+      // Jobs wait for a worker: the server's thread need not poll for more meanwhile.
+      this.#waiting = waiting;
+      offload(waiting ? 1 : -1);
+    }
+  }
+
+  #fill(): void {
     while (this.#head < this.#queue.length) {
       const member = this.#leastBusy();
       if (member === undefined) {
@@ -266,7 +298,7 @@ export class Pool {
       const c = this.#host.connection(job.conn);
       try {
         if (c === undefined) throw new Error("the connection is closed");
-        member.port.post({ kind: "open", conn: c.info, context: c.context } satisfies ToWorker);
+        this.#post(member, { kind: "open", conn: c.info, context: c.context });
       } catch {
         // The context cannot be cloned into a worker (a function, say): this command fails.
         return this.#fail(job, Status.HANDLER_FAILED);
@@ -275,7 +307,7 @@ export class Pool {
     }
     const id = this.#nextId++;
     member.busy.set(id, job);
-    member.port.post({ kind: "exec", id, job } satisfies ToWorker);
+    if (member.box.put(id, job) === LOOP) member.port.post({ kind: "poke" } satisfies ToWorker);
   }
 
   #done(member: Member, id: number, error: WorkerError | undefined): void {
@@ -318,6 +350,9 @@ export class Pool {
 
   /** Terminates a worker and answers, with `status`, the commands it still held. */
   #bury(member: Member, status: number): void {
+    // What it answered before it went is done, not failed: a handle may name another command
+    // by now.
+    this.#reap(member);
     member.gone = true;
     member.port.terminate();
     const jobs = [...member.busy.values()];
@@ -347,6 +382,7 @@ export class Pool {
     this.#closed = true;
     for (const stop of [...this.#loading]) stop();
     for (const job of this.#takeQueue()) this.#fail(job, Status.CLOSED);
+    this.#updateWaiting();
     return Promise.all(this.#members.splice(0).map((m) => this.#stop(m))).then(() => {});
   }
 
@@ -360,9 +396,9 @@ export class Pool {
       };
       const timer = setTimeout(end, STOP_MS);
       m.stopped = end;
-      Atomics.store(m.stopFlag, 0, 1);
+      m.box.stop();
       try {
-        m.port.post({ kind: "stop" } satisfies ToWorker);
+        this.#post(m, { kind: "stop" });
       } catch {
         end();
       }

@@ -486,7 +486,6 @@ export class Server<C = unknown> {
     ) {
       conn.pending++;
       this.#inProgress++;
-      hub.offload(1);
       this.#pool.submit(
         {
           command,
@@ -547,7 +546,6 @@ export class Server<C = unknown> {
 
   /** A pool command of connection `token` ended. */
   #finished(token: number): void {
-    hub.offload(-1);
     const conn = this.#connections.get(token) ?? this.#closing.get(token);
     if (conn !== undefined) this.#ended(conn);
     else this.#settleOne();

@@ -10,6 +10,7 @@ import {
   HOLD,
   INVERT,
   THROW,
+  TICKS,
   WHO,
 } from "./peers/pool_handler.ts";
 import { tempSocketDir } from "./peers/spawn.ts";
@@ -304,6 +305,59 @@ Deno.test("a pool exec that throws fails that command with HANDLER_FAILED and it
   );
   const after = who(await client.execute(WHO, { outputLength: 256, completion: done }));
   assert.equal(after.worker, before.worker, "the same worker, not a replacement");
+});
+
+Deno.test("a pool worker takes the next command whether it looks at its mailbox, sleeps on it, or waits in its event loop", async () => {
+  using dir = tempSocketDir();
+  await using _server = await serve("pool-idle", { exec: () => {} }, {
+    socketDir: dir.path,
+    workers: 1,
+    module: HANDLER,
+  });
+  using client = await connect("pool-idle", { socketDir: dir.path });
+  // Idle gaps after an answer (not synchronization): none — the worker still looks at its
+  // mailbox; 2 ms — it sleeps on it (Atomics.wait); 50 ms — it went back to its event loop, and
+  // the command reaches it with a message. A missed wake-up leaves the command unanswered.
+  for (const gap of [0, 0, 2, 2, 50, 50, 0]) {
+    if (gap > 0) await new Promise((r) => setTimeout(r, gap));
+    const input = Uint8Array.of(gap, 1, 2, 3);
+    const r = await within(
+      `a command ${gap} ms after the last answer`,
+      client.execute(INVERT, { input, outputLength: 4, completion: done }),
+    );
+    assert.deepEqual([...r.output], [...input].map((b) => b ^ 0xff));
+  }
+});
+
+Deno.test("a pool worker under a steady stream of commands still gives its event loop turns", async () => {
+  using dir = tempSocketDir();
+  await using _server = await serve("pool-turns", { exec: () => {} }, {
+    socketDir: dir.path,
+    workers: 1,
+    module: HANDLER,
+  });
+  using client = await connect("pool-turns", { socketDir: dir.path });
+  const ticks = async () =>
+    (await within("ticks", client.execute(TICKS, { completion: done }))).status;
+  assert.equal(await ticks(), 0, "the worker's timer starts");
+  // Commands back to back, 8 at once, for 200 ms: the worker never runs out of them.
+  const input = new Uint8Array(64);
+  const ends = Date.now() + 200;
+  let answered = 0;
+  const stream = async () => {
+    while (Date.now() < ends) {
+      await client.execute(INVERT, { input, outputLength: 64, completion: done });
+      answered++;
+    }
+  };
+  await within("the stream", Promise.all(Array.from({ length: 8 }, stream)));
+  const fired = await ticks();
+  // A 1 ms timer over 200 ms fires up to 200 times; a worker that gives its loop a turn every
+  // 5 ms lets it fire about 40 times, one that never does not at all.
+  assert.ok(
+    fired >= 10,
+    `the worker's 1 ms timer fired ${fired} times in 200 ms of ${answered} commands`,
+  );
 });
 
 Deno.test("commands too large for a slot (2 MiB each way) run in workers", async () => {

@@ -8,7 +8,8 @@
  * outputs the worker id, status 1 (released) or 2 (timed out); 5 bump — increments the
  * context's `n` in this worker, answers it as status; 6 exit — the worker calls `close()` and never
  * answers; 7 — the same with `Deno.exit()`; 8 overflow — answers one byte more than its output
- * area holds.
+ * area holds; 9 ticks — starts a 1 ms interval timer in this worker on its first call, and
+ * answers how many times it fired so far as status.
  *
  * @module
  */
@@ -23,6 +24,10 @@ export const BUMP = 5;
 export const EXIT = 6;
 export const DENO_EXIT = 7;
 export const OVERFLOW = 8;
+export const TICKS = 9;
+
+/** Times this worker's interval timer fired (`TICKS`), or -1 before it started. */
+let ticks = -1;
 
 /** This worker's id. */
 const WORKER = crypto.randomUUID();
@@ -81,6 +86,12 @@ export async function exec(
       // In a worker, this ends the worker alone, as silently.
       Deno.exit(0);
       break;
+    case TICKS:
+      if (ticks < 0) {
+        ticks = 0;
+        setInterval(() => ticks++, 1);
+      }
+      return { status: ticks };
     default:
       return { status: 0 };
   }
