@@ -3,7 +3,8 @@
  * Node — that each load the handler module and run the commands handed to them. The core's
  * command handles are process-wide, so a worker reads the areas and answers the command
  * itself, through its own binding of the same library; only the handle and where the areas
- * lie cross to it (a structured clone of a few numbers), and a "done" comes back.
+ * lie cross to it, through the worker's mailbox in shared memory (`mailbox.ts`), and the id of
+ * each job it answered comes back the same way.
  *
  * A command handed to a worker is that worker's to answer, and no one else's, while the worker
  * lives: command handles are reused (an old one can name a newer command, even another
