@@ -100,8 +100,29 @@ function woken(): void {
 /** The shortest poll worth making, in ns. */
 const MIN_POLL_NS = 10_000;
 
+/**
+ * Fences owed by lanes that pushed commands during this run of microtasks (`Lane.fence`), run
+ * by a microtask — or before this thread polls or goes idle, should that come first: a peer
+ * that sleeps learns of the commands only from the fence's look at its flag.
+ */
+const fences: (() => void)[] = [];
+
+/** Runs `fence` once the microtasks queued so far ran, or before this thread goes idle. */
+export function fenceSoon(fence: () => void): void {
+  fences.push(fence);
+  if (fences.length === 1) queueMicrotask(runFences);
+}
+
+function runFences(): void {
+  // By index: a fence may queue another (a wake that ends a connection does not, but a
+  // user's code is not run here either way).
+  for (let i = 0; i < fences.length; i++) fences[i]!();
+  fences.length = 0;
+}
+
 /** Polls for events within the budget, then arms the doorbell: one of `IDLE`. */
 function goIdle(): number {
+  if (fences.length > 0) runFences();
   const wait = live > 0 && offloaded === 0 ? pollBudget : 0;
   const found = native.hubIdle(wait);
   if (found === IDLE.IDLE) {
@@ -328,6 +349,23 @@ function chainAfterTurn(): void {
   queueMicrotask(chainTick);
 }
 
+/** Steps queued by {@linkcode continueSoon} that have not begun. */
+let continuing = 0;
+
+/**
+ * Runs `step` in a microtask, after the reactions queued so far, as part of the current drain:
+ * the drain's chain does not go idle before it ran (`step` calls {@linkcode continued} first).
+ */
+export function continueSoon(step: () => void): void {
+  continuing++;
+  queueMicrotask(step);
+}
+
+/** A step queued by {@linkcode continueSoon} began. */
+export function continued(): void {
+  continuing--;
+}
+
 /** Microtask ticks the current chain waited (see {@linkcode chainTick}). */
 let chainTicks = 0;
 
@@ -338,6 +376,11 @@ let chainTicks = 0;
  * would otherwise make garbage per command.
  */
 function chainTick(): void {
+  if (continuing > 0) {
+    // A step of this drain is queued behind reactions: it comes first.
+    queueMicrotask(chainTick);
+    return;
+  }
   if (live === 0 && chainTicks < CHAIN_TICKS) {
     chainTicks++;
     queueMicrotask(chainTick);

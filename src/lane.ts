@@ -45,8 +45,6 @@ const SAMPLE_EVERY = 32;
  */
 const COUNTED = 2;
 const KEPT = 4;
-/** The claim word's value once the server took the command (`slot::CLAIM_TAKEN`). */
-const CLAIM_TAKEN = 3;
 
 /**
  * Typed arrays cut from one buffer: making an array with a buffer of its own costs about 2 µs
@@ -120,6 +118,8 @@ interface RingWords {
   readonly read: number;
   readonly flag: number;
   position: number;
+  /** The consumer's read position as the producer last read it (see `Rings.pushSlot`). */
+  seenRead: number;
 }
 
 /** The words of the ring whose header is at segment offset `at`, this side at `position`. */
@@ -131,6 +131,7 @@ function ringWords(name: "CS" | "SC", at: number, position: number): RingWords {
     read: header + RING.READ / 4,
     flag: header + RING.FLAG / 4,
     position,
+    seenRead: position,
   };
 }
 
@@ -142,7 +143,12 @@ export type Violation = (why: string) => void;
  * failures, and a sample of round-trip times (see {@linkcode SAMPLE_EVERY}).
  */
 class Counts {
-  readonly words: Float64Array;
+  /** Failures and samples; the four totals are kept in fields and written in by {@linkcode Counts.words}. */
+  readonly #words: Float64Array;
+  #commands = 0;
+  #finished = 0;
+  #bytesIn = 0;
+  #bytesOut = 0;
   #untilSample = SAMPLE_EVERY;
   /** Commands out (started, not finished). */
   #out = 0;
@@ -155,17 +161,32 @@ class Counts {
   }
 
   constructor(carve: Carve, slots: number, clock: () => number) {
-    this.words = carve.f64(LANE_COUNT.LEN);
+    this.#words = carve.f64(LANE_COUNT.LEN);
     this.#startedAt = carve.f64(slots);
     this.#clock = clock;
   }
 
-  /** A command of `inputLength` bytes started in `slot`. */
-  started(slot: number, inputLength: number): void {
-    const w = this.words;
-    w[LANE_COUNT.COMMANDS] = w[LANE_COUNT.COMMANDS]! + 1;
-    w[LANE_COUNT.BYTES_IN] = w[LANE_COUNT.BYTES_IN]! + inputLength;
-    if (this.#out++ === 0 || --this.#untilSample === 0) {
+  /** What was counted since the last report, as the positions of `LANE_COUNT`. */
+  get words(): Float64Array {
+    const w = this.#words;
+    w[LANE_COUNT.COMMANDS] = this.#commands;
+    w[LANE_COUNT.FINISHED] = this.#finished;
+    w[LANE_COUNT.BYTES_IN] = this.#bytesIn;
+    w[LANE_COUNT.BYTES_OUT] = this.#bytesOut;
+    return w;
+  }
+
+  /**
+   * A command of `inputLength` bytes started in `slot`; `alone` says whether nothing else is
+   * going on beside it (timed then), by default whether no other command is out.
+   */
+  started(slot: number, inputLength: number, alone = this.#out === 0): void {
+    // Fields, not the array: a typed array's element costs a bounds check and a conversion
+    // each way, twice per command.
+    this.#commands++;
+    this.#bytesIn += inputLength;
+    this.#out++;
+    if (alone || --this.#untilSample === 0) {
       this.#untilSample = SAMPLE_EVERY;
       this.#startedAt[slot] = this.#clock();
     }
@@ -173,18 +194,19 @@ class Counts {
 
   /** The command in `slot` ended with `status` and `length` output bytes. */
   finished(slot: number, status: number, length: number): void {
-    const w = this.words;
     this.#out--;
-    w[LANE_COUNT.FINISHED] = w[LANE_COUNT.FINISHED]! + 1;
+    this.#finished++;
     const started = this.#startedAt[slot]!;
-    this.#startedAt[slot] = 0;
+    if (started !== 0) this.#startedAt[slot] = 0;
+    const w = this.#words;
     if (status < 0) {
       w[LANE_COUNT.FAILURES - status] = w[LANE_COUNT.FAILURES - status]! + 1;
       return;
     }
-    w[LANE_COUNT.BYTES_OUT] = w[LANE_COUNT.BYTES_OUT]! + length;
+    this.#bytesOut += length;
+    if (started === 0) return;
     const n = w[LANE_COUNT.SAMPLES]!;
-    if (started !== 0 && n < LANE_COUNT.MAX_SAMPLES) {
+    if (n < LANE_COUNT.MAX_SAMPLES) {
       w[LANE_COUNT.FIRST_SAMPLE + n] = this.#clock() - started;
       w[LANE_COUNT.SAMPLES] = n + 1;
     }
@@ -192,15 +214,19 @@ class Counts {
 
   /** Whether the room for samples is full: time to report. */
   get full(): boolean {
-    return this.words[LANE_COUNT.SAMPLES] === LANE_COUNT.MAX_SAMPLES;
+    return this.#words[LANE_COUNT.SAMPLES] === LANE_COUNT.MAX_SAMPLES;
   }
 
   /** Hands what was counted since the last report to `report` (nothing, if nothing), then starts over. */
   report(report: (words: Float64Array) => void): void {
-    const words = this.words;
-    if (words[LANE_COUNT.COMMANDS] === 0 && words[LANE_COUNT.FINISHED] === 0) return;
-    report(words);
-    words.fill(0);
+    if (this.#commands === 0 && this.#finished === 0) return;
+    report(this.words);
+    this.#words.fill(0);
+    this.#commands =
+      this.#finished =
+      this.#bytesIn =
+      this.#bytesOut =
+        0;
   }
 }
 
@@ -221,6 +247,9 @@ abstract class Rings {
   protected readonly sc: RingWords;
   protected readonly mask: number;
   protected readonly capacity: number;
+  /** Per slot: its header's segment offset, and its class's index in `classes` (looked up, not searched, per command). */
+  protected readonly headers: Uint32Array;
+  protected readonly classIndex: Uint8Array;
   /** Per slot: whether it is out (1; a server adds the bits of `COUNTED` and `KEPT`), its generation and output capacity. */
   protected readonly out: Uint8Array;
   protected readonly generation: Uint32Array;
@@ -230,8 +259,12 @@ abstract class Rings {
   readonly counts: Counts;
   /** The segment offset of the slot {@linkcode Rings.popSlot} popped last (its header's). */
   protected popped = 0;
+  /** Whether the last {@linkcode Rings.popSlot} found the ring empty. */
+  protected drained = true;
   /** Set once the peer broke the protocol: the lane pops nothing more. */
   broken = false;
+  /** Whether entries were pushed since the last fence ({@linkcode Rings.fenceFor}). */
+  unfenced = false;
 
   /**
    * @param mapping The segment's view.
@@ -258,17 +291,26 @@ abstract class Rings {
       slots = Math.max(slots, words[at + 5]! + words[at + 2]!);
     }
     const carve = new Carve(
-      Carve.size(slots, slots * 4, slots * 4, freeLists ? slots * 2 : 0) + Counts.bytes(slots),
+      Carve.size(slots, slots * 4, slots * 4, slots * 4, slots, freeLists ? slots * 2 : 0) +
+        Counts.bytes(slots),
     );
+    this.headers = carve.u32(slots);
+    this.classIndex = carve.u8(slots);
     for (let at = LANE.CLASSES; at < LANE.WORDS; at += LANE.CLASS_WORDS) {
       const count = words[at + 2]!;
       const first = words[at + 5]!;
       const free = carve.u16(freeLists ? count : 0);
       // The lowest indexes on top, handed out first.
       for (let i = 0; i < free.length; i++) free[i] = first + count - 1 - i;
+      const base = words[at]!;
+      const stride = words[at + 1]!;
+      for (let i = 0; i < count; i++) {
+        this.headers[first + i] = base + i * stride;
+        this.classIndex[first + i] = this.classes.length;
+      }
       this.classes.push({
-        base: words[at]!,
-        stride: words[at + 1]!,
+        base,
+        stride,
         count,
         inputCapacity: words[at + 3]!,
         outputCapacity: words[at + 4]!,
@@ -318,19 +360,14 @@ abstract class Rings {
     return this.u32.length === 0;
   }
 
+  /** The class of slot `slot` (one of this lane's: from a free list, or located). */
   protected classOf(slot: number): Class {
-    const classes = this.classes;
-    for (let c = 0; c < classes.length; c++) {
-      const cl = classes[c]!;
-      if (slot >= cl.first && slot < cl.first + cl.count) return cl;
-    }
-    throw new RangeError(`shmcall bug: slot ${slot} is in no class`);
+    return this.classes[this.classIndex[slot]!]!;
   }
 
   /** The segment offset of slot `slot`'s header. */
   headerAt(slot: number): number {
-    const cl = this.classOf(slot);
-    return cl.base + (slot - cl.first) * cl.stride;
+    return this.headers[slot]!;
   }
 
   /** The segment offset of slot `slot`'s input area. */
@@ -340,8 +377,7 @@ abstract class Rings {
 
   /** The segment offset of slot `slot`'s output area. */
   outputAt(slot: number): number {
-    const cl = this.classOf(slot);
-    return cl.base + (slot - cl.first) * cl.stride + SLOT.HEADER_SIZE + cl.inputCapacity;
+    return this.headers[slot]! + SLOT.HEADER_SIZE + this.classOf(slot).inputCapacity;
   }
 
   /** The slot at segment offset `offset`, or -1. */
@@ -357,29 +393,57 @@ abstract class Rings {
   }
 
   /**
-   * Pushes the slot at segment offset `at` onto `ring` (the peer consumes it): returns whether
-   * the peer's sleep flag asks to be woken. False, with the connection ended, when the ring is
-   * full: a cell per slot, so only a peer that lied about its read position makes it so.
+   * Pushes the slot at segment offset `at` onto `ring` (the peer consumes it) with a plain
+   * store; {@linkcode Rings.fence} then tells whether the peer must be woken. False, with the
+   * connection ended, when the ring is full: a cell per slot, so only a peer that lied about its
+   * read position makes it so.
    */
   protected pushSlot(ring: RingWords, at: number): boolean {
     const u32 = this.u32;
     const position = ring.position;
-    // The consumer's read position is its own to write: a lie about it is its loss alone. A
-    // plain load: a stale value only makes the ring look fuller than it is, and the consumer
-    // published it before it could have read the entries it covers.
-    if (((position - u32[ring.read]!) >>> 0) >= this.capacity) {
-      this.fail(
-        `the ${ring.name} ring is full, which a peer that follows the protocol never causes`,
-      );
-      return false;
+    // The consumer's read position is its own to write: a lie about it is its loss alone. It
+    // is read again only when the last value read makes the ring look full — never, with a
+    // consumer that follows the protocol (a cell per slot): the word is on a cache line the
+    // consumer writes at every pop, and a load of it per push cost a transfer of that line
+    // between cores per command. A plain load: a stale value only makes the ring look fuller
+    // than it is, and the consumer published it before it could have read the entries it covers.
+    if (((position - ring.seenRead) >>> 0) >= this.capacity) {
+      ring.seenRead = u32[ring.read]!;
+      if (((position - ring.seenRead) >>> 0) >= this.capacity) {
+        this.fail(
+          `the ${ring.name} ring is full, which a peer that follows the protocol never causes`,
+        );
+        return false;
+      }
     }
     ring.position = (position + 1) >>> 0;
-    // Sequentially consistent: what was written before (plain stores, which x86-64 keeps in
-    // order and V8 does not move past an atomic) is published with the cell, and the look at
-    // the flag below cannot come before it: this store is the full fence of the wake-up
-    // handshake (an `xchg`), so the flag's load after it may be plain.
-    Atomics.store(u32, ring.cells + (position & this.mask), at);
-    return u32[ring.flag] !== RING.AWAKE;
+    // A plain store publishes the entry, and what was written before it (the slot's header):
+    // x86-64 makes stores visible in program order, and the compiler keeps stores in theirs.
+    // Its pair is the consumer's load of the cell (`popSlot`; the core's `Ring::pop`). Not
+    // `Atomics.store`: that is an `xchg`, which waits for the cell's cache line — last written
+    // by the consumer, on another core — where a plain store waits for nothing.
+    u32[ring.cells + (position & this.mask)] = at;
+    this.unfenced = true;
+    return true;
+  }
+
+  /**
+   * The wake-up handshake after a batch of pushes onto `pushed` (docs/architecture.md, "Sleep
+   * flags"): a full fence, then a look at the consumer's sleep flag. Returns whether the
+   * consumer must be woken. One fence per batch rather than per entry: the consumer sees each
+   * entry as soon as it is stored, and only a sleeping consumer waits for the fence.
+   *
+   * The fence is a sequentially consistent store (an `xchg`) of this side's own read position
+   * on the ring it pops, `own`, with the value it has (this side alone writes it): the pushes
+   * before it are visible before the flag's load after it, as the consumer's store of its
+   * flag comes before its last look at the ring.
+   */
+  protected fenceFor(pushed: RingWords, own: RingWords): boolean {
+    this.unfenced = false;
+    if (this.broken) return false;
+    const u32 = this.u32;
+    Atomics.store(u32, own.read, own.position);
+    return u32[pushed.flag] !== RING.AWAKE;
   }
 
   /**
@@ -392,9 +456,17 @@ abstract class Rings {
     const u32 = this.u32;
     const position = ring.position;
     const cell = ring.cells + (position & this.mask);
-    // Atomic: the load that sees the producer's entry, and everything written before it.
-    const offset = Atomics.load(u32, cell);
-    if (offset === 0) return -1;
+    // A plain load, not `Atomics.load` (a call into a builtin here, about 20 ns against 2:
+    // measured): what the producer wrote before the entry — the slot's header — is read only
+    // at addresses computed from the entry's value, and neither the processor (x86-64 keeps
+    // loads in order; Arm64 keeps loads ordered behind the load their address depends on) nor
+    // the compiler reads an address before it is known. Its pair is the producer's
+    // sequentially consistent store of the entry (`pushSlot`, and the core's `Ring::push`).
+    const offset = u32[cell]!;
+    if (offset === 0) {
+      this.drained = true;
+      return -1;
+    }
     ring.position = (position + 1) >>> 0;
     // Publishes the read position after clearing the cell (plain stores, kept in order): the
     // cell is free for the producer again, and the core's owner looks at the next one.
@@ -451,10 +523,12 @@ export class Lane extends Rings {
   }
 
   /**
-   * Writes the request into slot `slot`'s header and pushes the slot onto the CS ring; returns
-   * whether the server's sleep flag asks to be woken (the caller then calls
-   * `Native.clientLaneWake`). False, with the connection ended, when the ring is full, which a
-   * server that follows the protocol never causes.
+   * Writes the request into slot `slot`'s header and pushes the slot onto the CS ring; the
+   * caller then calls {@linkcode Lane.fence}, at once or after a batch of pushes. False, with
+   * the connection ended, when the ring is full, which a server that follows the protocol
+   * never causes. A command that may be withdrawn ({@linkcode Lane.withdraw}) goes with its
+   * claim word `PENDING`; one that never will, `TAKEN` already, which spares the server its
+   * swap (docs/protocol.md, "Withdrawing").
    */
   push(
     slot: number,
@@ -462,6 +536,7 @@ export class Lane extends Rings {
     flags: number,
     inputLength: number,
     outputCapacity: number,
+    withdrawable: boolean,
   ): boolean {
     const u32 = this.u32;
     const at = this.headerAt(slot);
@@ -475,9 +550,17 @@ export class Lane extends Rings {
     u32[h + SLOT.INPUT_LEN / 4] = inputLength;
     u32[h + SLOT.OUTPUT_CAP / 4] = outputCapacity;
     u32[h + SLOT.GENERATION / 4] = generation;
-    u32[h + SLOT.CLAIM / 4] = CLAIM.PENDING;
+    u32[h + SLOT.CLAIM / 4] = withdrawable ? CLAIM.PENDING : CLAIM.TAKEN;
     this.counts.started(slot, inputLength);
     return this.pushSlot(this.cs, at);
+  }
+
+  /**
+   * Ends a batch of pushes: returns whether the server's sleep flag asks to be woken (the
+   * caller then calls `Native.clientLaneWake`). See {@linkcode Rings.fenceFor}.
+   */
+  fence(): boolean {
+    return this.fenceFor(this.cs, this.sc);
   }
 
   /**
@@ -548,6 +631,8 @@ export class Lane extends Rings {
  * client's lane does the other way round (see the module doc).
  */
 export class ServerLane extends Rings {
+  /** Whether the server is taking a batch of commands: answers are fenced after it. */
+  batching = false;
   /** The last taken command's request. */
   code = 0;
   flags = 0;
@@ -600,10 +685,31 @@ export class ServerLane extends Rings {
     return slot;
   }
 
-  /** Counts the command in `slot` in the server's counters (all but requests for them). */
+  /**
+   * Whether a command comes onto the empty CS ring within `looks` looks at its next cell (the
+   * server's lane loop looks a little before it ends a batch).
+   */
+  expect(looks: number): boolean {
+    const u32 = this.u32;
+    const cell = this.cs.cells + (this.cs.position & this.mask);
+    // Atomic: a plain load in this loop could be read once and kept.
+    for (let i = 0; i < looks; i++) if (Atomics.load(u32, cell) !== 0) return true;
+    return false;
+  }
+
+  /**
+   * Counts the command in `slot` in the server's counters (all but requests for them). It is
+   * timed when it came alone: the first taken since the ring was found empty, with none behind
+   * it — or one in `SAMPLE_EVERY` otherwise. (Whether other commands are still held says
+   * nothing here: an inline `exec` answers each before the next is taken, so every command
+   * would count as alone, and two clock readings per command cost a quarter of a pipelined
+   * server's time, profiled.)
+   */
   count(slot: number): void {
     this.out[slot] = this.out[slot]! | COUNTED;
-    this.counts.started(slot, this.inputLength);
+    const alone = this.drained && this.u32[this.cs.cells + (this.cs.position & this.mask)] === 0;
+    this.drained = false;
+    this.counts.started(slot, this.inputLength, alone);
   }
 
   /**
@@ -612,13 +718,17 @@ export class ServerLane extends Rings {
    */
   claim(slot: number): boolean {
     const claim = (this.headerAt(slot) + SLOT.CLAIM) >>> 2;
-    return Atomics.exchange(this.u32, claim, CLAIM_TAKEN) !== CLAIM.CANCELLED;
+    // Pushed `TAKEN`: its client will not withdraw it, and no swap is needed. (A client that
+    // withdraws it all the same only confuses itself: its compare-and-swap from `PENDING`
+    // fails, and the command runs.)
+    if (this.u32[claim] === CLAIM.TAKEN) return true;
+    return Atomics.exchange(this.u32, claim, CLAIM.TAKEN) !== CLAIM.CANCELLED;
   }
 
   /**
    * Answers the command in `slot` (held, not answered yet): writes the reply and pushes the
-   * slot onto the SC ring; returns whether the client's sleep flag asks to be woken. `length`
-   * is the output's (for `OUTPUT_OVERFLOW`, the bytes wanted).
+   * slot onto the SC ring; the caller then calls {@linkcode ServerLane.fence}, at once or after
+   * a batch of answers. `length` is the output's (for `OUTPUT_OVERFLOW`, the bytes wanted).
    */
   answer(slot: number, status: number, length: number): boolean {
     const at = this.headerAt(slot);
@@ -629,6 +739,14 @@ export class ServerLane extends Rings {
     this.#finished(slot, status, length);
     if (this.broken) return false;
     return this.pushSlot(this.sc, at);
+  }
+
+  /**
+   * Ends a batch of answers: returns whether the client's sleep flag asks to be woken (the
+   * caller then calls `Native.serverLaneWake`). See {@linkcode Rings.fenceFor}.
+   */
+  fence(): boolean {
+    return this.fenceFor(this.sc, this.cs);
   }
 
   /** Lets go of the command in `slot` unanswered (the connection ended: no one is told). */

@@ -101,7 +101,7 @@ export const SLOT = {
 } as const;
 
 /** Values of a slot's claim word (`slot::CLAIM_*` in core-rs/src/slot.rs). */
-export const CLAIM = { PENDING: 1, CANCELLED: 2 } as const;
+export const CLAIM = { PENDING: 1, CANCELLED: 2, TAKEN: 3 } as const;
 
 /**
  * A ring header's size and the byte offsets of its read position and sleep flag, and the flag's

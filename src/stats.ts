@@ -13,7 +13,8 @@ import { Status, type StatusName } from "./status.ts";
 export interface Latency {
   /**
    * Commands timed: those answered with a status >= 0 — on a Deno or Node client, each one sent
-   * while no other was out, and one in 32 of those sent while others were.
+   * while no other was out, and one in 32 of those sent while others were; on a Deno or Node
+   * server, each one that came alone, and one in 32 of the others.
    */
   count: number;
   /** Median. */

@@ -18,8 +18,6 @@ const BASE = 4096;
 const AREA = 64;
 const STRIDE = SLOT.HEADER_SIZE + 2 * AREA;
 const SLOTS = 4;
-/** The claim word's value once the server took the command (`slot::CLAIM_TAKEN`). */
-const TAKEN = 3;
 
 /** The lane words of the test's segment: both rings at position 0, one class of slots. */
 function layout(): Uint32Array {
@@ -73,7 +71,7 @@ function setUp() {
     },
     /** The server's take of the command at `offset`: its swap of the claim word. */
     claim(offset: number) {
-      u32[(offset + SLOT.CLAIM) / 4] = TAKEN;
+      u32[(offset + SLOT.CLAIM) / 4] = CLAIM.TAKEN;
     },
     flag(value: number) {
       u32[(CS + RING.FLAG) / 4] = value;
@@ -88,8 +86,11 @@ Deno.test("a lane pushes requests, pops answers in the server's order, and reuse
   const slots = [lane.take(10, 20), lane.take(0, 64), lane.take(64, 0)];
   assert.deepEqual(slots, [0, 1, 2]);
   for (const [i, slot] of slots.entries()) {
-    assert.equal(lane.push(slot, 100 + i, 0, 10, 20), false, "an awake server needs no wake");
+    assert.equal(lane.push(slot, 100 + i, 0, 10, 20, true), true);
   }
+  assert.equal(lane.unfenced, true, "pushes wait for a fence");
+  assert.equal(lane.fence(), false, "an awake server needs no wake");
+  assert.equal(lane.unfenced, false);
   const offsets = slots.map((_, i) => server.take(i));
   assert.deepEqual(offsets, slots.map((s) => BASE + s * STRIDE));
   assert.equal(server.header(offsets[1]!, SLOT.CODE), 101);
@@ -109,13 +110,14 @@ Deno.test("a lane pushes requests, pops answers in the server's order, and reuse
   lane.free(0);
   // The lowest free slot comes first, and its next use has the next generation.
   assert.equal(lane.take(1, 1), 0);
-  lane.push(0, 5, 0, 1, 1);
+  lane.push(0, 5, 0, 1, 1, true);
   assert.equal(server.take(3), offsets[0]);
   assert.equal(server.header(offsets[0]!, SLOT.GENERATION), 2);
   // A raised sleep flag asks for a wake.
   assert.equal(lane.take(1, 1), 2);
   server.flag(2);
-  assert.equal(lane.push(2, 5, 0, 1, 1), true);
+  lane.push(2, 5, 0, 1, 1, true);
+  assert.equal(lane.fence(), true, "a sleeping server is woken");
   assert.deepEqual(violations, []);
   const counts = lane.counts.words;
   assert.equal(counts[LANE_COUNT.COMMANDS], 5);
@@ -135,15 +137,24 @@ Deno.test("a withdrawal wins only before the server takes the command", () => {
   const { lane, server } = setUp();
   const a = lane.take(1, 1);
   const b = lane.take(1, 1);
-  lane.push(a, 1, 0, 1, 1);
-  lane.push(b, 1, 0, 1, 1);
+  lane.push(a, 1, 0, 1, 1, true);
+  lane.push(b, 1, 0, 1, 1, true);
   assert.equal(lane.withdraw(a), true);
   assert.equal(server.header(BASE + a * STRIDE, SLOT.CLAIM), CLAIM.CANCELLED);
   assert.equal(lane.withdraw(a), false, "withdrawn once");
   server.claim(BASE + b * STRIDE);
   assert.equal(lane.withdraw(b), false, "taken by the server first");
-  assert.equal(server.header(BASE + b * STRIDE, SLOT.CLAIM), TAKEN);
+  assert.equal(server.header(BASE + b * STRIDE, SLOT.CLAIM), CLAIM.TAKEN);
   assert.equal(lane.withdraw(lane.take(1, 1)), false, "a slot not out cannot be withdrawn");
+});
+
+Deno.test("a command that will not be withdrawn goes with its claim word taken already", () => {
+  const { lane, server } = setUp();
+  const a = lane.take(1, 1);
+  lane.push(a, 1, 0, 1, 1, false);
+  assert.equal(server.header(BASE + a * STRIDE, SLOT.CLAIM), CLAIM.TAKEN);
+  assert.equal(lane.withdraw(a), false, "nothing to withdraw");
+  assert.equal(server.header(BASE + a * STRIDE, SLOT.CLAIM), CLAIM.TAKEN);
 });
 
 for (
@@ -182,7 +193,7 @@ for (
 ) {
   Deno.test(`a lane ends the connection on ${name}, naming it, and pops nothing more`, () => {
     const { lane, violations, server } = setUp();
-    lane.push(lane.take(8, 32), 1, 0, 8, 32);
+    lane.push(lane.take(8, 32), 1, 0, 8, 32, true);
     answer(server);
     assert.equal(lane.pop(), -1);
     assert.equal(violations.length, 1);
@@ -195,7 +206,7 @@ for (
 
 Deno.test("an overflow may report more bytes than the capacity: the bytes its handler wanted", () => {
   const { lane, violations, server } = setUp();
-  lane.push(lane.take(8, 32), 1, 0, 8, 32);
+  lane.push(lane.take(8, 32), 1, 0, 8, 32, true);
   server.answer(0, BASE, Status.OUTPUT_OVERFLOW, 1000);
   assert.equal(lane.pop(), 0);
   assert.deepEqual([lane.status, lane.length], [Status.OUTPUT_OVERFLOW, 1000]);
@@ -206,15 +217,15 @@ Deno.test("an overflow may report more bytes than the capacity: the bytes its ha
 Deno.test("a server that lies about its CS read position makes the push a violation, not an overwrite", () => {
   const { lane, violations } = setUp();
   // Eight pushes fill the ring only if the server never reads; the first four go out.
-  for (let i = 0; i < SLOTS; i++) lane.push(lane.take(1, 1), 1, 0, 1, 1);
+  for (let i = 0; i < SLOTS; i++) lane.push(lane.take(1, 1), 1, 0, 1, 1, true);
   lane.free(0);
   lane.free(1);
   lane.free(2);
   lane.free(3);
-  for (let i = 0; i < SLOTS; i++) lane.push(lane.take(1, 1), 1, 0, 1, 1);
+  for (let i = 0; i < SLOTS; i++) lane.push(lane.take(1, 1), 1, 0, 1, 1, true);
   assert.deepEqual(violations, []);
   lane.free(0);
-  lane.push(lane.take(1, 1), 1, 0, 1, 1);
+  lane.push(lane.take(1, 1), 1, 0, 1, 1, true);
   assert.equal(violations.length, 1);
   assert.match(violations[0]!, /the CS ring is full/);
 });
@@ -235,7 +246,15 @@ function setUpServer() {
   const cells = (ring: number) => (ring + RING.HEADER_SIZE) / 4;
   const client = {
     /** Writes a request into `slot` and pushes it onto the CS ring at `position`. */
-    send(position: number, slot: number, code: number, input: number, output: number, gen = 1) {
+    send(
+      position: number,
+      slot: number,
+      code: number,
+      input: number,
+      output: number,
+      gen = 1,
+      claim: number = CLAIM.PENDING,
+    ) {
       const at = BASE + slot * STRIDE;
       const h = at / 4;
       u32[h + SLOT.CODE / 4] = code;
@@ -243,7 +262,7 @@ function setUpServer() {
       u32[h + SLOT.INPUT_LEN / 4] = input;
       u32[h + SLOT.OUTPUT_CAP / 4] = output;
       u32[h + SLOT.GENERATION / 4] = gen;
-      u32[h + SLOT.CLAIM / 4] = CLAIM.PENDING;
+      u32[h + SLOT.CLAIM / 4] = claim;
       u32[cells(CS) + (position % CAPACITY)] = at;
     },
     /** Pushes a bare `offset` onto the CS ring at `position`. */
@@ -292,9 +311,11 @@ Deno.test("a server's lane takes requests in order, holds their slots, and answe
   lane.keep(0);
   assert.deepEqual([lane.kept(0), lane.kept(2)], [true, false], "kept past its turn: slot 0");
   assert.equal(lane.claim(0), true);
-  assert.equal(lane.answer(0, 3, 11), false, "an awake client needs no wake");
+  assert.equal(lane.answer(0, 3, 11), true);
+  assert.equal(lane.fence(), false, "an awake client needs no wake");
   client.flag(2);
-  assert.equal(lane.answer(2, 0, 20), true, "a watching client is woken");
+  assert.equal(lane.answer(2, 0, 20), true);
+  assert.equal(lane.fence(), true, "a watching client is woken");
   assert.deepEqual(client.receive(0), { offset: BASE, status: 3, length: 11, generation: 9 });
   assert.deepEqual(client.receive(1), {
     offset: BASE + 2 * STRIDE,
@@ -321,7 +342,18 @@ Deno.test("a server's lane sees a withdrawal made before its take, and none afte
   assert.equal(lane.next(), 2);
   assert.equal(lane.claim(2), true);
   assert.equal(client.withdraw(2), false, "taken: too late to withdraw");
-  assert.equal(client.claimWord(2), TAKEN);
+  assert.equal(client.claimWord(2), CLAIM.TAKEN);
+});
+
+Deno.test("a server's lane takes a command pushed as taken without a swap, and one withdrawn not at all", () => {
+  const { lane, client } = setUpServer();
+  client.send(0, 1, 1, 1, 1, 1, CLAIM.TAKEN);
+  client.send(1, 2, 1, 1, 1, 1, CLAIM.CANCELLED);
+  assert.equal(lane.next(), 1);
+  assert.equal(lane.claim(1), true);
+  assert.equal(client.claimWord(1), CLAIM.TAKEN);
+  assert.equal(lane.next(), 2);
+  assert.equal(lane.claim(2), false, "withdrawn: not run");
 });
 
 for (

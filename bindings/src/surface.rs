@@ -1068,6 +1068,7 @@ pub const CONSTANTS: &[(&str, i64)] = &[
     ("SLOT_CLAIM", slot::field::CLAIM as i64),
     ("CLAIM_PENDING", slot::CLAIM_PENDING as i64),
     ("CLAIM_CANCELLED", slot::CLAIM_CANCELLED as i64),
+    ("CLAIM_TAKEN", slot::CLAIM_TAKEN as i64),
     ("RING_HEADER_SIZE", RingHeader::SIZE as i64),
     ("RING_READ", RingHeader::READ as i64),
     ("RING_FLAG", RingHeader::FLAG as i64),
