@@ -629,12 +629,15 @@ export class Client {
     // Withdrawn only when its signal aborts or its timeout passes (`#watch`).
     const withdrawable = o.signal !== undefined || o.timeout !== undefined ||
       this.#timeout !== undefined;
-    // Fenced once for the commands issued in this run of microtasks (`#fence`).
-    if (
-      lane.push(slot, code, mode, inputLength, outputLength, withdrawable) && !this.#fenceQueued
-    ) {
-      this.#fenceQueued = true;
-      hub.fenceSoon(this.#fence);
+    // Fenced once for the commands issued in this run of microtasks (`#fence`) — or at once
+    // when the server is seen asleep, so that it starts on them even if this thread then stays
+    // busy.
+    if (lane.push(slot, code, mode, inputLength, outputLength, withdrawable)) {
+      if (!this.#fenceQueued) {
+        this.#fenceQueued = true;
+        hub.fenceSoon(this.#fence);
+      }
+      if (lane.peerAsleep && lane.fence()) native.clientLaneWake(handle);
     }
     // The first command after a pause: the owner polls for its answer again.
     if (lane.watched) native.clientLaneActivate(handle);
@@ -746,7 +749,7 @@ export class Client {
     this.#earlyScheduled = true;
     queueMicrotask(() => {
       this.#earlyScheduled = false;
-      this.#drainLane();
+      this.#drainLane(ANSWERS_AT_ONCE);
     });
   }
 
@@ -1047,7 +1050,7 @@ export class Client {
     if (native.event.kind === EVENT.LANE) {
       const code = native.event.code;
       if (code < 0) this.#laneEnded(new IpcError(code, native.lastError()));
-      else this.#drainLane();
+      else this.#drainLane(ANSWERS_AT_ONCE);
       return;
     }
     const token = native.event.token;
@@ -1092,14 +1095,17 @@ export class Client {
     }
   }
 
-  /** Delivers the answers a synchronous wait kept, then those on the lane. */
-  #drainLane(): void {
+  /**
+   * Delivers the answers a synchronous wait kept, then those on the lane: `most` at once (the
+   * rest follow in a microtask: `#popAnswers`).
+   */
+  #drainLane(most: number): void {
     const early = this.#early;
     if (early.length > 0) {
       const kept = early.splice(0);
       for (let i = 0; i < kept.length; i += 3) this.#answer(kept[i]!, kept[i + 1]!, kept[i + 2]!);
     }
-    this.#popAnswers();
+    this.#popAnswers(most);
   }
 
   /** Whether a microtask that pops more answers is queued (`#popAnswers`). */
@@ -1108,7 +1114,7 @@ export class Client {
   readonly #popMore = (): void => {
     hub.continued();
     this.#popping = false;
-    this.#popAnswers();
+    this.#popAnswers(ANSWERS_AT_ONCE);
   };
 
   /**
@@ -1120,7 +1126,7 @@ export class Client {
    * that alternated between the two sides to both working at once). The drain's budget bounds
    * the chain: once spent, the hub takes up what is left after the event loop's turn.
    */
-  #popAnswers(): void {
+  #popAnswers(most: number): void {
     // No lane yet: no command was sent, so there is nothing to pop.
     if (this.#handle === null || this.#lane === undefined) return;
     let lane = this.#useLane(this.#handle);
@@ -1131,7 +1137,7 @@ export class Client {
       this.#answer(slot, lane.status, lane.length);
       if (this.#handle === null) return;
       lane = this.#useLane(this.#handle);
-      if (++popped === ANSWERS_AT_ONCE) {
+      if (++popped === most) {
         if (!this.#popping && !native.hubSpent()) {
           this.#popping = true;
           hub.continueSoon(this.#popMore);
@@ -1187,7 +1193,8 @@ export class Client {
    */
   #laneEnded(error: IpcError): void {
     if (this.#ended !== undefined) return;
-    this.#drainLane();
+    // Every answer there, not a first few: the commands left out fail next.
+    this.#drainLane(Infinity);
     this.#ended = error;
     this.#failLane(error);
     this.#lost(error);

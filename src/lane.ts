@@ -245,6 +245,8 @@ abstract class Rings {
   /** The two rings: a client pushes CS and pops SC, a server the other way round. */
   protected readonly cs: RingWords;
   protected readonly sc: RingWords;
+  /** The ring this side pushes (the client's CS, the server's SC). */
+  protected readonly pushes: RingWords;
   protected readonly mask: number;
   protected readonly capacity: number;
   /** Per slot: its header's segment offset, and its class's index in `classes` (looked up, not searched, per command). */
@@ -286,6 +288,8 @@ abstract class Rings {
     this.mask = capacity - 1;
     this.cs = ringWords("CS", words[LANE.CS_RING]!, words[LANE.CS_POSITION]!);
     this.sc = ringWords("SC", words[LANE.SC_RING]!, words[LANE.SC_POSITION]!);
+    // A client's free lists are what make it the client.
+    this.pushes = freeLists ? this.cs : this.sc;
     let slots = 0;
     for (let at = LANE.CLASSES; at < LANE.WORDS; at += LANE.CLASS_WORDS) {
       slots = Math.max(slots, words[at + 5]! + words[at + 2]!);
@@ -425,6 +429,17 @@ abstract class Rings {
     u32[ring.cells + (position & this.mask)] = at;
     this.unfenced = true;
     return true;
+  }
+
+  /**
+   * Whether the consumer of the ring this side pushes looks asleep: its flag, read with a plain
+   * load and no fence. A push that sees it raised is fenced at once and wakes it, rather than
+   * with the rest of its batch; one that sees it `AWAKE` may be wrong only for a consumer that
+   * fell asleep in the last moments (the store of its flag and the push crossed, each unseen by
+   * the other), and then its batch's fence wakes it, once this thread ends its turn.
+   */
+  get peerAsleep(): boolean {
+    return this.u32[this.pushes.flag] !== RING.AWAKE;
   }
 
   /**

@@ -425,8 +425,12 @@ export class Server<C = unknown> {
     if (handle === null || conn.laneEnded) lane.drop(slot, status);
     else {
       if (lane.detached) lane.view(this.#laneSegment(handle, conn));
-      // Within a batch of `#takeLane`, fenced once after it; alone (an async `exec`), now.
-      if (lane.answer(slot, status, length) && !lane.batching && lane.fence()) {
+      // Within a batch of `#takeLane`, fenced once after it — unless the client is seen
+      // asleep (a later `exec` of the batch may take long); alone (an async `exec`), now.
+      if (
+        lane.answer(slot, status, length) && (!lane.batching || lane.peerAsleep) &&
+        lane.fence()
+      ) {
         native.serverLaneWake(handle, conn.info.id);
       }
     }

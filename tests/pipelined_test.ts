@@ -124,6 +124,69 @@ Deno.test("a server killed with 256 commands in flight fails every one of them P
   }
 });
 
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether process `pid` (a child of this one) is dead: gone, or a zombie not yet reaped. */
+function dead(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return true;
+  }
+}
+
+Deno.test("answers on the ring when the server dies are delivered, not failed", async () => {
+  using dir = tempSocketDir();
+  // It keeps looking at its ring (a spin of 1 s, the longest there is): it takes every command this
+  // client pushes while the client's thread is busy.
+  const server = await Peer.start(Deno.execPath(), [
+    "run",
+    "-A",
+    SERVER,
+    "p",
+    dir.path,
+    "--spin",
+    "1000000",
+  ]);
+  try {
+    using client = await connect("p", { socketDir: dir.path });
+    const DIE = 8;
+    // Warm: the lane exists and the server's thread is awake.
+    await within("an echo", client.execute(ECHO, { outputLength: 0, completion() {} }));
+    const echoes = Array.from(
+      { length: 64 },
+      (_, i) =>
+        client.execute(ECHO, { input: new Uint8Array([i]), outputLength: 1, completion() {} })
+          .then((r) => r.output[0], (e) => e instanceof IpcError ? e.statusName : String(e)),
+    );
+    const died = client.execute(DIE, { completion() {} }).catch((e) => e.statusName);
+    // This thread takes no answer until the server is dead — it takes the commands in order,
+    // so it answered the 64 echoes before the one that kills it — and this process's reactor
+    // noticed: it removes the dead server's socket file just before it ends the connection.
+    // So the end is what this thread learns first, with the 64 answers still on the ring.
+    const socket = `${dir.path}/p.sock`;
+    const deadline = performance.now() + 10_000;
+    while (!dead(server.pid) || exists(socket)) {
+      if (performance.now() > deadline) throw new Error("the server's death went unseen for 10 s");
+    }
+    assert.deepEqual(
+      await within("the echoes", Promise.all(echoes)),
+      Array.from({ length: 64 }, (_, i) => i),
+    );
+    assert.equal(await within("the fatal command", died), "PEER_TERMINATED");
+  } finally {
+    await server.kill();
+  }
+});
+
 Deno.test("a server that scribbles on the segment while answering cannot make a pipelining client crash or hang", async () => {
   using dir = tempSocketDir();
   await using _server = await Peer.start(PEER_BIN, [
