@@ -70,6 +70,23 @@ fn a_server_holds_many_idle_connections_on_the_threads_it_had_and_at_no_cpu() {
         assert_eq!(answer.output, b"beside");
     };
     echo(&first);
+    // The pool's worker threads, started by `serve`, name themselves once they first run, which
+    // on a loaded machine can come after this point: wait for their names, so that they are not
+    // taken later for threads the connections started.
+    let deadline = Instant::now() + WAIT;
+    while library_threads()
+        .iter()
+        .filter(|n| n.starts_with("shmcall-worker"))
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the pool's workers never named themselves: {:?}",
+            library_threads()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let threads_before = library_threads();
     assert!(
         threads_before.len() <= 4,
