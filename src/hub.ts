@@ -114,8 +114,7 @@ export function fenceSoon(fence: () => void): void {
 }
 
 function runFences(): void {
-  // By index: a fence may queue another (a wake that ends a connection does not, but a
-  // user's code is not run here either way).
+  // A fence is a client's `#fence`: it runs no user code and queues no other fence.
   for (let i = 0; i < fences.length; i++) fences[i]!();
   fences.length = 0;
 }

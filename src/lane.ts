@@ -7,13 +7,12 @@
  * rest — the control socket and the backup path, the connection's end, and waking. Per command:
  *
  * - a slot comes off a free list here (a typed array used as a stack, per slot class);
- * - the request goes into the slot's header, and the slot's offset onto the CS ring with
- *   `Atomics.store`, a sequentially consistent store: the full fence between the push and the
- *   look at the server's sleep flag that the ring's wake-up handshake needs
- *   (docs/architecture.md, "Sleep flags"). Only a raised flag costs a call
- *   (`Native.clientLaneWake`);
- * - the answer's offset comes off the SC ring the same way, and the reply fields are read once
- *   from the slot's header.
+ * - the request goes into the slot's header, and the slot's offset onto the CS ring with a plain
+ *   store; after a batch of pushes, one full fence and a look at the server's sleep flag make
+ *   the ring's wake-up handshake (docs/architecture.md, "Sleep flags"). Only a raised flag costs
+ *   a call (`Native.clientLaneWake`);
+ * - the answer's offset comes off the SC ring with a plain load, and the reply fields are read
+ *   once from the slot's header.
  *
  * The core's owner loop looks at the SC ring's next cell, at the read position this lane
  * publishes, and raises a lane event when it holds an answer; before the thread idles it arms
@@ -245,8 +244,9 @@ abstract class Rings {
   /** The two rings: a client pushes CS and pops SC, a server the other way round. */
   protected readonly cs: RingWords;
   protected readonly sc: RingWords;
-  /** The ring this side pushes (the client's CS, the server's SC). */
+  /** The ring this side pushes (the client's CS, the server's SC), and the one it pops. */
   protected readonly pushes: RingWords;
+  protected readonly pops: RingWords;
   protected readonly mask: number;
   protected readonly capacity: number;
   /** Per slot: its header's segment offset, and its class's index in `classes` (looked up, not searched, per command). */
@@ -265,7 +265,7 @@ abstract class Rings {
   protected drained = true;
   /** Set once the peer broke the protocol: the lane pops nothing more. */
   broken = false;
-  /** Whether entries were pushed since the last fence ({@linkcode Rings.fenceFor}). */
+  /** Whether entries were pushed since the last fence ({@linkcode Rings.fence}). */
   unfenced = false;
 
   /**
@@ -290,6 +290,7 @@ abstract class Rings {
     this.sc = ringWords("SC", words[LANE.SC_RING]!, words[LANE.SC_POSITION]!);
     // A client's free lists are what make it the client.
     this.pushes = freeLists ? this.cs : this.sc;
+    this.pops = freeLists ? this.sc : this.cs;
     let slots = 0;
     for (let at = LANE.CLASSES; at < LANE.WORDS; at += LANE.CLASS_WORDS) {
       slots = Math.max(slots, words[at + 5]! + words[at + 2]!);
@@ -443,22 +444,23 @@ abstract class Rings {
   }
 
   /**
-   * The wake-up handshake after a batch of pushes onto `pushed` (docs/architecture.md, "Sleep
-   * flags"): a full fence, then a look at the consumer's sleep flag. Returns whether the
-   * consumer must be woken. One fence per batch rather than per entry: the consumer sees each
-   * entry as soon as it is stored, and only a sleeping consumer waits for the fence.
+   * Ends a batch of pushes with the wake-up handshake (docs/architecture.md, "Sleep flags"): a
+   * full fence, then a look at the consumer's sleep flag. Returns whether the consumer must be
+   * woken (the caller then calls `Native.clientLaneWake` or `Native.serverLaneWake`). One fence
+   * per batch rather than per entry: the consumer sees each entry as soon as it is stored, and
+   * only a sleeping consumer waits for the fence.
    *
    * The fence is a sequentially consistent store (an `xchg`) of this side's own read position
-   * on the ring it pops, `own`, with the value it has (this side alone writes it): the pushes
-   * before it are visible before the flag's load after it, as the consumer's store of its
-   * flag comes before its last look at the ring.
+   * on the ring it pops, with the value it has (this side alone writes it): the pushes before
+   * it are visible before the flag's load after it, as the consumer's store of its flag comes
+   * before its last look at the ring.
    */
-  protected fenceFor(pushed: RingWords, own: RingWords): boolean {
+  fence(): boolean {
     this.unfenced = false;
     if (this.broken) return false;
     const u32 = this.u32;
-    Atomics.store(u32, own.read, own.position);
-    return u32[pushed.flag] !== RING.AWAKE;
+    Atomics.store(u32, this.pops.read, this.pops.position);
+    return u32[this.pushes.flag] !== RING.AWAKE;
   }
 
   /**
@@ -475,8 +477,8 @@ abstract class Rings {
     // measured): what the producer wrote before the entry — the slot's header — is read only
     // at addresses computed from the entry's value, and neither the processor (x86-64 keeps
     // loads in order; Arm64 keeps loads ordered behind the load their address depends on) nor
-    // the compiler reads an address before it is known. Its pair is the producer's
-    // sequentially consistent store of the entry (`pushSlot`, and the core's `Ring::push`).
+    // the compiler reads an address before it is known. Its pair is the producer's store of
+    // the entry after the header's (`pushSlot`; the core's `Ring::push`, a release store).
     const offset = u32[cell]!;
     if (offset === 0) {
       this.drained = true;
@@ -539,7 +541,7 @@ export class Lane extends Rings {
 
   /**
    * Writes the request into slot `slot`'s header and pushes the slot onto the CS ring; the
-   * caller then calls {@linkcode Lane.fence}, at once or after a batch of pushes. False, with
+   * caller then calls {@linkcode Rings.fence}, at once or after a batch of pushes. False, with
    * the connection ended, when the ring is full, which a server that follows the protocol
    * never causes. A command that may be withdrawn ({@linkcode Lane.withdraw}) goes with its
    * claim word `PENDING`; one that never will, `TAKEN` already, which spares the server its
@@ -568,14 +570,6 @@ export class Lane extends Rings {
     u32[h + SLOT.CLAIM / 4] = withdrawable ? CLAIM.PENDING : CLAIM.TAKEN;
     this.counts.started(slot, inputLength);
     return this.pushSlot(this.cs, at);
-  }
-
-  /**
-   * Ends a batch of pushes: returns whether the server's sleep flag asks to be woken (the
-   * caller then calls `Native.clientLaneWake`). See {@linkcode Rings.fenceFor}.
-   */
-  fence(): boolean {
-    return this.fenceFor(this.cs, this.sc);
   }
 
   /**
@@ -742,7 +736,7 @@ export class ServerLane extends Rings {
 
   /**
    * Answers the command in `slot` (held, not answered yet): writes the reply and pushes the
-   * slot onto the SC ring; the caller then calls {@linkcode ServerLane.fence}, at once or after
+   * slot onto the SC ring; the caller then calls {@linkcode Rings.fence}, at once or after
    * a batch of answers. `length` is the output's (for `OUTPUT_OVERFLOW`, the bytes wanted).
    */
   answer(slot: number, status: number, length: number): boolean {
@@ -754,14 +748,6 @@ export class ServerLane extends Rings {
     this.#finished(slot, status, length);
     if (this.broken) return false;
     return this.pushSlot(this.sc, at);
-  }
-
-  /**
-   * Ends a batch of answers: returns whether the client's sleep flag asks to be woken (the
-   * caller then calls `Native.serverLaneWake`). See {@linkcode Rings.fenceFor}.
-   */
-  fence(): boolean {
-    return this.fenceFor(this.sc, this.cs);
   }
 
   /** Lets go of the command in `slot` unanswered (the connection ended: no one is told). */

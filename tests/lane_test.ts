@@ -91,6 +91,7 @@ Deno.test("a lane pushes requests, pops answers in the server's order, and reuse
   assert.equal(lane.unfenced, true, "pushes wait for a fence");
   assert.equal(lane.fence(), false, "an awake server needs no wake");
   assert.equal(lane.unfenced, false);
+  assert.equal(server.scRead(), 0, "the fence stores the read position the lane has");
   const offsets = slots.map((_, i) => server.take(i));
   assert.deepEqual(offsets, slots.map((s) => BASE + s * STRIDE));
   assert.equal(server.header(offsets[1]!, SLOT.CODE), 101);
@@ -345,7 +346,7 @@ Deno.test("a server's lane sees a withdrawal made before its take, and none afte
   assert.equal(client.claimWord(2), CLAIM.TAKEN);
 });
 
-Deno.test("a server's lane takes a command pushed as taken without a swap, and one withdrawn not at all", () => {
+Deno.test("a server's lane takes a command pushed as taken, and not one withdrawn", () => {
   const { lane, client } = setUpServer();
   client.send(0, 1, 1, 1, 1, 1, CLAIM.TAKEN);
   client.send(1, 2, 1, 1, 1, 1, CLAIM.CANCELLED);
