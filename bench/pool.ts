@@ -6,8 +6,8 @@
  * ratio compares measurements a few seconds apart.
  *
  * Two handlers: CPU-bound pure JavaScript ({@linkcode WORK}, about half a millisecond), where
- * workers run commands in parallel; and a 64-byte echo, where a worker only adds its hop (a
- * message to the worker, a message back).
+ * workers run commands in parallel; and a 64-byte echo, where a worker only adds its hop (from
+ * the core's queue to the worker, which polls the connections itself while it waits).
  *
  * @module
  */

@@ -245,7 +245,7 @@ export const denoNative: Native = {
     check(library().shmcall_client_free(client));
   },
 
-  serverServe(icId, dir, spinNs, id, asksOpen, lanes) {
+  serverServe(icId, dir, spinNs, id, flags) {
     const [ic, icLen] = text(icId);
     const [d, dLen] = text(dir ?? "");
     check(
@@ -256,7 +256,7 @@ export const denoNative: Native = {
         dLen,
         spin(spinNs),
         BigInt(id),
-        (asksOpen ? 1 : 0) | (lanes ? 2 : 0),
+        flags,
         outU32,
       ),
     );
@@ -352,6 +352,25 @@ export const denoNative: Native = {
   hubNext() {
     return check(library().shmcall_hub_next(eventWords)) === OK;
   },
+
+  serverPool(server) {
+    check(library().shmcall_server_pool(server, outU32));
+    return outU32[0]! as Handle;
+  },
+
+  poolFree(pool) {
+    check(library().shmcall_pool_free(pool));
+  },
+
+  poolTake(pool, worker, spinNs, waitNs) {
+    return check(
+      library().shmcall_pool_take(pool, worker, BigInt(spinNs), BigInt(waitNs), eventWords),
+    ) === OK;
+  },
+
+  poolBury: (pool, worker, status) => check(library().shmcall_pool_bury(pool, worker, status)),
+  poolPoked: (pool) => check(library().shmcall_pool_poked(pool)),
+  poolInProgress: (pool) => check(library().shmcall_pool_in_progress(pool)),
 
   event: eventView(eventWords),
 

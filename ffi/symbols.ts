@@ -170,6 +170,19 @@ export const symbols = {
   shmcall_hub_new_id: { parameters: [], result: "u64" },
   // int32_t shmcall_hub_next(HubEvent* event)
   shmcall_hub_next: { parameters: ["buffer"], result: "i32" },
+  // int32_t shmcall_server_pool(uint32_t server, uint32_t* out)
+  shmcall_server_pool: { parameters: ["u32", "buffer"], result: "i32" },
+  // int32_t shmcall_pool_free(uint32_t pool)
+  shmcall_pool_free: { parameters: ["u32"], result: "i32" },
+  // int32_t shmcall_pool_take(uint32_t pool, uint32_t worker, uint64_t spin_ns, uint64_t wait_ns,
+  //                           HubEvent* event): a synchronous wait of the worker's own thread
+  shmcall_pool_take: { parameters: ["u32", "u32", "u64", "u64", "buffer"], result: "i32" },
+  // int32_t shmcall_pool_bury(uint32_t pool, uint32_t worker, int32_t status)
+  shmcall_pool_bury: { parameters: ["u32", "u32", "i32"], result: "i32" },
+  // int32_t shmcall_pool_poked(uint32_t pool)
+  shmcall_pool_poked: { parameters: ["u32"], result: "i32" },
+  // int32_t shmcall_pool_in_progress(uint32_t pool)
+  shmcall_pool_in_progress: { parameters: ["u32"], result: "i32" },
   // int32_t shmcall_hub_drain(uint32_t budget_ns): a drain begins
   shmcall_hub_drain: { parameters: ["u32"], result: "i32" },
   // int32_t shmcall_hub_spent(void): 1 once the drain's budget is spent

@@ -49,9 +49,14 @@ export interface Addon {
     dir: string,
     spinNs: number,
     id: number,
-    asksOpen: boolean,
-    lanes: boolean,
+    flags: number,
   ): number;
+  serverPool(server: number): number;
+  poolFree(pool: number): number;
+  poolTake(pool: number, worker: number, spinNs: number, waitNs: number): number;
+  poolBury(pool: number, worker: number, status: number): number;
+  poolPoked(pool: number): number;
+  poolInProgress(pool: number): number;
   serverLaneLayout(server: number, conn: number, into: Uint32Array): number;
   serverLaneSegment(server: number, conn: number): ArrayBuffer | null;
   serverLaneWake(server: number, conn: number): number;

@@ -138,10 +138,25 @@ export const nodeNative: Native = {
     check(addon.clientFree(client));
   },
 
-  serverServe(icId, dir, spinNs, id, asksOpen, lanes) {
-    check(addon.serverServe(icId, dir ?? "", spinNs, id, asksOpen, lanes));
+  serverServe(icId, dir, spinNs, id, flags) {
+    check(addon.serverServe(icId, dir ?? "", spinNs, id, flags));
     return asHandle(words[SCRATCH.BEGUN]!);
   },
+
+  serverPool(server) {
+    check(addon.serverPool(server));
+    return asHandle(words[SCRATCH.BEGUN]!);
+  },
+
+  poolFree(pool) {
+    check(addon.poolFree(pool));
+  },
+
+  poolTake: (pool, worker, spinNs, waitNs) =>
+    check(addon.poolTake(pool, worker, spinNs, waitNs)) === OK,
+  poolBury: (pool, worker, status) => check(addon.poolBury(pool, worker, status)),
+  poolPoked: (pool) => check(addon.poolPoked(pool)),
+  poolInProgress: (pool) => check(addon.poolInProgress(pool)),
 
   serverOpened(server, conn, status, reason) {
     check(addon.serverOpened(server, conn, status, reason));

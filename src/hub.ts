@@ -56,28 +56,13 @@ let waiting = false;
 const IDLE_WAIT_NS = 200_000;
 
 /**
- * Pools of this thread's servers whose commands wait for a worker (every worker holds all it
- * may). While there are any, a drain goes idle at once instead of polling for
- * {@linkcode IDLE_WAIT_NS}: the cores are the workers' (measured on 2 cores: the poll after each
- * command took 40% of one from a pool of two), and only a worker's answer makes room for more.
- * A pool with room leaves the poll on: the next command then reaches a worker without a
- * doorbell.
- */
-let offloaded = 0;
-
-/** A pool's commands began (`+1`) or ceased (`-1`) to wait for a worker. */
-export function offload(change: 1 | -1): void {
-  offloaded += change;
-}
-
-/**
  * How long a drain polls for more events before it goes idle now: adapted to how far apart
  * events come (the spin-then-block idea of adaptive mutexes). A poll that catches an event,
  * or a wake by the doorbell that came soon enough for a poll to have caught it, restores the
  * full {@linkcode IDLE_WAIT_NS}; a wake that came later halves it, down to 0. So a pair
  * answering each other in microseconds polls, and a thread whose events are hundreds of
  * microseconds apart (a CPU-heavy peer) sleeps at once and leaves the core to others
- * (on 2 cores, with this and the pool's `offload`, a pool of two workers against inline
+ * (on 2 cores, with this and the pool's old `offload`, a pool of two workers against inline
  * went from 1.1× to 1.4× the throughput: bench/README.md).
  */
 let pollBudget = IDLE_WAIT_NS;
@@ -122,7 +107,7 @@ function runFences(): void {
 /** Polls for events within the budget, then arms the doorbell: one of `IDLE`. */
 function goIdle(): number {
   if (fences.length > 0) runFences();
-  const wait = live > 0 && offloaded === 0 ? pollBudget : 0;
+  const wait = live > 0 ? pollBudget : 0;
   const found = native.hubIdle(wait);
   if (found === IDLE.IDLE) {
     idleSince = performance.now();

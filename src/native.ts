@@ -50,6 +50,28 @@ export const EVENT = {
   CLOSE: 4,
   CONNECTED: 5,
   LANE: 6,
+  /** A server's pool says something: `code` is one of {@linkcode POOL_NOTE}. */
+  POOL: 7,
+} as const;
+
+/** How a server serves: {@linkcode Native.serverServe}'s flags (`SERVE_*` in bindings/src/surface.rs). */
+export const SERVE = {
+  /** A client is welcome only once this thread answered its open event. */
+  ASKS_OPEN: 1,
+  /** This thread takes its connections' slot commands itself (lanes). */
+  LANES: 2,
+  /** With a pool: commands with no mode flag run on the server's thread. */
+  INLINE: 4,
+  /** A worker pool owns the connections and takes their commands (not with lanes). */
+  POOL: 8,
+} as const;
+
+/** What a pool event says (`PoolNote` in bindings/src/pool.rs). */
+export const POOL_NOTE = {
+  /** Commands wait for the pool's workers and none waits for them: poke those in their event loop. */
+  POKE: 1,
+  /** The server quiesces, and its pool holds no command any more. */
+  DRAINED: 2,
 } as const;
 
 /**
@@ -388,8 +410,7 @@ export interface Native {
     dir: string | undefined,
     spinNs: number,
     id: number,
-    asksOpen: boolean,
-    lanes: boolean,
+    flags: number,
   ): Handle;
   /** The layout and ring positions of lent connection `conn` (positions in {@linkcode LANE}). */
   serverLaneLayout(server: Handle, conn: number, into: Uint32Array): void;
@@ -443,6 +464,25 @@ export interface Native {
   hubDrain(budgetNs: number): void;
   /** Whether the current drain's budget is spent. */
   hubSpent(): boolean;
+  /**
+   * The pool of `server` (one served without lanes), as a handle of its own, which outlives the
+   * server until {@linkcode Native.poolFree} (its workers' commands are accounted for there).
+   */
+  serverPool(server: Handle): Handle;
+  /** Frees a pool's handle, once its workers stopped. */
+  poolFree(pool: Handle): void;
+  /**
+   * Worker `worker` of `pool` waits for its next command (spinning `spinNs`, then sleeping, for
+   * at most `waitNs`): true with the command in {@linkcode Native.event} as an exec event; false
+   * when none came. Throws `CLOSED` once the server closed.
+   */
+  poolTake(pool: Handle, worker: number, spinNs: number, waitNs: number): boolean;
+  /** Answers with `status` the commands worker `worker` of `pool` held (it is gone); returns how many. */
+  poolBury(pool: Handle, worker: number, status: number): number;
+  /** The server's thread handled a {@linkcode POOL_NOTE}`.POKE`; returns the pool's commands in progress. */
+  poolPoked(pool: Handle): number;
+  /** The commands `pool` has queued or its workers hold. */
+  poolInProgress(pool: Handle): number;
   /** Waits up to `waitNs` for events (popping the rings), then arms the doorbell: one of {@linkcode IDLE}. */
   hubIdle(waitNs: number): number;
   /** Installs `ring` as the doorbell of this thread; says which kind it is. */

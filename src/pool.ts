@@ -1,44 +1,42 @@
 /**
  * A server's worker pool (README.md, "A worker pool"): workers — Web Workers in Deno, `worker_threads` in
- * Node — that each load the handler module and run the commands handed to them. The core's
- * command handles are process-wide, so a worker reads the areas and answers the command
- * itself, through its own binding of the same library; only the handle and where the areas
- * lie cross to it, through the worker's mailbox in shared memory (`mailbox.ts`), and the id of
- * each job it answered comes back the same way.
+ * Node — that each load the handler module and run the server's pool commands. The workers take
+ * their commands from the core themselves (`native.poolTake`, in `worker.ts`): a worker with
+ * nothing to run waits in a synchronous call of its own thread, and the waiting worker polls
+ * the server's connections itself, so that a command goes from its client to a worker with no
+ * other thread between them (bindings/src/pool.rs). Nothing crosses this thread per command.
  *
- * A command handed to a worker is that worker's to answer, and no one else's, while the worker
+ * This thread gives the workers what they cannot take from the core — each connection's
+ * context (a structured clone of what `open` returned, posted to every worker before the
+ * client is welcome) and its end — and it stands in for them when none waits: a wake then
+ * comes to its hub, and a command queued while every worker is in its event loop comes as a
+ * {@linkcode POOL_NOTE}`.POKE`, passed on as a message.
+ *
+ * A command a worker took is that worker's to answer, and no one else's, while the worker
  * lives: command handles are reused (an old one can name a newer command, even another
  * server's), so answering it here too could make the worker's late answer land on a stranger.
  * Only a worker that is gone — it died, exited, or was terminated — has its commands answered
- * here. (`terminate()` does not interrupt a call into the core that is under way, so one
- * answer of the worker may still race ours; the core's table then refuses the second, and a
- * handle reused in that instant would need 255 reuses of it first.)
- *
- * Each worker has at most {@linkcode DEPTH} commands at once; the rest wait here, not yet
- * taken, so that a client can still withdraw them and an idle worker gets the next one.
+ * here (`native.poolBury`: the core knows which it held). (`terminate()` does not interrupt a
+ * call into the core that is under way, so one answer of the worker may still race ours; the
+ * core's table then refuses the second, and a handle reused in that instant would need 255
+ * reuses of it first.)
  *
  * @module
  */
 
-import type { Areas, ConnInfo } from "./exec.ts";
-import { offload } from "./hub.ts";
-import { DEPTH, LOOP, Mailbox } from "./mailbox.ts";
-import { native, type WorkerPort } from "./native.ts";
+import type { ConnInfo } from "./exec.ts";
+import { type Handle, native, type WorkerPort } from "./native.ts";
 import { Status } from "./status.ts";
-
-/** A command on its way to a worker: the hub event's fields a worker needs. */
-export interface Job extends Areas {
-  command: number;
-  code: number;
-  conn: number;
-}
 
 /** What the server tells a worker. */
 export type ToWorker =
-  /** Load `module`; its jobs come through the mailbox `box` (`mailbox.ts`). */
-  | { kind: "load"; module: string; box: SharedArrayBuffer; expose: boolean }
-  | { kind: "open"; conn: ConnInfo; context: unknown }
-  /** A job is in the mailbox, and the worker was in its event loop. */
+  /** Load `module`. */
+  | { kind: "load"; module: string; expose: boolean }
+  /** Take commands from the core's pool `pool`, as worker `worker` (`native.poolTake`). */
+  | { kind: "serve"; pool: number; worker: number }
+  /** A connection's context; `unusable` when it could not be cloned (its commands then fail). */
+  | { kind: "open"; conn: ConnInfo; context: unknown; unusable: boolean }
+  /** Commands wait in the core for a worker: take them, if there is room. */
   | { kind: "poke" }
   | { kind: "close"; conn: number }
   | { kind: "stop" };
@@ -47,10 +45,10 @@ export type ToWorker =
 export type FromWorker =
   | { kind: "ready" }
   | { kind: "failed"; message: string }
-  /** Job `id` is answered, and its `exec` failed: `error` says why. */
-  | { kind: "done"; id: number; error: WorkerError }
-  /** Jobs answered are in the mailbox's done ring. */
-  | { kind: "reap" }
+  /** Its first command is answered (the module works: see `LOST_IN_A_ROW`). */
+  | { kind: "served" }
+  /** An `exec` of connection `conn` failed: `error` says why. */
+  | { kind: "error"; conn: number; code: number; error: WorkerError }
   /** It answered every command it held and gave its segments back. */
   | { kind: "stopped" }
   /** It is ending by itself (it called `close()`). */
@@ -73,36 +71,37 @@ export function revived(e: WorkerError): Error {
 
 /** The server, as the pool sees it. */
 export interface PoolHost {
-  /** The connection's info and the context its `open` returned, while it is open. */
-  connection(conn: number): { info: ConnInfo; context: unknown } | undefined;
-  /** A job ended: answered, withdrawn, or failed (`error`: why its `exec` failed). Once per job. */
-  finished(job: Job, error?: Error): void;
+  /** The open connections: their info and the context each `open` returned. */
+  connections(): Iterable<{ info: ConnInfo; context: unknown }>;
+  /** An `exec` of connection `conn` failed in a worker (`code`: its operation code). */
+  failed(conn: number, code: number, error: Error): void;
 }
 
 /** How long a stopping worker may take to finish what it runs and give its segments back. */
 const STOP_MS = 2_000;
 
 /**
- * Workers that may end by themselves in a row, with no command answered meanwhile, before the
- * pool stops replacing them (a module that kills every worker would otherwise be loaded again
- * and again); the pool's commands then fail `HANDLER_FAILED`.
+ * Workers that may end by themselves in a row, with none of them answering a command, before
+ * the pool stops replacing them (a module that kills every worker would otherwise be loaded
+ * again and again); the pool's commands then fail `HANDLER_FAILED`.
  */
 const LOST_IN_A_ROW = 3;
 
 /** How long a worker may take to load the handler module, in ms. */
 export const POOL_LOAD_MS = 30_000;
 
+/** The worker number this thread takes with when no worker is left (see `#orphaned`). */
+const NO_WORKER = 0;
+
 interface Member {
   port: WorkerPort;
-  /** Jobs handed to it and not yet done, by the pool's id. */
-  busy: Map<number, Job>;
+  /** Its number for the core (`native.poolTake`): never reused. */
+  id: number;
   /** Connections whose context it has. */
   knows: Set<number>;
-  /** Its jobs, and the ids of those it answered (`mailbox.ts`). */
-  box: Mailbox;
   /** Set while it stops: its "stopped" ends the wait. */
   stopped?: (() => void) | undefined;
-  /** Terminated, or known dead: its jobs were answered here. */
+  /** Terminated, or known dead: its commands were answered here. */
   gone: boolean;
 }
 
@@ -116,14 +115,14 @@ export class Pool {
   readonly #members: Member[] = [];
   /** Workers still loading the module: stopped by `close`. */
   readonly #loading = new Set<() => void>();
-  readonly #queue: Job[] = [];
-  #head = 0;
-  /** Whether jobs wait in the queue for a worker (told to the hub: see `offload`). */
-  #waiting = false;
-  #nextId = 1;
+  /** The core's pool, once the server serves (`serveFrom`). */
+  #pool: Handle | undefined;
+  #nextId = NO_WORKER + 1;
   #closed = false;
-  /** Workers that ended by themselves since a command was last answered: see `#lost`. */
+  /** Workers that ended by themselves since one last answered a command: see `#lost`. */
   #lostInARow = 0;
+  /** Set once no worker is left nor replaced: this thread fails the pool's commands. */
+  #orphaned = false;
 
   private constructor(size: number, module: string, expose: boolean, host: PoolHost) {
     this.size = size;
@@ -156,13 +155,7 @@ export class Pool {
   /** Starts one worker and adds it once it loaded the module. */
   #spawn(timeoutMs: number): Promise<void> {
     const port = native.startWorker();
-    const member: Member = {
-      port,
-      busy: new Map(),
-      knows: new Set(),
-      box: new Mailbox(),
-      gone: false,
-    };
+    const member: Member = { port, id: this.#nextId++, knows: new Set(), gone: false };
     return new Promise<void>((resolve, reject) => {
       let loaded = false;
       const fail = (why: string) => {
@@ -181,15 +174,14 @@ export class Pool {
       };
       port.onMessage((m) => {
         const message = m as FromWorker;
-        // Terminated already (its load failed or timed out): what it still says is moot.
-        if (member.gone && message.kind !== "done") return;
+        // Terminated already (its load failed, or it was buried): what it still says is moot.
+        if (member.gone) return;
         switch (message.kind) {
-          case "done":
-            return this.#done(member, message.id, message.error);
-          case "reap":
-            member.box.reaped();
-            this.#reap(member);
-            return this.#pump();
+          case "served":
+            this.#lostInARow = 0;
+            return;
+          case "error":
+            return this.#host.failed(message.conn, message.code, revived(message.error));
           case "stopped":
             return member.stopped?.();
           case "exiting":
@@ -202,27 +194,45 @@ export class Pool {
             this.#loading.delete(stop);
             loaded = true;
             this.#members.push(member);
-            this.#pump();
+            // A worker that replaces one: the connections open so far, before any command.
+            for (const c of this.#host.connections()) this.#open(member, c.info, c.context);
+            if (this.#pool !== undefined) this.#serve(member, this.#pool);
             resolve();
         }
       });
       port.onError((error) => ended(`it failed: ${error}`));
       port.onExit(() => ended("it exited"));
-      this.#post(member, {
-        kind: "load",
-        module: this.#module,
-        box: member.box.buffer,
-        expose: this.#expose,
-      });
+      this.#post(member, { kind: "load", module: this.#module, expose: this.#expose });
     });
   }
 
-  /** Hands a command to a worker, or queues it until one has room. */
-  submit(job: Job): void {
-    this.#queue.push(job);
-    // What the workers finished since: their room, without waiting for their "reap".
-    for (const m of this.#members) this.#reap(m);
-    this.#pump();
+  /** From now on the workers take their commands from the core's pool `pool`. */
+  serveFrom(pool: Handle): void {
+    this.#pool = pool;
+    for (const m of this.#members) this.#serve(m, pool);
+  }
+
+  /** Tells `member` where its commands come from. */
+  #serve(member: Member, pool: Handle): void {
+    this.#post(member, { kind: "serve", pool: pool as unknown as number, worker: member.id });
+  }
+
+  /**
+   * Gives every worker a connection's context, before its client is welcome (so before its
+   * first command can come): a context that cannot be cloned fails the connection's commands
+   * in the workers.
+   */
+  opened(info: ConnInfo, context: unknown): void {
+    for (const m of this.#members) this.#open(m, info, context);
+  }
+
+  #open(member: Member, info: ConnInfo, context: unknown): void {
+    try {
+      this.#post(member, { kind: "open", conn: info, context, unusable: false });
+    } catch {
+      this.#post(member, { kind: "open", conn: info, context: undefined, unusable: true });
+    }
+    member.knows.add(info.id);
   }
 
   /** Tells the workers that knew a connection that it ended. */
@@ -232,92 +242,25 @@ export class Pool {
     }
   }
 
-  /** Posts a message with state to `member` (counted in its mailbox: see `mailbox.ts`). */
+  /**
+   * The core says commands wait and no worker waits for them: the workers in their event loop
+   * (an async `exec` under way, or idle) are poked to take them.
+   */
+  poked(): void {
+    const pool = this.#pool;
+    if (pool === undefined) return;
+    if (this.#orphaned) this.#failQueued(pool);
+    else for (const m of this.#members) this.#post(m, { kind: "poke" });
+    native.poolPoked(pool);
+  }
+
+  /** The commands the core holds for the workers. */
+  inProgress(): number {
+    return this.#pool === undefined ? 0 : native.poolInProgress(this.#pool);
+  }
+
   #post(member: Member, message: ToWorker): void {
     member.port.post(message);
-    member.box.posted();
-  }
-
-  /** Ends the jobs `member` answered since the last look. */
-  #reap(member: Member): void {
-    member.box.reap((id) => this.#done(member, id, undefined));
-  }
-
-  #pump(): void {
-    this.#fill();
-    this.#updateWaiting();
-  }
-
-  #updateWaiting(): void {
-    const waiting = this.#head < this.#queue.length;
-    if (waiting !== this.#waiting) {
-      // Jobs wait for a worker: the server's thread need not poll for more meanwhile.
-      this.#waiting = waiting;
-      offload(waiting ? 1 : -1);
-    }
-  }
-
-  #fill(): void {
-    while (this.#head < this.#queue.length) {
-      const member = this.#leastBusy();
-      if (member === undefined) {
-        // No worker left, nor one on its way: nothing will ever run these.
-        if (this.#members.length === 0 && this.#loading.size === 0) {
-          for (const job of this.#takeQueue()) this.#fail(job, Status.HANDLER_FAILED);
-        }
-        return;
-      }
-      const job = this.#queue[this.#head]!;
-      this.#queue[this.#head++] = undefined as unknown as Job;
-      if (this.#head === this.#queue.length) {
-        this.#queue.length = 0;
-        this.#head = 0;
-      }
-      this.#handTo(member, job);
-    }
-  }
-
-  #takeQueue(): Job[] {
-    const jobs = this.#queue.slice(this.#head);
-    this.#queue.length = 0;
-    this.#head = 0;
-    return jobs;
-  }
-
-  #leastBusy(): Member | undefined {
-    let best: Member | undefined;
-    for (const m of this.#members) {
-      if (m.busy.size < DEPTH && (best === undefined || m.busy.size < best.busy.size)) best = m;
-    }
-    return best;
-  }
-
-  #handTo(member: Member, job: Job): void {
-    // Taken here: until now its client could still withdraw it.
-    if (!native.commandTake(job.command)) return this.#host.finished(job);
-    if (!member.knows.has(job.conn)) {
-      const c = this.#host.connection(job.conn);
-      try {
-        if (c === undefined) throw new Error("the connection is closed");
-        this.#post(member, { kind: "open", conn: c.info, context: c.context });
-      } catch {
-        // The context cannot be cloned into a worker (a function, say): this command fails.
-        return this.#fail(job, Status.HANDLER_FAILED);
-      }
-      member.knows.add(job.conn);
-    }
-    const id = this.#nextId++;
-    member.busy.set(id, job);
-    if (member.box.put(id, job) === LOOP) member.port.post({ kind: "poke" } satisfies ToWorker);
-  }
-
-  #done(member: Member, id: number, error: WorkerError | undefined): void {
-    const job = member.busy.get(id);
-    if (job === undefined || member.gone) return;
-    member.busy.delete(id);
-    this.#lostInARow = 0;
-    this.#host.finished(job, error === undefined ? undefined : revived(error));
-    this.#pump();
   }
 
   /**
@@ -335,56 +278,66 @@ export class Pool {
     if (this.#closed) return;
     if (++this.#lostInARow > LOST_IN_A_ROW) {
       console.error(
-        `shmcall: a pool worker running ${this.#module} ended (${why}); not replaced: ${LOST_IN_A_ROW} ended before it with no command answered meanwhile`,
+        `shmcall: a pool worker running ${this.#module} ended (${why}); not replaced: ${LOST_IN_A_ROW} ended before it with none answering a command`,
       );
-      return this.#pump();
+      return this.#orphan();
     }
     console.error(
       `shmcall: a pool worker running ${this.#module} ended (${why}); starting another`,
     );
     this.#spawn(POOL_LOAD_MS).catch((e) => {
-      if (!this.#closed) console.error(`shmcall: ${e instanceof Error ? e.message : e}`);
-      this.#pump();
+      if (this.#closed) return;
+      console.error(`shmcall: ${e instanceof Error ? e.message : e}`);
+      this.#orphan();
     });
-    this.#pump();
+  }
+
+  /**
+   * With no worker left nor on its way, this thread fails the pool's commands
+   * `HANDLER_FAILED`: those queued now, and — as the only taker, which the core pokes — every
+   * later one.
+   */
+  #orphan(): void {
+    if (this.#members.length > 0 || this.#loading.size > 0 || this.#pool === undefined) return;
+    this.#orphaned = true;
+    this.#failQueued(this.#pool);
+  }
+
+  /** Takes and fails every command queued for the workers (then waits, as a worker, for a poke). */
+  #failQueued(pool: Handle): void {
+    try {
+      while (native.poolTake(pool, NO_WORKER, 0, 0)) {
+        const command = native.event.handle;
+        native.commandFinish(command, Status.HANDLER_FAILED, 0, null);
+      }
+    } catch {
+      // The server closed.
+    }
   }
 
   /** Terminates a worker and answers, with `status`, the commands it still held. */
   #bury(member: Member, status: number): void {
-    // What it answered before it went is done, not failed: a handle may name another command
-    // by now.
-    this.#reap(member);
     member.gone = true;
     member.port.terminate();
-    const jobs = [...member.busy.values()];
-    member.busy.clear();
-    for (const job of jobs) this.#fail(job, status);
-  }
-
-  /** Answers `job` with `status` and ends it. */
-  #fail(job: Job, status: number): void {
-    try {
-      native.commandFinish(job.command, status, 0, null);
-    } catch {
-      // Its worker answered it just before it ended: the handle is gone.
-    }
-    this.#host.finished(job);
+    if (this.#pool !== undefined) native.poolBury(this.#pool, member.id, status);
   }
 
   /**
-   * Stops the pool: commands waiting for a worker fail with `CLOSED` now; each worker answers
-   * the ones it holds — those it has begun when their `exec` ends (the answers reach no one
-   * once the server closed), the others `CLOSED` without running them — gives its segment
-   * mappings back, and is terminated; after {@linkcode STOP_MS} it is terminated anyway, and
-   * what it still held is answered `CLOSED` here. Resolves once every worker is gone.
+   * Stops the pool, once its server closed (the core answered `CLOSED` what was queued): each
+   * worker answers the commands it holds — those it has begun when their `exec` ends (the
+   * answers reach no one once the server closed), the others `CLOSED` without running them —
+   * gives its segment mappings back, and is terminated; after {@linkcode STOP_MS} it is
+   * terminated anyway, and what it still held is answered `CLOSED` here. Resolves once every
+   * worker is gone; the core's pool is then freed.
    */
   close(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     this.#closed = true;
     for (const stop of [...this.#loading]) stop();
-    for (const job of this.#takeQueue()) this.#fail(job, Status.CLOSED);
-    this.#updateWaiting();
-    return Promise.all(this.#members.splice(0).map((m) => this.#stop(m))).then(() => {});
+    return Promise.all(this.#members.splice(0).map((m) => this.#stop(m))).then(() => {
+      if (this.#pool !== undefined) native.poolFree(this.#pool);
+      this.#pool = undefined;
+    });
   }
 
   #stop(m: Member): Promise<void> {
@@ -397,7 +350,6 @@ export class Pool {
       };
       const timer = setTimeout(end, STOP_MS);
       m.stopped = end;
-      m.box.stop();
       try {
         this.#post(m, { kind: "stop" });
       } catch {

@@ -18,8 +18,18 @@ import {
 } from "./exec.ts";
 import * as hub from "./hub.ts";
 import { ServerLane } from "./lane.ts";
-import { EVENT, FLAG, type Handle, LANE, type Mapping, native, STATS } from "./native.ts";
-import { type Job, Pool, type PoolHost } from "./pool.ts";
+import {
+  EVENT,
+  FLAG,
+  type Handle,
+  LANE,
+  type Mapping,
+  native,
+  POOL_NOTE,
+  SERVE,
+  STATS,
+} from "./native.ts";
+import { Pool, type PoolHost } from "./pool.ts";
 import { readServerStats, type ServerStats } from "./stats.ts";
 import { Status } from "./status.ts";
 import { checkIcId, checkOptionsObject, checkSocketDir, shown, spinNanos } from "./validate.ts";
@@ -46,8 +56,9 @@ export interface ServeOptions {
   /** The socket directory; see {@linkcode ConnectOptions.socketDir}. */
   socketDir?: string;
   /**
-   * How long a connection's thread spins for the next command before it sleeps, in µs
-   * (default 50; 0 with a pool, whose workers need the cores).
+   * How long the thread that polls a connection (the server's, or with a pool a waiting
+   * worker) looks for its next command before it arms it (a later command then wakes it), in µs
+   * (default 50).
    */
   spinMicros?: number;
   /**
@@ -222,30 +233,25 @@ export class Server<C = unknown> {
     this.#exposeErrors = options.exposeErrors === true;
     this.#inline = options.inline ?? pool === undefined;
     this.#pool = pool;
-    host.connection = (conn) => this.#connections.get(conn);
-    host.finished = (job, error) => {
-      if (error !== undefined) {
-        const info = (this.#connections.get(job.conn) ?? this.#closing.get(job.conn))?.info;
-        if (info !== undefined) this.#report(error, info, { code: job.code }, "exec (pool)");
-      }
-      this.#finished(job.conn);
+    host.connections = () => [...this.#connections.values()];
+    host.failed = (conn, code, error) => {
+      const info = (this.#connections.get(conn) ?? this.#closing.get(conn))?.info ??
+        { id: conn, pid: 0, uid: 0 };
+      this.#report(error, info, { code }, "exec (pool)");
     };
     this.#id = hub.register(this);
     try {
-      // A server with a pool leaves the cores to its workers: its connections' threads sleep
-      // as soon as their ring is empty, unless asked to spin.
-      const spin = options.spinMicros === undefined && pool !== undefined
-        ? 0
-        : spinNanos(options.spinMicros);
+      const spin = spinNanos(options.spinMicros);
       this.#handle = native.serverServe(
         icId,
         options.socketDir,
         spin,
         this.#id,
-        handlers.open !== undefined,
-        // A server with a pool leaves its commands to the core's path, which hands them to the
-        // workers; one without pops its rings itself.
-        pool === undefined,
+        (handlers.open !== undefined ? SERVE.ASKS_OPEN : 0) |
+          // A server with a pool leaves its connections to the core, whose pool hands their
+          // commands to the workers; one without pops its rings itself.
+          (pool === undefined ? SERVE.LANES : SERVE.POOL) |
+          (this.#inline ? SERVE.INLINE : 0),
       );
     } catch (e) {
       hub.unregister(this.#id);
@@ -254,7 +260,10 @@ export class Server<C = unknown> {
     this.#key = hub.endpointKey(icId, options.socketDir);
     hub.served.add(this.#key);
     hub.hold();
-    if (pool !== undefined) native.serverNote(this.#handle, pool.size, false);
+    if (pool !== undefined) {
+      native.serverNote(this.#handle, pool.size, false);
+      pool.serveFrom(native.serverPool(this.#handle));
+    }
   }
 
   /** The ic id served. */
@@ -274,6 +283,10 @@ export class Server<C = unknown> {
         return this.#close(e.token);
       case EVENT.LANE:
         return this.#onLane(e.token, e.code);
+      case EVENT.POOL:
+        if (e.code === POOL_NOTE.POKE) this.#pool?.poked();
+        else if (e.code === POOL_NOTE.DRAINED) this.#settled();
+        return;
     }
   }
 
@@ -456,6 +469,7 @@ export class Server<C = unknown> {
 
   /** A client is welcome: its connection, with the context its `open` made. */
   #admit(token: number, info: ConnInfo, context: C): void {
+    this.#pool?.opened(info, context);
     this.#connections.set(token, {
       info,
       context,
@@ -522,27 +536,8 @@ export class Server<C = unknown> {
       native.commandFinish(command, Status.HANDLER_FAILED, 0, null);
       return;
     }
-    const flags = e.pid;
-    if (
-      this.#pool !== undefined &&
-      (flags === FLAG.WORKER || (flags !== FLAG.INLINE && !this.#inline))
-    ) {
-      conn.pending++;
-      this.#inProgress++;
-      this.#pool.submit(
-        {
-          command,
-          code: e.code >>> 0,
-          conn: token,
-          inSegment: e.inSegment,
-          inputOffset: e.inputOffset,
-          outputOffset: e.outputOffset,
-          inputLength: e.inputLength,
-          outputLength: e.outputLength,
-        } satisfies Job,
-      );
-      return;
-    }
+    // A server with a pool gets here only the commands its own thread runs: the core hands the
+    // others to the workers (bindings/src/pool.rs).
     // Taken here, just before it runs: until now its client could still withdraw it.
     if (!native.commandTake(command)) return;
     let cmd: ServerCommand | undefined;
@@ -587,13 +582,6 @@ export class Server<C = unknown> {
     this.#ended(conn);
   }
 
-  /** A pool command of connection `token` ended. */
-  #finished(token: number): void {
-    const conn = this.#connections.get(token) ?? this.#closing.get(token);
-    if (conn !== undefined) this.#ended(conn);
-    else this.#settleOne();
-  }
-
   /** One of `conn`'s commands ended. */
   #ended(conn: Connection<C>): void {
     if (--conn.pending === 0 && conn.closeWhenDrained) this.#runClose(conn);
@@ -601,7 +589,15 @@ export class Server<C = unknown> {
   }
 
   #settleOne(): void {
-    if (--this.#inProgress === 0 && this.#quiesced !== undefined) {
+    if (--this.#inProgress === 0) this.#settled();
+  }
+
+  /** Resolves `quiesce()` once nothing is in progress, here nor in the pool's workers. */
+  #settled(): void {
+    if (
+      this.#quiesced !== undefined && this.#inProgress === 0 &&
+      (this.#pool?.inProgress() ?? 0) === 0
+    ) {
       const quiesced = this.#quiesced;
       this.#quiesced = undefined;
       quiesced();
@@ -668,7 +664,9 @@ export class Server<C = unknown> {
       native.serverNote(this.#handle, this.#pool?.size ?? 0, true);
     }
     this.#quiescing = true;
-    if (this.#inProgress === 0) return Promise.resolve();
+    // The pool's count is read after the core knows of the quiescing: a pool command answered
+    // from now on that leaves none brings a POOL_NOTE.DRAINED event.
+    if (this.#inProgress === 0 && (this.#pool?.inProgress() ?? 0) === 0) return Promise.resolve();
     const already = this.#drained;
     if (already !== undefined) return already;
     return this.#drained = new Promise<void>((resolve) => {
@@ -794,7 +792,7 @@ export async function serve<C = unknown>(
   }
   const module = checkPool(options);
   // The pool runs before the first client can connect: no command meant for it runs inline.
-  const host: PoolHost = { connection: () => undefined, finished: () => {} };
+  const host: PoolHost = { connections: () => [], failed: () => {} };
   const pool = module === undefined ? undefined : await Pool.start(
     options.workers!,
     module,

@@ -1,7 +1,7 @@
 /**
  * The body of a pool worker (see `pool.ts`), the same in every runtime: it loads the handler
- * module, keeps each connection's context as the server sent it, and runs the commands it finds
- * in its mailbox (`mailbox.ts`) — reading their areas and answering them itself, through its own
+ * module, keeps each connection's context as the server sent it, and takes its commands from
+ * the core (`native.poolTake`) — reading their areas and answering them itself, through its own
  * binding of the core. The runtime's worker entry (`ffi/worker.ts`, `node/worker.ts`) binds the
  * core, then calls {@linkcode runWorker}.
  *
@@ -18,9 +18,8 @@ import {
   runExec,
 } from "./exec.ts";
 import { setImmediate } from "node:timers";
-import { LOOP, Mailbox, SPIN } from "./mailbox.ts";
-import { type Mapping, native } from "./native.ts";
-import type { FromWorker, Job, ToWorker } from "./pool.ts";
+import { type Handle, type Mapping, native } from "./native.ts";
+import type { FromWorker, ToWorker } from "./pool.ts";
 import { Status } from "./status.ts";
 
 /** How a worker talks to its server. */
@@ -33,35 +32,48 @@ interface Known {
   info: ConnInfo;
   context: unknown;
   segment: Mapping | undefined;
+  /** Its context could not be cloned into this worker: its commands fail. */
+  unusable: boolean;
 }
 
 /**
- * How long a worker looks at its mailbox for the next job after its last one, in ms, before it
- * sleeps on it: a command that follows an answer within it costs no wake-up.
+ * Commands one worker runs at once (async ones: a synchronous `exec` holds the thread anyway):
+ * beyond them, commands wait in the core, for whichever worker is free first.
+ */
+export const DEPTH = 2;
+
+/**
+ * How long a worker with nothing to run polls the server's connections (when it is the one
+ * that polls) or waits for a command, in ms, before it sleeps: a command that follows an
+ * answer within it costs no wake-up.
  */
 const SPIN_MS = 0.05;
 
 /**
- * How long a worker sleeps on its mailbox (in `Atomics.wait`: a futex) before it hands its
- * thread back to its event loop, in ms, and how long it serves a steady stream of jobs before
- * it gives its event loop a turn. Both hold the event loop, so the handler module's own timers
- * and I/O run late by up to this much; a job after the sleep costs a message.
+ * How long a worker waits in the core for its next command before it hands its thread back to
+ * its event loop (the core then has the server's thread poke it with a message), in ms, and how
+ * long it serves a steady stream of commands before it gives its event loop a turn. Both hold
+ * the event loop, so the handler module's own timers and I/O run late by up to this much.
  */
 const SLEEP_MS = 5;
 
-/** Serves the pool's messages and jobs until the worker is stopped. */
+const SPIN_NS = Math.round(SPIN_MS * 1e6);
+const SLEEP_NS = Math.round(SLEEP_MS * 1e6);
+
+/** Serves the pool's messages and commands until the worker is stopped. */
 export function runWorker(parent: Parent, load: (module: string) => Promise<unknown>): void {
   let exec: Exec<unknown> | undefined;
   const conns = new Map<number, Known>();
-  /** Where the jobs come from (`mailbox.ts`), once the module is loaded. */
-  let box: Mailbox | undefined;
-  /** Messages with state received (the server counts them in the mailbox). */
-  let received = 0;
+  /** The core's pool and this worker's number there, once the server serves. */
+  let pool: Handle | undefined;
+  let me = 0;
   /** `exec` calls running (async ones included). */
   let running = 0;
   let stopping = false;
   /** Whether {@linkcode serve} runs (an answer inside it must not start another). */
   let serving = false;
+  /** Whether a command was answered yet (the pool hears of the first). */
+  let answered = false;
   /**
    * When serving must give the event loop a turn ({@linkcode SLEEP_MS} after it began without
    * one), or 0 when it had one since.
@@ -71,8 +83,10 @@ export function runWorker(parent: Parent, load: (module: string) => Promise<unkn
   let yielding = false;
   /** Whether a failed `exec`'s reason goes to its client (the server's `exposeErrors`). */
   let expose = false;
-  /** The job being taken (one object, filled in place). */
-  const job: Job = {
+  /** The command taken and not yet run: its connection's "open" is still on its way. */
+  let stashed = false;
+  /** The command being taken (one object, filled in place from the event). */
+  const job = {
     command: 0,
     code: 0,
     conn: 0,
@@ -88,27 +102,26 @@ export function runWorker(parent: Parent, load: (module: string) => Promise<unkn
     conns.clear();
     parent.post({ kind: "stopped" });
   };
-  /**
-   * An `exec` ended: once stopping, the last one stops the worker; otherwise the mailbox is
-   * served again (unless this ran inside that loop, which goes on by itself).
-   */
+  /** An `exec` ended: the last one of a stopping worker stops it; otherwise serving goes on. */
   const ended = () => {
     if (serving) return;
     if (!stopping) serve();
     else if (running === 0) stop();
   };
-  /** Answers job `id` (its command's handle is this worker's alone until it is done). */
   const answerer: Answerer<number> = {
-    answer(id, command, status, length, from) {
+    answer(_conn, command, status, length, from) {
       running--;
       try {
         native.commandFinish(command, status, length, from);
       } finally {
-        if (box!.finish(id)) parent.post({ kind: "reap" });
+        if (!answered) {
+          answered = true;
+          parent.post({ kind: "served" });
+        }
         ended();
       }
     },
-    failed(id, command, status, wanted, _code, error, output, from) {
+    failed(conn, command, status, wanted, code, error, output, from) {
       running--;
       try {
         const length = failedLength(status, wanted, error, output, expose);
@@ -119,112 +132,128 @@ export function runWorker(parent: Parent, load: (module: string) => Promise<unkn
         const e = error instanceof Error
           ? { name: error.name, message: error.message, stack: error.stack }
           : { name: "Error", message: `thrown: ${String(error)}`, stack: undefined };
-        parent.post({ kind: "done", id, error: e });
+        parent.post({ kind: "error", conn, code, error: e });
         ended();
       }
     },
     async() {},
   };
-  /** Runs the job just taken, as job `id`. */
-  const run = (id: number) => {
+  /** Answers the command taken, unrun. */
+  const refuse = (status: number) => {
     running++;
-    if (box!.stopped) {
-      // The pool stopped while this waited in the mailbox: it does not run.
-      answerer.answer(id, job.command, Status.CLOSED, 0, null);
-      return;
-    }
-    const conn = conns.get(job.conn);
+    answerer.answer(job.conn, job.command, status, 0, null);
+  };
+  /** Runs the command taken, for connection `conn`. */
+  const run = (conn: Known) => {
+    if (conn.unusable) return refuse(Status.HANDLER_FAILED);
+    running++;
     let cmd;
     try {
-      if (conn !== undefined && job.inSegment) {
-        if (conn.segment === undefined || conn.segment.detached) {
-          // First use, or a handler detached the last view (Mapping.detached).
-          conn.segment?.release();
-          conn.segment = native.commandSegment(job.command);
-        }
+      if (job.inSegment && (conn.segment === undefined || conn.segment.detached)) {
+        // First use, or a handler detached the last view (Mapping.detached).
+        conn.segment?.release();
+        conn.segment = native.commandSegment(job.command);
       }
-      cmd = conn && exec && commandOf(job.command, job.code, job, conn.segment);
+      cmd = exec && commandOf(job.command, job.code, job, conn.segment);
     } catch {
       cmd = undefined;
     }
-    if (cmd === undefined || conn === undefined || exec === undefined) {
-      answerer.answer(id, job.command, Status.HANDLER_FAILED, 0, null);
+    if (cmd === undefined || exec === undefined) {
+      answerer.answer(job.conn, job.command, Status.HANDLER_FAILED, 0, null);
       return;
     }
-    runExec(exec, cmd, conn.info, conn.context, job.command, backupOf(), answerer, id);
+    runExec(exec, cmd, conn.info, conn.context, job.command, backupOf(), answerer, job.conn);
+  };
+  /** Takes the next command from the core into `job`: false when none came. */
+  const take = (p: Handle): boolean => {
+    // With an async `exec` under way, only a look: its continuation needs the event loop, and
+    // the core pokes this worker when commands wait.
+    const got = running > 0
+      ? native.poolTake(p, me, 0, 0)
+      : native.poolTake(p, me, SPIN_NS, SLEEP_NS);
+    if (!got) return false;
+    const e = native.event;
+    job.command = e.handle;
+    job.code = e.code >>> 0;
+    job.conn = e.token;
+    job.inSegment = e.inSegment;
+    job.inputOffset = e.inputOffset;
+    job.outputOffset = e.outputOffset;
+    job.inputLength = e.inputLength;
+    job.outputLength = e.outputLength;
+    return true;
   };
   /**
-   * Takes the jobs in the mailbox and runs them; with none left and none running, looks for
-   * the next one for {@linkcode SPIN_MS}, then sleeps on the mailbox for {@linkcode SLEEP_MS},
-   * then hands the thread back to the event loop (the server then pokes it with a message).
-   * Returns at once to receive a message the server posted (its "open" comes before the
-   * connection's first job), and while an async `exec` runs (its continuation needs the loop).
+   * Takes commands from the core and runs them, while there is room ({@linkcode DEPTH}); with
+   * none running, waits in the core for the next (see {@linkcode SLEEP_MS}), then hands the
+   * thread back to the event loop. Returns to the event loop to receive a connection's "open"
+   * that a command came before, while an async `exec` runs, and once a turn is long enough.
    */
   const serve = () => {
-    const b = box;
-    if (b === undefined || exec === undefined || stopping || yielding) return;
+    const p = pool;
+    if (p === undefined || exec === undefined || stopping || yielding || running >= DEPTH) {
+      return;
+    }
     serving = true;
     if (turnEnds === 0) turnEnds = performance.now() + SLEEP_MS;
     try {
       for (;;) {
-        b.state = SPIN;
         if (performance.now() > turnEnds) {
-          // A steady stream of commands (each async one comes back here from a microtask):
-          // the event loop gets a turn — the module's own timers and I/O — then this goes on.
-          b.state = LOOP;
-          yielding = true;
-          // Not setTimeout: nested ones are held back 4 ms (the HTML timer clamp).
-          setImmediate(afterTurn);
+          // A steady stream of commands: the event loop gets a turn — the module's own timers
+          // and I/O — then this goes on.
+          yieldTurn();
           return;
         }
-        if (!next(b)) {
-          // Back to the event loop; a job published before this store was seen by the look
-          // that follows it, or its server saw the state and pokes.
-          b.state = LOOP;
-          if (!ready(b)) return;
-          continue;
+        if (!stashed) {
+          let got: boolean;
+          try {
+            got = take(p);
+          } catch {
+            return; // the server closed: the pool's "stop" comes next
+          }
+          if (!got) {
+            // Back to the event loop (or to the microtasks of an async `exec`: the turn goes
+            // on); the core pokes this worker when commands wait.
+            return;
+          }
+          // Taken here, just before it runs: until now its client could still withdraw it.
+          if (!native.commandTake(job.command)) continue;
         }
-        run(b.take(job));
+        const conn = conns.get(job.conn);
+        if (conn === undefined) {
+          // Its "open" is on its way (posted before the client was welcome): the event loop
+          // delivers it, then this goes on.
+          stashed = true;
+          yieldTurn();
+          return;
+        }
+        stashed = false;
+        run(conn);
+        if (running >= DEPTH) return;
       }
     } finally {
       serving = false;
     }
   };
+  const yieldTurn = () => {
+    yielding = true;
+    // Not setTimeout: nested ones are held back 4 ms (the HTML timer clamp).
+    setImmediate(afterTurn);
+  };
   /** The event loop had its turn: serving goes on with a budget of its own. */
   const afterTurn = () => {
     yielding = false;
     turnEnds = 0;
+    if (stopping && stashed) {
+      stashed = false;
+      refuse(Status.CLOSED);
+      return;
+    }
     serve();
   };
-  /** Whether a job may be taken now. */
-  const ready = (b: Mailbox) => b.hasJob && b.postedCount === received;
-  /** Waits, while nothing runs, until a job may be taken: false to return to the loop. */
-  const next = (b: Mailbox) => {
-    if (ready(b)) return true;
-    if (running > 0 || b.postedCount !== received) return false;
-    let deadline = 0;
-    for (let turns = 1;; turns++) {
-      if (ready(b)) return true;
-      if (b.postedCount !== received || b.stopped) return false;
-      // The clock once every few turns: a reading costs as much as many looks.
-      if ((turns & 31) !== 0) continue;
-      const now = performance.now();
-      if (deadline === 0) deadline = now + SPIN_MS;
-      else if (now > deadline) {
-        if (!b.sleep(SLEEP_MS, received)) {
-          // Nothing for the whole sleep: the event loop is free again until the next job.
-          turnEnds = 0;
-          return ready(b);
-        }
-        deadline = 0;
-      }
-    }
-  };
   parent.onMessage((m) => {
-    if (m.kind !== "poke") received++;
     switch (m.kind) {
       case "load":
-        box = new Mailbox(m.box);
         expose = m.expose;
         load(m.module).then(
           (mod) => {
@@ -238,33 +267,43 @@ export function runWorker(parent: Parent, load: (module: string) => Promise<unkn
             }
             exec = f as Exec<unknown>;
             parent.post({ kind: "ready" });
-            serve();
+            if (!serving) serve();
           },
           (e) => parent.post({ kind: "failed", message: e instanceof Error ? e.message : `${e}` }),
         );
         return;
+      case "serve":
+        pool = m.pool as unknown as Handle;
+        me = m.worker;
+        break;
       case "open":
-        conns.set(m.conn.id, { info: m.conn, context: m.context, segment: undefined });
+        conns.set(m.conn.id, {
+          info: m.conn,
+          context: m.context,
+          segment: undefined,
+          unusable: m.unusable,
+        });
         break;
       case "close":
         // Sent once the connection's commands drained: no view of its segment is in use.
         conns.get(m.conn)?.segment?.release();
         conns.delete(m.conn);
-        break;
+        return;
       case "stop":
         stopping = true;
-        // What waits in the mailbox is answered CLOSED without running (`run`).
-        serving = true;
-        try {
-          while (box !== undefined && box.hasJob) run(box.take(job));
-        } finally {
-          serving = false;
+        if (stashed && !yielding) {
+          // A command that waited for its connection's "open": it does not run.
+          stashed = false;
+          refuse(Status.CLOSED);
+          return;
         }
-        if (running === 0) stop();
+        if (running === 0 && !stashed) stop();
         return;
       case "poke":
         break;
     }
-    if (!serving) serve();
+    // A message is a task of the event loop: the loop had its turn.
+    turnEnds = 0;
+    if (!serving && !yielding) serve();
   });
 }

@@ -11,7 +11,9 @@ import {
   LANE_COUNT,
   native,
   NOWHERE,
+  POOL_NOTE,
   RING,
+  SERVE,
   SLOT,
   STATS,
 } from "../src/native.ts";
@@ -54,6 +56,8 @@ Deno.test("the tables TypeScript keeps of the library's values are the library's
   agrees("SLOT_", SLOT);
   agrees("CLAIM_", CLAIM);
   agrees("RING_", RING);
+  agrees("SERVE_", SERVE);
+  agrees("POOL_", POOL_NOTE);
   assert.equal(NOWHERE, library("NOWHERE"));
   assert.equal(MAX_AREA, library("MAX_AREA"));
   assert.equal(MAX_SPIN_MICROS * 1000, library("MAX_SPIN_NS"));

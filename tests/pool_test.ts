@@ -3,6 +3,7 @@ import { isIpcError, within } from "./peers/assertions.ts";
 import assert from "node:assert/strict";
 import { connect, type ExecuteResult, IpcError, MAX_WORKERS, serve, Status } from "../mod.ts";
 import {
+  BLOCK,
   BUMP,
   DENO_EXIT,
   EXIT,
@@ -127,6 +128,56 @@ Deno.test("pool commands run in parallel in distinct workers, inline ones in the
     assert.equal(perWorker.size, 4, `workers seen: ${[...perWorker.keys()]}`);
     assert.deepEqual([...perWorker.values()], [2, 2, 2, 2]);
     assert.equal(inline, 1, "only the inline command ran in the main handler");
+  } finally {
+    gate.releaseAll();
+  }
+});
+
+Deno.test("while every worker's thread is blocked, inline commands and new clients are still served", async () => {
+  // The workers take their commands from the core themselves; with none of them waiting, the
+  // server's thread polls the connections (after at most a few milliseconds, not after the
+  // blocked commands end).
+  using dir = tempSocketDir();
+  const gate = new Gate(2);
+  await using _server = await serve("pool-blocked", gated(gate), {
+    socketDir: dir.path,
+    workers: 2,
+    module: HANDLER,
+  });
+  using client = await connect("pool-blocked", { socketDir: dir.path });
+  try {
+    // The workers busy first, so that they poll the connection when the blocking commands come
+    // (rather than come back from their event loop for them, through the server's thread).
+    const invert = () =>
+      client.execute(INVERT, { input: u32(1), outputLength: 4, completion: done });
+    for (let i = 0; i < 20; i++) await within("warming up", Promise.all([invert(), invert()]));
+    const blocked = [0, 1].map((i) =>
+      handled(client.execute(BLOCK, { input: u32(i), outputLength: 64, completion: done }))
+    );
+    await gate.waitStarted(2);
+    const forced = await within(
+      "an inline command while both workers' threads are blocked",
+      client.execute(WHO, { inline: true, outputLength: 64, completion: done }),
+    );
+    assert.deepEqual([forced.status, str(forced.output)], [100, "main"]);
+    // A pool command waits for a worker meanwhile, and runs once one is free.
+    const queued = handled(
+      client.execute(INVERT, { input: u32(7), outputLength: 4, completion: done }),
+    );
+    using late = await within(
+      "a client that connects while both workers' threads are blocked",
+      connect("pool-blocked", { socketDir: dir.path }),
+    );
+    const answer = await within(
+      "its inline command",
+      late.execute(WHO, { inline: true, outputLength: 64, completion: done }),
+    );
+    assert.equal(answer.status, 100);
+    gate.releaseAll();
+    const results = await within("the blocked commands", Promise.all(blocked));
+    assert.deepEqual(results.map((r) => r.status), [1, 1], "released, not timed out");
+    const inverted = await within("the queued pool command", queued);
+    assert.deepEqual([...inverted.output], [...u32(7)].map((b) => b ^ 0xff));
   } finally {
     gate.releaseAll();
   }

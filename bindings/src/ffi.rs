@@ -675,7 +675,10 @@ pub extern "C" fn shmcall_ticket_free(ticket: u32) -> i32 {
 /// the server's handle. `asks_open` bit 0 set: a client is welcome only once JavaScript answered
 /// its open event ([`shmcall_server_opened`]); clear: at once (the open event needs no answer).
 /// Bit 1 set: every connection is lent to the caller as it opens, which takes its slot commands
-/// itself (`shmcall_server_lane_*`; lane events name the connection).
+/// itself (`shmcall_server_lane_*`; lane events name the connection). Bit 3 set (not with bit 1):
+/// the server has a worker pool, which owns its connections and takes its commands
+/// ([`shmcall_server_pool`]), but for those flagged `INLINE` — and, with bit 2 set, those with no
+/// mode flag — which reach the hub.
 ///
 /// # Safety
 /// `ic_id` and `dir` are valid for their lengths (or null with length 0); `out` is valid for a
@@ -700,9 +703,7 @@ pub unsafe extern "C" fn shmcall_server_serve(
             (ic_id, ic_id_len),
             (dir, dir_len),
             spin_ns,
-            |ic, dir, spin| {
-                surface::server_serve(ic, dir, spin, id, asks_open & 1 != 0, asks_open & 2 != 0)
-            },
+            |ic, dir, spin| surface::server_serve(ic, dir, spin, id, asks_open),
         )
     };
     match served {
@@ -923,6 +924,88 @@ pub unsafe extern "C" fn shmcall_hub_next(event: *mut HubEvent) -> i32 {
             OK
         }
         Ok(None) => EMPTY,
+        Err(e) => fail(e),
+    }
+}
+
+/// Writes to `out` a handle of the pool of `server` (one served without lanes), which outlives
+/// the server until [`shmcall_pool_free`].
+///
+/// # Safety
+/// `out` is valid for a write of a `u32`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_server_pool(server: u32, out: *mut u32) -> i32 {
+    if out.is_null() {
+        return invalid("out is null");
+    }
+    match surface::server_pool(server) {
+        Ok(pool) => {
+            // SAFETY: `out` is non-null and valid for a write.
+            unsafe { out.write(pool) };
+            OK
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Frees a pool's handle, once its workers stopped.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_pool_free(pool: u32) -> i32 {
+    done(surface::pool_free(pool))
+}
+
+/// Worker `worker` of `pool` waits for its next command, spinning `spin_ns` then sleeping, for
+/// at most `wait_ns`: writes it to `event` as an exec event and returns [`OK`]; [`EMPTY`] when
+/// none came; fails `CLOSED` once the server closed.
+///
+/// # Safety
+/// `event` is valid for a write of a [`HubEvent`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_pool_take(
+    pool: u32,
+    worker: u32,
+    spin_ns: u64,
+    wait_ns: u64,
+    event: *mut HubEvent,
+) -> i32 {
+    if event.is_null() {
+        return invalid("event is null");
+    }
+    let (spin, wait) = (Duration::from_nanos(spin_ns), Duration::from_nanos(wait_ns));
+    match surface::pool_take(pool, worker, spin, wait) {
+        Ok(Some(e)) => {
+            // SAFETY: `event` is non-null and valid for a write.
+            unsafe { event.write(e) };
+            OK
+        }
+        Ok(None) => EMPTY,
+        Err(e) => fail(e),
+    }
+}
+
+/// Answers with `status` the commands that worker `worker` of `pool` held (it is gone);
+/// returns how many (>= 0).
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_pool_bury(pool: u32, worker: u32, status: i32) -> i32 {
+    count(surface::pool_bury(pool, worker, status))
+}
+
+/// JavaScript handled the pool's poke; returns the commands it has queued or held (>= 0).
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_pool_poked(pool: u32) -> i32 {
+    count(surface::pool_poked(pool))
+}
+
+/// The commands `pool` has queued or held (>= 0).
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_pool_in_progress(pool: u32) -> i32 {
+    count(surface::pool_in_progress(pool))
+}
+
+/// A count as a result: saturated to `i32::MAX`, or the failure's code.
+fn count(r: Result<u32, Error>) -> i32 {
+    match r {
+        Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
         Err(e) => fail(e),
     }
 }

@@ -31,6 +31,8 @@ use shmcall_core::ring::{Polite, Spin};
 use shmcall_core::server::{Command, ConnInfo};
 use shmcall_core::{Client, Error, Ticket};
 
+use crate::pool::{PoolNote, PoolOwner};
+
 /// One thing for JavaScript to do.
 #[derive(Debug)]
 pub enum Event {
@@ -84,6 +86,16 @@ pub enum Event {
         /// The connection.
         conn: u64,
     },
+    /// The pool of server `server` tells it something (`pool.rs`).
+    Pool {
+        /// JavaScript's id of the server.
+        server: u64,
+        /// What.
+        note: PoolNote,
+    },
+    /// No worker of a pool waits: the hub's thread polls its connections for it, in the
+    /// drain, and JavaScript never sees this event (`pool.rs`).
+    PoolPoll(Arc<PoolOwner>),
 }
 
 type Bell = Box<dyn Fn() + Send + Sync>;

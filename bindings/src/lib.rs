@@ -14,4 +14,5 @@ pub mod ffi;
 pub mod handles;
 pub mod hub;
 pub mod napi;
+pub mod pool;
 pub mod surface;

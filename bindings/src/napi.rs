@@ -425,18 +425,12 @@ pub fn client_free(client_: u32) -> i32 {
 // ---------------------------------------------------------------------------------------------
 // Server
 
-/// Serves `ic_id` (arguments as for [`client_connect`]); the handle goes to the scratch.
+/// Serves `ic_id` (arguments as for [`client_connect`], `flags` the `SERVE_*` ones of
+/// surface.rs); the handle goes to the scratch.
 #[napi]
-pub fn server_serve(
-    ic_id: String,
-    dir: String,
-    spin_ns: f64,
-    id_: f64,
-    asks_open: bool,
-    lanes: bool,
-) -> i32 {
+pub fn server_serve(ic_id: String, dir: String, spin_ns: f64, id_: f64, flags: u32) -> i32 {
     done(
-        surface::server_serve(&ic_id, &dir, spin(spin_ns), id(id_), asks_open, lanes)
+        surface::server_serve(&ic_id, &dir, spin(spin_ns), id(id_), flags)
             .and_then(|handle| with_scratch(|w| w[BEGUN] = handle)),
     )
 }
@@ -572,7 +566,13 @@ pub fn server_free(server_: u32) -> i32 {
 /// Takes the next event into the scratch: 0, or 1 (EMPTY) when there is none.
 #[napi]
 pub fn hub_next() -> i32 {
-    match surface::hub_next() {
+    event_to_scratch(surface::hub_next())
+}
+
+/// An event, when there is one, into the scratch: 0, or 1 (EMPTY) when there is none, or the
+/// failure's code.
+fn event_to_scratch(event: Result<Option<surface::HubEvent>, Error>) -> i32 {
+    match event {
         Ok(Some(e)) => done(with_scratch(|s| {
             // SAFETY: `HubEvent` is `repr(C)`, 80 bytes of plain integers and pointers with
             // no padding (asserted in surface.rs), so its bytes are 20 `u32` words.
@@ -580,6 +580,66 @@ pub fn hub_next() -> i32 {
             s[..RESULTS].copy_from_slice(&words);
         })),
         Ok(None) => 1,
+        Err(e) => fail(e),
+    }
+}
+
+/// The pool of a server served without lanes, as a handle of its own (to the scratch's
+/// `BEGUN`), which outlives the server until [`pool_free`].
+#[napi]
+pub fn server_pool(server_: u32) -> i32 {
+    done(surface::server_pool(server_).and_then(|pool| with_scratch(|w| w[BEGUN] = pool)))
+}
+
+/// Frees a pool's handle, once its workers stopped.
+#[napi]
+pub fn pool_free(pool: u32) -> i32 {
+    done(surface::pool_free(pool))
+}
+
+/// Worker `worker` of `pool` waits for its next command (spinning `spin_ns`, for at most
+/// `wait_ns`): 0 with it in the scratch as an exec event, 1 when none came, or a failure
+/// (`CLOSED` once the server closed).
+#[napi]
+pub fn pool_take(pool: u32, worker: u32, spin_ns: f64, wait_ns: f64) -> i32 {
+    let nanos = |ns: f64| {
+        Duration::from_nanos(if ns.is_finite() && ns > 0.0 {
+            ns as u64
+        } else {
+            0
+        })
+    };
+    event_to_scratch(surface::pool_take(
+        pool,
+        worker,
+        nanos(spin_ns),
+        nanos(wait_ns),
+    ))
+}
+
+/// Answers with `status` the commands that worker `worker` of `pool` held (it is gone);
+/// returns how many (>= 0).
+#[napi]
+pub fn pool_bury(pool: u32, worker: u32, status: i32) -> i32 {
+    count(surface::pool_bury(pool, worker, status))
+}
+
+/// JavaScript handled the pool's poke; returns the commands it has queued or held (>= 0).
+#[napi]
+pub fn pool_poked(pool: u32) -> i32 {
+    count(surface::pool_poked(pool))
+}
+
+/// The commands `pool` has queued or held (>= 0).
+#[napi]
+pub fn pool_in_progress(pool: u32) -> i32 {
+    count(surface::pool_in_progress(pool))
+}
+
+/// A count as a result: saturated to `i32::MAX`, or the failure's code.
+fn count(r: Result<u32, Error>) -> i32 {
+    match r {
+        Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
         Err(e) => fail(e),
     }
 }

@@ -24,8 +24,9 @@ use std::time::Duration;
 
 use crate::handles::Handles;
 use crate::hub::{self, Event, HUB};
+use crate::pool::{PoolNote, PoolOwner, Taken};
 use shmcall_core::client::{Answer, Client, ConnectOptions, Ticket};
-use shmcall_core::owner::{LaneNotify, Lent};
+use shmcall_core::owner::{LaneNotify, Lent, Owner};
 use shmcall_core::ring::{self, RingHeader};
 use shmcall_core::segment::{CLASSES, Layout, MAX_AREA, Segment};
 use shmcall_core::server::{Command, ConnInfo, Handler, Opening, ServeOptions, Server};
@@ -41,7 +42,25 @@ static SERVERS: Handles<Arc<ServerHandle>> = Handles::new("server");
 /// Tickets given out by `begin` and by completion events, by handle.
 static TICKETS: Handles<Ticket> = Handles::new("ticket");
 /// Commands given out by exec events, by handle.
-static COMMANDS: Handles<Box<Command>> = Handles::new("command");
+static COMMANDS: Handles<HeldCommand> = Handles::new("command");
+/// Pools, by handle: a server's pool outlives its server until its workers stopped
+/// (`pool.rs`).
+static POOLS: Handles<Arc<PoolOwner>> = Handles::new("pool");
+
+/// A command JavaScript holds, with the pool whose worker took it.
+struct HeldCommand {
+    command: Box<Command>,
+    pool: Option<Arc<PoolOwner>>,
+}
+
+impl HeldCommand {
+    /// Lets the pool know the command is done, if a worker of it held it.
+    fn done(&self, handle: u32) {
+        if let Some(pool) = &self.pool {
+            pool.release(handle);
+        }
+    }
+}
 /// Segments kept mapped for views JavaScript holds (Deno's; Node's views hold them
 /// themselves), by handle.
 static SEGMENTS: Handles<Arc<Segment>> = Handles::new("segment");
@@ -481,6 +500,11 @@ struct Queueing {
     quiescing: Arc<AtomicBool>,
     /// Whether JavaScript takes its connections' slot commands itself (`src/lane.ts`).
     lanes: bool,
+    /// The server's worker pool, when it has one: its workers own the connections and take
+    /// every command not flagged `INLINE` (`pool.rs`).
+    pool: Option<Arc<PoolOwner>>,
+    /// Whether a command with no mode flag runs inline (the server's `inline` option).
+    inline_default: bool,
 }
 
 impl Handler for Queueing {
@@ -535,11 +559,22 @@ impl Handler for Queueing {
     }
 
     fn exec(&self, command: Command, conn: &ConnInfo, _: &()) {
-        HUB.push(Event::Exec {
+        let event = Event::Exec {
             server: self.id,
             conn: conn.id,
             command: Box::new(command),
-        });
+        };
+        // A quiescing server's thread answers them `SERVER_QUIESCING`, unrun.
+        let to_pool = !self.quiescing.load(Ordering::SeqCst)
+            && match event_mode(&event) {
+                Mode::Worker => true,
+                Mode::Default => !self.inline_default,
+                Mode::Inline | Mode::Stats => false,
+            };
+        match &self.pool {
+            Some(pool) if to_pool => pool.push(event),
+            _ => HUB.push(event),
+        }
     }
 
     fn lane(&self, conn: &ConnInfo) -> Option<LaneNotify> {
@@ -581,12 +616,21 @@ impl Handler for Queueing {
     }
 }
 
+/// The mode of an exec event's command.
+fn event_mode(event: &Event) -> Mode {
+    match event {
+        Event::Exec { command, .. } => command.mode(),
+        _ => Mode::Default,
+    }
+}
+
 /// A server; `id` is JavaScript's name for it in hub events.
 #[derive(Debug)]
 pub struct ServerHandle {
     server: Mutex<Server>,
     openings: Arc<Openings>,
     quiescing: Arc<AtomicBool>,
+    pool: Option<Arc<PoolOwner>>,
 }
 
 impl std::fmt::Debug for Queueing {
@@ -595,30 +639,52 @@ impl std::fmt::Debug for Queueing {
     }
 }
 
+/// A serve flag: a client is welcome only once JavaScript answered its open event (else at
+/// once, and the open event needs no answer).
+pub const SERVE_ASKS_OPEN: u32 = 1;
+/// A serve flag: every connection is lent to JavaScript as it opens, which takes its slot
+/// commands itself (`src/lane.ts`; lane events name the connection).
+pub const SERVE_LANES: u32 = 2;
+/// A serve flag, with [`SERVE_POOL`]: commands with no mode flag run on the server's thread.
+pub const SERVE_INLINE: u32 = 4;
+/// A serve flag (not with [`SERVE_LANES`]): a worker pool owns the connections and takes their
+/// commands (`pool.rs`, [`server_pool`]), but for those flagged `INLINE` (and with
+/// [`SERVE_INLINE`] those with no mode flag), which reach the hub.
+pub const SERVE_POOL: u32 = 8;
+
 /// The server behind `handle`.
 pub fn server(handle: u32) -> Result<Arc<ServerHandle>, Error> {
     SERVERS.with(handle, |s| s.clone())
 }
 
 /// Serves `ic_id` (`dir` and `spin` as for [`client_connect`]); its opens, commands and closes
-/// reach the hub, named by `id`. `asks_open`: whether JavaScript has an `open` to run before a
-/// client is welcome. Returns the server's handle.
+/// reach the hub, named by `id`, served as `flags` say ([`SERVE_ASKS_OPEN`] and the others).
+/// Returns the server's handle.
 pub fn server_serve(
     ic_id: &str,
     dir: &str,
     spin: Option<Duration>,
     id: u64,
-    asks_open: bool,
-    lanes: bool,
+    flags: u32,
 ) -> Result<u32, Error> {
+    let asks_open = flags & SERVE_ASKS_OPEN != 0;
+    let lanes = flags & SERVE_LANES != 0;
+    let pool = flags & SERVE_POOL != 0;
+    let inline_default = flags & SERVE_INLINE != 0;
     guard(|| {
         let openings: Arc<Openings> = Arc::new(Mutex::new(Some(HashMap::new())));
         let quiescing = Arc::new(AtomicBool::new(false));
         let defaults = ServeOptions::default();
+        // A server with a pool: its workers own its connections.
+        let pool = (pool && !lanes).then(|| PoolOwner::new(id, quiescing.clone()));
+        let owner: Arc<dyn Owner> = match &pool {
+            Some(p) => p.clone(),
+            None => hub::owner(),
+        };
         let options = ServeOptions {
             socket_dir: endpoint_dir(dir),
             spin: spin.unwrap_or(defaults.spin),
-            owner: Some(hub::owner()),
+            owner: Some(owner),
             ..defaults
         };
         let handler = Queueing {
@@ -627,12 +693,15 @@ pub fn server_serve(
             openings: openings.clone(),
             quiescing: quiescing.clone(),
             lanes,
+            pool: pool.clone(),
+            inline_default,
         };
         let server = Server::serve(ic_id, handler, options)?;
         let h = Arc::new(ServerHandle {
             server: Mutex::new(server),
             openings,
             quiescing,
+            pool,
         });
         SERVERS.insert(h.clone()).inspect_err(|_| h.close())
     })
@@ -735,8 +804,92 @@ impl ServerHandle {
                 "the server closed while this client connected",
             )));
         }
+        // The pool's workers stop polling: the connections are this thread's to poll as they
+        // end (the pool is the server's owner, and says so to this thread).
+        if let Some(pool) = &self.pool {
+            pool.close();
+        }
         lock(&self.server).close();
+        if let Some(pool) = &self.pool {
+            pool.closed();
+        }
     }
+}
+
+/// The pool of server `handle` (one made with `lanes` false), as a handle of its own: it
+/// outlives the server until [`pool_free`], so that its workers' commands are accounted for
+/// after the server closed.
+pub fn server_pool(handle: u32) -> Result<u32, Error> {
+    guard(|| {
+        let s = server(handle)?;
+        let Some(pool) = s.pool.clone() else {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                "the server has no pool",
+            ));
+        };
+        POOLS.insert(pool)
+    })
+}
+
+/// Frees a pool's handle (its workers stopped).
+pub fn pool_free(pool: u32) -> Result<(), Error> {
+    guard(|| POOLS.remove(pool).map(drop))
+}
+
+/// Worker `worker` of `pool` waits for its next command (`pool.rs`): the command as an exec
+/// event, `None` when none came within `wait`; fails `CLOSED` once the server closed.
+pub fn pool_take(
+    pool: u32,
+    worker: u32,
+    spin: Duration,
+    wait: Duration,
+) -> Result<Option<HubEvent>, Error> {
+    guard(|| {
+        let p = POOLS.with(pool, |p| p.clone())?;
+        match p.take(worker, spin, wait) {
+            Taken::Job(e) => {
+                let out = event_out(e).inspect_err(|_| p.dropped())?;
+                let handle = out.handle as u32;
+                p.hold(handle, worker);
+                COMMANDS.with(handle, |c| c.pool = Some(p.clone()))?;
+                Ok(Some(out))
+            }
+            Taken::Nothing => Ok(None),
+            Taken::Closed => Err(Error::new(Status::Closed, "the server closed")),
+        }
+    })
+}
+
+/// Answers with `status` the commands worker `worker` of `pool` held (it is gone); returns how
+/// many.
+pub fn pool_bury(pool: u32, worker: u32, status: i32) -> Result<u32, Error> {
+    guard(|| {
+        let p = POOLS.with(pool, |p| p.clone())?;
+        let mut n = 0;
+        for handle in p.bury(worker) {
+            // Answered by the worker just before it went: the handle is gone.
+            if let Ok(c) = COMMANDS.remove(handle) {
+                c.command.finish(status, 0);
+                n += 1;
+            }
+        }
+        Ok(n)
+    })
+}
+
+/// JavaScript handled the pool's poke; returns the commands the pool has queued or held.
+pub fn pool_poked(pool: u32) -> Result<u32, Error> {
+    guard(|| {
+        let p = POOLS.with(pool, |p| p.clone())?;
+        p.poked();
+        Ok(p.in_progress() as u32)
+    })
+}
+
+/// The commands `pool` has queued or held.
+pub fn pool_in_progress(pool: u32) -> Result<u32, Error> {
+    guard(|| POOLS.with(pool, |p| p.in_progress() as u32))
 }
 
 /// Answers a command with `status` and the output `length`, and frees its handle. `output`,
@@ -749,13 +902,19 @@ pub fn command_finish(
     output: Option<&[u8]>,
 ) -> Result<(), Error> {
     guard(|| {
-        let mut c = COMMANDS.remove(command)?;
+        let HeldCommand {
+            command: mut c,
+            pool,
+        } = COMMANDS.remove(command)?;
         if let Some(src) = output {
             let mut area = c.output();
             let n = (length as usize).min(src.len()).min(area.len());
             area.write(&src[..n]);
         }
         c.finish(status, length as usize);
+        if let Some(pool) = pool {
+            pool.release(command);
+        }
         Ok(())
     })
 }
@@ -764,10 +923,10 @@ pub fn command_finish(
 /// first (it is then answered `CANCELLED` and must not run).
 pub fn command_take(command: u32) -> Result<bool, Error> {
     guard(|| {
-        if COMMANDS.with(command, |c| c.take())? {
+        if COMMANDS.with(command, |c| c.command.take())? {
             return Ok(true);
         }
-        COMMANDS.remove(command)?;
+        COMMANDS.remove(command)?.done(command);
         Ok(false)
     })
 }
@@ -775,13 +934,13 @@ pub fn command_take(command: u32) -> Result<bool, Error> {
 /// The segment of an exec event's command (for a view JavaScript keeps per connection);
 /// `None` for backup-path commands.
 pub fn command_segment(command: u32) -> Result<Option<Arc<Segment>>, Error> {
-    COMMANDS.with(command, |c| c.segment())
+    COMMANDS.with(command, |c| c.command.segment())
 }
 
 /// Copies a command's input into the start of `dst` (the backup path's way out); returns the
 /// bytes copied: the input's length, or `dst`'s when shorter.
 pub fn command_read_input(command: u32, dst: &mut [u8]) -> Result<usize, Error> {
-    COMMANDS.with(command, |c| read_into(&c.input(), dst))
+    COMMANDS.with(command, |c| read_into(&c.command.input(), dst))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -800,6 +959,8 @@ pub const EVENT_CONNECTED: u32 = 5;
 /// A lent client's answers are there to pop (`code` 0), or its connection ended (`code` the
 /// failure's status).
 pub const EVENT_LANE: u32 = 6;
+/// The server's pool says something (`code`: [`PoolNote`]).
+pub const EVENT_POOL: u32 = 7;
 
 /// A lent connection's layout and ring positions as JavaScript reads them (the `LANE_*` words).
 fn lane_words(layout: &Layout, lent: Lent) -> [u32; LANE_WORDS] {
@@ -905,9 +1066,20 @@ impl HubEvent {
 /// recorded as this thread's last failure (its code is the event's `code`).
 pub fn hub_next() -> Result<Option<HubEvent>, Error> {
     guard(|| {
-        let Some(next) = HUB.next() else {
-            return Ok(None);
-        };
+        loop {
+            match HUB.next() {
+                None => return Ok(None),
+                Some(Event::PoolPoll(pool)) => pool.hub_poll(),
+                Some(next) => return event_out(next).map(Some),
+            }
+        }
+    })
+}
+
+/// An event as JavaScript reads it, its objects (tickets, commands, clients) put in their
+/// tables.
+fn event_out(next: Event) -> Result<HubEvent, Error> {
+    {
         let mut e = HubEvent::EMPTY;
         match next {
             Event::Completion {
@@ -970,7 +1142,10 @@ pub fn hub_next() -> Result<Option<HubEvent>, Error> {
                     e.input_offset = (e.input as usize - base) as u32;
                     e.output_offset = (e.output as usize - base) as u32;
                 }
-                e.handle = u64::from(COMMANDS.insert(command)?);
+                e.handle = u64::from(COMMANDS.insert(HeldCommand {
+                    command,
+                    pool: None,
+                })?);
             }
             Event::Lane {
                 owner,
@@ -992,9 +1167,17 @@ pub fn hub_next() -> Result<Option<HubEvent>, Error> {
                 e.owner = server;
                 e.token = conn;
             }
+            Event::Pool { server, note } => {
+                e.kind = EVENT_POOL;
+                e.owner = server;
+                e.code = note as i32;
+            }
+            // Taken care of by `hub_next`; were one to come here, it polls all the same (an
+            // event of kind 0 means nothing to JavaScript).
+            Event::PoolPoll(pool) => pool.hub_poll(),
         }
-        Ok(Some(e))
-    })
+        Ok(e)
+    }
 }
 
 /// Makes the calling thread the one JavaScript thread that drains the hub; refuses while
@@ -1036,6 +1219,13 @@ pub const CONSTANTS: &[(&str, i64)] = &[
     ("EVENT_CLOSE", EVENT_CLOSE as i64),
     ("EVENT_CONNECTED", EVENT_CONNECTED as i64),
     ("EVENT_LANE", EVENT_LANE as i64),
+    ("EVENT_POOL", EVENT_POOL as i64),
+    ("SERVE_ASKS_OPEN", SERVE_ASKS_OPEN as i64),
+    ("SERVE_LANES", SERVE_LANES as i64),
+    ("SERVE_INLINE", SERVE_INLINE as i64),
+    ("SERVE_POOL", SERVE_POOL as i64),
+    ("POOL_POKE", PoolNote::Poke as i64),
+    ("POOL_DRAINED", PoolNote::Drained as i64),
     ("LANE_CS_RING", LANE_CS_RING as i64),
     ("LANE_SC_RING", LANE_SC_RING as i64),
     ("LANE_RING_CAPACITY", LANE_RING_CAPACITY as i64),

@@ -238,6 +238,12 @@ impl Reactor {
         }
     }
 
+    /// Frees the entry of `token`, a source enlisted without a descriptor: no deadline reaches
+    /// it afterwards (one being delivered right now may still run).
+    pub fn dismiss(&self, token: Token) {
+        self.forget(token);
+    }
+
     /// Frees `token`'s entry; returns whether it was live.
     fn forget(&self, token: Token) -> bool {
         self.forget_watched(token).is_some()

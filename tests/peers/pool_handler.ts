@@ -9,7 +9,8 @@
  * context's `n` in this worker, answers it as status; 6 exit — the worker calls `close()` and never
  * answers; 7 — the same with `Deno.exit()`; 8 overflow — answers one byte more than its output
  * area holds; 9 ticks — starts a 1 ms interval timer in this worker on its first call, and
- * answers how many times it fired so far as status.
+ * answers how many times it fired so far as status; 10 block — as hold, but the worker's thread
+ * waits in `Atomics.wait` (it runs nothing else meanwhile, nor takes commands).
  *
  * @module
  */
@@ -25,6 +26,7 @@ export const EXIT = 6;
 export const DENO_EXIT = 7;
 export const OVERFLOW = 8;
 export const TICKS = 9;
+export const BLOCK = 10;
 
 /** Times this worker's interval timer fired (`TICKS`), or -1 before it started. */
 let ticks = -1;
@@ -86,6 +88,14 @@ export async function exec(
       // In a worker, this ends the worker alone, as silently.
       Deno.exit(0);
       break;
+    case BLOCK: {
+      const gate = new Int32Array((context as Held).gate);
+      const at = 1 + new DataView(input.buffer, input.byteOffset, 4).getUint32(0, true);
+      Atomics.add(gate, 0, 1);
+      Atomics.notify(gate, 0);
+      Atomics.wait(gate, at, 0, HOLD_MS);
+      return { ...put(output, WORKER), status: Atomics.load(gate, at) === 0 ? 2 : 1 };
+    }
     case TICKS:
       if (ticks < 0) {
         ticks = 0;
