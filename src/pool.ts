@@ -47,8 +47,8 @@ export type FromWorker =
   | { kind: "failed"; message: string }
   /** Its first command is answered (the module works: see `LOST_IN_A_ROW`). */
   | { kind: "served" }
-  /** An `exec` of connection `conn` failed: `error` says why. */
-  | { kind: "error"; conn: number; code: number; error: WorkerError }
+  /** An `exec` on connection `conn` failed: `error` says why. */
+  | { kind: "error"; conn: ConnInfo; code: number; error: WorkerError }
   /** It answered every command it held and gave its segments back. */
   | { kind: "stopped" }
   /** It is ending by itself (it called `close()`). */
@@ -73,8 +73,8 @@ export function revived(e: WorkerError): Error {
 export interface PoolHost {
   /** The open connections: their info and the context each `open` returned. */
   connections(): Iterable<{ info: ConnInfo; context: unknown }>;
-  /** An `exec` of connection `conn` failed in a worker (`code`: its operation code). */
-  failed(conn: number, code: number, error: Error): void;
+  /** An `exec` on connection `conn` failed in a worker (`code`: its operation code). */
+  failed(conn: ConnInfo, code: number, error: Error): void;
 }
 
 /** How long a stopping worker may take to finish what it runs and give its segments back. */
@@ -249,9 +249,10 @@ export class Pool {
   poked(): void {
     const pool = this.#pool;
     if (pool === undefined) return;
+    // Before the messages: a command queued after the workers looked asks for another poke.
+    native.poolPoked(pool);
     if (this.#orphaned) this.#failQueued(pool);
     else for (const m of this.#members) this.#post(m, { kind: "poke" });
-    native.poolPoked(pool);
   }
 
   /** The commands the core holds for the workers. */

@@ -234,11 +234,7 @@ export class Server<C = unknown> {
     this.#inline = options.inline ?? pool === undefined;
     this.#pool = pool;
     host.connections = () => [...this.#connections.values()];
-    host.failed = (conn, code, error) => {
-      const info = (this.#connections.get(conn) ?? this.#closing.get(conn))?.info ??
-        { id: conn, pid: 0, uid: 0 };
-      this.#report(error, info, { code }, "exec (pool)");
-    };
+    host.failed = (conn, code, error) => this.#report(error, conn, { code }, "exec (pool)");
     this.#id = hub.register(this);
     try {
       const spin = spinNanos(options.spinMicros);
@@ -247,7 +243,10 @@ export class Server<C = unknown> {
         options.socketDir,
         spin,
         this.#id,
-        (handlers.open !== undefined ? SERVE.ASKS_OPEN : 0) |
+        // With a pool, a client is welcome only after this thread posted every worker the
+        // connection (`#admit`), even with no `open` to run: its first command may reach a
+        // worker at once.
+        (handlers.open !== undefined || pool !== undefined ? SERVE.ASKS_OPEN : 0) |
           // A server with a pool leaves its connections to the core, whose pool hands their
           // commands to the workers; one without pops its rings itself.
           (pool === undefined ? SERVE.LANES : SERVE.POOL) |
@@ -482,7 +481,7 @@ export class Server<C = unknown> {
   }
 
   #open(token: number, info: ConnInfo): void {
-    if (this.#handlers.open === undefined) {
+    if (this.#handlers.open === undefined && this.#pool === undefined) {
       // The library welcomed the client already (there is no `open` to run): this only tells.
       this.#admit(token, info, undefined as C);
       return;

@@ -106,7 +106,7 @@ export function runWorker(parent: Parent, load: (module: string) => Promise<unkn
   const ended = () => {
     if (serving) return;
     if (!stopping) serve();
-    else if (running === 0) stop();
+    else if (running === 0 && !stashed) stop();
   };
   const answerer: Answerer<number> = {
     answer(_conn, command, status, length, from) {
@@ -132,7 +132,8 @@ export function runWorker(parent: Parent, load: (module: string) => Promise<unkn
         const e = error instanceof Error
           ? { name: error.name, message: error.message, stack: error.stack }
           : { name: "Error", message: `thrown: ${String(error)}`, stack: undefined };
-        parent.post({ kind: "error", conn, code, error: e });
+        const info = conns.get(conn)?.info ?? { id: conn, pid: 0, uid: 0 };
+        parent.post({ kind: "error", conn: info, code, error: e });
         ended();
       }
     },

@@ -183,6 +183,45 @@ Deno.test("while every worker's thread is blocked, inline commands and new clien
   }
 });
 
+/**
+ * The file descriptors this process has open (listed by `ls`: Deno reads `/proc` only with
+ * `--allow-all`, which the tests do not have).
+ */
+const openFds = () => {
+  const out = new Deno.Command("ls", { args: [`/proc/${Deno.pid}/fd`], stdout: "piped" })
+    .outputSync();
+  assert.ok(out.success, "ls /proc/<pid>/fd");
+  return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l !== "").length;
+};
+
+Deno.test("a pool server closed with clients connected lets go of their connections", async () => {
+  using dir = tempSocketDir();
+  const round = async (i: number) => {
+    const server = await serve(`pool-gone-${i}`, { exec: () => {} }, {
+      socketDir: dir.path,
+      workers: 1,
+      module: HANDLER,
+    });
+    const client = await connect(`pool-gone-${i}`, { socketDir: dir.path });
+    try {
+      await within(
+        "a pool command",
+        client.execute(INVERT, { input: u32(1), outputLength: 4, completion: done }),
+      );
+    } finally {
+      // The server first: its connection ends while the client still holds its side.
+      await server.close();
+      client.close();
+    }
+  };
+  await round(0);
+  const before = openFds();
+  for (let i = 1; i <= 4; i++) await round(i);
+  // Each connection held a control socket and a segment's descriptor on the server's side: a
+  // closed server that kept its connections would keep them (two or more a round).
+  assert.ok(openFds() - before < 4, `${openFds() - before} descriptors more after 4 rounds`);
+});
+
 Deno.test("serve({ inline: true }) runs commands in the main handler unless one asks for the pool", async () => {
   using dir = tempSocketDir();
   const gate = new Gate(0);

@@ -94,6 +94,8 @@ pub struct PoolOwner {
     quiescing: Arc<AtomicBool>,
     /// The commands the workers hold: handle → worker.
     held: Mutex<HashMap<u32, u32>>,
+    /// Workers buried: what one of them takes after its burial is refused (`hold`).
+    buried: Mutex<HashSet<u32>>,
 }
 
 impl fmt::Debug for PoolOwner {
@@ -108,7 +110,10 @@ impl fmt::Debug for PoolOwner {
 
 impl Owner for PoolOwner {
     fn wake(&self, member: Arc<dyn Member>) {
-        if !self.active.wake(member) || self.closed.load(Ordering::SeqCst) {
+        // A closed pool takes no member: the closing thread polls the connections itself, and
+        // one kept here would keep its connection (and the server) alive, through the server's
+        // reference to this pool.
+        if self.closed.load(Ordering::SeqCst) || !self.active.wake(member) {
             return;
         }
         // SeqCst: after `active.wake`'s SeqCst count of the woken member, against a leaving
@@ -179,17 +184,32 @@ impl PoolOwner {
             busy: AtomicUsize::new(0),
             quiescing,
             held: Mutex::new(HashMap::new()),
+            buried: Mutex::new(HashSet::new()),
         })
     }
 
-    /// Queues a command a poll found, for a worker.
+    /// Counts a command a poll found for the workers, unless the server quiesces (then the
+    /// server's thread answers it): whether it is the pool's, to [`PoolOwner::push`] now.
+    pub fn admit(&self) -> bool {
+        // SeqCst, the count before the look at the flag: against `quiesce`'s store of the flag
+        // and then its look at the count (`in_progress`), so that either it waits for this
+        // command or this command sees the flag.
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        if self.quiescing.load(Ordering::SeqCst) {
+            self.settle();
+            return false;
+        }
+        true
+    }
+
+    /// Queues a command [`PoolOwner::admit`] counted, for a worker.
     pub fn push(&self, event: Event) {
         if self.closed.load(Ordering::SeqCst) {
             // Found by the close's last poll: it never runs.
             fail_event(event, Status::Closed);
+            self.settle();
             return;
         }
-        self.busy.fetch_add(1, Ordering::SeqCst);
         lock(&self.jobs).push_back(event);
         // SeqCst: the waiters' condition reads it after their `sleepers` increment; and against
         // a worker that leaves for its event loop (`leave`: `looping`, then `in_take`, then
@@ -212,9 +232,16 @@ impl PoolOwner {
         e
     }
 
-    /// Worker `worker` holds command `handle` (just taken).
-    pub fn hold(&self, handle: u32, worker: u32) {
+    /// Worker `worker` holds command `handle` (just taken); false, and the command is not the
+    /// pool's to count any more once the caller answers it, when the worker was buried.
+    pub fn hold(&self, handle: u32, worker: u32) -> bool {
+        let buried = lock(&self.buried);
+        if buried.contains(&worker) {
+            return false;
+        }
+        // Under the burial's lock: `bury` sees it, or this sees the burial.
         lock(&self.held).insert(handle, worker);
+        true
     }
 
     /// A command queued here was dropped before a worker held it (its handle could not be
@@ -251,6 +278,11 @@ impl PoolOwner {
 
     /// The commands worker `worker` held (it is gone): their handles, no longer the pool's.
     pub fn bury(&self, worker: u32) -> Vec<u32> {
+        let _buried = {
+            let mut buried = lock(&self.buried);
+            buried.insert(worker);
+            buried
+        };
         let mut held = lock(&self.held);
         let handles: Vec<u32> = held
             .iter()
@@ -268,9 +300,10 @@ impl PoolOwner {
         handles
     }
 
-    /// JavaScript handled a [`PoolNote::Poke`] (it posted the workers a message each): later
-    /// commands may ask for another. One queued before this found the flag set and asked for
-    /// none; the poked workers take it, as they take every command queued when they run.
+    /// JavaScript takes a [`PoolNote::Poke`], before it posts the workers a message each:
+    /// commands queued from now on may ask for another (one queued before found the flag set
+    /// and asked for none; the workers about to be poked take it, as they take every command
+    /// queued when they run).
     pub fn poked(&self) {
         self.poke_asked.store(false, Ordering::SeqCst);
     }
@@ -300,24 +333,31 @@ impl PoolOwner {
         if self.closed.load(Ordering::SeqCst) {
             return;
         }
-        if self.polling.swap(true, Ordering::SeqCst) {
+        let Some(role) = self.poller() else {
             // A worker polls: it sees the woken members. One that was leaving may not: then
             // this comes back.
             if self.in_take.load(Ordering::SeqCst) == 0 {
                 self.ask_hub();
             }
             return;
-        }
+        };
         self.active.gather();
         self.active.poll(Instant::now());
         let again = self.in_take.load(Ordering::SeqCst) == 0 && !self.active.arm();
-        self.polling.store(false, Ordering::SeqCst);
+        drop(role);
         if again {
             self.ask_hub();
         } else {
             // A worker that came meanwhile waits for the role.
             self.arrived.notify();
         }
+    }
+
+    /// The poller's role, if no one holds it: held until the guard drops (a panic in a poll
+    /// lets it go too).
+    fn poller(&self) -> Option<Role<'_>> {
+        // SeqCst: one poller at a time; the others wait on `arrived`, whose condition reads it.
+        (!self.polling.swap(true, Ordering::SeqCst)).then_some(Role(self))
     }
 
     /// The reactor's deadline (see [`UNATTENDED`]).
@@ -370,8 +410,10 @@ impl PoolOwner {
         *lock(&self.closer) = Some(std::thread::current().id());
     }
 
-    /// Ends the close: commands still queued are answered `CLOSED`, the deadline is dropped.
+    /// Ends the close: commands still queued are answered `CLOSED`, the deadline is dropped,
+    /// and the pool lets go of the connections.
     pub fn closed(&self) {
+        self.active.clear();
         let jobs: Vec<Event> = lock(&self.jobs).drain(..).collect();
         self.jobs_len.store(0, Ordering::SeqCst);
         for e in jobs {
@@ -392,7 +434,9 @@ impl PoolOwner {
         if self.looping_len.load(Ordering::SeqCst) > 0 {
             self.unloop(worker);
         }
+        let inside = Inside(self);
         let taken = self.wait_for_job(spin, wait);
+        std::mem::forget(inside);
         self.leave(worker, matches!(taken, Taken::Nothing));
         taken
     }
@@ -410,7 +454,15 @@ impl PoolOwner {
             self.looping_len.fetch_add(1, Ordering::SeqCst);
         }
         // SeqCst: see `wake` and `push`.
-        if self.in_take.fetch_sub(1, Ordering::SeqCst) != 1 || self.closed.load(Ordering::SeqCst) {
+        if self.in_take.fetch_sub(1, Ordering::SeqCst) != 1 {
+            // Others wait: one of them polls what this one left (it may have left a poll's
+            // findings, or connections it did not arm, at the end of its wait).
+            if !self.active.is_empty() || self.active.has_woken() {
+                self.arrived.notify();
+            }
+            return;
+        }
+        if self.closed.load(Ordering::SeqCst) {
             return;
         }
         // The last one out: the connections are unattended from now on.
@@ -437,9 +489,9 @@ impl PoolOwner {
                 return Taken::Closed;
             }
             let now = Instant::now();
-            // SeqCst: one poller at a time; the others wait on `arrived`. A take with no wait
-            // still polls once.
-            if !self.polling.swap(true, Ordering::SeqCst) {
+            // One poller at a time; the others wait on `arrived`. A take with no wait still
+            // polls once.
+            if let Some(role) = self.poller() {
                 self.active.gather();
                 let found = self.active.poll(now);
                 let sleep = !found
@@ -447,7 +499,7 @@ impl PoolOwner {
                     && (self.active.is_empty() || now.duration_since(last_work) >= spin)
                     && !self.active.has_woken();
                 let armed = sleep && self.active.arm();
-                self.polling.store(false, Ordering::SeqCst);
+                drop(role);
                 if found {
                     last_work = now;
                     continue;
@@ -476,6 +528,26 @@ impl PoolOwner {
                 },
             );
         }
+    }
+}
+
+/// The poller's role (see [`PoolOwner::poller`]), let go when dropped.
+struct Role<'a>(&'a PoolOwner);
+
+impl Drop for Role<'_> {
+    fn drop(&mut self) {
+        // SeqCst: see `poller`; waiters whose condition saw it held look again.
+        self.0.polling.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A worker inside [`PoolOwner::take`]; dropped only by a panic there, which it counts out
+/// (`take` forgets it otherwise, and counts the worker out itself).
+struct Inside<'a>(&'a PoolOwner);
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        self.0.in_take.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

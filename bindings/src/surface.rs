@@ -564,15 +564,15 @@ impl Handler for Queueing {
             conn: conn.id,
             command: Box::new(command),
         };
-        // A quiescing server's thread answers them `SERVER_QUIESCING`, unrun.
-        let to_pool = !self.quiescing.load(Ordering::SeqCst)
-            && match event_mode(&event) {
-                Mode::Worker => true,
-                Mode::Default => !self.inline_default,
-                Mode::Inline | Mode::Stats => false,
-            };
+        let for_pool = match event_mode(&event) {
+            Mode::Worker => true,
+            Mode::Default => !self.inline_default,
+            Mode::Inline | Mode::Stats => false,
+        };
         match &self.pool {
-            Some(pool) if to_pool => pool.push(event),
+            // Counted by the pool before it looks at the quiescing flag (`admit`); a quiescing
+            // server's thread answers the others `SERVER_QUIESCING`, unrun.
+            Some(pool) if for_pool && pool.admit() => pool.push(event),
             _ => HUB.push(event),
         }
     }
@@ -851,7 +851,15 @@ pub fn pool_take(
             Taken::Job(e) => {
                 let out = event_out(e).inspect_err(|_| p.dropped())?;
                 let handle = out.handle as u32;
-                p.hold(handle, worker);
+                if !p.hold(handle, worker) {
+                    // The worker was buried while this call ran (terminating it does not
+                    // interrupt a native call): no one else will answer what it took.
+                    if let Ok(c) = COMMANDS.remove(handle) {
+                        c.command.finish(Status::HandlerFailed.code(), 0);
+                    }
+                    p.dropped();
+                    return Err(Error::new(Status::Closed, "this worker was stopped"));
+                }
                 COMMANDS.with(handle, |c| c.pool = Some(p.clone()))?;
                 Ok(Some(out))
             }
@@ -1066,12 +1074,16 @@ impl HubEvent {
 /// recorded as this thread's last failure (its code is the event's `code`).
 pub fn hub_next() -> Result<Option<HubEvent>, Error> {
     guard(|| {
-        loop {
-            match HUB.next() {
-                None => return Ok(None),
-                Some(Event::PoolPoll(pool)) => pool.hub_poll(),
-                Some(next) => return event_out(next).map(Some),
+        match HUB.next() {
+            None => Ok(None),
+            // An event of kind 0 for JavaScript, which means nothing to it: its drain counts
+            // it against its budget, so polls asked again and again still let the event loop
+            // have its turns.
+            Some(Event::PoolPoll(pool)) => {
+                pool.hub_poll();
+                Ok(Some(HubEvent::EMPTY))
             }
+            Some(next) => event_out(next).map(Some),
         }
     })
 }
@@ -1172,8 +1184,8 @@ fn event_out(next: Event) -> Result<HubEvent, Error> {
                 e.owner = server;
                 e.code = note as i32;
             }
-            // Taken care of by `hub_next`; were one to come here, it polls all the same (an
-            // event of kind 0 means nothing to JavaScript).
+            // Taken care of by `hub_next`; were one to come here, it polls all the same (the
+            // event stays of kind 0).
             Event::PoolPoll(pool) => pool.hub_poll(),
         }
         Ok(e)

@@ -314,6 +314,17 @@ impl Active {
         member.queued().swap(true, Ordering::SeqCst)
     }
 
+    /// Drops every member, active or woken: their owner stops for good (a closed server's
+    /// pool), and holds them no longer.
+    pub fn clear(&self) {
+        let woken: Vec<_> = lock(&self.woken).drain(..).collect();
+        self.woken_len.store(0, Ordering::SeqCst);
+        let list: Vec<_> = lock(&self.list).drain(..).collect();
+        self.count.store(0, Ordering::Relaxed);
+        // Dropped outside the locks: a member's last holder may let its connection go.
+        drop((woken, list));
+    }
+
     /// Drops `member` from the set and from the woken ones (see [`Owner::forget`]); its
     /// `queued` flag stays set, so that no late wake queues it again.
     pub fn forget(&self, member: &Arc<dyn Member>) {
