@@ -369,7 +369,9 @@ export const denoNative: Native = {
   },
 
   poolBury: (pool, worker, status) => check(library().shmcall_pool_bury(pool, worker, status)),
-  poolPoked: (pool) => check(library().shmcall_pool_poked(pool)),
+  poolPoked(pool) {
+    check(library().shmcall_pool_poked(pool));
+  },
   poolInProgress: (pool) => check(library().shmcall_pool_in_progress(pool)),
 
   event: eventView(eventWords),

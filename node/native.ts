@@ -155,7 +155,9 @@ export const nodeNative: Native = {
   poolTake: (pool, worker, spinNs, waitNs) =>
     check(addon.poolTake(pool, worker, spinNs, waitNs)) === OK,
   poolBury: (pool, worker, status) => check(addon.poolBury(pool, worker, status)),
-  poolPoked: (pool) => check(addon.poolPoked(pool)),
+  poolPoked(pool) {
+    check(addon.poolPoked(pool));
+  },
   poolInProgress: (pool) => check(addon.poolInProgress(pool)),
 
   serverOpened(server, conn, status, reason) {

@@ -62,8 +62,8 @@ const IDLE_WAIT_NS = 200_000;
  * full {@linkcode IDLE_WAIT_NS}; a wake that came later halves it, down to 0. So a pair
  * answering each other in microseconds polls, and a thread whose events are hundreds of
  * microseconds apart (a CPU-heavy peer) sleeps at once and leaves the core to others
- * (on 2 cores, with this and the pool's old `offload`, a pool of two workers against inline
- * went from 1.1× to 1.4× the throughput: bench/README.md).
+ * (on 2 cores, this and a pool that then told the hub to stop polling while its commands
+ * waited for a worker took a pool of two workers from 1.1× to 1.4× inline: bench/README.md).
  */
 let pollBudget = IDLE_WAIT_NS;
 /** When this thread went idle with the doorbell armed (`performance.now()`), or 0. */

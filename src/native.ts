@@ -479,8 +479,8 @@ export interface Native {
   poolTake(pool: Handle, worker: number, spinNs: number, waitNs: number): boolean;
   /** Answers with `status` the commands worker `worker` of `pool` held (it is gone); returns how many. */
   poolBury(pool: Handle, worker: number, status: number): number;
-  /** The server's thread handled a {@linkcode POOL_NOTE}`.POKE`; returns the pool's commands in progress. */
-  poolPoked(pool: Handle): number;
+  /** The server's thread takes a {@linkcode POOL_NOTE}`.POKE`, before it posts the workers their pokes. */
+  poolPoked(pool: Handle): void;
   /** The commands `pool` has queued or its workers hold. */
   poolInProgress(pool: Handle): number;
   /** Waits up to `waitNs` for events (popping the rings), then arms the doorbell: one of {@linkcode IDLE}. */

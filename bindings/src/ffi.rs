@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use crate::hub::HUB;
-use crate::surface::{self, fail};
+use crate::surface::{self, count, fail};
 use shmcall_core::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment};
 use shmcall_core::stats;
 use shmcall_core::status::{Error, Status};
@@ -990,24 +990,16 @@ pub extern "C" fn shmcall_pool_bury(pool: u32, worker: u32, status: i32) -> i32 
     count(surface::pool_bury(pool, worker, status))
 }
 
-/// JavaScript handled the pool's poke; returns the commands it has queued or held (>= 0).
+/// JavaScript takes the pool's poke, before it posts the workers their messages.
 #[unsafe(no_mangle)]
 pub extern "C" fn shmcall_pool_poked(pool: u32) -> i32 {
-    count(surface::pool_poked(pool))
+    done(surface::pool_poked(pool))
 }
 
 /// The commands `pool` has queued or held (>= 0).
 #[unsafe(no_mangle)]
 pub extern "C" fn shmcall_pool_in_progress(pool: u32) -> i32 {
     count(surface::pool_in_progress(pool))
-}
-
-/// A count as a result: saturated to `i32::MAX`, or the failure's code.
-fn count(r: Result<u32, Error>) -> i32 {
-    match r {
-        Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
-        Err(e) => fail(e),
-    }
 }
 
 /// Makes the calling thread the one JavaScript thread that drains the hub; refuses, with

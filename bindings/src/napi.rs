@@ -32,7 +32,8 @@ use napi_derive::napi;
 
 use crate::hub::HUB;
 use crate::surface::{
-    self, SCRATCH_ANSWER as ANSWER, SCRATCH_BEGUN as BEGUN, SCRATCH_WORDS, client, fail, server,
+    self, SCRATCH_ANSWER as ANSWER, SCRATCH_BEGUN as BEGUN, SCRATCH_WORDS, client, count, fail,
+    server,
 };
 use shmcall_core::segment::{PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment};
 use shmcall_core::stats;
@@ -624,24 +625,16 @@ pub fn pool_bury(pool: u32, worker: u32, status: i32) -> i32 {
     count(surface::pool_bury(pool, worker, status))
 }
 
-/// JavaScript handled the pool's poke; returns the commands it has queued or held (>= 0).
+/// JavaScript takes the pool's poke, before it posts the workers their messages.
 #[napi]
 pub fn pool_poked(pool: u32) -> i32 {
-    count(surface::pool_poked(pool))
+    done(surface::pool_poked(pool))
 }
 
 /// The commands `pool` has queued or held (>= 0).
 #[napi]
 pub fn pool_in_progress(pool: u32) -> i32 {
     count(surface::pool_in_progress(pool))
-}
-
-/// A count as a result: saturated to `i32::MAX`, or the failure's code.
-fn count(r: Result<u32, Error>) -> i32 {
-    match r {
-        Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
-        Err(e) => fail(e),
-    }
 }
 
 /// Makes this thread the one that drains the hub; refuses while another has objects. Returns

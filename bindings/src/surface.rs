@@ -47,19 +47,10 @@ static COMMANDS: Handles<HeldCommand> = Handles::new("command");
 /// (`pool.rs`).
 static POOLS: Handles<Arc<PoolOwner>> = Handles::new("pool");
 
-/// A command JavaScript holds, with the pool whose worker took it.
+/// A command JavaScript holds, with the pool whose worker took it (told when it is done).
 struct HeldCommand {
     command: Box<Command>,
     pool: Option<Arc<PoolOwner>>,
-}
-
-impl HeldCommand {
-    /// Lets the pool know the command is done, if a worker of it held it.
-    fn done(&self, handle: u32) {
-        if let Some(pool) = &self.pool {
-            pool.release(handle);
-        }
-    }
 }
 /// Segments kept mapped for views JavaScript holds (Deno's; Node's views hold them
 /// themselves), by handle.
@@ -80,6 +71,14 @@ pub fn fail(e: Error) -> i32 {
     LAST_ERROR.with(|l| *l.borrow_mut() = e.to_string());
     LAST_STATUS.set(code);
     code
+}
+
+/// A count as a C or Node-API result: saturated to `i32::MAX`, or the failure's code.
+pub fn count(r: Result<u32, Error>) -> i32 {
+    match r {
+        Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
+        Err(e) => fail(e),
+    }
 }
 
 /// The sentence of this thread's last failure.
@@ -559,15 +558,15 @@ impl Handler for Queueing {
     }
 
     fn exec(&self, command: Command, conn: &ConnInfo, _: &()) {
+        let for_pool = match command.mode() {
+            Mode::Worker => true,
+            Mode::Default => !self.inline_default,
+            Mode::Inline | Mode::Stats => false,
+        };
         let event = Event::Exec {
             server: self.id,
             conn: conn.id,
             command: Box::new(command),
-        };
-        let for_pool = match event_mode(&event) {
-            Mode::Worker => true,
-            Mode::Default => !self.inline_default,
-            Mode::Inline | Mode::Stats => false,
         };
         match &self.pool {
             // Counted by the pool before it looks at the quiescing flag (`admit`); a quiescing
@@ -613,14 +612,6 @@ impl Handler for Queueing {
             server: self.id,
             conn: conn.id,
         });
-    }
-}
-
-/// The mode of an exec event's command.
-fn event_mode(event: &Event) -> Mode {
-    match event {
-        Event::Exec { command, .. } => command.mode(),
-        _ => Mode::Default,
     }
 }
 
@@ -886,13 +877,9 @@ pub fn pool_bury(pool: u32, worker: u32, status: i32) -> Result<u32, Error> {
     })
 }
 
-/// JavaScript handled the pool's poke; returns the commands the pool has queued or held.
-pub fn pool_poked(pool: u32) -> Result<u32, Error> {
-    guard(|| {
-        let p = POOLS.with(pool, |p| p.clone())?;
-        p.poked();
-        Ok(p.in_progress() as u32)
-    })
+/// JavaScript takes the pool's poke (`PoolOwner::poked`).
+pub fn pool_poked(pool: u32) -> Result<(), Error> {
+    guard(|| POOLS.with(pool, |p| p.poked()))
 }
 
 /// The commands `pool` has queued or held.
@@ -934,7 +921,9 @@ pub fn command_take(command: u32) -> Result<bool, Error> {
         if COMMANDS.with(command, |c| c.command.take())? {
             return Ok(true);
         }
-        COMMANDS.remove(command)?.done(command);
+        if let Some(pool) = COMMANDS.remove(command)?.pool {
+            pool.release(command);
+        }
         Ok(false)
     })
 }
@@ -1091,105 +1080,103 @@ pub fn hub_next() -> Result<Option<HubEvent>, Error> {
 /// An event as JavaScript reads it, its objects (tickets, commands, clients) put in their
 /// tables.
 fn event_out(next: Event) -> Result<HubEvent, Error> {
-    {
-        let mut e = HubEvent::EMPTY;
-        match next {
-            Event::Completion {
-                client,
-                token,
-                mut ticket,
-            } => {
-                e.kind = EVENT_COMPLETION;
-                e.owner = client;
-                e.token = token;
-                let input = ticket.input();
-                e.input = input.as_ptr();
-                e.input_len = input.len() as u32;
-                match ticket.answer() {
-                    Ok(a) => {
-                        e.code = a.status;
-                        let output = ticket.output();
-                        e.output = output.as_ptr();
-                        e.output_len = output.len() as u32;
-                    }
-                    Err(err) => e.code = fail(err),
+    let mut e = HubEvent::EMPTY;
+    match next {
+        Event::Completion {
+            client,
+            token,
+            mut ticket,
+        } => {
+            e.kind = EVENT_COMPLETION;
+            e.owner = client;
+            e.token = token;
+            let input = ticket.input();
+            e.input = input.as_ptr();
+            e.input_len = input.len() as u32;
+            match ticket.answer() {
+                Ok(a) => {
+                    e.code = a.status;
+                    let output = ticket.output();
+                    e.output = output.as_ptr();
+                    e.output_len = output.len() as u32;
                 }
-                e.handle = u64::from(TICKETS.insert(*ticket)?);
+                Err(err) => e.code = fail(err),
             }
-            Event::Connected { client, result } => {
-                e.kind = EVENT_CONNECTED;
-                e.owner = client;
-                let held = result.and_then(|c| hold_client(*c, client));
-                match held {
-                    Ok(handle) => e.handle = u64::from(handle),
-                    Err(err) => e.code = fail(err),
-                }
-            }
-            Event::Open { server, conn } => {
-                e.kind = EVENT_OPEN;
-                e.owner = server;
-                e.token = conn.id;
-                e.pid = conn.pid;
-                e.uid = conn.uid;
-            }
-            Event::Exec {
-                server,
-                conn,
-                mut command,
-            } => {
-                e.kind = EVENT_EXEC;
-                e.owner = server;
-                e.token = conn;
-                e.code = command.code() as i32;
-                e.pid = command.mode().flags() as i32;
-                let base = command.segment().map(|seg| seg.mapping().0 as usize);
-                let (input, output) = command.areas();
-                e.input = input.as_ptr();
-                e.input_len = input.len() as u32;
-                e.output = output.as_ptr();
-                e.output_len = output.len() as u32;
-                if let Some(base) = base {
-                    // Segments are smaller than 4 GiB (`Geometry::layout`), so offsets fit.
-                    e.in_segment = 1;
-                    e.input_offset = (e.input as usize - base) as u32;
-                    e.output_offset = (e.output as usize - base) as u32;
-                }
-                e.handle = u64::from(COMMANDS.insert(HeldCommand {
-                    command,
-                    pool: None,
-                })?);
-            }
-            Event::Lane {
-                owner,
-                conn,
-                result,
-            } => {
-                e.kind = EVENT_LANE;
-                e.owner = owner;
-                e.token = conn;
-                match result {
-                    // Release: pairs with the AcqRel swap in `ClientHandle::lend`'s notify:
-                    // answers that come after JavaScript took this event bring another.
-                    Ok(due) => due.store(false, Ordering::Release),
-                    Err(err) => e.code = fail(err),
-                }
-            }
-            Event::Close { server, conn } => {
-                e.kind = EVENT_CLOSE;
-                e.owner = server;
-                e.token = conn;
-            }
-            Event::Pool { server, note } => {
-                e.kind = EVENT_POOL;
-                e.owner = server;
-                e.code = note as i32;
-            }
-            // Taken care of by `hub_next`; were one to come here, it polls all the same (the
-            // event stays of kind 0).
-            Event::PoolPoll(pool) => pool.hub_poll(),
+            e.handle = u64::from(TICKETS.insert(*ticket)?);
         }
-        Ok(e)
+        Event::Connected { client, result } => {
+            e.kind = EVENT_CONNECTED;
+            e.owner = client;
+            let held = result.and_then(|c| hold_client(*c, client));
+            match held {
+                Ok(handle) => e.handle = u64::from(handle),
+                Err(err) => e.code = fail(err),
+            }
+        }
+        Event::Open { server, conn } => {
+            e.kind = EVENT_OPEN;
+            e.owner = server;
+            e.token = conn.id;
+            e.pid = conn.pid;
+            e.uid = conn.uid;
+        }
+        Event::Exec {
+            server,
+            conn,
+            mut command,
+        } => {
+            e.kind = EVENT_EXEC;
+            e.owner = server;
+            e.token = conn;
+            e.code = command.code() as i32;
+            e.pid = command.mode().flags() as i32;
+            let base = command.segment().map(|seg| seg.mapping().0 as usize);
+            let (input, output) = command.areas();
+            e.input = input.as_ptr();
+            e.input_len = input.len() as u32;
+            e.output = output.as_ptr();
+            e.output_len = output.len() as u32;
+            if let Some(base) = base {
+                // Segments are smaller than 4 GiB (`Geometry::layout`), so offsets fit.
+                e.in_segment = 1;
+                e.input_offset = (e.input as usize - base) as u32;
+                e.output_offset = (e.output as usize - base) as u32;
+            }
+            e.handle = u64::from(COMMANDS.insert(HeldCommand {
+                command,
+                pool: None,
+            })?);
+        }
+        Event::Lane {
+            owner,
+            conn,
+            result,
+        } => {
+            e.kind = EVENT_LANE;
+            e.owner = owner;
+            e.token = conn;
+            match result {
+                // Release: pairs with the AcqRel swap in `ClientHandle::lend`'s notify:
+                // answers that come after JavaScript took this event bring another.
+                Ok(due) => due.store(false, Ordering::Release),
+                Err(err) => e.code = fail(err),
+            }
+        }
+        Event::Close { server, conn } => {
+            e.kind = EVENT_CLOSE;
+            e.owner = server;
+            e.token = conn;
+        }
+        Event::Pool { server, note } => {
+            e.kind = EVENT_POOL;
+            e.owner = server;
+            e.code = note as i32;
+        }
+        // Taken care of by `hub_next`; were one to come here, it polls all the same (the
+        // event stays of kind 0).
+        Event::PoolPoll(pool) => pool.hub_poll(),
     }
+    Ok(e)
 }
 
 /// Makes the calling thread the one JavaScript thread that drains the hub; refuses while
