@@ -398,8 +398,10 @@ impl<H: Handler> Peer<H> {
         // SeqCst: see `received`.
         self.phase.store(RELEASED, Ordering::SeqCst);
         self.drop_inbox();
-        self.shared.forget(self.conn.info.id);
+        // Released before it is forgotten: `Server::close` waits for the server's connections
+        // to be gone, and promises the `close` of those with nothing in progress has run.
         self.conn.release();
+        self.shared.forget(self.conn.info.id);
     }
 
     /// The owner's poll of a lent connection: runs the backup commands the reactor read, tells
