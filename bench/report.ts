@@ -72,7 +72,7 @@ export interface LoadRow {
  * pool of `workers`, with several asynchronous commands in flight.
  */
 export interface PoolRow {
-  /** `cpu`: CPU-bound JavaScript per command; `echo`: a 64-byte echo. */
+  /** `cpu`: CPU-bound work per command; `echo`: a 64-byte echo. */
   handler: "cpu" | "echo";
   workers: number;
   /** Commands per second: the median over rounds, and the slowest and fastest round. */
@@ -372,7 +372,7 @@ function poolTable(r: Results): string[] {
     const base = r.pool.find((b) => b.handler === p.handler && b.workers === 0);
     const handler = p.handler === "echo"
       ? "echo, 64 B"
-      : `CPU-bound JS${setup === undefined ? "" : `, ${(setup.workMicros / 1000).toFixed(2)} ms`}`;
+      : `CPU-bound${setup === undefined ? "" : `, ${(setup.workMicros / 1000).toFixed(2)} ms`}`;
     const x = base === undefined ? 0 : p.perSecond / base.perSecond;
     // A hop that costs most of the rate shows its fraction, not "0.0×".
     const times = p.workers === 0 || base === undefined

@@ -56,34 +56,47 @@ let waiting = false;
 const IDLE_WAIT_NS = 200_000;
 
 /**
- * How long a drain polls for more events before it goes idle now: adapted to how far apart
- * events come (the spin-then-block idea of adaptive mutexes). A poll that catches an event,
- * or a wake by the doorbell that came soon enough for a poll to have caught it, restores the
- * full {@linkcode IDLE_WAIT_NS}; a wake that came later halves it, down to 0. So a pair
- * answering each other in microseconds polls, and a thread whose events are hundreds of
- * microseconds apart (a CPU-heavy peer) sleeps at once and leaves the core to others
- * (on 2 cores, this and a pool that then told the hub to stop polling while its commands
- * waited for a worker took a pool of two workers from 1.1× to 1.4× inline: bench/README.md).
+ * How long a drain polls for more events before it goes idle now: {@linkcode IDLE_WAIT_NS} while
+ * most events come soon enough for such a poll to catch them, else 0 (the spin-then-block idea
+ * of adaptive mutexes, decided on the share of hits rather than on the last gap). A poll sleeps
+ * in the core until an event or its end, so a poll that misses costs a wake-up of its own on
+ * top of the doorbell's that follows: a client of a CPU-bound pool of 2, whose answers come
+ * 0–500 µs apart at random, caught about half of them, and its extra wake-ups took CPU the
+ * workers needed on 2 cores. A pair answering each other in microseconds catches every one and
+ * keeps polling.
  */
 let pollBudget = IDLE_WAIT_NS;
+/**
+ * The share of recent waits for an event that a poll of {@linkcode IDLE_WAIT_NS} caught, or
+ * would have caught (an exponential moving average, each wait weighing 1/8).
+ */
+let caught = 1;
+/** A doorbell's wake within this long of going idle would have been caught by a poll. */
+const CAUGHT_WITHIN_NS = IDLE_WAIT_NS * 1.25;
+/** Polls while at least this share of the waits was caught. */
+const POLL_WHEN_CAUGHT = 0.75;
 /** When this thread went idle with the doorbell armed (`performance.now()`), or 0. */
 let idleSince = 0;
 /** How long it had polled before. */
 let polledNs = 0;
 
-/** A wake by the doorbell: learns how long the events took to come. */
-function woken(): void {
-  if (idleSince === 0) return;
-  const gapNs = (performance.now() - idleSince) * 1e6 + polledNs;
-  idleSince = 0;
-  // A doorbell's wake of the event loop costs ~100 µs of its own: within twice the poll, a
-  // poll would have caught the event.
-  if (gapNs < 2 * IDLE_WAIT_NS) pollBudget = IDLE_WAIT_NS;
-  else pollBudget = pollBudget < 2 * MIN_POLL_NS ? 0 : pollBudget / 2;
+/** Learns whether a poll caught (or would have caught) the event that ended a wait. */
+function learn(hit: boolean): void {
+  caught += ((hit ? 1 : 0) - caught) / 8;
+  pollBudget = caught >= POLL_WHEN_CAUGHT ? IDLE_WAIT_NS : 0;
 }
 
-/** The shortest poll worth making, in ns. */
-const MIN_POLL_NS = 10_000;
+/** A wake by the doorbell: learns how long the event took to come, when no poll waited for it. */
+function woken(): void {
+  if (idleSince === 0) return;
+  const gapNs = (performance.now() - idleSince) * 1e6;
+  idleSince = 0;
+  // A poll that missed was counted as it ended. Without one, the gap holds the doorbell's wake
+  // of the event loop too (tens of microseconds), so a poll would have caught an event that came
+  // within a quarter more than the poll (two peers that both went idle answer each other this
+  // way, 140 µs a round trip, until they poll again).
+  if (polledNs === 0) learn(gapNs < CAUGHT_WITHIN_NS);
+}
 
 /**
  * Fences owed by lanes that pushed commands during this run of microtasks (`Lane.fence`), run
@@ -112,7 +125,8 @@ function goIdle(): number {
   if (found === IDLE.IDLE) {
     idleSince = performance.now();
     polledNs = wait;
-  } else if (wait > 0 && found === IDLE.EVENTS) pollBudget = IDLE_WAIT_NS;
+    if (wait > 0) learn(false);
+  } else if (wait > 0 && found === IDLE.EVENTS) learn(true);
   return found;
 }
 

@@ -234,9 +234,9 @@ Deno.test("the bench report shows the worker pool's rates against inline and jud
   // Each row's rate (its range), × its own handler's inline rate, p50 and p99 with 8 in
   // flight, and one in flight where measured.
   assert.deepEqual(table, [
-    "| CPU-bound JS, 0.48 ms | inline (no pool) | 2000 (1900–2100) | — | 4000.00 | 9000.00 |  |",
-    "| CPU-bound JS, 0.48 ms | pool of 1 worker | 1800 (1700–1850) | **0.9×** | 4400.00 | 8000.00 |  |",
-    "| CPU-bound JS, 0.48 ms | pool of 2 workers | 3400 (3300–3500) | **1.7×** | 2300.00 | 5000.00 |  |",
+    "| CPU-bound, 0.48 ms | inline (no pool) | 2000 (1900–2100) | — | 4000.00 | 9000.00 |  |",
+    "| CPU-bound, 0.48 ms | pool of 1 worker | 1800 (1700–1850) | **0.9×** | 4400.00 | 8000.00 |  |",
+    "| CPU-bound, 0.48 ms | pool of 2 workers | 3400 (3300–3500) | **1.7×** | 2300.00 | 5000.00 |  |",
     "| echo, 64 B | inline (no pool) | 400000 (390000–410000) | — | 15.00 | 60.00 | 3.50 (20.00) |",
     "| echo, 64 B | pool of 2 workers | 10000 (9000–11000) | **0.025×** | 150.00 | 400.00 | 40.00 (250.00) |",
   ]);
