@@ -68,13 +68,14 @@ const IDLE_WAIT_NS = 200_000;
 let pollBudget = IDLE_WAIT_NS;
 /**
  * The share of recent waits for an event that a poll of {@linkcode IDLE_WAIT_NS} caught, or
- * would have caught (an exponential moving average, each wait weighing 1/8).
+ * would have caught (an exponential moving average, each wait weighing 1/16: a synchronous
+ * client's server misses a few when the client is preempted, and must not stop polling for that).
  */
 let caught = 1;
 /** A doorbell's wake within this long of going idle would have been caught by a poll. */
 const CAUGHT_WITHIN_NS = IDLE_WAIT_NS * 1.25;
 /** Polls while at least this share of the waits was caught. */
-const POLL_WHEN_CAUGHT = 0.75;
+const POLL_WHEN_CAUGHT = 0.6;
 /** When this thread went idle with the doorbell armed (`performance.now()`), or 0. */
 let idleSince = 0;
 /** How long it had polled before. */
@@ -82,7 +83,7 @@ let polledNs = 0;
 
 /** Learns whether a poll caught (or would have caught) the event that ended a wait. */
 function learn(hit: boolean): void {
-  caught += ((hit ? 1 : 0) - caught) / 8;
+  caught += ((hit ? 1 : 0) - caught) / 16;
   pollBudget = caught >= POLL_WHEN_CAUGHT ? IDLE_WAIT_NS : 0;
 }
 
