@@ -3,13 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { threadId } from "node:worker_threads";
-import {
-  connect,
-  IpcError,
-  serve,
-  socketDir,
-  Status,
-} from "../dist/node/index.js";
+import { connect, IpcError, serve, socketDir, Status } from "../dist/node/index.js";
 import { tempSocketDir } from "./peers/spawn.mjs";
 
 const text = (r) => new TextDecoder().decode(r.output);
