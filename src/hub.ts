@@ -56,20 +56,17 @@ let waiting = false;
 const IDLE_WAIT_NS = 200_000;
 
 /**
- * How long a drain polls for more events before it goes idle now: {@linkcode IDLE_WAIT_NS} while
- * most events come soon enough for such a poll to catch them, else 0 (the spin-then-block idea
- * of adaptive mutexes, decided on the share of hits rather than on the last gap). A poll sleeps
- * in the core until an event or its end, so a poll that misses costs a wake-up of its own on
- * top of the doorbell's that follows: a client of a CPU-bound pool of 2, whose answers come
- * 0–500 µs apart at random, caught about half of them, and its extra wake-ups took CPU the
- * workers needed on 2 cores. A pair answering each other in microseconds catches every one and
- * keeps polling.
- */
-let pollBudget = IDLE_WAIT_NS;
-/**
  * The share of recent waits for an event that a poll of {@linkcode IDLE_WAIT_NS} caught, or
  * would have caught (an exponential moving average, each wait weighing 1/16: a synchronous
  * client's server misses a few when the client is preempted, and must not stop polling for that).
+ *
+ * A drain polls for {@linkcode IDLE_WAIT_NS} before it goes idle while this share is at least
+ * {@linkcode POLL_WHEN_CAUGHT}, else not at all (the spin-then-block idea of adaptive mutexes,
+ * decided on the share of hits rather than on the last gap). A poll sleeps in the core until an
+ * event or its end, so a poll that misses costs a wake-up of its own on top of the doorbell's
+ * that follows: a client of a CPU-bound pool of 2, whose answers come 0–500 µs apart at random,
+ * caught about half of them, and its extra wake-ups took CPU the workers needed on 2 cores. A
+ * pair answering each other in microseconds catches every one and keeps polling.
  */
 let caught = 1;
 /** A doorbell's wake within this long of going idle would have been caught by a poll. */
@@ -78,13 +75,12 @@ const CAUGHT_WITHIN_NS = IDLE_WAIT_NS * 1.25;
 const POLL_WHEN_CAUGHT = 0.6;
 /** When this thread went idle with the doorbell armed (`performance.now()`), or 0. */
 let idleSince = 0;
-/** How long it had polled before. */
-let polledNs = 0;
+/** Whether a poll waited before this thread went idle (its miss was counted then). */
+let polled = false;
 
 /** Learns whether a poll caught (or would have caught) the event that ended a wait. */
 function learn(hit: boolean): void {
   caught += ((hit ? 1 : 0) - caught) / 16;
-  pollBudget = caught >= POLL_WHEN_CAUGHT ? IDLE_WAIT_NS : 0;
 }
 
 /** A wake by the doorbell: learns how long the event took to come, when no poll waited for it. */
@@ -92,11 +88,11 @@ function woken(): void {
   if (idleSince === 0) return;
   const gapNs = (performance.now() - idleSince) * 1e6;
   idleSince = 0;
-  // A poll that missed was counted as it ended. Without one, the gap holds the doorbell's wake
-  // of the event loop too (tens of microseconds), so a poll would have caught an event that came
-  // within a quarter more than the poll (two peers that both went idle answer each other this
-  // way, 140 µs a round trip, until they poll again).
-  if (polledNs === 0) learn(gapNs < CAUGHT_WITHIN_NS);
+  // Without a poll, the gap holds the doorbell's wake of the event loop too (tens of
+  // microseconds), so a poll would have caught an event that came within a quarter more than
+  // the poll (two peers that both went idle answer each other this way, 140 µs a round trip,
+  // until they poll again).
+  if (!polled) learn(gapNs < CAUGHT_WITHIN_NS);
 }
 
 /**
@@ -121,12 +117,12 @@ function runFences(): void {
 /** Polls for events within the budget, then arms the doorbell: one of `IDLE`. */
 function goIdle(): number {
   if (fences.length > 0) runFences();
-  const wait = live > 0 ? pollBudget : 0;
+  const wait = live > 0 && caught >= POLL_WHEN_CAUGHT ? IDLE_WAIT_NS : 0;
   const found = native.hubIdle(wait);
   if (found === IDLE.IDLE) {
     idleSince = performance.now();
-    polledNs = wait;
-    if (wait > 0) learn(false);
+    polled = wait > 0;
+    if (polled) learn(false);
   } else if (wait > 0 && found === IDLE.EVENTS) learn(true);
   return found;
 }
