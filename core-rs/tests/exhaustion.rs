@@ -1,13 +1,15 @@
 //! Exhaustion (docs/protocol.md, the backup path): eight clients at once, each with far more commands in
 //! flight than its segment has slots, some larger than any slot. Every command must complete
-//! correctly, exactly once, counted on both sides.
+//! correctly, exactly once, counted on both sides. And an answer on the ring is taken while a
+//! backup answer is still on its way, which carries the wake-up the ring's answer needed.
 
 mod common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::channel;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use common::load::{Rng, fnv1a64};
 use common::{TempDir, WAIT, seed};
@@ -164,5 +166,96 @@ fn eight_clients_past_their_slots_lose_and_duplicate_nothing() {
         backup > 0 && slot > 0,
         "both paths were taken: {slot} and {backup}"
     );
+    server.close();
+}
+
+/// Code of the command answered over the backup path: 3 MiB of output, more than any slot.
+const BIG: u32 = 1;
+/// Code of the asynchronous command in a slot: answered once BIG's answer is queued.
+const SMALL: u32 = 2;
+const BIG_OUTPUT: usize = 3 << 20;
+
+/// A server queues WAKE frames behind its other frames: with a backup answer still in its
+/// outbox, it sends none for an answer it pushes on the ring, since the client reads a frame
+/// anyway. So the client's reading of any answer must also look at its ring. Here the slot's
+/// answer is pushed while the 3 MiB answer of a synchronous backup command, queued just before,
+/// is still on its way — to a client whose owner armed the ring (its one command out had not
+/// come back for a while). Before the fix, the slot's completion never ran: nothing woke the
+/// owner, and a synchronous backup answer wakes only its caller.
+#[test]
+fn an_answer_pushed_while_a_backup_answer_is_queued_is_not_left_on_the_ring() {
+    const ROUNDS: u64 = 20;
+    let dir = TempDir::new("queued-wake");
+    // How many BIG answers the server has queued, for SMALL's handler to wait on.
+    let queued = Arc::new((Mutex::new(0u64), Condvar::new()));
+    let mut server = {
+        let queued = queued.clone();
+        Server::serve(
+            "queued-wake",
+            handlers(
+                |_| Ok(()),
+                move |mut command: shmcall_core::Command, _, _: &()| {
+                    let (count, changed) = &*queued;
+                    if command.code() == BIG {
+                        command.output().write(&vec![7; BIG_OUTPUT]);
+                        command.finish(0, BIG_OUTPUT);
+                        *count.lock().unwrap() += 1;
+                        changed.notify_all();
+                    } else {
+                        let round =
+                            u64::from_le_bytes(command.input().to_vec()[..8].try_into().unwrap());
+                        let (count, timeout) = changed
+                            .wait_timeout_while(count.lock().unwrap(), WAIT, |n| *n <= round)
+                            .unwrap();
+                        assert!(
+                            !timeout.timed_out(),
+                            "BIG {round} never answered ({})",
+                            *count
+                        );
+                        drop(count);
+                        command.finish(0, 0);
+                    }
+                },
+                |_, _| {},
+            ),
+            dir.serve_options(),
+        )
+        .unwrap()
+    };
+    let client = Client::connect("queued-wake", &dir.connect_options()).unwrap();
+    let (tx, rx) = channel();
+    for round in 0..ROUNDS {
+        let tx = tx.clone();
+        client
+            .execute_async(
+                &Call {
+                    code: SMALL,
+                    input: &round.to_le_bytes(),
+                    mode: Mode::Worker,
+                    ..Call::default()
+                },
+                Copying,
+                move |r| {
+                    let _ = tx.send(r.map(|out| out.status));
+                },
+            )
+            .unwrap();
+        let big = client
+            .execute(
+                &Call {
+                    code: BIG,
+                    output_len: BIG_OUTPUT,
+                    ..Call::default()
+                },
+                &mut Copying,
+            )
+            .expect("the backup command");
+        assert_eq!(big.output.len(), BIG_OUTPUT);
+        let small = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| {
+            panic!("round {round}: the slot's answer, pushed while BIG's answer was queued, was never taken")
+        });
+        assert_eq!(small.expect("the slot command"), 0);
+    }
+    client.close();
     server.close();
 }

@@ -768,6 +768,11 @@ impl Conn {
                     reply.output
                 };
                 self.complete_backup(b, reply.status, output, len);
+                // The server sends no WAKE frame while a frame of its own waits to be read
+                // (`Link::signal`): this reply may stand for the wake of an answer it pushed
+                // on the SC ring meanwhile. An asynchronous reply woke the owner already; a
+                // synchronous one wakes only its caller, so the owner looks at the ring here.
+                self.wake_owner();
                 Ok(())
             }
             Message::Refuse { status, reason } => Err(Error::new(
