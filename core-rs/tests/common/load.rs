@@ -158,6 +158,43 @@ impl Job {
     }
 }
 
+/// A wait for asynchronous commands this long is reported on stderr (once per wait), before the
+/// test that runs the load gives up on it: a lost wake-up then explains itself in the log.
+const STALL: Duration = Duration::from_secs(3);
+
+/// Reports a stall once: how many commands are out, and both rings as this side sees them.
+fn stalled(told: &mut bool, out: usize, client: &Client) {
+    if !std::mem::replace(told, true) {
+        eprintln!(
+            "load (pid {}): {out} asynchronous commands out for {STALL:?} with no answer; {}",
+            std::process::id(),
+            rings(client)
+        );
+    }
+}
+
+/// Both rings of `client`'s connection: each consumer's published read position, its sleep flag
+/// (0 AWAKE, 1 PARKED, 2 WATCHED) and whether the cell it reads next holds an entry. An entry
+/// waiting on the SC ring with its flag AWAKE and no answer coming is a lost wake-up of the
+/// client; one waiting on the CS ring, of the server.
+fn rings(client: &Client) -> String {
+    let segment = client.segment();
+    let look = |name: &str, ring: shmcall_core::ring::Ring| {
+        ring.follow();
+        format!(
+            "{name} ring: read {} flag {} next cell {}",
+            ring.position(),
+            ring.flag().load(Ordering::Relaxed),
+            if ring.is_empty() { "empty" } else { "full" }
+        )
+    };
+    format!(
+        "{}, {}",
+        look("CS", segment.cs_ring()),
+        look("SC", segment.sc_ring())
+    )
+}
+
 /// Runs the load on `client` until `stop` is set or a command fails (the connection ended),
 /// then waits for its asynchronous commands to settle. Errs if they do not within `wait`.
 pub fn run(
@@ -183,12 +220,21 @@ pub fn run(
     while !stop.load(Ordering::Relaxed) && !tally.ended() {
         {
             let mut n = tally.in_flight.lock().unwrap();
+            let deadline = Instant::now() + wait;
+            let mut told = false;
             while *n >= MAX_IN_FLIGHT {
-                let (next, waited) = tally.settled.wait_timeout(n, wait).unwrap();
-                if waited.timed_out() {
-                    return Err(format!("no asynchronous command completed within {wait:?}"));
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(format!(
+                        "no asynchronous command completed within {wait:?}; {}",
+                        rings(client)
+                    ));
                 }
+                let (next, waited) = tally.settled.wait_timeout(n, left.min(STALL)).unwrap();
                 n = next;
+                if waited.timed_out() && *n >= MAX_IN_FLIGHT {
+                    stalled(&mut told, *n, client);
+                }
             }
             *n += 1;
         }
@@ -205,13 +251,22 @@ pub fn run(
         }
     }
     let deadline = Instant::now() + wait;
+    let mut told = false;
     let mut n = tally.in_flight.lock().unwrap();
     while *n > 0 {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(format!("{} asynchronous commands never completed", *n));
+            return Err(format!(
+                "{} asynchronous commands never completed; {}",
+                *n,
+                rings(client)
+            ));
         }
-        n = tally.settled.wait_timeout(n, left).unwrap().0;
+        let (next, waited) = tally.settled.wait_timeout(n, left.min(STALL)).unwrap();
+        n = next;
+        if waited.timed_out() && *n > 0 {
+            stalled(&mut told, *n, client);
+        }
     }
     drop(n);
     for t in sync {
