@@ -5,7 +5,7 @@
 //! is recorded with its status and ends the load, since it means the connection ended.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use shmcall_core::{Call, Client, Command, Copying, Error, Mode, Output, Status};
@@ -162,15 +162,34 @@ impl Job {
 /// test that runs the load gives up on it: a lost wake-up then explains itself in the log.
 const STALL: Duration = Duration::from_secs(3);
 
-/// Reports a stall once: how many commands are out, and both rings as this side sees them.
-fn stalled(told: &mut bool, out: usize, client: &Client) {
-    if !std::mem::replace(told, true) {
-        eprintln!(
-            "load (pid {}): {out} asynchronous commands out for {STALL:?} with no answer; {}",
-            std::process::id(),
-            rings(client)
-        );
+/// Waits while `busy(commands out)`, for at most `wait`: the count's lock, or `Err` with the
+/// count still out. A wait past [`STALL`] is reported once, with both rings ([`rings`]).
+fn settle<'a>(
+    tally: &'a Tally,
+    client: &Client,
+    wait: Duration,
+    busy: impl Fn(usize) -> bool,
+) -> Result<MutexGuard<'a, usize>, usize> {
+    let deadline = Instant::now() + wait;
+    let mut told = false;
+    let mut n = tally.in_flight.lock().unwrap();
+    while busy(*n) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(*n);
+        }
+        let (next, waited) = tally.settled.wait_timeout(n, left.min(STALL)).unwrap();
+        n = next;
+        if waited.timed_out() && busy(*n) && !std::mem::replace(&mut told, true) {
+            eprintln!(
+                "load (pid {}): {} asynchronous commands out for {STALL:?} with no answer; {}",
+                std::process::id(),
+                *n,
+                rings(client)
+            );
+        }
     }
+    Ok(n)
 }
 
 /// Both rings of `client`'s connection: each consumer's published read position, its sleep flag
@@ -219,23 +238,12 @@ pub fn run(
     let mut rng = Rng::new(seed);
     while !stop.load(Ordering::Relaxed) && !tally.ended() {
         {
-            let mut n = tally.in_flight.lock().unwrap();
-            let deadline = Instant::now() + wait;
-            let mut told = false;
-            while *n >= MAX_IN_FLIGHT {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(format!(
-                        "no asynchronous command completed within {wait:?}; {}",
-                        rings(client)
-                    ));
-                }
-                let (next, waited) = tally.settled.wait_timeout(n, left.min(STALL)).unwrap();
-                n = next;
-                if waited.timed_out() && *n >= MAX_IN_FLIGHT {
-                    stalled(&mut told, *n, client);
-                }
-            }
+            let mut n = settle(tally, client, wait, |n| n >= MAX_IN_FLIGHT).map_err(|_| {
+                format!(
+                    "no asynchronous command completed within {wait:?}; {}",
+                    rings(client)
+                )
+            })?;
             *n += 1;
         }
         let job = Arc::new(Job::new(&mut rng));
@@ -250,25 +258,13 @@ pub fn run(
             *tally.in_flight.lock().unwrap() -= 1;
         }
     }
-    let deadline = Instant::now() + wait;
-    let mut told = false;
-    let mut n = tally.in_flight.lock().unwrap();
-    while *n > 0 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!(
-                "{} asynchronous commands never completed; {}",
-                *n,
-                rings(client)
-            ));
-        }
-        let (next, waited) = tally.settled.wait_timeout(n, left.min(STALL)).unwrap();
-        n = next;
-        if waited.timed_out() && *n > 0 {
-            stalled(&mut told, *n, client);
-        }
-    }
-    drop(n);
+    let out = settle(tally, client, wait, |n| n > 0).map_err(|n| {
+        format!(
+            "{n} asynchronous commands never completed; {}",
+            rings(client)
+        )
+    })?;
+    drop(out);
     for t in sync {
         t.join().map_err(|_| "a synchronous load thread panicked")?;
     }
