@@ -175,9 +175,9 @@ const BIG: u32 = 1;
 const SMALL: u32 = 2;
 const BIG_OUTPUT: usize = 3 << 20;
 
-/// A server queues WAKE frames behind its other frames: with a backup answer still in its
-/// outbox, it sends none for an answer it pushes on the ring, since the client reads a frame
-/// anyway. So the client's reading of any answer must also look at its ring. Here the slot's
+/// A server sends no WAKE frame while a frame of its own waits in its outbox: with a backup
+/// answer still on its way, it sends none for an answer it pushes on the ring, since the client
+/// reads a frame anyway. So the client's reading of any answer must also look at its ring. Here the slot's
 /// answer is pushed while the 3 MiB answer of a synchronous backup command, queued just before,
 /// is still on its way — to a client whose owner armed the ring (its one command out had not
 /// come back for a while). Before the fix, the slot's completion never ran: nothing woke the
