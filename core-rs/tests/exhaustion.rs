@@ -177,11 +177,11 @@ const BIG_OUTPUT: usize = 3 << 20;
 
 /// A server sends no WAKE frame while a frame of its own waits in its outbox: with a backup
 /// answer still on its way, it sends none for an answer it pushes on the ring, since the client
-/// reads a frame anyway. So the client's reading of any answer must also look at its ring. Here the slot's
-/// answer is pushed while the 3 MiB answer of a synchronous backup command, queued just before,
-/// is still on its way — to a client whose owner armed the ring (its one command out had not
-/// come back for a while). Before the fix, the slot's completion never ran: nothing woke the
-/// owner, and a synchronous backup answer wakes only its caller.
+/// reads a frame anyway. So the client's reading of any answer must also look at its ring.
+/// Here the slot's answer is pushed while the 3 MiB answer of a synchronous backup command,
+/// queued just before, is still on its way — to a client whose owner armed the ring (its one
+/// command out had not come back for a while). Before the fix, the slot's completion never
+/// ran: nothing woke the owner, and a synchronous backup answer wakes only its caller.
 #[test]
 fn an_answer_pushed_while_a_backup_answer_is_queued_is_not_left_on_the_ring() {
     const ROUNDS: u64 = 20;
@@ -252,7 +252,10 @@ fn an_answer_pushed_while_a_backup_answer_is_queued_is_not_left_on_the_ring() {
             .expect("the backup command");
         assert_eq!(big.output.len(), BIG_OUTPUT);
         let small = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| {
-            panic!("round {round}: the slot's answer, pushed while BIG's answer was queued, was never taken")
+            panic!(
+                "round {round}: the slot's answer, pushed while BIG's answer was queued, \
+                 was never taken"
+            )
         });
         assert_eq!(small.expect("the slot command"), 0);
     }
