@@ -11,7 +11,7 @@
  * @module
  */
 
-import { connect, IpcError } from "../mod.ts";
+import { connect, type IpcError } from "shmcall";
 import { BLOCK, COUNT, COUNTED } from "../tests/peers/gate.ts";
 import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";
 

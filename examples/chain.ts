@@ -11,7 +11,7 @@
  * @module
  */
 
-import { connect } from "../mod.ts";
+import { connect } from "shmcall";
 import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";
 
 const ECHO = 1;

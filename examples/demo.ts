@@ -9,7 +9,7 @@
  * @module
  */
 
-import { connect } from "../mod.ts";
+import { connect } from "shmcall";
 import { sample, summarize, type Summary, table } from "../bench/percentiles.ts";
 import { fnv1a64 } from "../tests/peers/fnv.ts";
 import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { serve } from "../mod.ts";
+import { serve } from "shmcall";
 import { fnv1a64 } from "../tests/peers/fnv.ts";
 
 const [icId, socketDir] = Deno.args;

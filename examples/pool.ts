@@ -9,7 +9,7 @@
  * @module
  */
 
-import { connect, serve } from "../mod.ts";
+import { connect, serve } from "shmcall";
 import { type Context, exec } from "./pool_handler.ts";
 import { tempSocketDir } from "../tests/peers/spawn.ts";
 

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { ConnInfo, ExecResult, ServerCommand } from "../mod.ts";
+import type { ConnInfo, ExecResult, ServerCommand } from "shmcall";
 
 /** What the server's `open` returns; a worker gets a structured clone of it. */
 export interface Context {

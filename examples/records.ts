@@ -10,7 +10,7 @@
  * @module
  */
 
-import { connect } from "../mod.ts";
+import { connect } from "shmcall";
 import { listSize, readList, writeList } from "../src/layout.ts";
 import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";
 

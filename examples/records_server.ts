@@ -6,7 +6,7 @@
  * @module
  */
 
-import { serve } from "../mod.ts";
+import { serve } from "shmcall";
 import { readList, writeList } from "../src/layout.ts";
 
 /** Both lists: metadata { id: u32, quantity: u32, price or total: f64 }, data: a 24-byte name. */

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { type Client, connect, IpcError, Status } from "../mod.ts";
+import { type Client, connect, IpcError, Status } from "shmcall";
 import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";
 
 const ID = "restart";

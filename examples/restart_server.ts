@@ -10,7 +10,7 @@
  * @module
  */
 
-import { serve } from "../mod.ts";
+import { serve } from "shmcall";
 
 const [icId, socketDir, generation] = Deno.args;
 if (icId === undefined || socketDir === undefined || generation === undefined) {

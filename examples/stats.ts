@@ -10,7 +10,7 @@
  * @module
  */
 
-import { connect, IpcError, type Stats } from "../mod.ts";
+import { connect, type IpcError, type Stats } from "shmcall";
 import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";
 
 const ECHO = 1;

@@ -1,48 +1,76 @@
 /**
- * Finds and opens the shmcall core library.
+ * Finds and opens the shmcall core library for Deno's FFI (`src/library.ts` says where it is
+ * looked for). Where this module runs decides the candidates after `SHMCALL_LIB`:
+ * - a clone of the repository (a local `.ts` file): its `cargo build` output;
+ * - the npm package (`npm:shmcall`, a `.js` file there): the platform package beside it;
+ * - a remote module (JSR, or a URL): the platform package of this version, fetched through
+ *   `npm:` on first use.
  *
- * Tried in order: the path in `SHMCALL_LIB`, then the local `cargo build --release` output,
- * then the debug build. Needs `--allow-ffi` (unscoped: pointer views require it) and
- * `--allow-env=SHMCALL_LIB`.
+ * Needs `--allow-ffi` (unscoped: pointer views require it) and `--allow-env`.
  *
  * @module
  */
 
-import { loadError, type LoadFailure } from "../src/native.ts";
+import {
+  type Candidate,
+  LIBRARY_ENV,
+  libraryError,
+  type LoadFailure,
+  PACKAGE_VERSION,
+  packagedLibrary,
+  permissionError,
+  PLATFORM_PACKAGE,
+} from "../src/library.ts";
 import { type Symbols, symbols } from "./symbols.ts";
 
-/** Environment variable naming the library file to load first. */
-export const LIBRARY_ENV = "SHMCALL_LIB";
+export { LIBRARY_ENV };
 
-const FILE = "libshmcall.so";
+const here = import.meta.url;
+const inClone = here.startsWith("file:") && here.endsWith(".ts");
+const remote = !here.startsWith("file:");
 
-/** The paths {@linkcode loadLibrary} tries, in order. */
-export function libraryCandidates(): string[] {
-  const candidates: string[] = [];
-  const fromEnv = Deno.env.get(LIBRARY_ENV);
-  if (fromEnv) candidates.push(fromEnv);
-  for (const profile of ["release", "debug"]) {
-    const url = new URL(`../target/${profile}/${FILE}`, import.meta.url);
-    candidates.push(decodeURIComponent(url.pathname));
+/** `SHMCALL_LIB`, read as Deno allows: a withheld `--allow-env` is said as such. */
+function fromEnv(): string | undefined {
+  try {
+    return Deno.env.get(LIBRARY_ENV) || undefined;
+  } catch (error) {
+    throw permissionError(error);
   }
-  return candidates;
 }
 
-/** Opens the first candidate that loads; the failure lists every path tried. */
-function openFirst(candidates: string[]): LoadedLibrary {
-  const failures: LoadFailure[] = [];
-  for (const path of candidates) {
-    try {
-      return { lib: Deno.dlopen(path, symbols), path };
-    } catch (error) {
-      failures.push({ path, error });
+/**
+ * The platform package's library for a remote module: an `npm:` import of this version's
+ * package (Deno fetches and caches it), or `undefined` when it cannot be had.
+ */
+async function fetchedLibrary(): Promise<string | undefined> {
+  // Built at run time, so that no tool fetches it merely to analyse this module.
+  const specifier = `npm:${PLATFORM_PACKAGE}@${PACKAGE_VERSION}`;
+  try {
+    const found = await import(specifier) as { default?: { path?: unknown }; path?: unknown };
+    const path = found.default?.path ?? found.path;
+    return typeof path === "string" ? path : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// Only a remote module waits for this, and only when `SHMCALL_LIB` does not settle the matter.
+const fetched = remote && fromEnv() === undefined ? await fetchedLibrary() : undefined;
+
+/** The paths {@linkcode loadLibrary} tries, in order. */
+export function libraryCandidates(): Candidate[] {
+  const env = fromEnv();
+  if (env !== undefined) return [{ path: env, from: "SHMCALL_LIB" }];
+  const candidates: Candidate[] = [];
+  if (inClone) {
+    for (const profile of ["release", "debug"]) {
+      const url = new URL(`../target/${profile}/libshmcall.so`, here);
+      candidates.push({ path: decodeURIComponent(url.pathname), from: "build" });
     }
   }
-  throw loadError(
-    "library",
-    failures,
-    `Build it with 'cargo build --release' or set ${LIBRARY_ENV} to its path.`,
-  );
+  const packaged = remote ? fetched : packagedLibrary(here);
+  if (packaged !== undefined) candidates.push({ path: packaged, from: "package" });
+  return candidates;
 }
 
 interface LoadedLibrary {
@@ -50,13 +78,27 @@ interface LoadedLibrary {
   path: string;
 }
 
+/** Opens the first candidate that loads. */
+function openFirst(candidates: Candidate[]): LoadedLibrary {
+  const failures: LoadFailure[] = [];
+  for (const candidate of candidates) {
+    try {
+      return { lib: Deno.dlopen(candidate.path, symbols), path: candidate.path };
+    } catch (error) {
+      failures.push({ ...candidate, error });
+    }
+  }
+  throw libraryError(failures, inClone ? "deno task build" : undefined);
+}
+
 /**
  * Opens the first candidate that loads.
  *
- * @throws {Error} listing every path tried and why each failed; `cause` holds the failures.
+ * @throws {Error} whose first line says what went wrong and what to do; `cause` holds every
+ * candidate's failure.
  */
 export function loadLibrary(
-  candidates: string[] = libraryCandidates(),
+  candidates: Candidate[] = libraryCandidates(),
 ): Deno.DynamicLibrary<typeof symbols> {
   return openFirst(candidates).lib;
 }

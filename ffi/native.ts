@@ -399,7 +399,9 @@ export const denoNative: Native = {
   },
 
   startWorker(): WorkerPort {
-    const worker = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
+    // Beside this module: `worker.ts` in a clone, `worker.js` in the npm package's bundle.
+    const file = import.meta.url.endsWith(".ts") ? "./worker.ts" : "./worker.js";
+    const worker = new Worker(new URL(file, import.meta.url).href, { type: "module" });
     return {
       post: (message) => worker.postMessage(message),
       onMessage: (receive) => {

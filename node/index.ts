@@ -1,9 +1,10 @@
 /**
  * shmcall for Node.js: processes on one Linux host calling each other through shared memory,
  * with the same API as the Deno module and the same wire protocol, so that Node and Deno
- * processes call each other.
+ * processes call each other. Node 20 or later; `import { connect, serve } from "shmcall"` (ESM)
+ * or `const { connect, serve } = require("shmcall")` (CommonJS).
  *
- * @example
+ * @example A client of the server "kv" (another process)
  * ```js
  * import { connect } from "shmcall";
  *

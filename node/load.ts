@@ -1,34 +1,42 @@
 /**
- * Finds and opens the shmcall core as a Node-API addon.
- *
- * Tried in order: the path in `SHMCALL_LIB`, then the addon of this package (`shmcall.node`,
- * which `npm run build` copies there), then the local `cargo build --release` output, then
- * the debug build.
+ * Finds and opens the shmcall core as a Node-API addon (`src/library.ts` says where it is looked
+ * for): `SHMCALL_LIB`, then the platform package, then, in a clone of the repository, this
+ * package's own build (`shmcall.node`, which `npm run build` copies here) and cargo's.
  *
  * @module
  */
 
+import { existsSync } from "node:fs";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { loadError, type LoadFailure } from "../src/native.ts";
+import {
+  type Candidate,
+  LIBRARY_ENV,
+  libraryError,
+  type LoadFailure,
+  packagedLibrary,
+} from "../src/library.ts";
 import type { Addon } from "./addon.ts";
 
-/** Environment variable naming the library file to load first. */
-export const LIBRARY_ENV = "SHMCALL_LIB";
+export { LIBRARY_ENV };
 
-// This module runs as `dist/node/load.js` inside the package directory.
+// This module runs two directories below the package's root: as `dist/node/load.js` when built
+// with tsc, inside `lib/node/index.cjs` or `lib/node/index.mjs` when packed.
 const packageDir = new URL("../../", import.meta.url);
+const inClone = existsSync(fileURLToPath(new URL("../Cargo.toml", packageDir)));
 
 /** The paths {@linkcode loadAddon} tries, in order. */
-export function libraryCandidates(): string[] {
-  const candidates: string[] = [];
-  const fromEnv = process.env[LIBRARY_ENV];
-  if (fromEnv) candidates.push(fromEnv);
-  candidates.push(fileURLToPath(new URL("shmcall.node", packageDir)));
-  for (const profile of ["release", "debug"]) {
-    candidates.push(
-      fileURLToPath(new URL(`../target/${profile}/libshmcall.so`, packageDir)),
-    );
+export function libraryCandidates(): Candidate[] {
+  const env = process.env[LIBRARY_ENV];
+  if (env) return [{ path: env, from: "SHMCALL_LIB" }];
+  const candidates: Candidate[] = [];
+  const packaged = packagedLibrary(import.meta.url);
+  if (packaged !== undefined) candidates.push({ path: packaged, from: "package" });
+  if (inClone) {
+    for (const built of ["shmcall.node", "../target/release/libshmcall.so"]) {
+      const path = fileURLToPath(new URL(built, packageDir));
+      if (existsSync(path)) candidates.push({ path, from: "build" });
+    }
   }
   return candidates;
 }
@@ -36,22 +44,19 @@ export function libraryCandidates(): string[] {
 /**
  * Opens the first candidate that loads.
  *
- * @throws {Error} listing every path tried and why each failed; `cause` holds the failures.
+ * @throws {Error} whose first line says what went wrong and what to do; `cause` holds every
+ * candidate's failure.
  */
-export function loadAddon(candidates: string[] = libraryCandidates()): Addon {
+export function loadAddon(candidates: Candidate[] = libraryCandidates()): Addon {
   const failures: LoadFailure[] = [];
-  for (const path of candidates) {
+  for (const candidate of candidates) {
     const module = { exports: {} as Addon };
     try {
-      process.dlopen(module, path);
+      process.dlopen(module, candidate.path);
       return module.exports;
     } catch (error) {
-      failures.push({ path, error });
+      failures.push({ ...candidate, error });
     }
   }
-  throw loadError(
-    "addon",
-    failures,
-    `Build it with 'npm run build' in the package directory, or set ${LIBRARY_ENV} to its path.`,
-  );
+  throw libraryError(failures, inClone ? "npm run build" : undefined);
 }

@@ -237,8 +237,10 @@ export const nodeNative: Native = {
   hubInterrupt: () => {},
 
   startWorker(): WorkerPort {
-    // `worker.js` sits beside this module once built (dist/node/).
-    const worker = new Worker(new URL("./worker.js", import.meta.url));
+    // Beside this module: `worker.js` once built with tsc (dist/node/), `worker.cjs` in the npm
+    // package's bundle (lib/node/).
+    const file = import.meta.url.endsWith(".cjs") ? "./worker.cjs" : "./worker.js";
+    const worker = new Worker(new URL(file, import.meta.url));
     return {
       post: (message) => worker.postMessage(message),
       onMessage: (receive) => {

@@ -385,7 +385,7 @@ function checkTimeout(name: string, timeout: unknown): void {
  *
  * @example A round trip (the server runs in this process here, so the call is asynchronous)
  * ```ts
- * import { connect, serve } from "../mod.ts";
+ * import { connect, serve } from "shmcall";
  *
  * await using _server = await serve("doc-client", {
  *   exec: ({ input, output }) => {
@@ -1271,7 +1271,7 @@ export class Client {
    *
    * @example Round trips of a client
    * ```ts
-   * import { connect, serve } from "../mod.ts";
+   * import { connect, serve } from "shmcall";
    *
    * await using _server = await serve("doc-stats", { exec: () => ({ status: 0 }) });
    * using client = await connect("doc-stats");
@@ -1328,15 +1328,16 @@ function failed(o: ExecuteOptions<unknown>, status: number): void {
  * Connects to the server of `icId`: the first contact creates the connection's shared
  * segment and hands it over; it resolves once the server's `open` ran.
  *
- * @param icId The server's name: 1 to 100 characters of `A-Z a-z 0-9 . _ -`.
- * @param options The socket directory, the spin budget.
+ * @param icId The server's name, its ic id: 1 to 100 characters of `A-Z a-z 0-9 . _ -`.
+ * @param options The socket directory, the spin budget, the default timeout, reconnecting;
+ * all optional.
  * @returns The connected client.
  * @throws {IpcError} `NOT_FOUND` when no server listens, `VERSION_MISMATCH`, `PERMISSION_DENIED`, …
  * @throws {TypeError | RangeError} On a bad argument, naming it.
  *
  * @example Connecting, and a command with a completion
  * ```ts
- * import { connect, serve } from "../mod.ts";
+ * import { connect, serve } from "shmcall";
  *
  * await using _server = await serve("doc-connect", { exec: () => ({ status: 42 }) });
  * await using client = await connect("doc-connect");
@@ -1346,7 +1347,8 @@ function failed(o: ExecuteOptions<unknown>, status: number): void {
  * });
  * ```
  */
-export async function connect(icId: string, options: ConnectOptions = {}): Promise<Client> {
+export async function connect(icId: string, options?: ConnectOptions): Promise<Client> {
+  if (options === undefined) options = {};
   checkIcId(icId);
   checkOptionsObject("connect", options);
   checkSocketDir(options.socketDir);

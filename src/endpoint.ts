@@ -19,7 +19,7 @@ import { checkSocketDir } from "./validate.ts";
  *
  * @example
  * ```ts
- * import { socketDir } from "../mod.ts";
+ * import { socketDir } from "shmcall";
  *
  * console.log(socketDir()); // "/run/user/1000/shmcall", say
  * ```

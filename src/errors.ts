@@ -12,7 +12,7 @@ import { type StatusName, statusName } from "./status.ts";
  *
  * @example
  * ```ts
- * import { IpcError } from "./errors.ts";
+ * import { IpcError } from "shmcall";
  *
  * const e = new IpcError(-1, "the server of 'kv' ended the connection");
  * console.log(e.statusName); // "PEER_TERMINATED"

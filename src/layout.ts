@@ -177,7 +177,7 @@ function writeU32(area: Uint8Array, at: number, value: number): void {
  *
  * @example Sizing an input area for 100 records
  * ```ts
- * import { listSize } from "./layout.ts";
+ * import { listSize } from "shmcall";
  *
  * console.log(listSize(100, 12, 24)); // 3616
  * ```
@@ -212,7 +212,7 @@ export function listSize(count: number, metaSize: number, dataSize: number): num
  *
  * @example Two entries of a u32 and a 3-byte name, written then read back
  * ```ts
- * import { listSize, readList, writeList } from "./layout.ts";
+ * import { listSize, readList, writeList } from "shmcall";
  *
  * const area = new Uint8Array(listSize(2, 4, 3));
  * const list = writeList(area, 2, 4, 3);
@@ -261,7 +261,7 @@ export function writeList(
  *
  * @example Rejecting an area that holds no list
  * ```ts
- * import { readList } from "./layout.ts";
+ * import { readList } from "shmcall";
  *
  * try {
  *   readList(new Uint8Array(16));

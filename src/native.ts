@@ -496,30 +496,6 @@ export interface Native {
   startWorker(): WorkerPort;
 }
 
-/** A path the runtime tried to load the core from, and why that failed. */
-export interface LoadFailure {
-  path: string;
-  error: unknown;
-}
-
-/**
- * The error of a core that no candidate path loaded: it lists every path tried and why each
- * failed (`cause` holds the failures), then `hint`, how to build or name one.
- */
-export function loadError(what: string, failures: LoadFailure[], hint: string): Error {
-  const tried = failures
-    .map(({ path, error }) =>
-      `  ${path}: ${error instanceof Error ? error.message : String(error)}`
-    )
-    .join("\n");
-  return new Error(
-    `Cannot load the shmcall ${what}: tried ${failures.length} paths\n${tried}\n${hint}`,
-    {
-      cause: failures,
-    },
-  );
-}
-
 function unbound(): never {
   throw new Error(
     "shmcall's core is not loaded: import shmcall from its entry (mod.ts in Deno, the package in Node)",

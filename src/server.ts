@@ -139,7 +139,7 @@ interface Connection<C> {
  *
  * @example Serving until disposed
  * ```ts
- * import { serve } from "../mod.ts";
+ * import { serve } from "shmcall";
  *
  * await using server = await serve("doc-server", {
  *   exec: ({ input, output }) => {
@@ -650,7 +650,7 @@ export class Server<C = unknown> {
    *
    * @example A restart that fails no accepted command
    * ```ts
-   * import { serve } from "../mod.ts";
+   * import { serve } from "shmcall";
    *
    * const old = await serve("doc-quiesce", { exec: () => ({ status: 0 }) });
    * await old.quiesce(); // clients now get SERVER_QUIESCING and move on
@@ -737,9 +737,10 @@ export class Server<C = unknown> {
  * `handlers.exec` (or the pool's module), and `handlers.close` runs once per connection when
  * it ends.
  *
- * @param icId The name to serve: 1 to 100 characters of `A-Z a-z 0-9 . _ -`.
- * @param handlers `open`, `exec` and `close`.
- * @param options The socket directory, the spin budget, the pool.
+ * @param icId The name to serve, its ic id: 1 to 100 characters of `A-Z a-z 0-9 . _ -`.
+ * @param handlers `open`, `exec` and `close` (only `exec` is required).
+ * @param options The socket directory, the spin budget, the pool, error reporting; all
+ * optional.
  * @returns The running server, once its pool's workers (if any) loaded their module.
  * @throws {IpcError} `ALREADY_SERVED` when a live server has `icId`, `PERMISSION_DENIED`, …
  * @throws {TypeError | RangeError} On a bad argument, naming it.
@@ -747,7 +748,7 @@ export class Server<C = unknown> {
  *
  * @example A server whose context counts each connection's commands
  * ```ts
- * import { connect, serve } from "../mod.ts";
+ * import { connect, serve } from "shmcall";
  *
  * const server = await serve("doc-serve", {
  *   open: () => ({ count: 0 }),
@@ -765,8 +766,9 @@ export class Server<C = unknown> {
 export async function serve<C = unknown>(
   icId: string,
   handlers: Handlers<C>,
-  options: ServeOptions = {},
+  options?: ServeOptions,
 ): Promise<Server<C>> {
+  if (options === undefined) options = {};
   checkIcId(icId);
   checkOptionsObject("serve", options);
   checkSocketDir(options.socketDir);

@@ -6,51 +6,70 @@
  */
 
 /**
- * Every library status by name.
+ * Every library status by name: the negative codes the library fails a call or a command with
+ * (an `IpcError`'s `status`). The server's own statuses are never negative.
  *
  * @example Telling a library status from a user status
  * ```ts
- * import { Status } from "./status.ts";
+ * import { Status } from "shmcall";
  *
  * const status = -1;
  * if (status === Status.PEER_TERMINATED) console.log("the server went away");
  * ```
  */
-export const Status = {
+export const Status: {
   /** The peer process ended or closed the connection before the command finished. */
-  PEER_TERMINATED: -1,
+  readonly PEER_TERMINATED: -1;
   /** The server's handler threw, rejected, or dropped the command. */
-  HANDLER_FAILED: -2,
+  readonly HANDLER_FAILED: -2;
   /** The command was malformed. */
-  INVALID_COMMAND: -3,
+  readonly INVALID_COMMAND: -3;
   /** The server reported more output than the output capacity. */
-  OUTPUT_OVERFLOW: -4,
+  readonly OUTPUT_OVERFLOW: -4;
   /** The command was cancelled before the server took it. */
-  CANCELLED: -5,
+  readonly CANCELLED: -5;
   /** The server is quiescing and takes no new commands. */
-  SERVER_QUIESCING: -6,
+  readonly SERVER_QUIESCING: -6;
   /** The local side closed while the command was outstanding. */
-  CLOSED: -7,
+  readonly CLOSED: -7;
   /** The peer broke the protocol; the connection was dropped. */
-  PROTOCOL_VIOLATION: -8,
+  readonly PROTOCOL_VIOLATION: -8;
   /** The peers speak different protocol major versions. */
-  VERSION_MISMATCH: -9,
+  readonly VERSION_MISMATCH: -9;
   /** No server is listening on that ic id. */
-  NOT_FOUND: -10,
+  readonly NOT_FOUND: -10;
   /** A live server already serves that ic id. */
-  ALREADY_SERVED: -11,
+  readonly ALREADY_SERVED: -11;
   /** The peer's credentials are not allowed, or the socket directory is unsafe. */
-  PERMISSION_DENIED: -12,
+  readonly PERMISSION_DENIED: -12;
   /** An argument was out of range or of the wrong form. */
-  INVALID_ARGUMENT: -13,
+  readonly INVALID_ARGUMENT: -13;
   /** An operating-system call failed. */
-  IO_ERROR: -14,
+  readonly IO_ERROR: -14;
   /**
    * The command's `timeout` passed after the server took it: it may have run. Its answer,
    * when it comes, is discarded.
    */
+  readonly TIMED_OUT: -15;
+} = {
+  // The type above spells out each value so that the documentation shows it; the compiler holds
+  // this object to exactly those names and values.
+  PEER_TERMINATED: -1,
+  HANDLER_FAILED: -2,
+  INVALID_COMMAND: -3,
+  OUTPUT_OVERFLOW: -4,
+  CANCELLED: -5,
+  SERVER_QUIESCING: -6,
+  CLOSED: -7,
+  PROTOCOL_VIOLATION: -8,
+  VERSION_MISMATCH: -9,
+  NOT_FOUND: -10,
+  ALREADY_SERVED: -11,
+  PERMISSION_DENIED: -12,
+  INVALID_ARGUMENT: -13,
+  IO_ERROR: -14,
   TIMED_OUT: -15,
-} as const;
+};
 
 /** The name of a library status, such as `"PEER_TERMINATED"`. */
 export type StatusName = keyof typeof Status;
@@ -63,7 +82,7 @@ export type StatusName = keyof typeof Status;
  *
  * @example
  * ```ts
- * import { statusName } from "./status.ts";
+ * import { statusName } from "shmcall";
  *
  * console.log(statusName(-1)); // "PEER_TERMINATED"
  * ```

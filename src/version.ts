@@ -15,7 +15,7 @@ import { native } from "./native.ts";
  *
  * @example
  * ```ts
- * import { protocolVersion } from "../mod.ts";
+ * import { protocolVersion } from "shmcall";
  *
  * console.log(protocolVersion()); // "2.3"
  * ```

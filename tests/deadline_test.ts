@@ -8,7 +8,7 @@
 
 import "./setup.ts";
 import assert from "node:assert/strict";
-import { type Client, connect, IpcError, Status } from "../mod.ts";
+import { type Client, connect, type IpcError, Status } from "../mod.ts";
 import { failure, within } from "./peers/assertions.ts";
 import { Peer, tempSocketDir } from "./peers/spawn.ts";
 

@@ -51,16 +51,20 @@ export class Peer {
 
   /**
    * Starts `command args` and waits (bounded) for it to print `ready`; with `stderr`, keeps
-   * what it writes to standard error in {@linkcode Peer.stderr} (else it goes to ours).
+   * what it writes to standard error in {@linkcode Peer.stderr} (else it goes to ours). `cwd`
+   * is the child's directory, and `env`, when given, its whole environment.
    */
   static async start(
     command: string,
     args: string[],
     timeoutMs = 10_000,
     stderr = false,
+    { cwd, env }: { cwd?: string; env?: Record<string, string> } = {},
   ): Promise<Peer> {
     const child = new Deno.Command(command, {
       args,
+      ...(cwd === undefined ? {} : { cwd }),
+      ...(env === undefined ? {} : { env, clearEnv: true }),
       stdin: "piped",
       stdout: "piped",
       stderr: stderr ? "piped" : "inherit",
@@ -70,6 +74,8 @@ export class Peer {
       await peer.expect("ready", timeoutMs);
     } catch (e) {
       await peer.kill();
+      // What it said on the way out, when it was kept.
+      if (stderr && e instanceof Error) e.message += `; its stderr:\n${peer.stderr}`;
       throw e;
     }
     return peer;
