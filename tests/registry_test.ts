@@ -120,6 +120,11 @@ async function jsrFiles(): Promise<string[]> {
     m[1]!.slice(root.length)
   );
   assert.ok(files.includes("mod.ts"), `deno publish lists no mod.ts: ${stdout}${stderr}`);
+  // The module's own sources and its documents: no tests, benches, fuzz corpus or Rust.
+  const foreign = files.filter((f) =>
+    !/^(mod\.ts|deno\.json|README\.md|LICENSE|CHANGELOG\.md|(src|ffi)\/[a-z_]+\.ts)$/.test(f)
+  );
+  assert.deepEqual(foreign, [], "deno publish lists files that are not the module's");
   return files;
 }
 
