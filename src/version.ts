@@ -10,7 +10,7 @@ import { native } from "./native.ts";
  * The protocol version the loaded core speaks, as `"major.minor"`. Peers whose majors differ
  * refuse each other; minors may differ.
  *
- * @returns The version, such as `"2.3"`.
+ * @returns The version, such as `"2.4"`.
  * @throws {Error} When the core library cannot be loaded; the message lists every path tried.
  *
  * @example

@@ -561,7 +561,7 @@ impl Handler for Queueing {
         let for_pool = match command.mode() {
             Mode::Worker => true,
             Mode::Default => !self.inline_default,
-            Mode::Inline | Mode::Stats => false,
+            Mode::Inline | Mode::Stats | Mode::Queue => false,
         };
         let event = Event::Exec {
             server: self.id,

@@ -12,7 +12,8 @@
 //!   [`endpoint`], [`stats`], [`status`];
 //! - the process's threads: [`reactor`] (the one waiter), [`link`] (a connection's socket),
 //!   [`owner`] (who runs a connection's work);
-//! - [`client`] and [`server`].
+//! - [`client`] and [`server`];
+//! - [`queue`]: event queues, hosted by a server whose producers and consumers are its clients.
 //!
 //! This crate knows nothing of JavaScript: the bindings crate (`bindings/`) puts the hub, the
 //! handle tables, the C surface and the Node-API surface on top of it.
@@ -23,6 +24,7 @@ pub mod endpoint;
 pub mod futex;
 pub mod link;
 pub mod owner;
+pub mod queue;
 pub mod reactor;
 pub mod ring;
 pub mod segment;

@@ -55,7 +55,9 @@ pub const PROTOCOL_MAJOR: u16 = 2;
 /// - 3: a client that closes may say BYE on the control socket instead of closing it, and send
 ///   its next hello on that same socket (a warm connection; docs/protocol.md, "Using a
 ///   connection again").
-pub const PROTOCOL_MINOR: u16 = 3;
+/// - 4: event queues: a command flagged [`crate::slot::FLAG_QUEUE`] is an operation on a
+///   queue, which only a queue's host runs ([`crate::queue`]; docs/events.md).
+pub const PROTOCOL_MINOR: u16 = 4;
 /// The first bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SHMCALL\0";
 

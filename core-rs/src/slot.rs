@@ -17,8 +17,12 @@ pub const FLAG_WORKER: u32 = 1 << 1;
 /// Not a command but a library request (protocol 1.1): the server answers its counters
 /// ([`crate::stats::word`], little-endian `f64`s) itself; no handler sees it.
 pub const FLAG_STATS: u32 = 1 << 2;
+/// An operation on an event queue (protocol 2.4), named by the command's code
+/// ([`crate::queue`]): only a queue's host takes it; any other server answers it
+/// `INVALID_COMMAND` without running a handler.
+pub const FLAG_QUEUE: u32 = 1 << 3;
 /// Every flag this protocol version defines.
-pub const FLAGS_KNOWN: u32 = FLAG_INLINE | FLAG_WORKER | FLAG_STATS;
+pub const FLAGS_KNOWN: u32 = FLAG_INLINE | FLAG_WORKER | FLAG_STATS | FLAG_QUEUE;
 
 /// Where the server runs a command.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,6 +36,8 @@ pub enum Mode {
     Worker,
     /// A request for the server's counters ([`FLAG_STATS`]), answered by the library.
     Stats,
+    /// An operation on an event queue ([`FLAG_QUEUE`]), for a queue's host only.
+    Queue,
 }
 
 impl Mode {
@@ -42,6 +48,7 @@ impl Mode {
             Mode::Inline => FLAG_INLINE,
             Mode::Worker => FLAG_WORKER,
             Mode::Stats => FLAG_STATS,
+            Mode::Queue => FLAG_QUEUE,
         }
     }
 
@@ -52,6 +59,7 @@ impl Mode {
             FLAG_INLINE => Some(Mode::Inline),
             FLAG_WORKER => Some(Mode::Worker),
             FLAG_STATS => Some(Mode::Stats),
+            FLAG_QUEUE => Some(Mode::Queue),
             _ => None,
         }
     }

@@ -396,7 +396,12 @@ impl<H: Handler> Peer<H> {
     /// commands in progress are done), and its place among the server's connections.
     fn let_go(&self) {
         // SeqCst: see `received`.
-        self.phase.store(RELEASED, Ordering::SeqCst);
+        let was = self.phase.swap(RELEASED, Ordering::SeqCst);
+        // The handler hears of the end once, and before `close`: the base hold goes below.
+        if let (OPEN, Some(context)) = (was, self.context.get()) {
+            let (handler, info) = (&self.shared.handler, &self.conn.info);
+            let _ = catch_unwind(AssertUnwindSafe(|| handler.ended(info, context)));
+        }
         self.drop_inbox();
         // Released before it is forgotten: `Server::close` waits for the server's connections
         // to be gone, and promises the `close` of those with nothing in progress has run.

@@ -61,6 +61,19 @@ pub trait Handler: Send + Sync + 'static {
     /// connection has been answered or failed.
     fn close(&self, conn: &ConnInfo, context: &Self::Context);
 
+    /// The connection ended (the client closed, died or broke the protocol), as its owner lets
+    /// go of it: called once, after `open` accepted it, before `close` — which waits for the
+    /// commands still unanswered. A handler that keeps commands past their turn drops or
+    /// answers them here, so that `close` runs. The default does nothing.
+    fn ended(&self, _conn: &ConnInfo, _context: &Self::Context) {}
+
+    /// Whether this handler hosts an event queue ([`crate::queue`]): it then receives the
+    /// queue operations ([`crate::Mode::Queue`]) and no other command; any other handler never
+    /// sees one (the server answers them `INVALID_COMMAND`). By default `false`.
+    fn hosts_queue(&self) -> bool {
+        false
+    }
+
     /// A client was turned away during the handshake, or a connection was dropped for breaking
     /// the protocol. Nothing is required; the default does nothing. It may run on the library's
     /// I/O thread: it must not block.

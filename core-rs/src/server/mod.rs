@@ -503,6 +503,11 @@ pub(crate) fn dispatch<H: Handler>(
     };
     match (&shared.pool, mode) {
         (_, Mode::Stats) => command.fail(Status::InvalidCommand),
+        // Only a queue's host runs queue operations, and it runs nothing else.
+        (_, Mode::Queue) if !shared.handler.hosts_queue() => command.fail(Status::InvalidCommand),
+        (_, m) if m != Mode::Queue && shared.handler.hosts_queue() => {
+            command.fail(Status::InvalidCommand)
+        }
         (Some(pool), Mode::Worker) => {
             let (shared, context) = (shared.clone(), context.clone());
             pool.submit(Box::new(move || run(&shared, &context, command)));

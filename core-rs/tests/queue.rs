@@ -1,0 +1,204 @@
+//! Event queues in the core (`shmcall_core::queue`): a host, producers and consumers in one
+//! process, through real sockets and segments. Every wait is bounded.
+
+mod common;
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{TempDir, WAIT};
+use shmcall_core::queue::{Consumer, EventQueue, Events, MAX_DATA, Notification, Producer};
+use shmcall_core::{Client, Mode, Status, handlers};
+
+/// Waits (bounded) until `ready` holds.
+fn eventually(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {WAIT:?}"
+        );
+        thread::yield_now();
+    }
+}
+
+fn events(list: &[Notification]) -> Vec<(u32, u64, Vec<u8>)> {
+    list.iter()
+        .map(|n| (n.event, n.sequence, n.data.clone()))
+        .collect()
+}
+
+#[test]
+fn consumers_get_the_events_they_registered_for_in_post_order_with_the_queue_s_sequence() {
+    let dir = TempDir::new("queue-basic");
+    let queue = EventQueue::serve("q", dir.serve_options()).unwrap();
+    let options = dir.connect_options();
+    let odd = Consumer::open("q", &Events::List(vec![1, 3]), 16, &options).unwrap();
+    let all = Consumer::open("q", &Events::All, 16, &options).unwrap();
+    let producer = Producer::open("q", &options).unwrap();
+    for (event, data) in [(1, &b"one"[..]), (2, b"two"), (3, b""), (4, &[7; MAX_DATA])] {
+        producer.post(event, data).unwrap();
+    }
+    assert_eq!(
+        events(&odd.retrieve(100).unwrap()),
+        vec![(1, 1, b"one".to_vec()), (3, 3, vec![])],
+        "only its events, numbered by the queue (the gap is the event it did not register for)"
+    );
+    let got = all.retrieve(100).unwrap();
+    assert_eq!(
+        got.iter().map(|n| n.sequence).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert_eq!(got[3].data, vec![7; MAX_DATA]);
+    assert!(
+        all.retrieve(100).unwrap().is_empty(),
+        "each notification is retrieved once"
+    );
+    let stats = queue.stats();
+    assert_eq!((stats.posted, stats.delivered, stats.dropped), (4, 6, 0));
+    assert_eq!(stats.consumers, 2);
+    let too_big = producer.post(5, &[0; MAX_DATA + 1]).unwrap_err();
+    assert_eq!(too_big.status(), Status::InvalidArgument);
+}
+
+#[test]
+fn a_full_list_drops_and_counts_that_consumer_s_notifications_only() {
+    let dir = TempDir::new("queue-drop");
+    let queue = EventQueue::serve("q", dir.serve_options()).unwrap();
+    let options = dir.connect_options();
+    let slow = Consumer::open("q", &Events::All, 4, &options).unwrap();
+    let fast = Consumer::open("q", &Events::All, 64, &options).unwrap();
+    let producer = Producer::open("q", &options).unwrap();
+    for i in 0..10u32 {
+        producer.post(9, &i.to_le_bytes()).unwrap();
+    }
+    let slow_got = slow.retrieve(100).unwrap();
+    assert_eq!(
+        slow_got.iter().map(|n| n.sequence).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert_eq!(slow.dropped(), 6);
+    assert_eq!(
+        fast.retrieve(100).unwrap().len(),
+        10,
+        "the fast one lost nothing"
+    );
+    assert_eq!(fast.dropped(), 0);
+    assert_eq!(queue.stats().dropped, 6);
+    // Retrieved, the list has room again; the gap shows in the sequence.
+    producer.post(9, b"after").unwrap();
+    let next = slow.retrieve(100).unwrap();
+    assert_eq!(events(&next), vec![(9, 11, b"after".to_vec())]);
+}
+
+#[test]
+fn registration_changes_apply_to_posts_accepted_after_them() {
+    let dir = TempDir::new("queue-register");
+    let _queue = EventQueue::serve("q", dir.serve_options()).unwrap();
+    let options = dir.connect_options();
+    let consumer = Consumer::open("q", &Events::List(vec![]), 16, &options).unwrap();
+    let producer = Producer::open("q", &options).unwrap();
+    producer.post(1, b"before").unwrap();
+    consumer.register(&Events::List(vec![1, 2])).unwrap();
+    producer.post(1, b"a").unwrap();
+    producer.post(2, b"b").unwrap();
+    consumer.unregister(&Events::List(vec![1])).unwrap();
+    producer.post(1, b"c").unwrap();
+    producer.post(2, b"d").unwrap();
+    consumer.unregister(&Events::All).unwrap();
+    producer.post(2, b"e").unwrap();
+    consumer.register(&Events::All).unwrap();
+    producer.post(7, b"f").unwrap();
+    let got: Vec<_> = consumer
+        .retrieve(100)
+        .unwrap()
+        .into_iter()
+        .map(|n| (n.event, n.data))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, b"a".to_vec()),
+            (2, b"b".to_vec()),
+            (2, b"d".to_vec()),
+            (7, b"f".to_vec())
+        ]
+    );
+}
+
+#[test]
+fn next_waits_for_a_post_and_wakes_when_it_comes() {
+    let dir = TempDir::new("queue-next");
+    let _queue = EventQueue::serve("q", dir.serve_options()).unwrap();
+    let options = dir.connect_options();
+    let consumer = Arc::new(Consumer::open("q", &Events::All, 16, &options).unwrap());
+    let producer = Producer::open("q", &options).unwrap();
+    let waiting = {
+        let consumer = consumer.clone();
+        thread::spawn(move || {
+            (0..100)
+                .map(|_| consumer.next(Some(WAIT)).unwrap().sequence)
+                .collect::<Vec<_>>()
+        })
+    };
+    for i in 0..100u32 {
+        producer.post(1, &i.to_le_bytes()).unwrap();
+        if i % 10 == 0 {
+            // Now and then the consumer has time to fall asleep.
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let got = waiting.join().unwrap();
+    assert_eq!(got, (1..=100).collect::<Vec<u64>>());
+    let timed_out = consumer.next(Some(Duration::from_millis(20))).unwrap_err();
+    assert_eq!(timed_out.status(), Status::TimedOut);
+}
+
+#[test]
+fn a_closed_consumer_is_forgotten_and_a_closed_host_ends_next_after_what_was_listed() {
+    let dir = TempDir::new("queue-end");
+    let mut queue = EventQueue::serve("q", dir.serve_options()).unwrap();
+    let options = dir.connect_options();
+    let leaving = Consumer::open("q", &Events::All, 16, &options).unwrap();
+    let staying = Consumer::open("q", &Events::All, 16, &options).unwrap();
+    let producer = Producer::open("q", &options).unwrap();
+    leaving.close();
+    eventually("the host forgets the closed consumer", || {
+        queue.stats().consumers == 1
+    });
+    producer.post(1, b"x").unwrap();
+    producer.post(2, b"y").unwrap();
+    assert_eq!(queue.stats().delivered, 2, "nothing goes to the closed one");
+    queue.close();
+    assert_eq!(staying.next(Some(WAIT)).unwrap().data, b"x");
+    assert_eq!(staying.next(Some(WAIT)).unwrap().data, b"y");
+    let end = staying.next(Some(WAIT)).unwrap_err();
+    assert_eq!(end.status(), Status::PeerTerminated, "{end}");
+    let post = producer.post(3, b"z").unwrap_err();
+    assert_eq!(post.status(), Status::PeerTerminated, "{post}");
+}
+
+#[test]
+fn queue_operations_and_commands_do_not_cross() {
+    let dir = TempDir::new("queue-cross");
+    let _server = shmcall_core::Server::serve(
+        "plain",
+        handlers(|_| Ok(()), |c, _, _| c.finish(0, 0), |_, _| {}),
+        dir.serve_options(),
+    )
+    .unwrap();
+    let _queue = EventQueue::serve("q", dir.serve_options()).unwrap();
+    let options = dir.connect_options();
+    // A producer of a server that is no queue: its post is refused, no handler runs it.
+    let wrong = Producer::open("plain", &options).unwrap();
+    assert_eq!(
+        wrong.post(1, b"").unwrap_err().status(),
+        Status::InvalidCommand
+    );
+    // A command to a queue is refused too.
+    let client = Client::connect("q", &options).unwrap();
+    let mut ticket = client.begin(1, 0, 0, Mode::Default).unwrap();
+    let refused = client.call(&mut ticket).unwrap_err();
+    assert_eq!(refused.status(), Status::InvalidCommand);
+}
