@@ -338,6 +338,21 @@ export const denoNative: Native = {
     check(library().shmcall_server_free(server));
   },
 
+  queueServe(queueId, dir) {
+    const [q, qLen] = text(queueId);
+    const [d, dLen] = text(dir);
+    check(library().shmcall_queue_serve(q, qLen, d, dLen, outU32));
+    return asHandle(outU32[0]!);
+  },
+
+  queueStats(queue, into) {
+    check(library().shmcall_queue_stats(queue, into, BigInt(into.length)));
+  },
+
+  queueFree(queue) {
+    check(library().shmcall_queue_free(queue));
+  },
+
   hubClaim: () => check(library().shmcall_hub_claim()),
   hubBells: () => library().shmcall_hub_bells(),
 

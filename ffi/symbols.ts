@@ -159,6 +159,17 @@ export const symbols = {
   // int32_t shmcall_server_free(uint32_t server)
   shmcall_server_free: { parameters: ["u32"], result: "i32" },
 
+  // int32_t shmcall_queue_serve(const uint8_t* queue_id, size_t len, const uint8_t* dir,
+  //                             size_t dir_len, uint32_t* out)
+  shmcall_queue_serve: {
+    parameters: ["buffer", "usize", "buffer", "usize", "buffer"],
+    result: "i32",
+  },
+  // int32_t shmcall_queue_stats(uint32_t queue, double* out, size_t len)
+  shmcall_queue_stats: { parameters: ["u32", "buffer", "usize"], result: "i32" },
+  // int32_t shmcall_queue_free(uint32_t queue)
+  shmcall_queue_free: { parameters: ["u32"], result: "i32" },
+
   // int32_t shmcall_hub_claim(void): this thread drains the hub (one JavaScript thread);
   // returns the doorbells installed so far, as shmcall_hub_bells
   shmcall_hub_claim: { parameters: [], result: "i32" },

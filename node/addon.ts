@@ -78,6 +78,9 @@ export interface Addon {
   commandSegment(command: number): ArrayBuffer | null;
   commandReadInput(command: number, input: Uint8Array): number;
   serverFree(server: number): number;
+  queueServe(queueId: string, dir: string): number;
+  queueStats(queue: number, into: Float64Array): number;
+  queueFree(queue: number): number;
 
   hubNext(): number;
   hubClaim(): number;

@@ -210,6 +210,19 @@ export const nodeNative: Native = {
     check(addon.serverFree(server));
   },
 
+  queueServe(queueId, dir) {
+    check(addon.queueServe(queueId, dir));
+    return asHandle(words[SCRATCH.BEGUN]!);
+  },
+
+  queueStats(queue, into) {
+    check(addon.queueStats(queue, into));
+  },
+
+  queueFree(queue) {
+    check(addon.queueFree(queue));
+  },
+
   hubClaim: () => check(addon.hubClaim()),
   hubBells: () => addon.hubBells(),
 

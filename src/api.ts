@@ -24,3 +24,21 @@ export { Status, statusName } from "./status.ts";
 export type { StatusName } from "./status.ts";
 export { protocolVersion } from "./version.ts";
 export { socketDir } from "./endpoint.ts";
+export {
+  Consumer,
+  EventQueue,
+  MAX_CONSUMER_CAPACITY,
+  MAX_NOTIFICATION_DATA,
+  openConsumer,
+  openProducer,
+  Producer,
+  serveEventQueue,
+} from "./queue.ts";
+export type {
+  ConsumerOptions,
+  ConsumerStats,
+  Events,
+  Notification,
+  QueueOptions,
+  QueueStats,
+} from "./queue.ts";

@@ -202,6 +202,9 @@ class PendingTable {
   }
 }
 
+/** The key of {@linkcode Client}'s queue operations, which only `queue.ts` uses. */
+export const queueOperation: unique symbol = Symbol("shmcall queue operation");
+
 let capturedResolve: ((r: ExecuteResult) => void) | undefined;
 let capturedReject: ((e: unknown) => void) | undefined;
 
@@ -545,6 +548,24 @@ export class Client {
       return { status, length: this.#answered, output };
     }
     return this.#issueAsync(code, o, mode);
+  }
+
+  /**
+   * An operation on an event queue (`queue.ts`): a command flagged `QUEUE`, synchronous without
+   * `completion` and asynchronous with it, as {@linkcode Client.execute}. Not part of the API.
+   */
+  [queueOperation](
+    code: number,
+    options: ExecuteOptions<unknown>,
+  ): ExecuteResult | Promise<ExecuteResult> {
+    checkOptions(code, options);
+    if (options.completion === undefined) {
+      const status = this.#issue(code, options, FLAG.QUEUE) as number;
+      const output = this.#answeredOutput;
+      this.#answeredOutput = NO_OUTPUT;
+      return { status, length: this.#answered, output };
+    }
+    return this.#issueAsync(code, options, FLAG.QUEUE);
   }
 
   /**

@@ -154,7 +154,36 @@ export const EVENT_WORD = {
 export const IDLE = { EVENTS: 0, IDLE: 1, SPENT: 2 } as const;
 
 /** The mode flags of a command (`slot::FLAG_*` in core-rs/src/slot.rs). */
-export const FLAG = { INLINE: 1, WORKER: 2, STATS: 4 } as const;
+export const FLAG = { INLINE: 1, WORKER: 2, STATS: 4, QUEUE: 8 } as const;
+
+/**
+ * Event queues' operation codes, limits and list layout (`core-rs/src/queue.rs`; byte offsets
+ * in the list, docs/events.md).
+ */
+export const QUEUE = {
+  POST: 1,
+  LIST: 2,
+  BELL: 3,
+  REGISTER: 4,
+  UNREGISTER: 5,
+  EVENTS_LISTED: 0,
+  EVENTS_ALL: 1,
+  MAX_DATA: 240,
+  MAX_CAPACITY: 65536,
+  /** Words of a queue's counters: posted, delivered, dropped, connections, consumers. */
+  STATS_LEN: 5,
+  LIST_MAGIC: 0x4c514853,
+  LIST_CAPACITY_AT: 8,
+  LIST_FLAG_AT: 12,
+  LIST_WRITE_AT: 16,
+  LIST_DROPPED_AT: 20,
+  LIST_READ_AT: 64,
+  LIST_ENTRIES_AT: 128,
+  LIST_ENTRY_HEADER: 16,
+  LIST_ENTRY_SIZE: 256,
+  LIST_SLEEPING: 1,
+  LIST_AWAKE: 0,
+} as const;
 
 declare const handleBrand: unique symbol;
 /** A client or server as the library names it: a checked `u32` handle, in both runtimes. */
@@ -491,6 +520,13 @@ export interface Native {
   hubWait(timeoutNs: number): Promise<number>;
   /** Ends a pending {@linkcode Native.hubWait}. */
   hubInterrupt(): void;
+
+  /** Hosts the event queue `queueId` in `dir` (empty: the default), on the core's own thread. */
+  queueServe(queueId: string, dir: string): Handle;
+  /** An event queue's counters into `into` ({@linkcode QUEUE}'s `STATS_LEN` words). */
+  queueStats(queue: Handle, into: Float64Array): void;
+  /** Stops hosting an event queue and frees its handle. */
+  queueFree(queue: Handle): void;
 
   /** Starts a pool worker of this runtime, which binds the core and runs `runWorker` (`worker.ts`). */
   startWorker(): WorkerPort;

@@ -12,6 +12,7 @@ import {
   native,
   NOWHERE,
   POOL_NOTE,
+  QUEUE,
   RING,
   SERVE,
   SLOT,
@@ -58,6 +59,7 @@ Deno.test("the tables TypeScript keeps of the library's values are the library's
   agrees("RING_", RING);
   agrees("SERVE_", SERVE);
   agrees("POOL_", POOL_NOTE);
+  agrees("QUEUE_", QUEUE);
   assert.equal(NOWHERE, library("NOWHERE"));
   assert.equal(MAX_AREA, library("MAX_AREA"));
   assert.equal(MAX_SPIN_MICROS * 1000, library("MAX_SPIN_NS"));

@@ -906,6 +906,69 @@ pub extern "C" fn shmcall_server_free(server: u32) -> i32 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Event queues
+
+/// Hosts the event queue `queue_id` in `dir` (empty: the default directory); the handle goes
+/// to `out`.
+///
+/// # Safety
+/// `queue_id` and `dir` are valid for their lengths (or null with length 0); `out` is valid for
+/// a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_queue_serve(
+    queue_id: *const u8,
+    queue_id_len: usize,
+    dir: *const u8,
+    dir_len: usize,
+    out: *mut u32,
+) -> i32 {
+    if out.is_null() {
+        return invalid("out is null");
+    }
+    // SAFETY: forwarded contract.
+    let served = unsafe {
+        endpoint((queue_id, queue_id_len), (dir, dir_len), 0, |id, dir, _| {
+            surface::queue_serve(id, dir)
+        })
+    };
+    match served {
+        Ok(h) => {
+            // SAFETY: `out` is non-null and valid for a write.
+            unsafe { put(out, h) };
+            OK
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// An event queue's counters, `QUEUE_STATS_LEN` doubles into `out` (fewer when `len` is
+/// smaller).
+///
+/// # Safety
+/// `out` is null or valid for writes of `len` doubles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shmcall_queue_stats(queue: u32, out: *mut f64, len: usize) -> i32 {
+    if out.is_null() {
+        return invalid("out is null");
+    }
+    match surface::queue_stats(queue) {
+        Ok(words) => {
+            let n = len.min(words.len());
+            // SAFETY: `out` is valid for `len >= n` doubles, and cannot overlap a local array.
+            unsafe { std::ptr::copy_nonoverlapping(words.as_ptr(), out, n) };
+            OK
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Stops hosting an event queue and frees its handle.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_queue_free(queue: u32) -> i32 {
+    done(surface::queue_free(queue))
+}
+
+// ---------------------------------------------------------------------------------------------
 // Hub
 
 /// Takes the next event; [`EMPTY`] when there is none.

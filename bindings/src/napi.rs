@@ -403,7 +403,7 @@ fn lane_report(report: &Float64Array) -> Result<[f64; stats::lane::LEN], Error> 
 }
 
 /// Copies a snapshot into a JavaScript array, at most its length.
-fn copy_words(words: &[f64; stats::word::LEN], mut out: Float64Array) {
+fn copy_words(words: &[f64], mut out: Float64Array) {
     // SAFETY: JavaScript does not run during this call, and `out` is an array of
     // `node/native.ts`'s own, so nothing else reads or writes it meanwhile.
     let out = unsafe { out.as_mut() };
@@ -559,6 +559,27 @@ pub fn command_read_input(command: u32, mut input: Uint8ArraySlice<'_>) -> i32 {
 #[napi]
 pub fn server_free(server_: u32) -> i32 {
     done(surface::server_free(server_))
+}
+
+/// Hosts the event queue `queue_id` in `dir`; the handle goes to the scratch.
+#[napi]
+pub fn queue_serve(queue_id: String, dir: String) -> i32 {
+    done(
+        surface::queue_serve(&queue_id, &dir)
+            .and_then(|handle| with_scratch(|w| w[BEGUN] = handle)),
+    )
+}
+
+/// Writes an event queue's counters into `out`.
+#[napi]
+pub fn queue_stats(queue: u32, out: Float64Array) -> i32 {
+    done(surface::queue_stats(queue).map(|words| copy_words(&words, out)))
+}
+
+/// Stops hosting an event queue and frees its handle.
+#[napi]
+pub fn queue_free(queue: u32) -> i32 {
+    done(surface::queue_free(queue))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ use crate::hub::{self, Event, HUB};
 use crate::pool::{PoolNote, PoolOwner, Taken};
 use shmcall_core::client::{Answer, Client, ConnectOptions, Ticket};
 use shmcall_core::owner::{LaneNotify, Lent, Owner};
+use shmcall_core::queue::{self, EventQueue};
 use shmcall_core::ring::{self, RingHeader};
 use shmcall_core::segment::{CLASSES, Layout, MAX_AREA, Segment};
 use shmcall_core::server::{Command, ConnInfo, Handler, Opening, ServeOptions, Server};
@@ -39,6 +40,7 @@ use shmcall_core::status::{Error, Status};
 static CLIENTS: Handles<Arc<ClientHandle>> = Handles::new("client");
 /// Servers by handle.
 static SERVERS: Handles<Arc<ServerHandle>> = Handles::new("server");
+static QUEUES: Handles<Arc<Mutex<EventQueue>>> = Handles::new("event queue");
 /// Tickets given out by `begin` and by completion events, by handle.
 static TICKETS: Handles<Ticket> = Handles::new("ticket");
 /// Commands given out by exec events, by handle.
@@ -698,6 +700,43 @@ pub fn server_serve(
     })
 }
 
+/// Words of an event queue's counters ([`queue_stats`]): posted, delivered, dropped,
+/// connections, consumers.
+pub const QUEUE_STATS_LEN: usize = 5;
+
+/// Hosts the event queue `queue_id` in `dir` (empty: the default directory). Its operations run
+/// on the core's own thread, never in JavaScript.
+pub fn queue_serve(queue_id: &str, dir: &str) -> Result<u32, Error> {
+    guard(|| {
+        let options = ServeOptions {
+            socket_dir: endpoint_dir(dir),
+            ..ServeOptions::default()
+        };
+        let queue = Arc::new(Mutex::new(EventQueue::serve(queue_id, options)?));
+        QUEUES
+            .insert(queue.clone())
+            .inspect_err(|_| lock(&queue).close())
+    })
+}
+
+/// An event queue's counters.
+pub fn queue_stats(handle: u32) -> Result<[f64; QUEUE_STATS_LEN], Error> {
+    guard(|| {
+        let s = QUEUES.with(handle, |q| lock(q).stats())?;
+        Ok([s.posted, s.delivered, s.dropped, s.connections, s.consumers].map(|n| n as f64))
+    })
+}
+
+/// Stops hosting an event queue and frees its handle: every producer's and consumer's
+/// connection ends.
+pub fn queue_free(handle: u32) -> Result<(), Error> {
+    guard(|| {
+        let queue = QUEUES.remove(handle)?;
+        lock(&queue).close();
+        Ok(())
+    })
+}
+
 /// Stops a server and frees its handle: no new clients; connections end, their commands still
 /// in the hub are answered when JavaScript finishes them (or HANDLER_FAILED if it drops them).
 pub fn server_free(handle: u32) -> Result<(), Error> {
@@ -1322,6 +1361,28 @@ pub const CONSTANTS: &[(&str, i64)] = &[
     ("FLAG_INLINE", FLAG_INLINE as i64),
     ("FLAG_WORKER", FLAG_WORKER as i64),
     ("FLAG_STATS", FLAG_STATS as i64),
+    ("FLAG_QUEUE", slot::FLAG_QUEUE as i64),
+    ("QUEUE_POST", queue::OP_POST as i64),
+    ("QUEUE_LIST", queue::OP_LIST as i64),
+    ("QUEUE_BELL", queue::OP_BELL as i64),
+    ("QUEUE_REGISTER", queue::OP_REGISTER as i64),
+    ("QUEUE_UNREGISTER", queue::OP_UNREGISTER as i64),
+    ("QUEUE_EVENTS_LISTED", queue::EVENTS_LISTED as i64),
+    ("QUEUE_EVENTS_ALL", queue::EVENTS_ALL as i64),
+    ("QUEUE_MAX_DATA", queue::MAX_DATA as i64),
+    ("QUEUE_MAX_CAPACITY", queue::MAX_CAPACITY as i64),
+    ("QUEUE_STATS_LEN", QUEUE_STATS_LEN as i64),
+    ("QUEUE_LIST_MAGIC", queue::list::MAGIC as i64),
+    ("QUEUE_LIST_CAPACITY_AT", queue::list::CAPACITY_AT as i64),
+    ("QUEUE_LIST_FLAG_AT", queue::list::FLAG_AT as i64),
+    ("QUEUE_LIST_WRITE_AT", queue::list::WRITE_AT as i64),
+    ("QUEUE_LIST_DROPPED_AT", queue::list::DROPPED_AT as i64),
+    ("QUEUE_LIST_READ_AT", queue::list::READ_AT as i64),
+    ("QUEUE_LIST_ENTRIES_AT", queue::list::ENTRIES_AT as i64),
+    ("QUEUE_LIST_ENTRY_HEADER", queue::list::ENTRY_HEADER as i64),
+    ("QUEUE_LIST_ENTRY_SIZE", queue::list::ENTRY_SIZE as i64),
+    ("QUEUE_LIST_SLEEPING", queue::list::SLEEPING as i64),
+    ("QUEUE_LIST_AWAKE", queue::list::AWAKE as i64),
     ("NOWHERE", u32::MAX as i64),
     ("MAX_AREA", MAX_AREA as i64),
     ("MAX_SPIN_NS", MAX_SPIN_NS as i64),

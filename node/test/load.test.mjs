@@ -28,7 +28,9 @@ function importWith(env) {
 }
 
 test("SHMCALL_LIB naming no file is said as such, and nothing else is tried", () => {
-  const message = importWith({ SHMCALL_LIB: "/nonexistent/custom/libshmcall.so" });
+  const message = importWith({
+    SHMCALL_LIB: "/nonexistent/custom/libshmcall.so",
+  });
   assert.equal(
     message,
     "SHMCALL_LIB names /nonexistent/custom/libshmcall.so, where there is no library: set it to " +

@@ -297,10 +297,15 @@ impl Client {
     }
 
     /// Refuses a synchronous call that would wait for its own thread: one made on the thread
-    /// that runs this process's handlers, to a server of this same process.
+    /// that runs the handlers of its server, a server of this same process (for one served by
+    /// another thread of the process, such as a queue's host, the wait is fine).
     fn check_not_waiting_for_itself(&self) -> Result<(), Error> {
         let conn = &self.conn;
-        if conn.in_this_process && conn.owner.is_current() {
+        let runs_here = match crate::server::local_owner(&conn.endpoint.socket) {
+            Some(owner) => owner.is_current(),
+            None => conn.owner.is_current(),
+        };
+        if conn.in_this_process && runs_here {
             return Err(Error::new(
                 Status::InvalidArgument,
                 format!(

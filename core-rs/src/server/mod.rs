@@ -364,6 +364,7 @@ impl Server {
                 return Err(e);
             }
         }
+        lock(&LOCAL_OWNERS).push((endpoint.socket.clone(), shared.owner.clone()));
         Ok(Server {
             serving: shared,
             endpoint,
@@ -451,8 +452,21 @@ impl Server {
     /// removes the socket. When it returns, every connection whose commands were all answered
     /// has had its `close`. Idempotent.
     pub fn close(&mut self) {
+        lock(&LOCAL_OWNERS).retain(|(socket, _)| *socket != self.endpoint.socket);
         self.serving.close();
     }
+}
+
+/// The owners of this process's servers, by socket path: a client of one of them would wait
+/// for itself only on that owner's thread.
+static LOCAL_OWNERS: Mutex<Vec<(PathBuf, Arc<dyn Owner>)>> = Mutex::new(Vec::new());
+
+/// The owner that runs the server of this process listening at `socket`, if any.
+pub(crate) fn local_owner(socket: &std::path::Path) -> Option<Arc<dyn Owner>> {
+    lock(&LOCAL_OWNERS)
+        .iter()
+        .find(|(s, _)| s == socket)
+        .map(|(_, owner)| owner.clone())
 }
 
 /// A lent connection as its consumer's calls find it.

@@ -1,7 +1,15 @@
 // The shmcall API of the runtime this peer runs in: Deno's module under Deno, the package's
 // build under Node. The peers of this directory run in either, so that every pairing of
 // runtimes is one script each side.
-export const { connect, serve, IpcError, Status } = await import(
+export const {
+  connect,
+  serve,
+  IpcError,
+  Status,
+  serveEventQueue,
+  openProducer,
+  openConsumer,
+} = await import(
   globalThis.Deno === undefined ? "../../dist/node/index.js" : "../../../mod.ts"
 );
 

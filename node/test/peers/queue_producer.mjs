@@ -1,0 +1,14 @@
+// A producer in Node or Deno: `<runtime> queue_producer.mjs <queue-id> <socket-dir> <count>`.
+// Prints `ready`, posts `<count>` notifications, the i-th of event i % 3 with data `n<i>`, prints
+// `done`, and exits.
+import process from "node:process";
+import { openProducer } from "./api.mjs";
+
+const [queueId, socketDir, count] = process.argv.slice(2);
+const producer = await openProducer(queueId, { socketDir });
+console.log("ready");
+for (let i = 0; i < Number(count); i++) {
+  producer.post(i % 3, new TextEncoder().encode(`n${i}`));
+}
+producer.close();
+console.log("done");

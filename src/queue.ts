@@ -1,0 +1,508 @@
+/**
+ * Event queues (docs/events.md): a host ({@linkcode serveEventQueue}), producers that post
+ * notifications of events ({@linkcode openProducer}), and consumers that register for events and
+ * retrieve their notifications from a list in shared memory ({@linkcode openConsumer}).
+ *
+ * The host runs in the core, on the library's own thread: no post reaches JavaScript in its
+ * process. Producers and consumers are clients of it; a consumer's list is the output area of a
+ * command the host keeps, which the consumer reads with no system call.
+ *
+ * @module
+ */
+
+import { type Client, connect, queueOperation } from "./client.ts";
+import { IpcError } from "./errors.ts";
+import { type Handle, native, QUEUE } from "./native.ts";
+import { Status } from "./status.ts";
+import { checkIcId, checkOptionsObject, checkSocketDir, shown } from "./validate.ts";
+
+/** The most data bytes a notification carries. */
+export const MAX_NOTIFICATION_DATA: number = QUEUE.MAX_DATA;
+
+/** A consumer's list when its options name none, in notifications. */
+const DEFAULT_CAPACITY = 1024;
+
+/**
+ * The largest list a consumer may have, in notifications: what the largest slot of a
+ * connection holds (1 MiB of output, less the list's header, in entries of 256 bytes).
+ */
+export const MAX_CONSUMER_CAPACITY = 2048;
+
+/** Where a queue's host, producers and consumers look for each other. */
+export interface QueueOptions {
+  /** The socket directory; see {@linkcode ConnectOptions.socketDir}. */
+  socketDir?: string;
+}
+
+/** A queue host's counters ({@linkcode EventQueue.stats}). */
+export interface QueueStats {
+  /** Posts accepted: each got a sequence number. */
+  posted: number;
+  /** Notifications written into consumers' lists. */
+  delivered: number;
+  /** Notifications dropped because a consumer's list was full. */
+  dropped: number;
+  /** Producers' and consumers' connections open now. */
+  connections: number;
+  /** Consumers open now. */
+  consumers: number;
+}
+
+/** Checks an event number: an integer from 0 to 2^32 - 1. */
+function checkEvent(event: unknown, what = "event"): asserts event is number {
+  if (typeof event !== "number" || !Number.isInteger(event)) {
+    throw new TypeError(`${what} must be an integer from 0 to 2^32 - 1, received ${shown(event)}`);
+  }
+  if (event < 0 || event > 0xffff_ffff) {
+    throw new RangeError(`${what} must be from 0 to 2^32 - 1, received ${event}`);
+  }
+}
+
+/**
+ * A hosted event queue. Its producers and consumers may be in any processes, Deno or Node.js;
+ * closing it ends their connections (a consumer still retrieves what its list holds).
+ */
+export class EventQueue implements AsyncDisposable {
+  #handle: Handle | null;
+  #keepalive: ReturnType<typeof setInterval> | undefined;
+  readonly #words = new Float64Array(QUEUE.STATS_LEN);
+  /** The queue's id. */
+  readonly queueId: string;
+
+  /** @internal Made by {@linkcode serveEventQueue}. */
+  constructor(queueId: string, handle: Handle) {
+    this.queueId = queueId;
+    this.#handle = handle;
+    // The host runs on the library's thread: this keeps the process alive while it serves.
+    this.#keepalive = setInterval(() => {}, 1 << 30);
+  }
+
+  /** The host's counters since it started. */
+  stats(): QueueStats {
+    if (this.#handle === null) {
+      throw new IpcError(Status.CLOSED, `the event queue '${this.queueId}' is closed`);
+    }
+    native.queueStats(this.#handle, this.#words);
+    const [posted, delivered, dropped, connections, consumers] = this.#words;
+    return {
+      posted: posted!,
+      delivered: delivered!,
+      dropped: dropped!,
+      connections: connections!,
+      consumers: consumers!,
+    };
+  }
+
+  /** Stops hosting: every producer's and consumer's connection ends. Idempotent. */
+  close(): Promise<void> {
+    if (this.#handle !== null) {
+      const handle = this.#handle;
+      this.#handle = null;
+      clearInterval(this.#keepalive);
+      this.#keepalive = undefined;
+      native.queueFree(handle);
+    }
+    return Promise.resolve();
+  }
+
+  /** Closes the queue ({@linkcode EventQueue.close}). */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/**
+ * Hosts the event queue `queueId` (an ic id: queues and servers share the socket directory's
+ * names). Its work runs on the library's own thread, not on this one.
+ *
+ * @example A queue, a producer and a consumer (in one process here; normally three)
+ * ```ts
+ * import { openConsumer, openProducer, serveEventQueue } from "shmcall";
+ *
+ * await using _queue = await serveEventQueue("doc-events");
+ * using consumer = await openConsumer("doc-events", { events: [1] });
+ * using producer = await openProducer("doc-events");
+ * producer.post(1, new TextEncoder().encode("hello"));
+ * producer.post(2); // nobody registered for event 2
+ * const n = await consumer.next();
+ * console.log(n.event, n.sequence, new TextDecoder().decode(n.data)); // 1 1 hello
+ * ```
+ *
+ * @throws {IpcError} `ALREADY_SERVING` when a live server or queue holds the id, …
+ */
+export function serveEventQueue(queueId: string, options?: QueueOptions): Promise<EventQueue> {
+  try {
+    checkIcId(queueId);
+    const o = options ?? {};
+    checkOptionsObject("serveEventQueue", o);
+    checkSocketDir(o.socketDir);
+    return Promise.resolve(new EventQueue(queueId, native.queueServe(queueId, o.socketDir ?? "")));
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+/** A producer of an event queue: posts notifications. */
+export class Producer implements Disposable {
+  readonly #client: Client;
+  /** The input of a post: the event, then the data. */
+  readonly #input = new Uint8Array(4 + QUEUE.MAX_DATA);
+  readonly #event = new DataView(this.#input.buffer, 0, 4);
+  /** The queue's id. */
+  readonly queueId: string;
+
+  /** @internal Made by {@linkcode openProducer}. */
+  constructor(queueId: string, client: Client) {
+    this.queueId = queueId;
+    this.#client = client;
+  }
+
+  /**
+   * Posts a notification of `event` (an integer from 0 to 2^32 - 1) with `data` (at most
+   * {@linkcode MAX_NOTIFICATION_DATA} bytes). Returns once the host accepted it, which never
+   * waits on a consumer.
+   *
+   * @throws {IpcError} `PEER_TERMINATED` once the host is gone, `CLOSED` once closed.
+   * @throws {TypeError | RangeError} On a bad event or data, naming it.
+   */
+  post(event: number, data?: Uint8Array): void {
+    checkEvent(event);
+    if (data !== undefined && !(data instanceof Uint8Array)) {
+      throw new TypeError(`data must be a Uint8Array (or omitted), received ${shown(data)}`);
+    }
+    const length = data?.length ?? 0;
+    if (length > QUEUE.MAX_DATA) {
+      throw new RangeError(
+        `a notification carries at most ${QUEUE.MAX_DATA} bytes of data, received ${length}`,
+      );
+    }
+    this.#event.setUint32(0, event, true);
+    if (data !== undefined) this.#input.set(data, 4);
+    this.#client[queueOperation](QUEUE.POST, {
+      input: this.#input.subarray(0, 4 + length),
+      outputLength: 0,
+    });
+  }
+
+  /** Closes the connection. Idempotent. */
+  close(): void {
+    this.#client.close();
+  }
+
+  /** Closes the producer ({@linkcode Producer.close}). */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** Opens a producer of the event queue `queueId`. */
+export async function openProducer(queueId: string, options?: QueueOptions): Promise<Producer> {
+  checkIcId(queueId);
+  const o = options ?? {};
+  checkOptionsObject("openProducer", o);
+  checkSocketDir(o.socketDir);
+  const client = await connect(
+    queueId,
+    o.socketDir === undefined ? {} : { socketDir: o.socketDir },
+  );
+  return new Producer(queueId, client);
+}
+
+/** Events a consumer registers for: a list of event numbers, or `"all"`. */
+export type Events = readonly number[] | "all";
+
+/** How a consumer connects ({@linkcode openConsumer}). */
+export interface ConsumerOptions extends QueueOptions {
+  /** The events to register for at once: event numbers, or `"all"`. */
+  events: Events;
+  /**
+   * The notifications its list holds (default 1,024; at most
+   * {@linkcode MAX_CONSUMER_CAPACITY}; rounded up to a power of two). When the list is full,
+   * the host drops this consumer's next notifications and counts them.
+   */
+  capacity?: number;
+}
+
+/** One notification. */
+export interface Notification {
+  /** The event posted. */
+  event: number;
+  /**
+   * The post's number in the order the host accepted the queue's posts, from 1: a gap is a
+   * notification this consumer did not get (dropped, or of an event it did not register for).
+   */
+  sequence: number;
+  /** The data posted (a copy of this consumer's own). */
+  data: Uint8Array;
+}
+
+/** A consumer's counters ({@linkcode Consumer.stats}). */
+export interface ConsumerStats {
+  /** Notifications the host dropped because this consumer's list was full. */
+  dropped: number;
+  /** Notifications retrieved. */
+  retrieved: number;
+}
+
+/** The registration input of `events` (`"all"`, or event numbers). */
+function registration(events: readonly (number | "all")[], what: string): Uint8Array {
+  if (events.includes("all")) {
+    if (events.length !== 1) {
+      throw new TypeError(`${what}: "all" stands alone, received ${shown(events)}`);
+    }
+    return new Uint8Array(new Uint32Array([QUEUE.EVENTS_ALL]).buffer);
+  }
+  const words = new Uint32Array(1 + events.length);
+  words[0] = QUEUE.EVENTS_LISTED;
+  events.forEach((e, i) => {
+    checkEvent(e, `${what}: event ${i}`);
+    words[1 + i] = e;
+  });
+  return new Uint8Array(words.buffer);
+}
+
+/**
+ * A consumer of an event queue: retrieves the notifications of the events it registered for,
+ * in the queue's order, from a list in shared memory.
+ */
+export class Consumer implements Disposable, AsyncIterable<Notification> {
+  readonly #client: Client;
+  readonly #list: Uint8Array;
+  readonly #words: Uint32Array;
+  readonly #view: DataView;
+  readonly #mask: number;
+  readonly #capacity: number;
+  /** This consumer's read count: what it publishes, never read back from shared memory. */
+  #read = 0;
+  #retrieved = 0;
+  #dropped = 0;
+  /** The bell that is out: settles when the host rings it, or when the connection ends. */
+  #bell: Promise<void> | undefined;
+  /** Why the list ended (the host went away, or this consumer closed). */
+  #ended: IpcError | undefined;
+  /** The queue's id. */
+  readonly queueId: string;
+
+  /** @internal Made by {@linkcode openConsumer}. */
+  constructor(queueId: string, client: Client, list: Uint8Array, capacity: number) {
+    this.queueId = queueId;
+    this.#client = client;
+    this.#list = list;
+    this.#words = new Uint32Array(list.buffer, list.byteOffset, QUEUE.LIST_ENTRIES_AT / 4);
+    this.#view = new DataView(list.buffer, list.byteOffset, list.byteLength);
+    this.#capacity = capacity;
+    this.#mask = capacity - 1;
+  }
+
+  /** @internal The list's command ended: its reason is kept for the waits to come. */
+  end(why: unknown): void {
+    this.#ended ??= why instanceof IpcError
+      ? why
+      : new IpcError(Status.PEER_TERMINATED, `the event queue '${this.queueId}' went away`);
+  }
+
+  /**
+   * Registers more events, for the posts the host accepts after this returns: event numbers, or
+   * `"all"`.
+   */
+  register(...events: (number | "all")[]): void {
+    const input = registration(events, "register");
+    this.#client[queueOperation](QUEUE.REGISTER, { input, outputLength: 0 });
+  }
+
+  /** Unregisters events; `"all"` unregisters every event. */
+  unregister(...events: (number | "all")[]): void {
+    const input = registration(events, "unregister");
+    this.#client[queueOperation](QUEUE.UNREGISTER, { input, outputLength: 0 });
+  }
+
+  /**
+   * The notifications listed so far, at most `max` (default: all of them), possibly none.
+   * Synchronous, and no system call.
+   *
+   * @throws {IpcError} `PROTOCOL_VIOLATION` when the host wrote what no host may; the
+   * consumer is then closed.
+   */
+  retrieve(max = Infinity): Notification[] {
+    if (this.#ended?.status === Status.CLOSED) return [];
+    const words = this.#words;
+    // Atomics: the host's count is read before the entries it covers.
+    const written = Atomics.load(words, QUEUE.LIST_WRITE_AT / 4);
+    const waiting = (written - this.#read) >>> 0;
+    if (waiting > this.#capacity) {
+      this.#violation(`the host says ${waiting} notifications wait in a list of ${this.#capacity}`);
+    }
+    const n = Math.min(waiting, max);
+    const out: Notification[] = [];
+    const view = this.#view;
+    for (let i = 0; i < n; i++) {
+      const at = QUEUE.LIST_ENTRIES_AT +
+        ((this.#read + i) & this.#mask) * QUEUE.LIST_ENTRY_SIZE;
+      const length = view.getUint32(at + 12, true);
+      if (length > QUEUE.MAX_DATA) {
+        this.#violation(
+          `a notification says it holds ${length} bytes, more than ${QUEUE.MAX_DATA}`,
+        );
+      }
+      const start = at + QUEUE.LIST_ENTRY_HEADER;
+      out.push({
+        sequence: Number(view.getBigUint64(at, true)),
+        event: view.getUint32(at + 8, true),
+        data: this.#list.slice(start, start + length),
+      });
+    }
+    if (n > 0) {
+      this.#read = (this.#read + n) >>> 0;
+      this.#retrieved += n;
+      // Atomics: the entries were copied out before the host may write over them.
+      Atomics.store(words, QUEUE.LIST_READ_AT / 4, this.#read);
+    }
+    return out;
+  }
+
+  #violation(why: string): never {
+    const e = new IpcError(Status.PROTOCOL_VIOLATION, `the event queue '${this.queueId}': ${why}`);
+    this.close();
+    throw e;
+  }
+
+  /**
+   * The next notification: at once when one is listed, else when one comes.
+   *
+   * @throws {IpcError} `PEER_TERMINATED` once the host is gone and every notification it listed
+   * was retrieved; `CLOSED` once this consumer is closed.
+   */
+  async next(): Promise<Notification> {
+    while (true) {
+      const [n] = this.retrieve(1);
+      if (n !== undefined) return n;
+      if (this.#ended !== undefined) throw this.#ended;
+      this.#bell ??= this.#ring();
+      const words = this.#words;
+      // Raised, then a look at the count once more (the store is a full fence here): either
+      // this sees the host's entry, or the host sees the flag and rings the bell.
+      Atomics.store(words, QUEUE.LIST_FLAG_AT / 4, QUEUE.LIST_SLEEPING);
+      if (Atomics.load(words, QUEUE.LIST_WRITE_AT / 4) !== this.#read) {
+        Atomics.store(words, QUEUE.LIST_FLAG_AT / 4, QUEUE.LIST_AWAKE);
+        continue;
+      }
+      await this.#bell;
+    }
+  }
+
+  /** Sends a bell: it settles when the host rings it, or the connection ends. */
+  #ring(): Promise<void> {
+    const answered = this.#client[queueOperation](QUEUE.BELL, {
+      outputLength: 0,
+      completion: () => {},
+    }) as Promise<unknown>;
+    return answered.then(
+      () => {
+        this.#bell = undefined;
+      },
+      (e) => {
+        this.#bell = undefined;
+        this.end(e);
+      },
+    );
+  }
+
+  /**
+   * The notifications as they come; the loop ends when the consumer is closed, and throws
+   * `PEER_TERMINATED` once the host is gone and its notifications were retrieved.
+   */
+  async *[Symbol.asyncIterator](): AsyncIterator<Notification> {
+    while (true) {
+      try {
+        yield await this.next();
+      } catch (e) {
+        if (e instanceof IpcError && e.status === Status.CLOSED) return;
+        throw e;
+      }
+    }
+  }
+
+  /** This consumer's counters. */
+  stats(): ConsumerStats {
+    if (this.#ended?.status !== Status.CLOSED) {
+      this.#dropped = Atomics.load(this.#words, QUEUE.LIST_DROPPED_AT / 4);
+    }
+    return { dropped: this.#dropped, retrieved: this.#retrieved };
+  }
+
+  /** Closes the connection: the host frees the list and the registrations. Idempotent. */
+  close(): void {
+    if (this.#ended?.status !== Status.CLOSED) this.stats();
+    this.#ended = new IpcError(Status.CLOSED, `the consumer of '${this.queueId}' was closed`);
+    this.#client.close();
+  }
+
+  /** Closes the consumer ({@linkcode Consumer.close}). */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/**
+ * Opens a consumer of the event queue `queueId`, registered for `options.events`: once it
+ * resolves, every post the host accepts for those events reaches its list.
+ */
+export async function openConsumer(queueId: string, options: ConsumerOptions): Promise<Consumer> {
+  checkIcId(queueId);
+  checkOptionsObject("openConsumer", options);
+  checkSocketDir(options.socketDir);
+  const { events } = options;
+  if (events !== "all" && !Array.isArray(events)) {
+    throw new TypeError(
+      `events must be a list of event numbers or "all", received ${shown(events)}`,
+    );
+  }
+  const input = registration(events === "all" ? ["all"] : events, "events");
+  const asked = options.capacity ?? DEFAULT_CAPACITY;
+  if (typeof asked !== "number" || !Number.isInteger(asked)) {
+    throw new TypeError(`capacity must be an integer, received ${shown(asked)}`);
+  }
+  if (asked < 1 || asked > MAX_CONSUMER_CAPACITY) {
+    throw new RangeError(`capacity must be from 1 to ${MAX_CONSUMER_CAPACITY}, received ${asked}`);
+  }
+  const capacity = 2 ** Math.ceil(Math.log2(asked));
+  const client = await connect(
+    queueId,
+    options.socketDir === undefined ? {} : { socketDir: options.socketDir },
+  );
+  try {
+    let list: Uint8Array | undefined;
+    const size = QUEUE.LIST_ENTRIES_AT + capacity * QUEUE.LIST_ENTRY_SIZE;
+    const ended = client[queueOperation](QUEUE.LIST, {
+      input: new Uint8Array(new Uint32Array([capacity]).buffer),
+      outputLength: size,
+      outputPrepare: (output) => {
+        list = output;
+        // The words this consumer writes start clear; the host writes the rest.
+        new Uint32Array(output.buffer, output.byteOffset, QUEUE.LIST_ENTRIES_AT / 4).fill(0);
+      },
+      completion: () => {},
+    }) as Promise<unknown>;
+    if (list === undefined) throw new Error("the list's area was not handed out");
+    const consumer = new Consumer(queueId, client, list, capacity);
+    // Settles only when the connection ends (the host keeps the list till then).
+    ended.then(() => consumer.end(undefined), (e) => consumer.end(e));
+    // One connection's operations run in order: once the registration is answered, the list
+    // was taken, and posts accepted later reach it.
+    client[queueOperation](QUEUE.REGISTER, { input, outputLength: 0 });
+    const words = new Uint32Array(list.buffer, list.byteOffset, QUEUE.LIST_ENTRIES_AT / 4);
+    const magic = Atomics.load(words, 0);
+    if (magic !== QUEUE.LIST_MAGIC || words[QUEUE.LIST_CAPACITY_AT / 4] !== capacity) {
+      throw new IpcError(
+        Status.PROTOCOL_VIOLATION,
+        `the event queue '${queueId}' did not set up the list (magic ${magic}, capacity ${
+          words[QUEUE.LIST_CAPACITY_AT / 4]
+        })`,
+      );
+    }
+    return consumer;
+  } catch (e) {
+    client.close();
+    throw e;
+  }
+}

@@ -1,0 +1,251 @@
+import "./setup.ts";
+import assert from "node:assert/strict";
+import {
+  IpcError,
+  MAX_NOTIFICATION_DATA,
+  type Notification,
+  openConsumer,
+  openProducer,
+  serveEventQueue,
+  Status,
+} from "../mod.ts";
+import { Peer, tempSocketDir } from "./peers/spawn.ts";
+
+const text = (n: Notification) => new TextDecoder().decode(n.data);
+const bytes = (s: string) => new TextEncoder().encode(s);
+
+/** Waits until `ready()` holds, looking again each millisecond; fails after `ms`. */
+async function eventually(what: string, ready: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!ready()) {
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+/** Fails after `ms` unless `p` settles first. */
+function within<T>(p: Promise<T>, ms = 10_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`not settled within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+Deno.test("consumers get the events they registered for, in post order, numbered by the queue", async () => {
+  using dir = tempSocketDir();
+  const socketDir = dir.path;
+  await using queue = await serveEventQueue("events", { socketDir });
+  using some = await openConsumer("events", { events: [1, 3], socketDir });
+  using all = await openConsumer("events", { events: "all", socketDir, capacity: 16 });
+  using producer = await openProducer("events", { socketDir });
+  producer.post(1, bytes("one"));
+  producer.post(2, bytes("two"));
+  producer.post(3);
+  producer.post(4, new Uint8Array(MAX_NOTIFICATION_DATA).fill(7));
+  assert.deepEqual(
+    some.retrieve().map((n) => [n.event, n.sequence, text(n)]),
+    [[1, 1, "one"], [3, 3, ""]],
+  );
+  const got = all.retrieve();
+  assert.deepEqual(got.map((n) => n.sequence), [1, 2, 3, 4]);
+  assert.deepEqual(got[3]!.data, new Uint8Array(MAX_NOTIFICATION_DATA).fill(7));
+  assert.deepEqual(all.retrieve(), [], "each notification is retrieved once");
+  assert.deepEqual(all.stats(), { dropped: 0, retrieved: 4 });
+  assert.deepEqual(queue.stats(), {
+    posted: 4,
+    delivered: 6,
+    dropped: 0,
+    connections: 3,
+    consumers: 2,
+  });
+});
+
+Deno.test("a full list drops that consumer's notifications and counts them; the gap shows", async () => {
+  using dir = tempSocketDir();
+  const socketDir = dir.path;
+  await using queue = await serveEventQueue("events", { socketDir });
+  using slow = await openConsumer("events", { events: "all", socketDir, capacity: 4 });
+  using fast = await openConsumer("events", { events: "all", socketDir });
+  using producer = await openProducer("events", { socketDir });
+  for (let i = 0; i < 10; i++) producer.post(9, new Uint8Array([i]));
+  assert.deepEqual(slow.retrieve().map((n) => n.sequence), [1, 2, 3, 4]);
+  assert.equal(slow.stats().dropped, 6);
+  assert.equal(fast.retrieve().length, 10, "the fast one lost nothing");
+  assert.equal(queue.stats().dropped, 6);
+  producer.post(9, bytes("after"));
+  assert.deepEqual(slow.retrieve().map((n) => [n.sequence, text(n)]), [[11, "after"]]);
+});
+
+Deno.test("registration changes apply to the posts accepted after them", async () => {
+  using dir = tempSocketDir();
+  const socketDir = dir.path;
+  await using _queue = await serveEventQueue("events", { socketDir });
+  using consumer = await openConsumer("events", { events: [], socketDir });
+  using producer = await openProducer("events", { socketDir });
+  producer.post(1, bytes("before"));
+  consumer.register(1, 2);
+  producer.post(1, bytes("a"));
+  producer.post(2, bytes("b"));
+  consumer.unregister(1);
+  producer.post(1, bytes("c"));
+  producer.post(2, bytes("d"));
+  consumer.unregister("all");
+  producer.post(2, bytes("e"));
+  consumer.register("all");
+  producer.post(7, bytes("f"));
+  assert.deepEqual(consumer.retrieve().map((n) => [n.event, text(n)]), [
+    [1, "a"],
+    [2, "b"],
+    [2, "d"],
+    [7, "f"],
+  ]);
+});
+
+Deno.test("next() waits for a post from another process, and for await reads them", async () => {
+  using dir = tempSocketDir();
+  const socketDir = dir.path;
+  await using _queue = await serveEventQueue("events", { socketDir });
+  using consumer = await openConsumer("events", { events: [5], socketDir });
+  // A producer in another process, which posts 50 notifications of event 5 once told to.
+  await using producer = await Peer.start(Deno.execPath(), [
+    "run",
+    "-A",
+    new URL("./peers/queue_producer.ts", import.meta.url).pathname,
+    "events",
+    socketDir,
+    "50",
+  ]);
+  const first = consumer.next(); // nothing is listed yet: this waits for the bell
+  producer.signal("SIGUSR1");
+  assert.equal((await within(first)).sequence, 1);
+  const seen: number[] = [];
+  for await (const n of consumer) {
+    seen.push(n.sequence);
+    if (seen.length === 49) break;
+  }
+  assert.deepEqual(seen, Array.from({ length: 49 }, (_, i) => i + 2));
+});
+
+Deno.test("a closed host: posts fail, and next() ends after the notifications listed", async () => {
+  using dir = tempSocketDir();
+  const socketDir = dir.path;
+  const queue = await serveEventQueue("events", { socketDir });
+  using consumer = await openConsumer("events", { events: "all", socketDir });
+  using producer = await openProducer("events", { socketDir });
+  producer.post(1, bytes("x"));
+  producer.post(2, bytes("y"));
+  await queue.close();
+  assert.equal(text(await within(consumer.next())), "x");
+  assert.equal(text(await within(consumer.next())), "y");
+  await assert.rejects(
+    within(consumer.next()),
+    (e) => e instanceof IpcError && e.status === Status.PEER_TERMINATED,
+  );
+  assert.throws(
+    () => producer.post(3),
+    (e) => e instanceof IpcError && e.status === Status.PEER_TERMINATED,
+  );
+});
+
+Deno.test("a closed consumer is forgotten by the host, and its loop ends", async () => {
+  using dir = tempSocketDir();
+  const socketDir = dir.path;
+  await using queue = await serveEventQueue("events", { socketDir });
+  const consumer = await openConsumer("events", { events: "all", socketDir });
+  const first = Promise.withResolvers<void>();
+  const loop = (async () => {
+    let n = 0;
+    for await (const _ of consumer) {
+      n++;
+      first.resolve();
+    }
+    return n;
+  })();
+  using producer = await openProducer("events", { socketDir });
+  producer.post(1);
+  await within(first.promise);
+  consumer.close();
+  assert.equal(await within(loop), 1, "the loop ended with the close");
+  await eventually("the host forgets the consumer", () => queue.stats().consumers === 0);
+  producer.post(1);
+  assert.equal(queue.stats().delivered, 1, "nothing went to the closed consumer");
+});
+
+Deno.test("bad arguments are refused, naming the value", async () => {
+  using dir = tempSocketDir();
+  const socketDir = dir.path;
+  await using _queue = await serveEventQueue("events", { socketDir });
+  using producer = await openProducer("events", { socketDir });
+  assert.throws(() => producer.post(-1), /event must be from 0 to 2\^32 - 1, received -1/);
+  assert.throws(() => producer.post(1.5), /event must be an integer .* received 1\.5/);
+  assert.throws(
+    () => producer.post(1, new Uint8Array(MAX_NOTIFICATION_DATA + 1)),
+    /at most 240 bytes of data, received 241/,
+  );
+  assert.throws(() => producer.post(1, "x" as unknown as Uint8Array), /data must be a Uint8Array/);
+  await assert.rejects(
+    openConsumer("events", { events: "some" as unknown as "all", socketDir }),
+    /events must be a list of event numbers or "all", received "some"/,
+  );
+  await assert.rejects(
+    openConsumer("events", { events: [1], capacity: 0, socketDir }),
+    /capacity must be from 1 to 2048, received 0/,
+  );
+  await assert.rejects(
+    openConsumer("events", { events: [1, 2 ** 32], socketDir }),
+    /events: event 1 must be from 0 to 2\^32 - 1/,
+  );
+  await assert.rejects(serveEventQueue("events", { socketDir }), (e) => e instanceof IpcError);
+});
+
+/** A peer of node/test/peers/ (they run under Deno too): `script args`, started and ready. */
+function nodePeer(script: string, ...args: string[]) {
+  const path = new URL(`../node/test/peers/${script}`, import.meta.url).pathname;
+  return Peer.start(Deno.execPath(), ["run", "-A", path, ...args]);
+}
+
+Deno.test("a host killed with SIGKILL: the listed notifications are retrieved, then PEER_TERMINATED", async () => {
+  using dir = tempSocketDir();
+  const socketDir = dir.path;
+  await using host = await nodePeer("queue_host.mjs", "events", socketDir);
+  using consumer = await openConsumer("events", { events: "all", socketDir });
+  using producer = await openProducer("events", { socketDir });
+  for (let i = 0; i < 3; i++) producer.post(i);
+  await host.kill();
+  for (let i = 0; i < 3; i++) assert.equal((await within(consumer.next())).event, i);
+  await assert.rejects(
+    within(consumer.next()),
+    (e) => e instanceof IpcError && e.status === Status.PEER_TERMINATED,
+  );
+  await eventually("the producer hears of it", () => {
+    try {
+      producer.post(9);
+      return false;
+    } catch (e) {
+      assert.ok(e instanceof IpcError && e.status === Status.PEER_TERMINATED, String(e));
+      return true;
+    }
+  });
+});
+
+Deno.test("a consumer killed with SIGKILL is forgotten; producers and other consumers go on", async () => {
+  using dir = tempSocketDir();
+  const socketDir = dir.path;
+  await using queue = await serveEventQueue("events", { socketDir });
+  using other = await openConsumer("events", { events: "all", socketDir });
+  const doomed = await nodePeer("queue_consumer.mjs", "events", socketDir, "all", "1000");
+  try {
+    using producer = await openProducer("events", { socketDir });
+    producer.post(1);
+    assert.equal(queue.stats().consumers, 2);
+    await doomed.kill();
+    await eventually("the host forgets the killed consumer", () => queue.stats().consumers === 1);
+    producer.post(2);
+    assert.deepEqual(other.retrieve().map((n) => n.event), [1, 2]);
+  } finally {
+    await doomed.kill();
+  }
+});
