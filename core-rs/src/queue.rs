@@ -131,6 +131,75 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
 
+/// The event and data of a [`OP_POST`] input; `INVALID_ARGUMENT` unless it holds an event and at
+/// most [`MAX_DATA`] bytes of data.
+pub fn parse_post(input: &[u8]) -> Result<(u32, &[u8]), Status> {
+    if input.len() < 4 || input.len() - 4 > MAX_DATA {
+        return Err(Status::InvalidArgument);
+    }
+    Ok((u32_at(input, 0), &input[4..]))
+}
+
+/// The events of a [`OP_REGISTER`] or [`OP_UNREGISTER`] input: `None` for every event
+/// ([`EVENTS_ALL`]), else the events listed; `INVALID_ARGUMENT` unless it is a known mode and whole
+/// 4-byte words.
+pub fn parse_registration(input: &[u8]) -> Result<Option<Vec<u32>>, Status> {
+    if input.len() < 4 || !input.len().is_multiple_of(4) {
+        return Err(Status::InvalidArgument);
+    }
+    match u32_at(input, 0) {
+        EVENTS_ALL => Ok(None),
+        EVENTS_LISTED => Ok(Some(
+            (4..input.len())
+                .step_by(4)
+                .map(|at| u32_at(input, at))
+                .collect(),
+        )),
+        _ => Err(Status::InvalidArgument),
+    }
+}
+
+/// Reads up to `max` notifications from a list of `capacity` entries (a power of two) in `area`,
+/// the list's whole area, from the consumer's read count `read`, given the host's write count
+/// `written`. A count that claims more than the capacity, or an entry longer than
+/// [`MAX_DATA`], is the host breaking the protocol.
+pub fn read_entries(
+    area: &Area<'_>,
+    capacity: u32,
+    read: u32,
+    written: u32,
+    max: usize,
+) -> Result<Vec<Notification>, Error> {
+    let waiting = written.wrapping_sub(read);
+    if waiting > capacity || area.len() < list::area_size(capacity) {
+        return Err(Error::new(
+            Status::ProtocolViolation,
+            format!("the queue says {waiting} notifications wait in a list of {capacity}"),
+        ));
+    }
+    let take = (waiting as usize).min(max);
+    let mut out = Vec::with_capacity(take);
+    for i in 0..take as u32 {
+        let at =
+            list::ENTRIES_AT + (read.wrapping_add(i) & (capacity - 1)) as usize * list::ENTRY_SIZE;
+        let mut entry = [0u8; list::ENTRY_SIZE];
+        area.read_at(at, &mut entry);
+        let len = u32_at(&entry, 12) as usize;
+        if len > MAX_DATA {
+            return Err(Error::new(
+                Status::ProtocolViolation,
+                format!("a notification says it holds {len} bytes, more than {MAX_DATA}"),
+            ));
+        }
+        out.push(Notification {
+            sequence: u64::from_le_bytes(entry[0..8].try_into().expect("8 bytes")),
+            event: u32_at(&entry, 8),
+            data: entry[16..16 + len].to_vec(),
+        });
+    }
+    Ok(out)
+}
+
 /// A consumer's list as the host writes it: the kept [`OP_LIST`] command and where its area is.
 struct HostList {
     /// Keeps the area (and its segment) alive; dropped when the connection ends.
@@ -254,11 +323,7 @@ impl Answers {
 
 impl Host {
     fn post(&self, state: &mut State, input: &[u8], answers: &mut Answers) -> Result<(), Status> {
-        if input.len() < 4 || input.len() - 4 > MAX_DATA {
-            return Err(Status::InvalidArgument);
-        }
-        let event = u32_at(input, 0);
-        let data = &input[4..];
+        let (event, data) = parse_post(input)?;
         state.sequence += 1;
         state.stats.posted += 1;
         let sequence = state.sequence;
@@ -324,23 +389,18 @@ impl Host {
     }
 
     fn register(member: &mut Member, input: &[u8], on: bool) -> Result<(), Status> {
-        if input.len() < 4 || !input.len().is_multiple_of(4) {
-            return Err(Status::InvalidArgument);
-        }
-        let events = (4..input.len()).step_by(4).map(|at| u32_at(input, at));
-        match (u32_at(input, 0), on) {
-            (EVENTS_ALL, true) => member.all = true,
-            (EVENTS_ALL, false) => {
+        match (parse_registration(input)?, on) {
+            (None, true) => member.all = true,
+            (None, false) => {
                 member.all = false;
                 member.events.clear();
             }
-            (EVENTS_LISTED, true) => member.events.extend(events),
-            (EVENTS_LISTED, false) => {
+            (Some(events), true) => member.events.extend(events),
+            (Some(events), false) => {
                 for e in events {
                     member.events.remove(&e);
                 }
             }
-            _ => return Err(Status::InvalidArgument),
         }
         Ok(())
     }
@@ -720,39 +780,12 @@ impl Consumer {
         let mut read = lock(&self.read);
         // SAFETY: as in `dropped`.
         let written = unsafe { word(self.base, list::WRITE_AT) }.load(Ordering::Acquire);
-        let waiting = written.wrapping_sub(*read);
-        if waiting > self.capacity {
-            return Err(Error::new(
-                Status::ProtocolViolation,
-                format!(
-                    "the queue says {waiting} notifications wait in a list of {}",
-                    self.capacity
-                ),
-            ));
-        }
-        let take = (waiting as usize).min(max);
-        let mut out = Vec::with_capacity(take);
-        for _ in 0..take {
-            let at = list::ENTRIES_AT + (*read & (self.capacity - 1)) as usize * list::ENTRY_SIZE;
-            // SAFETY: the entry lies inside the list's area (`at + ENTRY_SIZE <= area`).
-            let area = unsafe { Area::from_raw(self.base.add(at), list::ENTRY_SIZE) };
-            let mut entry = [0u8; list::ENTRY_SIZE];
-            area.read_at(0, &mut entry);
-            let len = u32_at(&entry, 12) as usize;
-            if len > MAX_DATA {
-                return Err(Error::new(
-                    Status::ProtocolViolation,
-                    format!("a notification says it holds {len} bytes, more than {MAX_DATA}"),
-                ));
-            }
-            out.push(Notification {
-                sequence: u64::from_le_bytes(entry[0..8].try_into().expect("8 bytes")),
-                event: u32_at(&entry, 8),
-                data: entry[16..16 + len].to_vec(),
-            });
-            *read = read.wrapping_add(1);
-        }
-        if take > 0 {
+        // SAFETY: the list's area lies in the client's mapped segment, `area_size(capacity)`
+        // bytes from `base`.
+        let area = unsafe { Area::from_raw(self.base, list::area_size(self.capacity)) };
+        let out = read_entries(&area, self.capacity, *read, written, max)?;
+        if !out.is_empty() {
+            *read = read.wrapping_add(out.len() as u32);
             // Release, paired with the host's Acquire load: the entries were copied out before
             // the host may write over them.
             // SAFETY: as in `dropped`.

@@ -55,3 +55,8 @@ fn every_geometry_input_lays_out_apart_inside_the_segment() {
 fn every_attach_input_is_refused_for_a_reason_or_attached_whole() {
     replay("attach", common_fuzz::attach);
 }
+
+#[test]
+fn every_queue_input_is_read_as_the_list_layout_says_or_refused() {
+    replay("queue", common_fuzz::queue);
+}

@@ -1,7 +1,7 @@
 //! The checks the fuzz targets (`fuzz/fuzz_targets/*.rs`, which include this file by `#[path]`)
 //! and the CI tests (`fuzz_corpus.rs`, `properties.rs`) run over frame parsing, geometry layout
 //! and segment attachment. One entry point per fuzz target takes the raw fuzz input:
-//! [`frames`], [`geometry`], [`attach`]. Each panics when a property breaks.
+//! [`frames`], [`geometry`], [`attach`], [`queue`]. Each panics when a property breaks.
 //!
 //! Every checked property is stated from the outside (the frame formats and ceilings of
 //! `wire.rs`'s docs, the segment layout of `segment.rs`'s docs), not by calling the code under
@@ -649,5 +649,104 @@ fn areas_inside(seg: &Segment) {
         }
         let input_end = input.as_ptr() as usize - base as usize + input.len();
         assert!(output.as_ptr() as usize - base as usize >= input_end);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event queues: a consumer's list, and the inputs of posts and registrations
+
+/// A little-endian `u32` of `bytes` at `at`, or 0 past its end.
+fn le32(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    for (i, b) in word.iter_mut().enumerate() {
+        *b = bytes.get(at + i).copied().unwrap_or(0);
+    }
+    u32::from_le_bytes(word)
+}
+
+/// Arbitrary bytes as what a host can make a consumer read, and as the inputs a client can
+/// send a host. `data[0]` picks the capacity (1 to 16), `data[1..5]` the host's write count,
+/// `data[5..9]` the consumer's read count; the rest, repeated, fills the list's area. The list is
+/// read as docs/events.md lays it out; the post and registration parsers take the whole input.
+pub fn queue(data: &[u8]) {
+    use shmcall_core::queue::{
+        EVENTS_ALL, EVENTS_LISTED, MAX_DATA, list, parse_post, parse_registration, read_entries,
+    };
+    use shmcall_core::{Area, Status};
+
+    let capacity = 1u32 << (data.first().copied().unwrap_or(0) % 5);
+    let written = le32(data, 1);
+    let read = le32(data, 5);
+    let fill = data.get(9..).unwrap_or(&[]);
+    let size = list::ENTRIES_AT + capacity as usize * list::ENTRY_SIZE;
+    let mut bytes: Vec<u8> = (0..size)
+        .map(|i| {
+            if fill.is_empty() {
+                0
+            } else {
+                fill[i % fill.len()]
+            }
+        })
+        .collect();
+    let expected = bytes.clone();
+    let area = Area::from_slice(&mut bytes);
+    let waiting = written.wrapping_sub(read);
+    let result = read_entries(&area, capacity, read, written, usize::MAX);
+    if waiting > capacity {
+        let e = result.expect_err("a count beyond the capacity is refused");
+        assert_eq!(e.status(), Status::ProtocolViolation);
+    } else {
+        // Stated from the layout: entry k of the list is at 128 + (k mod capacity) × 256.
+        let entry = |i: u32| {
+            list::ENTRIES_AT + (read.wrapping_add(i) & (capacity - 1)) as usize * list::ENTRY_SIZE
+        };
+        let first_too_long =
+            (0..waiting).find(|&i| le32(&expected, entry(i) + 12) as usize > MAX_DATA);
+        match (result, first_too_long) {
+            (Ok(got), None) => {
+                assert_eq!(got.len(), waiting as usize);
+                for (i, n) in got.iter().enumerate() {
+                    let at = entry(i as u32);
+                    let sequence =
+                        u64::from(le32(&expected, at)) | (u64::from(le32(&expected, at + 4)) << 32);
+                    assert_eq!(n.sequence, sequence);
+                    assert_eq!(n.event, le32(&expected, at + 8));
+                    let len = le32(&expected, at + 12) as usize;
+                    assert_eq!(n.data, &expected[at + 16..at + 16 + len]);
+                }
+            }
+            (Err(e), Some(_)) => assert_eq!(e.status(), Status::ProtocolViolation),
+            (result, too_long) => panic!(
+                "read {:?} though entry {too_long:?} is too long",
+                result.map(|v| v.len())
+            ),
+        }
+    }
+
+    match parse_post(data) {
+        Ok((event, rest)) => {
+            assert!(data.len() >= 4 && data.len() - 4 <= MAX_DATA);
+            assert_eq!(event, le32(data, 0));
+            assert_eq!(rest, &data[4..]);
+        }
+        Err(status) => {
+            assert_eq!(status, Status::InvalidArgument);
+            assert!(data.len() < 4 || data.len() - 4 > MAX_DATA);
+        }
+    }
+    let whole = data.len() >= 4 && data.len().is_multiple_of(4);
+    match parse_registration(data) {
+        Ok(None) => assert!(whole && le32(data, 0) == EVENTS_ALL),
+        Ok(Some(events)) => {
+            assert!(whole && le32(data, 0) == EVENTS_LISTED);
+            assert_eq!(events.len(), data.len() / 4 - 1);
+            for (i, e) in events.iter().enumerate() {
+                assert_eq!(*e, le32(data, 4 + 4 * i));
+            }
+        }
+        Err(status) => {
+            assert_eq!(status, Status::InvalidArgument);
+            assert!(!whole || ![EVENTS_ALL, EVENTS_LISTED].contains(&le32(data, 0)));
+        }
     }
 }
