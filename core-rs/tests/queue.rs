@@ -202,3 +202,103 @@ fn queue_operations_and_commands_do_not_cross() {
     let refused = client.call(&mut ticket).unwrap_err();
     assert_eq!(refused.status(), Status::InvalidCommand);
 }
+
+/// Four producers and eight consumers whose registrations change as they go, for
+/// `SHMCALL_SOAK_SECONDS` (4 by default): every notification the host wrote is retrieved or
+/// counted as dropped, each consumer sees the queue's numbers rise, and one producer's posts
+/// in its order.
+#[test]
+fn a_soak_of_producers_and_consumers_with_changing_registrations_accounts_for_every_notification() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let seconds: u64 = common::trials("SHMCALL_SOAK_SECONDS", 4) as u64;
+    let dir = TempDir::new("queue-soak");
+    let queue = EventQueue::serve("q", dir.serve_options()).unwrap();
+    let options = dir.connect_options();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producing = Arc::new(AtomicBool::new(true));
+    let consumers: Vec<_> = (0..8u32)
+        .map(|c| {
+            let consumer = Consumer::open("q", &Events::List(vec![c % 4]), 64, &options).unwrap();
+            let producing = producing.clone();
+            thread::spawn(move || {
+                let mut last_sequence = 0u64;
+                let mut last_from = [None::<u32>; 4];
+                let mut retrieved = 0u64;
+                let mut round = 0u32;
+                loop {
+                    let done = !producing.load(Ordering::SeqCst);
+                    for n in consumer.retrieve(usize::MAX).unwrap() {
+                        assert!(n.sequence > last_sequence, "the queue's order");
+                        last_sequence = n.sequence;
+                        let producer = n.data[0] as usize;
+                        let count = u32::from_le_bytes(n.data[1..5].try_into().unwrap());
+                        if let Some(before) = last_from[producer] {
+                            assert!(count > before, "producer {producer}'s order");
+                        }
+                        last_from[producer] = Some(count);
+                        retrieved += 1;
+                    }
+                    if done {
+                        // Everything the host wrote before the producers stopped is listed.
+                        let rest = consumer.retrieve(usize::MAX).unwrap().len() as u64;
+                        return (retrieved + rest, u64::from(consumer.dropped()));
+                    }
+                    round += 1;
+                    // Registrations change as posts flow.
+                    match round % 50 {
+                        0 => consumer
+                            .register(&Events::List(vec![(c + round) % 4]))
+                            .unwrap(),
+                        17 => consumer.unregister(&Events::List(vec![c % 4])).unwrap(),
+                        29 => consumer.register(&Events::All).unwrap(),
+                        41 => consumer.unregister(&Events::All).unwrap(),
+                        _ => thread::yield_now(),
+                    }
+                }
+            })
+        })
+        .collect();
+    let producers: Vec<_> = (0..4u8)
+        .map(|p| {
+            let producer = Producer::open("q", &options).unwrap();
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut count = 0u32;
+                while !stop.load(Ordering::SeqCst) {
+                    let mut data = vec![p];
+                    data.extend_from_slice(&count.to_le_bytes());
+                    producer.post(count % 4, &data).unwrap();
+                    count += 1;
+                }
+                count
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(seconds));
+    stop.store(true, Ordering::SeqCst);
+    let posted: u64 = producers
+        .into_iter()
+        .map(|p| u64::from(p.join().unwrap()))
+        .sum();
+    producing.store(false, Ordering::SeqCst);
+    let (retrieved, dropped) = consumers
+        .into_iter()
+        .map(|c| c.join().unwrap())
+        .fold((0, 0), |(r, d), (cr, cd)| (r + cr, d + cd));
+    let stats = queue.stats();
+    assert_eq!(stats.posted, posted, "every post accepted once");
+    assert_eq!(
+        stats.delivered, retrieved,
+        "every delivered notification retrieved"
+    );
+    assert_eq!(
+        stats.dropped, dropped,
+        "every dropped one counted by its consumer"
+    );
+    assert!(
+        posted > 1000 && retrieved > 0,
+        "a soak that did something: {stats:?}"
+    );
+    println!("soak: {seconds} s, {posted} posts, {retrieved} retrieved, {dropped} dropped");
+}
