@@ -8,14 +8,8 @@
 
 import "./setup.ts";
 import assert from "node:assert/strict";
-import {
-  IpcError,
-  type Notification,
-  openConsumer,
-  openProducer,
-  serveEventQueue,
-  Status,
-} from "../mod.ts";
+import { type Notification, openConsumer, openProducer, serveEventQueue, Status } from "../mod.ts";
+import { eventually, isIpcError, within } from "./peers/assertions.ts";
 import { Peer, tempSocketDir } from "./peers/spawn.ts";
 
 const TRIALS = Number(Deno.env.get("SHMCALL_QUEUE_TRIALS") ?? 30);
@@ -24,28 +18,6 @@ const peers = new URL("../node/test/peers/", import.meta.url).pathname;
 /** A Node peer of node/test/peers/, started and ready. */
 const nodePeer = (script: string, ...args: string[]) =>
   Peer.start("node", [`${peers}${script}`, ...args], 20_000);
-
-/** Waits until `ready()` holds, looking again each millisecond; fails after `ms`. */
-async function eventually(what: string, ready: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!ready()) {
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 1));
-  }
-}
-
-/** Fails after `ms` unless `p` settles first. */
-function within<T>(p: Promise<T>, ms = 10_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout>;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`not settled within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-const terminated = (e: unknown) => e instanceof IpcError && e.status === Status.PEER_TERMINATED;
 
 Deno.test(`the host killed, ${TRIALS} times: what was listed is retrieved, then PEER_TERMINATED, and no file stays`, async () => {
   for (let trial = 0; trial < TRIALS; trial++) {
@@ -60,15 +32,15 @@ Deno.test(`the host killed, ${TRIALS} times: what was listed is retrieved, then 
       await host.kill();
       const got: number[] = [];
       await assert.rejects(async () => {
-        while (true) got.push((await within(consumer.next())).event);
-      }, terminated);
+        while (true) got.push((await within("next()", consumer.next())).event);
+      }, isIpcError(Status.PEER_TERMINATED));
       assert.deepEqual(got, Array.from({ length: posts }, (_, i) => i), `trial ${trial}`);
       await eventually("the producer hears of it", () => {
         try {
           producer.post(0);
           return false;
         } catch (e) {
-          assert.ok(terminated(e), String(e));
+          isIpcError(Status.PEER_TERMINATED)(e);
           return true;
         }
       });

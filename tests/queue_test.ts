@@ -9,30 +9,11 @@ import {
   serveEventQueue,
   Status,
 } from "../mod.ts";
+import { eventually, isIpcError, within } from "./peers/assertions.ts";
 import { Peer, tempSocketDir } from "./peers/spawn.ts";
 
 const text = (n: Notification) => new TextDecoder().decode(n.data);
 const bytes = (s: string) => new TextEncoder().encode(s);
-
-/** Waits until `ready()` holds, looking again each millisecond; fails after `ms`. */
-async function eventually(what: string, ready: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!ready()) {
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 1));
-  }
-}
-
-/** Fails after `ms` unless `p` settles first. */
-function within<T>(p: Promise<T>, ms = 10_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout>;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`not settled within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 Deno.test("consumers get the events they registered for, in post order, numbered by the queue", async () => {
   using dir = tempSocketDir();
@@ -120,7 +101,7 @@ Deno.test("next() waits for a post from another process, and for await reads the
   ]);
   const first = consumer.next(); // nothing is listed yet: this waits for the bell
   producer.signal("SIGUSR1");
-  assert.equal((await within(first)).sequence, 1);
+  assert.equal((await within("the first notification", first)).sequence, 1);
   const seen: number[] = [];
   for await (const n of consumer) {
     seen.push(n.sequence);
@@ -138,15 +119,15 @@ Deno.test("a closed host: posts fail, and next() ends after the notifications li
   producer.post(1, bytes("x"));
   producer.post(2, bytes("y"));
   await queue.close();
-  assert.equal(text(await within(consumer.next())), "x");
-  assert.equal(text(await within(consumer.next())), "y");
+  assert.equal(text(await within("next()", consumer.next())), "x");
+  assert.equal(text(await within("next()", consumer.next())), "y");
   await assert.rejects(
-    within(consumer.next()),
-    (e) => e instanceof IpcError && e.status === Status.PEER_TERMINATED,
+    within("next()", consumer.next()),
+    isIpcError(Status.PEER_TERMINATED),
   );
   assert.throws(
     () => producer.post(3),
-    (e) => e instanceof IpcError && e.status === Status.PEER_TERMINATED,
+    isIpcError(Status.PEER_TERMINATED),
   );
 });
 
@@ -166,9 +147,9 @@ Deno.test("a closed consumer is forgotten by the host, and its loop ends", async
   })();
   using producer = await openProducer("events", { socketDir });
   producer.post(1);
-  await within(first.promise);
+  await within("the first notification", first.promise);
   consumer.close();
-  assert.equal(await within(loop), 1, "the loop ended with the close");
+  assert.equal(await within("the loop", loop), 1, "the loop ended with the close");
   await eventually("the host forgets the consumer", () => queue.stats().consumers === 0);
   producer.post(1);
   assert.equal(queue.stats().delivered, 1, "nothing went to the closed consumer");
@@ -215,17 +196,17 @@ Deno.test("a host killed with SIGKILL: the listed notifications are retrieved, t
   using producer = await openProducer("events", { socketDir });
   for (let i = 0; i < 3; i++) producer.post(i);
   await host.kill();
-  for (let i = 0; i < 3; i++) assert.equal((await within(consumer.next())).event, i);
+  for (let i = 0; i < 3; i++) assert.equal((await within("next()", consumer.next())).event, i);
   await assert.rejects(
-    within(consumer.next()),
-    (e) => e instanceof IpcError && e.status === Status.PEER_TERMINATED,
+    within("next()", consumer.next()),
+    isIpcError(Status.PEER_TERMINATED),
   );
   await eventually("the producer hears of it", () => {
     try {
       producer.post(9);
       return false;
     } catch (e) {
-      assert.ok(e instanceof IpcError && e.status === Status.PEER_TERMINATED, String(e));
+      isIpcError(Status.PEER_TERMINATED)(e);
       return true;
     }
   });

@@ -412,14 +412,16 @@ impl Host {
             let state = &mut *state;
             let code = command.code();
             let result = match code {
-                OP_POST | OP_REGISTER | OP_UNREGISTER => {
+                OP_POST => {
+                    let input = command.input().to_vec();
+                    let result = self.post(state, &input, &mut answers);
+                    answers.0.push((command, result.map(|()| 0)));
+                    None
+                }
+                OP_REGISTER | OP_UNREGISTER => {
                     let input = command.input().to_vec();
                     let member = state.members.entry(conn.id).or_default();
-                    let result = match code {
-                        OP_REGISTER => Host::register(member, &input, true),
-                        OP_UNREGISTER => Host::register(member, &input, false),
-                        _ => self.post(state, &input, &mut answers),
-                    };
+                    let result = Host::register(member, &input, code == OP_REGISTER);
                     answers.0.push((command, result.map(|()| 0)));
                     None
                 }

@@ -1,5 +1,5 @@
 /**
- * Assertions the test files share: a bounded wait, a command's failure, and a matcher of library
+ * Assertions the test files share: bounded waits, a command's failure, and a matcher of library
  * failures.
  *
  * @module
@@ -18,6 +18,18 @@ export async function within<T>(what: string, promise: Promise<T>, ms = 10_000):
     return await Promise.race([promise, timeout]);
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/**
+ * Waits until `ready()` holds, looking again each millisecond, for a state that no event
+ * announces (a host forgetting a connection); fails after `ms`.
+ */
+export async function eventually(what: string, ready: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!ready()) {
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 1));
   }
 }
 
