@@ -176,6 +176,8 @@ export interface Results {
   idle: IdleRow[];
   /** Connect → command → close (empty when not run). */
   cycles: CycleRow[];
+  /** The event-queue tables, as `bench/events.ts` writes them (absent when not run). */
+  events?: string;
   /** How long the run took. */
   seconds: number;
   /** A quick run (fewer samples): printed, not written to the README. */
@@ -350,6 +352,7 @@ export function markdown(r: Results): string {
       `| ${t.name} | ${t.measured} | ${t.met === undefined ? "—" : t.met ? "yes" : "**no**"} |`,
     );
   }
+  if (r.events !== undefined) out.push("", r.events);
   return out.join("\n");
 }
 

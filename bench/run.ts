@@ -17,6 +17,7 @@ import { SocketEcho } from "./socket_client.ts";
 import { IN_FLIGHT, poolBench } from "./pool.ts";
 import { connectCycles, idleConnections } from "./connections.ts";
 import { cpuSeconds } from "../tests/peers/proc.ts";
+import { eventsBench, eventsMarkdown, perfSyscalls } from "./events.ts";
 import {
   ASYNC,
   type LatencyRow,
@@ -491,20 +492,9 @@ async function straceWindow(pids: number[]) {
 
 /** `perf stat -e raw_syscalls:sys_enter` on every thread of both processes for a second. */
 async function perfWindow(pids: number[]) {
-  const out = await new Deno.Command("perf", {
-    args: ["stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", pids.join(","), "--", "sleep", "1"],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  // CSV on stderr: count,unit,event,run time,percentage,…
-  const line = new TextDecoder().decode(out.stderr).split("\n")
-    .find((l) => l.includes("raw_syscalls:sys_enter"));
-  const count = Number(line?.split(",")[0]);
-  if (!out.success || !Number.isInteger(count)) {
-    console.error(`perf stat did not count: ${line ?? "no output"}`);
-    return undefined;
-  }
-  return { tool: "perf stat", seconds: 1, calls: count, top: "(perf counts, not names)" };
+  const calls = await perfSyscalls(["-p", pids.join(",")], 1);
+  if (calls === undefined) return undefined;
+  return { tool: "perf stat", seconds: 1, calls, top: "(perf counts, not names)" };
 }
 
 /**
@@ -649,6 +639,7 @@ async function main() {
   const noAllocations = await allocations();
   console.error("system calls per command");
   const sys = await syscalls(dir.path);
+  const events = eventsMarkdown(await eventsBench(QUICK));
 
   const results: Results = {
     memoryFloor: memoryFloor(1 << 20),
@@ -670,6 +661,7 @@ async function main() {
     rust,
     idle,
     cycles,
+    events,
     seconds: (Date.now() - started) / 1000,
     quick: QUICK,
   };

@@ -220,6 +220,10 @@ export const denoNative: Native = {
     check(library().shmcall_client_lane_wake(client));
   },
 
+  clientLaneQuiet(client) {
+    check(library().shmcall_client_lane_quiet(client));
+  },
+
   clientLaneActivate(client) {
     check(library().shmcall_client_lane_activate(client));
   },

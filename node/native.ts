@@ -116,6 +116,9 @@ export const nodeNative: Native = {
   clientLaneWake(client) {
     check(addon.clientLaneWake(client));
   },
+  clientLaneQuiet(client) {
+    check(addon.clientLaneQuiet(client));
+  },
   clientLaneActivate(client) {
     check(addon.clientLaneActivate(client));
   },

@@ -204,6 +204,13 @@ class PendingTable {
 
 /** The key of {@linkcode Client}'s queue operations, which only `queue.ts` uses. */
 export const queueOperation: unique symbol = Symbol("shmcall queue operation");
+/**
+ * The key of {@linkcode Client}'s one-way send of a queue operation (a post): it goes on the CS
+ * ring and the call returns, its answer taken later (`Client[queueSend]`).
+ */
+export const queueSend: unique symbol = Symbol("shmcall queue send");
+/** The key of {@linkcode Client}'s wait for its one-way sends' answers. */
+export const queueFlush: unique symbol = Symbol("shmcall queue flush");
 
 let capturedResolve: ((r: ExecuteResult) => void) | undefined;
 let capturedReject: ((e: unknown) => void) | undefined;
@@ -548,6 +555,108 @@ export class Client {
       return { status, length: this.#answered, output };
     }
     return this.#issueAsync(code, o, mode);
+  }
+
+  /** Slots of one-way sends whose answers were not taken yet (`Client[queueSend]`). */
+  readonly #sent = new Set<number>();
+  /** The first failure a one-way send's answer carried: the next send throws it. */
+  #sendFailed: IpcError | undefined;
+  /** Whether the core was told that this client takes its answers itself. */
+  #quiet = false;
+
+  /**
+   * Sends queue operation `code` with `input` one way: its slot goes on the CS ring and this
+   * returns, in the order of the sends (a slot each, never the backup path, which could overtake
+   * the ring). The answers are taken as later sends find them, or as the hub delivers them; a
+   * send that finds no slot free waits for an answer, at most `timeout` ms.
+   *
+   * @throws {IpcError} The connection's end (`PEER_TERMINATED`, `CLOSED`), a failure an earlier
+   * send's answer carried, or `TIMED_OUT` when no slot came free within `timeout`.
+   */
+  [queueSend](code: number, input: Uint8Array, timeout: number): void {
+    const handle = this.#open();
+    if (this.#ended !== undefined) throw this.#ended;
+    if (this.#sendFailed !== undefined) throw this.#sendFailed;
+    let lane = this.#useLane(handle);
+    if (!this.#quiet) {
+      // The answers are taken here and by `flush`: none need wake this thread.
+      this.#quiet = true;
+      native.clientLaneQuiet(handle);
+    }
+    this.#takeSent(lane);
+    let slot = lane.take(input.length, 0);
+    if (slot < 0) {
+      const deadline = performance.now() + timeout;
+      while (slot < 0) {
+        const left = deadline - performance.now();
+        if (this.#sent.size === 0 || left <= 0) {
+          throw new IpcError(
+            Status.TIMED_OUT,
+            `no slot of the connection to '${this.#icId}' came free within ${timeout} ms: the queue's host takes no posts`,
+          );
+        }
+        try {
+          native.clientLaneWait(handle, left);
+        } catch (e) {
+          this.#lost(e);
+          throw e;
+        }
+        lane = this.#useLane(handle);
+        this.#takeSent(lane);
+        if (this.#sendFailed !== undefined) throw this.#sendFailed;
+        slot = lane.take(input.length, 0);
+      }
+    }
+    lane.input(slot, input.length).set(input);
+    this.#sent.add(slot);
+    if (lane.push(slot, code, FLAG.QUEUE, input.length, 0, false)) {
+      if (!this.#fenceQueued) {
+        this.#fenceQueued = true;
+        hub.fenceSoon(this.#fence);
+      }
+      if (lane.peerAsleep && lane.fence()) native.clientLaneWake(handle);
+    }
+  }
+
+  /**
+   * Waits until every one-way send was answered, at most `timeout` ms; returns whether they
+   * were (false also when the connection ended first).
+   */
+  [queueFlush](timeout: number): boolean {
+    const handle = this.#handle;
+    if (handle === null || this.#lane === undefined) return this.#sent.size === 0;
+    const deadline = performance.now() + timeout;
+    while (this.#sent.size > 0 && this.#ended === undefined) {
+      this.#takeSent(this.#useLane(handle));
+      const left = deadline - performance.now();
+      if (this.#sent.size === 0 || left <= 0) break;
+      try {
+        native.clientLaneWait(handle, left);
+      } catch {
+        return false;
+      }
+    }
+    return this.#sent.size === 0;
+  }
+
+  /** Takes the answers on the lane: a one-way send's frees its slot, others are kept. */
+  #takeSent(lane: Lane): void {
+    let slot: number;
+    while ((slot = lane.pop()) >= 0) {
+      if (!this.#sentAnswered(slot, lane.status, lane.length)) {
+        this.#keepEarly(slot, lane.status, lane.length);
+      }
+    }
+  }
+
+  /** Whether `slot` was a one-way send's; if so, its answer frees it (a failure is kept). */
+  #sentAnswered(slot: number, status: number, length: number): boolean {
+    if (!this.#sent.delete(slot)) return false;
+    if (status < 0) {
+      this.#sendFailed ??= this.#answeredFailure(status, length, NO_OUTPUT);
+    }
+    this.#lane!.free(slot);
+    return true;
   }
 
   /**
@@ -1173,6 +1282,7 @@ export class Client {
   #answer(slot: number, status: number, length: number): void {
     const p = this.#pending.get(slot);
     if (p === undefined) {
+      if (this.#sentAnswered(slot, status, length)) return;
       // Withdrawn, timed out, or a synchronous command that gave up: only the slot is left.
       this.#lane!.free(slot);
       return;

@@ -410,6 +410,11 @@ export interface Native {
   /** After a push onto a lent CS ring whose sleep flag was raised: wakes the server. */
   clientLaneWake(client: Handle): void;
   /**
+   * The lent client takes its answers itself when it next sends or waits: the core no longer
+   * arms its SC ring, so an answer wakes nobody (the queue's one-way posts).
+   */
+  clientLaneQuiet(client: Handle): void;
+  /**
    * An asynchronous command went out while the lent SC ring was armed (`Lane.watched`): the
    * core's owner polls it again, so that its answer needs no WAKE frame.
    */

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { type Client, connect, queueOperation } from "./client.ts";
+import { type Client, connect, queueFlush, queueOperation, queueSend } from "./client.ts";
 import { IpcError } from "./errors.ts";
 import { type Handle, native, QUEUE } from "./native.ts";
 import { Status } from "./status.ts";
@@ -142,6 +142,9 @@ export function serveEventQueue(queueId: string, options?: QueueOptions): Promis
   }
 }
 
+/** How long a post waits for a slot, and `close` for the host to accept the posts made (ms). */
+const SEND_PATIENCE = 5_000;
+
 /** A producer of an event queue: posts notifications. */
 export class Producer implements Disposable {
   readonly #client: Client;
@@ -159,10 +162,13 @@ export class Producer implements Disposable {
 
   /**
    * Posts a notification of `event` (an integer from 0 to 2^32 - 1) with `data` (at most
-   * {@linkcode MAX_NOTIFICATION_DATA} bytes). Returns once the host accepted it, which never
-   * waits on a consumer.
+   * {@linkcode MAX_NOTIFICATION_DATA} bytes). It never waits on a consumer, nor for the host:
+   * it returns once the post is on its way, in this producer's order
+   * ({@linkcode Producer.flush} waits until the host accepted it). Only when the host lags by
+   * every slot of the connection does it wait, for at most 5 s, for one to come free.
    *
-   * @throws {IpcError} `PEER_TERMINATED` once the host is gone, `CLOSED` once closed.
+   * @throws {IpcError} `PEER_TERMINATED` once the host is known gone, `CLOSED` once closed,
+   * `TIMED_OUT` when the host took no post for 5 s.
    * @throws {TypeError | RangeError} On a bad event or data, naming it.
    */
   post(event: number, data?: Uint8Array): void {
@@ -178,14 +184,24 @@ export class Producer implements Disposable {
     }
     this.#event.setUint32(0, event, true);
     if (data !== undefined) this.#input.set(data, 4);
-    this.#client[queueOperation](QUEUE.POST, {
-      input: this.#input.subarray(0, 4 + length),
-      outputLength: 0,
-    });
+    this.#client[queueSend](QUEUE.POST, this.#input.subarray(0, 4 + length), SEND_PATIENCE);
   }
 
-  /** Closes the connection. Idempotent. */
+  /**
+   * Waits (at most `timeout` ms, default 5,000) until the host accepted every post made so far;
+   * returns whether it did. A post that returned is on its way; after `flush`, it has its
+   * sequence number and is in the lists of the consumers registered then.
+   */
+  flush(timeout = SEND_PATIENCE): boolean {
+    return this.#client[queueFlush](timeout);
+  }
+
+  /**
+   * Closes the connection, once the host accepted the posts made (waiting for that at most
+   * 5 s). Idempotent.
+   */
   close(): void {
+    this.#client[queueFlush](SEND_PATIENCE);
     this.#client.close();
   }
 

@@ -29,6 +29,7 @@ Deno.test(`the host killed, ${TRIALS} times: what was listed is retrieved, then 
       using producer = await openProducer("q", { socketDir });
       const posts = 1 + (trial % 7);
       for (let i = 0; i < posts; i++) producer.post(i);
+      assert.equal(producer.flush(), true);
       await host.kill();
       const got: number[] = [];
       await assert.rejects(async () => {
@@ -68,6 +69,7 @@ Deno.test(`a consumer killed, ${TRIALS} times, while posts flow: the host forget
       for (let i = 0; i < 20; i++) producer.post(trial);
       await doomed.kill();
       producer.post(trial);
+      assert.equal(producer.flush(), true);
       await eventually("the host forgets the killed consumer", () => queue.stats().consumers === 1);
       got.push(...survivor.retrieve());
     } finally {
@@ -107,6 +109,7 @@ Deno.test(`a producer killed, ${TRIALS} times, while it posts: nothing else chan
         if (i > 0) assert.equal(n.sequence, burst[i - 1]!.sequence + 1);
       });
       other.post(9);
+      assert.equal(other.flush(), true);
       assert.deepEqual(consumer.retrieve().map((n) => n.event), [9], "the queue goes on");
     } finally {
       await doomed.kill();

@@ -26,6 +26,8 @@ Deno.test("consumers get the events they registered for, in post order, numbered
   producer.post(2, bytes("two"));
   producer.post(3);
   producer.post(4, new Uint8Array(MAX_NOTIFICATION_DATA).fill(7));
+  // A post returns once it is on its way; flush waits until the host accepted them.
+  assert.equal(producer.flush(), true);
   assert.deepEqual(
     some.retrieve().map((n) => [n.event, n.sequence, text(n)]),
     [[1, 1, "one"], [3, 3, ""]],
@@ -52,12 +54,40 @@ Deno.test("a full list drops that consumer's notifications and counts them; the 
   using fast = await openConsumer("events", { events: "all", socketDir });
   using producer = await openProducer("events", { socketDir });
   for (let i = 0; i < 10; i++) producer.post(9, new Uint8Array([i]));
+  assert.equal(producer.flush(), true);
   assert.deepEqual(slow.retrieve().map((n) => n.sequence), [1, 2, 3, 4]);
   assert.equal(slow.stats().dropped, 6);
   assert.equal(fast.retrieve().length, 10, "the fast one lost nothing");
   assert.equal(queue.stats().dropped, 6);
   producer.post(9, bytes("after"));
+  producer.flush();
   assert.deepEqual(slow.retrieve().map((n) => [n.sequence, text(n)]), [[11, "after"]]);
+});
+
+Deno.test("posts go one way: many more than the connection's slots arrive in order, and flush waits for them", async () => {
+  using dir = tempSocketDir();
+  const socketDir = dir.path;
+  await using queue = await serveEventQueue("events", { socketDir });
+  using consumer = await openConsumer("events", { events: "all", socketDir, capacity: 2048 });
+  using producer = await openProducer("events", { socketDir });
+  const posts = 20_000;
+  const data = new Uint8Array(8);
+  const view = new DataView(data.buffer);
+  for (let i = 0; i < posts; i++) {
+    view.setUint32(0, i, true);
+    producer.post(i % 7, data);
+  }
+  assert.equal(producer.flush(), true);
+  assert.equal(queue.stats().posted, posts);
+  const got = consumer.retrieve();
+  assert.equal(got.length, 2048);
+  got.forEach((n, i) => {
+    assert.equal(n.sequence, i + 1);
+    assert.equal(n.event, i % 7);
+    assert.equal(new DataView(n.data.buffer).getUint32(0, true), i);
+  });
+  assert.equal(consumer.stats().dropped, posts - 2048);
+  assert.equal(producer.flush(0), true, "nothing is left to wait for");
 });
 
 Deno.test("registration changes apply to the posts accepted after them", async () => {
@@ -66,17 +96,23 @@ Deno.test("registration changes apply to the posts accepted after them", async (
   await using _queue = await serveEventQueue("events", { socketDir });
   using consumer = await openConsumer("events", { events: [], socketDir });
   using producer = await openProducer("events", { socketDir });
+  // Each flush makes the posts before it accepted before the registration change after it.
   producer.post(1, bytes("before"));
+  producer.flush();
   consumer.register(1, 2);
   producer.post(1, bytes("a"));
   producer.post(2, bytes("b"));
+  producer.flush();
   consumer.unregister(1);
   producer.post(1, bytes("c"));
   producer.post(2, bytes("d"));
+  producer.flush();
   consumer.unregister("all");
   producer.post(2, bytes("e"));
+  producer.flush();
   consumer.register("all");
   producer.post(7, bytes("f"));
+  producer.flush();
   assert.deepEqual(consumer.retrieve().map((n) => [n.event, text(n)]), [
     [1, "a"],
     [2, "b"],
@@ -195,6 +231,7 @@ Deno.test("a host killed with SIGKILL: the listed notifications are retrieved, t
   using consumer = await openConsumer("events", { events: "all", socketDir });
   using producer = await openProducer("events", { socketDir });
   for (let i = 0; i < 3; i++) producer.post(i);
+  assert.equal(producer.flush(), true);
   await host.kill();
   for (let i = 0; i < 3; i++) assert.equal((await within("next()", consumer.next())).event, i);
   await assert.rejects(
@@ -221,10 +258,12 @@ Deno.test("a consumer killed with SIGKILL is forgotten; producers and other cons
   try {
     using producer = await openProducer("events", { socketDir });
     producer.post(1);
+    producer.flush();
     assert.equal(queue.stats().consumers, 2);
     await doomed.kill();
     await eventually("the host forgets the killed consumer", () => queue.stats().consumers === 1);
     producer.post(2);
+    producer.flush();
     assert.deepEqual(other.retrieve().map((n) => n.event), [1, 2]);
   } finally {
     await doomed.kill();

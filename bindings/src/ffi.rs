@@ -497,6 +497,12 @@ pub extern "C" fn shmcall_client_lane_wake(client: u32) -> i32 {
     done(surface::client(client).map(|c| c.lane_wake()))
 }
 
+/// A lent client takes its answers itself, unprompted: they wake nobody (its one-way sends).
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_client_lane_quiet(client: u32) -> i32 {
+    done(surface::client(client).map(|c| c.lane_quiet()))
+}
+
 /// A lent client sent an asynchronous command while its SC ring was armed (`WATCHED`): its owner
 /// polls it again, so that the answer needs no WAKE frame.
 #[unsafe(no_mangle)]

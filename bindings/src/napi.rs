@@ -340,6 +340,12 @@ pub fn client_lane_wake(client_: u32) -> i32 {
     done(client(client_).map(|c| c.lane_wake()))
 }
 
+/// A lent client takes its answers itself, unprompted: they wake nobody.
+#[napi]
+pub fn client_lane_quiet(client_: u32) -> i32 {
+    done(client(client_).map(|c| c.lane_quiet()))
+}
+
 /// A lent client sent an asynchronous command while its SC ring was armed: the owner polls it.
 #[napi]
 pub fn client_lane_activate(client_: u32) -> i32 {

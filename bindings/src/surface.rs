@@ -370,6 +370,11 @@ impl ClientHandle {
         self.client.lane_wake();
     }
 
+    /// Answers on the lent connection wake nobody ([`Client::lane_quiet`]).
+    pub fn lane_quiet(&self) {
+        self.client.lane_quiet();
+    }
+
     /// The owner polls the lent connection again ([`Client::lane_activate`]).
     pub fn lane_activate(&self) {
         self.client.lane_activate();

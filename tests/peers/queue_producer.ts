@@ -14,4 +14,5 @@ Deno.addSignalListener("SIGUSR1", () => go.resolve());
 console.log("ready");
 await go.promise;
 for (let i = 0; i < Number(count); i++) producer.post(5, new Uint8Array([i]));
+producer.flush();
 Deno.exit(0);

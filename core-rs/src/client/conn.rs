@@ -150,6 +150,9 @@ pub(crate) struct Conn {
     /// Set once the connection is lent ([`Conn::lend`]): how to tell the consumer that the SC
     /// ring has entries (`Ok`) or that the connection ended (its error).
     lane: OnceLock<LaneNotify>,
+    /// A lent connection whose consumer takes its answers itself, unprompted: arming it leaves
+    /// its SC ring unwatched, so that answers wake nobody ([`super::Client::lane_quiet`]).
+    pub(crate) quiet: AtomicBool,
     /// Whether the lane's consumer was told of the end.
     lane_told_end: AtomicBool,
     me: Weak<Conn>,
@@ -254,6 +257,7 @@ impl Conn {
             death: Mutex::new(None),
             parking: p.parking,
             lane: OnceLock::new(),
+            quiet: AtomicBool::new(false),
             lane_told_end: AtomicBool::new(false),
             me: me.clone(),
         })
@@ -858,6 +862,11 @@ impl Member for Conn {
         if self.lane.get().is_some() {
             if self.is_ended() {
                 return self.lane_told_end.load(Ordering::SeqCst);
+            }
+            if self.quiet.load(Ordering::Relaxed) {
+                // Its consumer takes the answers when it next sends or waits: none wakes it.
+                self.sc.unwatch();
+                return true;
             }
             // Whatever JavaScript has out: an answer to a command it sent just now must wake it.
             self.sc.follow();

@@ -502,6 +502,17 @@ impl Client {
         conn.wake_owner();
     }
 
+    /// Makes a lent connection quiet: its consumer takes the answers itself when it next sends or
+    /// waits ([`Client::lane_wait`]), so the owner no longer arms the SC ring for them and an
+    /// answer wakes nobody (the queue's one-way posts, whose answers only free their slots). The
+    /// connection's end still reaches the consumer. Irrevocable.
+    pub fn lane_quiet(&self) {
+        let conn = &self.conn;
+        // Relaxed: read by the owner's `arm`, which at worst watches once more.
+        conn.quiet.store(true, Ordering::Relaxed);
+        conn.sc.unwatch();
+    }
+
     /// Waits on this thread until the next cell of a lent connection's SC ring holds an entry
     /// (at the read position its consumer published), spinning first and then sleeping, for at
     /// most `timeout`. Returns whether an entry is there; fails with the end's error once the

@@ -1,0 +1,117 @@
+/**
+ * A peer of the event-queue bench (`bench/events.ts`), on an event queue (`shm`) or on the socket
+ * broker (`broker`): `deno run -A bench/peers/event_peer.ts <shm|broker> <role> <where> [arg]`,
+ * where `where` is `<socket-dir>/<queue-id>` for a queue and the broker's socket path otherwise.
+ * It prints `ready` once registered, and times with the bench's clock (`CLOCK_MONOTONIC`, which
+ * every process of the machine shares).
+ *
+ * Roles:
+ * - `host`: hosts the queue (shm only), until killed.
+ * - `echo <n>`: takes `n` notifications of event 1, each holding its post's time, and posts each
+ *   back as event 2 with the time it was retrieved added.
+ * - `count`: counts the notifications of every event until one of {@linkcode END}, then prints
+ *   `done` and JSON: how many, how many its list dropped, and when it retrieved the first and
+ *   the last (ms).
+ * - `slow`: takes a notification, then waits a millisecond, until killed.
+ * - `drain <ms>`: once its list holds notifications, retrieves whatever is listed in a
+ *   synchronous loop for `ms`, announcing it with `draining`, then prints `done` and how many.
+ *
+ * @module
+ */
+
+import { openConsumer, openProducer } from "../../mod.ts";
+import { clock } from "../percentiles.ts";
+import { BrokerClient } from "./broker_client.ts";
+
+/** The event that ends a `count` peer's run. */
+export const END = 99;
+
+async function main(): Promise<void> {
+  const [kind, role, where, arg] = Deno.args;
+  if ((kind !== "shm" && kind !== "broker") || role === undefined || where === undefined) {
+    throw new Error("usage: event_peer.ts <shm|broker> <role> <where> [arg]");
+  }
+
+  /** The consumer's and producer's operations, whichever the transport. */
+  interface Side {
+    next(): Promise<{ event: number; data: Uint8Array }>;
+    post(event: number, data: Uint8Array): Promise<void> | void;
+    dropped(): number;
+  }
+
+  async function open(events: number[] | "all"): Promise<Side> {
+    if (kind === "broker") {
+      const c = await BrokerClient.open(where!);
+      await c.register(events === "all" ? [] : events);
+      return { next: () => c.next(), post: (e, d) => c.post(e, d), dropped: () => 0 };
+    }
+    const slash = where!.lastIndexOf("/");
+    const socketDir = where!.slice(0, slash);
+    const id = where!.slice(slash + 1);
+    const consumer = await openConsumer(id, { socketDir, events, capacity: 2048 });
+    const producer = events === "all" ? undefined : await openProducer(id, { socketDir });
+    return {
+      next: () => consumer.next(),
+      post: (e, d) => producer!.post(e, d),
+      dropped: () => consumer.stats().dropped,
+    };
+  }
+
+  if (role === "host") {
+    const slash = where.lastIndexOf("/");
+    const { serveEventQueue } = await import("../../mod.ts");
+    await serveEventQueue(where.slice(slash + 1), { socketDir: where.slice(0, slash) });
+    console.log("ready");
+  } else if (role === "echo") {
+    const side = await open([1]);
+    console.log("ready");
+    const times = new Float64Array(2);
+    const out = new Uint8Array(times.buffer);
+    for (let i = 0; i < Number(arg); i++) {
+      const n = await side.next();
+      times[0] = new DataView(n.data.buffer, n.data.byteOffset, 8).getFloat64(0, true);
+      times[1] = clock();
+      await side.post(2, out);
+    }
+  } else if (role === "count") {
+    const side = await open("all");
+    console.log("ready");
+    let n = 0;
+    let first = 0;
+    let last = 0;
+    while (true) {
+      const got = await side.next();
+      if (got.event === END) break;
+      last = clock();
+      if (n++ === 0) first = last;
+    }
+    console.log(`done ${JSON.stringify({ n, dropped: side.dropped(), first, last })}`);
+    Deno.exit(0);
+  } else if (role === "slow") {
+    const side = await open("all");
+    console.log("ready");
+    while (true) {
+      await side.next();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  } else if (role === "drain" && kind === "shm") {
+    const slash = where.lastIndexOf("/");
+    const consumer = await openConsumer(where.slice(slash + 1), {
+      socketDir: where.slice(0, slash),
+      events: "all",
+      capacity: 2048,
+    });
+    console.log("ready");
+    await consumer.next();
+    console.log("draining");
+    const until = clock() + Number(arg);
+    let n = 0;
+    while (clock() < until) n += consumer.retrieve().length;
+    console.log(`done ${JSON.stringify({ n })}`);
+    Deno.exit(0);
+  } else {
+    throw new Error(`no role '${role}' for ${kind}`);
+  }
+}
+
+if (import.meta.main) await main();
