@@ -132,7 +132,9 @@ fn next_waits_for_a_post_and_wakes_when_it_comes() {
     let dir = TempDir::new("queue-next");
     let _queue = EventQueue::serve("q", dir.serve_options()).unwrap();
     let options = dir.connect_options();
-    let consumer = Arc::new(Consumer::open("q", &Events::All, 16, &options).unwrap());
+    // Room for every post: a consumer descheduled for a while must not drop any (that is
+    // another test's), however the threads are scheduled.
+    let consumer = Arc::new(Consumer::open("q", &Events::All, 128, &options).unwrap());
     let producer = Producer::open("q", &options).unwrap();
     let waiting = {
         let consumer = consumer.clone();
