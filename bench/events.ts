@@ -22,20 +22,15 @@
  * @module
  */
 
-import { openConsumer, openProducer } from "../mod.ts";
 import { clock, summarize, type Summary } from "./percentiles.ts";
 import { Peer, tempSocketDir } from "../tests/peers/spawn.ts";
 import { connectUnix, SocketEcho } from "./socket_client.ts";
-import { BrokerClient } from "./peers/broker_client.ts";
-import { END } from "./peers/event_peer.ts";
+import { END, type Kind, openSide } from "./peers/event_peer.ts";
 
 const QUICK = Deno.env.get("SHMCALL_BENCH_QUICK") === "1";
 const here = (file: string) => decodeURIComponent(new URL(file, import.meta.url).pathname);
 const PEER = here("./peers/event_peer.ts");
 const ID = "bench-events";
-
-/** Transports compared. */
-type Kind = "shm" | "broker";
 
 /** Everything {@linkcode eventsBench} measured. */
 export interface EventResults {
@@ -70,42 +65,12 @@ async function meeting(
   return { where, hub };
 }
 
-/** The producer and consumer operations of this process, whichever the transport. */
-interface Side {
-  post(event: number, data: Uint8Array): void | Promise<void>;
-  next(): Promise<{ event: number; data: Uint8Array }>;
-  close(): void;
-}
-
-async function side(kind: Kind, where: string, events: number[] | undefined): Promise<Side> {
-  if (kind === "broker") {
-    const c = await BrokerClient.open(where);
-    if (events !== undefined) await c.register(events);
-    return { post: (e, d) => c.post(e, d), next: () => c.next(), close: () => c.close() };
-  }
-  const slash = where.lastIndexOf("/");
-  const socketDir = where.slice(0, slash);
-  const id = where.slice(slash + 1);
-  const producer = await openProducer(id, { socketDir });
-  const consumer = events === undefined
-    ? undefined
-    : await openConsumer(id, { socketDir, events, capacity: 2048 });
-  return {
-    post: (e, d) => producer.post(e, d),
-    next: () => consumer!.next(),
-    close: () => {
-      consumer?.close();
-      producer.close();
-    },
-  };
-}
-
 /** One-way times (ms) of `n` notifications each way between this process and an echo. */
 async function pingPong(kind: Kind, dir: string, n: number, tag: string): Promise<number[]> {
   const { where, hub } = await meeting(kind, dir, tag);
   try {
     await using _echo = await peer(kind, "echo", where, String(n));
-    const me = await side(kind, where, [2]);
+    const me = await openSide(kind, where, [2], true);
     try {
       const times = new Float64Array(1);
       const out = new Uint8Array(times.buffer);
@@ -182,7 +147,7 @@ async function fanOut(
     const counters: Peer[] = [];
     for (let i = 0; i < consumers; i++) counters.push(await peer(kind, "count", where));
     peers.push(...counters);
-    const me = await side(kind, where, undefined);
+    const me = await openSide(kind, where, undefined, true);
     try {
       const data = new Uint8Array(64);
       const start = clock();
@@ -269,7 +234,7 @@ async function retrieveSyscalls(dir: string): Promise<EventResults["retrieveSysc
   const { where, hub } = await meeting("shm", dir, "syscalls");
   try {
     await using drain = await peer("shm", "drain", where, "1500");
-    const me = await side("shm", where, undefined);
+    const me = await openSide("shm", where, undefined, true);
     try {
       const data = new Uint8Array(64);
       me.post(1, data);

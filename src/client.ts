@@ -588,34 +588,20 @@ export class Client {
     if (slot < 0) {
       const deadline = performance.now() + timeout;
       while (slot < 0) {
-        const left = deadline - performance.now();
-        if (this.#sent.size === 0 || left <= 0) {
+        if (this.#sent.size === 0 || !this.#waitForSent(handle, deadline)) {
           throw new IpcError(
             Status.TIMED_OUT,
             `no slot of the connection to '${this.#icId}' came free within ${timeout} ms: the queue's host takes no posts`,
           );
         }
-        try {
-          native.clientLaneWait(handle, left);
-        } catch (e) {
-          this.#lost(e);
-          throw e;
-        }
-        lane = this.#useLane(handle);
-        this.#takeSent(lane);
         if (this.#sendFailed !== undefined) throw this.#sendFailed;
+        lane = this.#useLane(handle);
         slot = lane.take(input.length, 0);
       }
     }
     lane.input(slot, input.length).set(input);
     this.#sent.add(slot);
-    if (lane.push(slot, code, FLAG.QUEUE, input.length, 0, false)) {
-      if (!this.#fenceQueued) {
-        this.#fenceQueued = true;
-        hub.fenceSoon(this.#fence);
-      }
-      if (lane.peerAsleep && lane.fence()) native.clientLaneWake(handle);
-    }
+    this.#pushLater(handle, lane, slot, code, FLAG.QUEUE, input.length, 0, false);
   }
 
   /**
@@ -626,17 +612,35 @@ export class Client {
     const handle = this.#handle;
     if (handle === null || this.#lane === undefined) return this.#sent.size === 0;
     const deadline = performance.now() + timeout;
-    while (this.#sent.size > 0 && this.#ended === undefined) {
-      this.#takeSent(this.#useLane(handle));
-      const left = deadline - performance.now();
-      if (this.#sent.size === 0 || left <= 0) break;
-      try {
-        native.clientLaneWait(handle, left);
-      } catch {
-        return false;
+    this.#takeSent(this.#useLane(handle));
+    try {
+      while (this.#sent.size > 0 && this.#ended === undefined) {
+        if (!this.#waitForSent(handle, deadline)) break;
       }
+    } catch {
+      // The connection ended: what was not answered will not be.
+      return false;
     }
     return this.#sent.size === 0;
+  }
+
+  /**
+   * Waits for an answer on the lane until `deadline` (`performance.now()`), then takes the
+   * answers there; false when the time was up before the wait.
+   *
+   * @throws {IpcError} The connection's end.
+   */
+  #waitForSent(handle: Handle, deadline: number): boolean {
+    const left = deadline - performance.now();
+    if (left <= 0) return false;
+    try {
+      native.clientLaneWait(handle, left);
+    } catch (e) {
+      this.#lost(e);
+      throw e;
+    }
+    this.#takeSent(this.#useLane(handle));
+    return true;
   }
 
   /** Takes the answers on the lane: a one-way send's frees its slot, others are kept. */
@@ -759,22 +763,36 @@ export class Client {
     // Withdrawn only when its signal aborts or its timeout passes (`#watch`).
     const withdrawable = o.signal !== undefined || o.timeout !== undefined ||
       this.#timeout !== undefined;
-    // Fenced once for the commands issued in this run of microtasks (`#fence`) — or at once
-    // when the server is seen asleep, so that it starts on them even if this thread then stays
-    // busy.
-    if (lane.push(slot, code, mode, inputLength, outputLength, withdrawable)) {
-      if (!this.#fenceQueued) {
-        this.#fenceQueued = true;
-        hub.fenceSoon(this.#fence);
-      }
-      if (lane.peerAsleep && lane.fence()) native.clientLaneWake(handle);
-    }
+    this.#pushLater(handle, lane, slot, code, mode, inputLength, outputLength, withdrawable);
     // The first command after a pause: the owner polls for its answer again.
     if (lane.watched) native.clientLaneActivate(handle);
     this.#pending.set(slot, p);
     hub.hold();
     if (withdrawable) this.#watch(slot, p);
     return promise;
+  }
+
+  /**
+   * Pushes a command that this thread does not wait for: fenced once for the commands issued in
+   * this run of microtasks (`#fence`) — or at once when the server is seen asleep, so that it
+   * starts on them even if this thread then stays busy.
+   */
+  #pushLater(
+    handle: Handle,
+    lane: Lane,
+    slot: number,
+    code: number,
+    mode: number,
+    inputLength: number,
+    outputLength: number,
+    withdrawable: boolean,
+  ): void {
+    if (!lane.push(slot, code, mode, inputLength, outputLength, withdrawable)) return;
+    if (!this.#fenceQueued) {
+      this.#fenceQueued = true;
+      hub.fenceSoon(this.#fence);
+    }
+    if (lane.peerAsleep && lane.fence()) native.clientLaneWake(handle);
   }
 
   /** Runs a command's prepare callbacks on its areas, and checks what they did. */

@@ -9,7 +9,7 @@
 import "./setup.ts";
 import assert from "node:assert/strict";
 import { type Notification, openConsumer, openProducer, serveEventQueue, Status } from "../mod.ts";
-import { eventually, isIpcError, within } from "./peers/assertions.ts";
+import { eventually, isIpcError, throwsStatus, within } from "./peers/assertions.ts";
 import { Peer, tempSocketDir } from "./peers/spawn.ts";
 
 const TRIALS = Number(Deno.env.get("SHMCALL_QUEUE_TRIALS") ?? 30);
@@ -36,15 +36,10 @@ Deno.test(`the host killed, ${TRIALS} times: what was listed is retrieved, then 
         while (true) got.push((await within("next()", consumer.next())).event);
       }, isIpcError(Status.PEER_TERMINATED));
       assert.deepEqual(got, Array.from({ length: posts }, (_, i) => i), `trial ${trial}`);
-      await eventually("the producer hears of it", () => {
-        try {
-          producer.post(0);
-          return false;
-        } catch (e) {
-          isIpcError(Status.PEER_TERMINATED)(e);
-          return true;
-        }
-      });
+      await eventually(
+        "the producer hears of it",
+        throwsStatus(Status.PEER_TERMINATED, () => producer.post(0)),
+      );
       await eventually(
         "the killed host's files are removed",
         () => [...Deno.readDirSync(socketDir)].length === 0,

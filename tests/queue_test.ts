@@ -9,7 +9,7 @@ import {
   serveEventQueue,
   Status,
 } from "../mod.ts";
-import { eventually, isIpcError, within } from "./peers/assertions.ts";
+import { eventually, isIpcError, throwsStatus, within } from "./peers/assertions.ts";
 import { Peer, tempSocketDir } from "./peers/spawn.ts";
 
 const text = (n: Notification) => new TextDecoder().decode(n.data);
@@ -238,15 +238,10 @@ Deno.test("a host killed with SIGKILL: the listed notifications are retrieved, t
     within("next()", consumer.next()),
     isIpcError(Status.PEER_TERMINATED),
   );
-  await eventually("the producer hears of it", () => {
-    try {
-      producer.post(9);
-      return false;
-    } catch (e) {
-      isIpcError(Status.PEER_TERMINATED)(e);
-      return true;
-    }
-  });
+  await eventually(
+    "the producer hears of it",
+    throwsStatus(Status.PEER_TERMINATED, () => producer.post(9)),
+  );
 });
 
 Deno.test("a consumer killed with SIGKILL is forgotten; producers and other consumers go on", async () => {

@@ -19,12 +19,66 @@
  * @module
  */
 
-import { openConsumer, openProducer } from "../../mod.ts";
+import { openConsumer, openProducer, serveEventQueue } from "../../mod.ts";
 import { clock } from "../percentiles.ts";
 import { BrokerClient } from "./broker_client.ts";
 
 /** The event that ends a `count` peer's run. */
 export const END = 99;
+
+/** The transports compared: an event queue, or the socket broker. */
+export type Kind = "shm" | "broker";
+
+/** A queue's `where`, `<socket-dir>/<queue-id>`: its socket directory and id. */
+export function queueAt(where: string): { socketDir: string; id: string } {
+  const slash = where.lastIndexOf("/");
+  return { socketDir: where.slice(0, slash), id: where.slice(slash + 1) };
+}
+
+/** A process's producer and consumer operations, whichever the transport. */
+export interface Side {
+  post(event: number, data: Uint8Array): void | Promise<void>;
+  next(): Promise<{ event: number; data: Uint8Array }>;
+  /** Notifications the consumer's list dropped (the broker drops none). */
+  dropped(): number;
+  close(): void;
+}
+
+/**
+ * Opens a side at `where`: a consumer registered for `events` (none when undefined), and a
+ * producer when `produce` (the broker's one connection does both).
+ */
+export async function openSide(
+  kind: Kind,
+  where: string,
+  events: number[] | "all" | undefined,
+  produce: boolean,
+): Promise<Side> {
+  if (kind === "broker") {
+    const c = await BrokerClient.open(where);
+    if (events !== undefined) await c.register(events === "all" ? [] : events);
+    return {
+      post: (e, d) => c.post(e, d),
+      next: () => c.next(),
+      dropped: () => 0,
+      close: () => c.close(),
+    };
+  }
+  const { socketDir, id } = queueAt(where);
+  const consumer = events === undefined
+    ? undefined
+    : await openConsumer(id, { socketDir, events, capacity: 2048 });
+  const producer = produce ? await openProducer(id, { socketDir }) : undefined;
+  return {
+    post: (e, d) => producer!.post(e, d),
+    next: () => consumer!.next(),
+    dropped: () => consumer?.stats().dropped ?? 0,
+    close: () => {
+      consumer?.close();
+      producer?.close();
+    },
+  };
+}
 
 async function main(): Promise<void> {
   const [kind, role, where, arg] = Deno.args;
@@ -32,38 +86,12 @@ async function main(): Promise<void> {
     throw new Error("usage: event_peer.ts <shm|broker> <role> <where> [arg]");
   }
 
-  /** The consumer's and producer's operations, whichever the transport. */
-  interface Side {
-    next(): Promise<{ event: number; data: Uint8Array }>;
-    post(event: number, data: Uint8Array): Promise<void> | void;
-    dropped(): number;
-  }
-
-  async function open(events: number[] | "all"): Promise<Side> {
-    if (kind === "broker") {
-      const c = await BrokerClient.open(where!);
-      await c.register(events === "all" ? [] : events);
-      return { next: () => c.next(), post: (e, d) => c.post(e, d), dropped: () => 0 };
-    }
-    const slash = where!.lastIndexOf("/");
-    const socketDir = where!.slice(0, slash);
-    const id = where!.slice(slash + 1);
-    const consumer = await openConsumer(id, { socketDir, events, capacity: 2048 });
-    const producer = events === "all" ? undefined : await openProducer(id, { socketDir });
-    return {
-      next: () => consumer.next(),
-      post: (e, d) => producer!.post(e, d),
-      dropped: () => consumer.stats().dropped,
-    };
-  }
-
   if (role === "host") {
-    const slash = where.lastIndexOf("/");
-    const { serveEventQueue } = await import("../../mod.ts");
-    await serveEventQueue(where.slice(slash + 1), { socketDir: where.slice(0, slash) });
+    const { socketDir, id } = queueAt(where);
+    await serveEventQueue(id, { socketDir });
     console.log("ready");
   } else if (role === "echo") {
-    const side = await open([1]);
+    const side = await openSide(kind, where, [1], true);
     console.log("ready");
     const times = new Float64Array(2);
     const out = new Uint8Array(times.buffer);
@@ -74,7 +102,7 @@ async function main(): Promise<void> {
       await side.post(2, out);
     }
   } else if (role === "count") {
-    const side = await open("all");
+    const side = await openSide(kind, where, "all", false);
     console.log("ready");
     let n = 0;
     let first = 0;
@@ -88,19 +116,15 @@ async function main(): Promise<void> {
     console.log(`done ${JSON.stringify({ n, dropped: side.dropped(), first, last })}`);
     Deno.exit(0);
   } else if (role === "slow") {
-    const side = await open("all");
+    const side = await openSide(kind, where, "all", false);
     console.log("ready");
     while (true) {
       await side.next();
       await new Promise((r) => setTimeout(r, 1));
     }
   } else if (role === "drain" && kind === "shm") {
-    const slash = where.lastIndexOf("/");
-    const consumer = await openConsumer(where.slice(slash + 1), {
-      socketDir: where.slice(0, slash),
-      events: "all",
-      capacity: 2048,
-    });
+    const { socketDir, id } = queueAt(where);
+    const consumer = await openConsumer(id, { socketDir, events: "all", capacity: 2048 });
     console.log("ready");
     await consumer.next();
     console.log("draining");

@@ -47,6 +47,22 @@ export async function failure(run: () => unknown): Promise<IpcError> {
   throw new assert.AssertionError({ message: "the command did not fail" });
 }
 
+/**
+ * A condition for {@linkcode eventually}: false while `run` returns, true once it throws an
+ * {@linkcode IpcError} of `status` (any other throw fails the test).
+ */
+export function throwsStatus(status: number, run: () => unknown): () => boolean {
+  return () => {
+    try {
+      run();
+      return false;
+    } catch (e) {
+      isIpcError(status)(e);
+      return true;
+    }
+  };
+}
+
 /** For `assert.throws`/`rejects`: the error is an {@linkcode IpcError} of `status`. */
 export function isIpcError(status: number): (e: unknown) => true {
   return (e: unknown) => {
