@@ -19,6 +19,9 @@ import { checkIcId, checkOptionsObject, checkSocketDir, shown } from "./validate
 /** The most data bytes a notification carries. */
 export const MAX_NOTIFICATION_DATA: number = QUEUE.MAX_DATA;
 
+/** How many notifications `next` takes from the list at a time (it hands them out one by one). */
+const NEXT_BATCH = 64;
+
 /** A consumer's list when its options name none, in notifications. */
 const DEFAULT_CAPACITY = 1024;
 
@@ -248,7 +251,11 @@ export interface Notification {
    * notification this consumer did not get (dropped, or of an event it did not register for).
    */
   sequence: number;
-  /** The data posted (a copy of this consumer's own). */
+  /**
+   * The data posted: a copy of this consumer's own, in a buffer that may hold the data of other
+   * notifications retrieved with it (read it through this view, or its `byteOffset` and
+   * `byteLength`, not from the start of `data.buffer`).
+   */
   data: Uint8Array;
 }
 
@@ -284,13 +291,18 @@ function registration(events: readonly (number | "all")[], what: string): Uint8A
 export class Consumer implements Disposable, AsyncIterable<Notification> {
   readonly #client: Client;
   readonly #list: Uint8Array;
+  /** The list's header words. */
   readonly #words: Uint32Array;
-  readonly #view: DataView;
+  /** The whole list as words: an entry's header is read from it (little-endian, as the host's). */
+  readonly #entries: Uint32Array;
   readonly #mask: number;
   readonly #capacity: number;
   /** This consumer's read count: what it publishes, never read back from shared memory. */
   #read = 0;
   #retrieved = 0;
+  /** Notifications `next` took from the list and has not handed out yet, from `#heldAt` on. */
+  readonly #held: Notification[] = [];
+  #heldAt = 0;
   #dropped = 0;
   /** The bell that is out: settles when the host rings it, or when the connection ends. */
   #bell: Promise<void> | undefined;
@@ -305,7 +317,7 @@ export class Consumer implements Disposable, AsyncIterable<Notification> {
     this.#client = client;
     this.#list = list;
     this.#words = new Uint32Array(list.buffer, list.byteOffset, QUEUE.LIST_ENTRIES_AT / 4);
-    this.#view = new DataView(list.buffer, list.byteOffset, list.byteLength);
+    this.#entries = new Uint32Array(list.buffer, list.byteOffset, list.byteLength >>> 2);
     this.#capacity = capacity;
     this.#mask = capacity - 1;
   }
@@ -340,40 +352,79 @@ export class Consumer implements Disposable, AsyncIterable<Notification> {
    * consumer is then closed.
    */
   retrieve(max = Infinity): Notification[] {
-    if (this.#ended?.status === Status.CLOSED) return [];
-    const words = this.#words;
-    // Atomics: the host's count is read before the entries it covers.
-    const written = Atomics.load(words, QUEUE.LIST_WRITE_AT / 4);
-    const waiting = (written - this.#read) >>> 0;
-    if (waiting > this.#capacity) {
-      this.#violation(`the host says ${waiting} notifications wait in a list of ${this.#capacity}`);
+    if (max !== Infinity && (!Number.isInteger(max) || max < 0)) {
+      throw new RangeError(
+        `max must be a non-negative integer or Infinity, received ${shown(max)}`,
+      );
     }
-    const n = Math.min(waiting, max);
-    const out: Notification[] = [];
-    const view = this.#view;
+    if (this.#ended?.status === Status.CLOSED) return [];
+    // Those `next` took from the list already come first.
+    const held = this.#held.length - this.#heldAt;
+    const out = held === 0
+      ? []
+      : this.#held.slice(this.#heldAt, this.#heldAt + Math.min(held, max));
+    this.#heldAt += out.length;
+    if (out.length < max) this.#copyOut(out, max - out.length);
+    this.#retrieved += out.length;
+    return out;
+  }
+
+  /**
+   * Copies up to `max` notifications out of the list onto `out`, their data in one fresh
+   * buffer (one allocation for the lot: one per notification cost 0.8 µs each, nine tenths of
+   * a retrieve, measured), and gives their entries back to the host.
+   */
+  #copyOut(out: Notification[], max: number): void {
+    const n = Math.min(this.#waiting(), max);
+    if (n === 0) return;
+    const w = this.#entries;
+    let total = 0;
     for (let i = 0; i < n; i++) {
-      const at = QUEUE.LIST_ENTRIES_AT +
-        ((this.#read + i) & this.#mask) * QUEUE.LIST_ENTRY_SIZE;
-      const length = view.getUint32(at + 12, true);
+      const length = w[(this.#entryAt((this.#read + i) >>> 0) >>> 2) + 3]!;
       if (length > QUEUE.MAX_DATA) {
         this.#violation(
           `a notification says it holds ${length} bytes, more than ${QUEUE.MAX_DATA}`,
         );
       }
+      total += length;
+    }
+    const data = new Uint8Array(total);
+    let offset = 0;
+    for (let i = 0; i < n; i++) {
+      const at = this.#entryAt((this.#read + i) >>> 0);
+      const word = at >>> 2;
+      // Read once: the length checked above is what is copied (the host may not rewrite an
+      // entry before the read count passes it, but a host that does changes nothing here).
+      const length = Math.min(w[word + 3]!, QUEUE.MAX_DATA, total - offset);
       const start = at + QUEUE.LIST_ENTRY_HEADER;
+      data.set(this.#list.subarray(start, start + length), offset);
       out.push({
-        sequence: Number(view.getBigUint64(at, true)),
-        event: view.getUint32(at + 8, true),
-        data: this.#list.slice(start, start + length),
+        // The sequence's two words, low first: exact up to 2^53, as numbers are.
+        sequence: w[word + 1]! * 2 ** 32 + w[word]!,
+        event: w[word + 2]!,
+        data: data.subarray(offset, offset + length),
       });
+      offset += length;
     }
-    if (n > 0) {
-      this.#read = (this.#read + n) >>> 0;
-      this.#retrieved += n;
-      // Atomics: the entries were copied out before the host may write over them.
-      Atomics.store(words, QUEUE.LIST_READ_AT / 4, this.#read);
+    this.#read = (this.#read + n) >>> 0;
+    // Atomics: the entries were copied out before the host may write over them.
+    Atomics.store(this.#words, QUEUE.LIST_READ_AT / 4, this.#read);
+  }
+
+  /** How many notifications the list holds: the host's count (a lie about it ends the consumer). */
+  #waiting(): number {
+    // Atomics: the host's count is read before the entries it covers.
+    const written = Atomics.load(this.#words, QUEUE.LIST_WRITE_AT / 4);
+    const waiting = (written - this.#read) >>> 0;
+    if (waiting > this.#capacity) {
+      this.#violation(`the host says ${waiting} notifications wait in a list of ${this.#capacity}`);
     }
-    return out;
+    return waiting;
+  }
+
+  /** Where entry number `index` (counted from the list's start, wrapping) lies in the list. */
+  #entryAt(index: number): number {
+    return QUEUE.LIST_ENTRIES_AT + (index & this.#mask) * QUEUE.LIST_ENTRY_SIZE;
   }
 
   #violation(why: string): never {
@@ -390,8 +441,17 @@ export class Consumer implements Disposable, AsyncIterable<Notification> {
    */
   async next(): Promise<Notification> {
     while (true) {
-      const [n] = this.retrieve(1);
-      if (n !== undefined) return n;
+      if (this.#ended?.status === Status.CLOSED) throw this.#ended;
+      if (this.#heldAt === this.#held.length && this.#waiting() > 0) {
+        // A batch at once: the next calls take theirs with no look at the list.
+        this.#held.length = this.#heldAt = 0;
+        this.#copyOut(this.#held, NEXT_BATCH);
+      }
+      if (this.#heldAt < this.#held.length) {
+        const n = this.#held[this.#heldAt++]!;
+        this.#retrieved++;
+        return n;
+      }
       if (this.#ended !== undefined) throw this.#ended;
       this.#bell ??= this.#ring();
       const words = this.#words;

@@ -84,10 +84,36 @@ Deno.test("posts go one way: many more than the connection's slots arrive in ord
   got.forEach((n, i) => {
     assert.equal(n.sequence, i + 1);
     assert.equal(n.event, i % 7);
-    assert.equal(new DataView(n.data.buffer).getUint32(0, true), i);
+    assert.equal(new DataView(n.data.buffer, n.data.byteOffset, 4).getUint32(0, true), i);
   });
   assert.equal(consumer.stats().dropped, posts - 2048);
   assert.equal(producer.flush(0), true, "nothing is left to wait for");
+});
+
+Deno.test("next() and retrieve() share one order, and each notification's data is its own", async () => {
+  using dir = tempSocketDir();
+  const socketDir = dir.path;
+  await using _queue = await serveEventQueue("events", { socketDir });
+  using consumer = await openConsumer("events", { events: "all", socketDir });
+  using producer = await openProducer("events", { socketDir });
+  for (let i = 1; i <= 10; i++) producer.post(i, new Uint8Array(i).fill(i));
+  assert.equal(producer.flush(), true);
+  const got = [await consumer.next(), ...consumer.retrieve(3), await consumer.next()];
+  got.push(...consumer.retrieve());
+  assert.deepEqual(got.map((n) => n.sequence), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  for (const n of got) assert.deepEqual(n.data, new Uint8Array(n.event).fill(n.event));
+  // Each notification's data is a copy of its own: writing one changes no other.
+  got[1]!.data.fill(0);
+  got[2]!.data.fill(0);
+  assert.deepEqual(got[0]!.data, new Uint8Array([1]));
+  assert.deepEqual(got[3]!.data, new Uint8Array(4).fill(4));
+  assert.deepEqual(consumer.retrieve(), []);
+  assert.deepEqual(consumer.stats(), { dropped: 0, retrieved: 10 });
+  assert.throws(
+    () => consumer.retrieve(1.5),
+    /max must be a non-negative integer or Infinity, received 1\.5/,
+  );
+  assert.throws(() => consumer.retrieve(-1), RangeError);
 });
 
 Deno.test("registration changes apply to the posts accepted after them", async () => {
