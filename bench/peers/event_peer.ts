@@ -14,7 +14,9 @@
  *   the last (ms).
  * - `slow`: takes a notification, then waits a millisecond, until killed.
  * - `drain <ms>`: once its list holds notifications, retrieves whatever is listed in a
- *   synchronous loop for `ms`, announcing it with `draining`, then prints `done` and how many.
+ *   synchronous loop for `ms`, announcing it with `draining`; then, announced with `baseline`,
+ *   makes as many notifications' objects from memory of its own and waits out another `ms`;
+ *   then prints `done` and how many it retrieved.
  *
  * @module
  */
@@ -128,9 +130,26 @@ async function main(): Promise<void> {
     console.log("ready");
     await consumer.next();
     console.log("draining");
-    const until = clock() + Number(arg);
+    const ms = Number(arg);
+    let until = clock() + ms;
     let n = 0;
     while (clock() < until) n += consumer.retrieve().length;
+    // The baseline: as many notifications' objects, made from memory of this process's own,
+    // in batches of 64 as `next` takes them; then the same wait on the clock.
+    console.log("baseline");
+    until = clock() + ms;
+    const own = new Uint8Array(256 * 64).fill(7);
+    const made: { event: number; sequence: number; data: Uint8Array }[] = [];
+    for (let left = n; left > 0; left -= 64) {
+      const batch = Math.min(64, left);
+      const data = new Uint8Array(64 * batch);
+      made.length = 0;
+      for (let i = 0; i < batch; i++) {
+        data.set(own.subarray(i * 256, i * 256 + 64), i * 64);
+        made.push({ event: 1, sequence: left + i, data: data.subarray(i * 64, i * 64 + 64) });
+      }
+    }
+    while (clock() < until);
     console.log(`done ${JSON.stringify({ n })}`);
     Deno.exit(0);
   } else {
