@@ -220,6 +220,8 @@ export const denoNative: Native = {
     check(library().shmcall_client_lane_wake(client));
   },
 
+  clientProtocolMinor: (client) => check(library().shmcall_client_protocol_minor(client)),
+
   clientLaneQuiet(client) {
     check(library().shmcall_client_lane_quiet(client));
   },

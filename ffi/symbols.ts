@@ -95,6 +95,8 @@ export const symbols = {
   shmcall_client_lend: { parameters: ["u32", "buffer", "usize"], result: "i32" },
   // int32_t shmcall_client_lane_wake(uint32_t client)
   shmcall_client_lane_wake: { parameters: ["u32"], result: "i32" },
+  // int32_t shmcall_client_protocol_minor(uint32_t client): the minor, or a failure
+  shmcall_client_protocol_minor: { parameters: ["u32"], result: "i32" },
   // int32_t shmcall_client_lane_quiet(uint32_t client)
   shmcall_client_lane_quiet: { parameters: ["u32"], result: "i32" },
   // int32_t shmcall_client_lane_activate(uint32_t client)

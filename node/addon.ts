@@ -37,6 +37,7 @@ export interface Addon {
   nowNs(): number;
   clientLend(client: number, into: Uint32Array): number;
   clientLaneWake(client: number): number;
+  clientProtocolMinor(client: number): number;
   clientLaneQuiet(client: number): number;
   clientLaneActivate(client: number): number;
   clientLaneWait(client: number, timeoutMs: number): number;

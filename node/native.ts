@@ -116,6 +116,7 @@ export const nodeNative: Native = {
   clientLaneWake(client) {
     check(addon.clientLaneWake(client));
   },
+  clientProtocolMinor: (client) => check(addon.clientProtocolMinor(client)),
   clientLaneQuiet(client) {
     check(addon.clientLaneQuiet(client));
   },

@@ -211,6 +211,12 @@ export const queueOperation: unique symbol = Symbol("shmcall queue operation");
 export const queueSend: unique symbol = Symbol("shmcall queue send");
 /** The key of {@linkcode Client}'s wait for its one-way sends' answers. */
 export const queueFlush: unique symbol = Symbol("shmcall queue flush");
+/** The key of {@linkcode Client}'s one-way batches (`Client[queueAppend]`). */
+export const queueAppend: unique symbol = Symbol("shmcall queue append");
+/** The key of {@linkcode Client}'s area of the one-way batch being filled. */
+export const queueArea: unique symbol = Symbol("shmcall queue area");
+/** The key of {@linkcode Client}'s protocol minor, as negotiated with its server. */
+export const queueMinor: unique symbol = Symbol("shmcall queue minor");
 
 let capturedResolve: ((r: ExecuteResult) => void) | undefined;
 let capturedReject: ((e: unknown) => void) | undefined;
@@ -575,6 +581,18 @@ export class Client {
    */
   [queueSend](code: number, input: Uint8Array, timeout: number): void {
     const handle = this.#open();
+    this.#sendBatch(handle);
+    const { lane, slot } = this.#sendSlot(handle, input.length, timeout);
+    lane.input(slot, input.length).set(input);
+    this.#sent.add(slot);
+    this.#pushLater(handle, lane, slot, code, FLAG.QUEUE, input.length, 0, false);
+  }
+
+  /**
+   * A free slot for a one-way send of `length` input bytes, after taking the answers there;
+   * waits for one at most `timeout` ms when every slot is out.
+   */
+  #sendSlot(handle: Handle, length: number, timeout: number): { lane: Lane; slot: number } {
     if (this.#ended !== undefined) throw this.#ended;
     if (this.#sendFailed !== undefined) throw this.#sendFailed;
     let lane = this.#useLane(handle);
@@ -584,7 +602,7 @@ export class Client {
       native.clientLaneQuiet(handle);
     }
     this.#takeSent(lane);
-    let slot = lane.take(input.length, 0);
+    let slot = lane.take(length, 0);
     if (slot < 0) {
       const deadline = performance.now() + timeout;
       while (slot < 0) {
@@ -596,12 +614,87 @@ export class Client {
         }
         if (this.#sendFailed !== undefined) throw this.#sendFailed;
         lane = this.#useLane(handle);
-        slot = lane.take(input.length, 0);
+        slot = lane.take(length, 0);
       }
     }
-    lane.input(slot, input.length).set(input);
+    return { lane, slot };
+  }
+
+  /** The slot of the one-way batch being filled (`Client[queueAppend]`), or -1. */
+  #batchSlot = -1;
+  /** The code of that batch's command. */
+  #batchCode = 0;
+  /** The bytes written into that batch so far. */
+  #batchLength = 0;
+  /** The batch slot's whole input area. */
+  #batchArea: Uint8Array = NO_OUTPUT;
+  /** Whether a microtask will send the batch. */
+  #batchQueued = false;
+  readonly #sendBatchSoon = (): void => {
+    this.#batchQueued = false;
+    if (this.#handle !== null) this.#sendBatch(this.#handle);
+  };
+
+  /**
+   * Room for `length` more bytes of the input of a one-way send of queue operation `code`,
+   * batched: the records appended during one run of synchronous code travel in one command
+   * (one slot, one push), sent once the microtasks queued so far ran, or at once when the next record does not
+   * fit or is of another code. Returns where in {@linkcode Client[queueArea]} the caller writes
+   * the record, at once (no view is made per record). The batch's order among this client's
+   * one-way sends is that of its first record.
+   *
+   * @throws {IpcError} As {@linkcode Client[queueSend]}.
+   */
+  [queueAppend](code: number, length: number, timeout: number): number {
+    const handle = this.#open();
+    if (this.#batchSlot >= 0) {
+      if (this.#batchCode !== code || this.#batchLength + length > this.#batchArea.length) {
+        this.#sendBatch(handle);
+      } else if (this.#batchArea.length === 0) {
+        // User code detached the segment's views (a transfer): the records written are there.
+        this.#batchArea = this.#useLane(handle).input(
+          this.#batchSlot,
+          this.#lane!.inputCapacity(this.#batchSlot),
+        );
+      }
+    }
+    if (this.#batchSlot < 0) {
+      const { lane, slot } = this.#sendSlot(handle, length, timeout);
+      this.#batchSlot = slot;
+      this.#batchCode = code;
+      this.#batchLength = 0;
+      this.#batchArea = lane.input(slot, lane.inputCapacity(slot));
+      if (!this.#batchQueued) {
+        // With the fences: before this thread polls or goes idle, should that come first.
+        this.#batchQueued = true;
+        hub.fenceSoon(this.#sendBatchSoon);
+      }
+    }
+    const at = this.#batchLength;
+    this.#batchLength = at + length;
+    return at;
+  }
+
+  /** The input area of the one-way batch being filled (`Client[queueAppend]`). */
+  get [queueArea](): Uint8Array {
+    return this.#batchArea;
+  }
+
+  /** Sends the one-way batch being filled, if any. */
+  #sendBatch(handle: Handle): void {
+    const slot = this.#batchSlot;
+    if (slot < 0) return;
+    this.#batchSlot = -1;
+    this.#batchArea = NO_OUTPUT;
+    if (this.#ended !== undefined) return;
     this.#sent.add(slot);
-    this.#pushLater(handle, lane, slot, code, FLAG.QUEUE, input.length, 0, false);
+    const lane = this.#useLane(handle);
+    this.#pushLater(handle, lane, slot, this.#batchCode, FLAG.QUEUE, this.#batchLength, 0, false);
+  }
+
+  /** The protocol minor this client and its server speak (`queue.ts`: which posts it may send). */
+  [queueMinor](): number {
+    return native.clientProtocolMinor(this.#open());
   }
 
   /**
@@ -612,6 +705,7 @@ export class Client {
     const handle = this.#handle;
     if (handle === null || this.#lane === undefined) return this.#sent.size === 0;
     const deadline = performance.now() + timeout;
+    this.#sendBatch(handle);
     this.#takeSent(this.#useLane(handle));
     try {
       while (this.#sent.size > 0 && this.#ended === undefined) {

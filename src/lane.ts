@@ -365,6 +365,11 @@ abstract class Rings {
     return this.u32.length === 0;
   }
 
+  /** The capacity of slot `slot`'s input area. */
+  inputCapacity(slot: number): number {
+    return this.classOf(slot).inputCapacity;
+  }
+
   /** The class of slot `slot` (one of this lane's: from a free list, or located). */
   protected classOf(slot: number): Class {
     return this.classes[this.classIndex[slot]!]!;

@@ -166,6 +166,10 @@ export const QUEUE = {
   BELL: 3,
   REGISTER: 4,
   UNREGISTER: 5,
+  POSTS: 6,
+  POSTS_RECORD_HEADER: 8,
+  /** The protocol minor from which a host takes `POSTS`. */
+  POSTS_SINCE_MINOR: 5,
   EVENTS_LISTED: 0,
   EVENTS_ALL: 1,
   MAX_DATA: 240,
@@ -409,6 +413,8 @@ export interface Native {
   clientLend(client: Handle, into: Uint32Array): void;
   /** After a push onto a lent CS ring whose sleep flag was raised: wakes the server. */
   clientLaneWake(client: Handle): void;
+  /** The protocol minor the client's connection speaks: the lower of its server's and ours. */
+  clientProtocolMinor(client: Handle): number;
   /**
    * The lent client takes its answers itself when it next sends or waits: the core no longer
    * arms its SC ring, so an answer wakes nobody (the queue's one-way posts).

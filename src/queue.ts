@@ -10,7 +10,16 @@
  * @module
  */
 
-import { type Client, connect, queueFlush, queueOperation, queueSend } from "./client.ts";
+import {
+  type Client,
+  connect,
+  queueAppend,
+  queueArea,
+  queueFlush,
+  queueMinor,
+  queueOperation,
+  queueSend,
+} from "./client.ts";
 import { IpcError } from "./errors.ts";
 import { type Handle, native, QUEUE } from "./native.ts";
 import { Status } from "./status.ts";
@@ -154,6 +163,8 @@ export class Producer implements Disposable {
   /** The input of a post: the event, then the data. */
   readonly #input = new Uint8Array(4 + QUEUE.MAX_DATA);
   readonly #event = new DataView(this.#input.buffer, 0, 4);
+  /** Whether the host takes several posts in one command (protocol 2.5). */
+  readonly #batches: boolean;
   /** The queue's id. */
   readonly queueId: string;
 
@@ -161,14 +172,16 @@ export class Producer implements Disposable {
   constructor(queueId: string, client: Client) {
     this.queueId = queueId;
     this.#client = client;
+    this.#batches = client[queueMinor]() >= QUEUE.POSTS_SINCE_MINOR;
   }
 
   /**
    * Posts a notification of `event` (an integer from 0 to 2^32 - 1) with `data` (at most
-   * {@linkcode MAX_NOTIFICATION_DATA} bytes). It never waits on a consumer, nor for the host:
-   * it returns once the post is on its way, in this producer's order
-   * ({@linkcode Producer.flush} waits until the host accepted it). Only when the host lags by
-   * every slot of the connection does it wait, for at most 5 s, for one to come free.
+   * {@linkcode MAX_NOTIFICATION_DATA} bytes, copied at once). It never waits on a consumer, nor
+   * for the host: the posts made in one run of code leave together, in this producer's order,
+   * once the microtasks queued so far ran ({@linkcode Producer.flush} sends them at once and
+   * waits until the host accepted them; {@linkcode Producer.close} too). Only when the host lags
+   * by every slot of the connection does it wait, for at most 5 s, for one to come free.
    *
    * @throws {IpcError} `PEER_TERMINATED` once the host is known gone, `CLOSED` once closed,
    * `TIMED_OUT` when the host took no post for 5 s.
@@ -185,9 +198,27 @@ export class Producer implements Disposable {
         `a notification carries at most ${QUEUE.MAX_DATA} bytes of data, received ${length}`,
       );
     }
-    this.#event.setUint32(0, event, true);
-    if (data !== undefined) this.#input.set(data, 4);
-    this.#client[queueSend](QUEUE.POST, this.#input.subarray(0, 4 + length), SEND_PATIENCE);
+    if (!this.#batches) {
+      this.#event.setUint32(0, event, true);
+      if (data !== undefined) this.#input.set(data, 4);
+      this.#client[queueSend](QUEUE.POST, this.#input.subarray(0, 4 + length), SEND_PATIENCE);
+      return;
+    }
+    // A record of the batch of posts this run of code makes: event, length, data (all posts of
+    // one run travel in one command).
+    const client = this.#client;
+    const at = client[queueAppend](QUEUE.POSTS, QUEUE.POSTS_RECORD_HEADER + length, SEND_PATIENCE);
+    const area = client[queueArea];
+    area[at] = event;
+    area[at + 1] = event >>> 8;
+    area[at + 2] = event >>> 16;
+    area[at + 3] = event >>> 24;
+    // The length, little-endian: at most 240, one byte.
+    area[at + 4] = length;
+    area[at + 5] = 0;
+    area[at + 6] = 0;
+    area[at + 7] = 0;
+    if (data !== undefined) area.set(data, at + QUEUE.POSTS_RECORD_HEADER);
   }
 
   /**
@@ -439,7 +470,17 @@ export class Consumer implements Disposable, AsyncIterable<Notification> {
    * @throws {IpcError} `PEER_TERMINATED` once the host is gone and every notification it listed
    * was retrieved; `CLOSED` once this consumer is closed.
    */
-  async next(): Promise<Notification> {
+  next(): Promise<Notification> {
+    // The common case first, with no async function's machinery: one is held already.
+    if (this.#heldAt < this.#held.length && this.#ended?.status !== Status.CLOSED) {
+      this.#retrieved++;
+      return Promise.resolve(this.#held[this.#heldAt++]!);
+    }
+    return this.#nextWaiting();
+  }
+
+  /** {@linkcode Consumer.next} when none is held: from the list, or once one comes. */
+  async #nextWaiting(): Promise<Notification> {
     while (true) {
       if (this.#ended?.status === Status.CLOSED) throw this.#ended;
       if (this.#heldAt === this.#held.length && this.#waiting() > 0) {

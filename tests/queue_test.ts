@@ -90,6 +90,34 @@ Deno.test("posts go one way: many more than the connection's slots arrive in ord
   assert.equal(producer.flush(0), true, "nothing is left to wait for");
 });
 
+Deno.test("the posts of one run of code travel together: sizes 0 to 240, across slots and runs, in order", async () => {
+  using dir = tempSocketDir();
+  const socketDir = dir.path;
+  await using queue = await serveEventQueue("events", { socketDir });
+  using consumer = await openConsumer("events", { events: "all", socketDir, capacity: 2048 });
+  using producer = await openProducer("events", { socketDir });
+  const sizeOf = (i: number) => (i * 37) % (MAX_NOTIFICATION_DATA + 1);
+  const dataOf = (i: number) => new Uint8Array(sizeOf(i)).fill(i & 0xff);
+  let i = 0;
+  // A run whose posts fill many slots' worth (a slot holds 4 KiB of records), then runs of
+  // one post each between awaits, then a run again: each post keeps its place.
+  for (; i < 600; i++) producer.post(0xffff_fff0 + (i % 16), dataOf(i));
+  for (; i < 620; i++) {
+    producer.post(i, dataOf(i));
+    await Promise.resolve();
+  }
+  for (; i < 1000; i++) producer.post(i, dataOf(i));
+  assert.equal(producer.flush(), true);
+  assert.equal(queue.stats().posted, 1000);
+  const got = consumer.retrieve();
+  assert.equal(got.length, 1000);
+  got.forEach((n, k) => {
+    assert.equal(n.sequence, k + 1);
+    assert.equal(n.event, k < 600 ? 0xffff_fff0 + (k % 16) : k);
+    assert.deepEqual(n.data, dataOf(k), `notification ${k}'s data`);
+  });
+});
+
 Deno.test("next() and retrieve() share one order, and each notification's data is its own", async () => {
   using dir = tempSocketDir();
   const socketDir = dir.path;
@@ -180,6 +208,8 @@ Deno.test("a closed host: posts fail, and next() ends after the notifications li
   using producer = await openProducer("events", { socketDir });
   producer.post(1, bytes("x"));
   producer.post(2, bytes("y"));
+  // Listed before the host goes (posts leave at the end of this run of code, together).
+  assert.ok(producer.flush(), "the host accepted the posts");
   await queue.close();
   assert.equal(text(await within("next()", consumer.next())), "x");
   assert.equal(text(await within("next()", consumer.next())), "y");

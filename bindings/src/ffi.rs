@@ -497,6 +497,16 @@ pub extern "C" fn shmcall_client_lane_wake(client: u32) -> i32 {
     done(surface::client(client).map(|c| c.lane_wake()))
 }
 
+/// The protocol minor a client's connection speaks (the lower of its server's and this
+/// library's), or the failure.
+#[unsafe(no_mangle)]
+pub extern "C" fn shmcall_client_protocol_minor(client: u32) -> i32 {
+    match surface::client(client) {
+        Ok(c) => i32::from(c.protocol_minor()),
+        Err(e) => fail(e),
+    }
+}
+
 /// A lent client takes its answers itself, unprompted: they wake nobody (its one-way sends).
 #[unsafe(no_mangle)]
 pub extern "C" fn shmcall_client_lane_quiet(client: u32) -> i32 {

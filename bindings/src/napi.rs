@@ -340,6 +340,15 @@ pub fn client_lane_wake(client_: u32) -> i32 {
     done(client(client_).map(|c| c.lane_wake()))
 }
 
+/// The protocol minor a client's connection speaks, or the failure.
+#[napi]
+pub fn client_protocol_minor(client_: u32) -> i32 {
+    match client(client_) {
+        Ok(c) => i32::from(c.protocol_minor()),
+        Err(e) => fail(e),
+    }
+}
+
 /// A lent client takes its answers itself, unprompted: they wake nobody.
 #[napi]
 pub fn client_lane_quiet(client_: u32) -> i32 {

@@ -370,6 +370,11 @@ impl ClientHandle {
         self.client.lane_wake();
     }
 
+    /// The protocol minor the connection speaks ([`Client::protocol_minor`]).
+    pub fn protocol_minor(&self) -> u16 {
+        self.client.protocol_minor()
+    }
+
     /// Answers on the lent connection wake nobody ([`Client::lane_quiet`]).
     pub fn lane_quiet(&self) {
         self.client.lane_quiet();
@@ -1372,6 +1377,12 @@ pub const CONSTANTS: &[(&str, i64)] = &[
     ("QUEUE_BELL", queue::OP_BELL as i64),
     ("QUEUE_REGISTER", queue::OP_REGISTER as i64),
     ("QUEUE_UNREGISTER", queue::OP_UNREGISTER as i64),
+    ("QUEUE_POSTS", queue::OP_POSTS as i64),
+    (
+        "QUEUE_POSTS_RECORD_HEADER",
+        queue::POSTS_RECORD_HEADER as i64,
+    ),
+    ("QUEUE_POSTS_SINCE_MINOR", queue::POSTS_SINCE_MINOR as i64),
     ("QUEUE_EVENTS_LISTED", queue::EVENTS_LISTED as i64),
     ("QUEUE_EVENTS_ALL", queue::EVENTS_ALL as i64),
     ("QUEUE_MAX_DATA", queue::MAX_DATA as i64),

@@ -50,6 +50,16 @@ pub const OP_BELL: u32 = 3;
 pub const OP_REGISTER: u32 = 4;
 /// Unregisters events: input as for [`OP_REGISTER`]; mode 1 unregisters everything.
 pub const OP_UNREGISTER: u32 = 5;
+/// Posts several notifications in one command (protocol 2.5): input one record or more, each
+/// `[event u32][length u32][length data bytes]`, back to back; answered at once, status 0, after
+/// the host accepted them in order (each its own sequence number), or `INVALID_ARGUMENT`, with
+/// none accepted, unless every record is whole and at most [`MAX_DATA`] bytes of data.
+pub const OP_POSTS: u32 = 6;
+/// The bytes of a [`OP_POSTS`] record before its data.
+pub const POSTS_RECORD_HEADER: usize = 8;
+/// The protocol minor from which a host takes [`OP_POSTS`] (an older one answers it
+/// `INVALID_COMMAND`).
+pub const POSTS_SINCE_MINOR: u16 = 5;
 
 /// Registration mode: the events listed after it.
 pub const EVENTS_LISTED: u32 = 0;
@@ -138,6 +148,30 @@ pub fn parse_post(input: &[u8]) -> Result<(u32, &[u8]), Status> {
         return Err(Status::InvalidArgument);
     }
     Ok((u32_at(input, 0), &input[4..]))
+}
+
+/// The records of a [`OP_POSTS`] input, as `(event, data)`, in order; `INVALID_ARGUMENT` unless
+/// the input is one record or more, each whole (its header, then as many data bytes as its length
+/// says, at most [`MAX_DATA`]), with nothing after the last.
+pub fn parse_posts(input: &[u8]) -> Result<Vec<(u32, &[u8])>, Status> {
+    let mut records = Vec::new();
+    let mut rest = input;
+    while !rest.is_empty() {
+        if rest.len() < POSTS_RECORD_HEADER {
+            return Err(Status::InvalidArgument);
+        }
+        let len = u32_at(rest, 4) as usize;
+        if len > MAX_DATA || rest.len() - POSTS_RECORD_HEADER < len {
+            return Err(Status::InvalidArgument);
+        }
+        let end = POSTS_RECORD_HEADER + len;
+        records.push((u32_at(rest, 0), &rest[POSTS_RECORD_HEADER..end]));
+        rest = &rest[end..];
+    }
+    if records.is_empty() {
+        return Err(Status::InvalidArgument);
+    }
+    Ok(records)
 }
 
 /// The events of a [`OP_REGISTER`] or [`OP_UNREGISTER`] input: `None` for every event
@@ -322,8 +356,8 @@ impl Answers {
 }
 
 impl Host {
-    fn post(&self, state: &mut State, input: &[u8], answers: &mut Answers) -> Result<(), Status> {
-        let (event, data) = parse_post(input)?;
+    /// Accepts one post: numbers it and copies it into the lists registered for its event.
+    fn post(state: &mut State, event: u32, data: &[u8], answers: &mut Answers) {
         state.sequence += 1;
         state.stats.posted += 1;
         let sequence = state.sequence;
@@ -346,7 +380,6 @@ impl Host {
                 }
             }
         }
-        Ok(())
     }
 
     fn list(&self, member: &mut Member, mut command: Command) -> Result<(), (Command, Status)> {
@@ -414,7 +447,24 @@ impl Host {
             let result = match code {
                 OP_POST => {
                     let input = command.input().to_vec();
-                    let result = self.post(state, &input, &mut answers);
+                    let result = parse_post(&input)
+                        .map(|(event, data)| Host::post(state, event, data, &mut answers));
+                    answers.0.push((command, result.map(|()| 0)));
+                    None
+                }
+                // As a host of protocol 2.4 would: the client spoke that.
+                OP_POSTS if conn.minor < POSTS_SINCE_MINOR => {
+                    Some((command, Status::InvalidCommand))
+                }
+                OP_POSTS => {
+                    let input = command.input().to_vec();
+                    // Every record is checked before the first is accepted: a bad batch posts
+                    // nothing.
+                    let result = parse_posts(&input).map(|records| {
+                        for (event, data) in records {
+                            Host::post(state, event, data, &mut answers);
+                        }
+                    });
                     answers.0.push((command, result.map(|()| 0)));
                     None
                 }
@@ -608,25 +658,60 @@ impl Producer {
     /// Posts a notification of `event` with `data` (at most [`MAX_DATA`] bytes). Returns once
     /// the host accepted it, which never waits on a consumer.
     pub fn post(&self, event: u32, data: &[u8]) -> Result<(), Error> {
-        if data.len() > MAX_DATA {
-            return Err(Error::new(
-                Status::InvalidArgument,
-                format!(
-                    "a notification carries at most {MAX_DATA} bytes of data, not {}",
-                    data.len()
-                ),
-            ));
-        }
+        check_data(data)?;
         let mut input = Vec::with_capacity(4 + data.len());
         input.extend_from_slice(&event.to_le_bytes());
         input.extend_from_slice(data);
         operate(&self.client, OP_POST, &input)
     }
 
+    /// Posts `posts`, each an event and its data, in order, in one command ([`OP_POSTS`]) when
+    /// the host speaks protocol 2.5 (one each before). Returns once the host accepted them all;
+    /// a bad one (data over [`MAX_DATA`]) fails the call before anything is sent.
+    pub fn post_all(&self, posts: &[(u32, &[u8])]) -> Result<(), Error> {
+        for (_, data) in posts {
+            check_data(data)?;
+        }
+        if posts.is_empty() {
+            return Ok(());
+        }
+        if self.client.protocol_minor() < POSTS_SINCE_MINOR {
+            return posts
+                .iter()
+                .try_for_each(|(event, data)| self.post(*event, data));
+        }
+        let size = posts
+            .iter()
+            .map(|(_, data)| POSTS_RECORD_HEADER + data.len())
+            .sum();
+        let mut input = Vec::with_capacity(size);
+        for (event, data) in posts {
+            input.extend_from_slice(&event.to_le_bytes());
+            // At most MAX_DATA (checked): it fits.
+            input.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            input.extend_from_slice(data);
+        }
+        operate(&self.client, OP_POSTS, &input)
+    }
+
     /// Closes the connection.
     pub fn close(&self) {
         self.client.close();
     }
+}
+
+/// `INVALID_ARGUMENT` for data over [`MAX_DATA`] bytes.
+fn check_data(data: &[u8]) -> Result<(), Error> {
+    if data.len() > MAX_DATA {
+        return Err(Error::new(
+            Status::InvalidArgument,
+            format!(
+                "a notification carries at most {MAX_DATA} bytes of data, not {}",
+                data.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One notification: its event, its number among the queue's posts, and its data.

@@ -57,7 +57,8 @@ pub const PROTOCOL_MAJOR: u16 = 2;
 ///   connection again").
 /// - 4: event queues: a command flagged [`crate::slot::FLAG_QUEUE`] is an operation on a
 ///   queue, which only a queue's host runs ([`crate::queue`]; docs/events.md).
-pub const PROTOCOL_MINOR: u16 = 4;
+/// - 5: a queue's host takes several posts in one command ([`crate::queue::OP_POSTS`]).
+pub const PROTOCOL_MINOR: u16 = 5;
 /// The first bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SHMCALL\0";
 

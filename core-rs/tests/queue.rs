@@ -8,7 +8,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{TempDir, WAIT};
-use shmcall_core::queue::{Consumer, EventQueue, Events, MAX_DATA, Notification, Producer};
+use shmcall_core::queue::{
+    Consumer, EventQueue, Events, MAX_DATA, Notification, OP_POSTS, POSTS_SINCE_MINOR, Producer,
+};
 use shmcall_core::{Client, Mode, Status, handlers};
 
 /// Waits (bounded) until `ready` holds.
@@ -179,6 +181,99 @@ fn a_closed_consumer_is_forgotten_and_a_closed_host_ends_next_after_what_was_lis
     assert_eq!(end.status(), Status::PeerTerminated, "{end}");
     let post = producer.post(3, b"z").unwrap_err();
     assert_eq!(post.status(), Status::PeerTerminated, "{post}");
+}
+
+#[test]
+fn a_batch_of_posts_is_accepted_in_order_and_a_bad_batch_posts_nothing() {
+    let dir = TempDir::new("queue-batch");
+    let queue = EventQueue::serve("q", dir.serve_options()).unwrap();
+    let options = dir.connect_options();
+    let all = Consumer::open("q", &Events::All, 16, &options).unwrap();
+    let producer = Producer::open("q", &options).unwrap();
+    producer.post(9, b"before").unwrap();
+    let full = [5; MAX_DATA];
+    producer
+        .post_all(&[(1, b"a"), (2, b""), (3, &full)])
+        .unwrap();
+    producer.post(9, b"after").unwrap();
+    assert_eq!(
+        events(&all.retrieve(100).unwrap()),
+        vec![
+            (9, 1, b"before".to_vec()),
+            (1, 2, b"a".to_vec()),
+            (2, 3, vec![]),
+            (3, 4, full.to_vec()),
+            (9, 5, b"after".to_vec()),
+        ],
+        "each record a post of its own, numbered in the batch's order between its neighbours"
+    );
+    assert_eq!(
+        producer
+            .post_all(&[(1, b"ok"), (2, &[0; MAX_DATA + 1])])
+            .unwrap_err()
+            .status(),
+        Status::InvalidArgument
+    );
+
+    // What a client that breaks the format sends: each refused whole, nothing posted.
+    let client = Client::connect("q", &options).unwrap();
+    let record = |event: u32, len: u32, data: &[u8]| {
+        let mut r = event.to_le_bytes().to_vec();
+        r.extend_from_slice(&len.to_le_bytes());
+        r.extend_from_slice(data);
+        r
+    };
+    let good = record(1, 2, b"ok");
+    let bad: [(&str, Vec<u8>); 4] = [
+        ("no record", vec![]),
+        ("a header cut short", [&good[..], &[1, 0, 0]].concat()),
+        (
+            "more data than MAX_DATA",
+            [good.clone(), record(1, 241, &[0; 241])].concat(),
+        ),
+        (
+            "a length beyond the input",
+            [good.clone(), record(1, 3, b"ab")].concat(),
+        ),
+    ];
+    for (what, input) in bad {
+        let mut ticket = client.begin(OP_POSTS, input.len(), 0, Mode::Queue).unwrap();
+        ticket.input().write(&input);
+        let refused = client.call(&mut ticket).unwrap_err();
+        assert_eq!(refused.status(), Status::InvalidArgument, "{what}");
+    }
+    assert_eq!(
+        queue.stats().posted,
+        5,
+        "no post of a bad batch was accepted"
+    );
+    assert!(all.retrieve(100).unwrap().is_empty());
+}
+
+#[test]
+fn a_producer_that_speaks_2_4_posts_one_at_a_time_and_the_host_takes_no_batch_from_it() {
+    let dir = TempDir::new("queue-2-4");
+    let _queue = EventQueue::serve("q", dir.serve_options()).unwrap();
+    let options = dir.connect_options();
+    let all = Consumer::open("q", &Events::All, 16, &options).unwrap();
+    let old = shmcall_core::ConnectOptions {
+        protocol_minor: POSTS_SINCE_MINOR - 1,
+        ..options.clone()
+    };
+    let producer = Producer::open("q", &old).unwrap();
+    producer.post_all(&[(1, b"a"), (2, b"b")]).unwrap();
+    assert_eq!(
+        events(&all.retrieve(100).unwrap()),
+        vec![(1, 1, b"a".to_vec()), (2, 2, b"b".to_vec())]
+    );
+    // The batch itself, on a 2.4 connection, is what a 2.4 host refuses.
+    let client = Client::connect("q", &old).unwrap();
+    assert_eq!(client.protocol_minor(), POSTS_SINCE_MINOR - 1);
+    let input = [1, 0, 0, 0, 0, 0, 0, 0];
+    let mut ticket = client.begin(OP_POSTS, input.len(), 0, Mode::Queue).unwrap();
+    ticket.input().write(&input);
+    let refused = client.call(&mut ticket).unwrap_err();
+    assert_eq!(refused.status(), Status::InvalidCommand);
 }
 
 #[test]

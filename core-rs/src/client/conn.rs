@@ -104,6 +104,8 @@ pub(crate) struct Conn {
     pub(crate) endpoint: Endpoint,
     /// The server's process id (from the socket's credentials).
     pub(crate) server_pid: i32,
+    /// The protocol minor both sides speak (the lower of the two).
+    pub(crate) minor: u16,
     /// Whether the server is in this process (its handlers may run on this process's threads).
     pub(crate) in_this_process: bool,
     /// Commands, bytes, failures and round trips of this connection.
@@ -203,6 +205,8 @@ pub(crate) struct Parts {
     pub(crate) ic_id: String,
     pub(crate) endpoint: Endpoint,
     pub(crate) server_pid: i32,
+    /// The protocol minor both sides speak (the lower of the two).
+    pub(crate) minor: u16,
     pub(crate) segment: Segment,
     pub(crate) spin: Spin,
     pub(crate) link: Link,
@@ -227,6 +231,7 @@ impl Conn {
             ic_id: p.ic_id,
             endpoint: p.endpoint,
             server_pid: p.server_pid,
+            minor: p.minor,
             in_this_process: p.server_pid == std::process::id() as i32,
             stats: Stats::default(),
             cs: p.segment.cs_ring(),

@@ -287,7 +287,7 @@ impl Connecting {
     fn hello(&self) -> Vec<u8> {
         wire::encode(&Message::Hello {
             major: self.options.protocol_major,
-            minor: PROTOCOL_MINOR,
+            minor: self.options.protocol_minor,
             ic_id: self.ic_id.clone(),
             geometry: self.options.geometry,
         })
@@ -538,6 +538,7 @@ impl Connecting {
             ic_id: ic_id.clone(),
             endpoint: self.endpoint.clone(),
             server_pid: server.pid,
+            minor,
             segment,
             spin: Spin(self.options.spin),
             link,

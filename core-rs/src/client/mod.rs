@@ -26,7 +26,7 @@ pub use warm::{
 };
 
 use crate::owner::{Member, Owner, Runner};
-use crate::segment::{Geometry, MAX_AREA, PROTOCOL_MAJOR, Segment, SlotRef};
+use crate::segment::{Geometry, MAX_AREA, PROTOCOL_MAJOR, PROTOCOL_MINOR, Segment, SlotRef};
 use crate::slot::{Mode, Request};
 use crate::stats::Stats;
 use crate::status::{Error, Status};
@@ -51,6 +51,10 @@ pub struct ConnectOptions {
     /// The protocol major announced in the hello. Only tests change it, to provoke a mismatch.
     #[doc(hidden)]
     pub protocol_major: u16,
+    /// The protocol minor announced in the hello. Only tests change it, to speak as an older
+    /// client does.
+    #[doc(hidden)]
+    pub protocol_minor: u16,
 }
 
 impl Default for ConnectOptions {
@@ -63,6 +67,7 @@ impl Default for ConnectOptions {
             socket_dir: None,
             owner: None,
             protocol_major: PROTOCOL_MAJOR,
+            protocol_minor: PROTOCOL_MINOR,
         }
     }
 }
@@ -165,6 +170,11 @@ impl Client {
     /// The server's process id.
     pub fn server_pid(&self) -> i32 {
         self.conn.server_pid
+    }
+
+    /// The protocol minor this connection speaks: the lower of the server's and this library's.
+    pub fn protocol_minor(&self) -> u16 {
+        self.conn.minor
     }
 
     /// Takes a slot (or, when none fits or is free, prepares the backup path) for a command of

@@ -175,6 +175,7 @@ impl<H: Handler> Handshake<H> {
             pid: creds.pid,
             uid: creds.uid,
             gid: creds.gid,
+            minor: 0,
         };
         if creds.uid != shared.uid && !shared.options.allow_uids.contains(&creds.uid) {
             let err = Error::new(

@@ -282,7 +282,10 @@ impl<H: Handler> Peer<H> {
             };
             Peer {
                 conn: Arc::new(Connection {
-                    info,
+                    info: ConnInfo {
+                        minor: spoken_minor(minor),
+                        ..info
+                    },
                     cs: segment.cs_ring(),
                     sc: segment.sc_ring(),
                     segment,

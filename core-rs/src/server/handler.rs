@@ -19,6 +19,9 @@ pub struct ConnInfo {
     pub uid: u32,
     /// The client process's effective group id.
     pub gid: u32,
+    /// The protocol minor the connection speaks, the lower of the client's and the server's (0
+    /// while its hello is unread: in a [`Handler::refused`] of the handshake).
+    pub minor: u16,
 }
 
 /// What a server does with its clients and their commands.

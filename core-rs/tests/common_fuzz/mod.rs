@@ -670,7 +670,8 @@ fn le32(bytes: &[u8], at: usize) -> u32 {
 /// read as docs/events.md lays it out; the post and registration parsers take the whole input.
 pub fn queue(data: &[u8]) {
     use shmcall_core::queue::{
-        EVENTS_ALL, EVENTS_LISTED, MAX_DATA, list, parse_post, parse_registration, read_entries,
+        EVENTS_ALL, EVENTS_LISTED, MAX_DATA, POSTS_RECORD_HEADER, list, parse_post, parse_posts,
+        parse_registration, read_entries,
     };
     use shmcall_core::{Area, Status};
 
@@ -732,6 +733,36 @@ pub fn queue(data: &[u8]) {
         Err(status) => {
             assert_eq!(status, Status::InvalidArgument);
             assert!(data.len() < 4 || data.len() - 4 > MAX_DATA);
+        }
+    }
+    match parse_posts(data) {
+        Ok(records) => {
+            // Encoded again, the records are the input, byte for byte.
+            assert!(!records.is_empty());
+            let mut again = Vec::new();
+            for (event, bytes) in &records {
+                assert!(bytes.len() <= MAX_DATA);
+                again.extend_from_slice(&event.to_le_bytes());
+                again.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                again.extend_from_slice(bytes);
+            }
+            assert_eq!(again, data);
+        }
+        Err(status) => {
+            // Walked as docs/events.md states the format, the input is not records back to back.
+            assert_eq!(status, Status::InvalidArgument);
+            let mut at = 0;
+            let mut whole = !data.is_empty();
+            while whole && at < data.len() {
+                let len = if data.len() - at >= POSTS_RECORD_HEADER {
+                    le32(data, at + 4) as usize
+                } else {
+                    usize::MAX
+                };
+                whole = len <= MAX_DATA && data.len() - at - POSTS_RECORD_HEADER >= len;
+                at += POSTS_RECORD_HEADER + len.min(MAX_DATA);
+            }
+            assert!(!whole, "well-formed records refused");
         }
     }
     let whole = data.len() >= 4 && data.len().is_multiple_of(4);

@@ -1,0 +1,1 @@
+//! Nothing: the bench is `benches/vs_iceoryx2.rs`.
