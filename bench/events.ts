@@ -203,7 +203,7 @@ const DEFAULT_BURST = 1024;
  * cores here); the broker's sockets pace its producer to its consumers instead. So the queue's
  * figure is its delivered rate at the best of these paces, as for any lossy transport.
  */
-const FAN_BURSTS = [256, 512, 1024, 2048, 4096];
+const FAN_BURSTS = [512, 1024, 2048, 4096, 8192];
 
 /** Delivered notifications a second over a fan-out: from the first post to the last retrieval. */
 function rate(run: { start: number; counted: Counted[] }): number {

@@ -148,11 +148,20 @@ export const denoNative: Native = {
     return library().shmcall_constant(n, nLen, outI64) === OK ? Number(outI64[0]!) : undefined;
   },
 
-  clientConnect(icId, dir, spinNs, id) {
+  clientConnect(icId, dir, spinNs, id, largeOutput = 0) {
     const [ic, icLen] = text(icId);
     const [d, dLen] = text(dir ?? "");
     const rc = check(
-      library().shmcall_client_connect(ic, icLen, d, dLen, spin(spinNs), BigInt(id), outU32),
+      library().shmcall_client_connect(
+        ic,
+        icLen,
+        d,
+        dLen,
+        spin(spinNs),
+        largeOutput,
+        BigInt(id),
+        outU32,
+      ),
     );
     return rc === OK ? asHandle(outU32[0]!) : undefined;
   },

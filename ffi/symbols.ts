@@ -26,6 +26,7 @@ export const symbols = {
       "buffer", // const uint8_t* dir (may be empty)
       "usize", //  size_t dir_len
       "u64", //    uint64_t spin_ns (UINT64_MAX: default)
+      "u32", //    uint32_t large_output (0: the default geometry)
       "u64", //    uint64_t id (names the client in hub events: its end may come as CONNECTED)
       "buffer", // uint32_t* out (the client's handle, when connected at once)
     ],

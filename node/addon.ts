@@ -17,7 +17,13 @@ export interface Addon {
   statusName(code: number): string | null;
   constant(name: string): number | null;
 
-  clientConnect(icId: string, dir: string, spinNs: number, id: number): number;
+  clientConnect(
+    icId: string,
+    dir: string,
+    spinNs: number,
+    largeOutput: number,
+    id: number,
+  ): number;
   clientSegment(client: number): ArrayBuffer | null;
   /** Detaches a segment's view, so that its finalizer lets the segment go without a collection. */
   detach(buffer: ArrayBuffer): boolean;

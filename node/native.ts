@@ -66,8 +66,8 @@ export const nodeNative: Native = {
 
   constant: (name) => addon.constant(name) ?? undefined,
 
-  clientConnect(icId, dir, spinNs, id) {
-    const rc = check(addon.clientConnect(icId, dir ?? "", spinNs, id));
+  clientConnect(icId, dir, spinNs, id, largeOutput = 0) {
+    const rc = check(addon.clientConnect(icId, dir ?? "", spinNs, largeOutput, id));
     return rc === OK ? asHandle(words[SCRATCH.BEGUN]!) : undefined;
   },
 

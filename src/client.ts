@@ -1590,7 +1590,20 @@ function failed(o: ExecuteOptions<unknown>, status: number): void {
  * });
  * ```
  */
-export async function connect(icId: string, options?: ConnectOptions): Promise<Client> {
+export function connect(icId: string, options?: ConnectOptions): Promise<Client> {
+  return connectWith(icId, options, 0);
+}
+
+/**
+ * {@linkcode connect}, with the segment's large slot class made one slot of `largeOutput`
+ * bytes of output when that is above 0 (an event-queue consumer's list longer than a default
+ * slot holds). Not part of the API.
+ */
+export async function connectWith(
+  icId: string,
+  options: ConnectOptions | undefined,
+  largeOutput: number,
+): Promise<Client> {
   if (options === undefined) options = {};
   checkIcId(icId);
   checkOptionsObject("connect", options);
@@ -1613,7 +1626,8 @@ export async function connect(icId: string, options?: ConnectOptions): Promise<C
   });
   hub.hold();
   try {
-    const handle = native.clientConnect(icId, options.socketDir, spin, id) ?? await connected;
+    const handle = native.clientConnect(icId, options.socketDir, spin, id, largeOutput) ??
+      await connected;
     try {
       return new Client(icId, options, id, handle);
     } catch (e) {

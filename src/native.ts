@@ -372,6 +372,8 @@ export interface Native {
     dir: string | undefined,
     spinNs: number,
     id: number,
+    /** Above 0: the segment's large slot class is one slot of this much output. */
+    largeOutput?: number,
   ): Handle | undefined;
   /** The client's segment, mapped for as long as the returned view is reachable. */
   clientSegment(client: Handle): Mapping;

@@ -13,6 +13,7 @@
 import {
   type Client,
   connect,
+  connectWith,
   queueAppend,
   queueArea,
   queueFlush,
@@ -35,10 +36,13 @@ const NEXT_BATCH = 64;
 const DEFAULT_CAPACITY = 1024;
 
 /**
- * The largest list a consumer may have, in notifications: what the largest slot of a
- * connection holds (1 MiB of output, less the list's header, in entries of 256 bytes).
+ * The largest list a consumer may have, in notifications (entries of 256 bytes: 16 MiB of the
+ * consumer's memory at most, touched as the host fills it).
  */
-export const MAX_CONSUMER_CAPACITY = 2048;
+export const MAX_CONSUMER_CAPACITY: number = QUEUE.MAX_CAPACITY;
+
+/** The output of a default connection's largest slot: a longer list gets a slot of its own. */
+const DEFAULT_LARGE_OUTPUT = 1 << 20;
 
 /** Where a queue's host, producers and consumers look for each other. */
 export interface QueueOptions {
@@ -267,8 +271,10 @@ export interface ConsumerOptions extends QueueOptions {
   events: Events;
   /**
    * The notifications its list holds (default 1,024; at most
-   * {@linkcode MAX_CONSUMER_CAPACITY}; rounded up to a power of two). When the list is full,
-   * the host drops this consumer's next notifications and counts them.
+   * {@linkcode MAX_CONSUMER_CAPACITY}, 65,536; rounded up to a power of two), 256 bytes each of
+   * this consumer's memory, touched as the host fills them. When the list is full, the host
+   * drops this consumer's next notifications and counts them: a consumer that takes bursts
+   * wants a list that holds one.
    */
   capacity?: number;
 }
@@ -583,13 +589,14 @@ export async function openConsumer(queueId: string, options: ConsumerOptions): P
     throw new RangeError(`capacity must be from 1 to ${MAX_CONSUMER_CAPACITY}, received ${asked}`);
   }
   const capacity = 2 ** Math.ceil(Math.log2(asked));
-  const client = await connect(
+  const size = QUEUE.LIST_ENTRIES_AT + capacity * QUEUE.LIST_ENTRY_SIZE;
+  const client = await connectWith(
     queueId,
     options.socketDir === undefined ? {} : { socketDir: options.socketDir },
+    size > DEFAULT_LARGE_OUTPUT ? size : 0,
   );
   try {
     let list: Uint8Array | undefined;
-    const size = QUEUE.LIST_ENTRIES_AT + capacity * QUEUE.LIST_ENTRY_SIZE;
     const ended = client[queueOperation](QUEUE.LIST, {
       input: new Uint8Array(new Uint32Array([capacity]).buffer),
       outputLength: size,

@@ -2,6 +2,7 @@ import "./setup.ts";
 import assert from "node:assert/strict";
 import {
   IpcError,
+  MAX_CONSUMER_CAPACITY,
   MAX_NOTIFICATION_DATA,
   type Notification,
   openConsumer,
@@ -62,6 +63,44 @@ Deno.test("a full list drops that consumer's notifications and counts them; the 
   producer.post(9, bytes("after"));
   producer.flush();
   assert.deepEqual(slow.retrieve().map((n) => [n.sequence, text(n)]), [[11, "after"]]);
+});
+
+Deno.test("a list longer than a default slot holds takes a slot of its own: 65,536 of a burst, then drops", async () => {
+  using dir = tempSocketDir();
+  const socketDir = dir.path;
+  await using queue = await serveEventQueue("events", { socketDir });
+  using long = await openConsumer("events", {
+    events: "all",
+    socketDir,
+    capacity: MAX_CONSUMER_CAPACITY,
+  });
+  using short = await openConsumer("events", { events: "all", socketDir, capacity: 2048 });
+  using producer = await openProducer("events", { socketDir });
+  const posts = MAX_CONSUMER_CAPACITY + 1000;
+  const data = new Uint8Array(MAX_NOTIFICATION_DATA);
+  const view = new DataView(data.buffer);
+  for (let i = 0; i < posts; i++) {
+    view.setUint32(0, i, true);
+    view.setUint32(MAX_NOTIFICATION_DATA - 4, ~i, true);
+    producer.post(7, data);
+  }
+  assert.equal(producer.flush(), true);
+  assert.equal(queue.stats().posted, posts);
+  const got = long.retrieve();
+  assert.equal(
+    got.length,
+    MAX_CONSUMER_CAPACITY,
+    "the whole list, the last entry of its 16 MiB too",
+  );
+  got.forEach((n, i) => {
+    assert.equal(n.sequence, i + 1);
+    const words = new DataView(n.data.buffer, n.data.byteOffset, n.data.byteLength);
+    assert.equal(words.getUint32(0, true), i);
+    assert.equal(words.getUint32(MAX_NOTIFICATION_DATA - 4, true), ~i >>> 0);
+  });
+  assert.equal(long.stats().dropped, 1000);
+  assert.equal(short.retrieve().length, 2048);
+  assert.equal(short.stats().dropped, posts - 2048);
 });
 
 Deno.test("posts go one way: many more than the connection's slots arrive in order, and flush waits for them", async () => {
@@ -265,7 +304,11 @@ Deno.test("bad arguments are refused, naming the value", async () => {
   );
   await assert.rejects(
     openConsumer("events", { events: [1], capacity: 0, socketDir }),
-    /capacity must be from 1 to 2048, received 0/,
+    /capacity must be from 1 to 65536, received 0/,
+  );
+  await assert.rejects(
+    openConsumer("events", { events: [1], capacity: 65537, socketDir }),
+    /capacity must be from 1 to 65536, received 65537/,
   );
   await assert.rejects(
     openConsumer("events", { events: [1, 2 ** 32], socketDir }),

@@ -29,6 +29,12 @@ import { BrokerClient } from "./broker_client.ts";
 /** The event that ends a `count` peer's run. */
 export const END = 99;
 
+/**
+ * The list of a queue's consumer: 16,384 notifications (4 MiB), room for the producer's bursts
+ * (a broker's consumer has its socket's buffer and the broker's queue of writes).
+ */
+export const LIST_CAPACITY = 16_384;
+
 /** The transports compared: an event queue, or the socket broker. */
 export type Kind = "shm" | "broker";
 
@@ -70,7 +76,7 @@ export async function openSide(
   const { socketDir, id } = queueAt(where);
   const consumer = events === undefined
     ? undefined
-    : await openConsumer(id, { socketDir, events, capacity: 2048 });
+    : await openConsumer(id, { socketDir, events, capacity: LIST_CAPACITY });
   const producer = produce ? await openProducer(id, { socketDir }) : undefined;
   return {
     post: (e, d) => producer!.post(e, d),

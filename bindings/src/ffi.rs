@@ -232,8 +232,9 @@ pub extern "C" fn shmcall_segment_release(segment: u32) -> i32 {
 // Client
 
 /// Connects to `ic_id`. `dir` (may be empty) overrides the socket directory; `spin_ns` is the
-/// spin budget before sleeping (`u64::MAX` keeps the default); `id` names the client in hub
-/// events. Returns [`OK`] with the client's handle in `out` when the server answered within
+/// spin budget before sleeping (`u64::MAX` keeps the default); `large_output`, when above 0,
+/// makes the segment's large slot class one slot of that much output (an event-queue
+/// consumer's long list); `id` names the client in hub events. Returns [`OK`] with the client's handle in `out` when the server answered within
 /// `surface::CONNECT_WAIT`; or [`EMPTY`], and the connect's end arrives as an
 /// [`EVENT_CONNECTED`] with the client's handle (or the failure); or a failure at once (no
 /// server listens, a bad ic id, a refusal...).
@@ -248,6 +249,7 @@ pub unsafe extern "C" fn shmcall_client_connect(
     dir: *const u8,
     dir_len: usize,
     spin_ns: u64,
+    large_output: u32,
     id: u64,
     out: *mut u32,
 ) -> i32 {
@@ -257,7 +259,7 @@ pub unsafe extern "C" fn shmcall_client_connect(
             (ic_id, ic_id_len),
             (dir, dir_len),
             spin_ns,
-            |ic, dir, spin| surface::client_connect(ic, dir, spin, id),
+            |ic, dir, spin| surface::client_connect(ic, dir, spin, large_output, id),
         )
     };
     match connected {

@@ -243,8 +243,14 @@ fn segment_view(env: &Env, segment: Arc<Segment>) -> Option<Unknown<'static>> {
 /// server answered at once; 1 when the connect goes on, and its end arrives as a connected
 /// event; or the failure of a connect that could not start or was refused at once.
 #[napi]
-pub fn client_connect(ic_id: String, dir: String, spin_ns: f64, id_: f64) -> i32 {
-    match surface::client_connect(&ic_id, &dir, spin(spin_ns), id(id_)) {
+pub fn client_connect(
+    ic_id: String,
+    dir: String,
+    spin_ns: f64,
+    large_output: u32,
+    id_: f64,
+) -> i32 {
+    match surface::client_connect(&ic_id, &dir, spin(spin_ns), large_output, id(id_)) {
         Ok(Some(handle)) => done(with_scratch(|s| s[BEGUN] = handle)),
         Ok(None) => 1,
         Err(e) => fail(e),

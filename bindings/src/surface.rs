@@ -29,7 +29,7 @@ use shmcall_core::client::{Answer, Client, ConnectOptions, Ticket};
 use shmcall_core::owner::{LaneNotify, Lent, Owner};
 use shmcall_core::queue::{self, EventQueue};
 use shmcall_core::ring::{self, RingHeader};
-use shmcall_core::segment::{CLASSES, Layout, MAX_AREA, Segment};
+use shmcall_core::segment::{CLASSES, Layout, MAX_AREA, Segment, SlotClass};
 use shmcall_core::server::{Command, ConnInfo, Handler, Opening, ServeOptions, Server};
 use shmcall_core::slot::{self, Area, FLAG_INLINE, FLAG_STATS, FLAG_WORKER, HEADER_SIZE, Mode};
 use shmcall_core::stats;
@@ -194,7 +194,8 @@ pub fn client(handle: u32) -> Result<Arc<ClientHandle>, Error> {
 pub const CONNECT_WAIT: Duration = Duration::from_millis(1);
 
 /// Connects to `ic_id` (`dir` empty: the default socket directory; `spin` `None`: the default
-/// budget); `id` names the client in hub events. Returns the client's handle when the server
+/// budget; `large_output` above 0: the segment's large slot class is one slot with that much
+/// output, as an event-queue consumer's long list needs); `id` names the client in hub events. Returns the client's handle when the server
 /// answered within [`CONNECT_WAIT`]; otherwise `None`, and the connect's end reaches the hub
 /// later as a connected event for `id`: the client's handle, or the failure. Fails at once when
 /// the connect cannot even start (no server, a bad ic id…) or was refused at once.
@@ -202,14 +203,25 @@ pub fn client_connect(
     ic_id: &str,
     dir: &str,
     spin: Option<Duration>,
+    large_output: u32,
     id: u64,
 ) -> Result<Option<u32>, Error> {
     guard(|| {
         let defaults = ConnectOptions::default();
+        let mut geometry = defaults.geometry;
+        if large_output > 0 {
+            // Checked with the rest of the geometry when the segment is made.
+            geometry.classes[1] = SlotClass {
+                count: 1,
+                input_capacity: geometry.classes[0].input_capacity,
+                output_capacity: large_output,
+            };
+        }
         let options = ConnectOptions {
             socket_dir: endpoint_dir(dir),
             spin: spin.unwrap_or(defaults.spin),
             owner: Some(hub::owner()),
+            geometry,
             ..defaults
         };
         let connected = Client::connect_with(ic_id, &options, CONNECT_WAIT, move |result| {

@@ -73,6 +73,7 @@ fn connect(dir: &TempDir, ic_id: &str, id: u64) -> Result<u32, i32> {
             d.as_ptr(),
             d.len(),
             u64::MAX,
+            0,
             id,
             &mut handle,
         )
