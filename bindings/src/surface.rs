@@ -732,11 +732,14 @@ pub fn queue_serve(queue_id: &str, dir: &str) -> Result<u32, Error> {
     guard(|| {
         let options = ServeOptions {
             socket_dir: endpoint_dir(dir),
-            // No spin: a post wakes the host, which copies it and sleeps again. A host that
-            // spun after each post (it counts as a pair, which never yields) kept a CPU of 2 from
-            // the consumer it had just rung: post → next() took 100–130 µs p50 with the
-            // default spin, 86–115 µs without, the 1 → 4 fan-out unchanged (bench/events.ts).
+            // Run by the I/O thread that reads the producers' WAKE frames, with no spin
+            // (docs/events.md): a host that spun after each post (it counts as a pair, which
+            // never yields) kept a CPU of 2 from the consumer it had just rung, and the runner
+            // thread cost a wake of its own. Post → next() p50 (bench/events.ts): 100–130 µs
+            // with both, 86–115 µs without the spin, 70–80 µs run by the I/O thread; the 1 → 4
+            // fan-out unchanged.
             spin: std::time::Duration::ZERO,
+            owner: Some(shmcall_core::owner::Inline::new()?),
             ..ServeOptions::default()
         };
         let queue = Arc::new(Mutex::new(EventQueue::serve(queue_id, options)?));

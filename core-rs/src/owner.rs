@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use crate::channel::Event;
+use crate::reactor::{Reactor, Source, Token};
 use crate::ring::{Polite, Spin};
 use crate::status::Error;
 
@@ -442,6 +443,98 @@ impl Owner for Runner {
     }
 }
 
+/// An owner whose members the reactor polls on its own thread, as their wakes reach it: a WAKE
+/// frame's member runs right there, with no thread to wake in between. For members whose work
+/// is short, never blocks and never waits for the reactor — an event queue's host: a post is
+/// numbered and copied into lists — and whose spin is 0 (it never spins: the reactor has other
+/// sockets to read). A wake from another thread reaches the reactor as a deadline of now.
+pub struct Inline {
+    active: Active,
+    reactor: &'static Reactor,
+    token: OnceLock<Token>,
+    /// Whether [`Inline::run`] is under way on the reactor (a wake from within it, by a member's
+    /// own work, is taken by that run).
+    running: AtomicBool,
+}
+
+impl fmt::Debug for Inline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inline")
+            .field("active", &self.active)
+            .finish()
+    }
+}
+
+/// Rounds of polls one run takes before it lets the reactor serve its other sources.
+const INLINE_ROUNDS: u32 = 64;
+
+impl Inline {
+    /// An owner run by the process's reactor.
+    pub fn new() -> Result<Arc<Inline>, Error> {
+        let reactor = Reactor::get()?;
+        let inline = Arc::new(Inline {
+            active: Active::default(),
+            reactor,
+            token: OnceLock::new(),
+            running: AtomicBool::new(false),
+        });
+        let token = reactor.enlist(inline.clone())?;
+        let _ = inline.token.set(token);
+        Ok(inline)
+    }
+
+    /// Polls the woken members until each armed, on the reactor's thread; after
+    /// [`INLINE_ROUNDS`] rounds the rest waits for the reactor's next turn.
+    fn run(&self) {
+        // Relaxed: set and read on the reactor's thread alone.
+        if self.running.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut done = false;
+        for _ in 0..INLINE_ROUNDS {
+            self.active.gather();
+            self.active.poll(Instant::now());
+            if self.active.arm() {
+                done = true;
+                break;
+            }
+        }
+        self.running.store(false, Ordering::Relaxed);
+        if !done && let Some(&token) = self.token.get() {
+            self.reactor.deadline(token, Instant::now());
+        }
+    }
+}
+
+impl Owner for Inline {
+    fn wake(&self, member: Arc<dyn Member>) {
+        if !self.active.wake(member) {
+            return;
+        }
+        if self.reactor.is_current() {
+            self.run();
+        } else if let Some(&token) = self.token.get() {
+            self.reactor.deadline(token, Instant::now());
+        }
+    }
+
+    fn is_current(&self) -> bool {
+        self.reactor.is_current()
+    }
+
+    fn forget(&self, member: &Arc<dyn Member>) {
+        self.active.forget(member);
+    }
+}
+
+impl Source for Inline {
+    fn ready(self: Arc<Self>, _events: u32) {}
+
+    fn expired(self: Arc<Self>) {
+        self.run();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,6 +598,28 @@ mod tests {
             assert!(active.poll(at));
         }
         at
+    }
+
+    #[test]
+    fn an_inline_owner_woken_from_another_thread_polls_on_the_reactor_until_its_member_arms() {
+        let inline = Inline::new().unwrap();
+        let member = Scripted::new(Duration::ZERO);
+        member.work.store(5, Ordering::Relaxed);
+        inline.wake(member.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // The reactor takes the wake as a deadline of now, and polls until the member arms.
+        while member.work.load(Ordering::Relaxed) > 0 || member.queued.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the reactor did not run the member");
+            std::thread::yield_now();
+        }
+        assert!(!inline.is_current(), "this thread is not the reactor");
+        // Woken again, it runs again.
+        member.work.store(2, Ordering::Relaxed);
+        inline.wake(member.clone());
+        while member.work.load(Ordering::Relaxed) > 0 {
+            assert!(Instant::now() < deadline, "the reactor did not run the member again");
+            std::thread::yield_now();
+        }
     }
 
     #[test]

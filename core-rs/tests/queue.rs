@@ -8,6 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{TempDir, WAIT};
+use shmcall_core::owner::Inline;
 use shmcall_core::queue::{
     Consumer, EventQueue, Events, MAX_DATA, Notification, OP_POSTS, POSTS_SINCE_MINOR, Producer,
 };
@@ -306,11 +307,78 @@ fn queue_operations_and_commands_do_not_cross() {
 /// in its order.
 #[test]
 fn a_soak_of_producers_and_consumers_with_changing_registrations_accounts_for_every_notification() {
+    soak(common::trials("SHMCALL_SOAK_SECONDS", 4) as u64, false);
+}
+
+/// The soak with a host run by the process's I/O thread ([`Inline`]), as Deno and Node host a
+/// queue: half as long.
+#[test]
+fn the_same_soak_with_a_host_run_by_the_io_thread() {
+    soak(
+        common::trials("SHMCALL_SOAK_SECONDS", 4).div_ceil(2) as u64,
+        true,
+    );
+}
+
+#[test]
+fn next_waits_for_a_post_from_a_host_run_by_the_io_thread() {
+    let dir = TempDir::new("queue-inline-next");
+    let queue = EventQueue::serve("q", inline_options(&dir)).unwrap();
+    let options = dir.connect_options();
+    let consumer = Arc::new(Consumer::open("q", &Events::All, 128, &options).unwrap());
+    let producer = Producer::open("q", &options).unwrap();
+    let waiting = {
+        let consumer = consumer.clone();
+        thread::spawn(move || {
+            (0..100)
+                .map(|_| consumer.next(Some(WAIT)).unwrap().sequence)
+                .collect::<Vec<_>>()
+        })
+    };
+    for i in 0..100u32 {
+        producer.post(1, &i.to_le_bytes()).unwrap();
+        if i % 10 == 0 {
+            // Now and then the consumer has time to fall asleep.
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    assert_eq!(waiting.join().unwrap(), (1..=100).collect::<Vec<u64>>());
+    // A consumer that leaves is forgotten, by the I/O thread too; the host closes from this
+    // thread, which the I/O thread's runs of the host answer.
+    drop(consumer);
+    eventually("the host forgets the consumer", || {
+        queue.stats().consumers == 0
+    });
+    producer.post(2, b"").unwrap();
+    assert_eq!(queue.stats().posted, 101);
+    drop(queue);
+    assert_eq!(
+        producer.post(3, b"").unwrap_err().status(),
+        Status::PeerTerminated
+    );
+}
+
+/// Serve options whose owner is the I/O thread and whose spin is 0, as the bindings serve a queue.
+fn inline_options(dir: &TempDir) -> shmcall_core::ServeOptions {
+    shmcall_core::ServeOptions {
+        spin: Duration::ZERO,
+        owner: Some(Inline::new().unwrap()),
+        ..dir.serve_options()
+    }
+}
+
+/// Four producers and eight consumers, for `seconds`, the host run by the runner thread or, when
+/// `inline`, by the I/O thread.
+fn soak(seconds: u64, inline: bool) {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let seconds: u64 = common::trials("SHMCALL_SOAK_SECONDS", 4) as u64;
     let dir = TempDir::new("queue-soak");
-    let queue = EventQueue::serve("q", dir.serve_options()).unwrap();
+    let options = if inline {
+        inline_options(&dir)
+    } else {
+        dir.serve_options()
+    };
+    let queue = EventQueue::serve("q", options).unwrap();
     let options = dir.connect_options();
     let stop = Arc::new(AtomicBool::new(false));
     let producing = Arc::new(AtomicBool::new(true));
