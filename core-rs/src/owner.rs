@@ -609,7 +609,10 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         // The reactor takes the wake as a deadline of now, and polls until the member arms.
         while member.work.load(Ordering::Relaxed) > 0 || member.queued.load(Ordering::SeqCst) {
-            assert!(Instant::now() < deadline, "the reactor did not run the member");
+            assert!(
+                Instant::now() < deadline,
+                "the reactor did not run the member"
+            );
             std::thread::yield_now();
         }
         assert!(!inline.is_current(), "this thread is not the reactor");
@@ -617,7 +620,10 @@ mod tests {
         member.work.store(2, Ordering::Relaxed);
         inline.wake(member.clone());
         while member.work.load(Ordering::Relaxed) > 0 {
-            assert!(Instant::now() < deadline, "the reactor did not run the member again");
+            assert!(
+                Instant::now() < deadline,
+                "the reactor did not run the member again"
+            );
             std::thread::yield_now();
         }
     }

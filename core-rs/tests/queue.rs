@@ -133,7 +133,18 @@ fn registration_changes_apply_to_posts_accepted_after_them() {
 #[test]
 fn next_waits_for_a_post_and_wakes_when_it_comes() {
     let dir = TempDir::new("queue-next");
-    let _queue = EventQueue::serve("q", dir.serve_options()).unwrap();
+    let (_queue, consumer, _producer) = hundred_posts_waited_for(&dir, dir.serve_options());
+    let timed_out = consumer.next(Some(Duration::from_millis(20))).unwrap_err();
+    assert_eq!(timed_out.status(), Status::TimedOut);
+}
+
+/// A host served with `options`, a consumer that waits in `next()` for 100 posts while a
+/// producer makes them, falling asleep now and then; it got each, in order.
+fn hundred_posts_waited_for(
+    dir: &TempDir,
+    options: shmcall_core::ServeOptions,
+) -> (EventQueue, Arc<Consumer>, Producer) {
+    let queue = EventQueue::serve("q", options).unwrap();
     let options = dir.connect_options();
     // Room for every post: a consumer descheduled for a while must not drop any (that is
     // another test's), however the threads are scheduled.
@@ -154,10 +165,8 @@ fn next_waits_for_a_post_and_wakes_when_it_comes() {
             thread::sleep(Duration::from_millis(2));
         }
     }
-    let got = waiting.join().unwrap();
-    assert_eq!(got, (1..=100).collect::<Vec<u64>>());
-    let timed_out = consumer.next(Some(Duration::from_millis(20))).unwrap_err();
-    assert_eq!(timed_out.status(), Status::TimedOut);
+    assert_eq!(waiting.join().unwrap(), (1..=100).collect::<Vec<u64>>());
+    (queue, consumer, producer)
 }
 
 #[test]
@@ -323,26 +332,7 @@ fn the_same_soak_with_a_host_run_by_the_io_thread() {
 #[test]
 fn next_waits_for_a_post_from_a_host_run_by_the_io_thread() {
     let dir = TempDir::new("queue-inline-next");
-    let queue = EventQueue::serve("q", inline_options(&dir)).unwrap();
-    let options = dir.connect_options();
-    let consumer = Arc::new(Consumer::open("q", &Events::All, 128, &options).unwrap());
-    let producer = Producer::open("q", &options).unwrap();
-    let waiting = {
-        let consumer = consumer.clone();
-        thread::spawn(move || {
-            (0..100)
-                .map(|_| consumer.next(Some(WAIT)).unwrap().sequence)
-                .collect::<Vec<_>>()
-        })
-    };
-    for i in 0..100u32 {
-        producer.post(1, &i.to_le_bytes()).unwrap();
-        if i % 10 == 0 {
-            // Now and then the consumer has time to fall asleep.
-            thread::sleep(Duration::from_millis(2));
-        }
-    }
-    assert_eq!(waiting.join().unwrap(), (1..=100).collect::<Vec<u64>>());
+    let (queue, consumer, producer) = hundred_posts_waited_for(&dir, inline_options(&dir));
     // A consumer that leaves is forgotten, by the I/O thread too; the host closes from this
     // thread, which the I/O thread's runs of the host answer.
     drop(consumer);
