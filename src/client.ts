@@ -638,25 +638,24 @@ export class Client {
   /**
    * Room for `length` more bytes of the input of a one-way send of queue operation `code`,
    * batched: the records appended during one run of synchronous code travel in one command
-   * (one slot, one push), sent once the microtasks queued so far ran, or at once when the next record does not
-   * fit or is of another code. Returns where in {@linkcode Client[queueArea]} the caller writes
-   * the record, at once (no view is made per record). The batch's order among this client's
-   * one-way sends is that of its first record.
+   * (one slot, one push), sent once the microtasks queued so far ran, or at once when the next
+   * record does not fit (in the slot, or within `most` bytes) or is of another code. Returns
+   * where in {@linkcode Client[queueArea]}
+   * the caller writes the record, at once (no view is made per record). The batch's order
+   * among this client's one-way sends is that of its first record.
    *
    * @throws {IpcError} As {@linkcode Client[queueSend]}.
    */
-  [queueAppend](code: number, length: number, timeout: number): number {
+  [queueAppend](code: number, length: number, most: number, timeout: number): number {
     const handle = this.#open();
-    if (this.#batchSlot >= 0) {
-      if (this.#batchCode !== code || this.#batchLength + length > this.#batchArea.length) {
-        this.#sendBatch(handle);
-      } else if (this.#batchArea.length === 0) {
-        // User code detached the segment's views (a transfer): the records written are there.
-        this.#batchArea = this.#useLane(handle).input(
-          this.#batchSlot,
-          this.#lane!.inputCapacity(this.#batchSlot),
-        );
-      }
+    // A batch that the record does not fit goes now. So does one whose view user code
+    // detached (a transfer leaves it 0 bytes long): its records are in the segment already.
+    if (
+      this.#batchSlot >= 0 &&
+      (this.#batchCode !== code ||
+        this.#batchLength + length > Math.min(this.#batchArea.length, most))
+    ) {
+      this.#sendBatch(handle);
     }
     if (this.#batchSlot < 0) {
       const { lane, slot } = this.#sendSlot(handle, length, timeout);

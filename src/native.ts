@@ -168,6 +168,8 @@ export const QUEUE = {
   UNREGISTER: 5,
   POSTS: 6,
   POSTS_RECORD_HEADER: 8,
+  /** The most input one `POSTS` carries. */
+  MAX_POSTS_INPUT: 65536,
   /** The protocol minor from which a host takes `POSTS`. */
   POSTS_SINCE_MINOR: 5,
   EVENTS_LISTED: 0,

@@ -211,7 +211,12 @@ export class Producer implements Disposable {
     // A record of the batch of posts this run of code makes: event, length, data (all posts of
     // one run travel in one command).
     const client = this.#client;
-    const at = client[queueAppend](QUEUE.POSTS, QUEUE.POSTS_RECORD_HEADER + length, SEND_PATIENCE);
+    const at = client[queueAppend](
+      QUEUE.POSTS,
+      QUEUE.POSTS_RECORD_HEADER + length,
+      QUEUE.MAX_POSTS_INPUT,
+      SEND_PATIENCE,
+    );
     const area = client[queueArea];
     area[at] = event;
     area[at + 1] = event >>> 8;

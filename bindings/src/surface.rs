@@ -1403,6 +1403,7 @@ pub const CONSTANTS: &[(&str, i64)] = &[
         queue::POSTS_RECORD_HEADER as i64,
     ),
     ("QUEUE_POSTS_SINCE_MINOR", queue::POSTS_SINCE_MINOR as i64),
+    ("QUEUE_MAX_POSTS_INPUT", queue::MAX_POSTS_INPUT as i64),
     ("QUEUE_EVENTS_LISTED", queue::EVENTS_LISTED as i64),
     ("QUEUE_EVENTS_ALL", queue::EVENTS_ALL as i64),
     ("QUEUE_MAX_DATA", queue::MAX_DATA as i64),

@@ -57,6 +57,10 @@ pub const OP_UNREGISTER: u32 = 5;
 pub const OP_POSTS: u32 = 6;
 /// The bytes of a [`OP_POSTS`] record before its data.
 pub const POSTS_RECORD_HEADER: usize = 8;
+/// The most input one [`OP_POSTS`] carries: its posts run under the host's lock, on the thread
+/// that serves every connection of the host, so one command holds them for a bounded time (8,192
+/// records at most).
+pub const MAX_POSTS_INPUT: usize = 64 << 10;
 /// The protocol minor from which a host takes [`OP_POSTS`] (an older one answers it
 /// `INVALID_COMMAND`).
 pub const POSTS_SINCE_MINOR: u16 = 5;
@@ -152,8 +156,12 @@ pub fn parse_post(input: &[u8]) -> Result<(u32, &[u8]), Status> {
 
 /// The records of a [`OP_POSTS`] input, as `(event, data)`, in order; `INVALID_ARGUMENT` unless
 /// the input is one record or more, each whole (its header, then as many data bytes as its length
-/// says, at most [`MAX_DATA`]), with nothing after the last.
+/// says, at most [`MAX_DATA`]), with nothing after the last, and at most [`MAX_POSTS_INPUT`]
+/// bytes in all.
 pub fn parse_posts(input: &[u8]) -> Result<Vec<(u32, &[u8])>, Status> {
+    if input.len() > MAX_POSTS_INPUT {
+        return Err(Status::InvalidArgument);
+    }
     let mut records = Vec::new();
     let mut rest = input;
     while !rest.is_empty() {
@@ -456,6 +464,9 @@ impl Host {
                 OP_POSTS if conn.minor < POSTS_SINCE_MINOR => {
                     Some((command, Status::InvalidCommand))
                 }
+                OP_POSTS if command.input_len() > MAX_POSTS_INPUT => {
+                    Some((command, Status::InvalidArgument))
+                }
                 OP_POSTS => {
                     let input = command.input().to_vec();
                     // Every record is checked before the first is accepted: a bad batch posts
@@ -665,31 +676,32 @@ impl Producer {
         operate(&self.client, OP_POST, &input)
     }
 
-    /// Posts `posts`, each an event and its data, in order, in one command ([`OP_POSTS`]) when
-    /// the host speaks protocol 2.5 (one each before). Returns once the host accepted them all;
-    /// a bad one (data over [`MAX_DATA`]) fails the call before anything is sent.
+    /// Posts `posts`, each an event and its data, in order: as [`OP_POSTS`] commands of at most
+    /// [`MAX_POSTS_INPUT`] bytes when the host speaks protocol 2.5, one command each before.
+    /// Returns once the host accepted them all; a bad one (data over [`MAX_DATA`]) fails the call
+    /// before anything is sent.
     pub fn post_all(&self, posts: &[(u32, &[u8])]) -> Result<(), Error> {
         for (_, data) in posts {
             check_data(data)?;
-        }
-        if posts.is_empty() {
-            return Ok(());
         }
         if self.client.protocol_minor() < POSTS_SINCE_MINOR {
             return posts
                 .iter()
                 .try_for_each(|(event, data)| self.post(*event, data));
         }
-        let size = posts
-            .iter()
-            .map(|(_, data)| POSTS_RECORD_HEADER + data.len())
-            .sum();
-        let mut input = Vec::with_capacity(size);
+        let mut input = Vec::with_capacity(MAX_POSTS_INPUT);
         for (event, data) in posts {
+            if input.len() + POSTS_RECORD_HEADER + data.len() > MAX_POSTS_INPUT {
+                operate(&self.client, OP_POSTS, &input)?;
+                input.clear();
+            }
             input.extend_from_slice(&event.to_le_bytes());
             // At most MAX_DATA (checked): it fits.
             input.extend_from_slice(&(data.len() as u32).to_le_bytes());
             input.extend_from_slice(data);
+        }
+        if input.is_empty() {
+            return Ok(());
         }
         operate(&self.client, OP_POSTS, &input)
     }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use common::{TempDir, WAIT};
 use shmcall_core::owner::Inline;
 use shmcall_core::queue::{
-    Consumer, EventQueue, Events, MAX_DATA, Notification, OP_POSTS, POSTS_SINCE_MINOR, Producer,
+    Consumer, EventQueue, Events, MAX_DATA, MAX_POSTS_INPUT, Notification, OP_POSTS,
+    POSTS_SINCE_MINOR, Producer,
 };
 use shmcall_core::{Client, Mode, Status, handlers};
 
@@ -258,6 +259,42 @@ fn a_batch_of_posts_is_accepted_in_order_and_a_bad_batch_posts_nothing() {
         "no post of a bad batch was accepted"
     );
     assert!(all.retrieve(100).unwrap().is_empty());
+
+    // One command holds at most MAX_POSTS_INPUT bytes of records; post_all splits a longer run.
+    let too_long: Vec<u8> = (0..MAX_POSTS_INPUT / 8 + 1)
+        .flat_map(|_| record(1, 0, b""))
+        .collect();
+    let mut ticket = client
+        .begin(OP_POSTS, too_long.len(), 0, Mode::Queue)
+        .unwrap();
+    ticket.input().write(&too_long);
+    let refused = client.call(&mut ticket).unwrap_err();
+    assert_eq!(
+        refused.status(),
+        Status::InvalidArgument,
+        "a batch over the limit"
+    );
+    assert_eq!(queue.stats().posted, 5);
+    let data = [3u8; 100];
+    let many: Vec<(u32, &[u8])> = (0..1000).map(|i| (i, &data[..])).collect();
+    producer.post_all(&many).unwrap();
+    let got = all.retrieve(2000).unwrap();
+    assert_eq!(
+        got.len(),
+        16,
+        "the consumer's list holds 16; the rest dropped"
+    );
+    assert_eq!(
+        queue.stats().posted,
+        1005,
+        "every post of the split run accepted"
+    );
+    assert_eq!(
+        got.iter()
+            .map(|n| (n.event, n.sequence))
+            .collect::<Vec<_>>(),
+        (0..16).map(|i| (i, 6 + u64::from(i))).collect::<Vec<_>>()
+    );
 }
 
 #[test]

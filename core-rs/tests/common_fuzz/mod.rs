@@ -670,8 +670,8 @@ fn le32(bytes: &[u8], at: usize) -> u32 {
 /// read as docs/events.md lays it out; the post and registration parsers take the whole input.
 pub fn queue(data: &[u8]) {
     use shmcall_core::queue::{
-        EVENTS_ALL, EVENTS_LISTED, MAX_DATA, POSTS_RECORD_HEADER, list, parse_post, parse_posts,
-        parse_registration, read_entries,
+        EVENTS_ALL, EVENTS_LISTED, MAX_DATA, MAX_POSTS_INPUT, POSTS_RECORD_HEADER, list,
+        parse_post, parse_posts, parse_registration, read_entries,
     };
     use shmcall_core::{Area, Status};
 
@@ -738,7 +738,7 @@ pub fn queue(data: &[u8]) {
     match parse_posts(data) {
         Ok(records) => {
             // Encoded again, the records are the input, byte for byte.
-            assert!(!records.is_empty());
+            assert!(!records.is_empty() && data.len() <= MAX_POSTS_INPUT);
             let mut again = Vec::new();
             for (event, bytes) in &records {
                 assert!(bytes.len() <= MAX_DATA);
@@ -752,7 +752,7 @@ pub fn queue(data: &[u8]) {
             // Walked as docs/events.md states the format, the input is not records back to back.
             assert_eq!(status, Status::InvalidArgument);
             let mut at = 0;
-            let mut whole = !data.is_empty();
+            let mut whole = !data.is_empty() && data.len() <= MAX_POSTS_INPUT;
             while whole && at < data.len() {
                 let len = if data.len() - at >= POSTS_RECORD_HEADER {
                     le32(data, at + 4) as usize
