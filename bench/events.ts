@@ -316,11 +316,15 @@ export async function eventsBench(quick = QUICK): Promise<EventResults> {
   };
   // The queue's pace: the best of FAN_BURSTS in a round of its own, then kept for the rounds
   // measured (the best of several noisy runs would flatter it); the broker's sockets pace it.
+  // Two runs a pace, their mean: one run a pace picked 8,192 (58% dropped) once, 2,048 the next.
   let burst = DEFAULT_BURST;
   let best = 0;
   for (const b of FAN_BURSTS) {
-    const r = rate(await fanOut("shm", dir.path, `pace-${b}`, posts, 4, 0, b));
-    if (r > best) [best, burst] = [r, b];
+    let sum = 0;
+    for (let k = 0; k < 2; k++) {
+      sum += rate(await fanOut("shm", dir.path, `pace-${b}-${k}`, posts, 4, 0, b));
+    }
+    if (sum / 2 > best) [best, burst] = [sum / 2, b];
   }
   for (let r = 0; r < rounds; r++) {
     for (const kind of ["shm", "broker"] as const) {
