@@ -329,7 +329,7 @@ function drainLater(): void {
 }
 
 let chained = false;
-/** Calls of {@linkcode hold} so far: commands issued, and the like (wrapping is harmless). */
+/** Calls of {@linkcode hold} so far (commands issued, and the like): only its changes matter. */
 let holds = 0;
 /** {@linkcode holds} when the current chain began. */
 let holdsAtChain = 0;

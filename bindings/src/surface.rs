@@ -195,10 +195,11 @@ pub const CONNECT_WAIT: Duration = Duration::from_millis(1);
 
 /// Connects to `ic_id` (`dir` empty: the default socket directory; `spin` `None`: the default
 /// budget; `large_output` above 0: the segment's large slot class is one slot with that much
-/// output, as an event-queue consumer's long list needs); `id` names the client in hub events. Returns the client's handle when the server
-/// answered within [`CONNECT_WAIT`]; otherwise `None`, and the connect's end reaches the hub
-/// later as a connected event for `id`: the client's handle, or the failure. Fails at once when
-/// the connect cannot even start (no server, a bad ic id…) or was refused at once.
+/// output, as an event-queue consumer's long list needs); `id` names the client in hub events.
+/// Returns the client's handle when the server answered within [`CONNECT_WAIT`]; otherwise
+/// `None`, and the connect's end reaches the hub later as a connected event for `id`: the
+/// client's handle, or the failure. Fails at once when the connect cannot even start (no server,
+/// a bad ic id…) or was refused at once.
 pub fn client_connect(
     ic_id: &str,
     dir: &str,

@@ -478,7 +478,8 @@ impl Inline {
             token: OnceLock::new(),
             running: AtomicBool::new(false),
         });
-        let token = reactor.enlist(inline.clone())?;
+        // The reactor holds it weakly: the owner goes with its server, and takes its entry along.
+        let token = reactor.enlist(Arc::new(InlineDeadlines(Arc::downgrade(&inline))))?;
         let _ = inline.token.set(token);
         Ok(inline)
     }
@@ -527,11 +528,24 @@ impl Owner for Inline {
     }
 }
 
-impl Source for Inline {
+impl Drop for Inline {
+    fn drop(&mut self) {
+        if let Some(&token) = self.token.get() {
+            self.reactor.dismiss(token);
+        }
+    }
+}
+
+/// The reactor's entry for an [`Inline`] owner: its deadlines run it, while it lives.
+struct InlineDeadlines(std::sync::Weak<Inline>);
+
+impl Source for InlineDeadlines {
     fn ready(self: Arc<Self>, _events: u32) {}
 
     fn expired(self: Arc<Self>) {
-        self.run();
+        if let Some(inline) = self.0.upgrade() {
+            inline.run();
+        }
     }
 }
 
@@ -598,6 +612,28 @@ mod tests {
             assert!(active.poll(at));
         }
         at
+    }
+
+    #[test]
+    fn an_inline_owner_goes_with_its_last_holder_and_takes_its_reactor_entry_along() {
+        let reactor = Reactor::get().unwrap();
+        let before = reactor.sources();
+        for _ in 0..200 {
+            let inline = Inline::new().unwrap();
+            let weak = Arc::downgrade(&inline);
+            drop(inline);
+            assert!(
+                weak.upgrade().is_none(),
+                "the reactor does not keep it alive"
+            );
+        }
+        // Other tests of this binary may hold a few entries meanwhile; 200 kept would show.
+        assert!(
+            reactor.sources() < before + 50,
+            "{} entries before, {} after",
+            before,
+            reactor.sources()
+        );
     }
 
     #[test]
