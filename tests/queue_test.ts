@@ -11,7 +11,7 @@ import {
   Status,
 } from "../mod.ts";
 import { eventually, isIpcError, throwsStatus, within } from "./peers/assertions.ts";
-import { Peer, tempSocketDir } from "./peers/spawn.ts";
+import { Peer, PEER_BIN, tempSocketDir } from "./peers/spawn.ts";
 
 const text = (n: Notification) => new TextDecoder().decode(n.data);
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -155,6 +155,32 @@ Deno.test("the posts of one run of code travel together: sizes 0 to 240, across 
     assert.equal(n.event, k < 600 ? 0xffff_fff0 + (k % 16) : k);
     assert.deepEqual(n.data, dataOf(k), `notification ${k}'s data`);
   });
+});
+
+Deno.test("a host that speaks 2.4 gets one POST a post, in order, and none is lost", async () => {
+  using dir = tempSocketDir();
+  const socketDir = dir.path;
+  // A Rust host that serves as a 2.4 one does: it answers POSTS INVALID_COMMAND.
+  await using _host = await Peer.start(PEER_BIN, [
+    "queue",
+    "old",
+    "--dir",
+    socketDir,
+    "--minor",
+    "4",
+  ]);
+  using consumer = await openConsumer("old", { events: "all", socketDir });
+  using producer = await openProducer("old", { socketDir });
+  for (let i = 0; i < 300; i++) producer.post(i, new Uint8Array([i & 0xff]));
+  await Promise.resolve();
+  for (let i = 300; i < 400; i++) producer.post(i);
+  assert.equal(producer.flush(), true, "the host accepted them all");
+  const got = consumer.retrieve();
+  assert.deepEqual(got.map((n) => n.event), Array.from({ length: 400 }, (_, i) => i));
+  assert.deepEqual(got.map((n) => n.sequence), Array.from({ length: 400 }, (_, i) => i + 1));
+  assert.deepEqual(got[299]!.data, new Uint8Array([299 & 0xff]));
+  producer.post(400);
+  assert.equal(producer.flush(), true, "no failure an earlier answer carried");
 });
 
 Deno.test("next() and retrieve() share one order, and each notification's data is its own", async () => {

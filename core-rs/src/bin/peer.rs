@@ -21,6 +21,8 @@
 //!                                                     prints `held N threads T`, then holds
 //!                                                     them idle until stdin closes)
 //! shmcall-peer socket-echo <socket-path>             (echoes u32-LE-length-prefixed frames)
+//! shmcall-peer queue  <queue-id> [--dir D] [--minor N] (hosts an event queue, speaking protocol
+//!                                    minor N at most: 4 serves as a 2.4 host; until stdin closes)
 //! shmcall-peer cycles <ic-id> [--dir D] [--millis T] (connect → one 64 B echo → close, one after
 //!                                    another for T ms; prints the rate and each phase's p50 and
 //!                                    p90 in µs)
@@ -75,6 +77,7 @@ struct Args {
     seed: u64,
     millis: Option<u64>,
     allow_uids: Vec<u32>,
+    minor: Option<u16>,
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> Args {
@@ -91,6 +94,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Args {
         seed: 1,
         millis: None,
         allow_uids: Vec::new(),
+        minor: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -107,6 +111,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Args {
             "--seed" => a.seed = value().parse().expect("--seed S"),
             "--millis" => a.millis = Some(value().parse().expect("--millis T")),
             "--allow-uid" => a.allow_uids.push(value().parse().expect("--allow-uid U")),
+            "--minor" => a.minor = Some(value().parse().expect("--minor N")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -408,6 +413,24 @@ fn main() {
             };
             let _server = match Server::serve(&args.ic_id, peer, options) {
                 Ok(s) => s,
+                Err(e) => {
+                    say(&format!("error {} {}", e.status(), e.message()));
+                    std::process::exit(3);
+                }
+            };
+            say("ready");
+            until_stdin_closes();
+        }
+        "queue" => {
+            let mut options = ServeOptions {
+                socket_dir: args.dir.clone(),
+                ..ServeOptions::default()
+            };
+            if let Some(minor) = args.minor {
+                options.protocol_minor = minor;
+            }
+            let _queue = match shmcall_core::queue::EventQueue::serve(&args.ic_id, options) {
+                Ok(q) => q,
                 Err(e) => {
                     say(&format!("error {} {}", e.status(), e.message()));
                     std::process::exit(3);

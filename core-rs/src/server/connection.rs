@@ -223,9 +223,10 @@ impl Connection {
     }
 }
 
-/// The minor both sides speak: the lower of the client's and ours.
-fn spoken_minor(client: u16) -> u16 {
-    client.min(PROTOCOL_MINOR)
+/// The minor both sides speak: the lower of the client's and ours (`ours`: this library's, or
+/// less where a test serves as an older server).
+fn spoken_minor(client: u16, ours: u16) -> u16 {
+    client.min(ours).min(PROTOCOL_MINOR)
 }
 
 // Where a peer is in its life (`Peer::phase`).
@@ -283,7 +284,7 @@ impl<H: Handler> Peer<H> {
             Peer {
                 conn: Arc::new(Connection {
                     info: ConnInfo {
-                        minor: spoken_minor(minor),
+                        minor: spoken_minor(minor, shared.options.protocol_minor),
                         ..info
                     },
                     cs: segment.cs_ring(),
@@ -304,7 +305,7 @@ impl<H: Handler> Peer<H> {
                     }),
                     backups: Mutex::new(BackupLoad::default()),
                     stats: shared.stats.clone(),
-                    minor: spoken_minor(minor),
+                    minor: spoken_minor(minor, shared.options.protocol_minor),
                 }),
                 shared: shared.clone(),
                 phase: AtomicU8::new(OPENING),

@@ -68,6 +68,10 @@ pub struct ServeOptions {
     /// The thread that runs the handlers and pops the CS rings; `None` means the process's
     /// [`Runner`].
     pub owner: Option<Arc<dyn Owner>>,
+    /// The highest protocol minor it speaks. Only tests change it, to serve as an older server
+    /// does.
+    #[doc(hidden)]
+    pub protocol_minor: u16,
 }
 
 impl Default for ServeOptions {
@@ -81,6 +85,7 @@ impl Default for ServeOptions {
             send_timeout: Duration::from_secs(5),
             socket_dir: None,
             owner: None,
+            protocol_minor: crate::segment::PROTOCOL_MINOR,
         }
     }
 }
