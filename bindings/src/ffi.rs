@@ -234,10 +234,10 @@ pub extern "C" fn shmcall_segment_release(segment: u32) -> i32 {
 /// Connects to `ic_id`. `dir` (may be empty) overrides the socket directory; `spin_ns` is the
 /// spin budget before sleeping (`u64::MAX` keeps the default); `large_output`, when above 0,
 /// makes the segment's large slot class one slot of that much output (an event-queue
-/// consumer's long list); `id` names the client in hub events. Returns [`OK`] with the client's handle in `out` when the server answered within
-/// `surface::CONNECT_WAIT`; or [`EMPTY`], and the connect's end arrives as an
-/// [`EVENT_CONNECTED`] with the client's handle (or the failure); or a failure at once (no
-/// server listens, a bad ic id, a refusal...).
+/// consumer's long list); `id` names the client in hub events. Returns [`OK`] with the client's
+/// handle in `out` when the server answered within `surface::CONNECT_WAIT`; or [`EMPTY`], and
+/// the connect's end arrives as an [`EVENT_CONNECTED`] with the client's handle (or the
+/// failure); or a failure at once (no server listens, a bad ic id, a refusal...).
 ///
 /// # Safety
 /// `ic_id` and `dir` are valid for their lengths (or null with length 0); `out` is null or

@@ -218,13 +218,10 @@ fn shmcall_commands(dir: &Path, samples: usize) -> Result<Vec<f64>, Failure> {
     })
 }
 
-fn iceoryx2_request_response(_dir: &Path, samples: usize) -> Result<Vec<f64>, Failure> {
-    let _server = PeerProcess::start("iceoryx2-server", _dir)?;
+fn iceoryx2_request_response(dir: &Path, samples: usize) -> Result<Vec<f64>, Failure> {
+    let _server = PeerProcess::start("iceoryx2-server", dir)?;
     let node = NodeBuilder::new().create::<ipc::Service>()?;
-    let service = node
-        .service_builder(&"shmcall-vs/request-response".try_into()?)
-        .request_response::<Payload, Payload>()
-        .open_or_create()?;
+    let service = request_response_service(&node)?;
     let client = service.client_builder().create()?;
     let request: Payload = [7; PAYLOAD];
     time(samples, 1.0, || {
@@ -279,6 +276,22 @@ fn iceoryx2_publish_subscribe(dir: &Path, samples: usize) -> Result<Vec<f64>, Fa
 
 type PubSub =
     iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, Payload, ()>;
+
+type RequestResponse = iceoryx2::service::port_factory::request_response::PortFactory<
+    ipc::Service,
+    Payload,
+    (),
+    Payload,
+    (),
+>;
+
+/// The request-response service both processes open.
+fn request_response_service(node: &Node<ipc::Service>) -> Result<RequestResponse, Failure> {
+    Ok(node
+        .service_builder(&"shmcall-vs/request-response".try_into()?)
+        .request_response::<Payload, Payload>()
+        .open_or_create()?)
+}
 
 fn pubsub_services(node: &Node<ipc::Service>) -> Result<(PubSub, PubSub), Failure> {
     let open = |name: &str| -> Result<PubSub, Failure> {
@@ -341,10 +354,7 @@ fn peer(role: &str) -> Result<(), Failure> {
         }
         "iceoryx2-server" => {
             let node = NodeBuilder::new().create::<ipc::Service>()?;
-            let service = node
-                .service_builder(&"shmcall-vs/request-response".try_into()?)
-                .request_response::<Payload, Payload>()
-                .open_or_create()?;
+            let service = request_response_service(&node)?;
             let server = service.server_builder().create()?;
             ready();
             while going() {

@@ -180,7 +180,7 @@ impl Command {
         }
         match &mut self.body {
             Body::Slot { slot, request } => {
-                let output_len = if wanted > 0 && conn.minor >= 1 {
+                let output_len = if wanted > 0 && conn.info.minor >= 1 {
                     u32::try_from(wanted).unwrap_or(u32::MAX)
                 } else {
                     len

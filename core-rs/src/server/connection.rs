@@ -100,8 +100,6 @@ pub(crate) struct Connection {
     backups: Mutex<BackupLoad>,
     /// The server's counters.
     pub(crate) stats: Arc<Stats>,
-    /// The protocol minor both sides speak: the lower of the two.
-    pub(crate) minor: u16,
 }
 
 /// Wakes the client after an SC push, as its sleep flag asks.
@@ -120,7 +118,7 @@ impl Connection {
     /// The body of a backup-path `OUTPUT_OVERFLOW` answer: how many bytes were `wanted`, as a
     /// little-endian `u32` (saturated) for a client of minor 1 or later, nothing before.
     pub(crate) fn overflow_body(&self, wanted: usize) -> Vec<u8> {
-        if self.minor >= 1 {
+        if self.info.minor >= 1 {
             u32::try_from(wanted)
                 .unwrap_or(u32::MAX)
                 .to_le_bytes()
@@ -305,7 +303,6 @@ impl<H: Handler> Peer<H> {
                     }),
                     backups: Mutex::new(BackupLoad::default()),
                     stats: shared.stats.clone(),
-                    minor: spoken_minor(minor, shared.options.protocol_minor),
                 }),
                 shared: shared.clone(),
                 phase: AtomicU8::new(OPENING),
@@ -379,7 +376,7 @@ impl<H: Handler> Peer<H> {
             // while the ring was still AWAKE is found there, and wakes the owner.
             let welcome = wire::encode(&Message::Welcome {
                 major: PROTOCOL_MAJOR,
-                minor: conn.minor,
+                minor: conn.info.minor,
                 connection: conn.info.id,
             });
             if conn.link.send(welcome).is_ok() {
