@@ -12,6 +12,8 @@ import { EVENT, FLAG, type Handle, LANE, type Mapping, native, NOWHERE, STATS } 
 import { readServerStats, readStats, type ServerStats, type Stats } from "./stats.ts";
 import { Status, statusName } from "./status.ts";
 import { checkIcId, checkOptionsObject, checkSocketDir, shown, spinNanos } from "./validate.ts";
+import { checkNatsOptions, type NatsOptions } from "./nats.ts";
+import { connectThroughNats, type NatsClient } from "./nats_client.ts";
 
 /** Largest input or output area a command may have, in bytes (64 MiB). */
 export const MAX_AREA = 64 << 20;
@@ -39,6 +41,13 @@ export interface ConnectOptions {
    * attempts the client gives up and closes: its commands fail `PEER_TERMINATED`, saying so.
    */
   reconnect?: boolean | ReconnectOptions;
+  /**
+   * Reach the ic id through NATS, and only so ({@linkcode NatsClient}): where the NATS servers
+   * are, and NATS's own connection options (authentication, TLS, reconnecting), passed
+   * through. `socketDir` and `spinMicros` do not apply then, and `reconnect` is refused: the
+   * NATS client reconnects by its own options.
+   */
+  nats?: NatsOptions;
 }
 
 /** A client's policy for connecting again ({@linkcode ConnectOptions.reconnect}). */
@@ -291,6 +300,15 @@ function isDetached(buffer: ArrayBufferLike): boolean {
   }
 }
 
+/**
+ * Checks a command's arguments, as {@linkcode Client.execute} does, for another kind of client:
+ * the input and output areas' lengths.
+ */
+export function checkCommand(code: unknown, o: ExecuteOptions<unknown>): [number, number] {
+  checkOptions(code, o);
+  return [checkedInput, checkedOutput];
+}
+
 /** Checks a command's arguments; the areas' lengths go to `checkedInput`/`checkedOutput`. */
 function checkOptions(code: unknown, o: ExecuteOptions<unknown>): void {
   if (typeof code !== "number" || !Number.isInteger(code) || code < 0 || code > 0xffff_ffff) {
@@ -383,7 +401,7 @@ function reconnectPolicy(reconnect: unknown): Required<ReconnectOptions> | undef
 }
 
 /** Checks a timeout option named `name`: undefined, or milliseconds in (0, MAX_TIMEOUT]. */
-function checkTimeout(name: string, timeout: unknown): void {
+export function checkTimeout(name: string, timeout: unknown): void {
   if (
     timeout !== undefined &&
     (typeof timeout !== "number" || !(timeout > 0) || timeout > MAX_TIMEOUT)
@@ -1072,34 +1090,9 @@ export class Client {
     return promise;
   }
 
-  /**
-   * The failure a server's library status makes: the wording of the core's own answers
-   * (core-rs/src/client/ticket.rs), for `status` with `length` output bytes in `output`.
-   */
+  /** The failure a server's library status makes ({@linkcode answeredFailure}). */
   #answeredFailure(status: number, length: number, output: Uint8Array): IpcError {
-    const id = `'${this.#icId}'`;
-    let why: string;
-    switch (status) {
-      case Status.OUTPUT_OVERFLOW: {
-        // How many bytes the handler wanted: the server's figure, only shown.
-        const wanted = length > 0 ? `${length} bytes of output` : "more output";
-        why =
-          `${id}: the server's handler answered ${wanted} for an output area of ${output.length} bytes`;
-        break;
-      }
-      case Status.HANDLER_FAILED:
-        why = `${id}: the server's handler failed for this command`;
-        // A server that exposes its errors says why in the output area.
-        if (length > 0 && length <= output.length) why += `: ${reason(output, length)}`;
-        break;
-      case Status.INVALID_COMMAND:
-        why = `${id}: the server refused the command as malformed`;
-        break;
-      default:
-        why = `${id}: the server answered ${statusName(status)}`;
-    }
-    // Worded as the core words its errors: the sentence, then the status's name.
-    return new IpcError(status, `${why} (${statusName(status)})`);
+    return answeredFailure(this.#icId, status, length, output);
   }
 
   /**
@@ -1557,8 +1550,43 @@ function reason(output: Uint8Array, length: number): string {
   return text.replace(/\p{Cc}/gu, " ");
 }
 
+/**
+ * The failure a server's library status makes: the wording of the core's own answers
+ * (core-rs/src/client/ticket.rs), for `status` with `length` output bytes in `output`.
+ */
+export function answeredFailure(
+  icId: string,
+  status: number,
+  length: number,
+  output: Uint8Array,
+): IpcError {
+  const id = `'${icId}'`;
+  let why: string;
+  switch (status) {
+    case Status.OUTPUT_OVERFLOW: {
+      // How many bytes the handler wanted: the server's figure, only shown.
+      const wanted = length > 0 ? `${length} bytes of output` : "more output";
+      why =
+        `${id}: the server's handler answered ${wanted} for an output area of ${output.length} bytes`;
+      break;
+    }
+    case Status.HANDLER_FAILED:
+      why = `${id}: the server's handler failed for this command`;
+      // A server that exposes its errors says why in the output area.
+      if (length > 0 && length <= output.length) why += `: ${reason(output, length)}`;
+      break;
+    case Status.INVALID_COMMAND:
+      why = `${id}: the server refused the command as malformed`;
+      break;
+    default:
+      why = `${id}: the server answered ${statusName(status)}`;
+  }
+  // Worded as the core words its errors: the sentence, then the status's name.
+  return new IpcError(status, `${why} (${statusName(status)})`);
+}
+
 /** Runs `completion` for a command that failed with library status `status`. */
-function failed(o: ExecuteOptions<unknown>, status: number): void {
+export function failed(o: ExecuteOptions<unknown>, status: number): void {
   try {
     o.completion?.({ status, length: 0, output: new Uint8Array(0) }, o.context);
   } catch {
@@ -1566,6 +1594,22 @@ function failed(o: ExecuteOptions<unknown>, status: number): void {
   }
 }
 
+/**
+ * Connects to the server of `icId` through NATS ({@linkcode ConnectOptions.nats}), and only
+ * so: the client reaches the servers of `icId` on any host that reaches the same NATS servers,
+ * and resolves once connected to NATS (servers are found per command).
+ *
+ * @param icId The servers' name, their ic id.
+ * @param options `nats`, and a default `timeout`.
+ * @returns The client, whose `execute` is asynchronous only.
+ * @throws {IpcError} `IO_ERROR` when no NATS server could be reached, `PERMISSION_DENIED` when
+ * NATS refused the credentials.
+ * @throws {TypeError | RangeError} On a bad argument, naming it.
+ */
+export function connect(
+  icId: string,
+  options: ConnectOptions & { nats: NatsOptions },
+): Promise<NatsClient>;
 /**
  * Connects to the server of `icId`: the first contact creates the connection's shared
  * segment and hands it over; it resolves once the server's `open` ran.
@@ -1589,8 +1633,26 @@ function failed(o: ExecuteOptions<unknown>, status: number): void {
  * });
  * ```
  */
-export function connect(icId: string, options?: ConnectOptions): Promise<Client> {
+export function connect(icId: string, options?: ConnectOptions): Promise<Client>;
+export function connect(
+  icId: string,
+  options?: ConnectOptions,
+): Promise<Client> | Promise<NatsClient> {
+  if (options?.nats !== undefined) return connectNatsClient(icId, options);
   return connectWith(icId, options, 0);
+}
+
+/** {@linkcode connect} through NATS: the options a local connection alone takes are refused. */
+async function connectNatsClient(icId: string, options: ConnectOptions): Promise<NatsClient> {
+  checkIcId(icId);
+  checkOptionsObject("connect", options);
+  checkNatsOptions("connect", options.nats);
+  if (options.reconnect !== undefined) {
+    throw new TypeError(
+      "reconnect is for a local connection: through NATS, the NATS client reconnects (nats.reconnect, nats.maxReconnectAttempts)",
+    );
+  }
+  return await connectThroughNats(icId, options.nats, options.timeout);
 }
 
 /**

@@ -17,6 +17,11 @@ export interface ConnInfo {
   pid: number;
   /** The client process's user id. */
   uid: number;
+  /**
+   * The session of a client reached through NATS (16 hexadecimal digits), which names it
+   * across its commands; `pid` is 0 and `uid` -1 then, since NATS carries no credentials.
+   */
+  session?: string;
 }
 
 /** One command, as a handler sees it. */

@@ -33,6 +33,8 @@ import { Pool, type PoolHost } from "./pool.ts";
 import { readServerStats, type ServerStats } from "./stats.ts";
 import { Status } from "./status.ts";
 import { checkIcId, checkOptionsObject, checkSocketDir, shown, spinNanos } from "./validate.ts";
+import { checkNatsOptions, type NatsOptions } from "./nats.ts";
+import { NatsBridge } from "./nats_server.ts";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 
@@ -97,7 +99,19 @@ export interface ServeOptions {
    * `IpcError` shows it; a client refused by a failing `open` sees it in `connect`'s error.
    */
   exposeErrors?: boolean;
+  /**
+   * Also serve through NATS: where the NATS servers are, and NATS's own connection options
+   * (authentication, TLS, reconnecting), passed through. The server then takes commands from
+   * clients on other hosts ({@linkcode connect} with `nats`) in a queue group of its ic id —
+   * several servers of one ic id share them — and runs them with the same handlers, on this
+   * thread; its local clients are unaffected. `serve` resolves once NATS has the server's
+   * subscriptions.
+   */
+  nats?: NatsOptions;
 }
+
+/** @internal Starts the NATS side of a server ({@linkcode ServeOptions.nats}). */
+export const serveNats: unique symbol = Symbol("shmcall serve nats");
 
 /** The most workers a pool may have. */
 export const MAX_WORKERS = 64;
@@ -168,6 +182,8 @@ export class Server<C = unknown> {
   readonly #stats = new Float64Array(STATS.LEN);
   readonly #onError: ServeOptions["onError"];
   readonly #exposeErrors: boolean;
+  /** The NATS side, when serving through NATS too. */
+  #nats: NatsBridge<C> | undefined;
   /** How the inline path answers: through `#answer`, with the connection as the tag. */
   readonly #answerer: Answerer<Connection<C>> = {
     answer: (conn, command, status, length, from) =>
@@ -212,9 +228,9 @@ export class Server<C = unknown> {
       }
     }
     console.error(
-      `shmcall: the ${handler} handler of '${this.#icId}' failed on connection ${conn.id} (pid ${conn.pid})${
-        command === undefined ? "" : `, operation code ${command.code}`
-      }:`,
+      `shmcall: the ${handler} handler of '${this.#icId}' failed on connection ${conn.id} (${
+        conn.session === undefined ? `pid ${conn.pid}` : `NATS session ${conn.session}`
+      })${command === undefined ? "" : `, operation code ${command.code}`}:`,
       error,
     );
   }
@@ -268,6 +284,24 @@ export class Server<C = unknown> {
   /** The ic id served. */
   get icId(): string {
     return this.#icId;
+  }
+
+  /** @internal Serves through NATS too, with this server's handlers and rules. */
+  async [serveNats](nats: NatsOptions): Promise<void> {
+    const bridge = await NatsBridge.start<C>(this.#icId, nats, {
+      handlers: this.#handlers,
+      exposeErrors: this.#exposeErrors,
+      quiescing: () => this.#quiescing,
+      began: () => this.#inProgress++,
+      ended: () => this.#settleOne(),
+      report: (error, conn, command, handler) => this.#report(error, conn, command, handler),
+    });
+    if (this.#handle === null) {
+      // Closed meanwhile.
+      await bridge.close();
+      return;
+    }
+    this.#nats = bridge;
   }
 
   /** @internal An open, exec or close from the hub. */
@@ -713,6 +747,10 @@ export class Server<C = unknown> {
       native.serverFree(handle);
       hub.served.delete(this.#key);
       if (this.#pool !== undefined) stopped = this.#pool.close();
+      if (this.#nats !== undefined) {
+        const nats = this.#nats.close();
+        stopped = Promise.all([stopped, nats]).then(() => {});
+      }
       // Before the close handlers below run: one that calls `close()` again gets this too.
       this.#stopped = stopped;
       // Closes of connections that were open: the core delivers them, but to no one now.
@@ -792,6 +830,7 @@ export async function serve<C = unknown>(
     throw new TypeError(`exposeErrors must be a boolean, received ${shown(options.exposeErrors)}`);
   }
   const module = checkPool(options);
+  if (options.nats !== undefined) checkNatsOptions("serve", options.nats);
   // The pool runs before the first client can connect: no command meant for it runs inline.
   const host: PoolHost = { connections: () => [], failed: () => {} };
   const pool = module === undefined ? undefined : await Pool.start(
@@ -800,12 +839,22 @@ export async function serve<C = unknown>(
     options.exposeErrors === true,
     host,
   );
+  let server: Server<C>;
   try {
-    return new Server(icId, handlers, options, pool, host);
+    server = new Server(icId, handlers, options, pool, host);
   } catch (e) {
     await pool?.close();
     throw e;
   }
+  if (options.nats !== undefined) {
+    try {
+      await server[serveNats](options.nats);
+    } catch (e) {
+      await server.close();
+      throw e;
+    }
+  }
+  return server;
 }
 
 /** Checks the pool's options; returns the module's URL when there is a pool. */

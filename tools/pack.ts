@@ -21,6 +21,7 @@
  */
 
 import { PACKAGE_VERSION, PLATFORM_PACKAGE } from "../src/library.ts";
+import { NATS_PACKAGE } from "../src/nats.ts";
 
 const root = decodeURIComponent(new URL("../", import.meta.url).pathname);
 const out = `${root}dist/npm/`;
@@ -187,6 +188,9 @@ async function packMain(): Promise<void> {
     bin: { "shmcall-top": "./lib/node/top.mjs" },
     files: ["lib/"],
     optionalDependencies: { [PLATFORM_PACKAGE]: PACKAGE_VERSION },
+    // Only the `nats` option loads it: installed beside this package by whoever crosses hosts.
+    peerDependencies: { [NATS_PACKAGE]: dev.devDependencies[NATS_PACKAGE] },
+    peerDependenciesMeta: { [NATS_PACKAGE]: { optional: true } },
   };
   Deno.writeTextFileSync(`${dir}package.json`, JSON.stringify(manifest, null, 2) + "\n");
   Deno.copyFileSync(`${root}README.md`, `${dir}README.md`);

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { type Client, connect, IpcError, serve } from "../../mod.ts";
+import { type Client, connect, type ConnectOptions, IpcError, serve } from "../../mod.ts";
 
 const [dir, remoteId, seedArg, msArg] = Deno.args;
 if (dir === undefined || remoteId === undefined) {
@@ -146,7 +146,7 @@ async function operate(): Promise<void> {
       try {
         const c = await connect(
           chance(8) ? junk() as string : (remote ? remoteId! : "fuzz-local"),
-          options as never,
+          options as ConnectOptions,
         );
         if (clients.length > 8) c.close();
         else clients.push(c);

@@ -6,7 +6,10 @@
  * 1 echo; 2 checksum (FNV-1a-64 of the input, status 7); 3 hold (never answers);
  * 4 throw; 5 reject (async); 6 echo after 200 ms (async); 8 kill this process with SIGKILL
  * 50 ms later (without answering); 9 echo after keeping this thread busy for 300 ms (so that
- * no other command is taken meanwhile). `--log FILE` appends `open`, `exec`, `close` to FILE.
+ * no other command is taken meanwhile); 10 the server's pid (4 bytes, little-endian); 11 answers
+ * 8 bytes more than the output area holds. `--log FILE` appends `open`, `exec`, `close` to FILE.
+ * `--nats URL` serves through NATS too (`open` and `close` then print the session); `--expose`
+ * sets `exposeErrors`.
  *
  * @module
  */
@@ -27,12 +30,17 @@ const log = (what: string) => {
 const spinAt = flags.indexOf("--spin");
 const spinMicros = spinAt >= 0 ? Number(flags[spinAt + 1]) : undefined;
 
+const natsAt = flags.indexOf("--nats");
+const natsUrl = natsAt >= 0 ? flags[natsAt + 1] : undefined;
+
 const say = (line: string) => console.log(line);
+const named = (conn: { id: number; session?: string }) =>
+  conn.session === undefined ? `${conn.id}` : `${conn.id} ${conn.session}`;
 
 const server = await serve(icId, {
   open: (conn) => {
     log("open");
-    say(`open ${conn.id}`);
+    say(`open ${named(conn)}`);
     return conn.id;
   },
   exec: ({ code, input, output }, conn) => {
@@ -67,15 +75,25 @@ const server = await serve(icId, {
         output.set(input.subarray(0, output.length));
         return { length: Math.min(input.length, output.length) };
       }
+      case 10:
+        new DataView(output.buffer, output.byteOffset, 4).setUint32(0, Deno.pid, true);
+        return { length: 4 };
+      case 11:
+        return { length: output.length + 8 };
       default:
         return { status: 0, length: 0 };
     }
   },
   close: (conn) => {
     log("close");
-    say(`close ${conn.id}`);
+    say(`close ${named(conn)}`);
   },
-}, spinMicros === undefined ? { socketDir } : { socketDir, spinMicros });
+}, {
+  socketDir,
+  ...(spinMicros === undefined ? {} : { spinMicros }),
+  ...(natsUrl === undefined ? {} : { nats: { servers: natsUrl } }),
+  ...(flags.includes("--expose") ? { exposeErrors: true } : {}),
+});
 say("ready");
 // Serve until stdin closes (the parent went away).
 for await (const _ of Deno.stdin.readable) { /* nothing to read */ }

@@ -1,4 +1,5 @@
-// A server peer in Node or Deno: `<runtime> server.mjs <ic-id> <socket-dir>`.
+// A server peer in Node or Deno: `<runtime> server.mjs <ic-id> <socket-dir> [nats-url]`; with
+// a NATS server's URL it serves through NATS too.
 //
 // Prints `ready`, then `open <conn>` and `close <conn>`; serves until its standard input ends.
 // Operation codes, as the other test peers': 1 echo; 3 hold (never answers); 4 throw;
@@ -9,7 +10,7 @@
 import process from "node:process";
 import { serve, stdinEnds } from "./api.mjs";
 
-const [icId, socketDir] = process.argv.slice(2);
+const [icId, socketDir, natsUrl] = process.argv.slice(2);
 if (icId === undefined || socketDir === undefined) {
   console.error("usage: server.mjs <ic-id> <socket-dir>");
   process.exit(2);
@@ -54,7 +55,7 @@ const server = await serve(icId, {
     }
   },
   close: (conn) => console.log(`close ${conn.id}`),
-}, { socketDir });
+}, natsUrl === undefined ? { socketDir } : { socketDir, nats: { servers: natsUrl } });
 console.log("ready");
 await stdinEnds();
 await server.close();

@@ -1,0 +1,64 @@
+// Commands through NATS between Node and Deno, against a real nats-server: every pairing of
+// runtimes, each side with a socket directory of its own (the local path cannot serve them).
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { connect, IpcError, Status } from "../dist/node/index.js";
+import { pattern } from "./peers/api.mjs";
+import { NatsServer } from "./peers/nats_server.mjs";
+import { Peer, peerCommand, tempSocketDir } from "./peers/spawn.mjs";
+
+const RUNTIMES = ["node", "deno"];
+
+/** Runs `body(nats)` with a server peer of `runtime` serving `icId` through NATS too. */
+async function withNatsServer(runtime, icId, body) {
+  const nats = await NatsServer.start();
+  const dir = tempSocketDir();
+  let server;
+  try {
+    server = await Peer.start(...peerCommand(runtime, "server.mjs", [icId, dir.path, nats.url]));
+    await body(nats, server);
+  } finally {
+    await server?.kill();
+    dir.remove();
+    nats.kill();
+  }
+}
+
+for (const runtime of RUNTIMES) {
+  test(`Node client → ${runtime} server through NATS: 0 B to 1 MiB, statuses, failures`, async () => {
+    await withNatsServer(runtime, "nats-node", async (nats, server) => {
+      const client = await connect("nats-node", { nats: { servers: nats.url }, timeout: 10_000 });
+      try {
+        for (const n of [0, 1, 64, 65_536, 1 << 20]) {
+          const input = pattern(n, n);
+          const r = await client.execute(1, { input, outputLength: n, completion: () => {} });
+          assert.equal(r.length, n);
+          assert.deepEqual(r.output, input, `${n} bytes`);
+        }
+        assert.equal((await client.execute(7, { completion: () => {} })).status, 42);
+        await assert.rejects(
+          client.execute(4, { completion: () => {} }),
+          (e) => e instanceof IpcError && e.status === Status.HANDLER_FAILED,
+        );
+        assert.throws(() => client.execute(1), TypeError);
+        assert.match(await server.expect("open "), /^open \d+ 0$/);
+      } finally {
+        client.close();
+      }
+      await server.expect("close ");
+    });
+  });
+
+  test(`${runtime} client → Node server through NATS`, async () => {
+    await withNatsServer("node", "nats-to-node", async (nats) => {
+      const client = await Peer.start(
+        ...peerCommand(runtime, "nats_client.mjs", ["nats-to-node", nats.url]),
+      );
+      try {
+        assert.equal(await client.expect("done", 30_000), "done 5");
+      } finally {
+        await client.kill();
+      }
+    });
+  });
+}

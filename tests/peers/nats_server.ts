@@ -1,0 +1,138 @@
+/**
+ * A real nats-server for the tests (Debian's `nats-server`, which `.ci/run` installs), on a free
+ * port of 127.0.0.1: started bounded, killed and reaped by `kill` (call it from a `finally`).
+ * Its messages hold up to 2 MiB, room for a 1 MiB area and the frame's header.
+ *
+ * @module
+ */
+
+/** Where Debian puts it, for a PATH without /usr/sbin. */
+const CANDIDATES = ["nats-server", "/usr/sbin/nats-server"];
+
+/** The largest message the test server takes. */
+export const TEST_MAX_PAYLOAD = 2 << 20;
+
+/** A port no one listens on now. */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** The nats-server binary, or a clear error saying how to get one. */
+function binary(): string {
+  for (const c of CANDIDATES) {
+    try {
+      const out = new Deno.Command(c, { args: ["--version"], stdout: "null", stderr: "null" })
+        .outputSync();
+      if (out.success) return c;
+    } catch {
+      // Not this one.
+    }
+  }
+  throw new Error(
+    "nats-server is not installed: `apt-get install -y nats-server` (Debian's package; .ci/run installs it)",
+  );
+}
+
+/** A running nats-server. */
+export class NatsServer {
+  readonly port: number;
+  readonly #dir: string;
+  #child: Deno.ChildProcess | undefined;
+
+  private constructor(port: number, dir: string) {
+    this.port = port;
+    this.#dir = dir;
+  }
+
+  /** The URL clients connect to. */
+  get url(): string {
+    return `nats://127.0.0.1:${this.port}`;
+  }
+
+  /** Starts one on a free port; resolves once it takes connections (at most `timeoutMs`). */
+  static async start(timeoutMs = 10_000): Promise<NatsServer> {
+    const dir = Deno.makeTempDirSync({ prefix: "shmcall-nats-" });
+    const server = new NatsServer(freePort(), dir);
+    try {
+      await server.restart(timeoutMs);
+    } catch (e) {
+      await server.kill();
+      throw e;
+    }
+    return server;
+  }
+
+  /** Starts it (again, after {@linkcode NatsServer.stop}) on the same port. */
+  async restart(timeoutMs = 10_000): Promise<void> {
+    const config = `${this.#dir}/nats.conf`;
+    Deno.writeTextFileSync(
+      config,
+      `listen: "127.0.0.1:${this.port}"\nmax_payload: ${TEST_MAX_PAYLOAD}\n`,
+    );
+    const child = new Deno.Command(binary(), {
+      args: ["-c", config],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    this.#child = child;
+    // It says it is ready on standard error; what it writes after that is drained.
+    const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    let seen = "";
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`nats-server did not start within ${timeoutMs} ms: ${seen}`)),
+        timeoutMs,
+      );
+    });
+    try {
+      await Promise.race([
+        (async () => {
+          while (!seen.includes("Server is ready")) {
+            const { value, done } = await lines.read();
+            if (done) throw new Error(`nats-server exited: ${seen}`);
+            seen += value;
+          }
+        })(),
+        deadline,
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+    void (async () => {
+      try {
+        while (!(await lines.read()).done) { /* drained */ }
+      } catch {
+        // Killed.
+      }
+    })();
+  }
+
+  /** Kills it with SIGKILL and reaps it; the port stays this server's for a restart. */
+  async stop(): Promise<void> {
+    const child = this.#child;
+    this.#child = undefined;
+    if (child === undefined) return;
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Exited already.
+    }
+    await child.status;
+  }
+
+  /** Stops it for good and removes its files. */
+  async kill(): Promise<void> {
+    await this.stop();
+    Deno.removeSync(this.#dir, { recursive: true });
+  }
+
+  /** Alias of {@linkcode NatsServer.kill} for `await using`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.kill();
+  }
+}
