@@ -178,6 +178,8 @@ export interface Results {
   cycles: CycleRow[];
   /** The event-queue tables, as `bench/events.ts` writes them (absent when not run). */
   events?: string;
+  /** The NATS tables, as `bench/nats.ts` writes them (absent when not run). */
+  nats?: string;
   /** How long the run took. */
   seconds: number;
   /** A quick run (fewer samples): printed, not written to the README. */
@@ -353,6 +355,7 @@ export function markdown(r: Results): string {
     );
   }
   if (r.events !== undefined) out.push("", r.events);
+  if (r.nats !== undefined) out.push("", r.nats);
   return out.join("\n");
 }
 

@@ -18,6 +18,7 @@ import { IN_FLIGHT, poolBench } from "./pool.ts";
 import { connectCycles, idleConnections } from "./connections.ts";
 import { cpuSeconds } from "../tests/peers/proc.ts";
 import { eventsBench, eventsMarkdown, perfSyscalls } from "./events.ts";
+import { natsBench, natsMarkdown } from "./nats.ts";
 import {
   ASYNC,
   type LatencyRow,
@@ -640,6 +641,7 @@ async function main() {
   console.error("system calls per command");
   const sys = await syscalls(dir.path);
   const events = eventsMarkdown(await eventsBench(QUICK));
+  const nats = natsMarkdown(await natsBench(QUICK));
 
   const results: Results = {
     memoryFloor: memoryFloor(1 << 20),
@@ -662,6 +664,7 @@ async function main() {
     idle,
     cycles,
     events,
+    nats,
     seconds: (Date.now() - started) / 1000,
     quick: QUICK,
   };

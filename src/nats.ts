@@ -12,7 +12,7 @@ import { shown } from "./validate.ts";
 
 /** The npm package of the NATS client, and the version this library is tested with. */
 export const NATS_PACKAGE = "@nats-io/transport-node";
-const NATS_VERSION = "3.4.0";
+export const NATS_VERSION = "3.4.0";
 
 /**
  * The `nats` option of {@linkcode serve}, {@linkcode connect}, and the event queues: where the
@@ -32,6 +32,8 @@ export interface NatsMsg {
   subject: string;
   reply?: string;
   data: Uint8Array;
+  /** Present on NATS's own replies: a status 503 says that no one listens on a subject. */
+  headers?: { hasError: boolean; code: number };
   respond(data?: Uint8Array): boolean;
 }
 
@@ -48,8 +50,7 @@ export interface NatsConnection {
     subject: string,
     options: { queue?: string; callback: (error: Error | null, msg: NatsMsg) => void },
   ): NatsSubscription;
-  publish(subject: string, data?: Uint8Array): void;
-  request(subject: string, data: Uint8Array, options: { timeout: number }): Promise<NatsMsg>;
+  publish(subject: string, data?: Uint8Array, options?: { reply?: string }): void;
   flush(): Promise<void>;
   drain(): Promise<void>;
   close(): Promise<void>;

@@ -20,6 +20,7 @@ import {
   type NatsConnection,
   type NatsMsg,
   type NatsOptions,
+  type NatsSubscription,
   subjects,
 } from "./nats.ts";
 import {
@@ -28,6 +29,7 @@ import {
   encodeGoodbye,
   NATS_FRAME,
   newSession,
+  sessionName,
 } from "./nats_frame.ts";
 import { Status, statusName } from "./status.ts";
 
@@ -37,9 +39,21 @@ import { Status, statusName } from "./status.ts";
  */
 export const NATS_DEFAULT_TIMEOUT = 60_000;
 
+/**
+ * Deadlines are kept in buckets of this many milliseconds, one timer a bucket: a timer per
+ * command cost as much as the rest of a command (profiled with 64 in flight).
+ */
+const BUCKET_MS = 5;
+
 /** A command sent and not answered yet: settles once, whichever comes first. */
 interface InFlight {
+  /** The answer came: a frame, or NATS's word that no one listens. */
+  answered(msg: NatsMsg): void;
   fail(error: IpcError): void;
+  /** The command's timeout, for its message. */
+  timeout: number;
+  /** Its deadline's bucket. */
+  bucket: number;
 }
 
 /**
@@ -57,7 +71,17 @@ export class NatsClient implements Disposable, AsyncDisposable {
   readonly #goodbyes: string;
   readonly #session = newSession();
   readonly #timeout: number | undefined;
-  readonly #inFlight = new Set<InFlight>();
+  /** The commands in flight, by the token their reply subject ends with. */
+  readonly #inFlight = new Map<number, InFlight>();
+  #nextToken = 0;
+  /** Where answers come: this prefix, then a command's token. */
+  readonly #inbox: string;
+  readonly #replies: NatsSubscription;
+  /** Commands by deadline bucket ({@linkcode BUCKET_MS}), each bucket with one timer. */
+  readonly #deadlines = new Map<
+    number,
+    { commands: InFlight[]; open: number; timer: ReturnType<typeof setTimeout> }
+  >();
   /** Why commands fail at once: this client closed, or its NATS connection did. */
   #ended: IpcError | undefined;
   /** The NATS connection's end, once {@linkcode NatsClient.close} began it. */
@@ -66,13 +90,29 @@ export class NatsClient implements Disposable, AsyncDisposable {
   #down = false;
 
   /** @internal Made by {@linkcode connectThroughNats}. */
-  constructor(icId: string, nc: NatsConnection, timeout: number | undefined) {
+  constructor(
+    icId: string,
+    nc: NatsConnection,
+    timeout: number | undefined,
+    inboxPrefix: unknown,
+  ) {
     this.#icId = icId;
     this.#nc = nc;
     const s = subjects(icId);
     this.#subject = s.commands;
     this.#goodbyes = s.goodbyes;
     this.#timeout = timeout;
+    // One subscription for every answer: a reply subject per command under it, as NATS's own
+    // request/reply does, without its timer and bookkeeping per request.
+    const prefix = typeof inboxPrefix === "string" && inboxPrefix !== "" ? inboxPrefix : "_INBOX";
+    this.#inbox = `${prefix}.${sessionName(this.#session)}.`;
+    this.#replies = nc.subscribe(`${this.#inbox}*`, {
+      callback: (error, msg) => {
+        if (error !== null) return;
+        const command = this.#inFlight.get(Number(msg.subject.slice(this.#inbox.length)));
+        command?.answered(msg);
+      },
+    });
     void this.#watch();
     void nc.closed().then((e) => {
       this.#ended ??= new IpcError(
@@ -102,9 +142,36 @@ export class NatsClient implements Disposable, AsyncDisposable {
   }
 
   #failAll(error: IpcError): void {
-    const all = [...this.#inFlight];
+    const all = [...this.#inFlight.values()];
     this.#inFlight.clear();
     for (const c of all) c.fail(error);
+  }
+
+  /** Fails `command` with `TIMED_OUT` once `timeout` ms passed, unless it settled before. */
+  #expire(command: InFlight, timeout: number): void {
+    const at = Math.ceil((performance.now() + timeout) / BUCKET_MS);
+    command.bucket = at;
+    const bucket = this.#deadlines.get(at);
+    if (bucket !== undefined) {
+      bucket.commands.push(command);
+      bucket.open++;
+      return;
+    }
+    const timer = setTimeout(() => {
+      const expired = this.#deadlines.get(at);
+      this.#deadlines.delete(at);
+      for (const c of expired?.commands ?? []) c.fail(this.#timedOut(c.timeout));
+    }, Math.max(0, at * BUCKET_MS - performance.now()));
+    this.#deadlines.set(at, { commands: [command], open: 1, timer });
+  }
+
+  /** `command` settled: its bucket's timer goes once none of the bucket is left. */
+  #settled(command: InFlight): void {
+    const bucket = this.#deadlines.get(command.bucket);
+    if (bucket !== undefined && --bucket.open === 0) {
+      clearTimeout(bucket.timer);
+      this.#deadlines.delete(command.bucket);
+    }
   }
 
   /** The ic id this client reaches. */
@@ -200,35 +267,46 @@ export class NatsClient implements Disposable, AsyncDisposable {
     if (this.#ended !== undefined) throw this.#ended;
     const frame = encodeCommand(code, o.inline, this.#session, input, outputLength, prepared);
     const timeout = o.timeout ?? this.#timeout ?? NATS_DEFAULT_TIMEOUT;
+    const token = this.#nextToken++;
     return new Promise<ExecuteResult>((resolve, reject) => {
       let settled = false;
-      const entry: InFlight = {
+      const command: InFlight = {
+        timeout,
+        bucket: 0,
+        answered: (msg) => {
+          if (settled) return;
+          if (msg.headers?.hasError && msg.headers.code === 503) {
+            command.fail(this.#noResponders());
+            return;
+          }
+          settled = true;
+          this.#inFlight.delete(token);
+          this.#settled(command);
+          try {
+            const result = this.#result(o, msg.data, input, outputLength);
+            o.completion!(result, o.context);
+            resolve(result);
+          } catch (e) {
+            if (e instanceof IpcError) failed(o, e.status);
+            reject(e);
+          }
+        },
         fail: (error) => {
           if (settled) return;
           settled = true;
-          this.#inFlight.delete(entry);
+          this.#inFlight.delete(token);
+          this.#settled(command);
           failed(o, error.status);
           reject(error);
         },
       };
-      this.#inFlight.add(entry);
-      const answered = (msg: NatsMsg) => {
-        if (settled) return;
-        settled = true;
-        this.#inFlight.delete(entry);
-        try {
-          const result = this.#result(o, msg.data, input, outputLength);
-          o.completion!(result, o.context);
-          resolve(result);
-        } catch (e) {
-          if (e instanceof IpcError) failed(o, e.status);
-          reject(e);
-        }
-      };
-      this.#nc.request(this.#subject, frame, { timeout }).then(
-        answered,
-        (e: unknown) => entry.fail(this.#requestFailure(e, timeout)),
-      );
+      this.#inFlight.set(token, command);
+      this.#expire(command, timeout);
+      try {
+        this.#nc.publish(this.#subject, frame, { reply: `${this.#inbox}${token}` });
+      } catch (e) {
+        command.fail(this.#sendFailure(e));
+      }
     });
   }
 
@@ -267,26 +345,27 @@ export class NatsClient implements Disposable, AsyncDisposable {
     return { status: a.status, length: a.length, output };
   }
 
-  /** The library failure a failed NATS request makes. */
-  #requestFailure(e: unknown, timeout: number): IpcError {
-    const error = e as { name?: unknown; message?: unknown; isNoResponders?: () => boolean };
-    const id = `'${this.#icId}'`;
-    if (typeof error?.isNoResponders === "function" && error.isNoResponders()) {
-      return new IpcError(
-        Status.NOT_FOUND,
-        `no server of ${id} answers through NATS (no responders on ${this.#subject}) (NOT_FOUND)`,
-      );
-    }
-    if (error?.name === "TimeoutError") {
-      return new IpcError(
-        Status.TIMED_OUT,
-        `the command to ${id} through NATS had no answer within ${timeout} ms: it may have run (TIMED_OUT)`,
-      );
-    }
+  #noResponders(): IpcError {
+    return new IpcError(
+      Status.NOT_FOUND,
+      `no server of '${this.#icId}' answers through NATS (no responders on ${this.#subject}) (NOT_FOUND)`,
+    );
+  }
+
+  #timedOut(timeout: number): IpcError {
+    return new IpcError(
+      Status.TIMED_OUT,
+      `the command to '${this.#icId}' through NATS had no answer within ${timeout} ms: it may have run (TIMED_OUT)`,
+    );
+  }
+
+  /** The library failure a publish that threw makes (the NATS connection closed). */
+  #sendFailure(e: unknown): IpcError {
+    const message = (e as { message?: unknown })?.message;
     return this.#ended ?? new IpcError(
       Status.PEER_TERMINATED,
-      `the command to ${id} through NATS failed: ${
-        typeof error?.message === "string" ? error.message : String(e)
+      `the command to '${this.#icId}' could not be sent through NATS: ${
+        typeof message === "string" ? message : String(e)
       } (PEER_TERMINATED)`,
     );
   }
@@ -303,6 +382,7 @@ export class NatsClient implements Disposable, AsyncDisposable {
     this.#closing = (async () => {
       try {
         if (!nc.isClosed()) {
+          this.#replies.unsubscribe();
           nc.publish(this.#goodbyes, encodeGoodbye(this.#session));
           await nc.flush();
         }
@@ -334,5 +414,5 @@ export async function connectThroughNats(
   checkTimeout("the timeout of connect", timeout);
   subjects(icId);
   const nc = await connectNats(nats, `shmcall client of ${icId}`);
-  return new NatsClient(icId, nc, timeout as number | undefined);
+  return new NatsClient(icId, nc, timeout as number | undefined, nats.inboxPrefix);
 }

@@ -112,6 +112,11 @@ function sessionOf(frame: Uint8Array, at: number): string {
   return s;
 }
 
+/** A session's name: its 8 bytes as 16 hexadecimal digits, as servers see it. */
+export function sessionName(session: Uint8Array): string {
+  return sessionOf(session, 0);
+}
+
 /** A fresh session id: 8 random bytes. */
 export function newSession(): Uint8Array {
   return crypto.getRandomValues(new Uint8Array(NATS_FRAME.SESSION));

@@ -20,6 +20,7 @@ import {
 } from "../src/native.ts";
 import { MAX_AREA } from "../src/client.ts";
 import { MAX_SPIN_MICROS } from "../src/validate.ts";
+import { NATS_PACKAGE, NATS_VERSION } from "../src/nats.ts";
 import { SCRATCH } from "../node/addon.ts";
 
 /** The library's value of `name` (`CONSTANTS` in bindings/src/surface.rs); fails if it has none. */
@@ -70,4 +71,12 @@ Deno.test("the tables TypeScript keeps of the library's values are the library's
 Deno.test("the library answers undefined for a constant it does not have", () => {
   assert.equal(native.constant("NO_SUCH_CONSTANT"), undefined);
   assert.equal(native.constant(""), undefined);
+});
+
+Deno.test("one version of the NATS client everywhere: the loader's, the import map's, the Node package's", () => {
+  const root = new URL("../", import.meta.url);
+  const deno = JSON.parse(Deno.readTextFileSync(new URL("deno.json", root)));
+  const node = JSON.parse(Deno.readTextFileSync(new URL("node/package.json", root)));
+  assert.equal(deno.imports[NATS_PACKAGE], `npm:${NATS_PACKAGE}@${NATS_VERSION}`);
+  assert.equal(node.devDependencies[NATS_PACKAGE], NATS_VERSION);
 });
