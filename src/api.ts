@@ -23,6 +23,7 @@ export { IpcError } from "./errors.ts";
 export { NATS_DEFAULT_TIMEOUT, NatsClient } from "./nats_client.ts";
 export type { NatsOptions } from "./nats.ts";
 export { NATS_FRAME } from "./nats_frame.ts";
+export { NatsConsumer, NatsProducer } from "./nats_queue.ts";
 export { Status, statusName } from "./status.ts";
 export type { StatusName } from "./status.ts";
 export { protocolVersion } from "./version.ts";

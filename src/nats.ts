@@ -51,6 +51,7 @@ export interface NatsConnection {
     options: { queue?: string; callback: (error: Error | null, msg: NatsMsg) => void },
   ): NatsSubscription;
   publish(subject: string, data?: Uint8Array, options?: { reply?: string }): void;
+  request(subject: string, data: Uint8Array, options: { timeout: number }): Promise<NatsMsg>;
   flush(): Promise<void>;
   drain(): Promise<void>;
   close(): Promise<void>;

@@ -28,6 +28,23 @@ export const NATS_FRAME = {
   OUTPUT_PREPARED: 4,
   /** Bytes of a client's session id. */
   SESSION: 8,
+  /** The event queue's kinds (docs/protocol.md, "Event queues over NATS"). */
+  QUEUE_OPEN: 4,
+  QUEUE_REGISTER: 5,
+  QUEUE_GOODBYE: 6,
+  QUEUE_POSTS: 7,
+  QUEUE_NOTES: 8,
+  QUEUE_PING: 9,
+  /** `QUEUE_REGISTER`'s flag: unregister the events. */
+  UNREGISTER: 1,
+  /** `QUEUE_NOTES`'s flag: the queue's last notes (its host closed). */
+  END: 1,
+  /** Bytes before a post's data: its event and its length. */
+  POST_RECORD: 8,
+  /** Bytes before a note's data: its sequence (two words, low first), event and length. */
+  NOTE_RECORD: 16,
+  /** Bytes before a notes frame's records: the host's count of this consumer's drops. */
+  NOTES_DROPPED: 4,
 } as const;
 
 const KNOWN_FLAGS = NATS_FRAME.INLINE_CHOSEN | NATS_FRAME.INLINE | NATS_FRAME.OUTPUT_PREPARED;
@@ -235,6 +252,24 @@ export function decodeAnswer(frame: Uint8Array, capacity: number): AnswerFrame |
   return { status, length, output };
 }
 
+/**
+ * Reads the answer to a queue's request: a status and a word (an open's granted capacity), no
+ * output. A refusal for what no host of this frame may answer.
+ */
+export function decodeReply(frame: Uint8Array): { status: number; word: number } | Refusal {
+  const bad = checkHeader(frame, NATS_FRAME.ANSWER);
+  if (bad !== undefined) return bad;
+  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const status = view.getInt32(8, true);
+  if ((status < 0 && !LIBRARY_STATUSES.has(status)) || frame.length !== NATS_FRAME.HEADER) {
+    return {
+      status: Status.PROTOCOL_VIOLATION,
+      why: `a reply of status ${status} and ${frame.length - NATS_FRAME.HEADER} bytes of output`,
+    };
+  }
+  return { status, word: view.getUint32(12, true) };
+}
+
 /** A goodbye: the client of `session` closed. */
 export function encodeGoodbye(session: Uint8Array): Uint8Array {
   const frame = new Uint8Array(NATS_FRAME.HEADER);
@@ -248,4 +283,205 @@ export function decodeGoodbye(frame: Uint8Array): string | undefined {
   if (checkHeader(frame, NATS_FRAME.GOODBYE) !== undefined) return undefined;
   if (frame.length !== NATS_FRAME.HEADER) return undefined;
   return sessionOf(frame, 16);
+}
+
+/** A queue frame's fields past the header's version and kind. */
+export interface QueueFrame {
+  flags: number;
+  /** The header's two words (what they hold depends on the kind). */
+  a: number;
+  b: number;
+  session: string;
+  /** What follows the header (a view of the message). */
+  payload: Uint8Array;
+}
+
+/** A queue frame of `kind`: the header's words, the session, then `payload`. */
+export function encodeQueue(
+  kind: number,
+  flags: number,
+  a: number,
+  b: number,
+  session: Uint8Array,
+  payload: Uint8Array = new Uint8Array(0),
+): Uint8Array {
+  const frame = new Uint8Array(NATS_FRAME.HEADER + payload.length);
+  const view = header(frame, kind, flags);
+  view.setUint32(8, a, true);
+  view.setUint32(12, b, true);
+  frame.set(session, 16);
+  frame.set(payload, NATS_FRAME.HEADER);
+  return frame;
+}
+
+/** Reads a queue frame of `kind` whose flags are among `flags`; a refusal otherwise. */
+export function decodeQueue(frame: Uint8Array, kind: number, flags = 0): QueueFrame | Refusal {
+  const bad = checkHeader(frame, kind);
+  if (bad !== undefined) return bad;
+  if ((frame[5]! & ~flags) !== 0 || frame[6] !== 0 || frame[7] !== 0) {
+    return {
+      status: Status.PROTOCOL_VIOLATION,
+      why: `a frame of kind ${kind} with flags ${frame[5]} and reserved bytes ${frame[6]}, ${
+        frame[7]
+      }`,
+    };
+  }
+  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  return {
+    flags: frame[5]!,
+    a: view.getUint32(8, true),
+    b: view.getUint32(12, true),
+    session: sessionOf(frame, 16),
+    payload: frame.subarray(NATS_FRAME.HEADER),
+  };
+}
+
+/** The events a registration's payload names (the words a local registration sends). */
+export function parseRegistration(payload: Uint8Array): "all" | number[] | Refusal {
+  if (payload.length < 4 || payload.length % 4 !== 0) {
+    return {
+      status: Status.INVALID_ARGUMENT,
+      why: `a registration of ${payload.length} bytes, not a mode and whole events`,
+    };
+  }
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const mode = view.getUint32(0, true);
+  if (mode === 1 && payload.length === 4) return "all";
+  if (mode !== 0) {
+    return { status: Status.INVALID_ARGUMENT, why: `a registration of mode ${mode}` };
+  }
+  const events: number[] = [];
+  for (let at = 4; at < payload.length; at += 4) events.push(view.getUint32(at, true));
+  return events;
+}
+
+/** A post, as a host reads it off NATS. */
+export interface PostRecord {
+  event: number;
+  /** A view of the message. */
+  data: Uint8Array;
+}
+
+/** Appends a post's record (event, length, data) to `out` at `at`; returns where it ends. */
+export function writePost(out: Uint8Array, at: number, event: number, data: Uint8Array): number {
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  view.setUint32(at, event, true);
+  view.setUint32(at + 4, data.length, true);
+  out.set(data, at + NATS_FRAME.POST_RECORD);
+  return at + NATS_FRAME.POST_RECORD + data.length;
+}
+
+/** The `count` posts of a posts frame's payload, each of at most `maxData` bytes, or a refusal. */
+export function parsePosts(
+  payload: Uint8Array,
+  count: number,
+  maxData: number,
+): PostRecord[] | Refusal {
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const posts: PostRecord[] = [];
+  let at = 0;
+  for (let i = 0; i < count; i++) {
+    if (payload.length - at < NATS_FRAME.POST_RECORD) {
+      return { status: Status.PROTOCOL_VIOLATION, why: `post ${i} of ${count} is cut short` };
+    }
+    const event = view.getUint32(at, true);
+    const length = view.getUint32(at + 4, true);
+    const start = at + NATS_FRAME.POST_RECORD;
+    if (length > maxData || length > payload.length - start) {
+      return {
+        status: Status.PROTOCOL_VIOLATION,
+        why: `post ${i} says it holds ${length} bytes (at most ${maxData}; ${
+          payload.length - start
+        } left)`,
+      };
+    }
+    posts.push({ event, data: payload.subarray(start, start + length) });
+    at = start + length;
+  }
+  if (at !== payload.length) {
+    return {
+      status: Status.PROTOCOL_VIOLATION,
+      why: `${payload.length - at} bytes after the ${count} posts`,
+    };
+  }
+  return posts;
+}
+
+/** A notification as a notes frame carries it. */
+export interface NoteRecord {
+  sequence: number;
+  event: number;
+  data: Uint8Array;
+}
+
+/** A notes frame's payload: the host's drops for this consumer, then the notes. */
+export function encodeNotes(dropped: number, notes: readonly NoteRecord[]): Uint8Array {
+  let size = NATS_FRAME.NOTES_DROPPED;
+  for (const n of notes) size += NATS_FRAME.NOTE_RECORD + n.data.length;
+  const out = new Uint8Array(size);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, dropped, true);
+  let at = NATS_FRAME.NOTES_DROPPED;
+  for (const n of notes) {
+    view.setUint32(at, n.sequence % 2 ** 32, true);
+    view.setUint32(at + 4, Math.floor(n.sequence / 2 ** 32), true);
+    view.setUint32(at + 8, n.event, true);
+    view.setUint32(at + 12, n.data.length, true);
+    out.set(n.data, at + NATS_FRAME.NOTE_RECORD);
+    at += NATS_FRAME.NOTE_RECORD + n.data.length;
+  }
+  return out;
+}
+
+/**
+ * The drops and `count` notes of a notes frame's payload (their data copied into one buffer of
+ * this side's own), each of at most `maxData` bytes, or a refusal.
+ */
+export function parseNotes(
+  payload: Uint8Array,
+  count: number,
+  maxData: number,
+): { dropped: number; notes: NoteRecord[] } | Refusal {
+  if (payload.length < NATS_FRAME.NOTES_DROPPED) {
+    return { status: Status.PROTOCOL_VIOLATION, why: "notes without their count of drops" };
+  }
+  // A copy: the message's bytes belong to the NATS client (its arrays are Buffers).
+  const own = new Uint8Array(payload);
+  const view = new DataView(own.buffer);
+  const notes: NoteRecord[] = [];
+  let at = NATS_FRAME.NOTES_DROPPED;
+  for (let i = 0; i < count; i++) {
+    if (own.length - at < NATS_FRAME.NOTE_RECORD) {
+      return { status: Status.PROTOCOL_VIOLATION, why: `note ${i} of ${count} is cut short` };
+    }
+    const high = view.getUint32(at + 4, true);
+    if (high >= 2 ** 21) {
+      // Past 2^53: no number holds it exactly (a host takes centuries to post that many).
+      return {
+        status: Status.PROTOCOL_VIOLATION,
+        why: `note ${i} has sequence ${high} * 2^32 + …, past 2^53`,
+      };
+    }
+    const sequence = high * 2 ** 32 + view.getUint32(at, true);
+    const event = view.getUint32(at + 8, true);
+    const length = view.getUint32(at + 12, true);
+    const start = at + NATS_FRAME.NOTE_RECORD;
+    if (length > maxData || length > own.length - start) {
+      return {
+        status: Status.PROTOCOL_VIOLATION,
+        why: `note ${i} says it holds ${length} bytes (at most ${maxData}; ${
+          own.length - start
+        } left)`,
+      };
+    }
+    notes.push({ sequence, event, data: own.subarray(start, start + length) });
+    at = start + length;
+  }
+  if (at !== own.length) {
+    return {
+      status: Status.PROTOCOL_VIOLATION,
+      why: `${own.length - at} bytes after the ${count} notes`,
+    };
+  }
+  return { dropped: view.getUint32(0, true), notes };
 }

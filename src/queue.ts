@@ -25,6 +25,14 @@ import { IpcError } from "./errors.ts";
 import { type Handle, native, QUEUE } from "./native.ts";
 import { Status } from "./status.ts";
 import { checkIcId, checkOptionsObject, checkSocketDir, shown } from "./validate.ts";
+import { checkNatsOptions, type NatsOptions } from "./nats.ts";
+import {
+  type NatsConsumer,
+  type NatsProducer,
+  openNatsConsumer,
+  openNatsProducer,
+  QueueBridge,
+} from "./nats_queue.ts";
 
 /** The most data bytes a notification carries. */
 export const MAX_NOTIFICATION_DATA: number = QUEUE.MAX_DATA;
@@ -48,6 +56,14 @@ const DEFAULT_LARGE_OUTPUT = 1 << 20;
 export interface QueueOptions {
   /** The socket directory; see {@linkcode ConnectOptions.socketDir}. */
   socketDir?: string;
+  /**
+   * Across hosts, through NATS (docs/events.md, "Across hosts"): on {@linkcode serveEventQueue},
+   * the host also takes producers and consumers of other hosts; on {@linkcode openProducer} and
+   * {@linkcode openConsumer}, the end reaches the queue's host through NATS only (`socketDir`
+   * does not apply then). Where the NATS servers are, and NATS's own connection options
+   * (authentication, TLS, reconnecting), passed through.
+   */
+  nats?: NatsOptions;
 }
 
 /** A queue host's counters ({@linkcode EventQueue.stats}). */
@@ -62,10 +78,15 @@ export interface QueueStats {
   connections: number;
   /** Consumers open now. */
   consumers: number;
+  /**
+   * Posts of producers on other hosts that NATS lost on their way here (a gap in what each
+   * producer sent), which no sequence number shows; 0 without `nats`.
+   */
+  lost: number;
 }
 
 /** Checks an event number: an integer from 0 to 2^32 - 1. */
-function checkEvent(event: unknown, what = "event"): asserts event is number {
+export function checkEvent(event: unknown, what = "event"): asserts event is number {
   if (typeof event !== "number" || !Number.isInteger(event)) {
     throw new TypeError(`${what} must be an integer from 0 to 2^32 - 1, received ${shown(event)}`);
   }
@@ -74,6 +95,9 @@ function checkEvent(event: unknown, what = "event"): asserts event is number {
   }
 }
 
+/** Hosts a queue through NATS too (an internal method of {@linkcode EventQueue}). */
+const bridgeTo: unique symbol = Symbol("shmcall queue bridge");
+
 /**
  * A hosted event queue. Its producers and consumers may be in any processes, Deno or Node.js;
  * closing it ends their connections (a consumer still retrieves what its list holds).
@@ -81,6 +105,8 @@ function checkEvent(event: unknown, what = "event"): asserts event is number {
 export class EventQueue implements AsyncDisposable {
   #handle: Handle | null;
   #keepalive: ReturnType<typeof setInterval> | undefined;
+  /** Its end on NATS, when hosting through NATS too. */
+  #bridge: QueueBridge | undefined;
   readonly #words = new Float64Array(QUEUE.STATS_LEN);
   /** The queue's id. */
   readonly queueId: string;
@@ -106,11 +132,28 @@ export class EventQueue implements AsyncDisposable {
       dropped: dropped!,
       connections: connections!,
       consumers: consumers!,
+      lost: this.#bridge?.lost ?? 0,
     };
   }
 
-  /** Stops hosting: every producer's and consumer's connection ends. Idempotent. */
-  close(): Promise<void> {
+  /** @internal Hosts through NATS too ({@linkcode QueueOptions.nats}). */
+  async [bridgeTo](nats: NatsOptions, socketDir: string | undefined): Promise<void> {
+    const queueId = this.queueId;
+    const where = socketDir === undefined ? {} : { socketDir };
+    this.#bridge = await QueueBridge.start(queueId, nats, {
+      maxData: QUEUE.MAX_DATA,
+      maxCapacity: MAX_CONSUMER_CAPACITY,
+      openProducer: () => openProducer(queueId, where),
+      openConsumer: (events, capacity) => openConsumer(queueId, { ...where, events, capacity }),
+    });
+  }
+
+  /**
+   * Stops hosting: every producer's and consumer's connection ends (consumers on other hosts
+   * get what the host's lists held for them first). Idempotent.
+   */
+  async close(): Promise<void> {
+    await this.#bridge?.close();
     if (this.#handle !== null) {
       const handle = this.#handle;
       this.#handle = null;
@@ -118,7 +161,6 @@ export class EventQueue implements AsyncDisposable {
       this.#keepalive = undefined;
       native.queueFree(handle);
     }
-    return Promise.resolve();
   }
 
   /** Closes the queue ({@linkcode EventQueue.close}). */
@@ -146,16 +188,25 @@ export class EventQueue implements AsyncDisposable {
  *
  * @throws {IpcError} `ALREADY_SERVING` when a live server or queue holds the id, …
  */
-export function serveEventQueue(queueId: string, options?: QueueOptions): Promise<EventQueue> {
-  try {
-    checkIcId(queueId);
-    const o = options ?? {};
-    checkOptionsObject("serveEventQueue", o);
-    checkSocketDir(o.socketDir);
-    return Promise.resolve(new EventQueue(queueId, native.queueServe(queueId, o.socketDir ?? "")));
-  } catch (e) {
-    return Promise.reject(e);
+export async function serveEventQueue(
+  queueId: string,
+  options?: QueueOptions,
+): Promise<EventQueue> {
+  checkIcId(queueId);
+  const o = options ?? {};
+  checkOptionsObject("serveEventQueue", o);
+  checkSocketDir(o.socketDir);
+  if (o.nats !== undefined) checkNatsOptions("serveEventQueue", o.nats);
+  const queue = new EventQueue(queueId, native.queueServe(queueId, o.socketDir ?? ""));
+  if (o.nats !== undefined) {
+    try {
+      await queue[bridgeTo](o.nats, o.socketDir);
+    } catch (e) {
+      await queue.close();
+      throw e;
+    }
   }
+  return queue;
 }
 
 /** How long a post waits for a slot, and `close` for the host to accept the posts made (ms). */
@@ -254,11 +305,27 @@ export class Producer implements Disposable {
   }
 }
 
+/**
+ * Opens a producer of the event queue `queueId` through NATS ({@linkcode QueueOptions.nats}):
+ * its posts reach the queue's host on another host.
+ */
+export async function openProducer(
+  queueId: string,
+  options: QueueOptions & { nats: NatsOptions },
+): Promise<NatsProducer>;
 /** Opens a producer of the event queue `queueId`. */
-export async function openProducer(queueId: string, options?: QueueOptions): Promise<Producer> {
+export async function openProducer(queueId: string, options?: QueueOptions): Promise<Producer>;
+export async function openProducer(
+  queueId: string,
+  options?: QueueOptions,
+): Promise<Producer | NatsProducer> {
   checkIcId(queueId);
   const o = options ?? {};
   checkOptionsObject("openProducer", o);
+  if (o.nats !== undefined) {
+    checkNatsOptions("openProducer", o.nats);
+    return await openNatsProducer(queueId, o.nats, QUEUE.MAX_DATA);
+  }
   checkSocketDir(o.socketDir);
   const client = await connect(
     queueId,
@@ -307,10 +374,12 @@ export interface ConsumerStats {
   dropped: number;
   /** Notifications retrieved. */
   retrieved: number;
+  /** Notifications listed and not retrieved yet. */
+  waiting: number;
 }
 
 /** The registration input of `events` (`"all"`, or event numbers). */
-function registration(events: readonly (number | "all")[], what: string): Uint8Array {
+export function registration(events: readonly (number | "all")[], what: string): Uint8Array {
   if (events.includes("all")) {
     if (events.length !== 1) {
       throw new TypeError(`${what}: "all" stands alone, received ${shown(events)}`);
@@ -555,7 +624,15 @@ export class Consumer implements Disposable, AsyncIterable<Notification> {
     if (this.#ended?.status !== Status.CLOSED) {
       this.#dropped = Atomics.load(this.#words, QUEUE.LIST_DROPPED_AT / 4);
     }
-    return { dropped: this.#dropped, retrieved: this.#retrieved };
+    return { dropped: this.#dropped, retrieved: this.#retrieved, waiting: this.#backlog() };
+  }
+
+  /** Notifications held and listed, not retrieved (a host's count beyond the list is cut). */
+  #backlog(): number {
+    if (this.#ended?.status === Status.CLOSED) return 0;
+    const written = Atomics.load(this.#words, QUEUE.LIST_WRITE_AT / 4);
+    const listed = Math.min((written - this.#read) >>> 0, this.#capacity);
+    return this.#held.length - this.#heldAt + listed;
   }
 
   /** Closes the connection: the host frees the list and the registrations. Idempotent. */
@@ -572,13 +649,27 @@ export class Consumer implements Disposable, AsyncIterable<Notification> {
 }
 
 /**
+ * Opens a consumer of the event queue `queueId` through NATS ({@linkcode QueueOptions.nats}),
+ * registered for `options.events`: once it resolves, the host's bridge keeps a list for it, and
+ * every post the host accepts for those events reaches it.
+ */
+export async function openConsumer(
+  queueId: string,
+  options: ConsumerOptions & { nats: NatsOptions },
+): Promise<NatsConsumer>;
+/**
  * Opens a consumer of the event queue `queueId`, registered for `options.events`: once it
  * resolves, every post the host accepts for those events reaches its list.
  */
-export async function openConsumer(queueId: string, options: ConsumerOptions): Promise<Consumer> {
+export async function openConsumer(queueId: string, options: ConsumerOptions): Promise<Consumer>;
+export async function openConsumer(
+  queueId: string,
+  options: ConsumerOptions,
+): Promise<Consumer | NatsConsumer> {
   checkIcId(queueId);
   checkOptionsObject("openConsumer", options);
-  checkSocketDir(options.socketDir);
+  if (options.nats === undefined) checkSocketDir(options.socketDir);
+  else checkNatsOptions("openConsumer", options.nats);
   const { events } = options;
   if (events !== "all" && !Array.isArray(events)) {
     throw new TypeError(
@@ -594,6 +685,9 @@ export async function openConsumer(queueId: string, options: ConsumerOptions): P
     throw new RangeError(`capacity must be from 1 to ${MAX_CONSUMER_CAPACITY}, received ${asked}`);
   }
   const capacity = 2 ** Math.ceil(Math.log2(asked));
+  if (options.nats !== undefined) {
+    return await openNatsConsumer(queueId, options.nats, events, capacity, QUEUE.MAX_DATA);
+  }
   const size = QUEUE.LIST_ENTRIES_AT + capacity * QUEUE.LIST_ENTRY_SIZE;
   const client = await connectWith(
     queueId,

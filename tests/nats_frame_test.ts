@@ -9,16 +9,25 @@
  */
 
 import assert from "node:assert/strict";
-import { NATS_FRAME, Status } from "../mod.ts";
+import { Status } from "../src/status.ts";
 import {
   type CommandFrame,
   decodeAnswer,
   decodeCommand,
   decodeGoodbye,
+  decodeQueue,
+  decodeReply,
   encodeAnswer,
   encodeCommand,
   encodeGoodbye,
+  encodeNotes,
+  encodeQueue,
+  NATS_FRAME,
+  parseNotes,
+  parsePosts,
+  parseRegistration,
   type Refusal,
+  writePost,
 } from "../src/nats_frame.ts";
 
 /** A small seeded generator (xorshift32): a failure names its seed and can be replayed. */
@@ -69,6 +78,48 @@ function checkAnswer(frame: Uint8Array, capacity: number, d: ReturnType<typeof d
   if (d.status !== Status.OUTPUT_OVERFLOW) assert.equal(d.length, d.output.length);
 }
 
+/** Posts' records: [event, data] pairs. */
+function posts(records: [number, number[]][]): Uint8Array {
+  const out = new Uint8Array(
+    records.reduce((n, [, d]) => n + NATS_FRAME.POST_RECORD + d.length, 0),
+  );
+  let at = 0;
+  for (const [event, data] of records) at = writePost(out, at, event, new Uint8Array(data));
+  return out;
+}
+
+/** What a queue frame's readers must satisfy, whatever the frame was. */
+function checkQueue(frame: Uint8Array, maxData: number): void {
+  for (let kind = NATS_FRAME.QUEUE_OPEN; kind <= NATS_FRAME.QUEUE_PING; kind++) {
+    const f = decodeQueue(frame, kind, 1);
+    if ("why" in f) continue;
+    assert.equal(f.payload.length + NATS_FRAME.HEADER, frame.length);
+    const r = parseRegistration(f.payload);
+    if (Array.isArray(r)) assert.equal(4 * (r.length + 1), f.payload.length);
+    const p = parsePosts(f.payload, f.a, maxData);
+    if (Array.isArray(p)) {
+      assert.equal(p.length, f.a);
+      const size = p.reduce((n, x) => n + NATS_FRAME.POST_RECORD + x.data.length, 0);
+      assert.equal(size, f.payload.length, "the posts fill the payload");
+      for (const x of p) assert.ok(x.data.length <= maxData);
+    }
+    const n = parseNotes(f.payload, f.a, maxData);
+    if (!("why" in n)) {
+      assert.equal(n.notes.length, f.a);
+      const size = n.notes.reduce((k, x) => k + NATS_FRAME.NOTE_RECORD + x.data.length, 0);
+      assert.equal(size + NATS_FRAME.NOTES_DROPPED, f.payload.length, "the notes fill it");
+      for (const x of n.notes) {
+        assert.ok(x.data.length <= maxData && Number.isSafeInteger(x.sequence));
+      }
+    }
+  }
+  const reply = decodeReply(frame);
+  if (!("why" in reply)) {
+    assert.equal(frame.length, NATS_FRAME.HEADER);
+    assert.ok(reply.status >= 0 || LIBRARY.has(reply.status));
+  }
+}
+
 Deno.test("the NATS frame's decoders take any bytes without throwing, and hand out only what a frame holds", () => {
   const ms = Number(Deno.env.get("SHMCALL_FUZZ_NATS_MS") ?? 0);
   const until = ms > 0 ? performance.now() + ms : Infinity;
@@ -81,6 +132,17 @@ Deno.test("the NATS frame's decoders take any bytes without throwing, and hand o
     encodeAnswer(Status.HANDLER_FAILED, 2, new Uint8Array([65, 66])),
     encodeAnswer(Status.OUTPUT_OVERFLOW, 99, new Uint8Array(0)),
     encodeGoodbye(SESSION),
+    encodeQueue(NATS_FRAME.QUEUE_OPEN, 0, 16, 0, SESSION, new Uint8Array([0, 0, 0, 0, 5, 0, 0, 0])),
+    encodeQueue(NATS_FRAME.QUEUE_POSTS, 0, 2, 7, SESSION, posts([[1, [1, 2]], [2, []]])),
+    encodeQueue(
+      NATS_FRAME.QUEUE_NOTES,
+      NATS_FRAME.END,
+      1,
+      3,
+      SESSION,
+      encodeNotes(4, [{ sequence: 2 ** 40 + 1, event: 9, data: new Uint8Array([7]) }]),
+    ),
+    encodeAnswer(0, 1024, new Uint8Array(0)),
   ];
   let n = 0;
   for (; ms > 0 ? performance.now() < until : n < 20_000; n++) {
@@ -91,7 +153,7 @@ Deno.test("the NATS frame's decoders take any bytes without throwing, and hand o
       // Often a plausible header, so the checks past it are reached.
       if (frame.length >= 6 && next() % 2 === 0) {
         frame.set([NATS_FRAME.MAGIC_0, NATS_FRAME.MAGIC_1, NATS_FRAME.MAJOR], 0);
-        frame[4] = 1 + next() % 3;
+        frame[4] = 1 + next() % 9;
         frame[5] = next() % 8;
       }
     } else {
@@ -107,6 +169,7 @@ Deno.test("the NATS frame's decoders take any bytes without throwing, and hand o
       checkAnswer(frame, max, decodeAnswer(frame, max));
       const session = decodeGoodbye(frame);
       if (session !== undefined) assert.match(session, /^[0-9a-f]{16}$/);
+      checkQueue(frame, max);
     } catch (e) {
       throw new Error(
         `seed ${seed}, frame ${n} [${[...frame].join(",")}]: ${(e as Error).message}`,
@@ -179,4 +242,39 @@ Deno.test("frames no server of this version may send are refused, each with its 
   assert.equal((decodeAnswer(long, 8) as Refusal).status, Status.PROTOCOL_VIOLATION);
   const short = encodeAnswer(0, 5, new Uint8Array(4));
   assert.equal((decodeAnswer(short, 8) as Refusal).status, Status.PROTOCOL_VIOLATION);
+});
+
+Deno.test("a queue's frames come back from their bytes as they went in", () => {
+  const p = decodeQueue(
+    encodeQueue(NATS_FRAME.QUEUE_POSTS, 0, 2, 0xffff_ffff, SESSION, posts([[1, [1]], [2, []]])),
+    NATS_FRAME.QUEUE_POSTS,
+  );
+  assert.ok(!("why" in p));
+  assert.deepEqual([p.a, p.b, p.session], [2, 0xffff_ffff, "01020304050607ff"]);
+  const records = parsePosts(p.payload, p.a, 240);
+  assert.ok(Array.isArray(records));
+  assert.deepEqual(records.map((r) => [r.event, [...r.data]]), [[1, [1]], [2, []]]);
+  const notes = parseNotes(
+    encodeNotes(3, [{ sequence: 2 ** 52 + 5, event: 0xffff_ffff, data: new Uint8Array([9]) }]),
+    1,
+    240,
+  );
+  assert.ok(!("why" in notes));
+  assert.equal(notes.dropped, 3);
+  assert.deepEqual(
+    notes.notes.map((n) => [n.sequence, n.event, [...n.data]]),
+    [[2 ** 52 + 5, 0xffff_ffff, [9]]],
+  );
+  assert.deepEqual(parseRegistration(new Uint8Array([1, 0, 0, 0])), "all");
+  assert.deepEqual(parseRegistration(new Uint8Array([0, 0, 0, 0, 5, 0, 0, 0])), [5]);
+  assert.equal(
+    (parseRegistration(new Uint8Array([2, 0, 0, 0])) as Refusal).status,
+    Status.INVALID_ARGUMENT,
+  );
+  // A post longer than a notification holds is refused whole.
+  const long = posts([[1, new Array(241).fill(0)]]);
+  assert.equal((parsePosts(long, 1, 240) as Refusal).status, Status.PROTOCOL_VIOLATION);
+  // Fewer records than the count says, or bytes after them: refused.
+  assert.equal((parsePosts(posts([[1, []]]), 2, 240) as Refusal).status, Status.PROTOCOL_VIOLATION);
+  assert.equal((parsePosts(posts([[1, []]]), 0, 240) as Refusal).status, Status.PROTOCOL_VIOLATION);
 });

@@ -8,7 +8,8 @@
 
 import "./setup.ts";
 import assert from "node:assert/strict";
-import { connect, IpcError, type NatsClient, serve, Status } from "../mod.ts";
+import { connect as natsConnect } from "@nats-io/transport-node";
+import { connect, IpcError, NATS_FRAME, type NatsClient, serve, Status } from "../mod.ts";
 import { failure, within } from "./peers/assertions.ts";
 import { NatsServer } from "./peers/nats_server.ts";
 import { Peer, tempSocketDir } from "./peers/spawn.ts";
@@ -306,5 +307,50 @@ Deno.test("nats-server killed and back: in flight PEER_TERMINATED, meanwhile a c
     );
   } finally {
     await client[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("frames that are not commands are refused, each with its status, and the server serves on", async () => {
+  await using nats = await NatsServer.start();
+  await using _server = await natsServer("nats-hostile", nats);
+  const nc = await natsConnect({ servers: nats.url });
+  try {
+    const ask = async (bytes: Uint8Array) => {
+      const reply = await nc.request("shmcall.cmd.nats-hostile", bytes, { timeout: 5_000 });
+      return new DataView(reply.data.buffer, reply.data.byteOffset + 8, 4).getInt32(0, true);
+    };
+    assert.equal(await ask(new Uint8Array([1, 2, 3])), Status.INVALID_COMMAND);
+    const later = new Uint8Array(NATS_FRAME.HEADER);
+    later.set([NATS_FRAME.MAGIC_0, NATS_FRAME.MAGIC_1, 2, 0, NATS_FRAME.COMMAND]);
+    assert.equal(await ask(later), Status.VERSION_MISMATCH);
+    // An output area larger than a message holds.
+    const huge = new Uint8Array(NATS_FRAME.HEADER);
+    huge.set([NATS_FRAME.MAGIC_0, NATS_FRAME.MAGIC_1, 1, 0, NATS_FRAME.COMMAND]);
+    new DataView(huge.buffer).setUint32(12, 0xffff_ffff, true);
+    assert.equal(await ask(huge), Status.INVALID_COMMAND);
+    // Noise on every subject of the ic id: no answer is owed, and nothing breaks.
+    const next = (() => {
+      let x = 0x9e3779b9;
+      return () => (x = (x ^ (x << 13)) >>> 0,
+        x = (x ^ (x >>> 17)) >>> 0,
+        x = (x ^ (x << 5)) >>> 0);
+    })();
+    for (let i = 0; i < 200; i++) {
+      const noise = new Uint8Array(next() % 64);
+      for (let k = 0; k < noise.length; k++) noise[k] = next();
+      if (noise.length > 4 && i % 2 === 0) noise.set([0x53, 0x43, 1, 0, next() % 4]);
+      nc.publish("shmcall.cmd.nats-hostile", noise);
+      nc.publish("shmcall.bye.nats-hostile", noise);
+    }
+    await nc.flush();
+    await using client = await natsClient("nats-hostile", nats);
+    const r = await client.execute(ECHO, {
+      input: new Uint8Array([4, 2]),
+      outputLength: 2,
+      completion: () => {},
+    });
+    assert.deepEqual(r.output, new Uint8Array([4, 2]));
+  } finally {
+    await nc.close();
   }
 });

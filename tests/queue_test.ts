@@ -37,13 +37,14 @@ Deno.test("consumers get the events they registered for, in post order, numbered
   assert.deepEqual(got.map((n) => n.sequence), [1, 2, 3, 4]);
   assert.deepEqual(got[3]!.data, new Uint8Array(MAX_NOTIFICATION_DATA).fill(7));
   assert.deepEqual(all.retrieve(), [], "each notification is retrieved once");
-  assert.deepEqual(all.stats(), { dropped: 0, retrieved: 4 });
+  assert.deepEqual(all.stats(), { dropped: 0, retrieved: 4, waiting: 0 });
   assert.deepEqual(queue.stats(), {
     posted: 4,
     delivered: 6,
     dropped: 0,
     connections: 3,
     consumers: 2,
+    lost: 0,
   });
 });
 
@@ -201,7 +202,7 @@ Deno.test("next() and retrieve() share one order, and each notification's data i
   assert.deepEqual(got[0]!.data, new Uint8Array([1]));
   assert.deepEqual(got[3]!.data, new Uint8Array(4).fill(4));
   assert.deepEqual(consumer.retrieve(), []);
-  assert.deepEqual(consumer.stats(), { dropped: 0, retrieved: 10 });
+  assert.deepEqual(consumer.stats(), { dropped: 0, retrieved: 10, waiting: 0 });
   assert.throws(
     () => consumer.retrieve(1.5),
     /max must be a non-negative integer or Infinity, received 1\.5/,

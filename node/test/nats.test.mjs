@@ -62,3 +62,54 @@ for (const runtime of RUNTIMES) {
     });
   });
 }
+
+for (const host of RUNTIMES) {
+  for (const consumer of RUNTIMES) {
+    for (const producer of RUNTIMES) {
+      test(`across NATS: ${host} host, ${consumer} consumer, ${producer} producer — registered events in post order`, async () => {
+        const nats = await NatsServer.start();
+        const dir = tempSocketDir();
+        // The remote ends' socket directory holds nothing: only NATS reaches the host.
+        const far = tempSocketDir();
+        const peers = [];
+        try {
+          peers.push(
+            await Peer.start(...peerCommand(host, "queue_host.mjs", ["nq", dir.path, nats.url])),
+          );
+          const c = await Peer.start(
+            ...peerCommand(consumer, "queue_consumer.mjs", [
+              "nq",
+              far.path,
+              "[0,2]",
+              "20",
+              nats.url,
+            ]),
+          );
+          peers.push(c);
+          const p = await Peer.start(
+            ...peerCommand(producer, "queue_producer.mjs", [
+              "nq",
+              far.path,
+              "30",
+              nats.url,
+            ]),
+          );
+          peers.push(p);
+          await p.expect("done", 20_000);
+          const { got, stats } = JSON.parse(await c.expect("{", 20_000));
+          const expected = [];
+          for (let i = 0; i < 30; i++) {
+            if (i % 3 !== 1) expected.push([i % 3, i + 1, `n${i}`]);
+          }
+          assert.deepEqual(got, expected);
+          assert.deepEqual(stats, { dropped: 0, retrieved: expected.length, waiting: 0 });
+        } finally {
+          for (const peer of peers.reverse()) await peer.kill();
+          dir.remove();
+          far.remove();
+          nats.kill();
+        }
+      });
+    }
+  }
+}

@@ -49,7 +49,7 @@ for (const host of RUNTIMES) {
             if (i % 3 !== 1) expected.push([i % 3, i + 1, `n${i}`]);
           }
           assert.deepEqual(got, expected);
-          assert.deepEqual(stats, { dropped: 0, retrieved: expected.length });
+          assert.deepEqual(stats, { dropped: 0, retrieved: expected.length, waiting: 0 });
         } finally {
           for (const peer of peers.reverse()) await peer.kill();
           dir.remove();

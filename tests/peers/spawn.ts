@@ -119,6 +119,11 @@ export class Peer {
     }
   }
 
+  /** Closes the child's standard input (a peer that serves until it ends then stops). */
+  async endInput(): Promise<void> {
+    await this.#child.stdin.close().catch(() => {});
+  }
+
   /** Kills the child with SIGKILL (once) and reaps it, closing its pipes. */
   async kill(): Promise<void> {
     if (this.#killed) return;

@@ -1,13 +1,14 @@
 // A consumer in Node or Deno:
-// `<runtime> queue_consumer.mjs <queue-id> <socket-dir> <events: JSON list or "all"> <count>`.
+// `<runtime> queue_consumer.mjs <queue-id> <socket-dir> <events: JSON list or "all"> <count>
+// [nats-url]` (with a NATS URL, through NATS only).
 // Prints `ready` once registered, then, after `<count>` notifications, one JSON line of
 // `[event, sequence, data as text]` triples and its counters, and exits.
 import process from "node:process";
 import { openConsumer } from "./api.mjs";
 
-const [queueId, socketDir, events, count] = process.argv.slice(2);
+const [queueId, socketDir, events, count, natsUrl] = process.argv.slice(2);
 const consumer = await openConsumer(queueId, {
-  socketDir,
+  ...(natsUrl === undefined ? { socketDir } : { nats: { servers: natsUrl } }),
   events: events === "all" ? "all" : JSON.parse(events),
 });
 console.log("ready");
