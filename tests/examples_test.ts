@@ -28,6 +28,11 @@ const EXAMPLES: Example[] = [
   { file: "examples/stats.ts", expect: /^stats: client 1103 commands, server 1103 commands$/m },
   { file: "examples/chain.ts", expect: /^chain: B>hello<B$/m },
   {
+    file: "examples/two_hosts.ts",
+    expect:
+      /^two hosts: ACME 101\.5 \(via NATS\), NOPE status 404\ntwo hosts: ticks #1 ACME 101\.75, #3 ACME 102; dropped 0$/m,
+  },
+  {
     file: "examples/events.ts",
     expect:
       /^events: stock-1 got #1 event 1 101\.5, #4 event 1 101\.75; dropped 0\n.*all got #1 event 1 101\.5, #2 event 2 48\.25, #3 event 3 7\.75, #4 event 1 101\.75, #5 event 2 48\.5, #6 event 3 7\.5; dropped 0\nevents: host posted 6, delivered 8, dropped 0$/m,

@@ -354,3 +354,28 @@ Deno.test("frames that are not commands are refused, each with its status, and t
     await nc.close();
   }
 });
+
+Deno.test("NATS's own authentication passes through: refused credentials are PERMISSION_DENIED", async () => {
+  const auth = { user: "shmcall", password: "s3cret" };
+  await using nats = await NatsServer.start(10_000, auth);
+  using dir = tempSocketDir();
+  await using _server = await serve("nats-auth", {
+    exec: ({ input, output }) => {
+      output.set(input);
+      return { length: input.length };
+    },
+  }, { socketDir: dir.path, nats: { servers: nats.url, user: auth.user, pass: auth.password } });
+  const refused = await failure(() =>
+    connect("nats-auth", { nats: { servers: nats.url, user: "shmcall", pass: "wrong" } })
+  );
+  assert.equal(refused.status, Status.PERMISSION_DENIED, refused.message);
+  await using client = await connect("nats-auth", {
+    nats: { servers: nats.url, user: auth.user, pass: auth.password },
+  });
+  const r = await client.execute(ECHO, {
+    input: new Uint8Array([5]),
+    outputLength: 1,
+    completion: () => {},
+  });
+  assert.deepEqual(r.output, new Uint8Array([5]));
+});

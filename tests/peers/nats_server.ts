@@ -40,11 +40,17 @@ function binary(): string {
 export class NatsServer {
   readonly port: number;
   readonly #dir: string;
+  readonly #auth: { user: string; password: string } | undefined;
   #child: Deno.ChildProcess | undefined;
 
-  private constructor(port: number, dir: string) {
+  private constructor(
+    port: number,
+    dir: string,
+    auth: { user: string; password: string } | undefined,
+  ) {
     this.port = port;
     this.#dir = dir;
+    this.#auth = auth;
   }
 
   /** The URL clients connect to. */
@@ -52,10 +58,16 @@ export class NatsServer {
     return `nats://127.0.0.1:${this.port}`;
   }
 
-  /** Starts one on a free port; resolves once it takes connections (at most `timeoutMs`). */
-  static async start(timeoutMs = 10_000): Promise<NatsServer> {
+  /**
+   * Starts one on a free port; resolves once it takes connections (at most `timeoutMs`). With
+   * `auth`, only that user and password may connect.
+   */
+  static async start(
+    timeoutMs = 10_000,
+    auth?: { user: string; password: string },
+  ): Promise<NatsServer> {
     const dir = Deno.makeTempDirSync({ prefix: "shmcall-nats-" });
-    const server = new NatsServer(freePort(), dir);
+    const server = new NatsServer(freePort(), dir, auth);
     try {
       await server.restart(timeoutMs);
     } catch (e) {
@@ -70,7 +82,12 @@ export class NatsServer {
     const config = `${this.#dir}/nats.conf`;
     Deno.writeTextFileSync(
       config,
-      `listen: "127.0.0.1:${this.port}"\nmax_payload: ${TEST_MAX_PAYLOAD}\n`,
+      `listen: "127.0.0.1:${this.port}"\nmax_payload: ${TEST_MAX_PAYLOAD}\n` +
+        (this.#auth === undefined
+          ? ""
+          : `authorization { user: ${JSON.stringify(this.#auth.user)}, password: ${
+            JSON.stringify(this.#auth.password)
+          } }\n`),
     );
     const child = new Deno.Command(binary(), {
       args: ["-c", config],
