@@ -127,6 +127,14 @@ export class NatsClient implements Disposable, AsyncDisposable {
 
   /** Fails what is in flight when the NATS connection drops: it may have run, or not. */
   async #watch(): Promise<void> {
+    try {
+      await this.#watchStatus();
+    } catch {
+      // The NATS client ended its status stream with an error: `closed()` tells the rest.
+    }
+  }
+
+  async #watchStatus(): Promise<void> {
     for await (const s of this.#nc.status()) {
       if (s.type === "reconnect") this.#down = false;
       else if (s.type === "disconnect" || s.type === "reconnecting") {

@@ -57,6 +57,18 @@ import { Status, statusName } from "./status.ts";
 export const PING_MS = 1_000;
 /** A remote consumer the bridge has not heard of for this long is closed (ms). */
 export const SILENCE_MS = 10_000;
+/** The remote producers whose count of posts the host keeps (the oldest go beyond it). */
+const MAX_PRODUCERS_KEPT = 4096;
+
+/**
+ * What a count that moved from `before` to `now` (both mod 2^32) skipped; 0 for a count that went
+ * back (a peer that lies), which a gap never makes.
+ */
+function gap(before: number, now: number): number {
+  const d = (now - before) >>> 0;
+  return d < 2 ** 31 ? d : 0;
+}
+
 /** How long opening a remote end waits for the host's answer (ms). */
 const OPEN_TIMEOUT = 5_000;
 /** The most notifications one notes frame carries. */
@@ -140,6 +152,10 @@ export class QueueBridge {
   readonly #local: LocalQueue;
   readonly #subs: NatsSubscription[] = [];
   readonly #consumers = new Map<string, RemoteConsumer>();
+  /** Sessions whose open is under way. */
+  readonly #opening = new Set<string>();
+  /** Pumps of consumers that ended, until they sent what they had. */
+  readonly #pumps = new Set<Promise<void>>();
   /** What each remote producer posted so far (mod 2^32), to count what NATS lost. */
   readonly #posted = new Map<string, number>();
   readonly #subjects: ReturnType<typeof queueSubjects>;
@@ -210,14 +226,21 @@ export class QueueBridge {
     if ("why" in f) return answer(msg, f.status);
     const events = parseRegistration(f.payload);
     if (!Array.isArray(events) && events !== "all") return answer(msg, events.status);
-    if (this.#consumers.has(f.session)) return answer(msg, Status.ALREADY_SERVED);
-    if (this.#consumers.size >= MAX_REMOTE_CONSUMERS) return answer(msg, Status.PERMISSION_DENIED);
+    if (this.#consumers.has(f.session) || this.#opening.has(f.session)) {
+      return answer(msg, Status.ALREADY_SERVED);
+    }
+    if (this.#consumers.size + this.#opening.size >= MAX_REMOTE_CONSUMERS) {
+      return answer(msg, Status.PERMISSION_DENIED);
+    }
     const capacity = Math.min(Math.max(1, f.a), this.#local.maxCapacity);
     let local: Consumer;
+    this.#opening.add(f.session);
     try {
       local = await this.#local.openConsumer(events, capacity);
     } catch (e) {
       return answer(msg, e instanceof IpcError ? e.status : Status.INVALID_ARGUMENT);
+    } finally {
+      this.#opening.delete(f.session);
     }
     if (this.#closed) {
       local.close();
@@ -232,7 +255,9 @@ export class QueueBridge {
     };
     this.#consumers.set(f.session, c);
     answer(msg, 0, capacity);
-    void this.#pump(c);
+    const pumped = this.#pump(c);
+    this.#pumps.add(pumped);
+    void pumped.finally(() => this.#pumps.delete(pumped));
   }
 
   /** Sends a remote consumer's notifications on, in batches, until its local consumer ends. */
@@ -249,9 +274,12 @@ export class QueueBridge {
       try {
         const first = await c.local.next();
         batch = [first, ...c.local.retrieve(most - 1)];
-      } catch {
-        // Closed: by its goodbye or silence (no one to tell), or by the bridge's close (which
-        // tells it).
+      } catch (e) {
+        // The host closed (its lists' last notifications were sent on first): the remote
+        // consumer is told. Closed by its goodbye or its silence: no one is left to tell.
+        if (e instanceof IpcError && e.status !== Status.CLOSED) {
+          this.#send(c, [], NATS_FRAME.END);
+        }
         return;
       }
       this.#send(c, batch, 0);
@@ -297,6 +325,7 @@ export class QueueBridge {
   #goodbye(msg: NatsMsg): void {
     const f = decodeQueue(msg.data, NATS_FRAME.QUEUE_GOODBYE);
     if ("why" in f) return;
+    this.#posted.delete(f.session);
     const c = this.#consumers.get(f.session);
     if (c === undefined) return;
     this.#consumers.delete(f.session);
@@ -309,9 +338,13 @@ export class QueueBridge {
     const posts = parsePosts(f.payload, f.a, this.#local.maxData);
     if (!Array.isArray(posts)) return;
     // `b` counts the producer's posts before these: a gap is what NATS lost.
-    const expected = this.#posted.get(f.session) ?? 0;
-    this.lost += (f.b - expected) >>> 0;
+    this.lost += gap(this.#posted.get(f.session) ?? 0, f.b);
+    this.#posted.delete(f.session);
     this.#posted.set(f.session, (f.b + posts.length) >>> 0);
+    // Producers that never said goodbye (killed) are forgotten, oldest first.
+    if (this.#posted.size > MAX_PRODUCERS_KEPT) {
+      this.#posted.delete(this.#posted.keys().next().value!);
+    }
     try {
       for (const p of posts) this.#producer?.post(p.event, p.data);
     } catch {
@@ -335,8 +368,12 @@ export class QueueBridge {
     return this.#consumers.size;
   }
 
-  /** Stops: remote consumers are told (after what their lists held), NATS is left. */
-  async close(): Promise<void> {
+  /**
+   * Stops taking anything from NATS and closes the bridge's producer (its posts made so far are
+   * accepted first). The host closes next: the bridge's consumers then end as any consumer at a
+   * host's end, and their pumps send on what their lists still held, then the end.
+   */
+  stop(): void {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#sweep);
@@ -347,15 +384,24 @@ export class QueueBridge {
         // Closed already.
       }
     }
-    for (const c of this.#consumers.values()) {
-      // What the local list holds goes on first, then the end.
-      const rest = c.local.retrieve();
-      if (rest.length > 0) this.#send(c, rest, 0);
-      this.#send(c, [], NATS_FRAME.END);
-      c.local.close();
+    try {
+      this.#producer?.close();
+    } catch {
+      // The host went first.
     }
+  }
+
+  /** After the host closed: waits (at most 5 s) for the pumps, then leaves NATS. */
+  async finish(): Promise<void> {
+    this.stop();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all([...this.#pumps]),
+      new Promise((resolve) => timer = setTimeout(resolve, 5_000)),
+    ]);
+    clearTimeout(timer);
+    for (const c of this.#consumers.values()) c.local.close();
     this.#consumers.clear();
-    this.#producer?.close();
     try {
       await this.#nc.flush();
     } catch {
@@ -573,8 +619,11 @@ export class NatsProducer implements Disposable, AsyncDisposable {
 
   /** Closes the producer and waits until its posts left and NATS closed. */
   async [Symbol.asyncDispose](): Promise<void> {
-    if (this.#end.ended?.status !== Status.CLOSED) this.#send();
-    await this.#end.close();
+    if (this.#end.ended?.status === Status.CLOSED) return;
+    this.#send();
+    // The host forgets this producer's count of posts.
+    const goodbye = encodeQueue(NATS_FRAME.QUEUE_GOODBYE, 0, 0, 0, this.#end.session);
+    await this.#end.close(goodbye, this.#end.subjects.goodbye);
   }
 }
 
@@ -634,6 +683,7 @@ export class NatsConsumer implements Disposable, AsyncDisposable, AsyncIterable<
   /** The host said it closed: what is listed is all there is. */
   #hostEnded = false;
   #wake: (() => void) | undefined;
+  #arrival: Promise<void> | undefined;
   /** The queue's id. */
   readonly queueId: string;
 
@@ -670,7 +720,7 @@ export class NatsConsumer implements Disposable, AsyncDisposable, AsyncIterable<
     }
     const frame = f as Exclude<typeof f, Refusal>;
     // The host's count of what it sent before these: a gap is what NATS lost.
-    this.#lost += (frame.b - this.#received) >>> 0;
+    this.#lost += gap(this.#received, frame.b);
     this.#received = (frame.b + frame.a) >>> 0;
     this.#hostDropped = parsed.dropped;
     for (const n of parsed.notes) {
@@ -769,8 +819,14 @@ export class NatsConsumer implements Disposable, AsyncDisposable, AsyncIterable<
         return n;
       }
       if (ended !== undefined) throw ended;
-      await new Promise<void>((resolve) => this.#wake = resolve);
-      this.#wake = undefined;
+      // One Promise for every waiting `next()`, settled by the next notes or the end.
+      this.#arrival ??= new Promise<void>((resolve) => {
+        this.#wake = () => {
+          this.#arrival = this.#wake = undefined;
+          resolve();
+        };
+      });
+      await this.#arrival;
     }
   }
 

@@ -153,7 +153,9 @@ export class EventQueue implements AsyncDisposable {
    * get what the host's lists held for them first). Idempotent.
    */
   async close(): Promise<void> {
-    await this.#bridge?.close();
+    // Nothing more from NATS, then the host's end, which the bridge's consumers see as any
+    // consumer does: they send on what they still hold, then the end.
+    this.#bridge?.stop();
     if (this.#handle !== null) {
       const handle = this.#handle;
       this.#handle = null;
@@ -161,6 +163,7 @@ export class EventQueue implements AsyncDisposable {
       this.#keepalive = undefined;
       native.queueFree(handle);
     }
+    await this.#bridge?.finish();
   }
 
   /** Closes the queue ({@linkcode EventQueue.close}). */

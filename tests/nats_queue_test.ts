@@ -316,3 +316,20 @@ Deno.test("across NATS, noise on the queue's subjects changes nothing at its hos
     await nc.close();
   }
 });
+
+Deno.test("across NATS, several next() waiting at once each get a notification, in order", async () => {
+  await using nats = await NatsServer.start();
+  using dir = tempSocketDir();
+  await using _queue = await serveEventQueue("nq-waiters", {
+    socketDir: dir.path,
+    nats: { servers: nats.url },
+  });
+  await using c = await openConsumer("nq-waiters", { nats: { servers: nats.url }, events: "all" });
+  await using p = await openProducer("nq-waiters", { nats: { servers: nats.url } });
+  const waiting = [c.next(), c.next(), c.next()];
+  for (const word of ["one", "two", "three"]) p.post(1, bytes(word));
+  await p.flush();
+  const got = await within("three waiters", Promise.all(waiting));
+  assert.deepEqual(got.map(text), ["one", "two", "three"]);
+  assert.deepEqual(c.stats(), { dropped: 0, retrieved: 3, waiting: 0 });
+});

@@ -357,7 +357,7 @@ Deno.test("frames that are not commands are refused, each with its status, and t
 
 Deno.test("NATS's own authentication passes through: refused credentials are PERMISSION_DENIED", async () => {
   const auth = { user: "shmcall", password: "s3cret" };
-  await using nats = await NatsServer.start(10_000, auth);
+  await using nats = await NatsServer.start({ auth });
   using dir = tempSocketDir();
   await using _server = await serve("nats-auth", {
     exec: ({ input, output }) => {
@@ -378,4 +378,30 @@ Deno.test("NATS's own authentication passes through: refused credentials are PER
     completion: () => {},
   });
   assert.deepEqual(r.output, new Uint8Array([5]));
+});
+
+Deno.test("NATS's TLS passes through: a client with the CA reaches a TLS-only server, one without fails", async () => {
+  await using nats = await NatsServer.start({ tls: true });
+  const tls = { caFile: nats.caFile };
+  using dir = tempSocketDir();
+  await using _server = await serve("nats-tls", {
+    exec: ({ input, output }) => {
+      output.set(input);
+      return { length: input.length };
+    },
+  }, { socketDir: dir.path, nats: { servers: nats.url, tls } });
+  await using client = await connect("nats-tls", { nats: { servers: nats.url, tls } });
+  const r = await client.execute(ECHO, {
+    input: new Uint8Array([7, 7]),
+    outputLength: 2,
+    completion: () => {},
+  });
+  assert.deepEqual(r.output, new Uint8Array([7, 7]));
+  // Without the CA, the server's certificate is not trusted.
+  const refused = await failure(() =>
+    connect("nats-tls", {
+      nats: { servers: nats.url, maxReconnectAttempts: 0, reconnect: false },
+    })
+  );
+  assert.equal(refused.status, Status.IO_ERROR, refused.message);
 });

@@ -36,45 +36,98 @@ function binary(): string {
   );
 }
 
+/** A CA, and a certificate for 127.0.0.1 that it signed, made with openssl in `dir`. */
+function makeCertificates(dir: string): void {
+  const openssl = (...args: string[]) => {
+    const out = new Deno.Command("openssl", { args, cwd: dir, stdout: "null", stderr: "piped" })
+      .outputSync();
+    if (!out.success) {
+      throw new Error(`openssl ${args[0]} failed: ${new TextDecoder().decode(out.stderr)}`);
+    }
+  };
+  const key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  openssl(
+    "req",
+    "-x509",
+    ...key,
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-days",
+    "1",
+    "-subj",
+    "/CN=shmcall test CA",
+  );
+  openssl("req", ...key, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1");
+  Deno.writeTextFileSync(`${dir}/san.ext`, "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  openssl(
+    "x509",
+    "-req",
+    "-in",
+    "server.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    "server.pem",
+    "-days",
+    "1",
+    "-extfile",
+    "san.ext",
+  );
+}
+
 /** A running nats-server. */
 export class NatsServer {
   readonly port: number;
   readonly #dir: string;
   readonly #auth: { user: string; password: string } | undefined;
+  readonly #tls: boolean;
   #child: Deno.ChildProcess | undefined;
 
   private constructor(
     port: number,
     dir: string,
     auth: { user: string; password: string } | undefined,
+    tls: boolean,
   ) {
     this.port = port;
     this.#dir = dir;
     this.#auth = auth;
+    this.#tls = tls;
   }
 
   /** The URL clients connect to. */
   get url(): string {
-    return `nats://127.0.0.1:${this.port}`;
+    return `${this.#tls ? "tls" : "nats"}://127.0.0.1:${this.port}`;
   }
 
   /**
-   * Starts one on a free port; resolves once it takes connections (at most `timeoutMs`). With
-   * `auth`, only that user and password may connect.
+   * Starts one on a free port; resolves once it takes connections (within 10 s). With `auth`,
+   * only that user and password may connect; with `tls`, only TLS clients, under a certificate
+   * for 127.0.0.1 signed by a CA made here ({@linkcode NatsServer.caFile}).
    */
   static async start(
-    timeoutMs = 10_000,
-    auth?: { user: string; password: string },
+    options: { auth?: { user: string; password: string }; tls?: boolean } = {},
   ): Promise<NatsServer> {
     const dir = Deno.makeTempDirSync({ prefix: "shmcall-nats-" });
-    const server = new NatsServer(freePort(), dir, auth);
+    const server = new NatsServer(freePort(), dir, options.auth, options.tls === true);
     try {
-      await server.restart(timeoutMs);
+      if (options.tls) makeCertificates(dir);
+      await server.restart();
     } catch (e) {
       await server.kill();
       throw e;
     }
     return server;
+  }
+
+  /** The CA that signed a TLS server's certificate. */
+  get caFile(): string {
+    return `${this.#dir}/ca.pem`;
   }
 
   /** Starts it (again, after {@linkcode NatsServer.stop}) on the same port. */
@@ -87,7 +140,10 @@ export class NatsServer {
           ? ""
           : `authorization { user: ${JSON.stringify(this.#auth.user)}, password: ${
             JSON.stringify(this.#auth.password)
-          } }\n`),
+          } }\n`) +
+        (this.#tls
+          ? `tls { cert_file: "${this.#dir}/server.pem", key_file: "${this.#dir}/server.key" }\n`
+          : ""),
     );
     const child = new Deno.Command(binary(), {
       args: ["-c", config],
