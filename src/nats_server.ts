@@ -76,6 +76,8 @@ interface Session<C> {
 interface Reply<C> {
   msg: NatsMsg;
   session: Session<C>;
+  /** The command's operation code, for reports. */
+  code: number;
   output: Uint8Array;
   answered: boolean;
 }
@@ -95,12 +97,11 @@ export class NatsBridge<C> {
     answer: (reply, _command, status, length) => {
       if (reply.output.length < length) {
         // Only a detached area is shorter than the length `settle` checked against it.
-        this.#failed(
-          reply,
-          Status.HANDLER_FAILED,
-          0,
-          new TypeError("exec detached the memory of its output area: its output is lost"),
+        const error = new TypeError(
+          "exec detached the memory of its output area (transfer(), structuredClone or postMessage with a transfer list): its output is lost",
         );
+        this.#host.report(error, reply.session.info, { code: reply.code }, "exec (NATS)");
+        this.#failed(reply, Status.HANDLER_FAILED, 0, error);
         return;
       }
       this.#answer(reply, status, length, reply.output.subarray(0, length));
@@ -227,7 +228,7 @@ export class NatsBridge<C> {
     // Arrays of their own: the message's bytes belong to the NATS client.
     const output = new Uint8Array(frame.outputLength);
     if (frame.output !== undefined) output.set(frame.output);
-    const reply: Reply<C> = { msg, session, output, answered: false };
+    const reply: Reply<C> = { msg, session, code: frame.code, output, answered: false };
     session.pending++;
     this.#inFlight.add(reply);
     this.#host.began();

@@ -189,7 +189,7 @@ async function packMain(): Promise<void> {
     files: ["lib/"],
     optionalDependencies: { [PLATFORM_PACKAGE]: PACKAGE_VERSION },
     // Only the `nats` option loads it: installed beside this package by whoever crosses hosts.
-    peerDependencies: { [NATS_PACKAGE]: dev.devDependencies[NATS_PACKAGE] },
+    peerDependencies: { [NATS_PACKAGE]: `^${dev.devDependencies[NATS_PACKAGE]}` },
     peerDependenciesMeta: { [NATS_PACKAGE]: { optional: true } },
   };
   Deno.writeTextFileSync(`${dir}package.json`, JSON.stringify(manifest, null, 2) + "\n");
