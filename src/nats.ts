@@ -41,6 +41,9 @@ export interface NatsMsg {
 export interface NatsSubscription {
   unsubscribe(): void;
   drain(): Promise<void>;
+  isClosed(): boolean;
+  /** Resolves when it closed: to the error that closed it, if one did. */
+  closed: Promise<void | Error>;
 }
 
 /** A connection to NATS, as the bridge uses it (a part of `NatsConnection`). */
@@ -123,6 +126,23 @@ export async function connectNats(options: NatsOptions, name: string): Promise<N
       `could not connect to NATS at ${shown(options.servers)}: ${
         typeof error?.message === "string" ? error.message : String(e)
       } (${statusName(status)})`,
+    );
+  }
+}
+
+/**
+ * Throws `PERMISSION_DENIED` when NATS refused one of `subs` (its authorization), which is closed
+ * once a flush after subscribing returned; `what` names who subscribed.
+ */
+export async function checkSubscribed(subs: NatsSubscription[], what: string): Promise<void> {
+  for (const sub of subs) {
+    if (!sub.isClosed()) continue;
+    const why = await sub.closed;
+    throw new IpcError(
+      Status.PERMISSION_DENIED,
+      `NATS refused ${what} its subscriptions: ${
+        why instanceof Error ? why.message : "closed"
+      } (PERMISSION_DENIED)`,
     );
   }
 }

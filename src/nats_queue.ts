@@ -18,6 +18,7 @@
 
 import { IpcError } from "./errors.ts";
 import {
+  checkSubscribed,
   connectNats,
   maxPayload,
   type NatsConnection,
@@ -204,8 +205,14 @@ export class QueueBridge {
         // No responder (or none in time): this host is the queue's.
       }
       const bridge = new QueueBridge(queueId, nc, local);
-      bridge.#producer = await local.openProducer();
-      await nc.flush();
+      try {
+        await nc.flush();
+        await checkSubscribed(bridge.#subs, `the event queue '${queueId}'`);
+        bridge.#producer = await local.openProducer();
+      } catch (e) {
+        bridge.stop();
+        throw e;
+      }
       return bridge;
     } catch (e) {
       await nc.close().catch(() => {});

@@ -12,6 +12,7 @@
 
 import { type Answerer, type ConnInfo, failedLength, reasonOf, runExec } from "./exec.ts";
 import {
+  checkSubscribed,
   connectNats,
   maxPayload,
   type NatsConnection,
@@ -28,6 +29,7 @@ import {
   NATS_FRAME,
 } from "./nats_frame.ts";
 import type { Handlers } from "./server.ts";
+import { LANE_COUNT } from "./native.ts";
 import { Status } from "./status.ts";
 import { clearInterval, setInterval } from "node:timers";
 
@@ -49,6 +51,10 @@ export interface BridgeHost<C> {
   /** A command was handed to `exec`; {@linkcode BridgeHost.ended} follows once. */
   began(): void;
   ended(): void;
+  /** NATS ended a subscription of the server's with `error`: it no longer serves NATS. */
+  lost(error: Error): void;
+  /** Adds what the bridge counted (positions of `LANE_COUNT`) to the server's counters. */
+  count(words: Float64Array): void;
   /** Reports a handler's failure as the server does. */
   report(
     error: unknown,
@@ -72,12 +78,56 @@ interface Session<C> {
   ending: boolean;
 }
 
+/**
+ * What the bridge counts for the server's counters, as a lane does (`LANE_COUNT`): commands,
+ * bytes, failures by status, and each command's time from its arrival to its answer.
+ */
+class Counted {
+  readonly words = new Float64Array(LANE_COUNT.LEN);
+
+  /** A command of `inputLength` bytes arrived. */
+  started(inputLength: number): void {
+    this.words[LANE_COUNT.COMMANDS]!++;
+    this.words[LANE_COUNT.BYTES_IN]! += inputLength;
+  }
+
+  /** It was answered `status` with `length` bytes, `ms` after it arrived. */
+  finished(status: number, length: number, ms: number): void {
+    const w = this.words;
+    w[LANE_COUNT.FINISHED]!++;
+    if (status < 0) {
+      w[LANE_COUNT.FAILURES - status]!++;
+      return;
+    }
+    w[LANE_COUNT.BYTES_OUT]! += length;
+    const n = w[LANE_COUNT.SAMPLES]!;
+    if (n < LANE_COUNT.MAX_SAMPLES) {
+      w[LANE_COUNT.FIRST_SAMPLE + n] = ms * 1e6;
+      w[LANE_COUNT.SAMPLES] = n + 1;
+    }
+  }
+
+  /** Whether the room for samples is full: time to report. */
+  get full(): boolean {
+    return this.words[LANE_COUNT.SAMPLES] === LANE_COUNT.MAX_SAMPLES;
+  }
+
+  /** Hands what was counted to `report` (nothing, if nothing), then starts over. */
+  report(report: (words: Float64Array) => void): void {
+    if (this.words[LANE_COUNT.COMMANDS] === 0 && this.words[LANE_COUNT.FINISHED] === 0) return;
+    report(this.words);
+    this.words.fill(0);
+  }
+}
+
 /** One command's way back: answered once, and not at all after the bridge closed. */
 interface Reply<C> {
   msg: NatsMsg;
   session: Session<C>;
   /** The command's operation code, for reports. */
   code: number;
+  /** When it arrived (`performance.now()`). */
+  arrived: number;
   output: Uint8Array;
   answered: boolean;
 }
@@ -93,6 +143,9 @@ export class NatsBridge<C> {
   readonly #sweep: ReturnType<typeof setInterval>;
   #nextId = FIRST_SESSION_ID;
   #closed = false;
+  /** `start` returned: a subscription's end is told from now on. */
+  #serving = false;
+  readonly #counted = new Counted();
   readonly #answerer: Answerer<Reply<C>> = {
     answer: (reply, _command, status, length) => {
       if (reply.output.length < length) {
@@ -123,11 +176,13 @@ export class NatsBridge<C> {
         queue: s.queue,
         callback: (error, msg) => {
           if (error === null) this.#command(msg);
+          else this.#lost(error);
         },
       }),
       nc.subscribe(s.goodbyes, {
         callback: (error, msg) => {
           if (error === null) this.#goodbye(msg);
+          else this.#lost(error);
         },
       }),
     ];
@@ -146,13 +201,22 @@ export class NatsBridge<C> {
     const bridge = new NatsBridge(icId, nc, host);
     try {
       // Subscribed at the NATS server once this resolves: a request sent after `serve`
-      // returned finds this server.
+      // returned finds this server. A subscription NATS refused is closed by then.
       await nc.flush();
+      await checkSubscribed(bridge.#subscriptions, `the server of '${icId}'`);
+      bridge.#serving = true;
     } catch (e) {
       await bridge.close();
       throw e;
     }
     return bridge;
+  }
+
+  /** NATS ended a subscription with `error` (once serving): said, not silent. */
+  #lost(error: Error): void {
+    // Before `start` returned, `serve` fails with it instead.
+    if (this.#closed || !this.#serving) return;
+    this.#host.lost(error);
   }
 
   /** A command from NATS. */
@@ -166,6 +230,8 @@ export class NatsBridge<C> {
     }
     if (this.#closed || this.#host.quiescing()) {
       this.#respond(msg, encodeAnswer(Status.SERVER_QUIESCING, 0, NOTHING));
+      this.#counted.started(frame.input.length);
+      this.#counted.finished(Status.SERVER_QUIESCING, 0, 0);
       return;
     }
     let session = this.#sessions.get(frame.session);
@@ -228,7 +294,15 @@ export class NatsBridge<C> {
     // Arrays of their own: the message's bytes belong to the NATS client.
     const output = new Uint8Array(frame.outputLength);
     if (frame.output !== undefined) output.set(frame.output);
-    const reply: Reply<C> = { msg, session, code: frame.code, output, answered: false };
+    const reply: Reply<C> = {
+      msg,
+      session,
+      code: frame.code,
+      arrived: performance.now(),
+      output,
+      answered: false,
+    };
+    this.#counted.started(frame.input.length);
     session.pending++;
     this.#inFlight.add(reply);
     this.#host.began();
@@ -263,6 +337,8 @@ export class NatsBridge<C> {
     reply.answered = true;
     this.#inFlight.delete(reply);
     this.#respond(reply.msg, encodeAnswer(status, length, output));
+    this.#counted.finished(status, length, performance.now() - reply.arrived);
+    if (this.#counted.full) this.report();
     const session = reply.session;
     session.pending--;
     this.#host.ended();
@@ -339,6 +415,11 @@ export class NatsBridge<C> {
       // Closed already.
     }
     await this.#nc.close().catch(() => {});
+  }
+
+  /** Adds what was counted since the last report to the server's counters. */
+  report(): void {
+    this.#counted.report((words) => this.#host.count(words));
   }
 
   /** The ic id served. */

@@ -89,7 +89,9 @@ export interface ServeOptions {
    * standard error (the ic id, the connection, the operation code, and the error with its
    * stack): an `exec` that threw, rejected or answered nonsense — inline or in a pool worker
    * — with its command's `{ code }`, and an `open` or `close` that threw or rejected, with
-   * `undefined`. What `onError` itself throws is written to standard error.
+   * `undefined`. What `onError` itself throws is written to standard error. A server that
+   * serves through NATS also reports here, with connection `{ id: 0, pid: 0, uid: -1 }`, when
+   * NATS ends its subscriptions (its authorization changed): it no longer serves NATS then.
    */
   onError?: (error: unknown, conn: ConnInfo, command: { code: number } | undefined) => void;
   /**
@@ -295,6 +297,24 @@ export class Server<C = unknown> {
       began: () => this.#inProgress++,
       ended: () => this.#settleOne(),
       report: (error, conn, command, handler) => this.#report(error, conn, command, handler),
+      count: (words) => {
+        if (this.#handle !== null) native.serverLaneCount(this.#handle, words);
+      },
+      lost: (error) => {
+        const said = new Error(
+          `the server of '${this.#icId}' no longer takes commands from NATS: ${error.message}`,
+          { cause: error },
+        );
+        if (this.#onError !== undefined) {
+          try {
+            this.#onError(said, { id: 0, pid: 0, uid: -1 }, undefined);
+            return;
+          } catch (thrown) {
+            console.error(`shmcall: the onError of '${this.#icId}' threw:`, thrown);
+          }
+        }
+        console.error(`shmcall: ${said.message}`);
+      },
     });
     if (this.#handle === null) {
       // Closed meanwhile.
@@ -726,6 +746,7 @@ export class Server<C = unknown> {
   stats(): ServerStats {
     if (this.#handle !== null) {
       this.#reportLanes(this.#handle);
+      this.#nats?.report();
       native.serverStats(this.#handle, this.#stats);
     }
     return readServerStats(this.#stats);
@@ -742,6 +763,7 @@ export class Server<C = unknown> {
       let stopped = Promise.resolve();
       const handle = this.#handle;
       this.#reportLanes(handle);
+      this.#nats?.report();
       native.serverStats(handle, this.#stats);
       this.#handle = null;
       native.serverFree(handle);

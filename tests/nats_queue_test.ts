@@ -333,3 +333,20 @@ Deno.test("across NATS, several next() waiting at once each get a notification, 
   assert.deepEqual(got.map(text), ["one", "two", "three"]);
   assert.deepEqual(c.stats(), { dropped: 0, retrieved: 3, waiting: 0 });
 });
+
+Deno.test("a queue that NATS's authorization keeps from its subjects fails serveEventQueue with PERMISSION_DENIED", async () => {
+  await using nats = await NatsServer.start({
+    config: `authorization { users = [ { user: "limited", password: "x", permissions: {
+      subscribe: { deny: ["shmcall.q.>"] } } } ] }\n`,
+  });
+  using dir = tempSocketDir();
+  const refused = await failure(() =>
+    serveEventQueue("nq-denied", {
+      socketDir: dir.path,
+      nats: { servers: nats.url, user: "limited", pass: "x" },
+    })
+  );
+  assert.equal(refused.status, Status.PERMISSION_DENIED, refused.message);
+  // Nothing of it is left: the id hosts again.
+  await using _again = await serveEventQueue("nq-denied", { socketDir: dir.path });
+});

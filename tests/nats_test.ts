@@ -201,7 +201,7 @@ Deno.test("a server that serves through NATS serves its local clients as before"
   await using nats = await NatsServer.start();
   using dir = tempSocketDir();
   let remote = 0;
-  await using _server = await serve("nats-local", {
+  await using server = await serve("nats-local", {
     exec: ({ input, output }, conn) => {
       if (conn.session !== undefined) remote++;
       output.set(input);
@@ -223,6 +223,12 @@ Deno.test("a server that serves through NATS serves its local clients as before"
   });
   assert.deepEqual(r.output, new Uint8Array([3]));
   assert.equal(remote, 1);
+  // Its counters hold both: the local command and the one from NATS (1 byte in, 1 out).
+  const stats = server.stats();
+  assert.equal(stats.commands, 2);
+  assert.equal(stats.bytesIn, 3);
+  assert.equal(stats.bytesOut, 3);
+  assert.equal(stats.connections, 1, "NATS sessions are not connections");
 });
 
 Deno.test("two servers of one ic id share the commands; one killed, the other serves on", async () => {
@@ -404,4 +410,22 @@ Deno.test("NATS's TLS passes through: a client with the CA reaches a TLS-only se
     })
   );
   assert.equal(refused.status, Status.IO_ERROR, refused.message);
+});
+
+Deno.test("a server that NATS's authorization keeps from its subject fails serve with PERMISSION_DENIED", async () => {
+  await using nats = await NatsServer.start({
+    config: `authorization { users = [ { user: "limited", password: "x", permissions: {
+      subscribe: { deny: ["shmcall.cmd.>"] } } } ] }\n`,
+  });
+  using dir = tempSocketDir();
+  const refused = await failure(() =>
+    serve("nats-denied", { exec: () => ({}) }, {
+      socketDir: dir.path,
+      nats: { servers: nats.url, user: "limited", pass: "x" },
+    })
+  );
+  assert.equal(refused.status, Status.PERMISSION_DENIED, refused.message);
+  assert.match(refused.message, /NATS refused the server of 'nats-denied' its subscriptions/);
+  // Nothing of it is left: the ic id serves again.
+  await using _again = await serve("nats-denied", { exec: () => ({}) }, { socketDir: dir.path });
 });

@@ -86,6 +86,7 @@ export class NatsServer {
   readonly #dir: string;
   readonly #auth: { user: string; password: string } | undefined;
   readonly #tls: boolean;
+  #extra = "";
   #child: Deno.ChildProcess | undefined;
 
   private constructor(
@@ -108,13 +109,15 @@ export class NatsServer {
   /**
    * Starts one on a free port; resolves once it takes connections (within 10 s). With `auth`,
    * only that user and password may connect; with `tls`, only TLS clients, under a certificate
-   * for 127.0.0.1 signed by a CA made here ({@linkcode NatsServer.caFile}).
+   * for 127.0.0.1 signed by a CA made here ({@linkcode NatsServer.caFile}); `config` is added to
+   * its configuration as it is.
    */
   static async start(
-    options: { auth?: { user: string; password: string }; tls?: boolean } = {},
+    options: { auth?: { user: string; password: string }; tls?: boolean; config?: string } = {},
   ): Promise<NatsServer> {
     const dir = Deno.makeTempDirSync({ prefix: "shmcall-nats-" });
     const server = new NatsServer(freePort(), dir, options.auth, options.tls === true);
+    server.#extra = options.config ?? "";
     try {
       if (options.tls) makeCertificates(dir);
       await server.restart();
@@ -143,7 +146,8 @@ export class NatsServer {
           } }\n`) +
         (this.#tls
           ? `tls { cert_file: "${this.#dir}/server.pem", key_file: "${this.#dir}/server.key" }\n`
-          : ""),
+          : "") +
+        this.#extra,
     );
     const child = new Deno.Command(binary(), {
       args: ["-c", config],
