@@ -15,6 +15,7 @@ import {
 } from "./client.ts";
 import { IpcError } from "./errors.ts";
 import {
+  checkSubscribed,
   connectNats,
   maxPayload,
   type NatsConnection,
@@ -44,6 +45,9 @@ export const NATS_DEFAULT_TIMEOUT = 60_000;
  * command cost as much as the rest of a command (profiled with 64 in flight).
  */
 const BUCKET_MS = 5;
+
+/** The answers' subscription of a {@linkcode NatsClient} (internal). */
+const replies: unique symbol = Symbol("shmcall nats replies");
 
 /** A command sent and not answered yet: settles once, whichever comes first. */
 interface InFlight {
@@ -185,6 +189,11 @@ export class NatsClient implements Disposable, AsyncDisposable {
   /** The ic id this client reaches. */
   get icId(): string {
     return this.#icId;
+  }
+
+  /** @internal Its answers' subscription. */
+  get [replies](): NatsSubscription {
+    return this.#replies;
   }
 
   /** Whether {@linkcode NatsClient.close} was called. */
@@ -422,5 +431,14 @@ export async function connectThroughNats(
   checkTimeout("the timeout of connect", timeout);
   subjects(icId);
   const nc = await connectNats(nats, `shmcall client of ${icId}`);
-  return new NatsClient(icId, nc, timeout as number | undefined, nats.inboxPrefix);
+  const client = new NatsClient(icId, nc, timeout as number | undefined, nats.inboxPrefix);
+  try {
+    // Its answers' subscription, unless NATS's authorization refused it.
+    await nc.flush();
+    await checkSubscribed([client[replies]], `the client of '${icId}'`);
+  } catch (e) {
+    await client[Symbol.asyncDispose]();
+    throw e;
+  }
+  return client;
 }

@@ -80,6 +80,9 @@ const NOTES_MOST = 1024;
  */
 export const MAX_REMOTE_CONSUMERS = 1024;
 
+/** A {@linkcode NatsConsumer}'s subscription to its notes (internal). */
+const notes: unique symbol = Symbol("shmcall nats notes");
+
 /** What the bridge needs of the local queue: its own producer and consumers. */
 export interface LocalQueue {
   maxData: number;
@@ -712,6 +715,11 @@ export class NatsConsumer implements Disposable, AsyncDisposable, AsyncIterable<
     return this.#end.session;
   }
 
+  /** @internal Its notes' subscription. */
+  get [notes](): NatsSubscription {
+    return this.#sub;
+  }
+
   /** @internal Its NATS connection. */
   get nc(): NatsConnection {
     return this.#end.nc;
@@ -898,6 +906,8 @@ export async function openNatsConsumer(
   let consumer: NatsConsumer;
   try {
     consumer = new NatsConsumer(queueId, nc, capacity, maxData);
+    await nc.flush();
+    await checkSubscribed([consumer[notes]], `the consumer of '${queueId}'`);
     // Subscribed before the host may send: NATS takes this connection's messages in order.
     const frame = encodeQueue(NATS_FRAME.QUEUE_OPEN, 0, capacity, 0, consumer.session, payload);
     const a = await ask(nc, queueSubjects(queueId).open, frame, OPEN_TIMEOUT).catch((e) => {

@@ -412,10 +412,12 @@ Deno.test("NATS's TLS passes through: a client with the CA reaches a TLS-only se
   assert.equal(refused.status, Status.IO_ERROR, refused.message);
 });
 
-Deno.test("a server that NATS's authorization keeps from its subject fails serve with PERMISSION_DENIED", async () => {
+Deno.test("a server or client that NATS's authorization keeps from its subjects fails with PERMISSION_DENIED", async () => {
   await using nats = await NatsServer.start({
-    config: `authorization { users = [ { user: "limited", password: "x", permissions: {
-      subscribe: { deny: ["shmcall.cmd.>"] } } } ] }\n`,
+    config: `authorization { users = [
+      { user: "limited", password: "x", permissions: { subscribe: { deny: ["shmcall.cmd.>"] } } },
+      { user: "deaf", password: "x", permissions: { subscribe: { deny: ["_INBOX.>"] } } }
+    ] }\n`,
   });
   using dir = tempSocketDir();
   const refused = await failure(() =>
@@ -428,4 +430,10 @@ Deno.test("a server that NATS's authorization keeps from its subject fails serve
   assert.match(refused.message, /NATS refused the server of 'nats-denied' its subscriptions/);
   // Nothing of it is left: the ic id serves again.
   await using _again = await serve("nats-denied", { exec: () => ({}) }, { socketDir: dir.path });
+  // A client that may not hear its answers is refused at connect, not left to time out.
+  const deaf = await failure(() =>
+    connect("nats-denied", { nats: { servers: nats.url, user: "deaf", pass: "x" } })
+  );
+  assert.equal(deaf.status, Status.PERMISSION_DENIED, deaf.message);
+  assert.match(deaf.message, /NATS refused the client of 'nats-denied' its subscriptions/);
 });
