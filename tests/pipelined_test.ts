@@ -189,22 +189,32 @@ Deno.test("answers on the ring when the server dies are delivered, not failed", 
 
 Deno.test("a server that scribbles on the segment while answering cannot make a pipelining client crash or hang", async () => {
   using dir = tempSocketDir();
-  await using _server = await Peer.start(PEER_BIN, [
-    "hostile-serve",
-    "h",
-    "--dir",
-    dir.path,
-    "--seed",
-    "15",
-  ]);
+  await using server = await Peer.start(
+    PEER_BIN,
+    [
+      "hostile-serve",
+      "h",
+      "--dir",
+      dir.path,
+      "--seed",
+      "15",
+    ],
+    10_000,
+    true,
+  );
   const outcomes = new Map<string, number>();
   const count = (what: string) => outcomes.set(what, (outcomes.get(what) ?? 0) + 1);
+  /** Why connects failed, with the server's state then (for a failure's message). */
+  const refusals: string[] = [];
   for (let attempt = 0; attempt < 5; attempt++) {
     let client: Client;
     try {
       client = await connect("h", { socketDir: dir.path, timeout: 2_000 });
     } catch (e) {
       count(e instanceof IpcError ? e.statusName : "connect threw");
+      refusals.push(
+        `attempt ${attempt}: ${e}; the server ${server.ended ? "had exited" : "was running"}`,
+      );
       continue;
     }
     try {
@@ -241,6 +251,9 @@ Deno.test("a server that scribbles on the segment while answering cannot make a 
     assert.match(
       what,
       /^(sync )?(answered|PROTOCOL_VIOLATION|PEER_TERMINATED|TIMED_OUT|CANCELLED|HANDLER_FAILED|INVALID_COMMAND|OUTPUT_OVERFLOW|CLOSED)$/,
+      `${JSON.stringify([...outcomes])}; ${
+        refusals.join("; ")
+      }; the server wrote: ${server.stderr}`,
     );
   }
 });

@@ -81,6 +81,11 @@ export class Peer {
     return peer;
   }
 
+  /** Whether the child's standard output ended (it exited, as a rule). */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
   /** The child's pid. */
   get pid(): number {
     return this.#child.pid;
