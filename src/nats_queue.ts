@@ -151,14 +151,13 @@ interface RemoteConsumer {
 
 /** The host's end of its queue on NATS (see the module doc). */
 export class QueueBridge {
-  readonly #queueId: string;
   readonly #nc: NatsConnection;
   readonly #local: LocalQueue;
   readonly #subs: NatsSubscription[] = [];
   readonly #consumers = new Map<string, RemoteConsumer>();
   /** Sessions whose open is under way. */
   readonly #opening = new Set<string>();
-  /** Pumps of consumers that ended, until they sent what they had. */
+  /** The remote consumers' pumps, each until its local consumer ended and it sent what it had. */
   readonly #pumps = new Set<Promise<void>>();
   /** What each remote producer posted so far (mod 2^32), to count what NATS lost. */
   readonly #posted = new Map<string, number>();
@@ -170,7 +169,6 @@ export class QueueBridge {
   lost = 0;
 
   private constructor(queueId: string, nc: NatsConnection, local: LocalQueue) {
-    this.#queueId = queueId;
     this.#nc = nc;
     this.#local = local;
     const s = this.#subjects = queueSubjects(queueId);
