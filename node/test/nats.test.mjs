@@ -113,3 +113,24 @@ for (const host of RUNTIMES) {
     }
   }
 }
+
+test("Node: NATS's authentication passes through — a wrong password is PERMISSION_DENIED", async () => {
+  const nats = await NatsServer.start(10_000, { user: "shmcall", password: "s3cret" });
+  try {
+    await assert.rejects(
+      connect("nats-auth", { nats: { servers: nats.url, user: "shmcall", pass: "wrong" } }),
+      (e) => e instanceof IpcError && e.status === Status.PERMISSION_DENIED,
+    );
+    const client = await connect("nats-auth", {
+      nats: { servers: nats.url, user: "shmcall", pass: "s3cret" },
+    });
+    // Connected: no server of the ic id, so NOT_FOUND, not a refusal.
+    await assert.rejects(
+      client.execute(1, { completion: () => {} }),
+      (e) => e instanceof IpcError && e.status === Status.NOT_FOUND,
+    );
+    client.close();
+  } finally {
+    nats.kill();
+  }
+});

@@ -32,6 +32,7 @@ function binary() {
 export class NatsServer {
   #child;
   #dir;
+  #auth;
 
   constructor(port, dir) {
     this.port = port;
@@ -42,9 +43,13 @@ export class NatsServer {
     return `nats://127.0.0.1:${this.port}`;
   }
 
-  /** Starts one on a free port; resolves once it takes connections (at most `timeoutMs`). */
-  static async start(timeoutMs = 10_000) {
+  /**
+   * Starts one on a free port; resolves once it takes connections (at most `timeoutMs`). With
+   * `auth` ({ user, password }), only that user may connect.
+   */
+  static async start(timeoutMs = 10_000, auth = undefined) {
     const server = new NatsServer(await freePort(), mkdtempSync(join(tmpdir(), "shmcall-nats-")));
+    server.#auth = auth;
     try {
       await server.#run(timeoutMs);
     } catch (e) {
@@ -56,7 +61,12 @@ export class NatsServer {
 
   #run(timeoutMs) {
     const config = join(this.#dir, "nats.conf");
-    writeFileSync(config, `listen: "127.0.0.1:${this.port}"\nmax_payload: ${2 << 20}\n`);
+    const auth = this.#auth === undefined
+      ? ""
+      : `authorization { user: ${JSON.stringify(this.#auth.user)}, password: ${
+        JSON.stringify(this.#auth.password)
+      } }\n`;
+    writeFileSync(config, `listen: "127.0.0.1:${this.port}"\nmax_payload: ${2 << 20}\n${auth}`);
     const child = spawn(binary(), ["-c", config], { stdio: ["ignore", "ignore", "pipe"] });
     this.#child = child;
     child.stderr.setEncoding("utf8");
