@@ -132,24 +132,20 @@ export class NatsClient implements Disposable, AsyncDisposable {
   /** Fails what is in flight when the NATS connection drops: it may have run, or not. */
   async #watch(): Promise<void> {
     try {
-      await this.#watchStatus();
+      for await (const s of this.#nc.status()) {
+        if (s.type === "reconnect") this.#down = false;
+        else if (s.type === "disconnect" || s.type === "reconnecting") {
+          this.#down = true;
+          this.#failAll(
+            new IpcError(
+              Status.PEER_TERMINATED,
+              `the NATS connection of the client of '${this.#icId}' was lost with the command in flight: it may have run (PEER_TERMINATED)`,
+            ),
+          );
+        }
+      }
     } catch {
       // The NATS client ended its status stream with an error: `closed()` tells the rest.
-    }
-  }
-
-  async #watchStatus(): Promise<void> {
-    for await (const s of this.#nc.status()) {
-      if (s.type === "reconnect") this.#down = false;
-      else if (s.type === "disconnect" || s.type === "reconnecting") {
-        this.#down = true;
-        this.#failAll(
-          new IpcError(
-            Status.PEER_TERMINATED,
-            `the NATS connection of the client of '${this.#icId}' was lost with the command in flight: it may have run (PEER_TERMINATED)`,
-          ),
-        );
-      }
     }
   }
 

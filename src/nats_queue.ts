@@ -44,14 +44,14 @@ import {
   writePost,
 } from "./nats_frame.ts";
 import {
-  checkEvent,
+  checkPost,
   type Consumer,
   type ConsumerStats,
   type Notification,
+  notificationsOf,
   type Producer,
   registration,
 } from "./queue.ts";
-import { shown } from "./validate.ts";
 import { Status, statusName } from "./status.ts";
 
 /** How often a remote end pings the host's bridge (ms). */
@@ -371,11 +371,6 @@ export class QueueBridge {
     }
   }
 
-  /** The remote consumers open now. */
-  get consumers(): number {
-    return this.#consumers.size;
-  }
-
   /**
    * Stops taking anything from NATS and closes the bridge's producer (its posts made so far are
    * accepted first). The host closes next: the bridge's consumers then end as any consumer at a
@@ -478,12 +473,16 @@ class RemoteEnd {
     this.#onEnd(why);
   }
 
-  /** Ends with `CLOSED`, then closes the NATS connection once `last` (if any) was sent. */
-  async close(last?: Uint8Array, to?: string): Promise<void> {
+  /**
+   * Ends with `CLOSED`, then says goodbye to the host (which forgets this end: a consumer's list,
+   * a producer's count of posts) and closes the NATS connection once it went.
+   */
+  async close(): Promise<void> {
     this.end(new IpcError(Status.CLOSED, `the end of '${this.queueId}' was closed`));
     try {
       if (!this.nc.isClosed()) {
-        if (last !== undefined && to !== undefined) this.nc.publish(to, last);
+        const goodbye = encodeQueue(NATS_FRAME.QUEUE_GOODBYE, 0, 0, 0, this.session);
+        this.nc.publish(this.subjects.goodbye, goodbye);
         await this.nc.flush();
       }
     } catch {
@@ -493,7 +492,7 @@ class RemoteEnd {
   }
 }
 
-/** Opens NATS for a remote end of `queueId` and asks the host `subject` with `frame`. */
+/** Opens NATS for a remote end (`what`) of `queueId`, once its id makes subjects. */
 async function openRemote(
   queueId: string,
   nats: NatsOptions,
@@ -524,7 +523,6 @@ function openFailure(queueId: string, e: unknown): IpcError {
  */
 export class NatsProducer implements Disposable, AsyncDisposable {
   readonly #end: RemoteEnd;
-  readonly #maxData: number;
   /** The batch being made: records from byte 0 to `#used`. */
   #batch = new Uint8Array(4096);
   #used = 0;
@@ -536,9 +534,8 @@ export class NatsProducer implements Disposable, AsyncDisposable {
   readonly queueId: string;
 
   /** @internal Made by {@linkcode openNatsProducer}. */
-  constructor(queueId: string, nc: NatsConnection, maxData: number) {
+  constructor(queueId: string, nc: NatsConnection) {
     this.queueId = queueId;
-    this.#maxData = maxData;
     this.#end = new RemoteEnd(queueId, nc, () => {});
   }
 
@@ -551,7 +548,7 @@ export class NatsProducer implements Disposable, AsyncDisposable {
    * @throws {TypeError | RangeError} On a bad event or data, naming it.
    */
   post(event: number, data?: Uint8Array): void {
-    checkPost(event, data, this.#maxData);
+    checkPost(event, data);
     if (this.#end.ended !== undefined) throw this.#end.ended;
     const bytes = data ?? NOTHING;
     const size = NATS_FRAME.POST_RECORD + bytes.length;
@@ -629,23 +626,7 @@ export class NatsProducer implements Disposable, AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     if (this.#end.ended?.status === Status.CLOSED) return;
     this.#send();
-    // The host forgets this producer's count of posts.
-    const goodbye = encodeQueue(NATS_FRAME.QUEUE_GOODBYE, 0, 0, 0, this.#end.session);
-    await this.#end.close(goodbye, this.#end.subjects.goodbye);
-  }
-}
-
-/** The checks of a post's arguments, as a local producer makes them. */
-function checkPost(event: unknown, data: unknown, maxData: number): void {
-  checkEvent(event);
-  if (data !== undefined && !(data instanceof Uint8Array)) {
-    throw new TypeError(`data must be a Uint8Array (or omitted), received ${shown(data)}`);
-  }
-  const length = (data as Uint8Array | undefined)?.length ?? 0;
-  if (length > maxData) {
-    throw new RangeError(
-      `a notification carries at most ${maxData} bytes of data, received ${length}`,
-    );
+    await this.#end.close();
   }
 }
 
@@ -653,7 +634,6 @@ function checkPost(event: unknown, data: unknown, maxData: number): void {
 export async function openNatsProducer(
   queueId: string,
   nats: NatsOptions,
-  maxData: number,
 ): Promise<NatsProducer> {
   const nc = await openRemote(queueId, nats, "producer");
   try {
@@ -666,7 +646,7 @@ export async function openNatsProducer(
     await nc.close().catch(() => {});
     throw e;
   }
-  return new NatsProducer(queueId, nc, maxData);
+  return new NatsProducer(queueId, nc);
 }
 
 /**
@@ -716,11 +696,6 @@ export class NatsConsumer implements Disposable, AsyncDisposable, AsyncIterable<
   /** @internal Its notes' subscription. */
   get [notes](): NatsSubscription {
     return this.#sub;
-  }
-
-  /** @internal Its NATS connection. */
-  get nc(): NatsConnection {
-    return this.#end.nc;
   }
 
   /** A notes frame from the host's bridge. */
@@ -844,15 +819,8 @@ export class NatsConsumer implements Disposable, AsyncDisposable, AsyncIterable<
   }
 
   /** The notifications as they come; ends when closed, throws once the host is gone. */
-  async *[Symbol.asyncIterator](): AsyncIterator<Notification> {
-    while (true) {
-      try {
-        yield await this.next();
-      } catch (e) {
-        if (e instanceof IpcError && e.status === Status.CLOSED) return;
-        throw e;
-      }
-    }
+  [Symbol.asyncIterator](): AsyncIterator<Notification> {
+    return notificationsOf(this);
   }
 
   /**
@@ -880,14 +848,13 @@ export class NatsConsumer implements Disposable, AsyncDisposable, AsyncIterable<
   /** Closes the consumer and waits until NATS closed. */
   async [Symbol.asyncDispose](): Promise<void> {
     if (this.#end.ended?.status === Status.CLOSED) return;
-    const goodbye = encodeQueue(NATS_FRAME.QUEUE_GOODBYE, 0, 0, 0, this.#end.session);
     try {
       this.#sub.unsubscribe();
     } catch {
       // Closed already.
     }
     this.#wake?.();
-    await this.#end.close(goodbye, this.#end.subjects.goodbye);
+    await this.#end.close();
   }
 }
 

@@ -134,7 +134,6 @@ interface Reply<C> {
 
 /** See the module doc. */
 export class NatsBridge<C> {
-  readonly #icId: string;
   readonly #nc: NatsConnection;
   readonly #host: BridgeHost<C>;
   readonly #sessions = new Map<string, Session<C>>();
@@ -167,7 +166,6 @@ export class NatsBridge<C> {
   };
 
   private constructor(icId: string, nc: NatsConnection, host: BridgeHost<C>) {
-    this.#icId = icId;
     this.#nc = nc;
     this.#host = host;
     const s = subjects(icId);
@@ -420,10 +418,5 @@ export class NatsBridge<C> {
   /** Adds what was counted since the last report to the server's counters. */
   report(): void {
     this.#counted.report((words) => this.#host.count(words));
-  }
-
-  /** The ic id served. */
-  get icId(): string {
-    return this.#icId;
   }
 }

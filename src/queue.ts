@@ -85,6 +85,38 @@ export interface QueueStats {
   lost: number;
 }
 
+/** Checks a post's event and data, for a producer of either kind; returns the data's length. */
+export function checkPost(event: unknown, data: unknown): number {
+  checkEvent(event);
+  if (data !== undefined && !(data instanceof Uint8Array)) {
+    throw new TypeError(`data must be a Uint8Array (or omitted), received ${shown(data)}`);
+  }
+  const length = (data as Uint8Array | undefined)?.length ?? 0;
+  if (length > QUEUE.MAX_DATA) {
+    throw new RangeError(
+      `a notification carries at most ${QUEUE.MAX_DATA} bytes of data, received ${length}`,
+    );
+  }
+  return length;
+}
+
+/**
+ * A consumer's notifications as they come (its `for await`, for either kind): the loop ends
+ * when the consumer is closed, and throws what `next` throws otherwise.
+ */
+export async function* notificationsOf(
+  consumer: { next(): Promise<Notification> },
+): AsyncGenerator<Notification> {
+  while (true) {
+    try {
+      yield await consumer.next();
+    } catch (e) {
+      if (e instanceof IpcError && e.status === Status.CLOSED) return;
+      throw e;
+    }
+  }
+}
+
 /** Checks an event number: an integer from 0 to 2^32 - 1. */
 export function checkEvent(event: unknown, what = "event"): asserts event is number {
   if (typeof event !== "number" || !Number.isInteger(event)) {
@@ -246,16 +278,7 @@ export class Producer implements Disposable {
    * @throws {TypeError | RangeError} On a bad event or data, naming it.
    */
   post(event: number, data?: Uint8Array): void {
-    checkEvent(event);
-    if (data !== undefined && !(data instanceof Uint8Array)) {
-      throw new TypeError(`data must be a Uint8Array (or omitted), received ${shown(data)}`);
-    }
-    const length = data?.length ?? 0;
-    if (length > QUEUE.MAX_DATA) {
-      throw new RangeError(
-        `a notification carries at most ${QUEUE.MAX_DATA} bytes of data, received ${length}`,
-      );
-    }
+    const length = checkPost(event, data);
     if (!this.#batches) {
       this.#event.setUint32(0, event, true);
       if (data !== undefined) this.#input.set(data, 4);
@@ -327,7 +350,7 @@ export async function openProducer(
   checkOptionsObject("openProducer", o);
   if (o.nats !== undefined) {
     checkNatsOptions("openProducer", o.nats);
-    return await openNatsProducer(queueId, o.nats, QUEUE.MAX_DATA);
+    return await openNatsProducer(queueId, o.nats);
   }
   checkSocketDir(o.socketDir);
   const client = await connect(
@@ -611,15 +634,8 @@ export class Consumer implements Disposable, AsyncIterable<Notification> {
    * The notifications as they come; the loop ends when the consumer is closed, and throws
    * `PEER_TERMINATED` once the host is gone and its notifications were retrieved.
    */
-  async *[Symbol.asyncIterator](): AsyncIterator<Notification> {
-    while (true) {
-      try {
-        yield await this.next();
-      } catch (e) {
-        if (e instanceof IpcError && e.status === Status.CLOSED) return;
-        throw e;
-      }
-    }
+  [Symbol.asyncIterator](): AsyncIterator<Notification> {
+    return notificationsOf(this);
   }
 
   /** This consumer's counters. */
